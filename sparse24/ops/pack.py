@@ -1,0 +1,145 @@
+"""mask_24 / prune_24 / compress / decompress: launchers and torch.library registration.
+
+Each op is a ``torch.library.custom_op`` with a fake implementation, so torch.compile sees an opaque
+node with exact output shapes and CUDA graphs capture it whole. The implementations run the Triton
+kernels of ``sparse24.kernels.pack`` on CUDA (and on CPU under TRITON_INTERPRET=1), and the
+plain-PyTorch references on CPU otherwise.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from sparse24 import reference
+from sparse24.kernels import pack as kernels
+from sparse24.layout import meta_shape, values_shape
+from sparse24.ops._checks import check_packed, check_weight, raise_first_bad_group, use_triton
+
+# The kernel tells negative zeros from +0.0 through the weight's bits, seen as an integer.
+_BITS_AS_INT = {torch.float16: tl.int16, torch.bfloat16: tl.int16, torch.float32: tl.int32}
+
+
+def _rows_per_program(n: int) -> int:
+    # 64 rows x 64 columns of fp16 is 8 KB per program: enough bytes in flight per SM without spills.
+    for rows in (64, 32, 16):
+        if n % rows == 0:
+            return rows
+    raise AssertionError("N is a multiple of 16 after check_weight")
+
+
+def _row_contiguous(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+# ---------------------------------------------------------------------------------------- mask_24
+@torch.library.custom_op("sparse24::mask_24", mutates_args=())
+def _mask_24_op(w: torch.Tensor) -> torch.Tensor:
+    if not use_triton(w):
+        return reference.mask_24_ref(w)
+    w = _row_contiguous(w)
+    n, k = w.shape
+    out = torch.empty((n, k), dtype=torch.uint8, device=w.device)
+    block_n, block_k = 32, 128
+    grid = (triton.cdiv(n, block_n), triton.cdiv(k, block_k))
+    kernels._mask_24_kernel[grid](w, out, n, k, w.stride(0), out.stride(0),
+                                  BLOCK_N=block_n, BLOCK_K=block_k)
+    return out.view(torch.bool)
+
+
+@_mask_24_op.register_fake
+def _(w):
+    return torch.empty(w.shape, dtype=torch.bool, device=w.device)
+
+
+def mask_24(w: torch.Tensor) -> torch.Tensor:
+    """Magnitude 2:4 mask [N, K] (bool): in every group of 4 along K, the two largest |w| are kept;
+    ties go to the lower index. NaN weights are refused."""
+    check_weight("mask_24", w, pack=False)
+    _refuse_nan("mask_24", w)
+    return _mask_24_op(w)
+
+
+def prune_24(w: torch.Tensor) -> torch.Tensor:
+    """w with the two smallest |w| of every group of 4 along K set to +0.0."""
+    check_weight("prune_24", w, pack=False)
+    _refuse_nan("prune_24", w)
+    return torch.where(_mask_24_op(w), w, torch.zeros((), dtype=w.dtype, device=w.device))
+
+
+def _refuse_nan(op: str, w: torch.Tensor) -> None:
+    if torch.compiler.is_compiling():
+        return
+    if torch.isnan(w).any():
+        r, c = (int(i) for i in torch.isnan(w).nonzero()[0])
+        raise ValueError(f"sparse24.{op}: w has NaN at row {r}, column {c}; its magnitude order is undefined")
+
+
+# --------------------------------------------------------------------------------------- compress
+@torch.library.custom_op("sparse24::compress", mutates_args=())
+def _compress_op(w: torch.Tensor, check: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    if not use_triton(w):
+        if check:
+            _check_24_ref(w)
+        return reference.compress_ref(w)
+    w = _row_contiguous(w)
+    n, k = w.shape
+    values = torch.empty(values_shape(n, k), dtype=w.dtype, device=w.device)
+    meta = torch.empty(meta_shape(n, k), dtype=torch.int32, device=w.device)
+    rows = _rows_per_program(n)
+    grid = (n // rows, k // 64)
+    flags = torch.empty((grid[0] * grid[1], 2), dtype=torch.int32, device=w.device)
+    kernels._compress_kernel[grid](w, values, meta, flags, n, k, w.stride(0),
+                                   BLOCK_N=rows, INT_DTYPE=_BITS_AS_INT[w.dtype])
+    if check and bool(flags.any()):
+        raise_first_bad_group(w)
+    return values, meta
+
+
+def _check_24_ref(w: torch.Tensor) -> None:
+    n, k = w.shape
+    if torch.isnan(w).any() or ((w.reshape(n, k // 4, 4) != 0).sum(-1) > 2).any():
+        raise_first_bad_group(w)
+
+
+@_compress_op.register_fake
+def _(w, check):
+    n, k = w.shape
+    return (w.new_empty(values_shape(n, k)),
+            torch.empty(meta_shape(n, k), dtype=torch.int32, device=w.device))
+
+
+def compress(w: torch.Tensor, check: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pack a dense 2:4 weight [N, K] into (values [N, K/2], meta int32 [N/16, K/64, 32]).
+
+    The layout is sparse24's own (see kernels/pack.py). With ``check=True`` a weight with NaN, or
+    with a group of 4 holding more than two nonzero values, is refused with an error naming the
+    first bad row and group; with ``check=False`` such a group silently keeps its two
+    highest-scoring entries (nonzero first, then the lower positions).
+    """
+    check_weight("compress", w, pack=True)
+    return _compress_op(w, check)
+
+
+# ------------------------------------------------------------------------------------- decompress
+@torch.library.custom_op("sparse24::decompress", mutates_args=())
+def _decompress_op(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
+    if not use_triton(values):
+        return reference.decompress_ref(values, meta)
+    n, k = values.shape[0], values.shape[1] * 2
+    w = torch.empty((n, k), dtype=values.dtype, device=values.device)
+    rows = _rows_per_program(n)
+    kernels._decompress_kernel[(n // rows, k // 64)](values, meta, w, n, k, w.stride(0), BLOCK_N=rows)
+    return w
+
+
+@_decompress_op.register_fake
+def _(values, meta):
+    return values.new_empty((values.shape[0], values.shape[1] * 2))
+
+
+def decompress(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
+    """Exact inverse of compress: the dense [N, K] weight, +0.0 at pruned positions."""
+    check_packed("decompress", values, meta)
+    return _decompress_op(values, meta)
