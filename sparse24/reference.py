@@ -134,7 +134,8 @@ def linear_ref(
     """act(x @ W^T + bias) with W = decompress(values, meta), accumulated in float32.
 
     Pruned weights are skipped, not multiplied, exactly as the sparse tensor cores do: an Inf or
-    NaN in x meets only the kept weights of its column, so 0 * Inf never makes a NaN here.
+    NaN in x meets only the kept weights of its column, so 0 * Inf never makes a NaN here. (The
+    weight-streaming kernel family multiplies unpacked zeros instead; see sparse24.ops.linear.)
     """
     w = decompress_ref(values, meta)
     n, k = w.shape

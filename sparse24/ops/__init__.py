@@ -3,7 +3,7 @@
 Weights are 2-D [N, K] (nn.Linear layout), 2:4 along K. Packing needs N % 16 == 0 and K % 64 == 0.
 """
 
-from sparse24.ops.linear import linear
+from sparse24.ops.gemm import linear
 from sparse24.ops.pack import compress, decompress, mask_24, prune_24
 
 __all__ = ["compress", "decompress", "linear", "mask_24", "prune_24"]

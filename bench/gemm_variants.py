@@ -1,0 +1,89 @@
+"""Time every candidate config of sparse24.ops.linear on a few shapes, against cuBLAS in the same run.
+
+Exploration tool for choosing tile shapes and shipped defaults (the tuner does the same per shape,
+for users): each config is first checked against F.linear on the decompressed weight, a wrong one
+is reported and never timed. Prints the fastest configs per shape; writes JSON lines.
+
+    python bench/gemm_variants.py [--shapes 24576x3072x768,...] [--family mma|dot] [--top 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+import triton.testing
+
+import sparse24.ops as ops
+from sparse24.ops import configs, gemm
+
+DEFAULT_SHAPES = "24576x3072x768,24576x768x3072,6144x768x768,1536x3072x768,16x4096x4096,64x11008x4096"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", default=DEFAULT_SHAPES, help="MxNxK list")
+    parser.add_argument("--family", choices=["mma", "dot", "all"], default="all")
+    parser.add_argument("--top", type=int, default=5)
+    parser.add_argument("--out", default=os.path.join(os.environ.get("OUT", "bench/results"), "gemm_variants.jsonl"))
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("gemm_variants.py needs a CUDA GPU", file=sys.stderr)
+        return 2
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    device = torch.device("cuda")
+    gpu = torch.cuda.get_device_name()
+    summary = []
+    for shape in args.shapes.split(","):
+        m, n, k = (int(v) for v in shape.split("x"))
+        torch.manual_seed(0)
+        w = ops.prune_24(torch.randn(n, k, dtype=torch.float16, device=device))
+        values, meta = ops.compress(w)
+        x = torch.randn(m, k, dtype=torch.float16, device=device)
+        expected = F.linear(x.float(), w.float())
+        dense_ms = triton.testing.do_bench(lambda: F.linear(x, w), warmup=25, rep=100, return_mode="median")
+        flops = 2.0 * m * n * k
+        rows = []
+        for cfg in configs.candidates(m, n, k, on_gpu=True):
+            if args.family != "all" and cfg["family"] != args.family:
+                continue
+            try:
+                y = gemm.run_config(x, values, meta, None, 0, cfg)
+                err = ((y.float() - expected).norm() / expected.norm()).item()
+            except Exception as exc:  # compile errors, out of resources: recorded, not timed
+                rows.append({"cfg": cfg, "error": f"{type(exc).__name__}: {str(exc)[:120]}"})
+                continue
+            if not err < 2e-3:
+                rows.append({"cfg": cfg, "error": f"WRONG rel err {err:.2e}"})
+                continue
+            ms = triton.testing.do_bench(lambda: gemm.run_config(x, values, meta, None, 0, cfg),
+                                         warmup=10, rep=40, return_mode="median")
+            rows.append({"cfg": cfg, "ms": ms, "err": err})
+        with open(args.out, "a") as f:
+            for row in rows:
+                f.write(json.dumps({"gpu": gpu, "m": m, "n": n, "k": k, "dense_ms": dense_ms, **row}) + "\n")
+        ok = sorted((r for r in rows if "ms" in r), key=lambda r: r["ms"])
+        bad = [r for r in rows if "error" in r]
+        print(f"\n{shape}: cuBLAS {dense_ms * 1e3:.1f} us ({flops / dense_ms / 1e9:.0f} TFLOP/s); "
+              f"{len(ok)} configs ok, {len(bad)} failed", flush=True)
+        for r in bad[:3]:
+            print("   FAILED", r["cfg"], r["error"], flush=True)
+        for r in ok[: args.top]:
+            print(f"   {dense_ms / r['ms']:.2f}x  {r['ms'] * 1e3:8.1f} us  {flops / r['ms'] / 1e9:6.0f} TFLOP/s  {r['cfg']}", flush=True)
+        best_mma = next((r for r in ok if r["cfg"]["family"] == "mma"), None)
+        best_dot = next((r for r in ok if r["cfg"]["family"] == "dot"), None)
+        summary.append((shape, dense_ms, best_mma, best_dot))
+    print("\n| M x N x K | cuBLAS us | best mma.sp | best dot |")
+    print("|---|---|---|---|")
+    for shape, dense_ms, bm, bd in summary:
+        cell = lambda r: "-" if r is None else f"{dense_ms / r['ms']:.2f}x ({r['ms'] * 1e3:.1f} us)"
+        print(f"| {shape} | {dense_ms * 1e3:.1f} | {cell(bm)} | {cell(bd)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""Fused GEMM epilogue: bias, activation and the cast happen in registers before the single store."""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _activate(y, ACTIVATION: tl.constexpr):
+    """ACTIVATION codes (sparse24/ops/linear.py maps names to them): 0 none, 1 relu,
+    2 gelu (erf form, as nn.GELU() and Hugging Face's "gelu"), 3 gelu_tanh ("gelu_new")."""
+    if ACTIVATION == 1:
+        y = tl.maximum(y, 0.0)
+    elif ACTIVATION == 2:
+        y = 0.5 * y * (1.0 + tl.erf(y * 0.7071067811865476))
+    elif ACTIVATION == 3:
+        # 0.5 * (1 + tanh(u)) == sigmoid(2u): one exp instead of a tanh Triton lacks on every backend.
+        u = 0.7978845608028654 * (y + 0.044715 * y * y * y)
+        y = y * tl.sigmoid(2.0 * u)
+    return y
+
+
+@triton.jit
+def _epilogue(acc, bias_ptr, features, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr):
+    """acc (float32) + bias[features], then the activation; ``features`` broadcasts against acc."""
+    if HAS_BIAS:
+        acc = acc + tl.load(bias_ptr + features).to(tl.float32)
+    return _activate(acc, ACTIVATION)

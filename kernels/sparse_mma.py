@@ -1,0 +1,158 @@
+"""Sparse x dense GEMM on the sparse tensor cores: ``mma.sp.sync.aligned.m16n8k32`` via inline asm.
+
+y[M, N] = act(x[M, K] @ W[N, K]^T + bias). W is the sparse A operand (16 output features per
+instruction) and x^T the dense B operand (8 tokens per instruction). Stock Triton has no sparse
+tl.dot, so the instruction is issued with ``tl.inline_asm_elementwise(pack=4)``.
+
+Why the program computes a [BLOCK_F features, BLOCK_T tokens] tile in the *tl.dot accumulator
+layout*: mma.sp is warp-collective, so the asm is only right if every group of four per-thread
+registers it receives is one lane's fragment of one 16x8 tile. Triton picks register layouts
+itself; left alone it gave the asm operands a blocked layout with the four registers spread over
+four threads (seen in TTGIR, Triton 3.6 and 3.9). The accumulator of a tl.dot has exactly the
+mma D-fragment layout: per 16x8 tile, lane (g, t) = lane // 4, lane % 4 holds, in register order,
+(g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1) -- true of the Ampere mma layout and of Hopper's wgmma
+accumulator, whose per-warp layout repeats that pattern every 8 columns. So the accumulator is born
+from a tiny tl.dot, and every operand is produced by inline-asm loads computed element-wise in that
+same layout: no layout conversion is left for the compiler to choose (checked in TTGIR: all asm
+ops carry the #mma layout; SASS: LDG.E.128 for A, HMMA.SP.16832.F32).
+
+Element (f, n) of the [BLOCK_F, BLOCK_T] tile, with g = f % 8, h = (f % 16) // 8, t = (n % 8) // 2,
+c = n % 2, is register r = 2h + c of lane 4g + t in tile (f // 16, n // 8). Its operands:
+  A  values word  (atom * 128 + lane * 4 + r): one 16-byte load of r0..r3 per lane (kernels/pack.py)
+  B  x word       (token 8 * (n // 8) + g, word 16 * atom + t + 4r): two halves, k = 2t + 8r, +1
+  E  meta word    (atom pair, lane), shared by the 4 registers; selector 0 / 1 for even / odd atom
+  D  y[token n, feature f]
+Tokens past M are clamped to row M - 1 for loading (always valid memory) and masked at the store.
+Pruned weights are skipped, never multiplied: an Inf in x meets only the kept weights of its column.
+"""
+
+import triton
+import triton.language as tl
+
+from sparse24.kernels.epilogue import _epilogue
+
+
+@triton.jit
+def _mma_sp(a, b, c, e, SELECTOR: tl.constexpr, IS_BF16: tl.constexpr):
+    """c += A(a, e) @ B(b) for each 16x8 tile; a, b, e int32 words, c float32, all one layout."""
+    # The asm text must be a literal inside the jit function, hence four spelled-out variants.
+    if IS_BF16:
+        if SELECTOR == 0:
+            d = tl.inline_asm_elementwise(
+                "mma.sp.sync.aligned.m16n8k32.row.col.f32.bf16.bf16.f32 {$0,$1,$2,$3}, {$4,$5,$6,$7}, {$8,$9,$10,$11}, {$12,$13,$14,$15}, $16, 0x0;",
+                "=f,=f,=f,=f,r,r,r,r,r,r,r,r,f,f,f,f,r,r,r,r",
+                [a, b, c, e], dtype=tl.float32, is_pure=True, pack=4)
+        else:
+            d = tl.inline_asm_elementwise(
+                "mma.sp.sync.aligned.m16n8k32.row.col.f32.bf16.bf16.f32 {$0,$1,$2,$3}, {$4,$5,$6,$7}, {$8,$9,$10,$11}, {$12,$13,$14,$15}, $16, 0x1;",
+                "=f,=f,=f,=f,r,r,r,r,r,r,r,r,f,f,f,f,r,r,r,r",
+                [a, b, c, e], dtype=tl.float32, is_pure=True, pack=4)
+    else:
+        if SELECTOR == 0:
+            d = tl.inline_asm_elementwise(
+                "mma.sp.sync.aligned.m16n8k32.row.col.f32.f16.f16.f32 {$0,$1,$2,$3}, {$4,$5,$6,$7}, {$8,$9,$10,$11}, {$12,$13,$14,$15}, $16, 0x0;",
+                "=f,=f,=f,=f,r,r,r,r,r,r,r,r,f,f,f,f,r,r,r,r",
+                [a, b, c, e], dtype=tl.float32, is_pure=True, pack=4)
+        else:
+            d = tl.inline_asm_elementwise(
+                "mma.sp.sync.aligned.m16n8k32.row.col.f32.f16.f16.f32 {$0,$1,$2,$3}, {$4,$5,$6,$7}, {$8,$9,$10,$11}, {$12,$13,$14,$15}, $16, 0x1;",
+                "=f,=f,=f,=f,r,r,r,r,r,r,r,r,f,f,f,f,r,r,r,r",
+                [a, b, c, e], dtype=tl.float32, is_pure=True, pack=4)
+    return d
+
+
+@triton.jit
+def _load_a(addr):
+    """One lane's 4 A registers: 16 contiguous bytes (the address of register 0 is used)."""
+    return tl.inline_asm_elementwise(
+        "ld.global.nc.v4.u32 {$0,$1,$2,$3}, [$4];", "=r,=r,=r,=r,l,l,l,l",
+        [addr], dtype=tl.int32, is_pure=True, pack=4)
+
+
+@triton.jit
+def _load_b(addr):
+    """One lane's 4 B registers: 4-byte words 16 bytes apart, one address each."""
+    return tl.inline_asm_elementwise(
+        "ld.global.nc.u32 $0, [$4];\n\tld.global.nc.u32 $1, [$5];\n\t"
+        "ld.global.nc.u32 $2, [$6];\n\tld.global.nc.u32 $3, [$7];",
+        "=r,=r,=r,=r,l,l,l,l", [addr], dtype=tl.int32, is_pure=True, pack=4)
+
+
+@triton.jit
+def _load_e(addr):
+    """One lane's metadata word, copied to the 4 registers of its group."""
+    return tl.inline_asm_elementwise(
+        "ld.global.nc.u32 $0, [$4];\n\tmov.b32 $1, $0;\n\tmov.b32 $2, $0;\n\tmov.b32 $3, $0;",
+        "=r,=r,=r,=r,l,l,l,l", [addr], dtype=tl.int32, is_pure=True, pack=4)
+
+
+@triton.jit
+def _sparse_mma_kernel(
+    x_addr, values_addr, meta_addr, bias_ptr, y_ptr,
+    M, N, K, stride_xm, stride_ym,
+    BLOCK_F: tl.constexpr, BLOCK_T: tl.constexpr, GROUP_T: tl.constexpr, PREFETCH: tl.constexpr,
+    HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, IS_BF16: tl.constexpr,
+):
+    """x_addr / values_addr / meta_addr are raw device addresses (int64): the loads are inline asm.
+
+    Programs are ordered in groups of GROUP_T token blocks per feature block, so that programs that
+    run together share weight tiles in L2.
+    """
+    pid = tl.program_id(0)
+    blocks_f = N // BLOCK_F
+    blocks_t = tl.cdiv(M, BLOCK_T)
+    per_group = GROUP_T * blocks_f
+    first_t = (pid // per_group) * GROUP_T
+    group_size = tl.minimum(blocks_t - first_t, GROUP_T)
+    pid_t = first_t + (pid % per_group) % group_size
+    pid_f = (pid % per_group) // group_size
+
+    f_local = tl.arange(0, BLOCK_F)
+    n_local = tl.arange(0, BLOCK_T)
+    g = (f_local % 8)[:, None]
+    h = ((f_local % 16) // 8)[:, None]
+    t = ((n_local % 8) // 2)[None, :]
+    c = (n_local % 2)[None, :]
+    lane = 4 * g + t
+    reg = 2 * h + c
+    atom_row = (pid_f * (BLOCK_F // 16) + f_local // 16)[:, None].to(tl.int64)
+
+    # byte addresses of chunk 0; one chunk = 64 columns = 2 atoms
+    a_addr = values_addr + (atom_row * (K // 32) * 128 + lane * 4 + reg) * 4
+    e_addr = meta_addr + (atom_row * (K // 64) * 32 + lane) * 4
+    b_token = tl.minimum(pid_t * BLOCK_T + (n_local // 8 * 8)[None, :] + g, M - 1).to(tl.int64)
+    b_addr = x_addr + b_token * stride_xm * 2 + (t + 4 * reg) * 4
+
+    # The accumulator takes the layout of a tl.dot result (see the module docstring).
+    acc = tl.dot(tl.zeros([BLOCK_F, 16], dtype=tl.float16), tl.zeros([16, BLOCK_T], dtype=tl.float16))
+    chunks = K // 64
+    if PREFETCH:
+        # Registers double-buffer one chunk: the loads of chunk i+1 are in flight during the
+        # mma of chunk i (a loop iteration is a scheduling barrier for ptxas).
+        e = _load_e(e_addr)
+        a0 = _load_a(a_addr)
+        a1 = _load_a(a_addr + 512)
+        b0 = _load_b(b_addr)
+        b1 = _load_b(b_addr + 64)
+        for chunk in range(1, chunks):
+            e_next = _load_e(e_addr + chunk * 128)
+            a0_next = _load_a(a_addr + chunk * 1024)
+            a1_next = _load_a(a_addr + chunk * 1024 + 512)
+            b0_next = _load_b(b_addr + chunk * 128)
+            b1_next = _load_b(b_addr + chunk * 128 + 64)
+            acc = _mma_sp(a0, b0, acc, e, 0, IS_BF16)
+            acc = _mma_sp(a1, b1, acc, e, 1, IS_BF16)
+            e, a0, a1, b0, b1 = e_next, a0_next, a1_next, b0_next, b1_next
+        acc = _mma_sp(a0, b0, acc, e, 0, IS_BF16)
+        acc = _mma_sp(a1, b1, acc, e, 1, IS_BF16)
+    else:
+        for chunk in range(0, chunks):
+            e = _load_e(e_addr + chunk * 128)
+            acc = _mma_sp(_load_a(a_addr + chunk * 1024), _load_b(b_addr + chunk * 128), acc, e, 0, IS_BF16)
+            acc = _mma_sp(_load_a(a_addr + chunk * 1024 + 512), _load_b(b_addr + chunk * 128 + 64),
+                          acc, e, 1, IS_BF16)
+
+    features = (pid_f * BLOCK_F + f_local)[:, None]
+    tokens = (pid_t * BLOCK_T + n_local)[None, :]
+    y = _epilogue(acc, bias_ptr, features, HAS_BIAS, ACTIVATION)
+    tl.store(y_ptr + tokens * stride_ym + features, y.to(y_ptr.dtype.element_ty), mask=tokens < M)

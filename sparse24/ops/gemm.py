@@ -1,0 +1,197 @@
+"""sparse24.ops.linear (module gemm): y = act(x @ W^T + bias) with W packed 2:4; launchers and registration.
+
+Two kernel families serve it (kernels/sparse_mma.py, kernels/sparse_dot.py):
+- "mma": the sparse tensor cores (mma.sp), for token counts where arithmetic dominates;
+- "dot": unpack the weight in registers and tl.dot, with split-K, for few tokens, where moving the
+  weight dominates (the packed weight is 9/16 of the dense bytes). It is also the family the Triton
+  interpreter can run (inline asm cannot), so CPU tests exercise it.
+A config is a plain dict (family, tile sizes, warps, stages, split-K); `choose_config` takes it from
+the tuning cache when there is an entry, else from a shape heuristic.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+
+from sparse24 import reference
+from sparse24.kernels.sparse_dot import _sparse_dot_kernel, _splitk_reduce_kernel
+from sparse24.kernels.sparse_mma import _sparse_mma_kernel
+from sparse24.ops._checks import GEMM_DTYPES, check_packed, use_triton
+
+ACTIVATIONS = {None: 0, "relu": 1, "gelu": 2, "gelu_tanh": 3}
+
+
+# ------------------------------------------------------------------------------------ configs
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _divides(block: int, n: int) -> bool:
+    return n % block == 0
+
+
+def heuristic_config(m: int, n: int, k: int, device: torch.device) -> dict:
+    """A reasonable config without tuning. Few tokens: weight-streaming "dot" family with split-K
+    sized so that about two programs per SM stream weight bytes; otherwise the mma.sp family."""
+    if device.type != "cuda" or m <= 64:
+        block_n = 64 if _divides(64, n) else (32 if _divides(32, n) else 16)
+        block_m = 16 if m <= 16 else (32 if m <= 32 else 64)
+        programs = max(1, (n // block_n) * triton.cdiv(m, block_m))
+        sms = _sm_count(device.index or 0) if device.type == "cuda" else 1
+        split_k = max(1, min(k // 64 // 4, triton.cdiv(2 * sms, programs)))
+        return {"family": "dot", "BLOCK_M": block_m, "BLOCK_N": block_n, "SPLIT_K": split_k,
+                "num_warps": 4, "num_stages": 3}
+    block_f = 128 if _divides(128, n) else (64 if _divides(64, n) else 16)
+    block_t = 128 if m >= 4096 else 64
+    return {"family": "mma", "BLOCK_F": block_f, "BLOCK_T": block_t, "GROUP_T": 8, "PREFETCH": 1,
+            "num_warps": 4, "num_stages": 1}
+
+
+def config_fits(config: dict, n: int, k: int) -> bool:
+    """Whether a (possibly cached) config can serve an [n, k] weight."""
+    if config["family"] == "mma":
+        return _divides(config["BLOCK_F"], n) and k // 64 >= 1
+    return _divides(config["BLOCK_N"], n) and config["SPLIT_K"] <= k // 64
+
+
+def choose_config(m: int, n: int, k: int, dtype: torch.dtype, device: torch.device) -> dict:
+    if device.type == "cuda":
+        from sparse24.ops import tuning_bridge
+
+        cached = tuning_bridge.lookup(m, n, k, dtype, device)
+        if cached is not None and config_fits(cached, n, k):
+            return cached
+    config = heuristic_config(m, n, k, device)
+    if device.type != "cuda" and config["family"] == "mma":
+        raise AssertionError("the mma family needs a GPU")
+    return config
+
+
+# ---------------------------------------------------------------------------------- launchers
+def _launch_mma(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
+    m, k = x2.shape
+    n = values.shape[0]
+    grid = (triton.cdiv(m, cfg["BLOCK_T"]) * (n // cfg["BLOCK_F"]),)
+    _sparse_mma_kernel[grid](
+        x2.data_ptr(), values.data_ptr(), meta.data_ptr(), bias if bias is not None else y, y,
+        m, n, k, x2.stride(0), y.stride(0),
+        BLOCK_F=cfg["BLOCK_F"], BLOCK_T=cfg["BLOCK_T"], GROUP_T=cfg["GROUP_T"],
+        PREFETCH=cfg["PREFETCH"], HAS_BIAS=bias is not None, ACTIVATION=activation,
+        IS_BF16=x2.dtype == torch.bfloat16, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+    )
+
+
+def _launch_dot(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
+    m, k = x2.shape
+    n = values.shape[0]
+    split_k = cfg["SPLIT_K"]
+    grid = (n // cfg["BLOCK_N"], triton.cdiv(m, cfg["BLOCK_M"]), split_k)
+    partial = (torch.empty((split_k, m, n), dtype=torch.float32, device=x2.device)
+               if split_k > 1 else y)
+    _sparse_dot_kernel[grid](
+        x2, values, meta, bias if bias is not None else y, y, partial,
+        m, n, k, x2.stride(0), y.stride(0),
+        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], SPLIT_K=split_k,
+        HAS_BIAS=bias is not None, ACTIVATION=activation, DOT_IN_FP32=not x2.is_cuda,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+    )
+    if split_k > 1:
+        block = 1024
+        _splitk_reduce_kernel[(triton.cdiv(m * n, block),)](
+            partial, bias if bias is not None else y, y, m, n, y.stride(0),
+            SPLIT_K=split_k, BLOCK=block, HAS_BIAS=bias is not None, ACTIVATION=activation,
+        )
+
+
+def run_config(x2, values, meta, bias, activation: int, cfg: dict, out=None) -> torch.Tensor:
+    """Run one config on 2-D x; used by the op and by the tuner (which checks every candidate).
+    ``out`` lets tests poison the output first, to prove every element is written."""
+    y = out if out is not None else torch.empty(
+        (x2.shape[0], values.shape[0]), dtype=x2.dtype, device=x2.device)
+    if x2.shape[0] == 0:
+        return y
+    if cfg["family"] == "mma":
+        _launch_mma(x2, values, meta, bias, y, activation, cfg)
+    else:
+        _launch_dot(x2, values, meta, bias, y, activation, cfg)
+    return y
+
+
+# ------------------------------------------------------------------------------- registration
+@torch.library.custom_op("sparse24::linear", mutates_args=())
+def _linear_op(
+    x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias: torch.Tensor | None,
+    activation: str | None,
+) -> torch.Tensor:
+    if not use_triton(x) or x.dtype not in GEMM_DTYPES:
+        return reference.linear_ref(x, values, meta, bias, activation)
+    k = values.shape[1] * 2
+    x2 = x.reshape(-1, k)
+    # The kernels read x rows with 4-byte (inline asm) and 16-byte (tl.load) accesses.
+    if x2.stride(1) != 1 or x2.stride(0) % 8 or x2.data_ptr() % 16:
+        x2 = x2.contiguous()
+    m, n = x2.shape[0], values.shape[0]
+    cfg = choose_config(m, n, k, x2.dtype, x2.device)
+    y = run_config(x2, values, meta, bias, ACTIVATIONS[activation], cfg)
+    return y.reshape(*x.shape[:-1], n)
+
+
+@_linear_op.register_fake
+def _(x, values, meta, bias, activation):
+    return x.new_empty((*x.shape[:-1], values.shape[0]))
+
+
+def check_linear_inputs(x, values, meta, bias, activation) -> None:
+    n, k = check_packed("linear", values, meta)
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"sparse24.linear: unknown activation {activation!r}; use one of {list(ACTIVATIONS)}"
+        )
+    if x.dim() < 1 or x.shape[-1] != k:
+        raise ValueError(
+            f"sparse24.linear: x has shape {tuple(x.shape)} but the packed weight is [{n}, {k}]: "
+            f"x's last dim must be in_features={k}"
+        )
+    if x.device != values.device:
+        raise ValueError(f"sparse24.linear: x is on {x.device} but the weight is on {values.device}")
+    if x.dtype != values.dtype:
+        raise TypeError(
+            f"sparse24.linear: x is {x.dtype} but the packed weight is {values.dtype}; cast one of them"
+        )
+    if x.is_cuda and x.dtype not in GEMM_DTYPES:
+        raise TypeError(
+            f"sparse24.linear: the kernels take float16 or bfloat16, got {x.dtype} "
+            "(float32 runs only on the CPU reference path)"
+        )
+    if bias is not None:
+        if bias.shape != (n,):
+            raise ValueError(f"sparse24.linear: bias has shape {tuple(bias.shape)}, expected ({n},)")
+        if bias.device != x.device:
+            raise ValueError(f"sparse24.linear: bias is on {bias.device} but x is on {x.device}")
+        if bias.dtype not in (x.dtype, torch.float32):
+            raise TypeError(f"sparse24.linear: bias is {bias.dtype}; use {x.dtype} or float32")
+
+
+def linear(
+    x: torch.Tensor,
+    values: torch.Tensor,
+    meta: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    activation: str | None = None,
+) -> torch.Tensor:
+    """y = act(x @ W^T + bias), W the dense 2:4 weight [N, K] that (values, meta) pack.
+
+    x: [..., K], float16 or bfloat16 (float32 on the CPU reference path), any number of tokens.
+    activation: None, "relu", "gelu" (erf) or "gelu_tanh". Accumulation is float32.
+    A NaN or Inf in x reaches every output whose kept weights meet it. On the sparse tensor cores
+    (the "mma" family) pruned weights are skipped, not multiplied, so 0 x Inf gives no NaN there,
+    unlike the masked dense product; the weight-streaming "dot" family (few tokens) multiplies the
+    unpacked zeros, so there an Inf or NaN in x makes its whole output row NaN, as F.linear on the
+    masked dense weight would.
+    """
+    check_linear_inputs(x, values, meta, bias, activation)
+    return _linear_op(x, values, meta, bias, activation)

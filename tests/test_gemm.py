@@ -1,0 +1,198 @@
+"""sparse24.ops.linear: both kernel families against the float64 reference.
+
+CPU (Triton interpreter): the "dot" family. GPU (marked): every candidate config of both families,
+so that no config the tuner may pick is wrong, on odd shapes, random data and poisoned outputs.
+"""
+
+import pytest
+import torch
+
+import sparse24.ops as ops
+from sparse24 import reference as ref
+from sparse24.ops import configs, gemm
+
+# relative Frobenius error against a float64 reference (the output itself is rounded to the dtype)
+TOLERANCE = {torch.float16: 2e-3, torch.bfloat16: 2e-2}
+ACTIVATIONS = [None, "relu", "gelu", "gelu_tanh"]
+
+
+def packed_weight(n, k, dtype, device):
+    w = ops.prune_24(torch.randn(n, k, dtype=dtype, device=device))
+    return ops.compress(w)
+
+
+def rel_error(y, expected):
+    return ((y.double() - expected).norm() / expected.norm()).item()
+
+
+def reference_output(x, values, meta, bias, activation):
+    return ref.linear_ref(x.cpu().double(), values.cpu().double(), meta.cpu(),
+                          None if bias is None else bias.cpu().double(), activation)
+
+
+def run_poisoned(x, values, meta, bias, activation, cfg):
+    out = torch.full((x.shape[0], values.shape[0]), float("nan"), dtype=x.dtype, device=x.device)
+    return gemm.run_config(x, values, meta, bias, gemm.ACTIVATIONS[activation], cfg, out=out)
+
+
+# ------------------------------------------------------------------ CPU: interpreter, "dot"
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("m,n,k,activation,split_k", [
+    (1, 32, 256, None, 2), (7, 64, 128, "gelu", 1), (33, 48, 192, "gelu_tanh", 3),
+    (20, 16, 64, "relu", 1), (5, 96, 128, "gelu", 2),
+])
+def test_dot_family_matches_reference(m, n, k, activation, split_k, dtype, seed):
+    values, meta = packed_weight(n, k, dtype, "cpu")
+    x = torch.randn(m, k, dtype=dtype)
+    bias = torch.randn(n, dtype=dtype)
+    cfg = gemm.heuristic_config(m, n, k, x.device) | {"SPLIT_K": split_k}
+    y = run_poisoned(x, values, meta, bias, activation, cfg)
+    assert not torch.isnan(y).any(), "an output element was not written"
+    assert rel_error(y, reference_output(x, values, meta, bias, activation)) < TOLERANCE[dtype]
+
+
+def test_linear_any_leading_dims_and_fp32_reference(seed):
+    values, meta = packed_weight(32, 128, torch.float16, "cpu")
+    x = torch.randn(2, 3, 128, dtype=torch.float16)
+    y = ops.linear(x, values, meta, activation="relu")
+    assert y.shape == (2, 3, 32)
+    expected = reference_output(x.reshape(6, 128), values, meta, None, "relu").reshape(2, 3, 32)
+    assert rel_error(y, expected) < TOLERANCE[torch.float16]
+    y32 = ops.linear(x.float(), values.float(), meta)  # float32: the CPU reference path
+    assert y32.dtype == torch.float32
+    assert rel_error(y32, reference_output(x.float(), values.float(), meta, None, None)) < 1e-6
+
+
+def test_zero_tokens():
+    values, meta = packed_weight(16, 64, torch.float16, "cpu")
+    assert ops.linear(torch.empty(0, 64, dtype=torch.float16), values, meta).shape == (0, 16)
+
+
+def _nan_inf_case(device, dtype=torch.float16):
+    n, k = 32, 128
+    w = ops.prune_24(torch.randn(n, k, dtype=dtype, device=device))
+    values, meta = ops.compress(w)
+    x = torch.randn(4, k, dtype=dtype, device=device)
+    x[1, 5] = float("nan")
+    x[2, 9] = float("inf")
+    return w.cpu(), values, meta, x
+
+
+def test_nan_reaches_every_output_it_feeds(device, seed):
+    w, values, meta, x = _nan_inf_case(device)
+    y = ops.linear(x, values, meta).cpu()
+    assert torch.isnan(y[1, w[:, 5] != 0]).all()
+    assert not torch.isfinite(y[2, w[:, 9] != 0]).any()
+    assert torch.isfinite(y[[0, 3]]).all()
+
+
+@pytest.mark.gpu
+def test_mma_skips_pruned_weights_gpu(seed):
+    """The sparse tensor cores never multiply pruned weights: NaN reaches only the outputs whose
+    kept weights meet it, and Inf never meets a pruned zero (unlike the masked dense product)."""
+    w, values, meta, x = _nan_inf_case("cuda")
+    cfg = next(c for c in configs.candidates(64, 32, 128, on_gpu=True) if c["family"] == "mma")
+    y = gemm.run_config(x, values, meta, None, 0, cfg).cpu()
+    fed_by_nan = w[:, 5] != 0
+    assert torch.isnan(y[1, fed_by_nan]).all() and not torch.isnan(y[1, ~fed_by_nan]).any()
+    pruned_at_9 = w[:, 9] == 0
+    assert torch.isfinite(y[2, pruned_at_9]).all() and torch.isinf(y[2, ~pruned_at_9]).all()
+    expected = reference_output(x, values, meta, None, None)
+    assert torch.equal(torch.isnan(y), torch.isnan(expected))
+
+
+def test_linear_errors(device):
+    values, meta = packed_weight(32, 128, torch.float16, device)
+    x = torch.randn(4, 128, dtype=torch.float16, device=device)
+    with pytest.raises(ValueError, match="x's last dim must be in_features=128"):
+        ops.linear(torch.randn(4, 64, dtype=torch.float16, device=device), values, meta)
+    with pytest.raises(TypeError, match="x is torch.bfloat16 but the packed weight is torch.float16"):
+        ops.linear(x.bfloat16(), values, meta)
+    with pytest.raises(ValueError, match="unknown activation 'swish'"):
+        ops.linear(x, values, meta, activation="swish")
+    with pytest.raises(ValueError, match=r"bias has shape \(16,\), expected \(32,\)"):
+        ops.linear(x, values, meta, bias=torch.randn(16, dtype=torch.float16, device=device))
+    with pytest.raises(ValueError, match="meta does not match values"):
+        ops.linear(x, values, meta[:1].contiguous())
+    if device == "cuda":
+        with pytest.raises(ValueError, match="x is on cpu but the weight is on cuda:0"):
+            ops.linear(x.cpu(), values, meta)
+        with pytest.raises(TypeError, match="the kernels take float16 or bfloat16"):
+            ops.linear(x.float(), values.float(), meta)
+
+
+def test_opcheck_linear(device, seed):
+    values, meta = packed_weight(32, 128, torch.float16, device)
+    x = torch.randn(3, 128, dtype=torch.float16, device=device)
+    bias = torch.randn(32, dtype=torch.float16, device=device)
+    torch.library.opcheck(torch.ops.sparse24.linear.default, (x, values, meta, bias, "gelu"))
+    torch.library.opcheck(torch.ops.sparse24.linear.default, (x, values, meta, None, None))
+
+
+def test_heuristic_configs_fit_and_are_candidates():
+    for m in (1, 16, 64, 333, 4096):
+        for n, k in ((768, 768), (3072, 768), (768, 3072), (4096, 11008)):
+            cfg = gemm.heuristic_config(m, n, k, torch.device("cpu"))
+            assert gemm.config_fits(cfg, n, k)
+            assert cfg["family"] == "dot"
+
+
+# ------------------------------------------------------------------------------ GPU suite
+GPU_SHAPES = [(1, 768, 768), (7, 3072, 768), (64, 768, 3072), (333, 1024, 256), (2048, 768, 768)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("m,n,k", GPU_SHAPES)
+def test_every_candidate_config_is_correct_gpu(m, n, k, dtype, seed):
+    values, meta = packed_weight(n, k, dtype, "cuda")
+    x = torch.randn(m, k, dtype=dtype, device="cuda")
+    bias = torch.randn(n, dtype=dtype, device="cuda")
+    expected = reference_output(x, values, meta, bias, "gelu")
+    failures = []
+    for cfg in configs.candidates(m, n, k, on_gpu=True):
+        y = run_poisoned(x, values, meta, bias, "gelu", cfg)
+        err = rel_error(y.cpu(), expected)
+        if not err < TOLERANCE[dtype]:
+            failures.append((cfg, err))
+    assert not failures, failures[:5]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("family", ["mma", "dot"])
+def test_epilogues_gpu(activation, family, seed):
+    m, n, k = 200, 256, 512
+    values, meta = packed_weight(n, k, torch.float16, "cuda")
+    x = torch.randn(m, k, dtype=torch.float16, device="cuda")
+    bias = torch.randn(n, dtype=torch.float32, device="cuda")
+    cfg = next(c for c in configs.candidates(m, n, k, on_gpu=True) if c["family"] == family)
+    y = run_poisoned(x, values, meta, bias, activation, cfg)
+    assert rel_error(y.cpu(), reference_output(x, values, meta, bias, activation)) < 2e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [1, 7, 333, 4096])
+def test_linear_op_gpu(m, seed):
+    values, meta = packed_weight(768, 768, torch.float16, "cuda")
+    x = torch.randn(m, 768, dtype=torch.float16, device="cuda")
+    y = ops.linear(x, values, meta, activation="gelu")
+    assert rel_error(y.cpu(), reference_output(x, values, meta, None, "gelu")) < 2e-3
+
+
+@pytest.mark.gpu
+def test_linear_compiles_fullgraph_and_cuda_graph_gpu(seed):
+    values, meta = packed_weight(768, 768, torch.float16, "cuda")
+    bias = torch.randn(768, dtype=torch.float16, device="cuda")
+    x = torch.randn(64, 768, dtype=torch.float16, device="cuda")
+
+    def f(x):
+        return ops.linear(x, values, meta, bias, "gelu") * 2
+
+    eager = f(x)
+    compiled = torch.compile(f, fullgraph=True)
+    assert rel_error(compiled(x), eager.double()) < 1e-3
+    graph_mode = torch.compile(f, fullgraph=True, mode="reduce-overhead")
+    for _ in range(3):
+        out = graph_mode(x)
+    assert rel_error(out, eager.double()) < 1e-3
