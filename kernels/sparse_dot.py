@@ -1,8 +1,12 @@
 """Sparse x dense GEMM by unpacking the 2:4 weight in registers and feeding ``tl.dot``.
 
-y[M, N] = act(x[M, K] @ W[N, K]^T + bias). This family runs on the dense tensor cores (wgmma on
-Hopper through tl.dot), so it cannot beat the dense math rate; it wins where moving the weight
-dominates (few tokens): the packed weight is 9/16 of the dense bytes. Split-K spreads a small-M
+y[M, N] = act(x[M, K] @ W[N, K]^T + bias), computed transposed: acc[features, tokens] =
+W_tile @ x_tile^T, so the unpacked weight (already in registers) is the A operand and few tokens
+only set the small N side of the instruction (wgmma takes A from registers and N down to 8; with
+the tokens as the M side Triton 3.6 needed M >= 64 for wgmma and its OptimizeDotOperands pass
+crashed on the transposed register operand). This family runs on the dense tensor cores, so it
+cannot beat the dense math rate; it wins where moving the weight dominates (few tokens): the
+packed weight is 9/16 of the dense bytes. Split-K spreads a small-M
 problem over enough programs to keep every SM streaming weight bytes; partial sums go to a float32
 workspace and ``_splitk_reduce_kernel`` adds them up and applies the epilogue (deterministic: no
 atomics). Packed layout: kernels/pack.py.
@@ -36,7 +40,7 @@ def _sparse_dot_kernel(
     per_split = tl.cdiv(chunks, SPLIT_K)
     first = pid_k * per_split
     last = tl.minimum(first + per_split, chunks)
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
     for chunk in range(first, last):
         idx0, idx1 = _decode_meta(meta_ptr, tile_n, chunk, K, BLOCK_N)
         v0, v1 = tl.split(tl.load(values_ptr + _values_offsets(tile_n, chunk, K, BLOCK_N)))
@@ -44,17 +48,17 @@ def _sparse_dot_kernel(
         x = tl.load(x_ptr + rows[:, None] * stride_xm + (chunk * 64 + k64)[None, :],
                     mask=rows[:, None] < M, other=0.0)
         if DOT_IN_FP32:
-            acc = tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)), acc)
+            acc = tl.dot(w.to(tl.float32), tl.trans(x.to(tl.float32)), acc)
         else:
-            acc = tl.dot(x, tl.trans(w), acc)
+            acc = tl.dot(w, tl.trans(x), acc)
 
-    inside = rows[:, None] < M
+    inside = rows[None, :] < M
     if SPLIT_K == 1:
-        y = _epilogue(acc, bias_ptr, features[None, :], HAS_BIAS, ACTIVATION)
-        tl.store(y_ptr + rows[:, None] * stride_ym + features[None, :],
+        y = _epilogue(acc, bias_ptr, features[:, None], HAS_BIAS, ACTIVATION)
+        tl.store(y_ptr + rows[None, :] * stride_ym + features[:, None],
                  y.to(y_ptr.dtype.element_ty), mask=inside)
     else:
-        part = partial_ptr + (pid_k * M + rows[:, None]) * N + features[None, :]
+        part = partial_ptr + (pid_k * M + rows[None, :]) * N + features[:, None]
         tl.store(part, acc, mask=inside)
 
 

@@ -13,16 +13,17 @@ mma D-fragment layout: per 16x8 tile, lane (g, t) = lane // 4, lane % 4 holds, i
 (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1) -- true of the Ampere mma layout and of Hopper's wgmma
 accumulator, whose per-warp layout repeats that pattern every 8 columns. So the accumulator is born
 from a tiny tl.dot, and every operand is produced by inline-asm loads computed element-wise in that
-same layout: no layout conversion is left for the compiler to choose (checked in TTGIR: all asm
-ops carry the #mma layout; SASS: LDG.E.128 for A, HMMA.SP.16832.F32).
+same layout (checked in TTGIR with Triton 3.6 and 3.9: every asm op carries the #mma layout;
+SASS: LDG.E.128 for A, HMMA.SP.16832.F32; no spills at 256 x 64 tiles with 4 warps).
 
 Element (f, n) of the [BLOCK_F, BLOCK_T] tile, with g = f % 8, h = (f % 16) // 8, t = (n % 8) // 2,
 c = n % 2, is register r = 2h + c of lane 4g + t in tile (f // 16, n // 8). Its operands:
-  A  values word  (atom * 128 + lane * 4 + r): one 16-byte load of r0..r3 per lane (kernels/pack.py)
-  B  x word       (token 8 * (n // 8) + g, word 16 * atom + t + 4r): two halves, k = 2t + 8r, +1
+  A  values word  (atom * 128 + lane * 4 + r): one 16-byte asm load of r0..r3 per lane (pack.py)
+  B  x word       (token 8 * (n // 8) + g, word 16 * atom + t + 4r): two halves, k = 2t + 8r, +1;
+     loaded as a coalesced tile and rearranged by Triton through shared memory (_b_operand)
   E  meta word    (atom pair, lane), shared by the 4 registers; selector 0 / 1 for even / odd atom
   D  y[token n, feature f]
-Tokens past M are clamped to row M - 1 for loading (always valid memory) and masked at the store.
+Tokens past M read zeros and are masked at the store.
 Pruned weights are skipped, never multiplied: an Inf in x meets only the kept weights of its column.
 """
 
@@ -70,12 +71,27 @@ def _load_a(addr):
 
 
 @triton.jit
-def _load_b(addr):
-    """One lane's 4 B registers: 4-byte words 16 bytes apart, one address each."""
-    return tl.inline_asm_elementwise(
-        "ld.global.nc.u32 $0, [$4];\n\tld.global.nc.u32 $1, [$5];\n\t"
-        "ld.global.nc.u32 $2, [$6];\n\tld.global.nc.u32 $3, [$7];",
-        "=r,=r,=r,=r,l,l,l,l", [addr], dtype=tl.int32, is_pure=True, pack=4)
+def _load_x_tile(x32_ptr, tokens, atom, M, stride_x32):
+    """Coalesced [BLOCK_T, 16] int32 tile: the 32 halves of one atom column for BLOCK_T tokens.
+    Rows past M read 0; their outputs are never stored."""
+    words = tl.arange(0, 16)
+    return tl.load(x32_ptr + tokens[:, None] * stride_x32 + atom * 16 + words[None, :],
+                   mask=tokens[:, None] < M, other=0)
+
+
+@triton.jit
+def _b_operand(tile, BLOCK_F: tl.constexpr, BLOCK_T: tl.constexpr):
+    """The [BLOCK_T, 16] x tile as the B operand of the [BLOCK_F, BLOCK_T] element grid.
+
+    Element (f, n) needs word t + 4r of token 8 * (n // 8) + g, with g = f % 8, h = (f % 16) // 8,
+    t = (n % 8) // 2, c = n % 2, r = 2h + c. Written as reshape / permute / broadcast, it is a
+    layout change that Triton stages through shared memory (one store, then 4-byte reads in the
+    mma layout), instead of 4 strided global loads per fragment: 2 mma.sp per shared load.
+    """
+    x = tl.reshape(tile, [BLOCK_T // 8, 8, 2, 2, 4])  # token tile, g, h, c, t
+    x = tl.permute(x, [2, 1, 0, 4, 3])  # h, g, token tile, t, c
+    x = tl.broadcast_to(x[None, :, :, :, :, :], [BLOCK_F // 16, 2, 8, BLOCK_T // 8, 4, 2])
+    return tl.reshape(x, [BLOCK_F, BLOCK_T])
 
 
 @triton.jit
@@ -88,12 +104,13 @@ def _load_e(addr):
 
 @triton.jit
 def _sparse_mma_kernel(
-    x_addr, values_addr, meta_addr, bias_ptr, y_ptr,
-    M, N, K, stride_xm, stride_ym,
+    x32_ptr, values_addr, meta_addr, bias_ptr, y_ptr,
+    M, N, K, stride_x32, stride_ym,
     BLOCK_F: tl.constexpr, BLOCK_T: tl.constexpr, GROUP_T: tl.constexpr, PREFETCH: tl.constexpr,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, IS_BF16: tl.constexpr,
 ):
-    """x_addr / values_addr / meta_addr are raw device addresses (int64): the loads are inline asm.
+    """x32: x seen as int32 (pairs of halves). values_addr / meta_addr: raw device addresses
+    (int64), read by inline-asm loads in the mma layout.
 
     Programs are ordered in groups of GROUP_T token blocks per feature block, so that programs that
     run together share weight tiles in L2.
@@ -109,19 +126,13 @@ def _sparse_mma_kernel(
 
     f_local = tl.arange(0, BLOCK_F)
     n_local = tl.arange(0, BLOCK_T)
-    g = (f_local % 8)[:, None]
-    h = ((f_local % 16) // 8)[:, None]
-    t = ((n_local % 8) // 2)[None, :]
-    c = (n_local % 2)[None, :]
-    lane = 4 * g + t
-    reg = 2 * h + c
+    lane = 4 * (f_local % 8)[:, None] + ((n_local % 8) // 2)[None, :]
+    reg = 2 * ((f_local % 16) // 8)[:, None] + (n_local % 2)[None, :]
     atom_row = (pid_f * (BLOCK_F // 16) + f_local // 16)[:, None].to(tl.int64)
-
     # byte addresses of chunk 0; one chunk = 64 columns = 2 atoms
     a_addr = values_addr + (atom_row * (K // 32) * 128 + lane * 4 + reg) * 4
     e_addr = meta_addr + (atom_row * (K // 64) * 32 + lane) * 4
-    b_token = tl.minimum(pid_t * BLOCK_T + (n_local // 8 * 8)[None, :] + g, M - 1).to(tl.int64)
-    b_addr = x_addr + b_token * stride_xm * 2 + (t + 4 * reg) * 4
+    tokens = pid_t * BLOCK_T + n_local
 
     # The accumulator takes the layout of a tl.dot result (see the module docstring).
     acc = tl.dot(tl.zeros([BLOCK_F, 16], dtype=tl.float16), tl.zeros([16, BLOCK_T], dtype=tl.float16))
@@ -132,27 +143,27 @@ def _sparse_mma_kernel(
         e = _load_e(e_addr)
         a0 = _load_a(a_addr)
         a1 = _load_a(a_addr + 512)
-        b0 = _load_b(b_addr)
-        b1 = _load_b(b_addr + 64)
+        x0 = _load_x_tile(x32_ptr, tokens, 0, M, stride_x32)
+        x1 = _load_x_tile(x32_ptr, tokens, 1, M, stride_x32)
         for chunk in range(1, chunks):
             e_next = _load_e(e_addr + chunk * 128)
             a0_next = _load_a(a_addr + chunk * 1024)
             a1_next = _load_a(a_addr + chunk * 1024 + 512)
-            b0_next = _load_b(b_addr + chunk * 128)
-            b1_next = _load_b(b_addr + chunk * 128 + 64)
-            acc = _mma_sp(a0, b0, acc, e, 0, IS_BF16)
-            acc = _mma_sp(a1, b1, acc, e, 1, IS_BF16)
-            e, a0, a1, b0, b1 = e_next, a0_next, a1_next, b0_next, b1_next
-        acc = _mma_sp(a0, b0, acc, e, 0, IS_BF16)
-        acc = _mma_sp(a1, b1, acc, e, 1, IS_BF16)
+            x0_next = _load_x_tile(x32_ptr, tokens, 2 * chunk, M, stride_x32)
+            x1_next = _load_x_tile(x32_ptr, tokens, 2 * chunk + 1, M, stride_x32)
+            acc = _mma_sp(a0, _b_operand(x0, BLOCK_F, BLOCK_T), acc, e, 0, IS_BF16)
+            acc = _mma_sp(a1, _b_operand(x1, BLOCK_F, BLOCK_T), acc, e, 1, IS_BF16)
+            e, a0, a1, x0, x1 = e_next, a0_next, a1_next, x0_next, x1_next
+        acc = _mma_sp(a0, _b_operand(x0, BLOCK_F, BLOCK_T), acc, e, 0, IS_BF16)
+        acc = _mma_sp(a1, _b_operand(x1, BLOCK_F, BLOCK_T), acc, e, 1, IS_BF16)
     else:
         for chunk in range(0, chunks):
             e = _load_e(e_addr + chunk * 128)
-            acc = _mma_sp(_load_a(a_addr + chunk * 1024), _load_b(b_addr + chunk * 128), acc, e, 0, IS_BF16)
-            acc = _mma_sp(_load_a(a_addr + chunk * 1024 + 512), _load_b(b_addr + chunk * 128 + 64),
-                          acc, e, 1, IS_BF16)
+            for s in tl.static_range(2):
+                b = _b_operand(_load_x_tile(x32_ptr, tokens, 2 * chunk + s, M, stride_x32), BLOCK_F, BLOCK_T)
+                acc = _mma_sp(_load_a(a_addr + chunk * 1024 + s * 512), b, acc, e, s, IS_BF16)
 
     features = (pid_f * BLOCK_F + f_local)[:, None]
-    tokens = (pid_t * BLOCK_T + n_local)[None, :]
     y = _epilogue(acc, bias_ptr, features, HAS_BIAS, ACTIVATION)
-    tl.store(y_ptr + tokens * stride_ym + features, y.to(y_ptr.dtype.element_ty), mask=tokens < M)
+    tl.store(y_ptr + tokens[None, :] * stride_ym + features, y.to(y_ptr.dtype.element_ty),
+             mask=tokens[None, :] < M)

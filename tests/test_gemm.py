@@ -41,14 +41,14 @@ def run_poisoned(x, values, meta, bias, activation, cfg):
     (1, 32, 256, None, 2), (7, 64, 128, "gelu", 1), (33, 48, 192, "gelu_tanh", 3),
     (20, 16, 64, "relu", 1), (5, 96, 128, "gelu", 2),
 ])
-def test_dot_family_matches_reference(m, n, k, activation, split_k, dtype, seed):
-    values, meta = packed_weight(n, k, dtype, "cpu")
-    x = torch.randn(m, k, dtype=dtype)
-    bias = torch.randn(n, dtype=dtype)
-    cfg = gemm.heuristic_config(m, n, k, x.device) | {"SPLIT_K": split_k}
+def test_dot_family_matches_reference(m, n, k, activation, split_k, dtype, device, seed):
+    values, meta = packed_weight(n, k, dtype, device)
+    x = torch.randn(m, k, dtype=dtype, device=device)
+    bias = torch.randn(n, dtype=dtype, device=device)
+    cfg = gemm.heuristic_config(m, n, k, torch.device("cpu")) | {"SPLIT_K": split_k}
     y = run_poisoned(x, values, meta, bias, activation, cfg)
     assert not torch.isnan(y).any(), "an output element was not written"
-    assert rel_error(y, reference_output(x, values, meta, bias, activation)) < TOLERANCE[dtype]
+    assert rel_error(y.cpu(), reference_output(x, values, meta, bias, activation)) < TOLERANCE[dtype]
 
 
 def test_linear_any_leading_dims_and_fp32_reference(seed):
@@ -69,7 +69,7 @@ def test_zero_tokens():
 
 
 def _nan_inf_case(device, dtype=torch.float16):
-    n, k = 32, 128
+    n, k = 64, 128
     w = ops.prune_24(torch.randn(n, k, dtype=dtype, device=device))
     values, meta = ops.compress(w)
     x = torch.randn(4, k, dtype=dtype, device=device)
@@ -91,7 +91,7 @@ def test_mma_skips_pruned_weights_gpu(seed):
     """The sparse tensor cores never multiply pruned weights: NaN reaches only the outputs whose
     kept weights meet it, and Inf never meets a pruned zero (unlike the masked dense product)."""
     w, values, meta, x = _nan_inf_case("cuda")
-    cfg = next(c for c in configs.candidates(64, 32, 128, on_gpu=True) if c["family"] == "mma")
+    cfg = next(c for c in configs.candidates(64, 64, 128, on_gpu=True) if c["family"] == "mma")
     y = gemm.run_config(x, values, meta, None, 0, cfg).cpu()
     fed_by_nan = w[:, 5] != 0
     assert torch.isnan(y[1, fed_by_nan]).all() and not torch.isnan(y[1, ~fed_by_nan]).any()

@@ -77,8 +77,8 @@ def _launch_mma(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
     n = values.shape[0]
     grid = (triton.cdiv(m, cfg["BLOCK_T"]) * (n // cfg["BLOCK_F"]),)
     _sparse_mma_kernel[grid](
-        x2.data_ptr(), values.data_ptr(), meta.data_ptr(), bias if bias is not None else y, y,
-        m, n, k, x2.stride(0), y.stride(0),
+        x2.view(torch.int32), values.data_ptr(), meta.data_ptr(), bias if bias is not None else y, y,
+        m, n, k, x2.stride(0) // 2, y.stride(0),
         BLOCK_F=cfg["BLOCK_F"], BLOCK_T=cfg["BLOCK_T"], GROUP_T=cfg["GROUP_T"],
         PREFETCH=cfg["PREFETCH"], HAS_BIAS=bias is not None, ACTIVATION=activation,
         IS_BF16=x2.dtype == torch.bfloat16, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
