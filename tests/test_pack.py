@@ -182,6 +182,7 @@ def test_opcheck(device, seed):
     w = random_24(32, 128, torch.float16, device)
     values, meta = ops.compress(w)
     torch.library.opcheck(torch.ops.sparse24.mask_24.default, (torch.randn(32, 128, device=device),))
+    torch.library.opcheck(torch.ops.sparse24.prune_24.default, (torch.randn(32, 128, device=device),))
     torch.library.opcheck(torch.ops.sparse24.compress.default, (w, True))
     torch.library.opcheck(torch.ops.sparse24.decompress.default, (values, meta))
 

@@ -1,1 +1,17 @@
-"""(in progress)"""
+"""Model layer: SparseLinear, and in-place model passes for training (prune_, squash_) and
+inference (sparsify_).
+
+    prune_(model)       # fixed 2:4 magnitude masks as parametrizations; fine-tune as usual
+    squash_(model)      # make the masks permanent
+    report = sparsify_(model)   # pack 2:4 Linear layers into SparseLinear, fuse FFN activations
+    print(report)
+"""
+
+from sparse24.nn.linear import ACTIVATIONS, SparseLinear
+from sparse24.nn.prune import Mask24, PruneReport, prune_, squash_
+from sparse24.nn.sparsify import SparsifyReport, sparsify_
+
+__all__ = [
+    "ACTIVATIONS", "Mask24", "PruneReport", "SparseLinear", "SparsifyReport", "prune_",
+    "sparsify_", "squash_",
+]

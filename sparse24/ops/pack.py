@@ -34,18 +34,32 @@ def _row_contiguous(t: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------- mask_24
+def _run_mask_kernel(w: torch.Tensor, prune: bool, op: str) -> torch.Tensor:
+    w = _row_contiguous(w)
+    n, k = w.shape
+    out = torch.empty((n, k), dtype=w.dtype if prune else torch.uint8, device=w.device)
+    block_n, block_k = 32, 128
+    grid = (triton.cdiv(n, block_n), triton.cdiv(k, block_k))
+    nans = torch.empty(grid[0] * grid[1], dtype=torch.int32, device=w.device)
+    kernels._mask_24_kernel[grid](w, out, nans, n, k, w.stride(0), out.stride(0),
+                                  BLOCK_N=block_n, BLOCK_K=block_k, PRUNE=prune)
+    if bool(nans.any()):  # one host sync; NaN has no magnitude order, so refuse it
+        _raise_nan(op, w)
+    return out if prune else out.view(torch.bool)
+
+
+def _raise_nan(op: str, w: torch.Tensor) -> None:
+    r, c = (int(i) for i in torch.isnan(w).nonzero()[0])
+    raise ValueError(f"sparse24.{op}: w has NaN at row {r}, column {c}; its magnitude order is undefined")
+
+
 @torch.library.custom_op("sparse24::mask_24", mutates_args=())
 def _mask_24_op(w: torch.Tensor) -> torch.Tensor:
     if not use_triton(w):
+        if torch.isnan(w).any():
+            _raise_nan("mask_24", w)
         return reference.mask_24_ref(w)
-    w = _row_contiguous(w)
-    n, k = w.shape
-    out = torch.empty((n, k), dtype=torch.uint8, device=w.device)
-    block_n, block_k = 32, 128
-    grid = (triton.cdiv(n, block_n), triton.cdiv(k, block_k))
-    kernels._mask_24_kernel[grid](w, out, n, k, w.stride(0), out.stride(0),
-                                  BLOCK_N=block_n, BLOCK_K=block_k)
-    return out.view(torch.bool)
+    return _run_mask_kernel(w, prune=False, op="mask_24")
 
 
 @_mask_24_op.register_fake
@@ -53,27 +67,31 @@ def _(w):
     return torch.empty(w.shape, dtype=torch.bool, device=w.device)
 
 
+@torch.library.custom_op("sparse24::prune_24", mutates_args=())
+def _prune_24_op(w: torch.Tensor) -> torch.Tensor:
+    if not use_triton(w):
+        if torch.isnan(w).any():
+            _raise_nan("prune_24", w)
+        return reference.prune_24_ref(w)
+    return _run_mask_kernel(w, prune=True, op="prune_24")
+
+
+@_prune_24_op.register_fake
+def _(w):
+    return torch.empty(w.shape, dtype=w.dtype, device=w.device)
+
+
 def mask_24(w: torch.Tensor) -> torch.Tensor:
     """Magnitude 2:4 mask [N, K] (bool): in every group of 4 along K, the two largest |w| are kept;
     ties go to the lower index. NaN weights are refused."""
     check_weight("mask_24", w, pack=False)
-    _refuse_nan("mask_24", w)
     return _mask_24_op(w)
 
 
 def prune_24(w: torch.Tensor) -> torch.Tensor:
-    """w with the two smallest |w| of every group of 4 along K set to +0.0."""
+    """w with the two smallest |w| of every group of 4 along K set to +0.0 (one pass)."""
     check_weight("prune_24", w, pack=False)
-    _refuse_nan("prune_24", w)
-    return torch.where(_mask_24_op(w), w, torch.zeros((), dtype=w.dtype, device=w.device))
-
-
-def _refuse_nan(op: str, w: torch.Tensor) -> None:
-    if torch.compiler.is_compiling():
-        return
-    if torch.isnan(w).any():
-        r, c = (int(i) for i in torch.isnan(w).nonzero()[0])
-        raise ValueError(f"sparse24.{op}: w has NaN at row {r}, column {c}; its magnitude order is undefined")
+    return _prune_24_op(w)
 
 
 # --------------------------------------------------------------------------------------- compress

@@ -1,0 +1,197 @@
+"""SparseLinear: an inference nn.Module holding a 2:4 weight in sparse24's packed layout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from sparse24 import ops
+from sparse24.layout import LAYOUT_VERSION, granularity_error, meta_shape, values_shape
+
+ACTIVATIONS = (None, "relu", "gelu", "gelu_tanh")
+"""Epilogues that sparse24.ops.linear fuses: none, ReLU, erf GELU, tanh GELU."""
+
+# compress keeps positions (0, 1) of an all-zero group: nibble 0 | 1 << 2 = 4 in every group.
+# Starting from this (instead of zeros, which would name position 0 twice) makes a freshly built
+# SparseLinear hold a valid packed all-zero weight until real values are loaded.
+_ZERO_WEIGHT_META = 0x44444444
+
+
+class SparseLinear(nn.Module):
+    """``y = act(x @ W^T + bias)`` with a 2:4 weight W [out_features, in_features] stored packed.
+
+    Buffers ``values`` ([N, K/2], the weight's dtype) and ``meta`` (int32 [N/16, K/64, 32]) hold W
+    in the layout described in ``kernels/pack.py``; ``bias`` is a frozen parameter. The forward pass
+    runs ``sparse24.ops.linear``; ``activation`` (None, "relu", "gelu", "gelu_tanh") is applied in
+    its epilogue. Inference only: fine-tune with ``sparse24.nn.prune_`` before packing.
+
+    ``.to(dtype)`` / ``.half()`` cast values and bias and leave meta int32 (torch only casts
+    floating-point tensors). The state dict records the layout version and refuses another one.
+    """
+
+    in_features: int
+    out_features: int
+    activation: str | None
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        activation: str | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        problem = granularity_error(out_features, in_features)
+        if problem:
+            raise ValueError(f"SparseLinear: cannot pack a [{out_features}, {in_features}] weight: {problem}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"SparseLinear: unknown activation {activation!r}; choose one of {ACTIVATIONS}"
+            )
+        self.in_features = in_features
+        self.out_features = out_features
+        self.activation = activation
+        dtype = dtype or torch.get_default_dtype()
+        self.register_buffer(
+            "values", torch.zeros(values_shape(out_features, in_features), dtype=dtype, device=device)
+        )
+        self.register_buffer(
+            "meta",
+            torch.full(meta_shape(out_features, in_features), _ZERO_WEIGHT_META,
+                       dtype=torch.int32, device=device),
+        )
+        # A parameter (not a buffer) so parameter counts and dtype/device probes see it like
+        # nn.Linear's; frozen because the packed weight beside it does not train.
+        self.bias = (nn.Parameter(torch.zeros(out_features, dtype=dtype, device=device),
+                                  requires_grad=False) if bias else None)
+
+    @classmethod
+    def from_linear(
+        cls, linear: nn.Linear, prune: bool = False, activation: str | None = None
+    ) -> SparseLinear:
+        """Pack ``linear``'s weight (which must be 2:4 unless ``prune=True``) and copy its bias.
+
+        With ``prune=True`` the two smallest |w| of every group of 4 are dropped on the way
+        (``sparse24.ops.prune_24``); ``linear`` itself is never modified.
+        """
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"SparseLinear.from_linear: expected an nn.Linear, got {type(linear).__name__}")
+        problem = granularity_error(linear.out_features, linear.in_features)
+        if problem:
+            raise ValueError(f"SparseLinear.from_linear: cannot pack {linear}: {problem}")
+        w = linear.weight.detach()
+        if prune:
+            w = ops.prune_24(w)
+        try:
+            values, meta = ops.compress(w)
+        except ValueError as e:
+            raise ValueError(f"SparseLinear.from_linear: {e}. Or pass prune=True to prune on the way") from e
+        # Built on the meta device so no throw-away buffers are allocated before the real ones.
+        out = cls(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                  activation=activation, device="meta", dtype=w.dtype)
+        out.values = values
+        out.meta = meta
+        if linear.bias is not None:
+            out.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"SparseLinear: input has {x.shape[-1]} features in its last dim, expected "
+                f"in_features={self.in_features}"
+            )
+        return ops.linear(x, self.values, self.meta, self.bias, self.activation)
+
+    def to_dense(self) -> torch.Tensor:
+        """The dense weight [out_features, in_features], +0.0 at pruned positions (for inspection)."""
+        return ops.decompress(self.values, self.meta)
+
+    # ------------------------------------------------------------------------- state dict
+    def get_extra_state(self) -> torch.Tensor:
+        # A tensor, not a dict: safetensors stores tensors only.
+        return torch.tensor([LAYOUT_VERSION], dtype=torch.int32)
+
+    def set_extra_state(self, state: Any) -> None:
+        problem = _version_problem(state)
+        if problem:
+            raise ValueError(f"SparseLinear: {problem}")
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:
+        # Checked here, before torch copies anything, so a mismatch is reported in terms of the
+        # dense weight ([N, K]) rather than as a size mismatch of the packed buffers.
+        problems = self._checkpoint_problems(state_dict, prefix, strict)
+        if problems:
+            error_msgs.extend(problems)
+            return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def _checkpoint_problems(self, state_dict: dict[str, Any], prefix: str, strict: bool) -> list[str]:
+        mine = (self.out_features, self.in_features)
+        problems = []
+        version_key = prefix + "_extra_state"
+        if version_key in state_dict:
+            problem = _version_problem(state_dict[version_key])
+            if problem:
+                problems.append(f"{version_key}: {problem}")
+        values = state_dict.get(prefix + "values")
+        if values is None:
+            if strict and prefix + "weight" in state_dict:
+                problems.append(
+                    f"{prefix}weight is a dense weight; this SparseLinear {list(mine)} expects a "
+                    "packed one ('values', 'meta'). Load it into the dense model, then pack with "
+                    "SparseLinear.from_linear or sparse24.nn.sparsify_"
+                )
+            return problems
+        theirs = (values.shape[0], values.shape[1] * 2) if values.dim() == 2 else None
+        if theirs != mine:
+            shape = list(theirs) if theirs else f"values of shape {list(values.shape)}"
+            problems.append(
+                f"{prefix}values packs a {shape} weight (out_features x in_features) but this "
+                f"SparseLinear is {list(mine)} (in_features={self.in_features}, "
+                f"out_features={self.out_features})"
+            )
+            return problems
+        meta = state_dict.get(prefix + "meta")
+        if meta is not None and (meta.dtype != torch.int32 or tuple(meta.shape) != meta_shape(*mine)):
+            problems.append(
+                f"{prefix}meta is {meta.dtype} of shape {list(meta.shape)}; a packed {list(mine)} "
+                f"weight has int32 meta of shape {list(meta_shape(*mine))} (its words are bit "
+                "patterns: they cannot be cast to another dtype)"
+            )
+        return problems
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, activation={self.activation}, dtype={self.values.dtype}, "
+            f"density={self._density()}, values={list(self.values.shape)}, "
+            f"meta={list(self.meta.shape)} {self.meta.dtype}"
+        )
+
+    def _density(self) -> str:
+        """Nonzero share of the dense weight: at most 0.50 for a 2:4 weight."""
+        if self.values.is_meta:
+            return "2:4"  # no data to count
+        nonzero = int(torch.count_nonzero(self.values))
+        return f"{nonzero / (self.out_features * self.in_features):.2f}"
+
+
+def _version_problem(state: Any) -> str | None:
+    """None when ``state`` records this sparse24's layout version, else what is wrong."""
+    if isinstance(state, torch.Tensor) and state.numel() == 1:
+        version = int(state.reshape(()).item())
+    elif isinstance(state, int):
+        version = state
+    else:
+        return f"unrecognized layout version record {state!r}"
+    if version != LAYOUT_VERSION:
+        return (f"the checkpoint was packed with layout version {version}, this sparse24 reads "
+                f"layout version {LAYOUT_VERSION}; repack it from the dense weights")
+    return None

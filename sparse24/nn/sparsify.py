@@ -1,0 +1,140 @@
+"""sparsify_: swap a model's 2:4 nn.Linear layers for SparseLinear, in place."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from sparse24.nn._activations import describe, ffn_pattern, fusable_activation
+from sparse24.nn._select import (
+    FilterFn, LinearSite, filtered_out, format_section, is_parametrized, linear_sites,
+    not_24_reason, parameter_owners, tied_reason, unsupported_reason,
+)
+from sparse24.nn.linear import SparseLinear
+
+
+@dataclass
+class SparsifyReport:
+    """What ``sparsify_`` did, by fully qualified module name. ``print(report)`` lists it all.
+
+    swapped: Linear layers now SparseLinear. skipped: Linear layers left dense, with the reason.
+    fused: swapped layers that apply their block's activation in their epilogue -> the epilogue.
+    not_fused: feed-forward blocks whose activation stays a separate module, with the reason.
+    """
+
+    swapped: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    fused: dict[str, str] = field(default_factory=dict)
+    not_fused: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        head = (f"sparsify_: {len(self.swapped)} Linear layers packed 2:4, {len(self.skipped)} "
+                f"left dense, {len(self.fused)} activations fused")
+        return "\n".join([head]
+                         + format_section("swapped", self.swapped)
+                         + format_section("fused", self.fused)
+                         + format_section("not fused", self.not_fused)
+                         + format_section("skipped", self.skipped))
+
+
+def sparsify_(
+    model: nn.Module, filter_fn: FilterFn | None = None, fuse_activations: bool = True
+) -> SparsifyReport:
+    """Replace every eligible nn.Linear of ``model`` by a SparseLinear holding its packed weight.
+
+    ``filter_fn(module, fqn) -> bool`` picks the Linear layers to consider (default: all). Of
+    those, a layer is left dense, with the reason in the report, when the kernels cannot serve it
+    (N % 16, K % 64, dtype, Linear subclasses), when its weight is tied to another module, still
+    parametrized (call ``squash_`` first) or not 2:4 sparse (a warning is raised too: prune first).
+    So an unsupported layer never surfaces as an error deep inside a forward pass.
+
+    With ``fuse_activations``, the activation of a Hugging Face feed-forward block (BERT-style
+    ``dense`` + ``intermediate_act_fn``, DistilBERT's ``lin1`` + ``activation``) that is ReLU, erf
+    GELU or tanh GELU moves into the SparseLinear's epilogue and the block's activation becomes
+    nn.Identity; any other activation stays where it is and is listed under ``not_fused``.
+    """
+    report = SparsifyReport()
+    if isinstance(model, nn.Linear):
+        report.skipped[""] = "the model itself is a Linear; use SparseLinear.from_linear(model)"
+        return report
+
+    owners = parameter_owners(model)
+    chosen: list[LinearSite] = []
+    not_24: list[str] = []
+    for site in linear_sites(model):
+        reason = _skip_reason(site, filter_fn, owners)
+        if reason is None:
+            reason = not_24_reason(site.module.weight.detach())
+            if reason:
+                not_24.append(site.fqn)
+        if reason:
+            report.skipped[site.fqn] = reason
+        else:
+            chosen.append(site)
+
+    epilogue: dict[int, str] = {}  # id(Linear) -> activation its SparseLinear applies
+    identity_at: list[tuple[nn.Module, str]] = []
+    if fuse_activations:
+        epilogue, identity_at = _plan_fusion(model, chosen, report)
+
+    # Swap one layer at a time and drop the plan's reference to it, so each dense weight can be
+    # freed as soon as its packed copy exists (peak memory: the model plus about one layer).
+    chosen.reverse()
+    while chosen:
+        site = chosen.pop()
+        act = epilogue.get(id(site.module))
+        sparse = SparseLinear.from_linear(site.module, activation=act)
+        for parent, name in site.parents:
+            setattr(parent, name, sparse)
+        report.swapped.append(site.fqn)
+        if act is not None:
+            report.fused[site.fqn] = act
+    for block, act_attr in identity_at:
+        setattr(block, act_attr, nn.Identity())
+
+    if not_24:
+        warnings.warn(
+            f"sparsify_ left {len(not_24)} Linear layers dense because their weights are not 2:4 "
+            f"sparse (first: {not_24[0]}); prune them first: sparse24.nn.prune_(model), fine-tune, "
+            "sparse24.nn.squash_(model)",
+            stacklevel=2,
+        )
+    return report
+
+
+def _skip_reason(site: LinearSite, filter_fn: FilterFn | None, owners: dict[int, list[str]]) -> str | None:
+    if filtered_out(filter_fn, site):
+        return "filter_fn returned False"
+    if is_parametrized(site.module):
+        return ("weight is parametrized (pruned by prune_ and not squashed?); call "
+                "sparse24.nn.squash_(model) first")
+    return unsupported_reason(site.module) or tied_reason(site, owners)
+
+
+def _plan_fusion(
+    model: nn.Module, chosen: list[LinearSite], report: SparsifyReport
+) -> tuple[dict[int, str], list[tuple[nn.Module, str]]]:
+    """Which chosen Linear layers take their block's activation, and which activations to remove."""
+    reached_once = {id(s.module) for s in chosen if len(s.parents) == 1}
+    epilogue: dict[int, str] = {}
+    identity_at: list[tuple[nn.Module, str]] = []
+    for fqn, block in model.named_modules():
+        pattern = ffn_pattern(block)
+        if pattern is None:
+            continue
+        linear_attr, act_attr = pattern
+        lin = getattr(block, linear_attr)
+        if id(lin) not in reached_once:
+            # Not swapped (reported as skipped), or also used elsewhere without the activation.
+            continue
+        act = getattr(block, act_attr)
+        name = fusable_activation(act)
+        if name is None:
+            report.not_fused[fqn] = (f"{act_attr} is {describe(act)}; SparseLinear fuses only "
+                                     "ReLU, erf GELU and tanh GELU")
+            continue
+        epilogue[id(lin)] = name
+        identity_at.append((block, act_attr))
+    return epilogue, identity_at

@@ -1,0 +1,85 @@
+"""torch.compile of a sparsified model: one graph (fullgraph=True) and the eager model's logits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch._dynamo.backends.registry import lookup_backend
+
+from sparse24.nn import prune_, sparsify_, squash_
+
+transformers = pytest.importorskip("transformers")
+
+VOCAB, SEQ = 100, 12
+# Relative error of the compiled logits against eager. On CPU aot_eager runs the same aten ops as
+# eager. On CUDA inductor fuses LayerNorm, softmax and GELU in its own order, so fp16 rounding
+# differs: a relative error of a few 1e-3 is expected; a wrong kernel or layout gives O(1).
+REL_TOL = {torch.float32: 1e-5, torch.float16: 1e-2}
+
+
+def sparsified_bert(device: str = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
+    config = transformers.BertConfig(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=2, max_position_embeddings=64)
+    model = transformers.BertForQuestionAnswering(config).eval().to(device, dtype)
+    prune_(model)
+    squash_(model)
+    report = sparsify_(model)
+    assert len(report.swapped) == 12 and len(report.fused) == 2
+    return model
+
+
+def inputs(device: str = "cpu") -> dict[str, torch.Tensor]:
+    ids = torch.randint(3, VOCAB, (2, SEQ), device=device)
+    mask = torch.ones_like(ids)
+    mask[0, SEQ - 3:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+@torch.no_grad()
+def logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    out = model(**batch)
+    return torch.stack([out.start_logits, out.end_logits]).clone()  # clone: CUDA graphs reuse outputs
+
+
+def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got.double() - want.double()).norm() / want.double().norm())
+
+
+def test_aot_eager_fullgraph_matches_eager(seed):
+    torch._dynamo.reset()
+    model = sparsified_bert()
+    batch = inputs()
+    want = logits(model, batch)
+    graphs: list[torch.fx.GraphModule] = []
+
+    def aot_eager_recording(gm: torch.fx.GraphModule, example_inputs):
+        graphs.append(gm)
+        return lookup_backend("aot_eager")(gm, example_inputs)
+
+    compiled = torch.compile(model, fullgraph=True, backend=aot_eager_recording)
+    got = logits(compiled, batch)
+    assert rel_err(got, want) < REL_TOL[torch.float32]
+    # One graph, in which each SparseLinear is one opaque sparse24 op (12 layers).
+    assert len(graphs) == 1
+    targets = [str(node.target) for node in graphs[0].graph.nodes if node.op == "call_function"]
+    assert sum("sparse24.linear" in t for t in targets) == 12, targets
+    # A second, fresh batch of the same shape reuses the graph and still matches.
+    batch = inputs()
+    assert rel_err(logits(compiled, batch), logits(model, batch)) < REL_TOL[torch.float32]
+    assert len(graphs) == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", [None, "reduce-overhead"])
+def test_cuda_inductor_fullgraph_fp16_matches_eager(seed, mode):
+    torch._dynamo.reset()
+    model = sparsified_bert("cuda", torch.float16)
+    compiled = torch.compile(model, fullgraph=True, mode=mode)
+    for _ in range(3):  # warm-up, CUDA graph recording (reduce-overhead), replay
+        batch = inputs("cuda")
+        got = logits(compiled, batch)
+        want = logits(model, batch)
+        assert got.dtype == torch.float16
+        assert rel_err(got, want) < REL_TOL[torch.float16]

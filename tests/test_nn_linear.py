@@ -1,0 +1,222 @@
+"""SparseLinear: packing from nn.Linear, forward, dtype/device moves, state dict and safetensors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from sparse24.layout import LAYOUT_VERSION, meta_shape
+from sparse24.nn import SparseLinear
+from sparse24.ops import compress, prune_24
+
+# Relative error (norm of the difference / norm of the reference) allowed per dtype. The
+# reference is computed in float64 from the same (rounded) weights and inputs.
+REL_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
+
+# An odd number of atoms along N (48 = 3 x 16) and two 64-wide metadata chunks along K.
+N, K = 48, 128
+
+ACTS = {
+    None: lambda y: y,
+    "relu": F.relu,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda y: F.gelu(y, approximate="tanh"),
+}
+
+
+def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    got, want = got.detach().double(), want.detach().double()
+    return float((got - want).norm() / want.norm())
+
+
+def pruned_linear(n: int = N, k: int = K, bias: bool = True, dtype=torch.float32) -> nn.Linear:
+    lin = nn.Linear(k, n, bias=bias, dtype=dtype)
+    with torch.no_grad():
+        lin.weight.copy_(prune_24(torch.randn(n, k, dtype=dtype)))
+        if bias:
+            lin.bias.copy_(torch.randn(n, dtype=dtype))
+    return lin
+
+
+@pytest.mark.parametrize("activation", [None, "relu", "gelu", "gelu_tanh"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_forward_matches_dense_linear(seed, activation, bias):
+    lin = pruned_linear(bias=bias)
+    sparse = SparseLinear.from_linear(lin, activation=activation)
+    assert (sparse.in_features, sparse.out_features, sparse.activation) == (K, N, activation)
+    x = torch.randn(3, 5, K)  # leading batch dims are kept
+    want = ACTS[activation](F.linear(x.double(), lin.weight.double(),
+                                     lin.bias.double() if bias else None))
+    got = sparse(x)
+    assert got.shape == (3, 5, N) and got.dtype == x.dtype
+    assert rel_err(got, want) < REL_TOL[torch.float32]
+
+
+def test_to_dense_is_the_weight_bit_for_bit(seed):
+    w = prune_24(torch.randn(N, K))
+    w[w == 0] = 0.0  # +0.0 where pruned
+    lin = nn.Linear(K, N)
+    with torch.no_grad():
+        lin.weight.copy_(w)
+    dense = SparseLinear.from_linear(lin).to_dense()
+    assert dense.dtype == w.dtype and torch.equal(dense.view(torch.int32), w.view(torch.int32))
+
+
+def test_from_linear_prune_prunes_a_copy(seed):
+    lin = nn.Linear(K, N)
+    before = lin.weight.detach().clone()
+    sparse = SparseLinear.from_linear(lin, prune=True)
+    assert torch.equal(sparse.to_dense(), prune_24(before))
+    assert torch.equal(lin.weight, before), "from_linear must not modify the Linear it reads"
+    assert torch.equal(sparse.bias, lin.bias) and sparse.bias.data_ptr() != lin.bias.data_ptr()
+
+
+def test_from_linear_refuses_a_dense_weight(seed):
+    with pytest.raises(ValueError, match=r"not 2:4 sparse.*prune=True"):
+        SparseLinear.from_linear(nn.Linear(K, N))
+
+
+@pytest.mark.parametrize("n, k, rule", [(24, 64, "N=24"), (32, 96, "K=96")])
+def test_shapes_the_kernels_cannot_pack_are_refused(n, k, rule):
+    with pytest.raises(ValueError, match=rule):
+        SparseLinear(k, n)
+    with pytest.raises(ValueError, match=rule):
+        SparseLinear.from_linear(nn.Linear(k, n), prune=True)
+
+
+def test_unknown_activation_is_refused():
+    with pytest.raises(ValueError, match="unknown activation 'silu'"):
+        SparseLinear(K, N, activation="silu")
+
+
+def test_wrong_input_width_is_named(seed):
+    sparse = SparseLinear.from_linear(pruned_linear())
+    with pytest.raises(ValueError, match=f"expected in_features={K}"):
+        sparse(torch.randn(2, K + 64))
+
+
+def test_fresh_module_holds_a_valid_zero_weight(seed):
+    sparse = SparseLinear(K, N)
+    zero_values, zero_meta = compress(torch.zeros(N, K))
+    assert torch.equal(sparse.meta, zero_meta)
+    assert torch.equal(sparse.values, zero_values)
+    assert torch.equal(sparse(torch.randn(4, K)), torch.zeros(4, N))
+
+
+def test_buffers_parameters_and_state_dict_keys(seed):
+    sparse = SparseLinear.from_linear(pruned_linear())
+    assert dict(sparse.named_buffers()).keys() == {"values", "meta"}
+    assert [name for name, _ in sparse.named_parameters()] == ["bias"]
+    assert not sparse.bias.requires_grad  # the packed weight beside it does not train either
+    sd = sparse.state_dict()
+    assert sd.keys() == {"values", "meta", "bias", "_extra_state"}
+    assert sd["meta"].dtype == torch.int32 and tuple(sd["meta"].shape) == meta_shape(N, K)
+    assert sd["_extra_state"].tolist() == [LAYOUT_VERSION]
+
+
+@pytest.mark.parametrize("activation", [None, "gelu"])
+def test_state_dict_round_trip(seed, activation):
+    src = SparseLinear.from_linear(pruned_linear(), activation=activation)
+    dst = SparseLinear(K, N, activation=activation)
+    dst.load_state_dict(src.state_dict())
+    x = torch.randn(7, K)
+    assert torch.equal(dst(x), src(x))
+    assert torch.equal(dst.to_dense(), src.to_dense())
+
+
+def test_safetensors_round_trip(seed, tmp_path):
+    src = SparseLinear.from_linear(pruned_linear(), activation="relu")
+    path = tmp_path / "layer.safetensors"
+    save_file(src.state_dict(), str(path))
+    dst = SparseLinear(K, N, activation="relu")
+    dst.load_state_dict(load_file(str(path)))
+    x = torch.randn(7, K)
+    assert torch.equal(dst(x), src(x))
+    assert torch.equal(dst.meta, src.meta) and dst.meta.dtype == torch.int32
+
+
+def test_loading_another_shape_names_both_shapes(seed):
+    sd = SparseLinear.from_linear(pruned_linear(N, K)).state_dict()
+    shapes = r"values packs a \[48, 128\] weight .* this SparseLinear is \[32, 64\]"
+    with pytest.raises(RuntimeError, match=shapes):
+        SparseLinear(64, 32).load_state_dict(sd)
+
+
+def test_loading_another_layout_version_is_refused(seed):
+    sd = SparseLinear.from_linear(pruned_linear()).state_dict()
+    sd["_extra_state"] = torch.tensor([LAYOUT_VERSION + 1], dtype=torch.int32)
+    versions = f"layout version {LAYOUT_VERSION + 1}, this sparse24 reads layout version {LAYOUT_VERSION}"
+    with pytest.raises(RuntimeError, match=versions):
+        SparseLinear(K, N).load_state_dict(sd)
+    with pytest.raises(ValueError, match="layout version"):
+        SparseLinear(K, N).set_extra_state(torch.tensor([LAYOUT_VERSION + 1]))
+
+
+def test_loading_without_layout_version_fails_when_strict(seed):
+    sd = SparseLinear.from_linear(pruned_linear()).state_dict()
+    del sd["_extra_state"]
+    with pytest.raises(RuntimeError, match="_extra_state"):
+        SparseLinear(K, N).load_state_dict(sd)
+
+
+def test_loading_cast_meta_is_refused(seed):
+    sd = SparseLinear.from_linear(pruned_linear()).state_dict()
+    sd["meta"] = sd["meta"].float()
+    with pytest.raises(RuntimeError, match="meta is torch.float32 .* int32 meta"):
+        SparseLinear(K, N).load_state_dict(sd)
+
+
+def test_loading_a_dense_checkpoint_says_to_pack_it(seed):
+    with pytest.raises(RuntimeError, match="dense weight.*from_linear"):
+        SparseLinear(K, N).load_state_dict(nn.Linear(K, N).state_dict())
+
+
+@pytest.mark.parametrize("cast", ["to_bf16", "half"])
+def test_dtype_casts_keep_meta_int32(seed, cast):
+    src = SparseLinear.from_linear(pruned_linear(), activation="gelu")
+    meta_before, x = src.meta.clone(), torch.randn(6, K)
+    want = src(x)
+    low = src.to(torch.bfloat16) if cast == "to_bf16" else src.half()
+    dtype = torch.bfloat16 if cast == "to_bf16" else torch.float16
+    assert low.values.dtype == dtype and low.bias.dtype == dtype
+    assert low.meta.dtype == torch.int32 and torch.equal(low.meta, meta_before)
+    got = low(x.to(dtype))
+    assert got.dtype == dtype
+    assert rel_err(got, want) < REL_TOL[dtype]
+
+
+def test_to_device_moves_every_buffer(seed):
+    sparse = SparseLinear.from_linear(pruned_linear()).to("meta")
+    assert {t.device.type for t in sparse.state_dict().values() if t.device.type != "cpu"} == {"meta"}
+    assert sparse.values.is_meta and sparse.meta.is_meta and sparse.meta.dtype == torch.int32
+    assert "density=2:4" in repr(sparse)  # no data to count on the meta device
+
+
+def test_repr_is_readable(seed):
+    sparse = SparseLinear.from_linear(pruned_linear(), activation="gelu_tanh")
+    text = repr(sparse)
+    for part in (f"in_features={K}", f"out_features={N}", "bias=True", "activation=gelu_tanh",
+                 "dtype=torch.float32", "density=0.50", f"values=[{N}, {K // 2}]",
+                 f"meta={list(meta_shape(N, K))} torch.int32"):
+        assert part in text, (part, text)
+    # A weight sparser than 2:4 shows its real density.
+    lin = pruned_linear()
+    with torch.no_grad():
+        lin.weight[: N // 2] = 0
+    assert "density=0.25" in repr(SparseLinear.from_linear(lin))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_forward_matches_cpu_reference(seed, dtype):
+    lin = pruned_linear(dtype=torch.float32)
+    sparse = SparseLinear.from_linear(lin, activation="gelu").to("cuda", dtype)
+    assert sparse.meta.dtype == torch.int32 and sparse.meta.is_cuda
+    x = torch.randn(33, K)
+    w, b = sparse.to_dense().cpu().double(), sparse.bias.cpu().double()
+    want = F.gelu(F.linear(x.to(dtype).double(), w, b))
+    got = sparse(x.to("cuda", dtype))
+    assert rel_err(got.cpu(), want) < REL_TOL[dtype]

@@ -1,0 +1,305 @@
+"""The JSON tuning cache: round trips, atomic/concurrent writes, bad files, defaults, nearest."""
+
+import json
+import multiprocessing as mp
+import os
+
+import pytest
+
+from sparse24.tuning import cache as cache_mod
+from sparse24.tuning.cache import (
+    CacheEntry,
+    TuningCache,
+    TuningCacheWarning,
+    default_cache,
+    defaults_path,
+    write_defaults,
+)
+from sparse24.tuning.keys import TuningKey
+
+GPU = "NVIDIA H100 80GB HBM3"
+TRITON = "3.6.0"
+
+
+def key(n=768, k=3072, m_bucket=64, dtype="float16", gpu=GPU, triton=TRITON):
+    return TuningKey(gpu=gpu, triton=triton, dtype=dtype, n=n, k=k, m_bucket=m_bucket)
+
+
+def entry(tag=64, **kw):
+    """An entry whose config carries ``tag`` so that tests can tell entries apart."""
+    return CacheEntry(key(**kw), {"BLOCK_M": tag, "num_warps": 4, "family": "plain"}, ms=0.5,
+                      n_candidates=10, n_rejected=2)
+
+
+def _context():
+    # fork is fast (no re-import of torch); spawn where fork does not exist.
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    return mp.get_context(method)
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    d = tmp_path / "cache"
+    monkeypatch.setenv("SPARSE24_CACHE_DIR", str(d))
+    return d
+
+
+@pytest.fixture
+def no_defaults(tmp_path):
+    d = tmp_path / "no_defaults"
+    d.mkdir()
+    return d
+
+
+def test_put_get_round_trip(cache_dir, no_defaults):
+    c = TuningCache(defaults_dir=no_defaults)
+    assert c.directory == cache_dir
+    assert c.lookup(key()) is None
+    c.put(entry())
+    assert c.lookup(key()).config == entry().config  # a None resolved earlier was forgotten
+
+    fresh = TuningCache(defaults_dir=no_defaults)
+    got = fresh.lookup(key())
+    assert got == entry()
+    assert got.source == "user"
+    assert (got.ms, got.n_candidates, got.n_rejected) == (0.5, 10, 2)
+
+    path = c.path_for(GPU, TRITON)
+    assert path.name == "nvidia-h100-80gb-hbm3__triton-3.6.0.json"
+    doc = json.loads(path.read_text())
+    assert doc["format"] == "sparse24-tuning"
+    assert doc["schema_version"] == 1
+    assert (doc["gpu"], doc["triton"]) == (GPU, TRITON)
+    assert doc["entries"][0]["key"] == key().to_json()
+
+
+def test_other_triton_version_is_another_file(cache_dir, no_defaults):
+    c = TuningCache(defaults_dir=no_defaults)
+    c.put(entry())
+    assert TuningCache(defaults_dir=no_defaults).lookup(key(triton="3.7.0")) is None
+
+
+def _child_put(directory, tags):
+    c = TuningCache(directory, defaults_dir=os.path.join(directory, "no_defaults"))
+    for tag in tags:
+        c.put(entry(tag=tag, n=16 * tag))
+
+
+def _child_get(directory, queue):
+    got = TuningCache(directory, defaults_dir=os.path.join(directory, "no_defaults")).lookup(
+        key(n=1600))
+    queue.put(None if got is None else got.to_json())
+
+
+def test_round_trip_across_processes(tmp_path):
+    ctx = _context()
+    p = ctx.Process(target=_child_put, args=(str(tmp_path), [100]))
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0
+    fresh = TuningCache(tmp_path, defaults_dir=tmp_path / "no_defaults")
+    assert fresh.get(key(n=1600)) == entry(100, n=1600)
+
+    # And the other way: written here, read in a fresh process.
+    TuningCache(tmp_path).put(entry(7, n=1600))
+    queue = ctx.Queue()
+    p = ctx.Process(target=_child_get, args=(str(tmp_path), queue))
+    p.start()
+    got = queue.get(timeout=30)
+    p.join(30)
+    assert got == entry(7, n=1600).to_json()
+
+
+def _child_put_many(directory, worker, count, barrier):
+    barrier.wait()  # all writers start together, so their read-merge-writes overlap
+    c = TuningCache(directory, defaults_dir=os.path.join(directory, "no_defaults"))
+    for i in range(count):
+        c.put(entry(tag=i, n=16 * (1 + worker * count + i)))
+
+
+def test_concurrent_writers_keep_all_entries(tmp_path):
+    ctx = _context()
+    workers, count = 4, 12
+    barrier = ctx.Barrier(workers)
+    procs = [ctx.Process(target=_child_put_many, args=(str(tmp_path), w, count, barrier))
+             for w in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    doc = json.loads(TuningCache(tmp_path).path_for(GPU, TRITON).read_text())
+    ns = sorted(e["key"]["n"] for e in doc["entries"])
+    assert ns == [16 * (1 + i) for i in range(workers * count)]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_atomic_write_keeps_old_file_when_replace_fails(tmp_path, monkeypatch):
+    c = TuningCache(tmp_path, defaults_dir=tmp_path / "no_defaults")
+    c.put(entry(1))
+    path = c.path_for(GPU, TRITON)
+    before = path.read_bytes()
+
+    def broken_replace(src, dst):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="simulated"):
+        c.put(entry(2, n=1600))
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
+    monkeypatch.undo()
+    # The entry is still served from memory in this process; the file only has the first one.
+    assert c.lookup(key(n=1600)).config["BLOCK_M"] == 2
+    assert TuningCache(tmp_path, defaults_dir=tmp_path / "no_defaults").lookup(key(n=1600)) is None
+
+
+def _write_doc(path, **overrides):
+    doc = {"format": "sparse24-tuning", "schema_version": 1, "gpu": GPU, "triton": TRITON,
+           "entries": [entry().to_json()]}
+    doc.update(overrides)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "not a sparse24 tuning file"),
+        ({"schema_version": 99}, "schema_version 99"),
+        ({"format": "gemlite"}, "not a sparse24 tuning file"),
+        ({"gpu": "NVIDIA A100-SXM4-80GB"}, "tuned for GPU 'NVIDIA A100-SXM4-80GB'"),
+        ({"triton": "3.1.0"}, "tuned under Triton '3.1.0'"),
+        ({"entries": [{"key": {"gpu": GPU}, "config": {}}]}, "do not match"),
+        ({"entries": [{**entry().to_json(), "config": {"BLOCK_M": 1.5}}]}, "int or a str"),
+    ],
+)
+def test_bad_user_file_ignored_with_warning(tmp_path, no_defaults, content, match):
+    c = TuningCache(tmp_path, defaults_dir=no_defaults)
+    path = c.path_for(GPU, TRITON)
+    if isinstance(content, str):
+        path.write_text(content)
+    else:
+        _write_doc(path, **content)
+    with pytest.warns(TuningCacheWarning, match=match) as record:
+        assert c.lookup(key()) is None
+    assert str(path) in str(record[0].message)
+
+
+def test_corrupt_file_is_replaced_on_put(tmp_path, no_defaults):
+    c = TuningCache(tmp_path, defaults_dir=no_defaults)
+    path = c.path_for(GPU, TRITON)
+    path.write_text("\x00garbage")
+    with pytest.warns(TuningCacheWarning, match="not valid JSON"):
+        c.put(entry())
+    assert TuningCache(tmp_path, defaults_dir=no_defaults).lookup(key()) == entry()
+
+
+def test_file_never_pickled(tmp_path):
+    c = TuningCache(tmp_path, defaults_dir=tmp_path / "no_defaults")
+    c.put(entry())
+    json.loads(c.path_for(GPU, TRITON).read_text(encoding="utf-8"))  # plain JSON text
+
+
+# ---------------------------------------------------------------------------------------------
+# Shipped defaults and the nearest bucket
+
+
+@pytest.fixture
+def defaults(tmp_path):
+    """A defaults dir with buckets 16 and 256 of 768x3072 fp16 (tuned under another Triton)."""
+    d = tmp_path / "defaults"
+    _write_doc(defaults_path(GPU, d), triton="3.4.0",
+               entries=[entry(16, m_bucket=16, triton="3.4.0").to_json(),
+                        entry(256, m_bucket=256, triton="3.4.0").to_json()])
+    return d
+
+
+def test_defaults_fallback(tmp_path, defaults):
+    c = TuningCache(tmp_path / "user", defaults_dir=defaults)
+    got = c.lookup(key(m_bucket=16))
+    assert got.config["BLOCK_M"] == 16 and got.source == "defaults"
+    # A user entry for the same key wins over the shipped one.
+    c.put(entry(99, m_bucket=16))
+    got = c.lookup(key(m_bucket=16))
+    assert got.config["BLOCK_M"] == 99 and got.source == "user"
+
+
+def test_defaults_of_another_gpu_ignored(tmp_path):
+    d = tmp_path / "defaults"
+    _write_doc(defaults_path(GPU, d), gpu="NVIDIA H100 PCIe")
+    with pytest.warns(TuningCacheWarning, match="nvidia-h100-80gb-hbm3.json"):
+        assert TuningCache(tmp_path / "user", defaults_dir=d).lookup(key()) is None
+
+
+@pytest.mark.parametrize(
+    "wanted, chosen",
+    [
+        (32, 16),     # distance 1 to 16, 3 to 256
+        (64, 256),    # distance 2 to both: the larger bucket wins
+        (128, 256),
+        (1, 16),
+        (65536, 256),  # no distance limit
+    ],
+)
+def test_nearest_bucket_rule(tmp_path, defaults, wanted, chosen):
+    c = TuningCache(tmp_path / "user", defaults_dir=defaults)
+    got = c.lookup(key(m_bucket=wanted))
+    assert got.config["BLOCK_M"] == chosen
+    assert got.key.m_bucket == chosen  # the entry says which bucket it was tuned for
+    assert got.source == "nearest:defaults"
+
+
+def test_nearest_bucket_same_shape_only(tmp_path, defaults):
+    c = TuningCache(tmp_path / "user", defaults_dir=defaults)
+    assert c.lookup(key(n=1536, m_bucket=16)) is None
+    assert c.lookup(key(dtype="bfloat16", m_bucket=16)) is None
+    assert c.lookup(key(gpu="NVIDIA A100-SXM4-80GB", m_bucket=16)) is None
+
+
+def test_nearest_bucket_spans_user_and_defaults(tmp_path, defaults):
+    c = TuningCache(tmp_path / "user", defaults_dir=defaults)
+    c.put(entry(64, m_bucket=64))
+    got = c.lookup(key(m_bucket=32))  # 16 (defaults) and 64 (user) both at distance 1
+    assert (got.config["BLOCK_M"], got.source) == (64, "nearest:user")
+    c.put(entry(17, m_bucket=16))  # same bucket in user and defaults: user wins
+    got = c.lookup(key(m_bucket=8))
+    assert (got.config["BLOCK_M"], got.source) == (17, "nearest:user")
+
+
+def test_write_defaults_from_user_cache(tmp_path, defaults):
+    user = TuningCache(tmp_path / "user", defaults_dir=tmp_path / "no_defaults")
+    user.put(entry(61, m_bucket=16))  # refreshes bucket 16
+    user.put(entry(62, m_bucket=4096))  # new bucket
+    dest = write_defaults(user.path_for(GPU, TRITON), dest_dir=defaults)
+    assert dest == defaults_path(GPU, defaults)
+
+    c = TuningCache(tmp_path / "empty", defaults_dir=defaults)
+    assert {b: c.lookup(key(m_bucket=b)).config["BLOCK_M"] for b in (16, 256, 4096)} == {
+        16: 61, 256: 256, 4096: 62}  # 256 kept from the old defaults
+    assert c.lookup(key(m_bucket=16)).source == "defaults"
+
+    write_defaults(user.path_for(GPU, TRITON), dest_dir=defaults, merge=False)
+    c.clear_memory()
+    assert c.lookup(key(m_bucket=256)).source == "nearest:defaults"
+
+
+def test_write_defaults_refuses_bad_source(tmp_path):
+    with pytest.raises(ValueError, match="cannot read"):
+        write_defaults(tmp_path / "missing.json", dest_dir=tmp_path)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{oops")
+    with pytest.raises(ValueError, match="not a valid sparse24 tuning file"):
+        write_defaults(bad, dest_dir=tmp_path)
+    assert not list(tmp_path.glob("nvidia*"))
+
+
+def test_default_cache_follows_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARSE24_CACHE_DIR", str(tmp_path / "a"))
+    a = default_cache()
+    assert a is default_cache() and a.directory == tmp_path / "a"
+    monkeypatch.setenv("SPARSE24_CACHE_DIR", str(tmp_path / "b"))
+    assert default_cache().directory == tmp_path / "b"
+    monkeypatch.delenv("SPARSE24_CACHE_DIR")
+    assert cache_mod.cache_dir() == cache_mod.Path.home() / ".cache" / "sparse24"
