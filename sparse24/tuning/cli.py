@@ -31,7 +31,8 @@ DESCRIPTION = "Tune the sparse GEMM for given shapes or for a model's linear lay
 DTYPES = ("float16", "bfloat16")
 DEFAULT_M = "1,16,64,256,4096"
 # Where tune(n, k, m, dtype, device="cuda", progress=True) -> TuneResult lives, first match wins.
-TUNE_MODULES = ("sparse24.ops.linear", "sparse24.ops.gemm")
+# (sparse24.ops.linear is the op function, not a module; the tuner is its own module.)
+TUNE_MODULES = ("sparse24.ops.tune",)
 
 TuneFn = Callable[..., Any]  # tune(n, k, m, dtype, device="cuda", progress=True) -> TuneResult
 
@@ -279,9 +280,8 @@ def _main(args: argparse.Namespace, tune: TuneFn | None) -> int:
 
 
 def _load_tune() -> TuneFn | None:
-    """``tune`` from the GEMM ops module, imported only now (it compiles nothing, but pulls in
-    Triton and the kernels). The module was ``sparse24.ops.linear``; it may also be found as
-    ``sparse24.ops.gemm``, whichever defines ``tune``."""
+    """``tune`` from the first module of ``TUNE_MODULES`` that defines it (``sparse24.ops.tune``),
+    imported only now (it compiles nothing, but pulls in Triton and the kernels)."""
     errors = []
     for name in TUNE_MODULES:
         try:

@@ -1,0 +1,293 @@
+"""The tuner wired to the op: tuning_bridge lookups, choose_config's guard, tune(), shipped defaults.
+
+CPU only: CUDA device properties are faked through tuning_bridge._device_info, and tune() runs the
+"dot" family through the Triton interpreter on a tiny problem with an injected timer.
+"""
+
+import importlib.util
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from sparse24 import tuning
+from sparse24.ops import configs, gemm, tuning_bridge
+from sparse24.ops import tune as tune_mod
+from sparse24.tuning import cache as cache_mod
+from sparse24.tuning import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+CUDA0 = torch.device("cuda", 0)
+FAKE_GPU = "Fake GPU 9000"
+DOT_A = {"family": "dot", "BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_K": 1, "num_warps": 4, "num_stages": 2}
+DOT_B = {"family": "dot", "BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_K": 2, "num_warps": 4, "num_stages": 2}
+
+
+@pytest.fixture
+def user_cache(tmp_path, monkeypatch):
+    """A fresh, empty user cache directory; the process-wide cache and the bridge memo reset."""
+    monkeypatch.setenv(cache_mod.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(cache_mod, "_default_cache", None)
+    tuning_bridge.clear()
+    yield tmp_path / "cache"
+    tuning_bridge.clear()
+
+
+def fake_device(monkeypatch, name=FAKE_GPU, capability=(8, 0), sms=108):
+    monkeypatch.setattr(tuning_bridge, "_device_info", lambda index: (name, capability, sms))
+
+
+def put(gpu, n, k, bucket, config, dtype="float16"):
+    key = tuning.TuningKey(gpu=gpu, triton=tuning.triton_version(), dtype=dtype, n=n, k=k,
+                           m_bucket=bucket)
+    tuning.default_cache().put(tuning.CacheEntry(key=key, config=config, ms=0.01))
+
+
+def count_cache_lookups(monkeypatch):
+    calls = []
+    real = tuning_bridge._cache_lookup
+
+    def counting(tuning_pkg, key):
+        calls.append(key)
+        return real(tuning_pkg, key)
+
+    monkeypatch.setattr(tuning_bridge, "_cache_lookup", counting)
+    return calls
+
+
+# ----------------------------------------------------------------------------- tuning_bridge
+def test_bridge_returns_cached_config_and_memoizes(user_cache, monkeypatch):
+    fake_device(monkeypatch)
+    put(FAKE_GPU, 64, 256, 16, DOT_B | {"BLOCK_N": 64})
+    calls = count_cache_lookups(monkeypatch)
+    got = tuning_bridge.lookup(9, 64, 256, torch.float16, CUDA0)
+    assert got == DOT_B | {"BLOCK_N": 64}
+    # same M bucket (9..16): answered from the memo, the cache is not asked again
+    assert tuning_bridge.lookup(16, 64, 256, torch.float16, CUDA0) is got
+    assert len(calls) == 1
+    # another dtype / bucket / device is another memo slot; a miss is memoized too
+    assert tuning_bridge.lookup(9, 64, 256, torch.bfloat16, CUDA0) is None
+    assert tuning_bridge.lookup(9, 64, 256, torch.bfloat16, CUDA0) is None
+    assert len(calls) == 2
+    tuning_bridge.clear()
+    assert tuning_bridge.lookup(9, 64, 256, torch.float16, CUDA0) == got
+    assert len(calls) == 3
+    # no CUDA device or no tokens: never asks the cache
+    assert tuning_bridge.lookup(9, 64, 256, torch.float16, torch.device("cpu")) is None
+    assert tuning_bridge.lookup(0, 64, 256, torch.float16, CUDA0) is None
+    assert len(calls) == 3
+
+
+def test_bridge_nearest_bucket_within_4x_only(user_cache, monkeypatch):
+    fake_device(monkeypatch)
+    put(FAKE_GPU, 64, 256, 64, DOT_A | {"BLOCK_N": 64})
+    assert tuning_bridge.lookup(256, 64, 256, torch.float16, CUDA0) is not None  # 4x: used
+    assert tuning_bridge.lookup(16, 64, 256, torch.float16, CUDA0) is not None  # 1/4x: used
+    assert tuning_bridge.lookup(512, 64, 256, torch.float16, CUDA0) is None  # 8x: heuristic
+    assert tuning_bridge.lookup(8, 64, 256, torch.float16, CUDA0) is None  # 1/8x: heuristic
+
+
+@pytest.mark.parametrize("config", [
+    DOT_A | {"BLOCK_N": 128},  # BLOCK_N does not divide N = 64 + 32
+    DOT_A | {"SPLIT_K": 8},  # more K splits than 64-wide chunks of K = 256
+    {"family": "wgmma", "BLOCK_M": 64},  # unknown family
+    {"BLOCK_M": 16, "BLOCK_N": 32},  # no family
+    DOT_A | {"BLOCK_M": 24},  # not a power of two
+    {k: v for k, v in DOT_A.items() if k != "num_warps"},  # missing field
+])
+def test_bridge_ignores_bad_cached_config(user_cache, monkeypatch, config):
+    fake_device(monkeypatch)
+    put(FAKE_GPU, 96, 256, 16, config)
+    assert tuning_bridge.lookup(16, 96, 256, torch.float16, CUDA0) is None
+
+
+def test_bridge_never_raises(user_cache, monkeypatch):
+    fake_device(monkeypatch)
+    path = tuning.TuningCache().path_for(FAKE_GPU, tuning.triton_version())
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # even a warning turned into an error must not escape
+        assert tuning_bridge.lookup(16, 96, 256, torch.float16, CUDA0) is None
+
+    def broken(index):
+        raise RuntimeError("CUDA driver exploded")
+
+    monkeypatch.setattr(tuning_bridge, "_device_info", broken)
+    tuning_bridge.clear()
+    assert tuning_bridge.lookup(16, 96, 256, torch.float16, CUDA0) is None
+
+
+def test_choose_config_ignores_ill_fitting_cached_config(monkeypatch):
+    """gemm.choose_config's own guard: a config from the bridge that does not fit is not used."""
+    fits = DOT_A | {"BLOCK_N": 16}
+    bad = DOT_A | {"BLOCK_N": 32}  # 32 does not divide N = 48
+    answer = {}
+    monkeypatch.setattr(tuning_bridge, "lookup", lambda m, n, k, dtype, device: answer.get("cfg"))
+    # M > 64 on "cuda": the heuristic is the mma family, which needs no device query
+    heuristic = gemm.heuristic_config(128, 48, 128, CUDA0)
+    answer["cfg"] = bad
+    assert gemm.choose_config(128, 48, 128, torch.float16, CUDA0) == heuristic
+    answer["cfg"] = DOT_A | {"BLOCK_N": 16, "SPLIT_K": 4}  # K = 128 has 2 chunks
+    assert gemm.choose_config(128, 48, 128, torch.float16, CUDA0) == heuristic
+    answer["cfg"] = fits
+    assert gemm.choose_config(128, 48, 128, torch.float16, CUDA0) == fits
+
+
+# ---------------------------------------------------------------------------- shipped defaults
+H200_SHAPES = [  # (m, n, k) measured on the H200
+    (24576, 3072, 768), (24576, 768, 3072), (6144, 768, 768), (1536, 3072, 768), (16, 4096, 4096),
+    (64, 11008, 4096),
+]
+
+
+def test_h200_defaults_load_and_map_shapes(user_cache, monkeypatch):
+    path = cache_mod.defaults_path("NVIDIA H200")
+    assert path.name == "nvidia-h200.json" and path.is_file()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tuning.TuningCacheWarning)
+        entries = cache_mod.read_file(path, "NVIDIA H200", None, source="defaults")
+    assert len(entries) == len(H200_SHAPES)
+    fake_device(monkeypatch, "NVIDIA H200", (9, 0), 132)
+    for m, n, k in H200_SHAPES:
+        key = tuning.TuningKey("NVIDIA H200", tuning.triton_version(), "float16", n, k,
+                               tuning.m_bucket(m))
+        entry = tuning.lookup(key)
+        assert entry is not None and entry.source == "defaults", (m, n, k)
+        assert tuning_bridge.well_formed(entry.config, n, k)
+        assert tuning_bridge.lookup(m, n, k, torch.float16, CUDA0) == entry.config
+    # few tokens on a 4096x4096 weight: the weight-streaming family with split-K
+    assert tuning_bridge.lookup(16, 4096, 4096, torch.float16, CUDA0)["family"] == "dot"
+    # 3072x768 at M=4096: bucket 2048 is 2x away (used), 32768 is 8x away
+    assert tuning_bridge.lookup(4096, 3072, 768, torch.float16, CUDA0) == \
+        tuning_bridge.lookup(1536, 3072, 768, torch.float16, CUDA0)
+    assert tuning_bridge.lookup(256, 3072, 768, torch.float16, CUDA0) is None  # 8x from 2048
+    assert tuning_bridge.lookup(16, 4096, 4096, torch.bfloat16, CUDA0) is None  # fp16 only
+
+
+def test_sibling_gpu_uses_h200_defaults(user_cache, monkeypatch):
+    fake_device(monkeypatch, "NVIDIA H100 80GB HBM3", (9, 0), 132)
+    got = tuning_bridge.lookup(16, 4096, 4096, torch.float16, CUDA0)
+    assert got is not None and got["family"] == "dot"
+    # the GPU's own entry wins over the sibling's
+    own = DOT_A | {"BLOCK_N": 64, "SPLIT_K": 4}
+    put("NVIDIA H100 80GB HBM3", 4096, 4096, 16, own)
+    tuning_bridge.clear()
+    assert tuning_bridge.lookup(16, 4096, 4096, torch.float16, CUDA0) == own
+    # another SM count (H100 PCIe) or another architecture: no sibling
+    for capability, sms in [((9, 0), 114), ((8, 0), 132)]:
+        fake_device(monkeypatch, "NVIDIA H100 PCIe", capability, sms)
+        tuning_bridge.clear()
+        assert tuning_bridge.lookup(16, 4096, 4096, torch.float16, CUDA0) is None
+
+
+def _load_make_defaults():
+    spec = importlib.util.spec_from_file_location("make_defaults", ROOT / "bench" / "make_defaults.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_make_defaults_picks_fastest_correct(tmp_path):
+    fast_wrong = DOT_A | {"num_stages": 4}
+    rows = [
+        {"gpu": "Test GPU", "m": 16, "n": 64, "k": 256, "cfg": DOT_A, "ms": 0.02, "err": 2e-4},
+        {"gpu": "Test GPU", "m": 16, "n": 64, "k": 256, "cfg": DOT_B, "ms": 0.01, "err": 2e-4},
+        {"gpu": "Test GPU", "m": 16, "n": 64, "k": 256, "cfg": fast_wrong, "ms": 0.001, "err": 0.5},
+        {"gpu": "Test GPU", "m": 16, "n": 64, "k": 256, "cfg": DOT_A | {"SPLIT_K": 4},
+         "error": "WRONG rel err 1e-1"},
+        {"gpu": "Test GPU", "m": 300, "n": 64, "k": 256, "cfg": DOT_A, "ms": 0.05, "err": 2e-4},
+    ]
+    sweep = tmp_path / "sweep.jsonl"
+    sweep.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert _load_make_defaults().main([str(sweep), "--dest", str(tmp_path / "out")]) == 0
+    doc = json.loads((tmp_path / "out" / "test-gpu.json").read_text())
+    assert doc["gpu"] == "Test GPU" and doc["triton"] == "3.6.0"
+    entries = cache_mod.read_file(tmp_path / "out" / "test-gpu.json", "Test GPU", None)
+    small = entries[("float16", 64, 256, 16)]
+    assert small.config == DOT_B and small.n_candidates == 4 and small.n_rejected == 2
+    assert entries[("float16", 64, 256, 512)].config == DOT_A
+
+
+# ------------------------------------------------------------------------------------ tune()
+@pytest.fixture
+def two_candidates(monkeypatch):
+    monkeypatch.setattr(configs, "candidates", lambda m, n, k, on_gpu: [DOT_A, DOT_B])
+
+
+def test_tune_on_cpu_picks_correct_config_and_stores_it(user_cache, two_candidates, monkeypatch):
+    times = {json.dumps(DOT_A): 2.0, json.dumps(DOT_B): 1.0}
+    seen = []
+    real_run = gemm.run_config
+
+    def recording_run(x2, values, meta, bias, activation, cfg, out=None):
+        seen.append(cfg)
+        return real_run(x2, values, meta, bias, activation, cfg, out=out)
+
+    monkeypatch.setattr(gemm, "run_config", recording_run)
+
+    def timer(fn):
+        fn()
+        return times[json.dumps(seen[-1])]
+
+    tuning_bridge._memo[("sentinel",)] = None
+    result = tune_mod.tune(32, 128, 4, torch.float16, device="cpu", progress=False, timer=timer)
+    assert result.config == DOT_B and result.ms == 1.0 and result.n_rejected == 0
+    assert result.key.gpu == tune_mod.CPU_GPU_NAME and result.key.m_bucket == 4
+    assert not tuning_bridge._memo, "tune() must clear the bridge memo"
+    # stored in the user cache file under the tmp dir, readable by a fresh cache
+    fresh = tuning.TuningCache(user_cache)
+    assert fresh.get(result.key).config == DOT_B
+    assert list(user_cache.glob("*.json"))
+
+
+def test_tune_rejects_fast_wrong_config(user_cache, two_candidates, monkeypatch):
+    real_run = gemm.run_config
+    seen = []
+
+    def corrupting_run(x2, values, meta, bias, activation, cfg, out=None):
+        seen.append(cfg)
+        y = real_run(x2, values, meta, bias, activation, cfg, out=out)
+        if cfg == DOT_B:
+            y[1, 3] += 1.0 + y[1, 3].abs() * 4  # one wrong element: a subtle bug
+        return y
+
+    monkeypatch.setattr(gemm, "run_config", corrupting_run)
+
+    def timer(fn):
+        fn()
+        return 0.001 if seen[-1] == DOT_B else 1.0  # the wrong config would be fastest
+
+    result = tune_mod.tune(32, 128, 4, torch.bfloat16, device="cpu", progress=False, timer=timer)
+    assert result.config == DOT_A
+    assert [(r.config, r.stage) for r in result.rejected] == [(DOT_B, "check")]
+    assert "relative error" in result.rejected[0].reason
+    assert tuning.TuningCache(user_cache).get(result.key).config == DOT_A
+
+
+def test_tune_rejects_unwritten_output(user_cache, two_candidates, monkeypatch):
+    """A config that skips part of the output (left as the NaN poison) fails its check."""
+    real_run = gemm.run_config
+
+    def lazy_run(x2, values, meta, bias, activation, cfg, out=None):
+        if cfg == DOT_A and out is not None:
+            real_run(x2[:2], values, meta, bias, activation, cfg, out=out[:2])
+            return out
+        return real_run(x2, values, meta, bias, activation, cfg, out=out)
+
+    monkeypatch.setattr(gemm, "run_config", lazy_run)
+    result = tune_mod.tune(32, 128, 4, torch.float16, device="cpu", progress=False,
+                           timer=lambda fn: 1.0, store=False)
+    assert result.config == DOT_B and result.rejected[0].config == DOT_A
+
+
+def test_cli_finds_tune():
+    assert cli._load_tune() is tune_mod.tune
+
+
+def test_model_shapes():
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Linear(32, 64),
+                                torch.nn.Linear(64, 32), torch.nn.Linear(10, 16))
+    assert tune_mod.model_shapes(model) == [(32, 64)]  # K=32 and K=10 cannot be packed
