@@ -134,7 +134,7 @@ def test_heuristic_configs_fit_and_are_candidates():
         for n, k in ((768, 768), (3072, 768), (768, 3072), (4096, 11008)):
             cfg = gemm.heuristic_config(m, n, k, torch.device("cpu"))
             assert gemm.config_fits(cfg, n, k)
-            assert cfg["family"] == "dot"
+            assert cfg["family"] == "dot"  # the interpreter cannot run inline asm
 
 
 # ------------------------------------------------------------------------------ GPU suite
