@@ -1,0 +1,300 @@
+"""BERT-base question answering, end to end: dense fp16 vs torch's 2:4 vs sparse24, eager and compiled.
+
+bert-base-cased geometry (BertForQuestionAnswering, vocab 28996) with random weights (timing does
+not depend on their values), fp16, sequence length 384, as in PyTorch's semi-structured sparsity
+tutorial. Three rows per batch size, measured in the same run:
+  dense     the fp16 model as is;
+  torch24   every encoder nn.Linear weight 2:4-pruned and replaced, as the tutorial does, by
+            nn.Parameter(to_sparse_semi_structured(pruned_weight)) (cuSPARSELt on sm90);
+  sparse24  sparse24.nn.prune_ / squash_ / sparsify_.
+Timed as the tutorial does: torch.utils.benchmark.Timer(...).blocked_autorange() median after a
+warm-up, each variant eager and under torch.compile(fullgraph=True). Speedups are over dense with
+the same compile setting.
+
+    python bench/bert.py [--quick] [--batch-sizes 4,16] [--seq-len 384] [--compile-mode reduce-overhead]
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+
+import common  # noqa: E402
+
+BENCH = "bert"
+VOCAB = 28996  # bert-base-cased
+BATCH_SIZES = [4, 16, 64, 256]
+QUICK_BATCH_SIZES = [16, 64]
+VARIANTS = ["dense", "torch24", "sparse24"]
+LABELS = {"dense": "fp16", "torch24": "torch 2:4", "sparse24": "sparse24"}
+
+
+def encoder_linears(model: torch.nn.Module):
+    """The tutorial's selection: every nn.Linear inside the encoder layers (not the QA head)."""
+    return [(name, mod) for name, mod in model.named_modules()
+            if isinstance(mod, torch.nn.Linear) and ".encoder.layer." in f".{name}"]
+
+
+def build_dense(seed: int = 0) -> torch.nn.Module:
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    torch.manual_seed(seed)
+    with torch.device("cuda"):  # initialising on the GPU saves seconds of CPU init
+        model = BertForQuestionAnswering(BertConfig(vocab_size=VOCAB))
+    return model.half().eval()
+
+
+def build_torch24(dense: torch.nn.Module):
+    """(model, reference): reference is the dense model with the same pruned weights."""
+    from torch.sparse import SparseSemiStructuredTensor, to_sparse_semi_structured
+
+    from sparse24.ops import prune_24
+
+    SparseSemiStructuredTensor._FORCE_CUTLASS = False  # its CUTLASS kernels refuse sm90
+    reference = copy.deepcopy(dense)
+    for _, linear in encoder_linears(reference):
+        linear.weight.data = prune_24(linear.weight.data)
+    model = copy.deepcopy(reference)
+    linears = encoder_linears(model)
+    for _, linear in linears:
+        linear.weight = torch.nn.Parameter(to_sparse_semi_structured(linear.weight.data))
+    return model, reference, {"converted": len(linears)}
+
+
+def build_sparse24(dense: torch.nn.Module):
+    """(model, reference, report): reference is the pruned, squashed model before sparsify_, so
+    the comparison is exact whatever prune_ chose to prune."""
+    import sparse24.nn as snn
+
+    model = copy.deepcopy(dense)
+    pruned = snn.prune_(model)
+    snn.squash_(model)
+    reference = copy.deepcopy(model)
+    report = snn.sparsify_(model)
+    return model, reference, {"prune": report_summary(pruned), "sparsify": report_summary(report)}
+
+
+def make_batch(bs: int, seq_len: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator(device="cuda").manual_seed(bs)
+    return {
+        "input_ids": torch.randint(0, VOCAB, (bs, seq_len), device="cuda", generator=g),
+        "token_type_ids": torch.zeros(bs, seq_len, dtype=torch.long, device="cuda"),
+        "attention_mask": torch.ones(bs, seq_len, dtype=torch.long, device="cuda"),
+    }
+
+
+def logits(out) -> torch.Tensor:
+    return torch.cat([out.start_logits, out.end_logits], dim=-1)
+
+
+def time_tutorial(fn, batch, min_run_time: float) -> float:
+    """Median ms per call from torch.utils.benchmark's blocked_autorange (syncs around blocks)."""
+    from torch.utils.benchmark import Timer
+
+    timer = Timer(stmt="fn(**batch)", globals={"fn": fn, "batch": batch})
+    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+
+
+def profile_text(fn, batch, iters: int = 3) -> str:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            fn(**batch)
+        torch.cuda.synchronize()
+    averages = prof.key_averages()
+    for key in ("self_device_time_total", "self_cuda_time_total"):  # newer, then older torch
+        try:
+            return averages.table(sort_by=key, row_limit=20)
+        except (AttributeError, KeyError, ValueError):
+            continue
+    return averages.table(row_limit=20)
+
+
+def report_summary(report):
+    """A prune_/sparsify_ report as counts per field (swapped: 72, skipped: 1, ...): every row
+    carries it, and the full lists would repeat 70-odd module names in each."""
+    fields = common.jsonable(report)
+    if not isinstance(fields, dict):
+        return fields
+    return {k: len(v) if isinstance(v, (list, dict)) else v for k, v in fields.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = common.base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help=f"batch sizes {QUICK_BATCH_SIZES}, shorter timing")
+    parser.add_argument("--batch-sizes", type=common.parse_int_list, default=None,
+                        help=f"comma list (default {','.join(map(str, BATCH_SIZES))})")
+    parser.add_argument("--seq-len", type=int, default=384)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="subset of dense,torch24,sparse24")
+    parser.add_argument("--compile-mode", choices=["default", "reduce-overhead"], default="default")
+    parser.add_argument("--no-compile", action="store_true", help="eager rows only")
+    parser.add_argument("--min-run-time", type=float, default=None,
+                        help="seconds of timed runs per row (default 1.0, --quick 0.3)")
+    parser.add_argument("--profile", action="store_true",
+                        help="save a torch.profiler table per sparse24 row under --out-dir")
+    parser.add_argument("--no-plot", action="store_true", help="skip drawing bert_speedup.png")
+    args = parser.parse_args(argv)
+    variants = [v for v in args.variants.split(",") if v]
+    if "dense" not in variants or not set(variants) <= set(VARIANTS):
+        parser.error(f"--variants: a subset of {VARIANTS} that includes dense (the baseline)")
+    common.require_cuda("bench/bert.py")
+
+    import transformers
+
+    batch_sizes = args.batch_sizes or (QUICK_BATCH_SIZES if args.quick else BATCH_SIZES)
+    min_run_time = args.min_run_time or (0.3 if args.quick else 1.0)
+    compile_settings = [False] if args.no_compile else [False, True]
+    env = common.env_record({"transformers": transformers.__version__})
+    rec = common.Recorder(BENCH, args.out_dir, env)
+    common.progress(f"[bert] {common.env_line(env)}; batch sizes {batch_sizes}, seq {args.seq_len}, "
+                    f"compile mode {args.compile_mode}")
+
+    torch.set_grad_enabled(False)
+    dense = build_dense()
+    attn = getattr(dense.config, "_attn_implementation", None)
+    batches = {bs: make_batch(bs, args.seq_len) for bs in batch_sizes}
+    for batch in batches.values():
+        # One compile serves every batch size: the batch dim is dynamic from the first call (a
+        # static compile per batch size costs tens of seconds each). "maybe": no error if some
+        # code specializes on it, it then recompiles instead.
+        for t in batch.values():
+            torch._dynamo.maybe_mark_dynamic(t, 0)
+    dense_ms: dict[tuple[bool, int], float] = {}
+    builders = {"dense": lambda: (dense, None, None), "torch24": lambda: build_torch24(dense),
+                "sparse24": lambda: build_sparse24(dense)}
+
+    for variant in variants:
+        base = {"variant": variant, "seq_len": args.seq_len, "dtype": "float16", "model": "bert-base-cased",
+                "attn_implementation": attn, "compile_mode": args.compile_mode}
+        t0 = time.perf_counter()
+        try:
+            # Built with grad off but outside inference_mode: the tutorial's nn.Parameter(...) of a
+            # 2:4 tensor must not wrap an inference tensor.
+            model, reference, report = builders[variant]()
+            build_error = None
+        except Exception as exc:  # noqa: BLE001 - e.g. sparse24.nn not there yet: record, go on
+            model = reference = report = None
+            build_error = common.error_text(exc)
+        base.update(build_s=time.perf_counter() - t0, reports=report)
+
+        # Reference logits per batch size, eager: the dense model itself, or the dense model with
+        # the same pruned weights. Informative only (not a gate): a 2:4 path whose logits drift
+        # far from its own pruned dense model is computing something else.
+        refs: dict[int, torch.Tensor] = {}
+        for compiled in compile_settings:
+            fn, first_error = None, None
+            if model is not None:
+                fn = model
+                if compiled:
+                    torch._dynamo.reset()  # each model compiles from scratch, once
+                    opts = {} if args.compile_mode == "default" else {"mode": args.compile_mode}
+                    fn = torch.compile(model, fullgraph=True, **opts)
+            for bs in batch_sizes:
+                batch = batches[bs]
+                row = {**base, "batch_size": bs, "compiled": compiled, "status": "ok", "error": None,
+                       "ms": None, "speedup": None, "rel_err": None, "first_call_s": None,
+                       "profile": None}
+                if build_error or first_error:
+                    row.update(status="failed", error=build_error or first_error)
+                else:
+                    try:
+                        with torch.inference_mode():
+                            t0 = time.perf_counter()
+                            out = logits(fn(**batch))
+                            torch.cuda.synchronize()
+                            row["first_call_s"] = time.perf_counter() - t0
+                            if bs not in refs:
+                                refs[bs] = logits((model if reference is None else reference)(**batch))
+                            row["rel_err"] = common.rel_fro_error(out, refs[bs])
+                            for _ in range(3):  # warm-up (cuBLAS heuristics, allocator, graphs)
+                                fn(**batch)
+                            row["ms"] = time_tutorial(fn, batch, min_run_time)
+                            if variant == "sparse24" and args.profile:
+                                how = "compiled" if compiled else "eager"
+                                name = f"bert_profile_sparse24_{how}_bs{bs}.txt"
+                                path = Path(args.out_dir) / name
+                                path.parent.mkdir(parents=True, exist_ok=True)
+                                path.write_text(profile_text(fn, batch), encoding="utf-8")
+                                row["profile"] = name
+                    except Exception as exc:  # noqa: BLE001
+                        row.update(status="failed", error=common.error_text(exc))
+                        if compiled and row["first_call_s"] is None:
+                            # A failed compile fails the same way at every batch size; retrying
+                            # would cost a compile attempt each.
+                            first_error = f"{row['error']} (first seen at bs {bs}; not retried)"
+                if variant == "dense" and row["ms"]:
+                    dense_ms[compiled, bs] = row["ms"]
+                if row["ms"] and dense_ms.get((compiled, bs)):
+                    row["speedup"] = dense_ms[compiled, bs] / row["ms"]
+                rec.add(row)
+                common.progress(
+                    f"[bert] {variant:<8} {'compiled' if compiled else 'eager':<8} bs={bs:<4} "
+                    f"{row['status']:<7} {common.fmt(row['ms'])} ms  x{common.fmt(row['speedup'])}"
+                    + (f"  rel err {row['rel_err']:.1e}" if row["rel_err"] is not None else "")
+                    + (f"  first call {row['first_call_s']:.1f} s" if row["first_call_s"] else "")
+                    + (f"  ({row['error']})" if row["error"] else ""))
+        if variant != "dense":
+            del model, reference, fn
+        torch._dynamo.reset()
+        torch.cuda.empty_cache()
+
+    headers, lines, notes = tutorial_table(rec.rows, variants, batch_sizes, compile_settings)
+    notes = [
+        f"Time (bs=N): ms per batch of N sequences of {args.seq_len} tokens, median of "
+        "torch.utils.benchmark blocked_autorange after warm-up; speedup = dense time / time, with "
+        "the same compile setting.",
+        f"compiled: torch.compile(fullgraph=True, mode={args.compile_mode}), batch dim dynamic.",
+        f"random bert-base-cased weights, fp16, attention {attn}, torch.inference_mode().",
+    ] + notes
+    _, text = common.write_markdown(args.out_dir, BENCH, "BERT-base QA inference: dense vs 2:4", env,
+                                    rec.run_id, headers, lines, notes)
+    if not args.no_plot:
+        try:
+            import plot_bert
+
+            png = plot_bert.plot(rec.rows, Path(args.out_dir) / "bert_speedup.png")
+            common.progress(f"[bert] wrote {png}")
+        except Exception as exc:  # noqa: BLE001 - the table matters more than the picture
+            common.progress(f"[bert] no plot: {common.error_text(exc)}")
+    print("\n" + text, flush=True)
+    return 0
+
+
+def tutorial_table(rows, variants, batch_sizes, compile_settings):
+    """The tutorial's layout: one 'Time (bs=N)' line per batch size and compile setting."""
+    by = {(r["variant"], r["compiled"], r["batch_size"]): r for r in rows}
+    headers = ["Metrics", LABELS["dense"]]
+    for v in variants[1:]:
+        headers += [LABELS[v], f"{LABELS[v]} speedup"]
+    headers.append("compiled")
+    lines, errors = [], {}
+    for compiled in compile_settings:
+        for bs in batch_sizes:
+            line = [f"Time (bs={bs})"]
+            for v in variants:
+                r = by.get((v, compiled, bs))
+                if r is None or r["status"] != "ok":
+                    if r is not None:
+                        errors.setdefault(r["error"], []).append(f"{LABELS[v]} bs={bs}"
+                                                                 + (" compiled" if compiled else ""))
+                    line += ["failed"] if v == "dense" else ["failed", "-"]
+                    continue
+                line.append(common.fmt(r["ms"]))
+                if v != "dense":
+                    line.append("-" if r["speedup"] is None else f"{r['speedup']:.2f}x")
+            line.append("yes" if compiled else "no")
+            lines.append(line)
+    notes = [f"failed ({', '.join(where)}): {err}" for err, where in errors.items()]
+    return headers, lines, notes
+
+
+if __name__ == "__main__":
+    sys.exit(main())

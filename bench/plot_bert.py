@@ -1,0 +1,89 @@
+"""Bar plot of BERT speedup over dense per batch size, eager and compiled, from bench/results/bert.jsonl.
+
+    python bench/plot_bert.py [--run-id ID] [--jsonl PATH] [--out-dir DIR]
+
+Reads the latest run unless --run-id is given; writes <out-dir>/bert_speedup.png. No GPU needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+BARS = [  # (variant, compiled) -> label, colour; light for eager, dark for compiled
+    (("torch24", False), ("torch 2:4 eager", "#f5b971")),
+    (("torch24", True), ("torch 2:4 compiled", "#d9730d")),
+    (("sparse24", False), ("sparse24 eager", "#8fb8e0")),
+    (("sparse24", True), ("sparse24 compiled", "#1f5fa8")),
+]
+
+
+def plot(rows: list[dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by = {(r["variant"], r["compiled"], r["batch_size"]): r for r in rows}
+    batch_sizes = sorted({r["batch_size"] for r in rows})
+    bars = [(key, style) for key, style in BARS if any((*key, bs) in by for bs in batch_sizes)]
+    if not batch_sizes or not bars:
+        raise ValueError("no torch24/sparse24 rows to plot")
+    width = 0.8 / len(bars)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * len(batch_sizes)), 4.2))
+    top = 1.0
+    for i, ((variant, compiled), (label, colour)) in enumerate(bars):
+        for j, bs in enumerate(batch_sizes):
+            x = j + (i - (len(bars) - 1) / 2) * width
+            r = by.get((variant, compiled, bs))
+            if r is None:
+                continue
+            if r.get("status") == "ok" and r.get("speedup"):
+                s = r["speedup"]
+                top = max(top, s)
+                ax.bar(x, s, width, color=colour, label=label if j == 0 else None)
+                ax.text(x, s, f"{s:.2f}", ha="center", va="bottom", fontsize=7)
+            else:
+                # A failed row stays visible: an empty slot would read as "not measured".
+                ax.bar(x, 0, width, color=colour, label=label if j == 0 else None)
+                ax.text(x, 0.02, "failed", ha="center", va="bottom", rotation=90, fontsize=7)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(batch_sizes)), [f"bs {bs}" for bs in batch_sizes])
+    ax.set_ylim(0, top * 1.15)
+    ax.set_ylabel("speedup over dense fp16 (same compile setting)")
+    seq = rows[0].get("seq_len")
+    env_text = textwrap.fill(common.env_line(rows[0].get("env", {})), 85)
+    ax.set_title(f"BERT-base QA, seq {seq}, fp16\n{env_text}", fontsize=8)
+    ax.legend(fontsize=8, ncol=2, frameon=False)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out-dir", type=Path, default=common.DEFAULT_OUT_DIR)
+    parser.add_argument("--jsonl", type=Path, default=None, help="default: <out-dir>/bert.jsonl")
+    parser.add_argument("--run-id", default=None, help="default: the latest run in the file")
+    args = parser.parse_args(argv)
+    src = args.jsonl or args.out_dir / "bert.jsonl"
+    if not src.exists():
+        print(f"plot_bert: {src} does not exist; run bench/bert.py first", file=sys.stderr)
+        return 1
+    rows = common.select_run(common.read_jsonl(src), args.run_id)
+    png = plot(rows, args.out_dir / "bert_speedup.png")
+    print(f"wrote {png} (run {rows[0]['run_id']}, {len(rows)} rows)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""CPU tests of the bench plumbing: environment record, writers, run selection, plots, CUDA refusal.
+
+Timings themselves need a GPU and are never asserted; these tests only check that what the benches
+write is well-formed and that they refuse to run without CUDA.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH_DIR = REPO / "bench"
+sys.path.insert(0, str(BENCH_DIR))
+
+import common  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_env_record_fields():
+    rec = common.env_record({"transformers": "x.y"})
+    for key in ("gpu", "capability", "torch", "triton", "cuda", "cusparselt", "python",
+                "git_commit", "git_dirty", "timestamp_utc", "sparse24", "layout_version"):
+        assert key in rec, key
+    assert rec["torch"] == torch.__version__
+    assert rec["transformers"] == "x.y"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", rec["timestamp_utc"])
+    if (REPO / ".git").exists():
+        assert re.fullmatch(r"[0-9a-f]{40}", rec["git_commit"])
+        assert isinstance(rec["git_dirty"], bool)
+    if not torch.cuda.is_available():
+        assert rec["gpu"] is None and rec["capability"] is None
+    json.dumps(rec)  # serialisable as is
+
+
+def test_env_record_has_no_hostname():
+    host = platform.node()
+    text = json.dumps(common.env_record())
+    assert "hostname" not in text and "node" not in text
+    if len(host) >= 6:  # a short name could occur by chance inside a version string
+        assert host not in text
+
+
+def test_env_line_names_device_and_commit():
+    env = {"gpu": "NVIDIA H100 80GB HBM3", "capability": "9.0", "torch": "2.11.0", "triton": "3.6.0",
+           "cuda": "12.8", "cusparselt": 800, "git_commit": "0123456789abcdef0123", "git_dirty": True,
+           "timestamp_utc": "2026-01-01T00:00:00Z"}
+    line = common.env_line(env)
+    assert "NVIDIA H100 80GB HBM3 (sm90)" in line
+    assert "commit 0123456789ab +dirty" in line
+    assert "triton 3.6.0" in line and "cuSPARSELt 800" in line
+
+
+def test_append_jsonl_appends_valid_json(tmp_path):
+    path = tmp_path / "sub" / "x.jsonl"
+    common.append_jsonl(path, [{"a": 1, "ms": 0.5}])
+    common.append_jsonl(path, [{"a": 2, "ms": math.nan, "dtype": torch.float16, "inf": math.inf}])
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2
+    rows = [json.loads(line) for line in lines]  # strict JSON: NaN/Inf were turned into null
+    assert rows[0] == {"a": 1, "ms": 0.5}
+    assert rows[1] == {"a": 2, "ms": None, "dtype": "float16", "inf": None}
+    assert "NaN" not in path.read_text()
+
+
+def test_recorder_rows_carry_env_and_run_id(tmp_path):
+    env = {"gpu": "test-gpu", "git_commit": "abc"}
+    rec = common.Recorder("demo", tmp_path, env)
+    rec.add({"shape": "768x768", "ms": 1.25})
+    rec.add({"shape": "3072x768", "ms": 2.5})
+    rows = common.read_jsonl(tmp_path / "demo.jsonl")
+    assert [r["shape"] for r in rows] == ["768x768", "3072x768"]
+    assert all(r["env"] == env and r["bench"] == "demo" and r["run_id"] == rec.run_id for r in rows)
+    # a second run appends, and select_run returns the latest run (or the one asked for)
+    rec2 = common.Recorder("demo", tmp_path, env)
+    rec2.add({"shape": "4096x4096", "ms": 3.0})
+    rows = common.read_jsonl(tmp_path / "demo.jsonl")
+    assert len(rows) == 3
+    assert [r["shape"] for r in common.select_run(rows)] == ["4096x4096"]
+    assert len(common.select_run(rows, rec.run_id)) == 2
+    with pytest.raises(SystemExit, match="not found"):
+        common.select_run(rows, "no-such-run")
+
+
+def test_run_ids_sort_by_time_and_differ():
+    a, b = common.new_run_id(), common.new_run_id()
+    assert a != b
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", a)
+
+
+def test_markdown_writer(tmp_path):
+    env = {"gpu": "NVIDIA H100 80GB HBM3", "capability": "9.0", "git_commit": "feedbeef" * 5,
+           "git_dirty": False, "torch": "2.11.0"}
+    headers = ["N x K", "M", "speedup"]
+    path, text = common.write_markdown(tmp_path, "demo", "Demo table", env, "run-1", headers,
+                                       [["768x768", 384, "1.23x"], ["4096x4096", 1, None]],
+                                       notes=["a note"])
+    assert path == tmp_path / "demo.md" and path.read_text() == text
+    lines = text.splitlines()
+    assert lines[0] == "# Demo table"
+    assert "NVIDIA H100 80GB HBM3 (sm90)" in lines[2] and "commit feedbeeffeed" in lines[2]
+    assert "run `run-1`" in lines[2]
+    table = [line for line in lines if line.startswith("|")]
+    assert len(table) == 4  # header, separator, 2 rows
+    assert re.fullmatch(r"\| N x K +\| M +\| speedup \|", table[0])
+    assert set(table[1]) <= {"|", "-", " "}
+    assert "1.23x" in table[2] and "4096x4096" in table[3]
+    assert len({len(line) for line in table}) == 1  # padded columns
+    assert lines[-1] == "- a note"
+    # the next run overwrites the file
+    common.write_markdown(tmp_path, "demo", "Second", env, "run-2", ["a"], [[1]])
+    assert path.read_text().startswith("# Second")
+
+
+def test_rotation_count_and_rotating():
+    l2 = 50 * 2**20
+    assert common.rotation_count(200 * 2**20, l2) == 1  # bigger than the L2 already
+    assert common.rotation_count(10 * 2**20, l2) == 15  # 3x the L2 in all
+    assert common.rotation_count(1, l2) == 48  # capped
+    calls = []
+    rot = common.Rotating(lambda a, b: calls.append((a, b)) or a + b, [(1, 2), (3, 4), (5, 6)])
+    assert [rot() for _ in range(4)] == [3, 7, 11, 3]
+    assert len(rot) == 3
+
+
+def test_rel_fro_error():
+    ref = torch.tensor([3.0, 4.0])
+    assert common.rel_fro_error(ref, ref) == 0.0
+    assert common.rel_fro_error(torch.tensor([3.0, 4.5]), ref) == pytest.approx(0.1)
+    assert common.rel_fro_error(torch.tensor([math.nan, 4.0]), ref) == math.inf
+
+
+def _gemm_rows(run_id: str) -> list[dict]:
+    env = {"gpu": "Synthetic GPU", "capability": "9.0", "git_commit": "0" * 40, "torch": "2.11.0"}
+    rows = []
+    for n, k, ms in [(768, 768, [384, 1536, 6144]), (4096, 4096, [1, 16, 4096])]:
+        for m in ms:
+            for backend, mode, speedup in [("cublas", "eager", 1.0), ("sparse24", "eager", 1.4),
+                                           ("sparse24", "graph", 1.5), ("torch24_cslt", "eager", 0.1),
+                                           ("torch24_cslt", "graph", 0.9), ("triton_dense", "eager", 0.8)]:
+                rows.append({"bench": "gemm", "run_id": run_id, "n": n, "k": k, "m": m,
+                             "dtype": "float16", "backend": backend, "mode": mode, "status": "ok",
+                             "speedup": speedup, "env": env})
+            rows.append({"bench": "gemm", "run_id": run_id, "n": n, "k": k, "m": m, "dtype": "float16",
+                         "backend": "torch24_cutlass", "mode": "eager", "status": "unsupported",
+                         "speedup": None, "env": env})
+    return rows
+
+
+def test_plot_gemm_writes_png(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    import plot_gemm
+
+    common.append_jsonl(tmp_path / "gemm.jsonl", _gemm_rows("20260101T000000Z-aaaaaa"))
+    common.append_jsonl(tmp_path / "gemm.jsonl", _gemm_rows("20260102T000000Z-bbbbbb"))
+    assert plot_gemm.main(["--out-dir", str(tmp_path)]) == 0
+    assert "bbbbbb" in capsys.readouterr().out  # the latest run by default
+    png = tmp_path / "gemm_speedup.png"
+    assert png.read_bytes()[:8] == PNG_MAGIC
+    png.unlink()
+    assert plot_gemm.main(["--out-dir", str(tmp_path), "--run-id", "20260101T000000Z-aaaaaa"]) == 0
+    assert "aaaaaa" in capsys.readouterr().out
+    assert png.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_plot_bert_writes_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    import plot_bert
+
+    env = {"gpu": "Synthetic GPU", "capability": "9.0"}
+    rows = []
+    for bs in (4, 16, 64, 256):
+        for variant, compiled, status, speedup in [
+            ("dense", False, "ok", 1.0), ("dense", True, "ok", 1.0),
+            ("torch24", False, "ok", 0.2), ("torch24", True, "failed", None),
+            ("sparse24", False, "ok", 1.1), ("sparse24", True, "ok", 1.2),
+        ]:
+            rows.append({"bench": "bert", "run_id": "r1", "variant": variant, "compiled": compiled,
+                         "batch_size": bs, "seq_len": 384, "status": status, "speedup": speedup,
+                         "env": env})
+    common.append_jsonl(tmp_path / "bert.jsonl", rows)
+    assert plot_bert.main(["--out-dir", str(tmp_path)]) == 0
+    assert (tmp_path / "bert_speedup.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_plot_without_results_says_so(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    import plot_gemm
+
+    assert plot_gemm.main(["--out-dir", str(tmp_path)]) == 1
+    assert "run bench/gemm.py first" in capsys.readouterr().err
+
+
+def test_gemm_table_marks_failures():
+    import gemm
+
+    rows = [{"n": 768, "k": 768, "m": 384, "backend": b, "mode": md, "status": st, "speedup": sp,
+             "ms": 0.01, "tflops": 100.0, "gbps": 900.0, "rel_err": 1e-4, "error": None}
+            for b, md, st, sp in [("cublas", "eager", "ok", 1.0), ("sparse24", "eager", "WRONG", None),
+                                  ("torch24_cslt", "eager", "unsupported", None),
+                                  ("triton_dense", "eager", "ok", 0.81)]]
+    headers, lines = gemm.table(rows, ["eager"])
+    assert "torch 2:4 CUTLASS eager x" not in headers  # a backend that never ran: a note instead
+    row = dict(zip(headers, lines[0]))
+    assert row["sparse24 x"] == "WRONG"
+    assert row["torch 2:4 eager x"] == "unsup."
+    assert row["Triton dense x"] == "0.81x"
+
+
+def test_shape_parsing():
+    import gemm
+
+    assert gemm.parse_shapes("768x768, 4096X11008") == [(768, 768), (4096, 11008)]
+    assert gemm.parse_shapes("bert") == gemm.BERT_SHAPES
+    assert common.parse_int_list("1, 16,4096") == [1, 16, 4096]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on machines without CUDA")
+def test_gemm_script_refuses_without_cuda():
+    out = subprocess.run([sys.executable, str(BENCH_DIR / "gemm.py"), "--quick"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == common.EXIT_NO_CUDA, out.stderr
+    assert "needs a CUDA GPU" in out.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on machines without CUDA")
+@pytest.mark.parametrize("script", ["pack", "bert"])
+def test_other_benches_refuse_without_cuda(script, tmp_path):
+    module = __import__(script)
+    with pytest.raises(SystemExit) as exc:
+        module.main(["--quick", "--out-dir", str(tmp_path)])
+    assert exc.value.code == common.EXIT_NO_CUDA
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_triton_dense_kernel_matches_matmul():
+    """The baseline computes x @ w^T (one config, through the interpreter on CPU; the autotuner
+    itself needs a GPU to time configs)."""
+    import triton
+
+    import triton_dense
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    m, n, k = 5, 48, 100  # ragged M, N and K
+    x = torch.randn(m, k, device=device)
+    w = torch.randn(n, k, device=device)
+    if device == "cuda":
+        y = triton_dense.dense_linear(x.half(), w.half()).float()
+        torch.testing.assert_close(y, x.half().float() @ w.half().float().t(), rtol=2e-2, atol=2e-2)
+        return
+    cfg = triton_dense._CONFIGS[1].kwargs  # BLOCK_M=16, BLOCK_N=64, BLOCK_K=128
+    y = torch.empty(m, n)
+    grid = (triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(n, cfg["BLOCK_N"]),)
+    triton_dense._dense_linear_kernel.fn[grid](x, w, y, m, n, k, x.stride(0), w.stride(0), y.stride(0),
+                                               **cfg)
+    torch.testing.assert_close(y, x @ w.t(), rtol=1e-4, atol=1e-4)
