@@ -114,14 +114,30 @@ def _values_offsets(tile_n, chunk, K, BLOCK_N: tl.constexpr):
 @triton.jit
 def _compress_kernel(
     w_ptr, values_ptr, meta_ptr, flags_ptr, N, K, stride_wn,
-    BLOCK_N: tl.constexpr, INT_DTYPE: tl.constexpr,
+    BLOCK_N: tl.constexpr, CHUNKS: tl.constexpr, INT_DTYPE: tl.constexpr,
 ):
-    """One program packs a [BLOCK_N, 64] tile (BLOCK_N divides N).
+    """One program packs a [BLOCK_N, 64 * CHUNKS] tile (BLOCK_N divides N, CHUNKS divides K / 64).
 
     flags[pid] = (groups with more than two nonzero values, NaN count), for the host's checks.
     """
     pid_n = tl.program_id(0)
-    chunk = tl.program_id(1)
+    bad_groups = 0
+    nans = 0
+    for step in range(CHUNKS):
+        chunk = tl.program_id(1) * CHUNKS + step
+        b, n = _compress_chunk(w_ptr, values_ptr, meta_ptr, K, stride_wn, pid_n, chunk,
+                               BLOCK_N, INT_DTYPE)
+        bad_groups += b
+        nans += n
+    flags = flags_ptr + 2 * (pid_n * tl.num_programs(1) + tl.program_id(1))
+    tl.store(flags, bad_groups)
+    tl.store(flags + 1, nans)
+
+
+@triton.jit
+def _compress_chunk(w_ptr, values_ptr, meta_ptr, K, stride_wn, pid_n, chunk,
+                    BLOCK_N: tl.constexpr, INT_DTYPE: tl.constexpr):
+    """Pack rows pid_n * BLOCK_N.. and columns 64 * chunk..; return (bad groups, NaNs) counts."""
     rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     cols = chunk * 64 + tl.arange(0, 64)
     tile = tl.load(w_ptr + rows[:, None] * stride_wn + cols[None, :])
@@ -159,9 +175,7 @@ def _compress_kernel(
     bad_groups = tl.sum(((s0 >= 2).to(tl.int32) + (s1 >= 2).to(tl.int32) + (s2 >= 2).to(tl.int32)
                          + (s3 >= 2).to(tl.int32) > 2).to(tl.int32))
     nans = tl.sum((tile != tile).to(tl.int32))
-    flags = flags_ptr + 2 * (pid_n * tl.num_programs(1) + chunk)
-    tl.store(flags, bad_groups)
-    tl.store(flags + 1, nans)
+    return bad_groups, nans
 
 
 @triton.jit

@@ -220,3 +220,15 @@ def test_cuda_forward_matches_cpu_reference(seed, dtype):
     want = F.gelu(F.linear(x.to(dtype).double(), w, b))
     got = sparse(x.to("cuda", dtype))
     assert rel_err(got.cpu(), want) < REL_TOL[dtype]
+
+
+def test_input_of_another_float_dtype_is_cast_to_the_weights(device, seed):
+    """A float32 activation (a LayerNorm kept in fp32 under autocast) meets fp16 packed weights."""
+    from sparse24.nn import SparseLinear
+
+    linear = torch.nn.Linear(128, 64).half().to(device)
+    layer = SparseLinear.from_linear(linear, prune=True)
+    x = torch.randn(5, 128, device=device)
+    y = layer(x)
+    assert y.dtype == torch.float16
+    assert torch.equal(y, layer(x.half()))

@@ -217,7 +217,7 @@ def two_candidates(monkeypatch):
     monkeypatch.setattr(configs, "candidates", lambda m, n, k, on_gpu: [DOT_A, DOT_B])
 
 
-def test_tune_on_cpu_picks_correct_config_and_stores_it(user_cache, two_candidates, monkeypatch):
+def test_tune_picks_correct_config_and_stores_it(user_cache, two_candidates, monkeypatch, device):
     times = {json.dumps(DOT_A): 2.0, json.dumps(DOT_B): 1.0}
     seen = []
     real_run = gemm.run_config
@@ -233,9 +233,11 @@ def test_tune_on_cpu_picks_correct_config_and_stores_it(user_cache, two_candidat
         return times[json.dumps(seen[-1])]
 
     tuning_bridge._memo[("sentinel",)] = None
-    result = tune_mod.tune(32, 128, 4, torch.float16, device="cpu", progress=False, timer=timer)
+    result = tune_mod.tune(32, 128, 4, torch.float16, device=device, progress=False, timer=timer)
     assert result.config == DOT_B and result.ms == 1.0 and result.n_rejected == 0
-    assert result.key.gpu == tune_mod.CPU_GPU_NAME and result.key.m_bucket == 4
+    assert result.key.m_bucket == 4
+    if device == "cpu":
+        assert result.key.gpu == tune_mod.CPU_GPU_NAME
     assert not tuning_bridge._memo, "tune() must clear the bridge memo"
     # stored in the user cache file under the tmp dir, readable by a fresh cache
     fresh = tuning.TuningCache(user_cache)
@@ -243,7 +245,7 @@ def test_tune_on_cpu_picks_correct_config_and_stores_it(user_cache, two_candidat
     assert list(user_cache.glob("*.json"))
 
 
-def test_tune_rejects_fast_wrong_config(user_cache, two_candidates, monkeypatch):
+def test_tune_rejects_fast_wrong_config(user_cache, two_candidates, monkeypatch, device):
     real_run = gemm.run_config
     seen = []
 
@@ -260,14 +262,14 @@ def test_tune_rejects_fast_wrong_config(user_cache, two_candidates, monkeypatch)
         fn()
         return 0.001 if seen[-1] == DOT_B else 1.0  # the wrong config would be fastest
 
-    result = tune_mod.tune(32, 128, 4, torch.bfloat16, device="cpu", progress=False, timer=timer)
+    result = tune_mod.tune(32, 128, 4, torch.bfloat16, device=device, progress=False, timer=timer)
     assert result.config == DOT_A
     assert [(r.config, r.stage) for r in result.rejected] == [(DOT_B, "check")]
     assert "relative error" in result.rejected[0].reason
     assert tuning.TuningCache(user_cache).get(result.key).config == DOT_A
 
 
-def test_tune_rejects_unwritten_output(user_cache, two_candidates, monkeypatch):
+def test_tune_rejects_unwritten_output(user_cache, two_candidates, monkeypatch, device):
     """A config that skips part of the output (left as the NaN poison) fails its check."""
     real_run = gemm.run_config
 
@@ -278,7 +280,7 @@ def test_tune_rejects_unwritten_output(user_cache, two_candidates, monkeypatch):
         return real_run(x2, values, meta, bias, activation, cfg, out=out)
 
     monkeypatch.setattr(gemm, "run_config", lazy_run)
-    result = tune_mod.tune(32, 128, 4, torch.float16, device="cpu", progress=False,
+    result = tune_mod.tune(32, 128, 4, torch.float16, device=device, progress=False,
                            timer=lambda fn: 1.0, store=False)
     assert result.config == DOT_B and result.rejected[0].config == DOT_A
 

@@ -105,6 +105,10 @@ class SparseLinear(nn.Module):
                 f"SparseLinear: input has {x.shape[-1]} features in its last dim, expected "
                 f"in_features={self.in_features}"
             )
+        if x.dtype != self.values.dtype and x.is_floating_point():
+            # As nn.Linear under autocast: a float32 activation (e.g. from a LayerNorm kept in fp32)
+            # meets fp16/bf16 weights in the weights' dtype; the output has the weights' dtype.
+            x = x.to(self.values.dtype)
         return ops.linear(x, self.values, self.meta, self.bias, self.activation)
 
     def to_dense(self) -> torch.Tensor:

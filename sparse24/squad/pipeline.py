@@ -126,7 +126,9 @@ def load_model(name: str):
     tokenizer = AutoTokenizer.from_pretrained(name, use_fast=True)
     if not tokenizer.is_fast:
         raise ValueError(f"{name} has no fast tokenizer; SQuAD preprocessing needs offset mappings")
-    model = AutoModelForQuestionAnswering.from_pretrained(name)
+    # float32 master weights whatever the checkpoint stores: transformers 5 loads the stored dtype
+    # by default, and the fp16 offline checkpoints then trained not at all (loss stuck at ln(384)).
+    model = AutoModelForQuestionAnswering.from_pretrained(name, dtype=torch.float32)
     return model, tokenizer
 
 

@@ -98,13 +98,38 @@ def _check_question_lengths(
             )
 
 
+def _check_windows_cover_contexts(tokenizer, enc, examples: Sequence[SquadExample]) -> None:
+    """The last window of each example must reach the end of its context.
+
+    tokenizers 0.23.2 (seen on the GPU machines, 2026-11-21) silently stops after the second
+    overflowing window: 2 windows where 0.23.3 gives 5, so the rest of every long context, and any
+    answer in it, vanished from training and evaluation.
+    """
+    context_index = 1 if _question_first(tokenizer) else 0
+    reach: dict[int, int] = {}
+    for f, example_i in enumerate(enc["overflow_to_sample_mapping"]):
+        ends = [end for (_, end), s in zip(enc["offset_mapping"][f], enc.sequence_ids(f))
+                if s == context_index]
+        reach[example_i] = max(reach.get(example_i, 0), max(ends, default=0))
+    for i, example in enumerate(examples):
+        if reach.get(i, 0) < len(example.context.rstrip()):
+            import tokenizers  # noqa: PLC0415
+
+            raise RuntimeError(
+                f"the tokenizer's overflowing windows stop at character {reach.get(i, 0)} of the "
+                f"{len(example.context)}-character context of {example.id}: the rest would be lost. "
+                f"tokenizers {tokenizers.__version__} drops windows (0.23.2 is known to); use "
+                "another version (0.23.3 works)"
+            )
+
+
 def _tokenize(tokenizer, examples: Sequence[SquadExample], max_length: int, stride: int):
     # Some SQuAD questions start with runs of spaces, which would only eat the window budget.
     questions = [ex.question.lstrip() for ex in examples]
     contexts = [ex.context for ex in examples]
     _check_question_lengths(tokenizer, examples, questions, max_length, stride)
     first, second = (questions, contexts) if _question_first(tokenizer) else (contexts, questions)
-    return tokenizer(
+    enc = tokenizer(
         first,
         second,
         truncation="only_second" if _question_first(tokenizer) else "only_first",
@@ -114,6 +139,8 @@ def _tokenize(tokenizer, examples: Sequence[SquadExample], max_length: int, stri
         return_offsets_mapping=True,
         padding="max_length",
     )
+    _check_windows_cover_contexts(tokenizer, enc, examples)
+    return enc
 
 
 def answer_token_span(
