@@ -38,13 +38,13 @@ def _run_mask_kernel(w: torch.Tensor, prune: bool, op: str) -> torch.Tensor:
     w = _row_contiguous(w)
     n, k = w.shape
     out = torch.empty((n, k), dtype=w.dtype if prune else torch.uint8, device=w.device)
-    # 64 x 256 tiles, 8 warps: 32 x 128 tiles with 4 warps reached 50-64% of copy bandwidth
-    # on an H200 (11008 x 4096 fp16), most of the gap in launch tails and per-program overhead.
-    block_n, block_k = 64, 256
+    # 32 x 128 tiles, 4 warps: 58-64% of copy bandwidth for prune on an H200 (LLM shapes, fp16);
+    # 64 x 256 tiles with 8 warps measured slower there (47-50%).
+    block_n, block_k = 32, 128
     grid = (triton.cdiv(n, block_n), triton.cdiv(k, block_k))
     nans = torch.empty(grid[0] * grid[1], dtype=torch.int32, device=w.device)
     kernels._mask_24_kernel[grid](w, out, nans, n, k, w.stride(0), out.stride(0),
-                                  BLOCK_N=block_n, BLOCK_K=block_k, PRUNE=prune, num_warps=8)
+                                  BLOCK_N=block_n, BLOCK_K=block_k, PRUNE=prune)
     if bool(nans.any()):  # one host sync; NaN has no magnitude order, so refuse it
         _raise_nan(op, w)
     return out if prune else out.view(torch.bool)
@@ -108,9 +108,9 @@ def _compress_op(w: torch.Tensor, check: bool) -> tuple[torch.Tensor, torch.Tens
     values = torch.empty(values_shape(n, k), dtype=w.dtype, device=w.device)
     meta = torch.empty(meta_shape(n, k), dtype=torch.int32, device=w.device)
     rows = _rows_per_program(n)
-    # 4 chunks of 64 columns per program (32 KB of fp16 in): 64 x 64 tiles left ~11k tiny
-    # programs on an 11008 x 4096 weight and reached 35-42% of copy bandwidth on an H200.
-    chunks = next(c for c in (4, 2, 1) if (k // 64) % c == 0)
+    # One 64-column chunk per program. Looping over 4 chunks per program measured slower on an
+    # H200 (11008 x 4096 fp16: 35% of copy bandwidth against 39% for one chunk).
+    chunks = 1
     grid = (n // rows, k // 64 // chunks)
     flags = torch.empty((grid[0] * grid[1], 2), dtype=torch.int32, device=w.device)
     kernels._compress_kernel[grid](w, values, meta, flags, n, k, w.stride(0),
