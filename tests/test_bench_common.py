@@ -34,8 +34,9 @@ def test_env_record_fields():
     assert rec["torch"] == torch.__version__
     assert rec["transformers"] == "x.y"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", rec["timestamp_utc"])
-    if (REPO / ".git").exists():
+    if rec["git_commit"] is not None:  # None in a copied tree without git or SPARSE24_COMMIT
         assert re.fullmatch(r"[0-9a-f]{40}", rec["git_commit"])
+    if (REPO / ".git").exists() and rec["git_dirty"] is not None:
         assert isinstance(rec["git_dirty"], bool)
     if not torch.cuda.is_available():
         assert rec["gpu"] is None and rec["capability"] is None

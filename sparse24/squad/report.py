@@ -58,7 +58,9 @@ def git_commit() -> dict:
         return out.stdout.strip() if out.returncode == 0 else None
 
     status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
+    # SPARSE24_COMMIT names the commit where the tree is a copy without git (the GPU machines).
+    commit = git("rev-parse", "HEAD") or os.environ.get("SPARSE24_COMMIT")
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
 def environment() -> dict:
@@ -69,6 +71,7 @@ def environment() -> dict:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             versions[dist] = None
+    versions["torch"] = torch.__version__  # with its local tag (+cu130, +cpu): which build ran
     if torch.cuda.is_available():
         device = torch.cuda.get_device_name()
         versions["cuda"] = torch.version.cuda
