@@ -1,0 +1,73 @@
+"""Host time per call of sparse24.ops.linear against F.linear, at sizes where the GPU work is tiny.
+
+At batch 4 of BERT-base each of the 72 Linear calls does a few microseconds of GPU work, so eager
+inference is decided by how long the host takes to issue each call. This bench times back-to-back
+calls of a small problem with a host clock (synchronizing once at the end), for: F.linear (cuBLAS),
+sparse24's public linear() (direct path in plain eager calls) and the registered op
+torch.ops.sparse24.linear (the path torch.compile and autograd use).
+
+    python bench/overhead.py [--calls 2000]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+
+def per_call_us(fn, calls: int) -> float:
+    for _ in range(50):
+        fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def main() -> int:
+    parser = common.base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    args = parser.parse_args()
+    common.require_cuda("overhead.py")
+    import sparse24.ops as ops
+
+    env = common.env_record()
+    run_id = common.new_run_id()
+    rows, table = [], []
+    for m, n, k in ((16, 768, 768), (1536, 768, 768)):
+        w = ops.prune_24(torch.randn(n, k, dtype=torch.float16, device="cuda"))
+        values, meta = ops.compress(w)
+        x = torch.randn(m, k, dtype=torch.float16, device="cuda")
+        bias = torch.randn(n, dtype=torch.float16, device="cuda")
+        paths = {
+            "F.linear (cuBLAS)": lambda: F.linear(x, w, bias),
+            "sparse24 linear()": lambda: ops.linear(x, values, meta, bias),
+            "torch.ops.sparse24.linear": lambda: torch.ops.sparse24.linear(x, values, meta, bias, None),
+        }
+        for name, fn in paths.items():
+            us = per_call_us(fn, args.calls)
+            rows.append({"bench": "overhead", "run_id": run_id, "env": env, "m": m, "n": n, "k": k,
+                         "path": name, "us_per_call": us})
+            table.append([f"{m}x{n}x{k}", name, f"{us:.1f}"])
+            common.progress(f"[overhead] {m}x{n}x{k} {name}: {us:.1f} us per call")
+    common.append_jsonl(args.out_dir / "overhead.jsonl", rows)
+    _, text = common.write_markdown(
+        args.out_dir, "overhead", "Host time per call (back-to-back eager calls, fp16)", env, run_id,
+        ["M x N x K", "path", "us per call"], table,
+        notes=["wall time of back-to-back calls divided by their number, one sync at the end; "
+               "where the GPU work is shorter than the host's, this is the host's cost per call"])
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
