@@ -368,3 +368,39 @@ def fmt_us(ms: float | None) -> str:
         return "-"
     us = ms * 1e3
     return f"{us:.1f}" if us < 100 else f"{us:.0f}"
+
+
+# Linear weight shapes (N x K = out x in features) the benches share.
+BERT_SHAPES = [(768, 768), (3072, 768), (768, 3072)]
+LLM_SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (14336, 4096)]
+
+
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    """'bert', 'llm' and 'NxK' items, comma separated -> [(N, K), ...]."""
+    groups = {"bert": BERT_SHAPES, "llm": LLM_SHAPES}
+    shapes: list[tuple[int, int]] = []
+    for item in text.replace(" ", "").split(","):
+        if item in groups:
+            shapes += groups[item]
+        elif item:
+            n, k = item.lower().split("x")
+            shapes.append((int(n), int(k)))
+    return shapes
+
+
+def plot_main(bench: str, png_name: str, plot: Callable[[list, Path], Path], description: str,
+              argv: list[str] | None = None) -> int:
+    """The command line of a plot script: read <out-dir>/<bench>.jsonl, plot one run to a PNG."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
+    parser.add_argument("--jsonl", type=Path, default=None, help=f"default: <out-dir>/{bench}.jsonl")
+    parser.add_argument("--run-id", default=None, help="default: the latest run in the file")
+    args = parser.parse_args(argv)
+    src = args.jsonl or args.out_dir / f"{bench}.jsonl"
+    if not src.exists():
+        print(f"plot_{bench}: {src} does not exist; run bench/{bench}.py first", file=sys.stderr)
+        return 1
+    rows = select_run(read_jsonl(src), args.run_id)
+    png = plot(rows, args.out_dir / png_name)
+    print(f"wrote {png} (run {rows[0]['run_id']}, {len(rows)} rows)")
+    return 0

@@ -28,9 +28,9 @@ import torch.nn.functional as F  # noqa: E402
 import common  # noqa: E402
 
 BENCH = "gemm"
-BERT_SHAPES = [(768, 768), (3072, 768), (768, 3072)]
+BERT_SHAPES = common.BERT_SHAPES
 BERT_M = [384 * b for b in (1, 4, 16, 64, 256)]  # sequence length 384 x batch size
-LLM_SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (14336, 4096)]
+LLM_SHAPES = common.LLM_SHAPES
 LLM_M = [1, 16, 64, 256, 4096]  # decode ... prefill
 QUICK = {(3072, 768): [384, 24576], (4096, 4096): [16, 4096]}
 # BERT's intermediate dense (768 -> 3072) is followed by bias + erf-GELU: the fused-epilogue rows.
@@ -48,18 +48,6 @@ SERIES = [
     ("triton_dense", "eager", "Triton dense"),
     ("triton_dense", "graph", "Triton dense graph"),
 ]
-
-
-def parse_shapes(text: str) -> list[tuple[int, int]]:
-    groups = {"bert": BERT_SHAPES, "llm": LLM_SHAPES}
-    shapes: list[tuple[int, int]] = []
-    for item in text.replace(" ", "").split(","):
-        if item in groups:
-            shapes += groups[item]
-        elif item:
-            n, k = item.lower().split("x")
-            shapes.append((int(n), int(k)))
-    return shapes
 
 
 def default_ms(shape: tuple[int, int]) -> list[int]:
@@ -252,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="a few points: " + ", ".join(f"{n}x{k} M={ms}" for (n, k), ms in QUICK.items()))
-    parser.add_argument("--shapes", type=parse_shapes, default=None,
+    parser.add_argument("--shapes", type=common.parse_shapes, default=None,
                         help="comma list of NxK (out x in features), or 'bert' / 'llm'")
     parser.add_argument("--m", type=common.parse_int_list, default=None,
                         help="comma list of M for every shape (default: 384 x {1,4,16,64,256} for "

@@ -21,23 +21,11 @@ import torch  # noqa: E402
 import common  # noqa: E402
 
 BENCH = "pack"
-BERT_SHAPES = [(768, 768), (3072, 768), (768, 3072)]
-LLM_SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (14336, 4096)]
+BERT_SHAPES = common.BERT_SHAPES
+LLM_SHAPES = common.LLM_SHAPES
 QUICK_SHAPES = [(3072, 768), (11008, 4096)]
 # Shapes whose weight is far bigger than the L2: there the goal of 70% of copy bandwidth applies.
 LARGE_BYTES = 16 * 2**20
-
-
-def parse_shapes(text: str) -> list[tuple[int, int]]:
-    groups = {"bert": BERT_SHAPES, "llm": LLM_SHAPES}
-    shapes = []
-    for item in text.replace(" ", "").split(","):
-        if item in groups:
-            shapes += groups[item]
-        elif item:
-            n, k = item.lower().split("x")
-            shapes.append((int(n), int(k)))
-    return shapes
 
 
 def op_cases(n: int, k: int, dtype: torch.dtype):
@@ -69,7 +57,7 @@ def torch24_convert(wp: torch.Tensor):
 def main(argv: list[str] | None = None) -> int:
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"only {QUICK_SHAPES}")
-    parser.add_argument("--shapes", type=parse_shapes, default=None,
+    parser.add_argument("--shapes", type=common.parse_shapes, default=None,
                         help="comma list of NxK, or 'bert' / 'llm' (default: both)")
     parser.add_argument("--dtype", type=common.parse_dtype, default=torch.float16)
     parser.add_argument("--rep-ms", type=float, default=40, help="timed milliseconds per op")

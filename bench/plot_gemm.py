@@ -8,7 +8,6 @@ Runs on any machine (no GPU needed).
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import textwrap
@@ -78,19 +77,7 @@ def plot(rows: list[dict], path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out-dir", type=Path, default=common.DEFAULT_OUT_DIR)
-    parser.add_argument("--jsonl", type=Path, default=None, help="default: <out-dir>/gemm.jsonl")
-    parser.add_argument("--run-id", default=None, help="default: the latest run in the file")
-    args = parser.parse_args(argv)
-    src = args.jsonl or args.out_dir / "gemm.jsonl"
-    if not src.exists():
-        print(f"plot_gemm: {src} does not exist; run bench/gemm.py first", file=sys.stderr)
-        return 1
-    rows = common.select_run(common.read_jsonl(src), args.run_id)
-    png = plot(rows, args.out_dir / "gemm_speedup.png")
-    print(f"wrote {png} (run {rows[0]['run_id']}, {len(rows)} rows)")
-    return 0
+    return common.plot_main("gemm", "gemm_speedup.png", plot, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def _bench() -> None:
     import sparse24.ops as ops
 
     print(f"\n{torch.cuda.get_device_name()}: median times (triton.testing.do_bench), fp16")
-    print(f"| tokens | N x K | cuBLAS dense us | torch 2:4 us | sparse24 us | sparse24 / dense |")
+    print("| tokens | N x K | cuBLAS dense us | torch 2:4 us | sparse24 us | sparse24 / dense |")
     print("|---|---|---|---|---|---|")
     for m in (16, 1536, 24576):
         for n, k in ((768, 768), (3072, 768), (768, 3072)):

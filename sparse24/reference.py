@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sparse24.layout import ATOM_N, K_MULTIPLE, LANES
+from sparse24.layout import ATOM_N, LANES
 
 _INT_VIEW = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32}
 

@@ -218,10 +218,8 @@ def test_gemm_table_marks_failures():
 
 
 def test_shape_parsing():
-    import gemm
-
-    assert gemm.parse_shapes("768x768, 4096X11008") == [(768, 768), (4096, 11008)]
-    assert gemm.parse_shapes("bert") == gemm.BERT_SHAPES
+    assert common.parse_shapes("768x768, 4096X11008") == [(768, 768), (4096, 11008)]
+    assert common.parse_shapes("bert,11008x4096") == common.BERT_SHAPES + [(11008, 4096)]
     assert common.parse_int_list("1, 16,4096") == [1, 16, 4096]
 
 

@@ -1,7 +1,6 @@
 """The notebook's code runs on a tiny configuration (CPU, Triton interpreter), so it cannot rot."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
