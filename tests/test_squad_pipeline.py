@@ -90,7 +90,9 @@ def test_end_to_end_tiny_run(tiny_run_inputs, tmp_path, seed):
     assert "commit" in saved["environment"]["git"] and saved["environment"]["device"]
     assert "predictions" not in saved["results"]["dense"]
     md = open(files["markdown"]).read()
-    assert "| Metrics | dense (fp32) | 2:4 sparse | delta / speedup |" in md
+    # fp32 on the CPU, "fp16 autocast" on a GPU: the label names the precision actually evaluated
+    dense_label = f"dense ({results['precision']['eval']})"
+    assert f"| Metrics | {dense_label} | 2:4 sparse | delta / speedup |" in md
     assert "| Exact Match (%) |" in md and "| F1 (%) |" in md
     assert "| Time (bs=16) ms | 10.00 | 8.00 | 1.250x |" in md  # 10 / 8 = 1.25
     with open(files["loss_plot"], "rb") as f:
