@@ -12,9 +12,11 @@ four threads (seen in TTGIR, Triton 3.6 and 3.9). The accumulator of a tl.dot ha
 mma D-fragment layout: per 16x8 tile, lane (g, t) = lane // 4, lane % 4 holds, in register order,
 (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1) -- true of the Ampere mma layout and of Hopper's wgmma
 accumulator, whose per-warp layout repeats that pattern every 8 columns. So the accumulator is born
-from a tiny tl.dot, and every operand is produced by inline-asm loads computed element-wise in that
-same layout (checked in TTGIR with Triton 3.6 and 3.9: every asm op carries the #mma layout;
-SASS: LDG.E.128 for A, HMMA.SP.16832.F32; no spills at 256 x 64 tiles with 4 warps).
+from a tiny tl.dot; A and E come from inline-asm loads computed element-wise in that same layout,
+and B from a Triton layout change into it (checked in TTGIR with Triton 3.6 and 3.9: every asm op
+carries the #mma layout; SASS: LDG.E.128 for A, HMMA.SP.16832.F32. ptxas for sm_90 with Triton 3.6,
+256 x 64 tiles, 4 warps, bias + GELU epilogue: 28 local-memory instructions without prefetch, 72
+with it; none without the epilogue).
 
 Element (f, n) of the [BLOCK_F, BLOCK_T] tile, with g = f % 8, h = (f % 16) // 8, t = (n % 8) // 2,
 c = n % 2, is register r = 2h + c of lane 4g + t in tile (f // 16, n // 8). Its operands:

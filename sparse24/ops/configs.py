@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import itertools
 
-# float32 accumulator registers per thread = BLOCK_F * BLOCK_T / (32 * num_warps); past 128 the
-# fragments of the next chunk no longer fit beside it in 255 registers without spilling.
+# float32 accumulator registers per thread = BLOCK_F * BLOCK_T / (32 * num_warps). Capped at 128,
+# half of a thread's 255, so the A fragments and x tiles of two chunks (prefetch) fit beside it.
 _MAX_ACC_REGS = 128
 
 

@@ -22,7 +22,8 @@ _BITS_AS_INT = {torch.float16: tl.int16, torch.bfloat16: tl.int16, torch.float32
 
 
 def _rows_per_program(n: int) -> int:
-    # 64 rows x 64 columns of fp16 is 8 KB per program: enough bytes in flight per SM without spills.
+    # The largest of 64 / 32 / 16 rows that divides N (N % 16 == 0 after the checks): the kernels
+    # then need no row masks. 64 x 64 fp16 is 8 KB of weight per program.
     for rows in (64, 32, 16):
         if n % rows == 0:
             return rows
