@@ -35,14 +35,16 @@ def _divides(block: int, n: int) -> bool:
 
 
 def heuristic_config(m: int, n: int, k: int, device: torch.device) -> dict:
-    """A config without tuning, from the H200 sweep of bench/gemm_variants.py (2026-11-21).
+    """A config without tuning, shaped after the H200 sweep in bench/results/gemm_variants.jsonl.
 
     Up to 32 tokens: the weight-streaming "dot" family, BLOCK_N 128, split-K sized so that about two
-    programs per SM stream weight bytes (best at 16 x 4096 x 4096: BLOCK_N 128, SPLIT_K 8). More
-    tokens: mma.sp with 256 (else 128) features per program and 32 tokens, 4 warps, register
-    prefetch (best or within 3% of best on every BERT shape from 1536 to 24576 tokens); 64 tokens
-    per program with 8 warps from 16384 tokens on (best at 24576 x 768 x 3072).
-    """
+    programs per SM stream weight bytes (the sweep's best at 16 x 4096 x 4096: BLOCK_N 128,
+    SPLIT_K 8). More tokens: mma.sp, 256 (else 128) features x 32 tokens, 4 warps, register
+    prefetch; 64 tokens with 8 warps from 16384 tokens on. Against the fastest swept config this
+    measured 1.00x of its time at 1536 x 3072 x 768 and 24576 x 768 x 3072, 1.10x at
+    24576 x 3072 x 768 and 6144 x 768 x 768, and 1.17x at 64 x 11008 x 4096; the shipped defaults
+    (sparse24/tuning/defaults) hold the fastest config for those shapes and take precedence.
+    """"""
     if device.type != "cuda" or m <= 32:
         block_n = next(b for b in (128, 64, 32, 16) if _divides(b, n))
         block_m = 16 if m <= 16 else 32
