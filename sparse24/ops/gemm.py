@@ -44,7 +44,7 @@ def heuristic_config(m: int, n: int, k: int, device: torch.device) -> dict:
     measured 1.00x of its time at 1536 x 3072 x 768 and 24576 x 768 x 3072, 1.10x at
     24576 x 3072 x 768 and 6144 x 768 x 768, and 1.17x at 64 x 11008 x 4096; the shipped defaults
     (sparse24/tuning/defaults) hold the fastest config for those shapes and take precedence.
-    """"""
+    """
     if device.type != "cuda" or m <= 32:
         block_n = next(b for b in (128, 64, 32, 16) if _divides(b, n))
         block_m = 16 if m <= 16 else 32
