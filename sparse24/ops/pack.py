@@ -56,13 +56,18 @@ def _raise_nan(op: str, w: torch.Tensor) -> None:
     raise ValueError(f"sparse24.{op}: w has NaN at row {r}, column {c}; its magnitude order is undefined")
 
 
+def _mask_or_prune(w: torch.Tensor, prune: bool, op: str) -> torch.Tensor:
+    """The kernel where Triton runs, else the reference; NaN refused either way."""
+    if use_triton(w):
+        return _run_mask_kernel(w, prune=prune, op=op)
+    if torch.isnan(w).any():
+        _raise_nan(op, w)
+    return reference.prune_24_ref(w) if prune else reference.mask_24_ref(w)
+
+
 @torch.library.custom_op("sparse24::mask_24", mutates_args=())
 def _mask_24_op(w: torch.Tensor) -> torch.Tensor:
-    if not use_triton(w):
-        if torch.isnan(w).any():
-            _raise_nan("mask_24", w)
-        return reference.mask_24_ref(w)
-    return _run_mask_kernel(w, prune=False, op="mask_24")
+    return _mask_or_prune(w, prune=False, op="mask_24")
 
 
 @_mask_24_op.register_fake
@@ -72,11 +77,7 @@ def _(w):
 
 @torch.library.custom_op("sparse24::prune_24", mutates_args=())
 def _prune_24_op(w: torch.Tensor) -> torch.Tensor:
-    if not use_triton(w):
-        if torch.isnan(w).any():
-            _raise_nan("prune_24", w)
-        return reference.prune_24_ref(w)
-    return _run_mask_kernel(w, prune=True, op="prune_24")
+    return _mask_or_prune(w, prune=True, op="prune_24")
 
 
 @_prune_24_op.register_fake
