@@ -5,6 +5,11 @@ for users): each config is first checked against F.linear on the decompressed we
 is reported and never timed. Prints the fastest configs per shape; writes JSON lines.
 
     python bench/gemm_variants.py [--shapes 24576x3072x768,...] [--family mma|dot] [--top 5]
+                                  [--mode eager|graph]
+
+eager: do_bench, L2 flushed before each call; the time includes any host gap between the two
+launches of a split-K config (its reduction). graph: the calls captured in a CUDA graph, operands
+rotated through enough copies to exceed the L2: GPU time only, the measure for choosing kernels.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ import triton.testing
 import sparse24.ops as ops
 from sparse24.ops import configs, gemm
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
 DEFAULT_SHAPES = "24576x3072x768,24576x768x3072,6144x768x768,1536x3072x768,16x4096x4096,64x11008x4096"
 
 
@@ -29,6 +37,7 @@ def main() -> int:
     parser.add_argument("--shapes", default=DEFAULT_SHAPES, help="MxNxK list")
     parser.add_argument("--family", choices=["mma", "dot", "all"], default="all")
     parser.add_argument("--top", type=int, default=5)
+    parser.add_argument("--mode", choices=["eager", "graph"], default="eager")
     parser.add_argument("--out", default=os.path.join(os.environ.get("OUT", "bench/results"), "gemm_variants.jsonl"))
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -45,7 +54,23 @@ def main() -> int:
         values, meta = ops.compress(w)
         x = torch.randn(m, k, dtype=torch.float16, device=device)
         expected = F.linear(x.float(), w.float())
-        dense_ms = triton.testing.do_bench(lambda: F.linear(x, w), warmup=25, rep=100, return_mode="median")
+        if args.mode == "graph":
+            sets = common.rotation_count(x.nbytes + values.nbytes + meta.nbytes + 2 * m * n,
+                                         common.l2_bytes())
+            copies = [(x.clone(), w.clone(), values.clone(), meta.clone()) for _ in range(sets)]
+
+            def timed(fn):
+                rot = common.Rotating(fn, copies)
+                return common.time_graph(rot, rep_ms=20).ms
+
+            dense_ms = timed(lambda x, w, v, e: F.linear(x, w))
+        else:
+            def timed(fn):
+                return triton.testing.do_bench(lambda: fn(x, w, values, meta), warmup=10, rep=40,
+                                               return_mode="median")
+
+            dense_ms = triton.testing.do_bench(lambda: F.linear(x, w), warmup=25, rep=100,
+                                               return_mode="median")
         flops = 2.0 * m * n * k
         rows = []
         for cfg in configs.candidates(m, n, k, on_gpu=True):
@@ -60,12 +85,11 @@ def main() -> int:
             if not err < 2e-3:
                 rows.append({"cfg": cfg, "error": f"WRONG rel err {err:.2e}"})
                 continue
-            ms = triton.testing.do_bench(lambda: gemm.run_config(x, values, meta, None, 0, cfg),
-                                         warmup=10, rep=40, return_mode="median")
+            ms = timed(lambda x, w, v, e, cfg=cfg: gemm.run_config(x, v, e, None, 0, cfg))
             rows.append({"cfg": cfg, "ms": ms, "err": err})
         with open(args.out, "a") as f:
             for row in rows:
-                f.write(json.dumps({"gpu": gpu, "m": m, "n": n, "k": k, "dense_ms": dense_ms, **row}) + "\n")
+                f.write(json.dumps({"gpu": gpu, "mode": args.mode, "m": m, "n": n, "k": k, "dense_ms": dense_ms, **row}) + "\n")
         ok = sorted((r for r in rows if "ms" in r), key=lambda r: r["ms"])
         bad = [r for r in rows if "error" in r]
         print(f"\n{shape}: cuBLAS {dense_ms * 1e3:.1f} us ({flops / dense_ms / 1e9:.0f} TFLOP/s); "

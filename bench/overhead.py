@@ -33,12 +33,39 @@ def per_call_us(fn, calls: int) -> float:
     return (time.perf_counter() - start) / calls * 1e6
 
 
+def run_uncached(fn):
+    from sparse24.ops.launch import CachedLaunch
+
+    CachedLaunch.enabled = False
+    try:
+        return fn()
+    finally:
+        CachedLaunch.enabled = True
+
+
+def profile_calls(fn, label: str, calls: int = 500) -> None:
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(calls):
+        fn()
+    torch.cuda.synchronize()
+    profiler.disable()
+    print(f"--- cProfile of {calls} linear() calls, {label} (tottime) ---")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
+
+
 def main() -> int:
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--profile", action="store_true",
+                        help="also print a cProfile of linear() calls (where the host time goes)")
     args = parser.parse_args()
     common.require_cuda("overhead.py")
     import sparse24.ops as ops
+    from sparse24.ops import gemm
 
     env = common.env_record()
     run_id = common.new_run_id()
@@ -48,10 +75,18 @@ def main() -> int:
         values, meta = ops.compress(w)
         x = torch.randn(m, k, dtype=torch.float16, device="cuda")
         bias = torch.randn(n, dtype=torch.float16, device="cuda")
+        cfg = gemm.choose_config(m, n, k, x.dtype, x.device)
         paths = {
             "F.linear (cuBLAS)": lambda: F.linear(x, w, bias),
             "sparse24 linear()": lambda: ops.linear(x, values, meta, bias),
             "torch.ops.sparse24.linear": lambda: torch.ops.sparse24.linear(x, values, meta, bias, None),
+            # the pieces of linear(), to see where the host time goes
+            f"  run_config ({cfg['family']}, split {cfg.get('SPLIT_K', 1)})":
+                lambda: gemm.run_config(x, values, meta, bias, 0, cfg),
+            "  run_config through kernel[grid]": lambda: run_uncached(
+                lambda: gemm.run_config(x, values, meta, bias, 0, cfg)),
+            "  input checks": lambda: gemm.check_linear_inputs(x, values, meta, bias, None),
+            "  choose_config": lambda: gemm.choose_config(m, n, k, x.dtype, x.device),
         }
         for name, fn in paths.items():
             us = per_call_us(fn, args.calls)
@@ -59,6 +94,8 @@ def main() -> int:
                          "path": name, "us_per_call": us})
             table.append([f"{m}x{n}x{k}", name, f"{us:.1f}"])
             common.progress(f"[overhead] {m}x{n}x{k} {name}: {us:.1f} us per call")
+        if args.profile:
+            profile_calls(lambda: ops.linear(x, values, meta, bias), f"{m}x{n}x{k}")
     common.append_jsonl(args.out_dir / "overhead.jsonl", rows)
     _, text = common.write_markdown(
         args.out_dir, "overhead", "Host time per call (back-to-back eager calls, fp16)", env, run_id,

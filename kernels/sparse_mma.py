@@ -105,19 +105,45 @@ def _load_e(addr):
 
 
 @triton.jit
+def _load_chunk(x32_ptr, a_addr, e_addr, tokens, chunk, step, M, stride_x32):
+    """The operands of one 64-column chunk (2 atoms): metadata, A of both atoms, x tiles of both.
+    a_addr / e_addr point at the split's first chunk; ``step`` chunks past it is ``chunk``."""
+    e = _load_e(e_addr + step * 128)
+    a0 = _load_a(a_addr + step * 1024)
+    a1 = _load_a(a_addr + step * 1024 + 512)
+    x0 = _load_x_tile(x32_ptr, tokens, 2 * chunk, M, stride_x32)
+    x1 = _load_x_tile(x32_ptr, tokens, 2 * chunk + 1, M, stride_x32)
+    return e, a0, a1, x0, x1
+
+
+@triton.jit
+def _mma_chunk(acc, operands, BLOCK_F: tl.constexpr, BLOCK_T: tl.constexpr, IS_BF16: tl.constexpr):
+    e, a0, a1, x0, x1 = operands
+    acc = _mma_sp(a0, _b_operand(x0, BLOCK_F, BLOCK_T), acc, e, 0, IS_BF16)
+    return _mma_sp(a1, _b_operand(x1, BLOCK_F, BLOCK_T), acc, e, 1, IS_BF16)
+
+
+@triton.jit
 def _sparse_mma_kernel(
-    x32_ptr, values_addr, meta_addr, bias_ptr, y_ptr,
-    M, N, K, stride_x32, stride_ym,
+    x32_ptr, values_addr, meta_addr, bias_ptr, y_ptr, partial_ptr,
+    M, N, K, stride_x32, stride_ym, chunks_per_split,
     BLOCK_F: tl.constexpr, BLOCK_T: tl.constexpr, GROUP_T: tl.constexpr, PREFETCH: tl.constexpr,
-    HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, IS_BF16: tl.constexpr,
+    SPLIT_K: tl.constexpr, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, IS_BF16: tl.constexpr,
 ):
     """x32: x seen as int32 (pairs of halves). values_addr / meta_addr: raw device addresses
     (int64), read by inline-asm loads in the mma layout.
 
     Programs are ordered in groups of GROUP_T token blocks per feature block, so that programs that
     run together share weight tiles in L2.
+
+    Split-K (few tokens): program axis 1 takes ``chunks_per_split`` chunks of 64 columns (the host
+    sizes the grid so that no split is empty) and writes float32 partial sums to
+    partial[split, token, feature]; ``_splitk_reduce_kernel`` (sparse_dot.py) adds them and applies
+    the epilogue. Without it a 4096 x 4096 weight at 16 tokens gives 32 programs of 128 features
+    for 132 SMs, and the kernel cannot stream the weight at memory speed.
     """
     pid = tl.program_id(0)
+    pid_k = tl.program_id(1)
     blocks_f = N // BLOCK_F
     blocks_t = tl.cdiv(M, BLOCK_T)
     per_group = GROUP_T * blocks_f
@@ -138,34 +164,42 @@ def _sparse_mma_kernel(
 
     # The accumulator takes the layout of a tl.dot result (see the module docstring).
     acc = tl.dot(tl.zeros([BLOCK_F, 16], dtype=tl.float16), tl.zeros([16, BLOCK_T], dtype=tl.float16))
-    chunks = K // 64
-    if PREFETCH:
+    first = pid_k * chunks_per_split
+    last = tl.minimum(first + chunks_per_split, K // 64)
+    a_addr += first * 1024
+    e_addr += first * 128
+    if PREFETCH == 0:
+        for chunk in range(first, last):
+            cur = _load_chunk(x32_ptr, a_addr, e_addr, tokens, chunk, chunk - first, M, stride_x32)
+            acc = _mma_chunk(acc, cur, BLOCK_F, BLOCK_T, IS_BF16)
+    elif PREFETCH == 1:
         # Registers double-buffer one chunk: the loads of chunk i+1 are in flight during the
         # mma of chunk i (a loop iteration is a scheduling barrier for ptxas).
-        e = _load_e(e_addr)
-        a0 = _load_a(a_addr)
-        a1 = _load_a(a_addr + 512)
-        x0 = _load_x_tile(x32_ptr, tokens, 0, M, stride_x32)
-        x1 = _load_x_tile(x32_ptr, tokens, 1, M, stride_x32)
-        for chunk in range(1, chunks):
-            e_next = _load_e(e_addr + chunk * 128)
-            a0_next = _load_a(a_addr + chunk * 1024)
-            a1_next = _load_a(a_addr + chunk * 1024 + 512)
-            x0_next = _load_x_tile(x32_ptr, tokens, 2 * chunk, M, stride_x32)
-            x1_next = _load_x_tile(x32_ptr, tokens, 2 * chunk + 1, M, stride_x32)
-            acc = _mma_sp(a0, _b_operand(x0, BLOCK_F, BLOCK_T), acc, e, 0, IS_BF16)
-            acc = _mma_sp(a1, _b_operand(x1, BLOCK_F, BLOCK_T), acc, e, 1, IS_BF16)
-            e, a0, a1, x0, x1 = e_next, a0_next, a1_next, x0_next, x1_next
-        acc = _mma_sp(a0, _b_operand(x0, BLOCK_F, BLOCK_T), acc, e, 0, IS_BF16)
-        acc = _mma_sp(a1, _b_operand(x1, BLOCK_F, BLOCK_T), acc, e, 1, IS_BF16)
+        cur = _load_chunk(x32_ptr, a_addr, e_addr, tokens, first, 0, M, stride_x32)
+        for chunk in range(first + 1, last):
+            nxt = _load_chunk(x32_ptr, a_addr, e_addr, tokens, chunk, chunk - first, M, stride_x32)
+            acc = _mma_chunk(acc, cur, BLOCK_F, BLOCK_T, IS_BF16)
+            cur = nxt
+        acc = _mma_chunk(acc, cur, BLOCK_F, BLOCK_T, IS_BF16)
     else:
-        for chunk in range(0, chunks):
-            e = _load_e(e_addr + chunk * 128)
-            for s in tl.static_range(2):
-                b = _b_operand(_load_x_tile(x32_ptr, tokens, 2 * chunk + s, M, stride_x32), BLOCK_F, BLOCK_T)
-                acc = _mma_sp(_load_a(a_addr + chunk * 1024 + s * 512), b, acc, e, s, IS_BF16)
+        # Two chunks in flight. A split of one chunk loads it twice and adds it once.
+        second = tl.minimum(first + 1, last - 1)
+        cur = _load_chunk(x32_ptr, a_addr, e_addr, tokens, first, 0, M, stride_x32)
+        nxt = _load_chunk(x32_ptr, a_addr, e_addr, tokens, second, second - first, M, stride_x32)
+        for chunk in range(first + 2, last):
+            after = _load_chunk(x32_ptr, a_addr, e_addr, tokens, chunk, chunk - first, M, stride_x32)
+            acc = _mma_chunk(acc, cur, BLOCK_F, BLOCK_T, IS_BF16)
+            cur = nxt
+            nxt = after
+        acc = _mma_chunk(acc, cur, BLOCK_F, BLOCK_T, IS_BF16)
+        if second > first:
+            acc = _mma_chunk(acc, nxt, BLOCK_F, BLOCK_T, IS_BF16)
 
     features = (pid_f * BLOCK_F + f_local)[:, None]
-    y = _epilogue(acc, bias_ptr, features, HAS_BIAS, ACTIVATION)
-    tl.store(y_ptr + tokens[None, :] * stride_ym + features, y.to(y_ptr.dtype.element_ty),
-             mask=tokens[None, :] < M)
+    if SPLIT_K == 1:
+        y = _epilogue(acc, bias_ptr, features, HAS_BIAS, ACTIVATION)
+        tl.store(y_ptr + tokens[None, :] * stride_ym + features, y.to(y_ptr.dtype.element_ty),
+                 mask=tokens[None, :] < M)
+    else:
+        part = partial_ptr + (pid_k * M + tokens[None, :]).to(tl.int64) * N + features
+        tl.store(part, acc, mask=tokens[None, :] < M)

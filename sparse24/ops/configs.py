@@ -13,17 +13,28 @@ import itertools
 _MAX_ACC_REGS = 128
 
 
-def mma_candidates(m: int, n: int) -> list[dict]:
+# Split-K for the mma family only where a token block leaves too few programs: at 16 tokens a
+# 4096-feature weight in 128-feature blocks is 32 programs for 132 SMs.
+_MMA_SPLIT_MAX_M = 128
+
+
+def mma_candidates(m: int, n: int, k: int = 64) -> list[dict]:
     configs = []
     for block_f, block_t, warps, prefetch in itertools.product(
-        (64, 128, 256), (16, 32, 64, 128), (4, 8), (0, 1)
+        (64, 128, 256), (16, 32, 64, 128), (4, 8), (1, 2)
     ):
         if n % block_f or block_t > max(16, 2 * m):
             continue
         if block_f * block_t // (32 * warps) > _MAX_ACC_REGS or block_f < 16 * warps:
             continue
         configs.append({"family": "mma", "BLOCK_F": block_f, "BLOCK_T": block_t, "GROUP_T": 8,
-                        "PREFETCH": prefetch, "num_warps": warps, "num_stages": 1})
+                        "PREFETCH": prefetch, "SPLIT_K": 1, "num_warps": warps, "num_stages": 1})
+    if m <= _MMA_SPLIT_MAX_M:
+        for block_f, block_t, split_k in itertools.product((64, 128, 256), (16, 32), (2, 4, 8, 16)):
+            if n % block_f or block_t > max(16, 2 * m) or split_k > k // 64:
+                continue
+            configs.append({"family": "mma", "BLOCK_F": block_f, "BLOCK_T": block_t, "GROUP_T": 8,
+                            "PREFETCH": 1, "SPLIT_K": split_k, "num_warps": 4, "num_stages": 1})
     return configs
 
 
@@ -44,4 +55,4 @@ def dot_candidates(m: int, n: int, k: int) -> list[dict]:
 
 def candidates(m: int, n: int, k: int, on_gpu: bool) -> list[dict]:
     """Every config worth timing for an [m, k] x [n, k]^T problem (mma needs a GPU)."""
-    return (mma_candidates(m, n) if on_gpu else []) + dot_candidates(m, n, k)
+    return (mma_candidates(m, n, k) if on_gpu else []) + dot_candidates(m, n, k)

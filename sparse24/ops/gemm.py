@@ -20,6 +20,7 @@ from sparse24 import reference
 from sparse24.kernels.sparse_dot import _sparse_dot_kernel, _splitk_reduce_kernel
 from sparse24.kernels.sparse_mma import _sparse_mma_kernel
 from sparse24.ops._checks import GEMM_DTYPES, check_packed, use_triton
+from sparse24.ops.launch import CachedLaunch
 
 ACTIVATIONS = {None: 0, "relu": 1, "gelu": 2, "gelu_tanh": 3}
 
@@ -35,38 +36,45 @@ def _divides(block: int, n: int) -> bool:
 
 
 def heuristic_config(m: int, n: int, k: int, device: torch.device) -> dict:
-    """A config without tuning, shaped after the H200 sweep in bench/results/gemm_variants.jsonl.
+    """A config without tuning, shaped after the H100 sweep in bench/results/h100/gemm_variants.jsonl.
 
-    Up to 32 tokens: the weight-streaming "dot" family, BLOCK_N 128, split-K sized so that about two
-    programs per SM stream weight bytes (the sweep's best at 16 x 4096 x 4096: BLOCK_N 128,
-    SPLIT_K 8). More tokens: mma.sp, 256 (else 128) features x 32 tokens, 4 warps, register
-    prefetch; 64 tokens with 8 warps from 16384 tokens on. Against the fastest swept config this
-    measured 1.00x of its time at 1536 x 3072 x 768 and 24576 x 768 x 3072, 1.10x at
-    24576 x 3072 x 768 and 6144 x 768 x 768, and 1.17x at 64 x 11008 x 4096; the shipped defaults
-    (sparse24/tuning/defaults) hold the fastest config for those shapes and take precedence.
+    Up to 64 tokens (weight streaming): mma.sp with 128 (else 64) features x 16 (32 from 17
+    tokens) per program and split-K, so that about four programs per SM stream the weight with at
+    least 8 chunks of 64 columns each (the sweep's best at 16 x 4096 x 4096: 128 x 16, SPLIT_K 8;
+    at 16 x 14336 x 4096: SPLIT_K 4; at 16 x 4096 x 11008: SPLIT_K 16). More tokens: mma.sp, 256
+    (else 128) features x 32 tokens, 4 warps, register prefetch; 64 tokens with 8 warps from 16384
+    tokens on. Shipped defaults (sparse24/tuning/defaults) take precedence where they exist.
+    On CPU (the Triton interpreter cannot run inline asm) and for N not a multiple of 64: the
+    weight-streaming "dot" family.
     """
-    if device.type != "cuda" or m <= 32:
+    block_f = next((b for b in (256, 128, 64) if _divides(b, n)), None)
+    if device.type != "cuda" or block_f is None:
         block_n = next(b for b in (128, 64, 32, 16) if _divides(b, n))
-        block_m = 16 if m <= 16 else 32
-        programs = max(1, (n // block_n) * triton.cdiv(m, block_m))
-        sms = _sm_count(device.index or 0) if device.type == "cuda" else 1
-        split_k = max(1, min(k // 64 // 4, triton.cdiv(2 * sms, programs)))
+        block_m = 16 if m <= 16 else 32 if m <= 32 else 64
+        split_k = 1
+        if m <= 32:  # few tokens: split K so that about two programs per SM stream the weight
+            programs = max(1, (n // block_n) * triton.cdiv(m, block_m))
+            sms = _sm_count(device.index or 0) if device.type == "cuda" else 1
+            split_k = max(1, min(k // 64 // 4, triton.cdiv(2 * sms, programs)))
         return {"family": "dot", "BLOCK_M": block_m, "BLOCK_N": block_n, "SPLIT_K": split_k,
                 "num_warps": 4, "num_stages": 3}
-    block_f = next(b for b in (256, 128, 64) if _divides(b, n)) if n % 64 == 0 else None
-    if block_f is None:  # N a multiple of 16 only: the weight-streaming family serves any N % 16
-        return {"family": "dot", "BLOCK_M": 64, "BLOCK_N": 16, "SPLIT_K": 1,
-                "num_warps": 4, "num_stages": 3}
+    if m <= 64:
+        block_f = 128 if _divides(128, n) else 64
+        block_t = 16 if m <= 16 else 32
+        programs = (n // block_f) * triton.cdiv(m, block_t)
+        most = max(1, min(k // 64 // 8, 4 * _sm_count(device.index or 0) // programs))
+        split_k = 1 << (most.bit_length() - 1)  # a power of two, at most `most`
+        return {"family": "mma", "BLOCK_F": block_f, "BLOCK_T": block_t, "GROUP_T": 8,
+                "PREFETCH": 1, "SPLIT_K": split_k, "num_warps": 4, "num_stages": 1}
     big = m >= 16384 and block_f == 256
     return {"family": "mma", "BLOCK_F": block_f, "BLOCK_T": 64 if big else 32, "GROUP_T": 8,
-            "PREFETCH": 1, "num_warps": 8 if big else 4, "num_stages": 1}
+            "PREFETCH": 1, "SPLIT_K": 1, "num_warps": 8 if big else 4, "num_stages": 1}
 
 
 def config_fits(config: dict, n: int, k: int) -> bool:
     """Whether a (possibly cached) config can serve an [n, k] weight."""
-    if config["family"] == "mma":
-        return _divides(config["BLOCK_F"], n) and k // 64 >= 1
-    return _divides(config["BLOCK_N"], n) and config["SPLIT_K"] <= k // 64
+    block = config["BLOCK_F"] if config["family"] == "mma" else config["BLOCK_N"]
+    return _divides(block, n) and config.get("SPLIT_K", 1) <= k // 64
 
 
 def choose_config(m: int, n: int, k: int, dtype: torch.dtype, device: torch.device) -> dict:
@@ -83,39 +91,68 @@ def choose_config(m: int, n: int, k: int, dtype: torch.dtype, device: torch.devi
 
 
 # ---------------------------------------------------------------------------------- launchers
+_mma_launch = CachedLaunch(_sparse_mma_kernel)
+_dot_launch = CachedLaunch(_sparse_dot_kernel)
+_reduce_launch = CachedLaunch(_splitk_reduce_kernel)
+
+
+def _split_k(cfg: dict, k: int) -> tuple[int, int]:
+    """(splits, chunks per split) for a config's SPLIT_K: no split is left empty (K = 768 is 12
+    chunks of 64: SPLIT_K 8 gives 6 splits of 2)."""
+    chunks = k // 64
+    per_split = triton.cdiv(chunks, min(cfg.get("SPLIT_K", 1), chunks))
+    return triton.cdiv(chunks, per_split), per_split
+
+
+def _partials(splits: int, y: torch.Tensor) -> torch.Tensor:
+    """float32 workspace [splits, M, N] for split-K (y itself when there is no split)."""
+    if splits == 1:
+        return y
+    return torch.empty((splits, y.shape[0], y.shape[1]), dtype=torch.float32, device=y.device)
+
+
+def _reduce_partials(partial, bias, y, activation: int, splits: int) -> None:
+    if splits == 1:
+        return
+    m, n = y.shape
+    block = 1024
+    _reduce_launch(
+        (triton.cdiv(m * n, block),), partial, bias if bias is not None else y, y, m, n, y.stride(0),
+        splits, block, bias is not None, activation, num_warps=4, num_stages=1,
+    )
+
+
 def _launch_mma(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
     m, k = x2.shape
     n = values.shape[0]
-    grid = (triton.cdiv(m, cfg["BLOCK_T"]) * (n // cfg["BLOCK_F"]),)
-    _sparse_mma_kernel[grid](
-        x2.view(torch.int32), values.data_ptr(), meta.data_ptr(), bias if bias is not None else y, y,
-        m, n, k, x2.stride(0) // 2, y.stride(0),
-        BLOCK_F=cfg["BLOCK_F"], BLOCK_T=cfg["BLOCK_T"], GROUP_T=cfg["GROUP_T"],
-        PREFETCH=cfg["PREFETCH"], HAS_BIAS=bias is not None, ACTIVATION=activation,
-        IS_BF16=x2.dtype == torch.bfloat16, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+    splits, per_split = _split_k(cfg, k)
+    partial = _partials(splits, y)
+    grid = (triton.cdiv(m, cfg["BLOCK_T"]) * (n // cfg["BLOCK_F"]), splits)
+    _mma_launch(
+        grid, x2.view(torch.int32), values.data_ptr(), meta.data_ptr(),
+        bias if bias is not None else y, y, partial,
+        m, n, k, x2.stride(0) // 2, y.stride(0), per_split,
+        cfg["BLOCK_F"], cfg["BLOCK_T"], cfg["GROUP_T"], cfg["PREFETCH"], splits,
+        bias is not None, activation, x2.dtype == torch.bfloat16,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
+    _reduce_partials(partial, bias, y, activation, splits)
 
 
 def _launch_dot(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
     m, k = x2.shape
     n = values.shape[0]
-    split_k = cfg["SPLIT_K"]
-    grid = (n // cfg["BLOCK_N"], triton.cdiv(m, cfg["BLOCK_M"]), split_k)
-    partial = (torch.empty((split_k, m, n), dtype=torch.float32, device=x2.device)
-               if split_k > 1 else y)
-    _sparse_dot_kernel[grid](
-        x2, values, meta, bias if bias is not None else y, y, partial,
+    splits, _ = _split_k(cfg, k)
+    partial = _partials(splits, y)
+    grid = (n // cfg["BLOCK_N"], triton.cdiv(m, cfg["BLOCK_M"]), splits)
+    _dot_launch(
+        grid, x2, values, meta, bias if bias is not None else y, y, partial,
         m, n, k, x2.stride(0), y.stride(0),
-        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], SPLIT_K=split_k,
-        HAS_BIAS=bias is not None, ACTIVATION=activation, DOT_IN_FP32=not x2.is_cuda,
+        cfg["BLOCK_M"], cfg["BLOCK_N"], splits,
+        bias is not None, activation, not x2.is_cuda,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
-    if split_k > 1:
-        block = 1024
-        _splitk_reduce_kernel[(triton.cdiv(m * n, block),)](
-            partial, bias if bias is not None else y, y, m, n, y.stride(0),
-            SPLIT_K=split_k, BLOCK=block, HAS_BIAS=bias is not None, ACTIVATION=activation,
-        )
+    _reduce_partials(partial, bias, y, activation, splits)
 
 
 def run_config(x2, values, meta, bias, activation: int, cfg: dict, out=None) -> torch.Tensor:

@@ -44,6 +44,8 @@ _REQUIRED = {
     "mma": ("BLOCK_F", "BLOCK_T", "GROUP_T", "PREFETCH", "num_warps", "num_stages"),
     "dot": ("BLOCK_M", "BLOCK_N", "SPLIT_K", "num_warps", "num_stages"),
 }
+# Keys a config may leave out (mma configs tuned before split-K existed run unsplit).
+_OPTIONAL = {"mma": ("SPLIT_K",), "dot": ()}
 _POWERS_OF_TWO = ("BLOCK_F", "BLOCK_T", "BLOCK_M", "BLOCK_N", "num_warps")
 
 # (device index, dtype, n, k, m bucket) -> config or None
@@ -120,7 +122,8 @@ def well_formed(config: dict, n: int, k: int) -> bool:
     required = _REQUIRED.get(config.get("family"))
     if required is None:
         return False
-    for name in required:
+    optional = tuple(name for name in _OPTIONAL[config["family"]] if name in config)
+    for name in required + optional:
         value = config.get(name)
         if isinstance(value, bool) or not isinstance(value, int):
             return False
