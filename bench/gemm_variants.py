@@ -37,7 +37,8 @@ def main() -> int:
     parser.add_argument("--shapes", default=DEFAULT_SHAPES, help="MxNxK list")
     parser.add_argument("--family", choices=["mma", "dot", "all"], default="all")
     parser.add_argument("--top", type=int, default=5)
-    parser.add_argument("--mode", choices=["eager", "graph"], default="eager")
+    parser.add_argument("--mode", choices=["eager", "graph", "auto"], default="eager",
+                        help="auto: graph up to 128 tokens (split-K configs launch twice), else eager")
     parser.add_argument("--out", default=os.path.join(os.environ.get("OUT", "bench/results"), "gemm_variants.jsonl"))
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -54,7 +55,8 @@ def main() -> int:
         values, meta = ops.compress(w)
         x = torch.randn(m, k, dtype=torch.float16, device=device)
         expected = F.linear(x.float(), w.float())
-        if args.mode == "graph":
+        mode = args.mode if args.mode != "auto" else ("graph" if m <= 128 else "eager")
+        if mode == "graph":
             sets = common.rotation_count(x.nbytes + values.nbytes + meta.nbytes + 2 * m * n,
                                          common.l2_bytes())
             copies = [(x.clone(), w.clone(), values.clone(), meta.clone()) for _ in range(sets)]
@@ -89,7 +91,7 @@ def main() -> int:
             rows.append({"cfg": cfg, "ms": ms, "err": err})
         with open(args.out, "a") as f:
             for row in rows:
-                f.write(json.dumps({"gpu": gpu, "mode": args.mode, "m": m, "n": n, "k": k, "dense_ms": dense_ms, **row}) + "\n")
+                f.write(json.dumps({"gpu": gpu, "mode": mode, "m": m, "n": n, "k": k, "dense_ms": dense_ms, **row}) + "\n")
         ok = sorted((r for r in rows if "ms" in r), key=lambda r: r["ms"])
         bad = [r for r in rows if "error" in r]
         print(f"\n{shape}: cuBLAS {dense_ms * 1e3:.1f} us ({flops / dense_ms / 1e9:.0f} TFLOP/s); "

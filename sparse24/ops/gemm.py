@@ -31,10 +31,16 @@ def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
+def _cdiv(a: int, b: int) -> int:
+    # plain ints: triton.cdiv is a constexpr function, ~5 us per call on the host (cProfile, H100)
+    return -(-a // b)
+
+
 def _divides(block: int, n: int) -> bool:
     return n % block == 0
 
 
+@functools.lru_cache(maxsize=4096)
 def heuristic_config(m: int, n: int, k: int, device: torch.device) -> dict:
     """A config without tuning, shaped after the H100 sweep in bench/results/h100/gemm_variants.jsonl.
 
@@ -45,7 +51,8 @@ def heuristic_config(m: int, n: int, k: int, device: torch.device) -> dict:
     (else 128) features x 32 tokens, 4 warps, register prefetch; 64 tokens with 8 warps from 16384
     tokens on. Shipped defaults (sparse24/tuning/defaults) take precedence where they exist.
     On CPU (the Triton interpreter cannot run inline asm) and for N not a multiple of 64: the
-    weight-streaming "dot" family.
+    weight-streaming "dot" family. Memoized (it runs on every untuned call): do not modify the
+    returned dict.
     """
     block_f = next((b for b in (256, 128, 64) if _divides(b, n)), None)
     if device.type != "cuda" or block_f is None:
@@ -53,15 +60,15 @@ def heuristic_config(m: int, n: int, k: int, device: torch.device) -> dict:
         block_m = 16 if m <= 16 else 32 if m <= 32 else 64
         split_k = 1
         if m <= 32:  # few tokens: split K so that about two programs per SM stream the weight
-            programs = max(1, (n // block_n) * triton.cdiv(m, block_m))
+            programs = max(1, (n // block_n) * _cdiv(m, block_m))
             sms = _sm_count(device.index or 0) if device.type == "cuda" else 1
-            split_k = max(1, min(k // 64 // 4, triton.cdiv(2 * sms, programs)))
+            split_k = max(1, min(k // 64 // 4, _cdiv(2 * sms, programs)))
         return {"family": "dot", "BLOCK_M": block_m, "BLOCK_N": block_n, "SPLIT_K": split_k,
                 "num_warps": 4, "num_stages": 3}
     if m <= 64:
         block_f = 128 if _divides(128, n) else 64
         block_t = 16 if m <= 16 else 32
-        programs = (n // block_f) * triton.cdiv(m, block_t)
+        programs = (n // block_f) * _cdiv(m, block_t)
         most = max(1, min(k // 64 // 8, 4 * _sm_count(device.index or 0) // programs))
         split_k = 1 << (most.bit_length() - 1)  # a power of two, at most `most`
         return {"family": "mma", "BLOCK_F": block_f, "BLOCK_T": block_t, "GROUP_T": 8,
@@ -100,8 +107,8 @@ def _split_k(cfg: dict, k: int) -> tuple[int, int]:
     """(splits, chunks per split) for a config's SPLIT_K: no split is left empty (K = 768 is 12
     chunks of 64: SPLIT_K 8 gives 6 splits of 2)."""
     chunks = k // 64
-    per_split = triton.cdiv(chunks, min(cfg.get("SPLIT_K", 1), chunks))
-    return triton.cdiv(chunks, per_split), per_split
+    per_split = _cdiv(chunks, min(cfg.get("SPLIT_K", 1), chunks))
+    return _cdiv(chunks, per_split), per_split
 
 
 def _partials(splits: int, y: torch.Tensor) -> torch.Tensor:
@@ -117,8 +124,8 @@ def _reduce_partials(partial, bias, y, activation: int, splits: int) -> None:
     m, n = y.shape
     block = 1024
     _reduce_launch(
-        (triton.cdiv(m * n, block),), partial, bias if bias is not None else y, y, m, n, y.stride(0),
-        splits, block, bias is not None, activation, num_warps=4, num_stages=1,
+        (_cdiv(m * n, block), 1, 1), (partial, bias if bias is not None else y, y, m, n, y.stride(0)),
+        (splits, block, bias is not None, activation), num_warps=4, num_stages=1,
     )
 
 
@@ -127,13 +134,13 @@ def _launch_mma(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
     n = values.shape[0]
     splits, per_split = _split_k(cfg, k)
     partial = _partials(splits, y)
-    grid = (triton.cdiv(m, cfg["BLOCK_T"]) * (n // cfg["BLOCK_F"]), splits)
+    grid = (_cdiv(m, cfg["BLOCK_T"]) * (n // cfg["BLOCK_F"]), splits, 1)
     _mma_launch(
-        grid, x2.view(torch.int32), values.data_ptr(), meta.data_ptr(),
-        bias if bias is not None else y, y, partial,
-        m, n, k, x2.stride(0) // 2, y.stride(0), per_split,
-        cfg["BLOCK_F"], cfg["BLOCK_T"], cfg["GROUP_T"], cfg["PREFETCH"], splits,
-        bias is not None, activation, x2.dtype == torch.bfloat16,
+        grid,
+        (x2.view(torch.int32), values.data_ptr(), meta.data_ptr(), bias if bias is not None else y,
+         y, partial, m, n, k, x2.stride(0) // 2, y.stride(0), per_split),
+        (cfg["BLOCK_F"], cfg["BLOCK_T"], cfg["GROUP_T"], cfg["PREFETCH"], splits,
+         bias is not None, activation, x2.dtype == torch.bfloat16),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     _reduce_partials(partial, bias, y, activation, splits)
@@ -144,12 +151,12 @@ def _launch_dot(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
     n = values.shape[0]
     splits, _ = _split_k(cfg, k)
     partial = _partials(splits, y)
-    grid = (n // cfg["BLOCK_N"], triton.cdiv(m, cfg["BLOCK_M"]), splits)
+    grid = (n // cfg["BLOCK_N"], _cdiv(m, cfg["BLOCK_M"]), splits)
     _dot_launch(
-        grid, x2, values, meta, bias if bias is not None else y, y, partial,
-        m, n, k, x2.stride(0), y.stride(0),
-        cfg["BLOCK_M"], cfg["BLOCK_N"], splits,
-        bias is not None, activation, not x2.is_cuda,
+        grid,
+        (x2, values, meta, bias if bias is not None else y, y, partial,
+         m, n, k, x2.stride(0), y.stride(0)),
+        (cfg["BLOCK_M"], cfg["BLOCK_N"], splits, bias is not None, activation, not x2.is_cuda),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     _reduce_partials(partial, bias, y, activation, splits)

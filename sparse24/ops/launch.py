@@ -16,7 +16,6 @@ current device. Under the Triton interpreter (CPU tests) every call goes through
 
 from __future__ import annotations
 
-import torch
 import triton
 from triton.runtime import driver
 
@@ -27,55 +26,56 @@ try:  # Triton >= 3.4
 except ImportError:  # pragma: no cover - older Triton: no launch hooks to honour
     _knobs = None
 
-_INT32 = range(-(2**31), 2**31)
-
-
-def _spec(arg):
-    if isinstance(arg, torch.Tensor):
-        return arg.dtype, arg.data_ptr() % 16 == 0
-    if isinstance(arg, bool) or not isinstance(arg, int):
-        return arg
-    return arg == 1, arg % 16 == 0, arg in _INT32
+def _spec(arg) -> object:
+    """What Triton specializes a runtime argument on (see the module docstring)."""
+    if type(arg) is int:
+        if arg == 1:
+            return "one"
+        return arg % 16 == 0, -(2**31) <= arg < 2**31, arg >= 2**63
+    return arg.dtype, arg.data_ptr() % 16 == 0
 
 
 class CachedLaunch:
-    """``CachedLaunch(kernel)(grid, *args, num_warps=, num_stages=)``: every kernel parameter
-    positional, in signature order, constexprs included.
+    """``CachedLaunch(kernel)(grid, args, constexprs, num_warps=, num_stages=)``.
 
-    ``CachedLaunch.enabled = False`` sends every call through ``kernel[grid]`` (bench/overhead.py
-    times both)."""
+    ``args``: the runtime arguments (tensors and ints) and ``constexprs``: the values of the
+    constexpr parameters, each a tuple in signature order; the kernel must declare every runtime
+    parameter before its constexprs. ``CachedLaunch.enabled = False`` sends every call through
+    ``kernel[grid]`` (bench/overhead.py times both).
+    """
 
     enabled = True
 
     def __init__(self, kernel: triton.JITFunction):
         self.kernel = kernel
-        self._is_constexpr: tuple[bool, ...] | None = None  # read at the first compiled launch
         self._compiled: dict[tuple, object] = {}
 
-    def __call__(self, grid: tuple[int, ...], *args, num_warps: int, num_stages: int) -> None:
+    def __call__(self, grid: tuple[int, int, int], args: tuple, constexprs: tuple, *,
+                 num_warps: int, num_stages: int) -> None:
         if not CachedLaunch.enabled or interpreter_active():  # interpreter: no compiled handle
-            self.kernel[grid](*args, num_warps=num_warps, num_stages=num_stages)
+            self.kernel[grid](*args, *constexprs, num_warps=num_warps, num_stages=num_stages)
             return
-        if self._is_constexpr is None:
-            self._is_constexpr = tuple(p.is_constexpr for p in self.kernel.params)
-        if len(args) != len(self._is_constexpr):
-            raise TypeError(f"{self.kernel.__name__}: expected {len(self._is_constexpr)} arguments, "
-                            f"got {len(args)}")
         device = driver.active.get_current_device()
-        key = (device, num_warps, num_stages) + tuple(
-            arg if const else _spec(arg) for arg, const in zip(args, self._is_constexpr)
-        )
+        key = (device, num_warps, num_stages, constexprs, *map(_spec, args))
         compiled = self._compiled.get(key)
         if compiled is None:
-            self._compiled[key] = self.kernel[grid](*args, num_warps=num_warps, num_stages=num_stages)
+            self._check_signature(len(args), len(constexprs))
+            self._compiled[key] = self.kernel[grid](*args, *constexprs, num_warps=num_warps,
+                                                    num_stages=num_stages)
             return
-        grid = tuple(grid) + (1,) * (3 - len(grid))
         stream = driver.active.get_current_stream(device)
-        enter = exit_ = None
-        if _knobs is not None:
+        enter = exit_ = metadata = None
+        if _knobs is not None and _knobs.runtime.launch_enter_hook is not None:
             enter, exit_ = _knobs.runtime.launch_enter_hook, _knobs.runtime.launch_exit_hook
+            metadata = compiled.launch_metadata(grid, stream, *args, *constexprs)
         compiled.run(grid[0], grid[1], grid[2], stream, compiled.function, compiled.packed_metadata,
-                     compiled.launch_metadata(grid, stream, *args), enter, exit_, *args)
+                     metadata, enter, exit_, *args, *constexprs)
+
+    def _check_signature(self, n_args: int, n_constexprs: int) -> None:
+        kinds = [p.is_constexpr for p in self.kernel.params]
+        if kinds != [False] * n_args + [True] * n_constexprs:
+            raise TypeError(f"{self.kernel.__name__}: CachedLaunch needs every runtime parameter "
+                            f"before the constexprs, got {n_args} + {n_constexprs} for {kinds}")
 
     def cache_size(self) -> int:
         return len(self._compiled)
