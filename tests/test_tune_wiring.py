@@ -138,8 +138,12 @@ def test_choose_config_ignores_ill_fitting_cached_config(monkeypatch):
 
 # ---------------------------------------------------------------------------- shipped defaults
 H200_SHAPES = [  # (m, n, k) measured on the H200
-    (24576, 3072, 768), (24576, 768, 3072), (6144, 768, 768), (1536, 3072, 768), (16, 4096, 4096),
-    (64, 11008, 4096),
+    (24576, 3072, 768), (24576, 768, 3072), (6144, 768, 768), (1536, 3072, 768),
+]
+H100_SHAPES = [  # (m, n, k) measured on the H100 (bench/results/h100/gemm_variants.jsonl)
+    *[(m, n, k) for n, k in ((4096, 4096), (11008, 4096), (4096, 11008), (14336, 4096))
+      for m in (1, 16, 64, 256, 4096)],
+    *[(m, n, k) for n, k in ((768, 768), (3072, 768), (768, 3072)) for m in (384, 1536, 6144, 24576)],
 ]
 
 
@@ -158,22 +162,43 @@ def test_h200_defaults_load_and_map_shapes(user_cache, monkeypatch):
         assert entry is not None and entry.source == "defaults", (m, n, k)
         assert tuning_bridge.well_formed(entry.config, n, k)
         assert tuning_bridge.lookup(m, n, k, torch.float16, CUDA0) == entry.config
-    # few tokens on a 4096x4096 weight: the weight-streaming family with split-K
-    assert tuning_bridge.lookup(16, 4096, 4096, torch.float16, CUDA0)["family"] == "dot"
+    # few tokens on a 4096x4096 weight: no H200 entry, the H100's (sibling): mma.sp with split-K
+    few = tuning_bridge.lookup(16, 4096, 4096, torch.float16, CUDA0)
+    assert few["family"] == "mma" and few["SPLIT_K"] > 1
     # 3072x768 at M=4096: bucket 2048 is 2x away (used), 32768 is 8x away
     assert tuning_bridge.lookup(4096, 3072, 768, torch.float16, CUDA0) == \
         tuning_bridge.lookup(1536, 3072, 768, torch.float16, CUDA0)
-    assert tuning_bridge.lookup(256, 3072, 768, torch.float16, CUDA0) is None  # 8x from 2048
+    # M=256: the H200's own 2048 is 8x away (skipped); the sibling H100's 512 is 2x away (used)
+    h100 = cache_mod.read_file(cache_mod.defaults_path("NVIDIA H100 80GB HBM3"),
+                               "NVIDIA H100 80GB HBM3", None, source="defaults")
+    assert tuning_bridge.lookup(256, 3072, 768, torch.float16, CUDA0) == \
+        h100[("float16", 3072, 768, 512)].config
     assert tuning_bridge.lookup(16, 4096, 4096, torch.bfloat16, CUDA0) is None  # fp16 only
 
 
-def test_sibling_gpu_uses_h200_defaults(user_cache, monkeypatch):
+def test_h100_defaults_cover_the_bench_shapes(user_cache, monkeypatch):
+    path = cache_mod.defaults_path("NVIDIA H100 80GB HBM3")
+    assert path.name == "nvidia-h100-80gb-hbm3.json" and path.is_file()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tuning.TuningCacheWarning)
+        entries = cache_mod.read_file(path, "NVIDIA H100 80GB HBM3", None, source="defaults")
+    assert len(entries) == len(H100_SHAPES)
     fake_device(monkeypatch, "NVIDIA H100 80GB HBM3", (9, 0), 132)
-    got = tuning_bridge.lookup(16, 4096, 4096, torch.float16, CUDA0)
-    assert got is not None and got["family"] == "dot"
+    for m, n, k in H100_SHAPES:
+        config = tuning_bridge.lookup(m, n, k, torch.float16, CUDA0)
+        assert config is not None and tuning_bridge.well_formed(config, n, k), (m, n, k)
+        assert config == entries[("float16", n, k, tuning.m_bucket(m))].config
+
+
+def test_sibling_gpu_uses_the_other_defaults(user_cache, monkeypatch):
+    fake_device(monkeypatch, "NVIDIA H200", (9, 0), 132)
+    got = tuning_bridge.lookup(16, 4096, 4096, torch.float16, CUDA0)  # only the H100 file has it
+    h100 = cache_mod.read_file(cache_mod.defaults_path("NVIDIA H100 80GB HBM3"),
+                               "NVIDIA H100 80GB HBM3", None, source="defaults")
+    assert got == h100[("float16", 4096, 4096, 16)].config
     # the GPU's own entry wins over the sibling's
     own = DOT_A | {"BLOCK_N": 64, "SPLIT_K": 4}
-    put("NVIDIA H100 80GB HBM3", 4096, 4096, 16, own)
+    put("NVIDIA H200", 4096, 4096, 16, own)
     tuning_bridge.clear()
     assert tuning_bridge.lookup(16, 4096, 4096, torch.float16, CUDA0) == own
     # another SM count (H100 PCIe) or another architecture: no sibling

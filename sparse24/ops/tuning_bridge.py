@@ -14,7 +14,7 @@ Rules on top of the cache's own lookup order:
   are not powers of two) or does not fit [N, K] is skipped;
 - sibling GPUs: when this GPU has no usable entry, the shipped defaults of another GPU model with
   the same compute capability and SM count (``SIBLING_DEFAULTS``) are tried, e.g. an H100 SXM
-  (sm_90, 132 SMs) uses the H200's. Every config is a valid launch on any GPU of the same
+  (sm_90, 132 SMs) and an H200 use each other's. Every config is a valid launch on any GPU of the same
   architecture (same instructions, shared memory and register file), so this is safe for
   correctness; the same SM count keeps grid / split-K sizing sensible, only memory bandwidth
   differs. A GPU's own entries (tuned or shipped, nearest bucket included) always win.
@@ -37,7 +37,8 @@ MAX_BUCKET_RATIO = 4
 # capability and SM count may use, in order of preference. Add a line when a defaults file for a
 # new GPU model lands.
 SIBLING_DEFAULTS: dict[tuple[tuple[int, int], int], tuple[str, ...]] = {
-    ((9, 0), 132): ("NVIDIA H200",),  # e.g. H100 SXM5 ("NVIDIA H100 80GB HBM3"); not H100 PCIe (114)
+    # H100 SXM5 and H200; not H100 PCIe (114 SMs)
+    ((9, 0), 132): ("NVIDIA H100 80GB HBM3", "NVIDIA H200"),
 }
 
 _REQUIRED = {
