@@ -86,8 +86,12 @@ def _git(*args: str) -> str | None:
 
 
 def git_state() -> tuple[str | None, bool | None]:
-    """(commit, dirty). SPARSE24_COMMIT overrides the commit where the tree is a copy without .git."""
-    commit = _git("rev-parse", "HEAD") or os.environ.get("SPARSE24_COMMIT") or None
+    """(commit, dirty). SPARSE24_COMMIT, when set, wins: the GPU machine runs on a copy of the
+    working tree whose .git may be a stale one (seen 2026-11-21: it reported an older commit)."""
+    pinned = os.environ.get("SPARSE24_COMMIT")
+    if pinned:
+        return pinned, None
+    commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no")
     dirty = None if status is None else bool(status)
     return commit, dirty

@@ -142,15 +142,18 @@ GPU_SHAPES = [(1, 768, 768), (7, 3072, 768), (64, 768, 3072), (333, 1024, 256), 
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("family", ["mma", "dot"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("m,n,k", GPU_SHAPES)
-def test_every_candidate_config_is_correct_gpu(m, n, k, dtype, seed):
+def test_every_candidate_config_is_correct_gpu(m, n, k, dtype, family, seed):
     values, meta = packed_weight(n, k, dtype, "cuda")
     x = torch.randn(m, k, dtype=dtype, device="cuda")
     bias = torch.randn(n, dtype=dtype, device="cuda")
     expected = reference_output(x, values, meta, bias, "gelu")
     failures = []
     for cfg in configs.candidates(m, n, k, on_gpu=True):
+        if cfg["family"] != family:
+            continue
         y = run_poisoned(x, values, meta, bias, "gelu", cfg)
         err = rel_error(y.cpu(), expected)
         if not err < TOLERANCE[dtype]:
