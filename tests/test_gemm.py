@@ -69,7 +69,7 @@ def test_zero_tokens():
 
 
 def _nan_inf_case(device, dtype=torch.float16):
-    n, k = 64, 128
+    n, k = 64, 256  # K >= 256: the mma family serves it (configs.MMA_MIN_CHUNKS)
     w = ops.prune_24(torch.randn(n, k, dtype=dtype, device=device))
     values, meta = ops.compress(w)
     x = torch.randn(4, k, dtype=dtype, device=device)
@@ -91,7 +91,7 @@ def test_mma_skips_pruned_weights_gpu(seed):
     """The sparse tensor cores never multiply pruned weights: NaN reaches only the outputs whose
     kept weights meet it, and Inf never meets a pruned zero (unlike the masked dense product)."""
     w, values, meta, x = _nan_inf_case("cuda")
-    cfg = next(c for c in configs.candidates(64, 64, 128, on_gpu=True) if c["family"] == "mma")
+    cfg = next(c for c in configs.candidates(64, 64, 256, on_gpu=True) if c["family"] == "mma")
     y = gemm.run_config(x, values, meta, None, 0, cfg).cpu()
     fed_by_nan = w[:, 5] != 0
     assert torch.isnan(y[1, fed_by_nan]).all() and not torch.isnan(y[1, ~fed_by_nan]).any()
@@ -127,6 +127,26 @@ def test_opcheck_linear(device, seed):
     bias = torch.randn(32, dtype=torch.float16, device=device)
     torch.library.opcheck(torch.ops.sparse24.linear.default, (x, values, meta, bias, "gelu"))
     torch.library.opcheck(torch.ops.sparse24.linear.default, (x, values, meta, None, None))
+
+
+def test_mma_family_only_with_enough_chunks_per_program():
+    """configs.MMA_MIN_CHUNKS: below 4 chunks of 64 columns per program the mma family is never
+    proposed, chosen or run (a single-chunk program was wrong on an H100)."""
+    for m, n, k in [(24, 128, 64), (24, 128, 128), (1, 256, 192), (333, 1024, 256), (16, 4096, 768)]:
+        cands = configs.candidates(m, n, k, on_gpu=True)
+        for cfg in cands:
+            assert gemm.config_fits(cfg, n, k), cfg
+            if cfg["family"] == "mma":
+                splits, per_split = gemm._split_k(cfg, k)
+                assert per_split >= configs.MMA_MIN_CHUNKS and splits * per_split >= k // 64
+        has_mma = any(c["family"] == "mma" for c in cands)
+        assert has_mma == (k >= 256), (m, n, k)
+    mma = {"family": "mma", "BLOCK_F": 128, "BLOCK_T": 32, "GROUP_T": 8, "PREFETCH": 1,
+           "SPLIT_K": 1, "num_warps": 4, "num_stages": 1}
+    assert not gemm.config_fits(mma, 128, 64)  # a cached config cannot route K=64 there
+    assert not gemm.config_fits(mma | {"SPLIT_K": 8}, 128, 1024)  # 16 chunks: 2 per split
+    assert gemm.config_fits(mma | {"SPLIT_K": 4}, 128, 1024)
+    assert gemm._split_k(mma | {"SPLIT_K": 12}, 768) == (3, 4)  # 12 chunks, at least 4 each
 
 
 def test_heuristic_configs_fit_and_are_candidates():
