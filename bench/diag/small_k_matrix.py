@@ -1,5 +1,5 @@
 """Which mma configs are wrong on tiny problems (found 2026-11-21: 128x64 weight, M=24, rel err 0.3).
-Written after the device time ran out: not run yet (bench/NOTES.md, session 2, item 5).
+Written after the device time ran out: not run yet (bench/NOTES.md, session 2, item 5)."""
 import itertools
 
 import torch
