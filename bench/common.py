@@ -392,6 +392,17 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
     return shapes
 
 
+def save_figure(fig, path) -> Path:
+    """Write a matplotlib figure as a PNG (parent folders made) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_main(bench: str, png_name: str, plot: Callable[[list, Path], Path], description: str,
               argv: list[str] | None = None) -> int:
     """The command line of a plot script: read <out-dir>/<bench>.jsonl, plot one run to a PNG."""

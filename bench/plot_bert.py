@@ -61,11 +61,7 @@ def plot(rows: list[dict], path: Path) -> Path:
     ax.set_title(f"BERT-base QA, seq {seq}, fp16\n{env_text}", fontsize=8)
     ax.legend(fontsize=8, ncol=2, frameon=False)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return common.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

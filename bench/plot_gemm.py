@@ -69,11 +69,7 @@ def plot(rows: list[dict], path: Path) -> Path:
     fig.legend(list(handles.values()), list(handles.keys()), loc="lower center",
                ncol=min(4, max(1, len(handles))), fontsize=9, frameon=False)
     fig.tight_layout(rect=(0, 0.08 if nrows == 1 else 0.05, 1, 0.92))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return common.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -310,3 +310,15 @@ def test_cli_arguments_reach_the_config(monkeypatch):
     ):
         monkeypatch.setattr(pipeline, "run", lambda config, r=returned: r)
         assert cli.main(args) == status
+
+
+@pytest.mark.parametrize("f1_kernels,passed", [(80.05, True), (79.95, True), (80.2, False), (79.8, False)])
+def test_kernel_check_fails_beyond_its_tolerance(monkeypatch, f1_kernels, passed):
+    """The 0.1-F1 check of the kernel model against the masked dense model is able to fail: the
+    end-to-end tiny run above only shows it passing (on CPU both models compute the same)."""
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64))
+    monkeypatch.setattr(pipeline, "_score", lambda p, config, stage, autocast=True: {"f1": f1_kernels})
+    scores = {"sparse_finetuned": {"f1": 80.0}}
+    _, check, _ = pipeline._kernel_stage(types.SimpleNamespace(model=model), None, scores)
+    assert check["passed"] is passed and check["tolerance_f1"] == pipeline.KERNEL_F1_TOLERANCE
+    assert check["abs_diff_f1"] == pytest.approx(abs(f1_kernels - 80.0))

@@ -147,12 +147,20 @@ H100_SHAPES = [  # (m, n, k) measured on the H100 (bench/results/h100/gemm_varia
 ]
 
 
-def test_h200_defaults_load_and_map_shapes(user_cache, monkeypatch):
-    path = cache_mod.defaults_path("NVIDIA H200")
-    assert path.name == "nvidia-h200.json" and path.is_file()
+def shipped(gpu: str, file_name: str) -> dict:
+    """The entries of a shipped defaults file, read with cache warnings turned into errors."""
+    path = cache_mod.defaults_path(gpu)
+    assert path.name == file_name and path.is_file()
     with warnings.catch_warnings():
         warnings.simplefilter("error", tuning.TuningCacheWarning)
-        entries = cache_mod.read_file(path, "NVIDIA H200", None, source="defaults")
+        return cache_mod.read_file(path, gpu, None, source="defaults")
+
+
+H100 = ("NVIDIA H100 80GB HBM3", "nvidia-h100-80gb-hbm3.json")
+
+
+def test_h200_defaults_load_and_map_shapes(user_cache, monkeypatch):
+    entries = shipped("NVIDIA H200", "nvidia-h200.json")
     assert len(entries) == len(H200_SHAPES)
     fake_device(monkeypatch, "NVIDIA H200", (9, 0), 132)
     for m, n, k in H200_SHAPES:
@@ -169,19 +177,14 @@ def test_h200_defaults_load_and_map_shapes(user_cache, monkeypatch):
     assert tuning_bridge.lookup(4096, 3072, 768, torch.float16, CUDA0) == \
         tuning_bridge.lookup(1536, 3072, 768, torch.float16, CUDA0)
     # M=256: the H200's own 2048 is 8x away (skipped); the sibling H100's 512 is 2x away (used)
-    h100 = cache_mod.read_file(cache_mod.defaults_path("NVIDIA H100 80GB HBM3"),
-                               "NVIDIA H100 80GB HBM3", None, source="defaults")
+    h100 = shipped(*H100)
     assert tuning_bridge.lookup(256, 3072, 768, torch.float16, CUDA0) == \
         h100[("float16", 3072, 768, 512)].config
     assert tuning_bridge.lookup(16, 4096, 4096, torch.bfloat16, CUDA0) is None  # fp16 only
 
 
 def test_h100_defaults_cover_the_bench_shapes(user_cache, monkeypatch):
-    path = cache_mod.defaults_path("NVIDIA H100 80GB HBM3")
-    assert path.name == "nvidia-h100-80gb-hbm3.json" and path.is_file()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", tuning.TuningCacheWarning)
-        entries = cache_mod.read_file(path, "NVIDIA H100 80GB HBM3", None, source="defaults")
+    entries = shipped(*H100)
     assert len(entries) == len(H100_SHAPES)
     fake_device(monkeypatch, "NVIDIA H100 80GB HBM3", (9, 0), 132)
     for m, n, k in H100_SHAPES:
@@ -193,8 +196,7 @@ def test_h100_defaults_cover_the_bench_shapes(user_cache, monkeypatch):
 def test_sibling_gpu_uses_the_other_defaults(user_cache, monkeypatch):
     fake_device(monkeypatch, "NVIDIA H200", (9, 0), 132)
     got = tuning_bridge.lookup(16, 4096, 4096, torch.float16, CUDA0)  # only the H100 file has it
-    h100 = cache_mod.read_file(cache_mod.defaults_path("NVIDIA H100 80GB HBM3"),
-                               "NVIDIA H100 80GB HBM3", None, source="defaults")
+    h100 = shipped(*H100)
     assert got == h100[("float16", 4096, 4096, 16)].config
     # the GPU's own entry wins over the sibling's
     own = DOT_A | {"BLOCK_N": 64, "SPLIT_K": 4}

@@ -25,7 +25,7 @@ _MMA_SPLIT_MAX_M = 128
 MMA_MIN_CHUNKS = 4
 
 
-def mma_candidates(m: int, n: int, k: int = 64) -> list[dict]:
+def mma_candidates(m: int, n: int, k: int) -> list[dict]:
     configs = []
     if k // 64 < MMA_MIN_CHUNKS:
         return configs

@@ -51,9 +51,9 @@ def heuristic_config(m: int, n: int, k: int, device: torch.device) -> dict:
     at 16 x 14336 x 4096: SPLIT_K 4; at 16 x 4096 x 11008: SPLIT_K 16). More tokens: mma.sp, 256
     (else 128) features x 32 tokens, 4 warps, register prefetch; 64 tokens with 8 warps from 16384
     tokens on. Shipped defaults (sparse24/tuning/defaults) take precedence where they exist.
-    On CPU (the Triton interpreter cannot run inline asm) and for N not a multiple of 64: the
-    weight-streaming "dot" family, and for K < 256 too (configs.MMA_MIN_CHUNKS). Memoized (it runs on every untuned call): do not modify the
-    returned dict.
+    On CPU (the Triton interpreter cannot run inline asm), for N not a multiple of 64 and for
+    K < 256 (configs.MMA_MIN_CHUNKS): the weight-streaming "dot" family. Memoized (it runs on every
+    untuned call): do not modify the returned dict.
     """
     block_f = next((b for b in (256, 128, 64) if _divides(b, n)), None)
     if device.type != "cuda" or block_f is None or k // 64 < MMA_MIN_CHUNKS:
