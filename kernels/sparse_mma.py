@@ -162,8 +162,14 @@ def _sparse_mma_kernel(
     e_addr = meta_addr + (atom_row * (K // 64) * 32 + lane) * 4
     tokens = pid_t * BLOCK_T + n_local
 
-    # The accumulator takes the layout of a tl.dot result (see the module docstring).
-    acc = tl.dot(tl.zeros([BLOCK_F, 16], dtype=tl.float16), tl.zeros([16, BLOCK_T], dtype=tl.float16))
+    # The accumulator takes the layout of a tl.dot result (see the module docstring). Its A operand
+    # is the row index times a zero B, not zeros times zeros: with two all-zero operands every
+    # 64-row wgmma of that product is the same instruction, ptxas 12.8 (Triton 3.6, sm_90) keeps
+    # one of them, and where no loop follows (a program of one chunk) the features past the first
+    # 64 started from uninitialized registers (relative error 0.1-0.5 on the H100:
+    # bench/diag/small_k_matrix.py). A finite A times a zero B is exactly zero.
+    rows = (f_local[:, None] + tl.zeros([BLOCK_F, 16], dtype=tl.int32)).to(tl.float16)
+    acc = tl.dot(rows, tl.zeros([16, BLOCK_T], dtype=tl.float16))
     first = pid_k * chunks_per_split
     last = tl.minimum(first + chunks_per_split, K // 64)
     a_addr += first * 1024

@@ -1,6 +1,6 @@
 """Which mma configs are wrong on tiny problems (found 2026-11-21: 128x64 weight, M=24, rel err 0.3).
 
-Runs the mma kernel directly, bypassing the MMA_MIN_CHUNKS guard, on weights of 1-4 chunks of 64
+Runs the mma kernel directly, bypassing the host's config checks, on weights of 1-4 chunks of 64
 columns, with the chunk count per program passed either as the true count (Triton specializes
 the value 1 into a constant) or as a larger value (a runtime loop bound: the loop clamps to K).
 For each wrong case it prints where the errors sit inside the 16 x 8 mma tiles (feature % 16,

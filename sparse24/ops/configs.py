@@ -18,17 +18,9 @@ _MAX_ACC_REGS = 128
 _MMA_SPLIT_MAX_M = 128
 
 
-# The mma family only where it was checked on the GPU: K >= 256 and at least 4 chunks of 64
-# columns per program. On an H100 (2026-11-21) a 128-feature program over a single chunk
-# (N = 128, K = 64, M = 24) gave a relative error of 0.3, while every config with 4 or more chunks
-# per program was right on every shape tried; smaller K goes to the "dot" family.
-MMA_MIN_CHUNKS = 4
-
 
 def mma_candidates(m: int, n: int, k: int) -> list[dict]:
     configs = []
-    if k // 64 < MMA_MIN_CHUNKS:
-        return configs
     for block_f, block_t, warps, prefetch in itertools.product(
         (64, 128, 256), (16, 32, 64, 128), (4, 8), (1, 2)
     ):
@@ -40,7 +32,7 @@ def mma_candidates(m: int, n: int, k: int) -> list[dict]:
                         "PREFETCH": prefetch, "SPLIT_K": 1, "num_warps": warps, "num_stages": 1})
     if m <= _MMA_SPLIT_MAX_M:
         for block_f, block_t, split_k in itertools.product((64, 128, 256), (16, 32), (2, 4, 8, 16)):
-            if n % block_f or block_t > max(16, 2 * m) or split_k > k // 64 // MMA_MIN_CHUNKS:
+            if n % block_f or block_t > max(16, 2 * m) or split_k > k // 64:
                 continue
             configs.append({"family": "mma", "BLOCK_F": block_f, "BLOCK_T": block_t, "GROUP_T": 8,
                             "PREFETCH": 1, "SPLIT_K": split_k, "num_warps": 4, "num_stages": 1})

@@ -20,7 +20,6 @@ from sparse24 import reference
 from sparse24.kernels.sparse_dot import _sparse_dot_kernel, _splitk_reduce_kernel
 from sparse24.kernels.sparse_mma import _sparse_mma_kernel
 from sparse24.ops._checks import GEMM_DTYPES, check_packed, use_triton
-from sparse24.ops.configs import MMA_MIN_CHUNKS
 from sparse24.ops.launch import CachedLaunch
 
 ACTIVATIONS = {None: 0, "relu": 1, "gelu": 2, "gelu_tanh": 3}
@@ -51,12 +50,12 @@ def heuristic_config(m: int, n: int, k: int, device: torch.device) -> dict:
     at 16 x 14336 x 4096: SPLIT_K 4; at 16 x 4096 x 11008: SPLIT_K 16). More tokens: mma.sp, 256
     (else 128) features x 32 tokens, 4 warps, register prefetch; 64 tokens with 8 warps from 16384
     tokens on. Shipped defaults (sparse24/tuning/defaults) take precedence where they exist.
-    On CPU (the Triton interpreter cannot run inline asm), for N not a multiple of 64 and for
-    K < 256 (configs.MMA_MIN_CHUNKS): the weight-streaming "dot" family. Memoized (it runs on every
+    On CPU (the Triton interpreter cannot run inline asm) and for N not a multiple of 64: the
+    weight-streaming "dot" family. Memoized (it runs on every
     untuned call): do not modify the returned dict.
     """
     block_f = next((b for b in (256, 128, 64) if _divides(b, n)), None)
-    if device.type != "cuda" or block_f is None or k // 64 < MMA_MIN_CHUNKS:
+    if device.type != "cuda" or block_f is None:
         block_n = next(b for b in (128, 64, 32, 16) if _divides(b, n))
         block_m = 16 if m <= 16 else 32 if m <= 32 else 64
         split_k = 1
@@ -81,11 +80,8 @@ def heuristic_config(m: int, n: int, k: int, device: torch.device) -> dict:
 
 def config_fits(config: dict, n: int, k: int) -> bool:
     """Whether a (possibly cached) config can serve an [n, k] weight."""
-    if config["family"] == "mma":  # see configs.MMA_MIN_CHUNKS
-        chunks = k // 64
-        return (_divides(config["BLOCK_F"], n) and chunks >= MMA_MIN_CHUNKS
-                and config.get("SPLIT_K", 1) <= chunks // MMA_MIN_CHUNKS)
-    return _divides(config["BLOCK_N"], n) and config.get("SPLIT_K", 1) <= k // 64
+    block = config["BLOCK_F"] if config["family"] == "mma" else config["BLOCK_N"]
+    return _divides(block, n) and config.get("SPLIT_K", 1) <= k // 64
 
 
 def choose_config(m: int, n: int, k: int, dtype: torch.dtype, device: torch.device) -> dict:
@@ -109,12 +105,9 @@ _reduce_launch = CachedLaunch(_splitk_reduce_kernel)
 
 def _split_k(cfg: dict, k: int) -> tuple[int, int]:
     """(splits, chunks per split) for a config's SPLIT_K: no split is left empty (K = 768 is 12
-    chunks of 64: SPLIT_K 8 gives 6 splits of 2), and an mma program gets at least
-    MMA_MIN_CHUNKS chunks."""
+    chunks of 64: SPLIT_K 8 gives 6 splits of 2)."""
     chunks = k // 64
     per_split = _cdiv(chunks, min(cfg.get("SPLIT_K", 1), chunks))
-    if cfg["family"] == "mma":
-        per_split = max(per_split, min(MMA_MIN_CHUNKS, chunks))
     return _cdiv(chunks, per_split), per_split
 
 
