@@ -5,7 +5,7 @@ for users): each config is first checked against F.linear on the decompressed we
 is reported and never timed. Prints the fastest configs per shape; writes JSON lines.
 
     python bench/gemm_variants.py [--shapes 24576x3072x768,...] [--family mma|dot] [--top 5]
-                                  [--mode eager|graph]
+                                  [--mode eager|graph] [--min-tile-tokens 128]
 
 eager: do_bench, L2 flushed before each call; the time includes any host gap between the two
 launches of a split-K config (its reduction). graph: the calls captured in a CUDA graph, operands
@@ -37,6 +37,8 @@ def main() -> int:
     parser.add_argument("--shapes", default=DEFAULT_SHAPES, help="MxNxK list")
     parser.add_argument("--family", choices=["mma", "dot", "all"], default="all")
     parser.add_argument("--top", type=int, default=5)
+    parser.add_argument("--min-tile-tokens", type=int, default=0,
+                        help="skip configs whose token tile (BLOCK_M or BLOCK_T) is smaller")
     parser.add_argument("--mode", choices=["eager", "graph", "auto"], default="eager",
                         help="auto: graph up to 128 tokens (split-K configs launch twice), else eager")
     parser.add_argument("--out", default=os.path.join(os.environ.get("OUT", "bench/results"), "gemm_variants.jsonl"))
@@ -77,6 +79,8 @@ def main() -> int:
         rows = []
         for cfg in configs.candidates(m, n, k, on_gpu=True):
             if args.family != "all" and cfg["family"] != args.family:
+                continue
+            if cfg.get("BLOCK_M", cfg.get("BLOCK_T")) < args.min_tile_tokens:
                 continue
             try:
                 y = gemm.run_config(x, values, meta, None, 0, cfg)
