@@ -39,12 +39,6 @@ def mma_candidates(m: int, n: int, k: int) -> list[dict]:
     return configs
 
 
-# Large dot tiles (up to 256 x 128 per program, 8 warps) for many tokens: the unpacked weight tile
-# is reused across more tokens, so the unpacking work per multiply-add falls (wgmma, async copies
-# of x and no register spills in ptxas 12.8 for sm_90 at 128 x 128 and 8 warps).
-_DOT_LARGE_TILES_MIN_M = 512
-
-
 def dot_candidates(m: int, n: int, k: int) -> list[dict]:
     configs = []
     chunks = k // 64
@@ -57,12 +51,6 @@ def dot_candidates(m: int, n: int, k: int) -> list[dict]:
             continue
         configs.append({"family": "dot", "BLOCK_M": block_m, "BLOCK_N": block_n,
                         "SPLIT_K": split_k, "num_warps": 4, "num_stages": stages})
-    if m >= _DOT_LARGE_TILES_MIN_M:
-        for block_m, block_n, warps, stages in itertools.product((128, 256), (128, 256), (4, 8), (3, 4)):
-            if n % block_n or block_n * block_m // (32 * warps) > _MAX_ACC_REGS:
-                continue
-            configs.append({"family": "dot", "BLOCK_M": block_m, "BLOCK_N": block_n,
-                            "SPLIT_K": 1, "num_warps": warps, "num_stages": stages})
     return configs
 
 
