@@ -58,7 +58,9 @@ def plot(rows: list[dict], path: Path) -> Path:
     ax.set_ylabel("speedup over dense fp16 (same compile setting)")
     seq = rows[0].get("seq_len")
     env_text = textwrap.fill(common.env_line(rows[0].get("env", {})), 85)
-    ax.set_title(f"BERT-base QA, seq {seq}, fp16\n{env_text}", fontsize=8)
+    mode = rows[0].get("compile_mode") or "default"
+    ax.set_title(f"BERT-base QA, seq {seq}, fp16, compiled = torch.compile(mode={mode})\n{env_text}",
+                 fontsize=8)
     ax.legend(fontsize=8, ncol=2, frameon=False)
     fig.tight_layout()
     return common.save_figure(fig, path)
