@@ -125,7 +125,7 @@ def _mma_chunk(acc, operands, BLOCK_F: tl.constexpr, BLOCK_T: tl.constexpr, IS_B
 
 @triton.jit
 def _sparse_mma_kernel(
-    x32_ptr, values_addr, meta_addr, bias_ptr, y_ptr, partial_ptr, arrivals_ptr,
+    x32_ptr, values_addr, meta_addr, bias_ptr, y_ptr, partial_ptr,
     M, N, K, stride_x32, stride_ym, chunks_per_split,
     BLOCK_F: tl.constexpr, BLOCK_T: tl.constexpr, GROUP_T: tl.constexpr, PREFETCH: tl.constexpr,
     SPLIT_K: tl.constexpr, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, IS_BF16: tl.constexpr,
@@ -138,12 +138,9 @@ def _sparse_mma_kernel(
 
     Split-K (few tokens): program axis 1 takes ``chunks_per_split`` chunks of 64 columns (the host
     sizes the grid so that no split is empty) and writes float32 partial sums to
-    partial[split, token, feature]. Without it a 4096 x 4096 weight at 16 tokens gives 32 programs
-    of 128 features for 132 SMs, and the kernel cannot stream the weight at memory speed. The
-    last split of a tile to finish adds the partial sums in split order (deterministic) and runs
-    the epilogue: ``arrivals`` holds one zeroed int32 counter per tile. This replaced a second
-    kernel launch, whose host time in eager mode left the GPU idle between the two (an eager
-    1 x 4096 x 11008 measured 0.57-0.60x cuBLAS against 1.53x in a CUDA graph).
+    partial[split, token, feature]; ``_splitk_reduce_kernel`` (sparse_dot.py) adds them and applies
+    the epilogue. Without it a 4096 x 4096 weight at 16 tokens gives 32 programs of 128 features
+    for 132 SMs, and the kernel cannot stream the weight at memory speed.
     """
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -210,19 +207,5 @@ def _sparse_mma_kernel(
         tl.store(y_ptr + tokens[None, :] * stride_ym + features, y.to(y_ptr.dtype.element_ty),
                  mask=tokens[None, :] < M)
     else:
-        rows = tokens[None, :].to(tl.int64) * N + features
-        split_stride = M.to(tl.int64) * N
-        tl.store(partial_ptr + pid_k * split_stride + rows, acc, mask=tokens[None, :] < M)
-        # Every thread's partial store is ordered before the counter's release by the barrier
-        # (the release is cumulative), and the acquiring program reads the others' partial sums
-        # from L2 (.cg), not from a stale L1 line.
-        tl.debug_barrier()
-        arrived = tl.atomic_add(arrivals_ptr + pid, 1, sem="acq_rel", scope="gpu")
-        if arrived == SPLIT_K - 1:
-            total = tl.zeros_like(acc)
-            for split in tl.static_range(SPLIT_K):
-                total += tl.load(partial_ptr + split * split_stride + rows, mask=tokens[None, :] < M,
-                                 other=0.0, cache_modifier=".cg")
-            y = _epilogue(total, bias_ptr, features, HAS_BIAS, ACTIVATION)
-            tl.store(y_ptr + tokens[None, :] * stride_ym + features, y.to(y_ptr.dtype.element_ty),
-                     mask=tokens[None, :] < M)
+        part = partial_ptr + (pid_k * M + tokens[None, :]).to(tl.int64) * N + features
+        tl.store(part, acc, mask=tokens[None, :] < M)

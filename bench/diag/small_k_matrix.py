@@ -22,7 +22,7 @@ def run_mma(x, values, meta, cfg, per_split):
     y = torch.full((m, n), float("nan"), dtype=x.dtype, device=x.device)
     grid = (gemm._cdiv(m, cfg["BLOCK_T"]) * (n // cfg["BLOCK_F"]), 1, 1)
     gemm._mma_launch(
-        grid, (x.view(torch.int32), values.data_ptr(), meta.data_ptr(), y, y, y, y, m, n, k,
+        grid, (x.view(torch.int32), values.data_ptr(), meta.data_ptr(), y, y, y, m, n, k,
                x.stride(0) // 2, y.stride(0), per_split),
         (cfg["BLOCK_F"], cfg["BLOCK_T"], 8, cfg["PREFETCH"], 1, False, 0, False),
         num_warps=cfg["num_warps"], num_stages=1)

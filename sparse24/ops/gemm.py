@@ -134,17 +134,16 @@ def _launch_mma(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
     n = values.shape[0]
     splits, per_split = _split_k(cfg, k)
     partial = _partials(splits, y)
-    tiles = _cdiv(m, cfg["BLOCK_T"]) * (n // cfg["BLOCK_F"])
-    # split-K: one arrival counter per tile; the last split to arrive reduces (sparse_mma.py)
-    arrivals = torch.zeros(tiles, dtype=torch.int32, device=y.device) if splits > 1 else y
+    grid = (_cdiv(m, cfg["BLOCK_T"]) * (n // cfg["BLOCK_F"]), splits, 1)
     _mma_launch(
-        (tiles, splits, 1),
+        grid,
         (x2.view(torch.int32), values.data_ptr(), meta.data_ptr(), bias if bias is not None else y,
-         y, partial, arrivals, m, n, k, x2.stride(0) // 2, y.stride(0), per_split),
+         y, partial, m, n, k, x2.stride(0) // 2, y.stride(0), per_split),
         (cfg["BLOCK_F"], cfg["BLOCK_T"], cfg["GROUP_T"], cfg["PREFETCH"], splits,
          bias is not None, activation, x2.dtype == torch.bfloat16),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
+    _reduce_partials(partial, bias, y, activation, splits)
 
 
 def _launch_dot(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
