@@ -18,7 +18,6 @@ _MAX_ACC_REGS = 128
 _MMA_SPLIT_MAX_M = 128
 
 
-
 def mma_candidates(m: int, n: int, k: int) -> list[dict]:
     configs = []
     for block_f, block_t, warps, prefetch in itertools.product(

@@ -51,8 +51,8 @@ def heuristic_config(m: int, n: int, k: int, device: torch.device) -> dict:
     (else 128) features x 32 tokens, 4 warps, register prefetch; 64 tokens with 8 warps from 16384
     tokens on. Shipped defaults (sparse24/tuning/defaults) take precedence where they exist.
     On CPU (the Triton interpreter cannot run inline asm) and for N not a multiple of 64: the
-    weight-streaming "dot" family. Memoized (it runs on every
-    untuned call): do not modify the returned dict.
+    weight-streaming "dot" family. Memoized (it runs on every untuned call): do not modify the
+    returned dict.
     """
     block_f = next((b for b in (256, 128, 64) if _divides(b, n)), None)
     if device.type != "cuda" or block_f is None:
