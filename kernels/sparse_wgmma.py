@@ -1,0 +1,176 @@
+"""Sparse x dense GEMM on Hopper's sparse tensor cores: ``wgmma.mma_async.sp`` from Gluon (sm_90a).
+
+y[M, N] = act(x[M, K] @ W[N, K]^T + bias), computed transposed per tile: acc[features, tokens] =
+A @ x^T with A = W's packed values (the sparse operand, 64 features per warpgroup) and x the dense
+B operand (BT tokens, K-major, straight from its row-major storage). Packed layout:
+kernels/pack.py (values in natural order, so TMA copies them as a plain [N, K/2] matrix).
+
+A persistent, warp-specialized kernel. Each program walks tiles tile = pid, pid + programs, ...
+(feature tiles of 128 grouped by GROUP token tiles so that co-running programs share weights in
+L2), with three partitions:
+  - loader (1 warp): TMA copies of each k-block (128 inputs: one [128, 64] box of values and two
+    [BT, 64] boxes of x) into a ring of STAGES shared-memory stages; stage s is refilled once its
+    ``empty`` barrier says both warpgroups are done with it, and its ``full`` barrier counts the
+    bytes in;
+  - two math warpgroups (4 warps each), features 0-63 and 64-127 of the tile: per k-block, wait
+    for ``full``, issue four m64nBTk32 sparse wgmmas through inline asm (sparse24/ops/wgmma_asm.py
+    generates it), arrive on ``empty``. The two warpgroups are separate partitions, so neither
+    waits for the other between k-blocks: while one drains its wgmmas the other issues.
+    Each then runs the epilogue of its [64, BT] tile (bias, activation, cast) and stores it with TMA
+    through its own shared-memory buffer, while the loader already fills the next tile's stages.
+The asm addresses the rings from ``global_smem`` plus offsets that the launcher checks against the
+compiled kernel (sparse24/ops/wgmma.py): Gluon cannot pass shared-memory descriptors to asm.
+
+Tails: TMA fills out-of-bounds rows and columns of a box with zeros and clips out-of-bounds rows
+of a store, so M, N (a multiple of 16) and K (a multiple of 64) need no masks; metadata reads of
+feature bands or chunks past the weight are clamped to the last one (valid nibbles over zero
+values). Pruned weights are skipped by the tensor cores, not multiplied: an Inf in x meets only
+the kept weights of its column.
+"""
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
+
+from sparse24.kernels.gluon_compat import tma_load, tma_store
+
+BLOCK_F = 128  # features per tile: two warpgroups of 64 (the M side of wgmma)
+
+
+@gluon.jit
+def _tile_coords(tile, tiles_f, tiles_t, GROUP: gl.constexpr):
+    """(feature tile, token tile) of linear tile index ``tile``: GROUP token tiles per feature
+    tile run next to each other, so they read the same weight tile from L2."""
+    per_group = GROUP * tiles_f
+    first_t = (tile // per_group) * GROUP
+    group_size = gl.minimum(tiles_t - first_t, GROUP)
+    pid_t = first_t + (tile % per_group) % group_size
+    pid_f = (tile % per_group) // group_size
+    return pid_f, pid_t
+
+
+@gluon.jit
+def _loader(a_desc, x_desc, a_ring, x_ring, full, empty, tiles_f, tiles_t, k_blocks,
+            BT: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr):
+    step = 0
+    for tile in range(gl.program_id(0), tiles_f * tiles_t, gl.num_programs(0)):
+        pid_f, pid_t = _tile_coords(tile, tiles_f, tiles_t, GROUP)
+        for kb in range(k_blocks):
+            s = step % STAGES
+            # the first pass over the ring waits for the phase before init, which has completed
+            mbarrier.wait(empty.index(s), ((step // STAGES) & 1) ^ 1)
+            bar = full.index(s)
+            mbarrier.expect(bar, a_desc.block_type.nbytes + 2 * x_desc.block_type.nbytes)
+            tma_load(a_desc, [pid_f * 128, kb * 64], bar, a_ring.index(s))
+            tma_load(x_desc, [pid_t * BT, kb * 128], bar, x_ring.index(2 * s))
+            tma_load(x_desc, [pid_t * BT, kb * 128 + 64], bar, x_ring.index(2 * s + 1))
+            step += 1
+
+
+@gluon.jit
+def _activate(y, ACTIVATION: gl.constexpr):
+    """ACTIVATION codes as kernels/epilogue.py: 0 none, 1 relu, 2 gelu (erf), 3 gelu_tanh."""
+    if ACTIVATION == 1:
+        y = gl.maximum(y, 0.0)
+    elif ACTIVATION == 2:
+        y = 0.5 * y * (1.0 + gl.erf(y * 0.7071067811865476))
+    elif ACTIVATION == 3:
+        # 0.5 * (1 + tanh(u)) = 1 / (1 + exp(-2u)); exp(-2u) overflows to inf for very negative
+        # u, which gives the right limit 0.
+        u = 0.7978845608028654 * (y + 0.044715 * y * y * y)
+        y = y / (1.0 + gl.exp(-2.0 * u))
+    return y
+
+
+@gluon.jit
+def _math_warpgroup(meta_addr, bias_ptr, y_desc, y_smem, full, empty, N, K, tiles_f, tiles_t,
+                    k_blocks, WARPGROUP: gl.constexpr, MMA_ASM: gl.constexpr,
+                    MMA_CON: gl.constexpr, META_ASM: gl.constexpr, META_CON: gl.constexpr,
+                    BT: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr,
+                    HAS_BIAS: gl.constexpr, ACTIVATION: gl.constexpr):
+    P: gl.constexpr = BT // 2
+    acc_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BT, 16])
+    f = gl.arange(0, 64, layout=gl.SliceLayout(1, acc_layout))
+    n = gl.arange(0, BT, layout=gl.SliceLayout(0, acc_layout))
+    # The thread of element (f, n) is lane 4 * (f % 8) + (n % 8) // 2 of its warp, and every
+    # element of one thread has the same lane and feature band: the metadata addresses below are
+    # two distinct values per thread, elements 0 and 1 of its pack (tokens 2t and 2t + 1).
+    lane = (4 * (f % 8))[:, None] + ((n % 8) // 2)[None, :]
+    odd_chunk = (n % 2)[None, :]
+    chunks = K // 64
+    stage_zero = gl.zeros([64, BT], gl.int32, layout=acc_layout)
+    step = 0
+    for tile in range(gl.program_id(0), tiles_f * tiles_t, gl.num_programs(0)):
+        pid_f, pid_t = _tile_coords(tile, tiles_f, tiles_t, GROUP)
+        first_feature = pid_f * 128 + WARPGROUP * 64
+        band = gl.minimum(first_feature // 16 + f // 16, N // 16 - 1).to(gl.int64)[:, None]
+        row_words = (band * chunks) * 32 + lane
+        acc = gl.zeros([64, BT], gl.float32, layout=acc_layout)
+        chunk = gl.minimum(odd_chunk, chunks - 1)
+        meta = gl.inline_asm_elementwise(META_ASM, META_CON, [meta_addr + (row_words + chunk * 32) * 4],
+                                         dtype=gl.int32, is_pure=False, pack=P)
+        for kb in range(k_blocks):
+            # the next k-block's metadata is in flight during this one's wgmmas
+            chunk = gl.minimum(2 * (kb + 1) + odd_chunk, chunks - 1)
+            meta_next = gl.inline_asm_elementwise(
+                META_ASM, META_CON, [meta_addr + (row_words + chunk * 32) * 4], dtype=gl.int32,
+                is_pure=False, pack=P)
+            s = step % STAGES
+            mbarrier.wait(full.index(s), (step // STAGES) & 1)
+            acc = gl.inline_asm_elementwise(MMA_ASM, MMA_CON, [acc, meta, stage_zero + s],
+                                            dtype=gl.float32, is_pure=False, pack=P)
+            mbarrier.arrive(empty.index(s))
+            meta = meta_next
+            step += 1
+
+        features = first_feature + f
+        if HAS_BIAS:
+            bias = gl.load(bias_ptr + features, mask=features < N, other=0.0)
+            acc = acc + bias.to(gl.float32)[:, None]
+        out = _activate(acc, ACTIVATION).to(y_desc.dtype)
+        tma.store_wait(0)  # the previous tile's store has left y_smem
+        y_smem.store(gl.permute(out, [1, 0]))
+        fence_async_shared()
+        tma_store(y_desc, [pid_t * BT, first_feature], y_smem)
+    tma.store_wait(0)
+
+
+@gluon.jit
+def _sparse_wgmma_kernel(
+    a_desc, x_desc, y_desc, meta_addr, bias_ptr, N, K,
+    MMA_ASM_0: gl.constexpr, MMA_ASM_1: gl.constexpr, MMA_CON: gl.constexpr,
+    META_ASM: gl.constexpr, META_CON: gl.constexpr,
+    BT: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr,
+    HAS_BIAS: gl.constexpr, ACTIVATION: gl.constexpr, LOADER_REGS: gl.constexpr,
+    MATH_REGS: gl.constexpr,
+):
+    """a_desc: values [N, K/2] in [128, 64] boxes; x_desc: x [M, K] in [BT, 64] boxes; y_desc: y
+    [M, N] in [BT, 64] boxes; meta_addr: the metadata's device address (int64). Launch with
+    num_warps=4 (the first math warpgroup) and a grid of at most one program per SM."""
+    M = x_desc.shape[0]
+    tiles_f = gl.cdiv(N, 128)
+    tiles_t = gl.cdiv(M, BT)
+    k_blocks = gl.cdiv(K, 128)
+    # The rings' offsets are baked into the asm: sparse24/ops/wgmma.py checks them.
+    operand_ring_x = gl.allocate_shared_memory(x_desc.dtype, [2 * STAGES, BT, 64], x_desc.layout)
+    operand_ring_a = gl.allocate_shared_memory(a_desc.dtype, [STAGES, 128, 64], a_desc.layout)
+    y_smem_0 = gl.allocate_shared_memory(y_desc.dtype, [BT, 64], y_desc.layout)
+    y_smem_1 = gl.allocate_shared_memory(y_desc.dtype, [BT, 64], y_desc.layout)
+    full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(full.index(i), count=1)
+        mbarrier.init(empty.index(i), count=2)  # one arrival per math warpgroup
+    fence_async_shared()
+
+    gl.warp_specialize([
+        (_math_warpgroup, (meta_addr, bias_ptr, y_desc, y_smem_0, full, empty, N, K, tiles_f,
+                           tiles_t, k_blocks, 0, MMA_ASM_0, MMA_CON, META_ASM, META_CON, BT,
+                           STAGES, GROUP, HAS_BIAS, ACTIVATION)),
+        (_math_warpgroup, (meta_addr, bias_ptr, y_desc, y_smem_1, full, empty, N, K, tiles_f,
+                           tiles_t, k_blocks, 1, MMA_ASM_1, MMA_CON, META_ASM, META_CON, BT,
+                           STAGES, GROUP, HAS_BIAS, ACTIVATION)),
+        (_loader, (a_desc, x_desc, operand_ring_a, operand_ring_x, full, empty, tiles_f, tiles_t,
+                   k_blocks, BT, STAGES, GROUP)),
+    ], [4, 1], [MATH_REGS, LOADER_REGS])

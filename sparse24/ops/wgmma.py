@@ -1,0 +1,198 @@
+"""The sm90 family of sparse24.ops.linear: launcher, configs and the shared-memory offset check.
+
+The kernel (kernels/sparse_wgmma.py) issues ``wgmma.mma_async.sp`` from inline asm that addresses
+its operand rings from ``global_smem`` plus byte offsets baked into the asm text
+(sparse24/ops/wgmma_asm.py). Where Triton's allocator puts the rings is its business, not ours, so
+the first launch of each specialization compiles the kernel with a guess (x ring at 0, A ring
+right after it, the order of a largest-first allocator), reads the real offsets off the compiled
+kernel (sparse24/ops/triton_internals.py), recompiles with those if the guess was wrong, and
+refuses to run if they still disagree: a wrong offset would compute garbage, never crash.
+
+A config: {"family": "wgmma", "BT": tokens per tile (64, 128, 256), "STAGES": ring depth,
+"GROUP": token tiles per feature tile in the tile order}. Features per tile are always 128 (two
+warpgroups of 64). The grid is persistent: one program per SM, or fewer when there are fewer
+tiles.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from sparse24.ops import wgmma_asm
+
+# Registers per thread after setmaxnreg: the two math warpgroups take 232, the loader warp's
+# warpgroup 40 (4 * 232 + 4 * 232 + 4 * 40 = 2016 <= 2048 = 65536 registers / 32 lanes).
+MATH_REGS = 232
+LOADER_REGS = 40
+# Shared memory a block can have on sm90 (227 KB): the configs' rings, epilogue tiles and barriers
+# must fit.
+MAX_SHARED_BYTES = 232448
+
+
+def shared_bytes(bt: int, stages: int) -> int:
+    """Shared memory of one program: the A and x rings, two [bt, 64] epilogue tiles, barriers."""
+    return stages * (wgmma_asm.A_STAGE_BYTES + 2 * wgmma_asm.x_stage_bytes(bt)) + 2 * bt * 128 + 64
+
+
+def candidates(m: int, n: int, k: int) -> list[dict]:
+    """Every sm90 config worth timing for [m, k] x [n, k]^T."""
+    configs = []
+    for bt in (64, 128, 256):
+        if bt > max(64, 2 * m):
+            continue
+        for stages in (2, 3, 4, 5, 6):
+            if shared_bytes(bt, stages) > MAX_SHARED_BYTES:
+                continue
+            configs.append({"family": "wgmma", "BT": bt, "STAGES": stages, "GROUP": 8})
+    return configs
+
+
+def heuristic_config(m: int, n: int, k: int) -> dict:
+    """Without tuning: the largest token tile that M fills, with as many stages as fit."""
+    bt = 256 if m > 128 else 128 if m > 64 else 64
+    stages = max(s for s in range(2, 7) if shared_bytes(bt, s) <= MAX_SHARED_BYTES)
+    return {"family": "wgmma", "BT": bt, "STAGES": stages, "GROUP": 8}
+
+
+@functools.lru_cache(maxsize=None)
+def supported(device_index: int) -> bool:
+    """wgmma.sp needs sm_90a (H100, H200); Gluon is in every Triton sparse24 supports."""
+    return torch.cuda.get_device_capability(device_index) == (9, 0)
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _nvmma_layout():
+    from triton.experimental.gluon import language as gl
+
+    return gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
+
+
+class SharedMemoryOffsetError(RuntimeError):
+    """Triton placed the operand rings where the asm does not look for them."""
+
+
+# (BT, STAGES, GROUP, dtype, bias dtype, HAS_BIAS, ACTIVATION) -> (a_offset, x_offset) verified
+_verified: dict[tuple, tuple[int, int]] = {}
+
+
+def _constexprs(cfg: dict, dtype: str, has_bias: bool, activation: int, a_off: int, x_off: int):
+    return _constexprs_cached(cfg["BT"], cfg["STAGES"], cfg["GROUP"], dtype, has_bias, activation,
+                              a_off, x_off)
+
+
+@functools.lru_cache(maxsize=None)
+def _constexprs_cached(bt, stages, group, dtype, has_bias, activation, a_off, x_off) -> dict:
+    # memoized: the asm text is a few KB of string formatting, too slow to redo per call
+    return dict(
+        MMA_ASM_0=wgmma_asm.mma_asm(bt, dtype, 0, a_off, x_off),
+        MMA_ASM_1=wgmma_asm.mma_asm(bt, dtype, 1, a_off, x_off),
+        MMA_CON=wgmma_asm.mma_constraints(bt),
+        META_ASM=wgmma_asm.meta_asm(bt),
+        META_CON=wgmma_asm.meta_constraints(bt),
+        BT=bt, STAGES=stages, GROUP=group, HAS_BIAS=has_bias,
+        ACTIVATION=activation, LOADER_REGS=LOADER_REGS, MATH_REGS=MATH_REGS,
+    )
+
+
+def ring_offsets(ttgir: str) -> tuple[int, int]:
+    """(A ring, x ring) byte offsets from global_smem in a compiled kernel's TTGIR."""
+    from sparse24.ops.triton_internals import shared_memory_offsets
+
+    offsets = shared_memory_offsets(ttgir)
+    try:
+        return offsets["operand_ring_a"], offsets["operand_ring_x"]
+    except KeyError as missing:
+        raise SharedMemoryOffsetError(
+            f"sparse24 wgmma: the compiled kernel has no allocation named {missing}; found "
+            f"{sorted(offsets)}. The kernel source and sparse24/ops/wgmma.py disagree") from None
+
+
+def guessed_offsets(cfg: dict) -> tuple[int, int]:
+    """A largest-first allocator puts the x ring (2 * STAGES * BT * 128 bytes) at 0, then A."""
+    return 2 * cfg["STAGES"] * wgmma_asm.x_stage_bytes(cfg["BT"]), 0
+
+
+def launch(x2: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias, y: torch.Tensor,
+           activation: int, cfg: dict) -> None:
+    """y[M, N] = act(x2 @ W^T + bias). x2 [M, K] with unit stride along K, 16-byte aligned rows
+    (the caller copies otherwise: TMA needs it); values [N, K/2] and y [M, N] contiguous."""
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    from sparse24.kernels.sparse_wgmma import _sparse_wgmma_kernel
+
+    m, k = x2.shape
+    n = values.shape[0]
+    bt = cfg["BT"]
+    layout = _nvmma_layout()
+    a_desc = TensorDescriptor.from_tensor(values, [128, 64], layout)
+    x_desc = TensorDescriptor.from_tensor(x2, [bt, 64], layout)
+    y_desc = TensorDescriptor.from_tensor(y, [bt, 64], layout)
+    tiles = -(-n // 128) * -(-m // bt)
+    grid = (min(tiles, _sm_count(y.device.index or 0)),)
+    dtype = "bfloat16" if x2.dtype == torch.bfloat16 else "float16"
+    has_bias = bias is not None
+    args = (a_desc, x_desc, y_desc, meta.data_ptr(), bias if has_bias else y, n, k)
+    key = (bt, cfg["STAGES"], cfg["GROUP"], dtype, bias.dtype if has_bias else None, has_bias,
+           activation)
+    offsets = _verified.get(key)
+    if offsets is None:
+        offsets = _verify(args, grid, cfg, dtype, has_bias, activation)
+        _verified[key] = offsets
+    _sparse_wgmma_kernel[grid](*args, **_constexprs(cfg, dtype, has_bias, activation, *offsets),
+                               num_warps=4)
+
+
+def _verify(args, grid, cfg, dtype, has_bias, activation) -> tuple[int, int]:
+    from sparse24.kernels.sparse_wgmma import _sparse_wgmma_kernel
+
+    guess = guessed_offsets(cfg)
+    for attempt in range(2):
+        compiled = _sparse_wgmma_kernel.warmup(
+            *args, grid=grid, **_constexprs(cfg, dtype, has_bias, activation, *guess), num_warps=4)
+        found = ring_offsets(compiled.asm["ttgir"])
+        if found == guess:
+            return found
+        guess = found  # the asm text does not change the allocation: the second try must agree
+    raise SharedMemoryOffsetError(
+        f"sparse24 wgmma: the asm assumes the A and x rings at shared-memory offsets {guess}, but "
+        f"the kernel compiled with them has them at {found} (config {cfg}). Refusing to run: the "
+        "wgmma descriptors would point at the wrong bytes")
+
+
+def compile_sm90(cfg: dict, dtype: str = "float16", has_bias: bool = True, activation: int = 0,
+                 bias_dtype: str = "fp32"):
+    """Compile the kernel for sm_90a without a GPU (ptxas ships in the Triton wheel), with the
+    same offset guess-and-check as a launch; returns (compiled kernel, verified offsets). For CPU
+    tests and for reading registers, spills and SASS before spending GPU time."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    from sparse24.kernels.sparse_wgmma import _sparse_wgmma_kernel
+
+    elem = {"float16": "fp16", "bfloat16": "bf16"}[dtype]
+    layout = _nvmma_layout()
+
+    def desc(rows):
+        return f"tensordesc<{elem}[{rows}, 64],{layout!r}>"
+
+    signature = {"a_desc": desc(128), "x_desc": desc(cfg["BT"]), "y_desc": desc(cfg["BT"]),
+                 "meta_addr": "i64", "bias_ptr": f"*{bias_dtype if has_bias else elem}",
+                 "N": "i32", "K": "i32"}
+    guess = guessed_offsets(cfg)
+    for _ in range(2):
+        constexprs = _constexprs(cfg, dtype, has_bias, activation, *guess)
+        source = GluonASTSource(_sparse_wgmma_kernel, {**signature, **dict.fromkeys(constexprs, "constexpr")},
+                                constexprs)
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+        found = ring_offsets(compiled.asm["ttgir"])
+        if found == guess:
+            return compiled, found
+        guess = found
+    raise SharedMemoryOffsetError(f"sparse24 wgmma: offsets {guess} and {found} disagree for {cfg}")
