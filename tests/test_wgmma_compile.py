@@ -1,0 +1,79 @@
+"""The sm90 family on a CPU: its asm text, and the Gluon kernel compiled for sm_90a (no GPU needed:
+ptxas ships in the Triton wheel). The interpreter cannot run Gluon or asm; tests/test_wgmma_gpu.py
+checks the numbers on a GPU."""
+
+import re
+
+import pytest
+
+from sparse24.ops import wgmma, wgmma_asm
+
+
+@pytest.mark.parametrize("bt", [64, 128, 256])
+def test_mma_asm_issues_four_k32_steps_with_both_selectors(bt):
+    text = wgmma_asm.mma_asm(bt, "bfloat16", 1, a_offset=4096, x_offset=0)
+    p = bt // 2
+    steps = re.findall(rf"wgmma\.mma_async\.sp\.sync\.aligned\.m64n{bt}k32\.f32\.bf16\.bf16 "
+                       rf"\{{[^}}]*\}}, da, db, (\$\d+), (\d), pd, 1, 1, 0, 0;", text)
+    # chunk 2kb (metadata operand $2P) for the first two k32 steps, chunk 2kb + 1 for the last two;
+    # within a chunk, selector 0 covers its first 32 inputs and selector 1 the next
+    assert steps == [(f"${2 * p}", "0"), (f"${2 * p}", "1"), (f"${2 * p + 1}", "0"),
+                     (f"${2 * p + 1}", "1")]
+    # warpgroup 1 reads A rows 64..127: 8 KB past the A ring's stage base
+    assert f"add.u32 sa, sa, {4096 + wgmma_asm.A_WARPGROUP_BYTES};" in text
+    assert f"mad.lo.u32 sa, ${3 * p}, {wgmma_asm.A_STAGE_BYTES}, base;" in text
+    assert text.count("add.s64 da, da, 2;") == 4 and text.count("add.s64 db, db, 4;") == 2
+    assert text.strip().endswith("wgmma.wait_group.sync.aligned 0;\n}")
+    assert wgmma_asm.mma_constraints(bt).split(",").count("=f") == p
+
+
+def test_mma_asm_refuses_what_it_cannot_issue():
+    with pytest.raises(ValueError, match="float32"):
+        wgmma_asm.mma_asm(128, "float32", 0, 0, 0)
+    with pytest.raises(ValueError, match="BT=96"):
+        wgmma_asm.mma_asm(96, "float16", 0, 0, 0)
+
+
+def test_candidates_fit_shared_memory():
+    configs = wgmma.candidates(4096, 768, 768)
+    assert {c["BT"] for c in configs} == {64, 128, 256}
+    assert all(wgmma.shared_bytes(c["BT"], c["STAGES"]) <= wgmma.MAX_SHARED_BYTES for c in configs)
+    assert {c["BT"] for c in wgmma.candidates(40, 768, 768)} == {64}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg, dtype, activation", [
+    ({"family": "wgmma", "BT": 128, "STAGES": 4, "GROUP": 8}, "float16", 2),
+    ({"family": "wgmma", "BT": 256, "STAGES": 2, "GROUP": 8}, "bfloat16", 0),
+    ({"family": "wgmma", "BT": 64, "STAGES": 6, "GROUP": 8}, "float16", 3),
+])
+def test_kernel_compiles_for_sm90a_with_verified_offsets(cfg, dtype, activation):
+    compiled, (a_off, x_off) = wgmma.compile_sm90(cfg, dtype, has_bias=True, activation=activation)
+    ptx = compiled.asm["ptx"]
+    ptx_type = wgmma_asm.DTYPES[dtype]
+    # four k32 steps per k-block in each of the two math warpgroups
+    assert ptx.count(f"wgmma.mma_async.sp.sync.aligned.m64n{cfg['BT']}k32.f32.{ptx_type}.{ptx_type}") == 8
+    # the offsets baked into the asm are the ones the allocator gave the rings
+    assert wgmma.ring_offsets(compiled.asm["ttgir"]) == (a_off, x_off)
+    assert f"add.u32 sb0, sb0, {x_off};" in ptx
+    assert f"add.u32 sa, sa, {a_off};" in ptx and f"add.u32 sa, sa, {a_off + 8192};" in ptx
+    assert compiled.metadata.shared <= wgmma.MAX_SHARED_BYTES
+    # warp specialization: 3 warpgroups (two math, one holding the loader warp)
+    assert ".reqntid 384" in ptx
+
+
+def test_offset_mismatch_refuses_to_run(monkeypatch):
+    # an allocator that moves the rings whatever the asm assumes: the launcher must refuse
+    answers = iter([(0, 65536), (65536, 0), (0, 65536)])
+    monkeypatch.setattr(wgmma, "ring_offsets", lambda ttgir: next(answers))
+
+    class FakeKernel:
+        def warmup(self, *args, **kwargs):
+            return type("Compiled", (), {"asm": {"ttgir": ""}})()
+
+    import sparse24.kernels.sparse_wgmma as kernel_module
+
+    monkeypatch.setattr(kernel_module, "_sparse_wgmma_kernel", FakeKernel())
+    cfg = {"family": "wgmma", "BT": 128, "STAGES": 2, "GROUP": 8}
+    with pytest.raises(wgmma.SharedMemoryOffsetError, match="Refusing to run"):
+        wgmma._verify((), (1,), cfg, "float16", False, 0)

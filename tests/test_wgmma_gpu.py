@@ -1,0 +1,79 @@
+"""The sm90 family (wgmma.sp, Gluon) on a Hopper GPU: every candidate config, both dtypes, every
+epilogue, odd token counts, on the bench's weight shapes, against a float64 reference; outputs are
+poisoned with NaN first, so every element must be written."""
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import sparse24.ops as ops
+from sparse24.ops import wgmma
+
+pytestmark = pytest.mark.gpu
+
+ACTIVATION_CODES = {None: 0, "relu": 1, "gelu": 2, "gelu_tanh": 3}
+REFERENCE_ACTIVATIONS = {None: lambda y: y, "relu": F.relu, "gelu": F.gelu,
+                         "gelu_tanh": lambda y: F.gelu(y, approximate="tanh")}
+# relative Frobenius error against float64: the output's own rounding is 2^-11 (fp16), 2^-8 (bf16)
+TOLERANCE = {torch.float16: 2e-3, torch.bfloat16: 1e-2}
+M_VALUES = [1, 5, 333, 1000, 4097]
+WEIGHT_SHAPES = [(768, 768), (3072, 768), (768, 3072), (2304, 768), (4096, 4096)]
+EPILOGUES = [(False, None), (True, None), (True, "relu"), (True, "gelu"), (False, "gelu_tanh")]
+
+
+def hopper():
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
+
+
+def packed(n, k, dtype, generator):
+    w = ops.prune_24(torch.randn(n, k, device="cuda", generator=generator).to(dtype))
+    values, meta = ops.compress(w)
+    return w, values, meta
+
+
+def expected(x, w, bias, activation):
+    y = x.double() @ w.double().t()
+    if bias is not None:
+        y = y + bias.double()
+    return REFERENCE_ACTIVATIONS[activation](y)
+
+
+def relative_error(y, ref):
+    return ((y.double() - ref).norm() / ref.norm()).item()
+
+
+@pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("cfg", wgmma.candidates(4096, 768, 768), ids=lambda c: f"BT{c['BT']}-S{c['STAGES']}")
+def test_every_config_every_epilogue(cfg, dtype):
+    gen = torch.Generator(device="cuda").manual_seed(cfg["BT"] * 10 + cfg["STAGES"])
+    failures = []
+    cases = list(itertools.product(M_VALUES, WEIGHT_SHAPES))
+    for i, (m, (n, k)) in enumerate(cases):
+        w, values, meta = packed(n, k, dtype, gen)
+        # pre-activations of unit scale, where relu and both GELUs bend
+        x = (torch.randn(m, k, device="cuda", generator=gen) / k ** 0.5).to(dtype)
+        has_bias, activation = EPILOGUES[i % len(EPILOGUES)]
+        bias = torch.randn(n, device="cuda", generator=gen) * 0.5 if has_bias else None
+        y = torch.full((m, n), float("nan"), dtype=dtype, device="cuda")
+        wgmma.launch(x, values, meta, bias, y, ACTIVATION_CODES[activation], cfg)
+        err = relative_error(y, expected(x, w, bias, activation))
+        if torch.isnan(y).any() or not err < TOLERANCE[dtype]:
+            failures.append((m, n, k, has_bias, activation, err, int(torch.isnan(y).sum())))
+    assert not failures, failures[:6]
+
+
+@pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
+def test_inf_in_x_meets_only_kept_weights():
+    gen = torch.Generator(device="cuda").manual_seed(7)
+    w, values, meta = packed(256, 256, torch.float16, gen)
+    x = torch.randn(64, 256, device="cuda", generator=gen).half()
+    x[3, 5] = float("inf")
+    y = torch.empty(64, 256, dtype=torch.float16, device="cuda")
+    wgmma.launch(x, values, meta, None, y, 0, wgmma.heuristic_config(64, 256, 256))
+    kept = w[:, 5] != 0
+    # row 3: +-inf where the weight of column 5 was kept, finite where it was pruned (skipped)
+    assert torch.isinf(y[3, kept]).all() and torch.isfinite(y[3, ~kept]).all()
+    assert torch.isfinite(torch.cat([y[:3], y[4:]])).all()
