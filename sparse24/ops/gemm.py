@@ -17,12 +17,11 @@ import torch
 import triton
 
 from sparse24 import reference
+from sparse24.activations import ACTIVATIONS
 from sparse24.kernels.sparse_dot import _sparse_dot_kernel, _splitk_reduce_kernel
 from sparse24.kernels.sparse_mma import _sparse_mma_kernel
 from sparse24.ops._checks import GEMM_DTYPES, check_packed, use_triton
 from sparse24.ops.launch import CachedLaunch
-
-ACTIVATIONS = {None: 0, "relu": 1, "gelu": 2, "gelu_tanh": 3}
 
 
 # ------------------------------------------------------------------------------------ configs
