@@ -6,7 +6,7 @@ import triton.language as tl
 
 @triton.jit
 def _activate(y, ACTIVATION: tl.constexpr):
-    """ACTIVATION codes (sparse24/ops/linear.py maps names to them): 0 none, 1 relu,
+    """ACTIVATION codes (sparse24/activations.py maps names to them): 0 none, 1 relu,
     2 gelu (erf form, as nn.GELU() and Hugging Face's "gelu"), 3 gelu_tanh ("gelu_new")."""
     if ACTIVATION == 1:
         y = tl.maximum(y, 0.0)
@@ -14,8 +14,11 @@ def _activate(y, ACTIVATION: tl.constexpr):
         y = 0.5 * y * (1.0 + tl.erf(y * 0.7071067811865476))
     elif ACTIVATION == 3:
         # 0.5 * (1 + tanh(u)) == sigmoid(2u): one exp instead of a tanh Triton lacks on every backend.
-        u = 0.7978845608028654 * (y + 0.044715 * y * y * y)
-        y = y * tl.sigmoid(2.0 * u)
+        # sigmoid(z) from e = exp(-|z|), which never overflows (1 / (1 + exp(-z)) overflows exp for
+        # z below about -88: harmless on a GPU, a RuntimeWarning under the interpreter).
+        z = 1.5957691216057308 * (y + 0.044715 * y * y * y)
+        e = tl.exp(-tl.abs(z))
+        y = y * tl.where(z >= 0, 1.0, e) / (1.0 + e)
     return y
 
 

@@ -11,10 +11,8 @@ from torch import nn
 from sparse24.layout import LAYOUT_VERSION, meta_shape
 from sparse24.nn import SparseLinear
 from sparse24.ops import compress, prune_24
+from tolerances import REL_TOL
 
-# Relative error (norm of the difference / norm of the reference) allowed per dtype. The
-# reference is computed in float64 from the same (rounded) weights and inputs.
-REL_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
 
 # An odd number of atoms along N (48 = 3 x 16) and two 64-wide metadata chunks along K.
 N, K = 48, 128

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparse24.activations import ACTIVATIONS
+
 # (Linear attribute, activation attribute) of feed-forward blocks whose forward is exactly
 # ``act(linear(x))``: Hugging Face's *Intermediate blocks (BERT, RoBERTa, MPNet, ELECTRA, ...)
 # and DistilBERT's FFN (lin1 -> activation -> lin2).
@@ -24,6 +26,7 @@ _TRANSFORMERS_ACTIVATIONS = (
     ("GELUTanh", "gelu_tanh"),           # F.gelu(approximate="tanh")
     ("PytorchGELUTanh", "gelu_tanh"),    # older name of GELUTanh
 )
+assert {epilogue for _, epilogue in _TRANSFORMERS_ACTIVATIONS} <= ACTIVATIONS.keys()
 
 
 def _plain_instance(act: Any, cls: type | None) -> bool:

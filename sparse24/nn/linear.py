@@ -8,10 +8,11 @@ import torch
 from torch import nn
 
 from sparse24 import ops
+from sparse24.activations import NAMES
 from sparse24.layout import LAYOUT_VERSION, granularity_error, meta_shape, values_shape
 
-ACTIVATIONS = (None, "relu", "gelu", "gelu_tanh")
-"""Epilogues that sparse24.ops.linear fuses: none, ReLU, erf GELU, tanh GELU."""
+ACTIVATIONS = NAMES
+"""Epilogues that sparse24.ops.linear fuses: none, ReLU, erf GELU, tanh GELU (sparse24.activations)."""
 
 # compress keeps positions (0, 1) of an all-zero group: nibble 0 | 1 << 2 = 4 in every group.
 # Starting from this (instead of zeros, which would name position 0 twice) makes a freshly built

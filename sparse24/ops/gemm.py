@@ -17,12 +17,11 @@ import torch
 import triton
 
 from sparse24 import reference
+from sparse24.activations import ACTIVATIONS
 from sparse24.kernels.sparse_dot import _sparse_dot_kernel, _splitk_reduce_kernel
 from sparse24.kernels.sparse_mma import _sparse_mma_kernel
 from sparse24.ops._checks import GEMM_DTYPES, check_packed, use_triton
 from sparse24.ops.launch import CachedLaunch
-
-ACTIVATIONS = {None: 0, "relu": 1, "gelu": 2, "gelu_tanh": 3}
 
 
 # ------------------------------------------------------------------------------------ configs
@@ -243,6 +242,20 @@ def check_linear_inputs(x, values, meta, bias, activation) -> None:
             raise ValueError(f"sparse24.linear: bias is on {bias.device} but x is on {x.device}")
         if bias.dtype not in (x.dtype, torch.float32):
             raise TypeError(f"sparse24.linear: bias is {bias.dtype}; use {x.dtype} or float32")
+        if bias.stride(0) != 1:
+            # The epilogue loads bias[features] at bias_ptr + features: a strided bias would be
+            # read at the wrong places, an expanded one (stride 0) past its storage.
+            raise ValueError(
+                f"sparse24.linear: bias must be a contiguous vector (stride 1), got stride "
+                f"{bias.stride(0)} (a slice such as b[::2], or an expand()); pass bias.contiguous()"
+            )
+    if values.is_cuda and values.data_ptr() % 16:
+        # The mma family loads each lane's 4 value registers with one 16-byte ld.global.v4.
+        raise ValueError(
+            f"sparse24.linear: the packed values start at an address that is not 16-byte aligned "
+            f"(storage offset {values.storage_offset()} elements); every tensor torch allocates "
+            "is aligned: pass values.clone()"
+        )
 
 
 def linear(
@@ -254,13 +267,21 @@ def linear(
 ) -> torch.Tensor:
     """y = act(x @ W^T + bias), W the dense 2:4 weight [N, K] that (values, meta) pack.
 
-    x: [..., K], float16 or bfloat16 (float32 on the CPU reference path), any number of tokens.
-    activation: None, "relu", "gelu" (erf) or "gelu_tanh". Accumulation is float32.
-    A NaN or Inf in x reaches every output whose kept weights meet it. On the sparse tensor cores
-    (the "mma" family) pruned weights are skipped, not multiplied, so 0 x Inf gives no NaN there,
-    unlike the masked dense product; the weight-streaming "dot" family (few tokens) multiplies the
-    unpacked zeros, so there an Inf or NaN in x makes its whole output row NaN, as F.linear on the
-    masked dense weight would.
+    x: [..., K], float16 or bfloat16 (float32 on the CPU reference path), any number of tokens, any
+    strides (a transposed or otherwise non-contiguous x is copied first). bias: [N], float32 or
+    x's dtype, contiguous (a strided or expanded bias is refused). values and meta: as compress
+    made them (contiguous; on a GPU, values 16-byte aligned). activation: None, "relu", "gelu" (erf)
+    or "gelu_tanh". Accumulation is float32.
+
+    Non-finite x: a NaN in x reaches every output whose kept weights meet it. What an Inf gives
+    depends on the kernel family that runs. The weight-streaming "dot" family (the one the CPU
+    interpreter runs, and GPU configs for N not a multiple of 64) multiplies the unpacked zeros,
+    exactly as F.linear on the masked dense weight: an Inf at x[r, c] makes y[r, f] +-Inf where
+    W[f, c] is kept and NaN where it is pruned (0 x Inf), so about half the row is NaN and half
+    Inf, and a NaN makes the whole row NaN. On the sparse tensor cores (the "mma" family) pruned
+    weights are skipped, not multiplied: the Inf gives +-Inf where W[f, c] is kept and leaves the
+    other outputs of the row finite, and a NaN reaches only the outputs whose kept weights meet it
+    (as sparse24.reference.linear_ref computes).
     """
     check_linear_inputs(x, values, meta, bias, activation)
     if _plain_eager_call(x, values, meta, bias):

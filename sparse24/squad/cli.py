@@ -148,8 +148,13 @@ def config_from_args(args: argparse.Namespace) -> SquadConfig:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run the experiment; 0 on success, 1 when the sparse24 kernel check fails."""
-    results = pipeline.run(config_from_args(args))
+    """Run the experiment; 0 on success, 1 when the sparse24 check fails, 2 on a usage error (a
+    missing model or data file, options that go together), printed as one line."""
+    try:
+        results = pipeline.run(config_from_args(args))
+    except pipeline.SquadUsageError as err:
+        print(f"python -m sparse24 squad: error: {err}", file=sys.stderr)
+        return 2
     if results is None:  # a non-main torchrun rank: it trained, the main rank reports
         return 0
     check = results.get("kernel_check")

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from sparse24.squad._progress import tqdm
 from sparse24.squad.data import SquadExample
 from sparse24.squad.metric import squad_v1_scores
 from sparse24.squad.postprocess import predict_answers

@@ -8,6 +8,8 @@ Stages and what each score means (all Exact Match / F1 on the same evaluation qu
    whose weights are exactly 2:4 ("masked dense").
 4. ``sparse24_kernels``: the same weights packed into sparse24's kernels (``sparsify_``), in fp16
    on CUDA. It must match stage 3 within 0.1 F1: the kernels change the arithmetic, not the model.
+   Without a GPU the packed layers run ops.linear's PyTorch reference in float32 instead: that
+   stage is ``sparse24_reference``, labelled so (not as kernels) in the logs and tables.
 
 Under ``torchrun`` every rank trains (the Trainer shards the data); evaluation, the kernel swap and
 the result files are the main process's job.
@@ -36,6 +38,11 @@ from sparse24.squad.preprocess import (
 from sparse24.squad.train import TrainSettings, barrier, fine_tune, is_main_process, world
 
 KERNEL_F1_TOLERANCE = 0.1  # sparse24 kernels vs the masked dense model, in F1 points
+
+
+class SquadUsageError(Exception):
+    """A problem with what the run was asked to do (a missing model or data file, options that go
+    together): the command line prints it as one line and exits with status 2."""
 
 
 @dataclass
@@ -115,20 +122,56 @@ def set_seed(seed: int) -> None:
     hf_set_seed(seed)
 
 
-def load_model(name: str):
-    """(model, fast tokenizer) from the hub or a local directory.
+def _model_not_found(name: str, offline: bool, err: Exception) -> SquadUsageError:
+    from pathlib import Path  # noqa: PLC0415
+
+    try:
+        from huggingface_hub import constants  # noqa: PLC0415
+
+        cache = constants.HF_HUB_CACHE
+    except ImportError:  # pragma: no cover (transformers depends on it)
+        cache = "the Hugging Face cache"
+    where = f"no directory {Path(name).resolve()}, and not in the Hugging Face cache {cache}"
+    if offline:
+        return SquadUsageError(f"model {name!r} not found: {where} (--offline: nothing is downloaded)")
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return SquadUsageError(f"model {name!r} not found: {where}, and the hub said: {first}")
+
+
+def load_model(name: str, offline: bool = False):
+    """(model, fast tokenizer) from a local directory, the local Hugging Face cache or (unless
+    ``offline``) the hub. A model found nowhere raises SquadUsageError naming where it looked.
 
     A checkpoint without a QA head (e.g. a sentence-embedding model) gets a freshly initialized
     ``qa_outputs`` layer; transformers warns about it, and fine-tuning trains it.
     """
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer  # noqa: PLC0415
 
-    tokenizer = AutoTokenizer.from_pretrained(name, use_fast=True)
+    from pathlib import Path  # noqa: PLC0415
+
+    if offline and not Path(name).is_dir():
+        # Settled before transformers is asked: it may still reach for the hub otherwise.
+        from huggingface_hub import snapshot_download  # noqa: PLC0415
+
+        try:
+            name_or_dir = snapshot_download(name, local_files_only=True)
+        except Exception as err:  # noqa: BLE001  (not cached, or not a valid repo id)
+            raise _model_not_found(name, offline, err) from None
+        name = name_or_dir
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, use_fast=True, local_files_only=offline)
+    except OSError as err:  # transformers' "not a local folder and not a valid model identifier"
+        raise _model_not_found(name, offline, err) from None
     if not tokenizer.is_fast:
         raise ValueError(f"{name} has no fast tokenizer; SQuAD preprocessing needs offset mappings")
     # float32 master weights whatever the checkpoint stores: transformers 5 loads the stored dtype
     # by default, and the fp16 offline checkpoints then trained not at all (loss stuck at ln(384)).
-    model = AutoModelForQuestionAnswering.from_pretrained(name, dtype=torch.float32)
+    try:
+        model = AutoModelForQuestionAnswering.from_pretrained(
+            name, dtype=torch.float32, local_files_only=offline
+        )
+    except OSError as err:
+        raise _model_not_found(name, offline, err) from None
     return model, tokenizer
 
 
@@ -194,15 +237,18 @@ class _Prepared:
 
 def _prepare(config: SquadConfig) -> _Prepared:
     """Load data, model and tokenizer; build the training and evaluation features."""
-    data = load_squad(
-        config.train_file,
-        config.dev_file,
-        config.squad_dev_gz,
-        config.offline,
-        config.hub_dataset,
-        log=log,
-    )
-    model, tokenizer = load_model(config.model)
+    try:
+        data = load_squad(
+            config.train_file,
+            config.dev_file,
+            config.squad_dev_gz,
+            config.offline,
+            config.hub_dataset,
+            log=log,
+        )
+    except FileNotFoundError as err:  # a missing dev set or data file: its message says which
+        raise SquadUsageError(str(err)) from None
+    model, tokenizer = load_model(config.model, offline=config.offline)
     train_examples = _take(data.train, config.max_train_samples)
     eval_examples = _take(data.eval, config.max_eval_samples)
     show = config.progress and is_main_process()
@@ -241,8 +287,24 @@ def _score(p: _Prepared, config: SquadConfig, stage: str, autocast: bool = True)
     return result
 
 
+def _runs_kernels(model: torch.nn.Module) -> bool:
+    """True when the swapped layers run sparse24's Triton kernels (fp16/bf16 on CUDA, or under the
+    Triton interpreter); False when ops.linear falls back to its PyTorch reference (e.g. a float32
+    model on a CPU)."""
+    from sparse24.nn import SparseLinear  # noqa: PLC0415
+    from sparse24.ops._checks import GEMM_DTYPES, use_triton  # noqa: PLC0415
+
+    layers = [m for m in model.modules() if isinstance(m, SparseLinear)]
+    return bool(layers) and all(
+        use_triton(m.values) and m.values.dtype in GEMM_DTYPES for m in layers
+    )
+
+
 def _kernel_stage(p: _Prepared, config: SquadConfig, scores: dict) -> tuple[object, dict, float]:
-    """Swap in sparse24 kernels, evaluate, and check the F1 against the masked dense model.
+    """Swap in sparse24's SparseLinear layers, evaluate, and check the F1 against the masked dense
+    model. On CUDA the model goes to fp16 and the layers run the kernels (stage
+    ``sparse24_kernels``); without a GPU the model stays float32 and ops.linear runs its PyTorch
+    reference, so the stage is ``sparse24_reference`` and is reported as such, never as kernels.
 
     Returns (sparsify report, check record, seconds spent in sparsify_).
     """
@@ -254,11 +316,15 @@ def _kernel_stage(p: _Prepared, config: SquadConfig, scores: dict) -> tuple[obje
     sparsify_report = sparsify_(p.model)
     seconds = time.perf_counter() - t0
     log(str(sparsify_report).splitlines()[0])
-    scores["sparse24_kernels"] = _score(p, config, "sparse24_kernels", autocast=False)
-    f1_kernels, f1_dense = scores["sparse24_kernels"]["f1"], scores["sparse_finetuned"]["f1"]
-    diff = abs(f1_kernels - f1_dense)
+    kernels = _runs_kernels(p.model)
+    stage = "sparse24_kernels" if kernels else "sparse24_reference"
+    scores[stage] = _score(p, config, stage, autocast=False)
+    f1_sparse, f1_dense = scores[stage]["f1"], scores["sparse_finetuned"]["f1"]
+    diff = abs(f1_sparse - f1_dense)
     check = {
-        "f1_kernels": f1_kernels,
+        "ran": report.STAGES[stage],
+        "stage": stage,
+        "f1_sparse24": f1_sparse,
         "f1_masked_dense": f1_dense,
         "abs_diff_f1": diff,
         "tolerance_f1": KERNEL_F1_TOLERANCE,
@@ -266,10 +332,36 @@ def _kernel_stage(p: _Prepared, config: SquadConfig, scores: dict) -> tuple[obje
     }
     verdict = "<= {} -> OK" if check["passed"] else "> {} -> FAILED"
     log(
-        f"check: sparse24 kernels F1 {f1_kernels:.2f} vs masked dense F1 {f1_dense:.2f}: "
+        f"check: {report.STAGES[stage]} F1 {f1_sparse:.2f} vs masked dense F1 {f1_dense:.2f}: "
         f"|dF1| = {diff:.3f} " + verdict.format(KERNEL_F1_TOLERANCE)
     )
     return sparsify_report, check, seconds
+
+
+def check_usage(config: SquadConfig) -> None:
+    """What can be refused before anything is loaded; with ``offline``, also turn the Hugging Face
+    libraries offline (read when they are first imported; from_pretrained also gets
+    local_files_only)."""
+    if (config.train_file is None) != (config.dev_file is None):
+        given, missing = (
+            ("--train-file", "--dev-file") if config.train_file else ("--dev-file", "--train-file")
+        )
+        raise SquadUsageError(
+            f"{given} needs {missing} as well (local files: both); to split a single dev set by "
+            "article use --offline or --squad-dev-gz PATH"
+        )
+    try:
+        import transformers  # noqa: F401, PLC0415
+    except ImportError:
+        raise SquadUsageError(
+            "the squad command needs transformers, accelerate, matplotlib and tqdm: "
+            "pip install -e '.[bert]'"
+        ) from None
+    if config.offline:
+        import os  # noqa: PLC0415
+
+        for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            os.environ.setdefault(var, "1")
 
 
 def run(config: SquadConfig | None = None, **overrides) -> dict | None:
@@ -279,6 +371,7 @@ def run(config: SquadConfig | None = None, **overrides) -> dict | None:
     override fields of ``config``.
     """
     config = dataclasses.replace(config or SquadConfig(), **overrides)
+    check_usage(config)
     t_start = time.perf_counter()
     set_seed(config.seed)
     if config.speed_results:
@@ -345,7 +438,9 @@ def run(config: SquadConfig | None = None, **overrides) -> dict | None:
         "precision": {
             "train": training["dense"]["precision"],
             "eval": "fp16 autocast" if on_gpu else "fp32",
-            "kernels": "fp16" if on_gpu else "fp32",
+            "sparse24": None if kernel_check is None else (
+                "fp16, sparse24 kernels" if kernel_check["stage"] == "sparse24_kernels"
+                else "fp32, PyTorch reference (no GPU)"),
         },
         "world_size": world()[1],
         "environment": report.environment(),

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
+from sparse24.squad._progress import tqdm
 from sparse24.squad.data import SquadExample
 
 MAX_LENGTH = 384

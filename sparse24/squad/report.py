@@ -29,6 +29,7 @@ STAGES = {
     "pruned_no_retrain": "2:4 pruned, no retraining",
     "sparse_finetuned": "2:4 sparse fine-tuned (masked dense)",
     "sparse24_kernels": "2:4 sparse24 kernels",
+    "sparse24_reference": "2:4 sparse24 layers, PyTorch reference (no GPU)",
 }
 _SPEED_KEYS = ("batch_size", "dense_ms", "sparse_ms")
 
@@ -183,7 +184,9 @@ def markdown_table(results: dict, speed_rows: Sequence[dict] = ()) -> str:
     scores = results["results"]
     dense_label = f"dense ({results['precision']['eval']})"
     # The 2:4 column is the sparse24 kernel model when it ran, else the masked dense model.
-    sparse_key = "sparse24_kernels" if "sparse24_kernels" in scores else "sparse_finetuned"
+    sparse_key = next(
+        k for k in ("sparse24_kernels", "sparse24_reference", "sparse_finetuned") if k in scores
+    )
     lines = [
         f"SQuAD v1.1, {results['model']}, {results['data']['source']} "
         f"({results['data']['train_questions']:,} fine-tune / "
@@ -214,7 +217,8 @@ def markdown_table(results: dict, speed_rows: Sequence[dict] = ()) -> str:
         verdict = "passed" if check["passed"] else "FAILED"
         lines += [
             "",
-            f"sparse24 kernels vs masked dense: |dF1| = {check['abs_diff_f1']:.3f} "
+            f"{STAGES[check.get('stage', 'sparse24_kernels')]} vs masked dense: "
+            f"|dF1| = {check['abs_diff_f1']:.3f} "
             f"(tolerance {check['tolerance_f1']}): {verdict}",
         ]
     return "\n".join(lines) + "\n"

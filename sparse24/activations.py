@@ -1,0 +1,23 @@
+"""The epilogue activations of sparse24.ops.linear, defined once.
+
+``ACTIVATIONS`` maps each name to the code the Triton epilogue takes (kernels/epilogue.py,
+``_activate``); ``REFERENCE`` maps the same names to the plain-PyTorch function (float32 and up).
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+ACTIVATIONS: dict[str | None, int] = {None: 0, "relu": 1, "gelu": 2, "gelu_tanh": 3}
+"""None, ReLU, GELU in its erf form (nn.GELU(), Hugging Face "gelu"), GELU's tanh approximation
+(nn.GELU(approximate="tanh"), Hugging Face "gelu_new")."""
+
+NAMES: tuple[str | None, ...] = tuple(ACTIVATIONS)
+
+REFERENCE = {
+    None: lambda y: y,
+    "relu": F.relu,
+    "gelu": lambda y: F.gelu(y, approximate="none"),
+    "gelu_tanh": lambda y: F.gelu(y, approximate="tanh"),
+}
+assert REFERENCE.keys() == ACTIVATIONS.keys()
