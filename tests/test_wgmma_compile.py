@@ -77,3 +77,52 @@ def test_offset_mismatch_refuses_to_run(monkeypatch):
     cfg = {"family": "wgmma", "BT": 128, "STAGES": 2, "GROUP": 8}
     with pytest.raises(wgmma.SharedMemoryOffsetError, match="Refusing to run"):
         wgmma._verify((), (1,), cfg, "float16", False, 0)
+
+
+# ------------------------------------------------------------------ dispatch (one rule, CPU-checked)
+def _pretend_sm90(monkeypatch, sm90: bool):
+    import torch
+
+    from sparse24.ops import gemm
+
+    monkeypatch.setattr(wgmma, "supported", lambda index: sm90)
+    monkeypatch.setattr(gemm, "_sm_count", lambda index: 132)
+    gemm.heuristic_config.cache_clear()
+    return torch.device("cuda", 0)
+
+
+@pytest.mark.parametrize("sm90", [True, False])
+def test_dispatch_rule_sm90_many_tokens_take_wgmma(monkeypatch, sm90):
+    from sparse24.ops import configs, gemm
+
+    cuda = _pretend_sm90(monkeypatch, sm90)
+    try:
+        for m in (1, 16, 64, 65, 384, 24576):
+            want = "wgmma" if sm90 and m > gemm.WGMMA_MIN_TOKENS else "mma"
+            assert gemm.heuristic_config(m, 3072, 768, cuda)["family"] == want, m
+            families = {c["family"] for c in configs.candidates(m, 3072, 768, on_gpu=True, device=cuda)}
+            assert families == {"wgmma"} if want == "wgmma" else "wgmma" not in families, (m, families)
+    finally:
+        gemm.heuristic_config.cache_clear()
+
+
+def test_cached_config_across_the_rule_is_not_used(monkeypatch):
+    import torch
+
+    from sparse24.ops import gemm, tuning_bridge
+
+    cuda = _pretend_sm90(monkeypatch, True)
+    old_mma = {"family": "mma", "BLOCK_F": 128, "BLOCK_T": 32, "GROUP_T": 8, "PREFETCH": 1,
+               "SPLIT_K": 1, "num_warps": 4, "num_stages": 1}
+    tuned = {"family": "wgmma", "BT": 128, "STAGES": 3, "GROUP": 8}
+    try:
+        monkeypatch.setattr(tuning_bridge, "lookup", lambda *a: old_mma)
+        assert gemm.choose_config(4096, 768, 768, torch.float16, cuda)["family"] == "wgmma"
+        assert gemm.choose_config(16, 768, 768, torch.float16, cuda) == old_mma
+        monkeypatch.setattr(tuning_bridge, "lookup", lambda *a: tuned)
+        assert gemm.choose_config(4096, 768, 768, torch.float16, cuda) == tuned
+        assert gemm.choose_config(16, 768, 768, torch.float16, cuda)["family"] == "mma"
+        assert tuning_bridge.well_formed(tuned, 768, 768)
+        assert not tuning_bridge.well_formed({**tuned, "BT": 96}, 768, 768)
+    finally:
+        gemm.heuristic_config.cache_clear()

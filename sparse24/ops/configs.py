@@ -53,6 +53,15 @@ def dot_candidates(m: int, n: int, k: int) -> list[dict]:
     return configs
 
 
-def candidates(m: int, n: int, k: int, on_gpu: bool) -> list[dict]:
-    """Every config worth timing for an [m, k] x [n, k]^T problem (mma needs a GPU)."""
+def candidates(m: int, n: int, k: int, on_gpu: bool, device=None) -> list[dict]:
+    """Every config worth timing for an [m, k] x [n, k]^T problem (mma needs a GPU). On sm90 with
+    more than ``gemm.WGMMA_MIN_TOKENS`` tokens only the wgmma family serves (the dispatch rule)."""
+    import torch
+
+    from sparse24.ops import gemm, wgmma
+
+    if on_gpu and device is None and torch.cuda.is_available():
+        device = torch.device("cuda", torch.cuda.current_device())
+    if on_gpu and device is not None and gemm.uses_wgmma(m, device):
+        return wgmma.candidates(m, n, k)
     return (mma_candidates(m, n, k) if on_gpu else []) + dot_candidates(m, n, k)

@@ -1,7 +1,11 @@
 """sparse24.ops.linear (module gemm): y = act(x @ W^T + bias) with W packed 2:4; launchers and registration.
 
-Two kernel families serve it (kernels/sparse_mma.py, kernels/sparse_dot.py):
-- "mma": the sparse tensor cores (mma.sp), for token counts where arithmetic dominates;
+Three kernel families serve it (kernels/sparse_wgmma.py, kernels/sparse_mma.py, kernels/sparse_dot.py):
+- "wgmma": Hopper's sparse tensor cores (wgmma.mma_async.sp, a Gluon kernel) for more than
+  ``WGMMA_MIN_TOKENS`` tokens on sm90 (H100, H200): 1.24-1.53x cuBLAS on the bench shapes at
+  M >= 24576 (BERT) and M >= 1024 (LLM) on an H200 (bench/results/h200/wgmma_sweep_b50bc5c.log);
+- "mma": the sparse tensor cores through the sm80 instruction (mma.sp), on sm80-sm89 for token
+  counts where arithmetic dominates, and everywhere for few tokens (split-K streams the weight);
 - "dot": unpack the weight in registers and tl.dot, with split-K, for few tokens, where moving the
   weight dominates (the packed weight is 9/16 of the dense bytes). It is also the family the Triton
   interpreter can run (inline asm cannot), so CPU tests exercise it.
@@ -21,6 +25,7 @@ from sparse24.activations import ACTIVATIONS
 from sparse24.kernels.sparse_dot import _sparse_dot_kernel, _splitk_reduce_kernel
 from sparse24.kernels.sparse_mma import _sparse_mma_kernel
 from sparse24.ops._checks import GEMM_DTYPES, check_packed, use_triton
+from sparse24.ops import wgmma
 from sparse24.ops.launch import CachedLaunch
 
 
@@ -39,6 +44,16 @@ def _divides(block: int, n: int) -> bool:
     return n % block == 0
 
 
+# More tokens than this on sm90 go to the wgmma family; up to it, the mma family's split-K streams
+# the weight (1.37-1.55x cuBLAS at M <= 16 in CUDA graphs, bench/results/h100/gemm.md).
+WGMMA_MIN_TOKENS = 64
+
+
+def uses_wgmma(m: int, device: torch.device) -> bool:
+    """The one dispatch rule for the sm90 family (the tuner and the heuristic both follow it)."""
+    return device.type == "cuda" and m > WGMMA_MIN_TOKENS and wgmma.supported(device.index or 0)
+
+
 @functools.lru_cache(maxsize=4096)
 def heuristic_config(m: int, n: int, k: int, device: torch.device) -> dict:
     """A config without tuning, shaped after the H100 sweep in bench/results/h100/gemm_variants.jsonl.
@@ -53,6 +68,8 @@ def heuristic_config(m: int, n: int, k: int, device: torch.device) -> dict:
     weight-streaming "dot" family. Memoized (it runs on every untuned call): do not modify the
     returned dict.
     """
+    if uses_wgmma(m, device):
+        return wgmma.heuristic_config(m, n, k)
     block_f = next((b for b in (256, 128, 64) if _divides(b, n)), None)
     if device.type != "cuda" or block_f is None:
         block_n = next(b for b in (128, 64, 32, 16) if _divides(b, n))
@@ -79,6 +96,8 @@ def heuristic_config(m: int, n: int, k: int, device: torch.device) -> dict:
 
 def config_fits(config: dict, n: int, k: int) -> bool:
     """Whether a (possibly cached) config can serve an [n, k] weight."""
+    if config["family"] == "wgmma":  # TMA and clamped metadata reads take any packable [n, k]
+        return True
     block = config["BLOCK_F"] if config["family"] == "mma" else config["BLOCK_N"]
     return _divides(block, n) and config.get("SPLIT_K", 1) <= k // 64
 
@@ -88,7 +107,10 @@ def choose_config(m: int, n: int, k: int, dtype: torch.dtype, device: torch.devi
         from sparse24.ops import tuning_bridge
 
         cached = tuning_bridge.lookup(m, n, k, dtype, device)
-        if cached is not None and config_fits(cached, n, k):
+        # a cached config of the other side of the sm90 rule (e.g. an mma entry tuned before the
+        # wgmma family existed) is not used
+        if (cached is not None and config_fits(cached, n, k)
+                and (cached["family"] == "wgmma") == uses_wgmma(m, device)):
             return cached
     config = heuristic_config(m, n, k, device)
     if device.type != "cuda" and config["family"] == "mma":
@@ -168,7 +190,9 @@ def run_config(x2, values, meta, bias, activation: int, cfg: dict, out=None) -> 
         (x2.shape[0], values.shape[0]), dtype=x2.dtype, device=x2.device)
     if x2.shape[0] == 0:
         return y
-    if cfg["family"] == "mma":
+    if cfg["family"] == "wgmma":
+        wgmma.launch(x2, values, meta, bias, y, activation, cfg)
+    elif cfg["family"] == "mma":
         _launch_mma(x2, values, meta, bias, y, activation, cfg)
     else:
         _launch_dot(x2, values, meta, bias, y, activation, cfg)

@@ -44,10 +44,11 @@ SIBLING_DEFAULTS: dict[tuple[tuple[int, int], int], tuple[str, ...]] = {
 _REQUIRED = {
     "mma": ("BLOCK_F", "BLOCK_T", "GROUP_T", "PREFETCH", "num_warps", "num_stages"),
     "dot": ("BLOCK_M", "BLOCK_N", "SPLIT_K", "num_warps", "num_stages"),
+    "wgmma": ("BT", "STAGES", "GROUP"),
 }
 # Keys a config may leave out (mma configs tuned before split-K existed run unsplit).
-_OPTIONAL = {"mma": ("SPLIT_K",), "dot": ()}
-_POWERS_OF_TWO = ("BLOCK_F", "BLOCK_T", "BLOCK_M", "BLOCK_N", "num_warps")
+_OPTIONAL = {"mma": ("SPLIT_K",), "dot": (), "wgmma": ()}
+_POWERS_OF_TWO = ("BLOCK_F", "BLOCK_T", "BLOCK_M", "BLOCK_N", "num_warps", "BT")
 
 # (device index, dtype, n, k, m bucket) -> config or None
 _memo: dict[tuple[int, torch.dtype, int, int, int], dict | None] = {}

@@ -59,7 +59,7 @@ def heuristic_config(m: int, n: int, k: int) -> dict:
 @functools.lru_cache(maxsize=None)
 def supported(device_index: int) -> bool:
     """wgmma.sp needs sm_90a (H100, H200); Gluon is in every Triton sparse24 supports."""
-    return torch.cuda.get_device_capability(device_index) == (9, 0)
+    return torch.cuda.is_available() and torch.cuda.get_device_capability(device_index) == (9, 0)
 
 
 @functools.lru_cache(maxsize=None)
