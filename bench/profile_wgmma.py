@@ -1,0 +1,34 @@
+"""One sm90-family launch per shape, for Nsight Compute (the largest BERT and LLM shapes):
+
+    ncu --clock-control none -k regex:_sparse_wgmma_kernel --launch-skip 1 --launch-count 2 \
+        --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
+        python bench/profile_wgmma.py
+
+Each shape runs twice (a warm-up launch that compiles, then the profiled one).
+"""
+
+import sys
+
+import torch
+
+SHAPES = [(98304, 3072, 768), (8192, 8192, 8192)]
+
+
+def main() -> int:
+    import sparse24.ops as ops
+    from sparse24.ops import gemm
+
+    for m, n, k in SHAPES:
+        w = ops.prune_24(torch.randn(n, k, device="cuda", dtype=torch.float16))
+        values, meta = ops.compress(w)
+        x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+        cfg = gemm.choose_config(m, n, k, x.dtype, x.device)
+        print(m, n, k, cfg, flush=True)
+        for _ in range(2):
+            gemm.run_config(x, values, meta, None, 0, cfg)
+        torch.cuda.synchronize()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
