@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The GPU-machine runs behind bench/results/h200 (one call each, stages chosen by argument):
+#   bash bench/device_session.sh OUT_DIR tests gemm16      # GPU suite, then the fp16 GEMM table
+#   bash bench/device_session.sh OUT_DIR gemmbf16 bert overhead pack profile
+# Every stage has its own time limit so one slow stage cannot eat the others' time.
+set -u
+out=$1; shift
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || echo "pip install failed"
+nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader
+for stage in "$@"; do
+  echo "=== $stage $(date -u +%H:%M:%S)"
+  case $stage in
+    tests) timeout 260 python3 -m pytest -m gpu -q -n 8 -p no:cacheprovider tests \
+             >"$out/pytest_gpu.txt" 2>&1; tail -15 "$out/pytest_gpu.txt" ;;
+    gemm16) mkdir -p "$out/fp16"; timeout 280 python3 bench/gemm.py --out-dir "$out/fp16" 2>&1 | tail -45 ;;
+    gemmbf16) mkdir -p "$out/bf16"; timeout 150 python3 bench/gemm.py --dtype bfloat16 --modes graph \
+             --no-plot --out-dir "$out/bf16" 2>&1 | tail -30 ;;
+    bert) mkdir -p "$out/bert"; timeout 200 python3 bench/bert.py --out-dir "$out/bert" --no-plot 2>&1 | tail -20 ;;
+    overhead) timeout 60 python3 bench/overhead.py --out-dir "$out" 2>&1 | tail -12 ;;
+    pack) timeout 60 python3 bench/pack.py --out-dir "$out" 2>&1 | tail -12 ;;
+    profile) timeout 120 ncu --clock-control none -k regex:_sparse_wgmma_kernel --launch-skip 1 \
+             --launch-count 1 --section SpeedOfLight --section WarpStateStats \
+             python3 bench/profile_wgmma.py >"$out/ncu_wgmma.txt" 2>&1; grep -E "Duration|Throughput|Stall|Issue" "$out/ncu_wgmma.txt" | head -30 ;;
+  esac
+done
+echo "=== done $(date -u +%H:%M:%S)"
