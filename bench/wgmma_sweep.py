@@ -39,10 +39,6 @@ def packed_weight(n: int, k: int, dtype, generator):
 
     w = ops.prune_24(torch.randn(n, k, device="cuda", generator=generator).to(dtype))
     values, meta = ops.compress(w)
-    from sparse24 import layout, reference
-
-    if layout.LAYOUT_VERSION == 1:  # until layout v2 lands: natural order from fragment order
-        values = reference._values_from_fragment_order(values).contiguous()
     return w, values, meta
 
 

@@ -1,4 +1,4 @@
-"""2:4 mask, compress and decompress kernels, and the packed layout they define (version 1).
+"""2:4 mask, compress and decompress kernels, and the packed layout they define (version 2).
 
 Packed layout contract
 ======================
@@ -8,31 +8,24 @@ every group of 4 consecutive columns at most two entries are not +0.0. N % 16 ==
 Kept positions. Each group keeps two positions idx0 < idx1 (0..3): entries with a nonzero value
 first, then negative zeros (so their sign bit survives the round trip), then the lowest positions.
 
-Atoms. The weight is cut into atoms of 16 rows x 32 columns, the A operand of one
-``mma.sp.sync.aligned.m16n8k32`` (W is the sparse A operand: 16 output features per instruction).
-Atom (nt, kb) covers rows 16*nt .. 16*nt+15 and columns 32*kb .. 32*kb+31. Within an atom, row r =
-8*hr + g (hr = 0/1, g = 0..7) and group q = 4*qh + t (qh = 0/1, t = 0..3) of that row.
+values: same dtype as W, shape [N, K/2], plain row-major in natural order: row n of values is row n
+of W compressed, and group q (columns 4q..4q+3) of that row keeps its idx0 value at column 2q and
+its idx1 value at column 2q + 1. So TMA copies boxes of it straight into the sparse A operand of
+Hopper's wgmma.sp (kernels/sparse_wgmma.py), and a [rows, 32] tile is the kept values of a 64-column
+chunk of W. (Layout 1 stored the same values in mma.sp A-fragment order;
+sparse24.reference.values_v1_to_natural converts.)
 
-values: same dtype as W, shape [N, K/2], memory order [N/16][K/32][lane 32][8 elements]. The two
-kept values of group q of row r of atom (nt, kb) (idx0 value first) are elements j = 0, 1 of
+meta: int32, shape [N/16, K/64, 32]. Rows are cut into bands of 16 (one mma.sp atom's rows; 16 of
+a wgmma.sp warp's 64) and columns into chunks of 64. Row r = 16 * band + 8 * hr + g (hr = 0/1,
+g = 0..7); group q = 0..15 of chunk c has the nibble idx0 | idx1 << 2. The 16-bit half-word
+h[r, t] (t = 0..3) holds groups 4t..4t+3, group 4t+i at bits 4i..4i+3. The word of lane l = 4g + t:
 
-    offset = (nt * (K/32) + kb) * 256 + lane * 8 + reg * 2 + j,   lane = 4*g + t,  reg = 2*qh + hr
+    meta[band, c, l] = h[16 * band + g, t] | h[16 * band + g + 8, t] << 16
 
-so lane l of a warp reads its whole A fragment {r0, r1, r2, r3} of atom (nt, kb) as one 16-byte
-load at offset (nt*(K/32) + kb)*256 + 8*l, and a warp reads 512 contiguous bytes. (PTX's A fragment:
-r0 = A[g, 2t:2t+2], r1 = A[g+8, 2t:2t+2], r2 = A[g, 2t+8:2t+10], r3 = A[g+8, 2t+8:2t+10] of the 16x16
-compressed tile, low half first.) Rows of ``values`` are therefore NOT rows of W.
-
-meta: int32, shape [N/16, K/64, 32]. Chunk c covers columns 64*c .. 64*c+63 of an atom row band =
-atoms kb = 2c (issued with sparsity selector 0) and kb = 2c+1 (selector 1). Per row r, group q of
-the chunk (q = 0..15) has the nibble idx0 | idx1 << 2. The 16-bit half-word h[r, t] (t = 0..3)
-holds groups 4t..4t+3, group 4t+i at bits 4i..4i+3. The word of lane l = 4*g + t is
-
-    meta[nt, c, l] = h[g, t] | h[g + 8, t] << 16
-
-which is exactly the metadata register mma.sp expects: with selector s, lane (g, t) with t = 2s + h
-carries half h (groups 4h..4h+3) of the atom's row g (low 16 bits) and row g+8 (high 16 bits).
-One 4-byte load per lane brings the metadata of two consecutive atoms.
+which is exactly the metadata register both sparse instructions expect for 32-column steps 2c
+(sparsity selector 0) and 2c + 1 (selector 1): with selector s, lane (g, t) with t = 2s + h carries
+half h of row g (low 16 bits) and of row g + 8 (high 16 bits). mma.sp m16n8k32 reads one band per
+warp; wgmma.sp m64nNk32 reads band w of its 64 rows from warp w of the warpgroup.
 
 Bytes: K/2 values + K/8 bytes of metadata per row = 9/16 of the dense fp16 weight.
 """
@@ -95,20 +88,11 @@ def _mask_24_kernel(
 
 
 @triton.jit
-def _values_offsets(tile_n, chunk, K, BLOCK_N: tl.constexpr):
-    """Offsets [BLOCK_N, 16, 2] of the kept values of rows 16*tile_n.. and groups of 64-col chunk."""
-    r = tl.arange(0, BLOCK_N)
-    q16 = tl.arange(0, 16)
-    j = tl.arange(0, 2)
-    nt = tile_n + r // 16
-    hr = (r % 16) // 8
-    g = r % 8
-    kb = chunk * 2 + q16 // 8
-    q = q16 % 8
-    atom = nt[:, None] * (K // 32) + kb[None, :]
-    lane = 4 * g[:, None] + (q % 4)[None, :]
-    reg = 2 * (q // 4)[None, :] + hr[:, None]
-    return (atom * 256 + lane * 8 + reg * 2)[:, :, None] + j[None, None, :]
+def _load_kept(values_ptr, tile_n, chunk, K, BLOCK_N: tl.constexpr):
+    """(v0, v1), each [BLOCK_N, 16]: the kept values of rows 16*tile_n.. in 64-column chunk."""
+    rows = tile_n * 16 + tl.arange(0, BLOCK_N)
+    pairs = tl.load(values_ptr + rows[:, None] * (K // 2) + chunk * 32 + tl.arange(0, 32)[None, :])
+    return tl.split(tl.reshape(pairs, [BLOCK_N, 16, 2]))
 
 
 @triton.jit
@@ -152,14 +136,9 @@ def _compress_chunk(w_ptr, values_ptr, meta_ptr, K, stride_wn, pid_n, chunk,
     v0 = tl.where(k0, p0, tl.where(k1, p1, p2))
     v1 = tl.where(k3, p3, tl.where(k2, p2, p1))
 
-    # Fragment order of the chunk's two atoms, built in registers so that each atom row band is
-    # written as one contiguous 1 KB run (scattered 4-byte stores reached ~35% of copy bandwidth).
-    pairs = tl.reshape(tl.join(v0, v1), [BLOCK_N // 16, 2, 8, 2, 2, 4, 2])  # nt hr g s qh t j
-    pairs = tl.permute(pairs, [0, 3, 2, 5, 4, 1, 6])  # nt s g t qh hr j
-    pairs = tl.reshape(pairs, [BLOCK_N // 16, 512])
-    tile_rows = pid_n * (BLOCK_N // 16) + tl.arange(0, BLOCK_N // 16)
-    run = (tile_rows[:, None] * (K // 32) + 2 * chunk) * 256 + tl.arange(0, 512)[None, :]
-    tl.store(values_ptr + run, pairs)
+    # natural order: the chunk's kept values are a [BLOCK_N, 32] row-major tile of values
+    pairs = tl.reshape(tl.join(v0, v1), [BLOCK_N, 32])
+    tl.store(values_ptr + rows[:, None] * (K // 2) + chunk * 32 + tl.arange(0, 32)[None, :], pairs)
 
     nibble = (idx0 | (idx1 << 2)).to(tl.uint32)  # [BLOCK_N, 16]
     shifts = 4 * tl.arange(0, 4).to(tl.uint32)
@@ -212,8 +191,6 @@ def _decompress_kernel(values_ptr, meta_ptr, w_ptr, N, K, stride_wn, BLOCK_N: tl
     cols = chunk * 64 + tl.arange(0, 64)
     tile_n = pid_n * (BLOCK_N // 16)
     idx0, idx1 = _decode_meta(meta_ptr, tile_n, chunk, K, BLOCK_N)
-    offsets = _values_offsets(tile_n, chunk, K, BLOCK_N)
-    pairs = tl.load(values_ptr + offsets)
-    v0, v1 = tl.split(pairs)
+    v0, v1 = _load_kept(values_ptr, tile_n, chunk, K, BLOCK_N)
     dense = _expand(v0, v1, idx0, idx1, BLOCK_N, 64)
     tl.store(w_ptr + rows[:, None] * stride_wn + cols[None, :], dense)

@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from sparse24.kernels.epilogue import _epilogue
-from sparse24.kernels.pack import _decode_meta, _expand, _values_offsets
+from sparse24.kernels.pack import _decode_meta, _expand, _load_kept
 
 
 @triton.jit
@@ -43,7 +43,7 @@ def _sparse_dot_kernel(
     acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
     for chunk in range(first, last):
         idx0, idx1 = _decode_meta(meta_ptr, tile_n, chunk, K, BLOCK_N)
-        v0, v1 = tl.split(tl.load(values_ptr + _values_offsets(tile_n, chunk, K, BLOCK_N)))
+        v0, v1 = _load_kept(values_ptr, tile_n, chunk, K, BLOCK_N)
         w = _expand(v0, v1, idx0, idx1, BLOCK_N, 64)  # [BLOCK_N, 64] dense, zeros at pruned spots
         x = tl.load(x_ptr + rows[:, None] * stride_xm + (chunk * 64 + k64)[None, :],
                     mask=rows[:, None] < M, other=0.0)

@@ -14,13 +14,14 @@ mma D-fragment layout: per 16x8 tile, lane (g, t) = lane // 4, lane % 4 holds, i
 accumulator, whose per-warp layout repeats that pattern every 8 columns. So the accumulator is born
 from a tiny tl.dot; A and E come from inline-asm loads computed element-wise in that same layout,
 and B from a Triton layout change into it (checked in TTGIR with Triton 3.6 and 3.9: every asm op
-carries the #mma layout; SASS: LDG.E.128 for A, HMMA.SP.16832.F32. ptxas for sm_90 with Triton 3.6,
+carries the #mma layout; SASS (layout 1): LDG.E.128 for A, HMMA.SP.16832.F32. ptxas for sm_90 with Triton 3.6,
 256 x 64 tiles, 4 warps, bias + GELU epilogue: 28 local-memory instructions without prefetch, 72
 with it; none without the epilogue).
 
 Element (f, n) of the [BLOCK_F, BLOCK_T] tile, with g = f % 8, h = (f % 16) // 8, t = (n % 8) // 2,
 c = n % 2, is register r = 2h + c of lane 4g + t in tile (f // 16, n // 8). Its operands:
-  A  values word  (atom * 128 + lane * 4 + r): one 16-byte asm load of r0..r3 per lane (pack.py)
+  A  values word  (row g + 8c, word t + 4h of the atom's row segment; _a_word_offsets): four
+     4-byte asm loads per lane from the natural-order values (kernels/pack.py)
   B  x word       (token 8 * (n // 8) + g, word 16 * atom + t + 4r): two halves, k = 2t + 8r, +1;
      loaded as a coalesced tile and rearranged by Triton through shared memory (_b_operand)
   E  meta word    (atom pair, lane), shared by the 4 registers; selector 0 / 1 for even / odd atom
@@ -66,10 +67,29 @@ def _mma_sp(a, b, c, e, SELECTOR: tl.constexpr, IS_BF16: tl.constexpr):
 
 @triton.jit
 def _load_a(addr):
-    """One lane's 4 A registers: 16 contiguous bytes (the address of register 0 is used)."""
+    """One lane's 4 A registers, each from its own element's address (_a_addresses)."""
     return tl.inline_asm_elementwise(
-        "ld.global.nc.v4.u32 {$0,$1,$2,$3}, [$4];", "=r,=r,=r,=r,l,l,l,l",
-        [addr], dtype=tl.int32, is_pure=True, pack=4)
+        "ld.global.nc.u32 $0, [$4];\n\tld.global.nc.u32 $1, [$5];\n\t"
+        "ld.global.nc.u32 $2, [$6];\n\tld.global.nc.u32 $3, [$7];",
+        "=r,=r,=r,=r,l,l,l,l", [addr], dtype=tl.int32, is_pure=True, pack=4)
+
+
+@triton.jit
+def _a_word_offsets(f_local, n_local, first_row, K):
+    """[BLOCK_F, BLOCK_T] word (4-byte) offsets into the natural-order values of the A register
+    each element carries, for the first atom (32 columns) of the weight.
+
+    Element (f, n) is register r = 2h + c of lane 4g + t, with g = f % 8, h = (f % 16) // 8,
+    t = (n % 8) // 2, c = n % 2. PTX's A fragment: r0 = A[g, 2t:2t+2], r1 = A[g+8, 2t:2t+2],
+    r2 = A[g, 2t+8:2t+10], r3 = A[g+8, 2t+8:2t+10] of the atom's 16 x 16 compressed tile, so
+    register r sits in row g + 8 * (r % 2) = g + 8c and word t + 4 * (r // 2) = t + 4h of the
+    atom's 8-word row segment. Rows of values are K / 4 words apart."""
+    g = (f_local % 8)[:, None]
+    h = ((f_local % 16) // 8)[:, None]
+    t = ((n_local % 8) // 2)[None, :]
+    c = (n_local % 2)[None, :]
+    row = first_row + (f_local // 16 * 16)[:, None] + g + 8 * c
+    return row.to(tl.int64) * (K // 4) + t + 4 * h
 
 
 @triton.jit
@@ -107,10 +127,11 @@ def _load_e(addr):
 @triton.jit
 def _load_chunk(x32_ptr, a_addr, e_addr, tokens, chunk, step, M, stride_x32):
     """The operands of one 64-column chunk (2 atoms): metadata, A of both atoms, x tiles of both.
-    a_addr / e_addr point at the split's first chunk; ``step`` chunks past it is ``chunk``."""
+    a_addr / e_addr point at the split's first chunk; ``step`` chunks past it is ``chunk``.
+    A chunk is 32 values (64 bytes) of each row of values, an atom 32 bytes."""
     e = _load_e(e_addr + step * 128)
-    a0 = _load_a(a_addr + step * 1024)
-    a1 = _load_a(a_addr + step * 1024 + 512)
+    a0 = _load_a(a_addr + step * 64)
+    a1 = _load_a(a_addr + step * 64 + 32)
     x0 = _load_x_tile(x32_ptr, tokens, 2 * chunk, M, stride_x32)
     x1 = _load_x_tile(x32_ptr, tokens, 2 * chunk + 1, M, stride_x32)
     return e, a0, a1, x0, x1
@@ -155,10 +176,9 @@ def _sparse_mma_kernel(
     f_local = tl.arange(0, BLOCK_F)
     n_local = tl.arange(0, BLOCK_T)
     lane = 4 * (f_local % 8)[:, None] + ((n_local % 8) // 2)[None, :]
-    reg = 2 * ((f_local % 16) // 8)[:, None] + (n_local % 2)[None, :]
     atom_row = (pid_f * (BLOCK_F // 16) + f_local // 16)[:, None].to(tl.int64)
     # byte addresses of chunk 0; one chunk = 64 columns = 2 atoms
-    a_addr = values_addr + (atom_row * (K // 32) * 128 + lane * 4 + reg) * 4
+    a_addr = values_addr + _a_word_offsets(f_local, n_local, pid_f * BLOCK_F, K) * 4
     e_addr = meta_addr + (atom_row * (K // 64) * 32 + lane) * 4
     tokens = pid_t * BLOCK_T + n_local
 
@@ -172,13 +192,9 @@ def _sparse_mma_kernel(
     acc = tl.dot(rows, tl.zeros([16, BLOCK_T], dtype=tl.float16))
     first = pid_k * chunks_per_split
     last = tl.minimum(first + chunks_per_split, K // 64)
-    a_addr += first * 1024
+    a_addr += first * 64
     e_addr += first * 128
-    if PREFETCH == 0:
-        for chunk in range(first, last):
-            cur = _load_chunk(x32_ptr, a_addr, e_addr, tokens, chunk, chunk - first, M, stride_x32)
-            acc = _mma_chunk(acc, cur, BLOCK_F, BLOCK_T, IS_BF16)
-    elif PREFETCH == 1:
+    if PREFETCH == 1:
         # Registers double-buffer one chunk: the loads of chunk i+1 are in flight during the
         # mma of chunk i (a loop iteration is a scheduling barrier for ptxas).
         cur = _load_chunk(x32_ptr, a_addr, e_addr, tokens, first, 0, M, stride_x32)

@@ -1,10 +1,10 @@
-"""Shapes and granularity of sparse24's packed 2:4 format (layout version 1).
+"""Shapes and granularity of sparse24's packed 2:4 format (layout version 2).
 
 The bit-level contract (which value goes where, metadata bit order) is written once, at the top of
 ``kernels/pack.py``. This module only holds the numbers that host code needs.
 """
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 
 # One mma.sp.m16n8k32 instruction consumes a 16 x 32 tile of the dense weight ("an atom"):
 # 16 output features by 32 input features, of which 16 values are kept.
@@ -15,9 +15,6 @@ ATOM_K = 32
 N_MULTIPLE = 16
 K_MULTIPLE = 64
 LANES = 32
-
-SUPPORTED_DTYPES_NAMES = ("float16", "bfloat16", "float32")
-
 
 def values_shape(n: int, k: int) -> tuple[int, int]:
     """Shape of the packed values of a dense [n, k] weight (same dtype as the weight)."""

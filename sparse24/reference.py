@@ -55,8 +55,14 @@ def _to_int32(words: torch.Tensor) -> torch.Tensor:
     return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
 
 
+def values_v1_to_natural(values: torch.Tensor) -> torch.Tensor:
+    """Layout-1 values (mma.sp A-fragment order) -> layout-2 values (natural row-major order): for
+    loading checkpoints written before layout version 2. The metadata did not change."""
+    return _values_from_fragment_order(values).contiguous()
+
+
 def _values_to_fragment_order(kept: torch.Tensor) -> torch.Tensor:
-    """[N, K/2] row-major compressed values -> [N, K/2] in mma.sp A-fragment order."""
+    """[N, K/2] row-major compressed values -> [N, K/2] in mma.sp A-fragment order (layout 1)."""
     n, kh = kept.shape
     # row = 16*nt + 8*hr + g ; compressed col = 16*kb + 8*qh + 2*t + j
     v = kept.reshape(n // ATOM_N, 2, 8, kh // 16, 2, 4, 2)  # nt, hr, g, kb, qh, t, j
@@ -96,18 +102,18 @@ def _meta_positions(meta: torch.Tensor) -> torch.Tensor:
 
 
 def compress_ref(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dense 2:4 weight [N, K] -> (values [N, K/2] in fragment order, meta int32 [N/16, K/64, 32])."""
+    """Dense 2:4 weight [N, K] -> (values [N, K/2], natural order; meta int32 [N/16, K/64, 32])."""
     n, k = w.shape
     idx = kept_positions_ref(w)
     kept = torch.gather(w.reshape(n, k // 4, 4), -1, idx).reshape(n, k // 2)
-    return _values_to_fragment_order(kept).contiguous(), _meta_words(idx)
+    return kept.contiguous(), _meta_words(idx)
 
 
 def decompress_ref(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
     """Exact inverse of compress_ref."""
     n, kh = values.shape
     idx = _meta_positions(meta)
-    kept = _values_from_fragment_order(values).reshape(n, kh // 2, 2)
+    kept = values.reshape(n, kh // 2, 2)
     dense = torch.zeros(n, kh // 2, 4, dtype=values.dtype, device=values.device)
     return dense.scatter_(-1, idx, kept).reshape(n, 2 * kh)
 

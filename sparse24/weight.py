@@ -50,8 +50,9 @@ def _version_mismatch(version: Any) -> str:
 class Sparse24Weight:
     """A dense 2:4 weight W [N, K] (nn.Linear layout) held packed: ``values`` and ``meta``.
 
-    - ``values``: [N, K/2], float16 / bfloat16 / float32, contiguous, in mma.sp fragment order
-      (rows of ``values`` are not rows of W; see ``kernels/pack.py``).
+    - ``values``: [N, K/2], float16 / bfloat16 / float32, contiguous, natural row-major order
+      (row n holds the kept values of row n of W; see ``kernels/pack.py``). A layout-1 state dict
+      or file (values in mma.sp fragment order) is converted when loaded.
     - ``meta``: int32 [N/16, K/64, 32], contiguous, on the same device.
     - ``shape``: the dense shape (N, K), N % 16 == 0 and K % 64 == 0.
     - ``layout_version``: the packed layout the tensors are in; only ``sparse24.LAYOUT_VERSION``
@@ -258,6 +259,12 @@ class Sparse24Weight:
                 f"Sparse24Weight.from_state_dict: {prefix}layout_version must be an integer tensor "
                 f"of one element, got {_describe(version_record)}"
             )
+        values = state_dict[prefix + "values"]
+        if version[0] == 1 and isinstance(values, torch.Tensor) and values.dim() == 2:
+            # layout 1 held the same values in mma.sp fragment order; the metadata is unchanged
+            from sparse24.reference import values_v1_to_natural
+
+            values, version = values_v1_to_natural(values), [LAYOUT_VERSION]
         if version[0] != LAYOUT_VERSION:
             raise ValueError(f"Sparse24Weight.from_state_dict: {prefix}layout_version: "
                              f"{_version_mismatch(version[0])}")
@@ -268,7 +275,7 @@ class Sparse24Weight:
                 f"Sparse24Weight.from_state_dict: {prefix}shape must be an integer tensor [N, K], got "
                 f"{_describe(shape_record)}"
             )
-        return cls(state_dict[prefix + "values"], state_dict[prefix + "meta"], tuple(shape), version[0])
+        return cls(values, state_dict[prefix + "meta"], tuple(shape), version[0])
 
     # ------------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> None:
@@ -302,7 +309,7 @@ class Sparse24Weight:
             version = metadata.get("layout_version")
             if version is None:
                 raise ValueError(f"Sparse24Weight.load: {path} has no 'layout_version' in its metadata")
-            if version != str(LAYOUT_VERSION):
+            if version not in (str(LAYOUT_VERSION), "1"):  # 1 is converted by from_state_dict
                 raise ValueError(f"Sparse24Weight.load: {path}: {_version_mismatch(version)}")
             state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (a file, not a dict)
         return cls.from_state_dict(state).to(device=device)

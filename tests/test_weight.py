@@ -265,8 +265,8 @@ def test_foreign_safetensors_files_are_refused(seed, tmp_path):
     with pytest.raises(ValueError, match="format 'pt', expected format 'sparse24'"):
         Sparse24Weight.load(torch_file)
     other_version = tmp_path / "v2.safetensors"
-    save_file(sd, str(other_version), metadata={"format": "sparse24", "layout_version": "2"})
-    with pytest.raises(ValueError, match=f"layout version 2 does not match .* {LAYOUT_VERSION}"):
+    save_file(sd, str(other_version), metadata={"format": "sparse24", "layout_version": "3"})
+    with pytest.raises(ValueError, match=f"layout version 3 does not match .* {LAYOUT_VERSION}"):
         Sparse24Weight.load(other_version)
 
 
@@ -301,3 +301,24 @@ def test_from_semi_structured_on_cuda(seed, monkeypatch, backend, dtype):
     assert sw.shape == (64, 128) and sw.dtype == dtype and sw.device == w.device
     assert_bitwise_equal(sw.to_dense(), w)
     same_packed(sw, Sparse24Weight.from_dense(w))
+
+
+def test_layout_1_checkpoint_loads_converted(tmp_path):
+    """A state dict / file written by sparse24 before layout 2 (values in mma.sp fragment order)."""
+    from safetensors.torch import save_file
+
+    from sparse24 import ops
+    from sparse24.reference import _values_to_fragment_order
+
+    torch.manual_seed(3)
+    dense = ops.prune_24(torch.randn(32, 128, dtype=torch.float16))
+    values, meta = ops.compress(dense)
+    old = {"values": _values_to_fragment_order(values).contiguous(), "meta": meta,
+           "shape": torch.tensor([32, 128], dtype=torch.int32),
+           "layout_version": torch.tensor([1], dtype=torch.int32)}
+    assert not torch.equal(old["values"], values)
+    loaded = Sparse24Weight.from_state_dict(old)
+    assert loaded.layout_version == LAYOUT_VERSION == 2
+    assert torch.equal(loaded.values, values) and torch.equal(ops.decompress(loaded.values, loaded.meta), dense)
+    save_file(old, str(tmp_path / "v1.safetensors"), metadata={"format": "sparse24", "layout_version": "1"})
+    assert torch.equal(Sparse24Weight.load(tmp_path / "v1.safetensors").values, values)

@@ -1,0 +1,40 @@
+"""The mma.sp family's host-visible index code on a CPU (the interpreter cannot run its asm): the
+A-register addresses each element of the tile carries, against PTX's fragment table."""
+
+import numpy as np
+import pytest
+import torch
+import triton
+import triton.language as tl
+
+from sparse24.kernels.sparse_mma import _a_word_offsets
+
+
+@triton.jit
+def _offsets_kernel(out_ptr, first_row, K, BLOCK_F: tl.constexpr, BLOCK_T: tl.constexpr):
+    f = tl.arange(0, BLOCK_F)
+    n = tl.arange(0, BLOCK_T)
+    tl.store(out_ptr + f[:, None] * BLOCK_T + n[None, :], _a_word_offsets(f, n, first_row, K))
+
+
+def expected_offsets(block_f, block_t, first_row, k):
+    """PTX m16n8k32 A fragment (16 x 16 compressed tile, two halves per register): lane 4g + t
+    holds r0 = A[g, 2t:2t+2], r1 = A[g+8, 2t:2t+2], r2 = A[g, 2t+8:2t+10], r3 = A[g+8, 2t+8:2t+10].
+    The element (f, n) of the D grid is register 2h + c of lane 4 * (f % 8) + (n % 8) // 2."""
+    table = [(0, 0), (8, 0), (0, 8), (8, 8)]  # (row offset, compressed column offset) of r0..r3
+    out = np.zeros((block_f, block_t), dtype=np.int64)
+    for f in range(block_f):
+        for n in range(block_t):
+            g, t = f % 8, (n % 8) // 2
+            r = 2 * ((f % 16) // 8) + n % 2
+            drow, dcol = table[r]
+            row = first_row + 16 * (f // 16) + g + drow
+            out[f, n] = (row * (k // 2) + 2 * t + dcol) // 2  # in 4-byte words
+    return out
+
+
+@pytest.mark.parametrize("block_f, block_t, first_row, k", [(16, 8, 0, 64), (64, 32, 128, 768)])
+def test_a_register_addresses_follow_the_ptx_fragment(block_f, block_t, first_row, k):
+    out = torch.zeros(block_f, block_t, dtype=torch.int64)
+    _offsets_kernel[(1,)](out, first_row, k, block_f, block_t)
+    assert np.array_equal(out.numpy(), expected_offsets(block_f, block_t, first_row, k))
