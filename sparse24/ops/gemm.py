@@ -273,8 +273,9 @@ def check_linear_inputs(x, values, meta, bias, activation) -> None:
                 f"sparse24.linear: bias must be a contiguous vector (stride 1), got stride "
                 f"{bias.stride(0)} (a slice such as b[::2], or an expand()); pass bias.contiguous()"
             )
-    if values.is_cuda and values.data_ptr() % 16:
-        # The mma family loads each lane's 4 value registers with one 16-byte ld.global.v4.
+    # data_ptr() does not exist on the fake tensors of torch.compile tracing; eager calls check it
+    if values.is_cuda and not torch.compiler.is_compiling() and values.data_ptr() % 16:
+        # TMA (the wgmma family) needs 16-byte aligned tensors.
         raise ValueError(
             f"sparse24.linear: the packed values start at an address that is not 16-byte aligned "
             f"(storage offset {values.storage_offset()} elements); every tensor torch allocates "
