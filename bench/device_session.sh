@@ -2,6 +2,7 @@
 # The GPU-machine runs behind bench/results/h200 (one call each, stages chosen by argument):
 #   bash bench/device_session.sh OUT_DIR tests gemm16      # GPU suite, then the fp16 GEMM table
 #   bash bench/device_session.sh OUT_DIR gemmbf16 bert overhead pack profile
+#   bash bench/device_session.sh OUT_DIR levers                  # bench/levers.py A/B runs
 # Every stage has its own time limit so one slow stage cannot eat the others' time.
 set -u
 out=$1; shift
@@ -17,6 +18,8 @@ for stage in "$@"; do
     gemmbf16) mkdir -p "$out/bf16"; timeout 150 python3 bench/gemm.py --dtype bfloat16 --modes graph \
              --no-plot --out-dir "$out/bf16" 2>&1 | tail -30 ;;
     bert) mkdir -p "$out/bert"; timeout 200 python3 bench/bert.py --out-dir "$out/bert" --no-plot 2>&1 | tail -20 ;;
+    levers) timeout 300 python3 bench/levers.py mma-a-tile wgmma-tile gelu --out-dir "$out" 2>&1 \
+             | grep -v Warning | tail -40 ;;
     overhead) timeout 60 python3 bench/overhead.py --out-dir "$out" 2>&1 | tail -12 ;;
     pack) timeout 60 python3 bench/pack.py --out-dir "$out" 2>&1 | tail -12 ;;
     profile) timeout 120 ncu --clock-control none -k regex:_sparse_wgmma_kernel --launch-skip 1 \

@@ -34,7 +34,7 @@ def per_call_us(fn, calls: int) -> float:
 
 
 def run_uncached(fn):
-    from sparse24.ops.launch import CachedLaunch
+    from sparse24.ops.triton_internals import CachedLaunch
 
     CachedLaunch.enabled = False
     try:

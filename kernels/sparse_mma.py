@@ -75,6 +75,30 @@ def _load_a(addr):
 
 
 @triton.jit
+def _a_tile_pointers(values32_ptr, f_local, first_row, K):
+    """[BLOCK_F, 8] pointers to the first atom's 8 words (32 bytes) of each of the program's rows
+    of values: a plain row-major tile, loaded coalesced (16-byte vectors) and rearranged into the
+    mma layout by ``_a_operand``. Rows of values are K / 4 words apart."""
+    words = tl.arange(0, 8)
+    rows = (first_row + f_local).to(tl.int64)[:, None]
+    return values32_ptr + rows * (K // 4) + words[None, :]
+
+
+@triton.jit
+def _a_operand(tile, BLOCK_F: tl.constexpr, BLOCK_T: tl.constexpr):
+    """One atom's [BLOCK_F, 8] word tile (row-major) as the A operand of the [BLOCK_F, BLOCK_T]
+    element grid: element (f, n) needs word t + 4h of row 16 * (f // 16) + g + 8c (see
+    ``_a_word_offsets``), with g = f % 8, h = (f % 16) // 8, t = (n % 8) // 2, c = n % 2. Row
+    16 * blk + 8c + g, word 4h + t of the tile is its element (blk, c, g, h, t) after a reshape;
+    permuted to (blk, h, g, t, c) and broadcast over the token tiles it is the grid. Triton
+    stages the change through shared memory, as for B."""
+    a = tl.reshape(tile, [BLOCK_F // 16, 2, 8, 2, 4])  # blk, c, g, h, t
+    a = tl.permute(a, [0, 3, 2, 4, 1])  # blk, h, g, t, c
+    a = tl.broadcast_to(a[:, :, :, None, :, :], [BLOCK_F // 16, 2, 8, BLOCK_T // 8, 4, 2])
+    return tl.reshape(a, [BLOCK_F, BLOCK_T])
+
+
+@triton.jit
 def _a_word_offsets(f_local, n_local, first_row, K):
     """[BLOCK_F, BLOCK_T] word (4-byte) offsets into the natural-order values of the A register
     each element carries, for the first atom (32 columns) of the weight.
@@ -125,34 +149,47 @@ def _load_e(addr):
 
 
 @triton.jit
-def _load_chunk(x32_ptr, a_addr, e_addr, tokens, chunk, step, M, stride_x32):
+def _load_chunk(x32_ptr, a_addr, a_ptrs, e_addr, tokens, chunk, step, M, stride_x32,
+                A_TILE: tl.constexpr):
     """The operands of one 64-column chunk (2 atoms): metadata, A of both atoms, x tiles of both.
-    a_addr / e_addr point at the split's first chunk; ``step`` chunks past it is ``chunk``.
-    A chunk is 32 values (64 bytes) of each row of values, an atom 32 bytes."""
+    a_addr / a_ptrs / e_addr point at the split's first chunk; ``step`` chunks past it is
+    ``chunk``. A chunk is 32 values (64 bytes, 16 words) of each row of values, an atom 32 bytes.
+    A_TILE 0: A straight into the mma layout, four 4-byte asm loads per lane and atom; A_TILE 1:
+    two coalesced [BLOCK_F, 8] word tiles, rearranged when used (_mma_chunk)."""
     e = _load_e(e_addr + step * 128)
-    a0 = _load_a(a_addr + step * 64)
-    a1 = _load_a(a_addr + step * 64 + 32)
+    if A_TILE:
+        a0 = tl.load(a_ptrs + step * 16)
+        a1 = tl.load(a_ptrs + step * 16 + 8)
+    else:
+        a0 = _load_a(a_addr + step * 64)
+        a1 = _load_a(a_addr + step * 64 + 32)
     x0 = _load_x_tile(x32_ptr, tokens, 2 * chunk, M, stride_x32)
     x1 = _load_x_tile(x32_ptr, tokens, 2 * chunk + 1, M, stride_x32)
     return e, a0, a1, x0, x1
 
 
 @triton.jit
-def _mma_chunk(acc, operands, BLOCK_F: tl.constexpr, BLOCK_T: tl.constexpr, IS_BF16: tl.constexpr):
+def _mma_chunk(acc, operands, BLOCK_F: tl.constexpr, BLOCK_T: tl.constexpr, IS_BF16: tl.constexpr,
+               A_TILE: tl.constexpr):
     e, a0, a1, x0, x1 = operands
+    if A_TILE:
+        a0 = _a_operand(a0, BLOCK_F, BLOCK_T)
+        a1 = _a_operand(a1, BLOCK_F, BLOCK_T)
     acc = _mma_sp(a0, _b_operand(x0, BLOCK_F, BLOCK_T), acc, e, 0, IS_BF16)
     return _mma_sp(a1, _b_operand(x1, BLOCK_F, BLOCK_T), acc, e, 1, IS_BF16)
 
 
 @triton.jit
 def _sparse_mma_kernel(
-    x32_ptr, values_addr, meta_addr, bias_ptr, y_ptr, partial_ptr,
+    x32_ptr, values32_ptr, values_addr, meta_addr, bias_ptr, y_ptr, partial_ptr,
     M, N, K, stride_x32, stride_ym, chunks_per_split,
     BLOCK_F: tl.constexpr, BLOCK_T: tl.constexpr, GROUP_T: tl.constexpr, PREFETCH: tl.constexpr,
     SPLIT_K: tl.constexpr, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, IS_BF16: tl.constexpr,
+    A_TILE: tl.constexpr,
 ):
-    """x32: x seen as int32 (pairs of halves). values_addr / meta_addr: raw device addresses
-    (int64), read by inline-asm loads in the mma layout.
+    """x32: x seen as int32 (pairs of halves); values32: the values seen as int32 [N, K / 4] (the
+    A tiles of A_TILE 1). values_addr / meta_addr: raw device addresses (int64) of the values and
+    the metadata, read by inline-asm loads in the mma layout.
 
     Programs are ordered in groups of GROUP_T token blocks per feature block, so that programs that
     run together share weight tiles in L2.
@@ -179,6 +216,7 @@ def _sparse_mma_kernel(
     atom_row = (pid_f * (BLOCK_F // 16) + f_local // 16)[:, None].to(tl.int64)
     # byte addresses of chunk 0; one chunk = 64 columns = 2 atoms
     a_addr = values_addr + _a_word_offsets(f_local, n_local, pid_f * BLOCK_F, K) * 4
+    a_ptrs = _a_tile_pointers(values32_ptr, f_local, pid_f * BLOCK_F, K)
     e_addr = meta_addr + (atom_row * (K // 64) * 32 + lane) * 4
     tokens = pid_t * BLOCK_T + n_local
 
@@ -193,29 +231,33 @@ def _sparse_mma_kernel(
     first = pid_k * chunks_per_split
     last = tl.minimum(first + chunks_per_split, K // 64)
     a_addr += first * 64
+    a_ptrs += first * 16
     e_addr += first * 128
     if PREFETCH == 1:
         # Registers double-buffer one chunk: the loads of chunk i+1 are in flight during the
         # mma of chunk i (a loop iteration is a scheduling barrier for ptxas).
-        cur = _load_chunk(x32_ptr, a_addr, e_addr, tokens, first, 0, M, stride_x32)
+        cur = _load_chunk(x32_ptr, a_addr, a_ptrs, e_addr, tokens, first, 0, M, stride_x32, A_TILE)
         for chunk in range(first + 1, last):
-            nxt = _load_chunk(x32_ptr, a_addr, e_addr, tokens, chunk, chunk - first, M, stride_x32)
-            acc = _mma_chunk(acc, cur, BLOCK_F, BLOCK_T, IS_BF16)
+            nxt = _load_chunk(x32_ptr, a_addr, a_ptrs, e_addr, tokens, chunk, chunk - first, M,
+                              stride_x32, A_TILE)
+            acc = _mma_chunk(acc, cur, BLOCK_F, BLOCK_T, IS_BF16, A_TILE)
             cur = nxt
-        acc = _mma_chunk(acc, cur, BLOCK_F, BLOCK_T, IS_BF16)
+        acc = _mma_chunk(acc, cur, BLOCK_F, BLOCK_T, IS_BF16, A_TILE)
     else:
         # Two chunks in flight. A split of one chunk loads it twice and adds it once.
         second = tl.minimum(first + 1, last - 1)
-        cur = _load_chunk(x32_ptr, a_addr, e_addr, tokens, first, 0, M, stride_x32)
-        nxt = _load_chunk(x32_ptr, a_addr, e_addr, tokens, second, second - first, M, stride_x32)
+        cur = _load_chunk(x32_ptr, a_addr, a_ptrs, e_addr, tokens, first, 0, M, stride_x32, A_TILE)
+        nxt = _load_chunk(x32_ptr, a_addr, a_ptrs, e_addr, tokens, second, second - first, M,
+                          stride_x32, A_TILE)
         for chunk in range(first + 2, last):
-            after = _load_chunk(x32_ptr, a_addr, e_addr, tokens, chunk, chunk - first, M, stride_x32)
-            acc = _mma_chunk(acc, cur, BLOCK_F, BLOCK_T, IS_BF16)
+            after = _load_chunk(x32_ptr, a_addr, a_ptrs, e_addr, tokens, chunk, chunk - first, M,
+                                stride_x32, A_TILE)
+            acc = _mma_chunk(acc, cur, BLOCK_F, BLOCK_T, IS_BF16, A_TILE)
             cur = nxt
             nxt = after
-        acc = _mma_chunk(acc, cur, BLOCK_F, BLOCK_T, IS_BF16)
+        acc = _mma_chunk(acc, cur, BLOCK_F, BLOCK_T, IS_BF16, A_TILE)
         if second > first:
-            acc = _mma_chunk(acc, nxt, BLOCK_F, BLOCK_T, IS_BF16)
+            acc = _mma_chunk(acc, nxt, BLOCK_F, BLOCK_T, IS_BF16, A_TILE)
 
     features = (pid_f * BLOCK_F + f_local)[:, None]
     if SPLIT_K == 1:

@@ -1,4 +1,4 @@
-"""sparse24.ops.launch: the cached-launch key must tell apart every pair of arguments that Triton
+"""sparse24.ops.triton_internals: the cached-launch key must tell apart every pair of arguments that Triton
 itself compiles differently, or a kernel would run with assumptions its arguments break."""
 
 import itertools
@@ -6,7 +6,7 @@ import itertools
 import pytest
 import torch
 
-from sparse24.ops.launch import _spec
+from sparse24.ops.triton_internals import _spec
 
 libtriton = pytest.importorskip("triton._C.libtriton")
 from triton.backends.compiler import BaseBackend  # noqa: E402
@@ -33,3 +33,19 @@ def test_spec_separates_what_triton_specializes(args):
         if triton_spec(a) != triton_spec(b):
             assert _spec(a) != _spec(b), (a if isinstance(a, int) else a.dtype,
                                           b if isinstance(b, int) else b.dtype)
+
+
+def test_unchecked_descriptor_equals_the_checked_one():
+    """tensor_descriptor skips TensorDescriptor's checks, not its fields: every field (including
+    the optional ones, at their defaults) matches from_tensor's, in this Triton version."""
+    hopper = pytest.importorskip("triton.experimental.gluon.nvidia.hopper")
+    from sparse24.ops import wgmma
+    from sparse24.ops.triton_internals import _spec, tensor_descriptor
+
+    layout = wgmma._nvmma_layout()
+    x = torch.randn(96, 128, dtype=torch.float16)
+    fast = tensor_descriptor(x, [64, 64], layout)
+    assert fast == hopper.TensorDescriptor.from_tensor(x, [64, 64], layout)
+    assert _spec(fast) == _spec(hopper.TensorDescriptor.from_tensor(x, [64, 64], layout))
+    others = [tensor_descriptor(x, [128, 64], layout), tensor_descriptor(x.bfloat16(), [64, 64], layout)]
+    assert all(_spec(other) != _spec(fast) for other in others)

@@ -7,7 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-from sparse24.kernels.sparse_mma import _a_word_offsets
+from sparse24.kernels.sparse_mma import _a_operand, _a_tile_pointers, _a_word_offsets
 
 
 @triton.jit
@@ -37,4 +37,25 @@ def expected_offsets(block_f, block_t, first_row, k):
 def test_a_register_addresses_follow_the_ptx_fragment(block_f, block_t, first_row, k):
     out = torch.zeros(block_f, block_t, dtype=torch.int64)
     _offsets_kernel[(1,)](out, first_row, k, block_f, block_t)
+    assert np.array_equal(out.numpy(), expected_offsets(block_f, block_t, first_row, k))
+
+
+@triton.jit
+def _tile_operand_kernel(values32_ptr, out_ptr, first_row, K, BLOCK_F: tl.constexpr,
+                         BLOCK_T: tl.constexpr):
+    f = tl.arange(0, BLOCK_F)
+    n = tl.arange(0, BLOCK_T)
+    tile = tl.load(_a_tile_pointers(values32_ptr, f, first_row, K))
+    tl.store(out_ptr + f[:, None] * BLOCK_T + n[None, :], _a_operand(tile, BLOCK_F, BLOCK_T))
+
+
+@pytest.mark.parametrize("block_f, block_t, first_row, k", [(16, 8, 0, 64), (64, 32, 128, 768),
+                                                             (128, 16, 256, 256)])
+def test_a_tile_rearranged_is_the_ptx_fragment(block_f, block_t, first_row, k):
+    """A_TILE 1: the coalesced [BLOCK_F, 8] word tile of the first atom, rearranged, gives every
+    element the word the PTX fragment table assigns it (each word of values holds its own index)."""
+    rows = first_row + block_f
+    words = torch.arange(rows * (k // 4), dtype=torch.int32).reshape(rows, k // 4)
+    out = torch.zeros(block_f, block_t, dtype=torch.int32)
+    _tile_operand_kernel[(1,)](words, out, first_row, k, block_f, block_t)
     assert np.array_equal(out.numpy(), expected_offsets(block_f, block_t, first_row, k))

@@ -77,3 +77,21 @@ def test_inf_in_x_meets_only_kept_weights():
     # row 3: +-inf where the weight of column 5 was kept, finite where it was pruned (skipped)
     assert torch.isinf(y[3, kept]).all() and torch.isfinite(y[3, ~kept]).all()
     assert torch.isfinite(torch.cat([y[:3], y[4:]])).all()
+
+
+@pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
+@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh"])
+def test_gelu_epilogues_elementwise(activation):
+    """The epilogue's GELUs (a rational erfc approximation, MUFU exp2 and reciprocal: see
+    kernels/sparse_wgmma.py) element by element over pre-activations of about -10 to 10, against
+    float64 GELU of the float64 product: within the output's rounding plus 1e-3 absolute."""
+    gen = torch.Generator(device="cuda").manual_seed(11)
+    w, values, meta = packed(768, 768, torch.float16, gen)
+    x = (torch.randn(333, 768, device="cuda", generator=gen) * 3 / 768 ** 0.5).half()
+    y = torch.full((333, 768), float("nan"), dtype=torch.float16, device="cuda")
+    wgmma.launch(x, values, meta, None, y, ACTIVATION_CODES[activation],
+                 wgmma.heuristic_config(333, 768, 768))
+    ref = expected(x, w, None, activation)
+    assert ref.abs().max() > 8 and ref.min() < -0.16  # both tails and the bend are exercised
+    excess = (y.double() - ref).abs() - (2 ** -10 * ref.abs() + 1e-3)
+    assert excess.max().item() <= 0, excess.max().item()

@@ -26,7 +26,7 @@ from sparse24.kernels.sparse_dot import _sparse_dot_kernel, _splitk_reduce_kerne
 from sparse24.kernels.sparse_mma import _sparse_mma_kernel
 from sparse24.ops._checks import GEMM_DTYPES, check_packed, use_triton
 from sparse24.ops import wgmma
-from sparse24.ops.launch import CachedLaunch
+from sparse24.ops.triton_internals import CachedLaunch
 
 
 # ------------------------------------------------------------------------------------ configs
@@ -69,7 +69,7 @@ def heuristic_config(m: int, n: int, k: int, device: torch.device) -> dict:
     returned dict.
     """
     if uses_wgmma(m, device):
-        return wgmma.heuristic_config(m, n, k)
+        return wgmma.heuristic_config(m, n, k, _sm_count(device.index or 0))
     block_f = next((b for b in (256, 128, 64) if _divides(b, n)), None)
     if device.type != "cuda" or block_f is None:
         block_n = next(b for b in (128, 64, 32, 16) if _divides(b, n))
@@ -158,10 +158,11 @@ def _launch_mma(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
     grid = (_cdiv(m, cfg["BLOCK_T"]) * (n // cfg["BLOCK_F"]), splits, 1)
     _mma_launch(
         grid,
-        (x2.view(torch.int32), values.data_ptr(), meta.data_ptr(), bias if bias is not None else y,
-         y, partial, m, n, k, x2.stride(0) // 2, y.stride(0), per_split),
+        (x2.view(torch.int32), values.view(torch.int32), values.data_ptr(), meta.data_ptr(),
+         bias if bias is not None else y, y, partial, m, n, k, x2.stride(0) // 2, y.stride(0),
+         per_split),
         (cfg["BLOCK_F"], cfg["BLOCK_T"], cfg["GROUP_T"], cfg["PREFETCH"], splits,
-         bias is not None, activation, x2.dtype == torch.bfloat16),
+         bias is not None, activation, x2.dtype == torch.bfloat16, cfg.get("A_TILE", 0)),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     _reduce_partials(partial, bias, y, activation, splits)

@@ -1,20 +1,128 @@
-"""The one place where sparse24 reaches into Triton below its public API.
+"""The one place where sparse24 reaches into Triton below its public API (checked against Triton
+3.6, the GPU machine's, and 3.9, CI's; tests/test_launch.py and tests/test_wgmma_compile.py run
+every part of it on a CPU). Three things live here:
 
-``shared_memory_offsets(ttgir)``: the byte offset from ``global_smem`` at which Triton's allocator
-places each shared-memory allocation of a compiled kernel, keyed by the allocation's name in the
-kernel source (``%operand_ring_x = ttg.local_alloc ...``). The sm90 family's inline asm addresses
-its operand rings from ``global_smem`` (Gluon cannot pass shared-memory descriptors to asm), so its
-launcher must know, not assume, where they are. The final TTGIR of a compiled kernel carries no
-offsets (they are assigned while lowering to LLVM), so this runs the same passes that
-``make_llir`` runs before allocation, up to and including the allocation pass, on a parsed copy of
-that TTGIR, and reads the ``allocation.offset`` attributes. Checked against Triton 3.6 (GPU
-machine) and 3.9 (CI); a CPU test compiles the sm90 kernel and runs it.
+1. ``CachedLaunch``: launch a kernel through its compiled handle, skipping Triton's per-call
+   binding. ``kernel[grid](*args)`` binds and specializes every argument, builds a cache key and
+   looks the compiled kernel up on each call. sparse24.ops.linear is called 72 times per BERT-base
+   forward, and at small batches eager inference is decided by host time per call
+   (bench/results/overhead.md). ``CachedLaunch`` does the first launch of each specialization
+   through Triton (which compiles it) and keeps the returned ``CompiledKernel``; later calls with
+   the same specialization go straight to its launcher (``CompiledKernel.run``, the call Triton
+   itself makes). The specialization key mirrors what Triton specializes on, so a cached kernel is
+   never called with arguments it was not compiled for: the value of every constexpr; for each
+   tensor its dtype and whether its address is 16-byte aligned; for each TMA descriptor its dtype,
+   box and layout; for each int whether it is 1 (Triton makes it a constant), whether it is
+   divisible by 16, and whether it fits in 32 bits; num_warps, num_stages and the current device.
+   Fallback: ``CachedLaunch.enabled = False`` (and the Triton interpreter) send every call through
+   ``kernel[grid]``.
+
+2. ``tensor_descriptor``: a Gluon TMA descriptor without its constructor's checks (4-5 us a
+   descriptor on the host, three per sm90 GEMM call), for arguments the caller has checked.
+
+3. ``shared_memory_offsets(ttgir)``: the byte offset from ``global_smem`` at which Triton's
+   allocator places each shared-memory allocation of a compiled kernel, keyed by the allocation's
+   name in the kernel source (``%operand_ring_x = ttg.local_alloc ...``). The sm90 family's inline
+   asm addresses its operand rings from ``global_smem`` (Gluon cannot pass shared-memory
+   descriptors to asm), so its launcher must know, not assume, where they are. The final TTGIR of
+   a compiled kernel carries no offsets (they are assigned while lowering to LLVM), so this runs
+   the same passes that ``make_llir`` runs before allocation, up to and including the allocation
+   pass, on a parsed copy of that TTGIR, and reads the ``allocation.offset`` attributes.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import tempfile
+
+import triton
+from triton.runtime import driver
+
+from sparse24.ops._checks import interpreter_active
+
+try:  # Triton >= 3.4
+    from triton import knobs as _knobs
+except ImportError:  # pragma: no cover - older Triton: no launch hooks to honour
+    _knobs = None
+
+
+def _spec(arg) -> object:
+    """What Triton specializes a runtime argument on (see the module docstring)."""
+    if type(arg) is int:
+        if arg == 1:
+            return "one"
+        return arg % 16 == 0, -(2**31) <= arg < 2**31, arg >= 2**63
+    if hasattr(arg, "block_shape"):  # a TMA descriptor: its type is the dtype, box and layout
+        return arg.base.dtype, tuple(arg.block_shape), repr(arg.layout)
+    return arg.dtype, arg.data_ptr() % 16 == 0
+
+
+class CachedLaunch:
+    """``CachedLaunch(kernel)(grid, args, constexprs, num_warps=, num_stages=)``.
+
+    ``args``: the runtime arguments (tensors and ints) and ``constexprs``: the values of the
+    constexpr parameters, each a tuple in signature order; the kernel must declare every runtime
+    parameter before its constexprs. ``CachedLaunch.enabled = False`` sends every call through
+    ``kernel[grid]`` (bench/overhead.py times both).
+    """
+
+    enabled = True
+
+    def __init__(self, kernel: triton.JITFunction):
+        self.kernel = kernel
+        self._compiled: dict[tuple, object] = {}
+
+    def __call__(self, grid: tuple[int, int, int], args: tuple, constexprs: tuple, *,
+                 num_warps: int, num_stages: int | None = None) -> None:
+        # num_stages None: not passed (Gluon kernels, whose compile options must stay those of
+        # their warmup, sparse24/ops/wgmma.py)
+        options = {"num_warps": num_warps}
+        if num_stages is not None:
+            options["num_stages"] = num_stages
+        if not CachedLaunch.enabled or interpreter_active():  # interpreter: no compiled handle
+            self.kernel[grid](*args, *constexprs, **options)
+            return
+        device = driver.active.get_current_device()
+        key = (device, num_warps, num_stages, constexprs, *map(_spec, args))
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            self._check_signature(len(args), len(constexprs))
+            self._compiled[key] = self.kernel[grid](*args, *constexprs, **options)
+            return
+        stream = driver.active.get_current_stream(device)
+        enter = exit_ = metadata = None
+        if _knobs is not None and _knobs.runtime.launch_enter_hook is not None:
+            enter, exit_ = _knobs.runtime.launch_enter_hook, _knobs.runtime.launch_exit_hook
+            metadata = compiled.launch_metadata(grid, stream, *args, *constexprs)
+        compiled.run(grid[0], grid[1], grid[2], stream, compiled.function, compiled.packed_metadata,
+                     metadata, enter, exit_, *args, *constexprs)
+
+    def _check_signature(self, n_args: int, n_constexprs: int) -> None:
+        kinds = [p.is_constexpr for p in self.kernel.params]
+        if kinds != [False] * n_args + [True] * n_constexprs:
+            raise TypeError(f"{self.kernel.__name__}: CachedLaunch needs every runtime parameter "
+                            f"before the constexprs, got {n_args} + {n_constexprs} for {kinds}")
+
+
+def tensor_descriptor(tensor, block_shape: list[int], layout):
+    """Gluon's TensorDescriptor of a 2-D tensor, built without ``__post_init__``: the same fields
+    as ``TensorDescriptor.from_tensor`` (a test compares them), the optional ones at their class
+    defaults. Only for tensors the caller has checked: 16-byte aligned, unit last stride, other
+    strides multiples of 16 bytes, no empty dimension."""
+    desc = object.__new__(_descriptor_class())
+    desc.__dict__.update(base=tensor, shape=tensor.shape, strides=tensor.stride(),
+                         block_shape=block_shape, layout=layout)
+    return desc
+
+
+@functools.lru_cache(maxsize=None)
+def _descriptor_class():
+    # imported on first use: an import statement per call costs about 1 us
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    return TensorDescriptor
+
 
 _ALLOC = re.compile(r"%([A-Za-z_][\w.]*) = ttg\.local_alloc \{[^}]*allocation\.offset = (\d+) : i32")
 

@@ -20,7 +20,7 @@ import functools
 
 import torch
 
-from sparse24.ops import wgmma_asm
+from sparse24.ops import triton_internals, wgmma_asm
 
 # Registers per thread after setmaxnreg: the two math warpgroups take 232, the loader warp's
 # warpgroup 40 (4 * 232 + 4 * 232 + 4 * 40 = 2016 <= 2048 = 65536 registers / 32 lanes).
@@ -49,9 +49,22 @@ def candidates(m: int, n: int, k: int) -> list[dict]:
     return configs
 
 
-def heuristic_config(m: int, n: int, k: int) -> dict:
-    """Without tuning: the largest token tile that M fills, with as many stages as fit."""
-    bt = 256 if m > 128 else 128 if m > 64 else 64
+# Speed per token of each token tile relative to 128 x 256, from the sweep at b50bc5c
+# (bench/results/h200/wgmma_sweep_b50bc5c.log: 128 x 128 was 10-20% slower, 128 x 64 35-50%).
+_TILE_RATE = {256: 1.0, 128: 0.85, 64: 0.6}
+
+
+def heuristic_config(m: int, n: int, k: int, sms: int = 132) -> dict:
+    """Without tuning: the token tile with the least estimated time, waves of the persistent grid
+    times the time of one tile. A tile of 256 tokens is the fastest per token, but where it leaves
+    SMs idle a smaller one wins: 256 x 4096 x 4096 is 32 tiles of 256 for 132 SMs, 128 of 64;
+    6144 x 768 x 768 is 144 tiles of 256 (two waves for 1.09 of work), 288 of 128 (3 for 2.18).
+    As many stages as fit in shared memory."""
+    def estimate(bt):
+        tiles = -(-n // 128) * -(-m // bt)
+        return -(-tiles // sms) * bt / _TILE_RATE[bt]
+
+    bt = min((b for b in (256, 128, 64) if b <= max(64, 2 * m)), key=estimate)
     stages = max(s for s in range(2, 7) if shared_bytes(bt, s) <= MAX_SHARED_BYTES)
     return {"family": "wgmma", "BT": bt, "STAGES": stages, "GROUP": 8}
 
@@ -67,6 +80,7 @@ def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
+@functools.lru_cache(maxsize=None)
 def _nvmma_layout():
     from triton.experimental.gluon import language as gl
 
@@ -88,7 +102,8 @@ def _constexprs(cfg: dict, dtype: str, has_bias: bool, activation: int, a_off: i
 
 @functools.lru_cache(maxsize=None)
 def _constexprs_cached(bt, stages, group, dtype, has_bias, activation, a_off, x_off) -> dict:
-    # memoized: the asm text is a few KB of string formatting, too slow to redo per call
+    # memoized: the asm text is a few KB of string formatting, too slow to redo per call; the
+    # order is the kernel's (CachedLaunch passes them positionally)
     return dict(
         MMA_ASM_0=wgmma_asm.mma_asm(bt, dtype, 0, a_off, x_off),
         MMA_ASM_1=wgmma_asm.mma_asm(bt, dtype, 1, a_off, x_off),
@@ -102,9 +117,7 @@ def _constexprs_cached(bt, stages, group, dtype, has_bias, activation, a_off, x_
 
 def ring_offsets(ttgir: str) -> tuple[int, int]:
     """(A ring, x ring) byte offsets from global_smem in a compiled kernel's TTGIR."""
-    from sparse24.ops.triton_internals import shared_memory_offsets
-
-    offsets = shared_memory_offsets(ttgir)
+    offsets = triton_internals.shared_memory_offsets(ttgir)
     try:
         return offsets["operand_ring_a"], offsets["operand_ring_x"]
     except KeyError as missing:
@@ -118,34 +131,40 @@ def guessed_offsets(cfg: dict) -> tuple[int, int]:
     return 2 * cfg["STAGES"] * wgmma_asm.x_stage_bytes(cfg["BT"]), 0
 
 
+@functools.lru_cache(maxsize=None)
+def _cached_launch():
+    from sparse24.kernels.sparse_wgmma import _sparse_wgmma_kernel
+
+    return triton_internals.CachedLaunch(_sparse_wgmma_kernel)
+
+
+def _descriptor(tensor: torch.Tensor, rows: int):
+    """A TMA descriptor of a row-major 2-D tensor in [rows, 64] boxes (launch's caller has made
+    the checks TensorDescriptor's constructor would repeat)."""
+    return triton_internals.tensor_descriptor(tensor, [rows, 64], _nvmma_layout())
+
+
 def launch(x2: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias, y: torch.Tensor,
            activation: int, cfg: dict) -> None:
     """y[M, N] = act(x2 @ W^T + bias). x2 [M, K] with unit stride along K, 16-byte aligned rows
     (the caller copies otherwise: TMA needs it); values [N, K/2] and y [M, N] contiguous."""
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-
-    from sparse24.kernels.sparse_wgmma import _sparse_wgmma_kernel
-
     m, k = x2.shape
     n = values.shape[0]
     bt = cfg["BT"]
-    layout = _nvmma_layout()
-    a_desc = TensorDescriptor.from_tensor(values, [128, 64], layout)
-    x_desc = TensorDescriptor.from_tensor(x2, [bt, 64], layout)
-    y_desc = TensorDescriptor.from_tensor(y, [bt, 64], layout)
     tiles = -(-n // 128) * -(-m // bt)
-    grid = (min(tiles, _sm_count(y.device.index or 0)),)
+    grid = (min(tiles, _sm_count(y.device.index or 0)), 1, 1)
     dtype = "bfloat16" if x2.dtype == torch.bfloat16 else "float16"
     has_bias = bias is not None
-    args = (a_desc, x_desc, y_desc, meta.data_ptr(), bias if has_bias else y, n, k)
+    args = (_descriptor(values, 128), _descriptor(x2, bt), _descriptor(y, bt), meta.data_ptr(),
+            bias if has_bias else y, n, k)
     key = (bt, cfg["STAGES"], cfg["GROUP"], dtype, bias.dtype if has_bias else None, has_bias,
            activation)
     offsets = _verified.get(key)
     if offsets is None:
         offsets = _verify(args, grid, cfg, dtype, has_bias, activation)
         _verified[key] = offsets
-    _sparse_wgmma_kernel[grid](*args, **_constexprs(cfg, dtype, has_bias, activation, *offsets),
-                               num_warps=4)
+    constexprs = _constexprs(cfg, dtype, has_bias, activation, *offsets)
+    _cached_launch()(grid, args, tuple(constexprs.values()), num_warps=4)
 
 
 def _verify(args, grid, cfg, dtype, has_bias, activation) -> tuple[int, int]:
