@@ -12,7 +12,7 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu --format=csv,no
 for stage in "$@"; do
   echo "=== $stage $(date -u +%H:%M:%S)"
   case $stage in
-    tests) timeout 260 python3 -m pytest -m gpu -q -n 8 -p no:cacheprovider tests \
+    tests) timeout 450 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests \
              >"$out/pytest_gpu.txt" 2>&1; tail -15 "$out/pytest_gpu.txt" ;;
     gemm16) mkdir -p "$out/fp16"; timeout 280 python3 bench/gemm.py --out-dir "$out/fp16" 2>&1 | tail -45 ;;
     gemmbf16) mkdir -p "$out/bf16"; timeout 150 python3 bench/gemm.py --dtype bfloat16 --modes graph \

@@ -63,7 +63,10 @@ def heuristic_config(m: int, n: int, k: int, device: torch.device) -> dict:
     least 8 chunks of 64 columns each (the sweep's best at 16 x 4096 x 4096: 128 x 16, SPLIT_K 8;
     at 16 x 14336 x 4096: SPLIT_K 4; at 16 x 4096 x 11008: SPLIT_K 16). More tokens: mma.sp, 256
     (else 128) features x 32 tokens, 4 warps, register prefetch; 64 tokens with 8 warps from 16384
-    tokens on. Shipped defaults (sparse24/tuning/defaults) take precedence where they exist.
+    tokens on. A_TILE 1 (A from coalesced tiles; the default of configs without the key): equal or
+    2-9% faster than per-lane loads at each shape's best split, 1-64 tokens on the LLM shapes
+    (bench/results/h200/levers.jsonl, run 8821ead). Shipped defaults (sparse24/tuning/defaults)
+    take precedence where they exist.
     On CPU (the Triton interpreter cannot run inline asm) and for N not a multiple of 64: the
     weight-streaming "dot" family. Memoized (it runs on every untuned call): do not modify the
     returned dict.
@@ -88,10 +91,10 @@ def heuristic_config(m: int, n: int, k: int, device: torch.device) -> dict:
         most = max(1, min(k // 64 // 8, 4 * _sm_count(device.index or 0) // programs))
         split_k = 1 << (most.bit_length() - 1)  # a power of two, at most `most`
         return {"family": "mma", "BLOCK_F": block_f, "BLOCK_T": block_t, "GROUP_T": 8,
-                "PREFETCH": 1, "SPLIT_K": split_k, "num_warps": 4, "num_stages": 1}
+                "PREFETCH": 1, "SPLIT_K": split_k, "A_TILE": 1, "num_warps": 4, "num_stages": 1}
     big = m >= 16384 and block_f == 256
     return {"family": "mma", "BLOCK_F": block_f, "BLOCK_T": 64 if big else 32, "GROUP_T": 8,
-            "PREFETCH": 1, "SPLIT_K": 1, "num_warps": 8 if big else 4, "num_stages": 1}
+            "PREFETCH": 1, "SPLIT_K": 1, "A_TILE": 1, "num_warps": 8 if big else 4, "num_stages": 1}
 
 
 def config_fits(config: dict, n: int, k: int) -> bool:
@@ -162,7 +165,7 @@ def _launch_mma(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
          bias if bias is not None else y, y, partial, m, n, k, x2.stride(0) // 2, y.stride(0),
          per_split),
         (cfg["BLOCK_F"], cfg["BLOCK_T"], cfg["GROUP_T"], cfg["PREFETCH"], splits,
-         bias is not None, activation, x2.dtype == torch.bfloat16, cfg.get("A_TILE", 0)),
+         bias is not None, activation, x2.dtype == torch.bfloat16, cfg.get("A_TILE", 1)),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     _reduce_partials(partial, bias, y, activation, splits)
