@@ -26,6 +26,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import common  # noqa: E402
+from sparse24.reference import REL_TOL, linear_flops  # noqa: E402
 
 BENCH = "gemm"
 BERT_SHAPES = common.BERT_SHAPES
@@ -35,7 +36,8 @@ LLM_M = [1, 16, 64, 256, 4096]  # decode ... prefill
 QUICK = {(3072, 768): [384, 24576], (4096, 4096): [16, 4096]}
 # BERT's intermediate dense (768 -> 3072) is followed by bias + erf-GELU: the fused-epilogue rows.
 EPILOGUE_SHAPE = (3072, 768)
-TOLERANCE = {torch.float16: 2e-3, torch.bfloat16: 2e-2}  # relative Frobenius error
+# relative Frobenius error, for the dtypes of the sparse tensor cores
+TOLERANCE = {dtype: REL_TOL[dtype] for dtype in (torch.float16, torch.bfloat16)}
 
 # (backend, mode) -> column title; the order of the markdown columns and of the plot's lines.
 SERIES = [
@@ -156,7 +158,7 @@ def cases_for(p: Point, epilogue: bool) -> list[Case]:
 def run_point(p: Point, modes: list[str], rep_ms: float, epilogue: bool) -> list[dict]:
     """Check then time every backend at one point; returns one row per (backend, mode)."""
     tol = TOLERANCE[p.dtype]
-    flops = 2.0 * p.m * p.n * p.k  # == sparse24.reference.linear_flops
+    flops = linear_flops(p.m, p.n, p.k)
     rows: dict[tuple[str, str], dict] = {}
     runnable: list[tuple[Case, common.Rotating]] = []
     for case in cases_for(p, epilogue):

@@ -31,9 +31,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import common  # noqa: E402
+from sparse24.reference import REL_TOL as TOLERANCE  # noqa: E402
 
 LLM_SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (14336, 4096)]
-TOLERANCE = {torch.float16: 2e-3, torch.bfloat16: 2e-2}
 
 
 def _problem(m, n, k, dtype, has_bias, gen):

@@ -18,10 +18,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402
 
 import common  # noqa: E402
+from sparse24.activations import ACTIVATIONS as ACT_CODE  # noqa: E402
+from sparse24.activations import REFERENCE  # noqa: E402
+from sparse24.reference import REL_TOL as TOLERANCE  # noqa: E402
 
 CHECK_SHAPES = [(1, 768, 768), (5, 256, 192), (333, 3072, 768), (1000, 768, 3072),
                 (4097, 2304, 768), (333, 4096, 4096)]
@@ -29,8 +31,6 @@ TIME_SHAPES = [(6144, 768, 768), (24576, 768, 768), (24576, 3072, 768), (24576, 
                (24576, 2304, 768), (98304, 3072, 768), (1024, 4096, 4096), (4096, 4096, 4096),
                (4096, 11008, 4096), (4096, 4096, 11008), (8192, 8192, 8192)]
 EPILOGUES = [(False, None), (True, "gelu"), (True, "relu"), (False, "gelu_tanh")]
-ACT_CODE = {None: 0, "relu": 1, "gelu": 2, "gelu_tanh": 3}
-TOLERANCE = {torch.float16: 2e-3, torch.bfloat16: 1e-2}  # relative Frobenius error
 
 
 def packed_weight(n: int, k: int, dtype, generator):
@@ -54,8 +54,7 @@ def reference(x, w, bias, activation):
     y = x.double() @ w.double().t()
     if bias is not None:
         y = y + bias.double()
-    return {None: lambda t: t, "relu": F.relu, "gelu": F.gelu,
-            "gelu_tanh": lambda t: F.gelu(t, approximate="tanh")}[activation](y)
+    return REFERENCE[activation](y)
 
 
 def check_all(recorder, quick: bool) -> set:

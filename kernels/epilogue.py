@@ -3,16 +3,23 @@
 import triton
 import triton.language as tl
 
+from sparse24.activations import ACTIVATIONS
+
+# The ACTIVATION codes, as sparse24/activations.py defines them (0 is no activation).
+_RELU = tl.constexpr(ACTIVATIONS["relu"])
+_GELU = tl.constexpr(ACTIVATIONS["gelu"])
+_GELU_TANH = tl.constexpr(ACTIVATIONS["gelu_tanh"])
+
 
 @triton.jit
 def _activate(y, ACTIVATION: tl.constexpr):
-    """ACTIVATION codes (sparse24/activations.py maps names to them): 0 none, 1 relu,
-    2 gelu (erf form, as nn.GELU() and Hugging Face's "gelu"), 3 gelu_tanh ("gelu_new")."""
-    if ACTIVATION == 1:
+    """ACTIVATION: none, relu, gelu (erf form, as nn.GELU() and Hugging Face's "gelu"), gelu_tanh
+    ("gelu_new"), by the codes of sparse24/activations.py."""
+    if ACTIVATION == _RELU:
         y = tl.maximum(y, 0.0)
-    elif ACTIVATION == 2:
+    elif ACTIVATION == _GELU:
         y = 0.5 * y * (1.0 + tl.erf(y * 0.7071067811865476))
-    elif ACTIVATION == 3:
+    elif ACTIVATION == _GELU_TANH:
         # 0.5 * (1 + tanh(u)) == sigmoid(2u): one exp instead of a tanh Triton lacks on every backend.
         # sigmoid(z) from e = exp(-|z|), which never overflows (1 / (1 + exp(-z)) overflows exp for
         # z below about -88: harmless on a GPU, a RuntimeWarning under the interpreter).

@@ -98,21 +98,16 @@ def _load_kept(values_ptr, tile_n, chunk, K, BLOCK_N: tl.constexpr):
 @triton.jit
 def _compress_kernel(
     w_ptr, values_ptr, meta_ptr, flags_ptr, N, K, stride_wn,
-    BLOCK_N: tl.constexpr, CHUNKS: tl.constexpr, INT_DTYPE: tl.constexpr,
+    BLOCK_N: tl.constexpr, INT_DTYPE: tl.constexpr,
 ):
-    """One program packs a [BLOCK_N, 64 * CHUNKS] tile (BLOCK_N divides N, CHUNKS divides K / 64).
+    """One program packs a [BLOCK_N, 64] tile: rows pid 0 * BLOCK_N.., chunk pid 1 of 64 columns
+    (BLOCK_N divides N; 4 chunks a program measured slower: bench/NOTES.md).
 
     flags[pid] = (groups with more than two nonzero values, NaN count), for the host's checks.
     """
     pid_n = tl.program_id(0)
-    bad_groups = 0
-    nans = 0
-    for step in range(CHUNKS):
-        chunk = tl.program_id(1) * CHUNKS + step
-        b, n = _compress_chunk(w_ptr, values_ptr, meta_ptr, K, stride_wn, pid_n, chunk,
-                               BLOCK_N, INT_DTYPE)
-        bad_groups += b
-        nans += n
+    bad_groups, nans = _compress_chunk(w_ptr, values_ptr, meta_ptr, K, stride_wn, pid_n,
+                                       tl.program_id(1), BLOCK_N, INT_DTYPE)
     flags = flags_ptr + 2 * (pid_n * tl.num_programs(1) + tl.program_id(1))
     tl.store(flags, bad_groups)
     tl.store(flags + 1, nans)

@@ -32,7 +32,13 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
 
+from sparse24.activations import ACTIVATIONS
 from sparse24.kernels.gluon_compat import tma_load, tma_store
+
+# The ACTIVATION codes, as sparse24/activations.py defines them (0 is no activation).
+_RELU = gl.constexpr(ACTIVATIONS["relu"])
+_GELU = gl.constexpr(ACTIVATIONS["gelu"])
+_GELU_TANH = gl.constexpr(ACTIVATIONS["gelu_tanh"])
 
 BLOCK_F = 128  # features per tile: two warpgroups of 64 (the M side of wgmma)
 
@@ -76,10 +82,11 @@ def _fast_unary(asm: gl.constexpr, x):
 
 @gluon.jit
 def _activate(y, ACTIVATION: gl.constexpr):
-    """ACTIVATION codes as kernels/epilogue.py: 0 none, 1 relu, 2 gelu (erf), 3 gelu_tanh."""
-    if ACTIVATION == 1:
+    """ACTIVATION: none, relu, gelu (erf form), gelu_tanh, by the codes of sparse24/activations.py;
+    the same functions as kernels/epilogue.py, in forms that are cheaper on sm90 (see each)."""
+    if ACTIVATION == _RELU:
         y = gl.maximum(y, 0.0)
-    elif ACTIVATION == 2:
+    elif ACTIVATION == _GELU:
         # GELU(y) = y * Phi(y), Phi(y) = erfc(-y / sqrt(2)) / 2, with erfc(|y| / sqrt(2)) from
         # Abramowitz & Stegun 7.1.26 (absolute error <= 1.5e-7): about 17 instructions an element
         # where libdevice's erf takes about 33, and with it the 128 x 256 tile's epilogue spilled
@@ -91,7 +98,7 @@ def _activate(y, ACTIVATION: gl.constexpr):
         exp_x2 = _fast_unary("ex2.approx.ftz.f32 $0, $1;", x * x * -1.4426950408889634)
         half_erfc = 0.5 * poly * exp_x2
         y = y * gl.where(y >= 0.0, 1.0 - half_erfc, half_erfc)
-    elif ACTIVATION == 3:
+    elif ACTIVATION == _GELU_TANH:
         # 0.5 * (1 + tanh(u)) = 1 / (1 + exp(-2u)); exp(-2u) overflows to inf for very negative
         # u, and 1 / inf = 0 is the right limit. exp(-2u) = 2^(-2u log2(e)).
         u = 0.7978845608028654 * (y + 0.044715 * y * y * y)

@@ -1,7 +1,8 @@
 """The epilogue activations of sparse24.ops.linear, defined once.
 
 ``ACTIVATIONS`` maps each name to the code the Triton epilogue takes (kernels/epilogue.py,
-``_activate``); ``REFERENCE`` maps the same names to the plain-PyTorch function (float32 and up).
+``_activate``, reads its codes from here); ``REFERENCE`` maps the same names to the plain-PyTorch
+function (float32 and up), which ``sparse24.reference`` uses.
 """
 
 from __future__ import annotations
@@ -21,3 +22,7 @@ REFERENCE = {
     "gelu_tanh": lambda y: F.gelu(y, approximate="tanh"),
 }
 assert REFERENCE.keys() == ACTIVATIONS.keys()
+
+GELU_APPROXIMATE: dict[str, str] = {"none": "gelu", "tanh": "gelu_tanh"}
+"""F.gelu's / nn.GELU's ``approximate`` -> the epilogue that computes it."""
+assert set(GELU_APPROXIMATE.values()) <= ACTIVATIONS.keys()

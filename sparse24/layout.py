@@ -1,10 +1,19 @@
 """Shapes and granularity of sparse24's packed 2:4 format (layout version 2).
 
 The bit-level contract (which value goes where, metadata bit order) is written once, at the top of
-``kernels/pack.py``. This module only holds the numbers that host code needs.
+``kernels/pack.py``. This module only holds the numbers, dtypes and shape rules that host code
+needs (it imports torch only, so ``sparse24.weight`` can use it without building any kernel).
 """
 
+import torch
+
 LAYOUT_VERSION = 2
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+"""dtypes a weight (and so its packed values) may have; the GEMM kernels take the 16-bit two."""
+
+INT_VIEW = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32}
+"""The integer dtype of each float dtype's width: compress tells -0.0 from +0.0 by its bits."""
 
 # One mma.sp.m16n8k32 instruction consumes a 16 x 32 tile of the dense weight ("an atom"):
 # 16 output features by 32 input features, of which 16 values are kept.
@@ -15,6 +24,7 @@ ATOM_K = 32
 N_MULTIPLE = 16
 K_MULTIPLE = 64
 LANES = 32
+
 
 def values_shape(n: int, k: int) -> tuple[int, int]:
     """Shape of the packed values of a dense [n, k] weight (same dtype as the weight)."""
@@ -40,3 +50,27 @@ def granularity_error(n: int, k: int) -> str | None:
         + f" (one mma.sp instruction covers {ATOM_N} features x {ATOM_K} inputs and one metadata "
         f"word covers {K_MULTIPLE} inputs)"
     )
+
+
+def meta_error(meta: torch.Tensor, n: int, k: int) -> str | None:
+    """None when ``meta`` is the metadata of a packed [n, k] weight, else what it is instead."""
+    expected = meta_shape(n, k)
+    if meta.dtype == torch.int32 and tuple(meta.shape) == expected:
+        return None
+    return (
+        f"meta is {meta.dtype} of shape {list(meta.shape)}; a packed [{n}, {k}] weight has int32 "
+        f"meta of shape {list(expected)} (its words are bit patterns: they cannot be cast to "
+        "another dtype)"
+    )
+
+
+def placement_error(values: torch.Tensor, meta: torch.Tensor) -> str | None:
+    """None when values and meta sit contiguous on one device, as a packed weight must."""
+    if values.device != meta.device:
+        return f"values are on {values.device} but meta is on {meta.device}; they must be on the same device"
+    if not (values.is_contiguous() and meta.is_contiguous()):
+        return (
+            "values and meta must be contiguous (they are in sparse24's packed layout; a slice, "
+            "transpose or other strided view of them is not another packed weight)"
+        )
+    return None

@@ -8,11 +8,15 @@ compared bit for bit. The packed layout is described at the top of ``kernels/pac
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from sparse24.layout import ATOM_N, LANES
+from sparse24.activations import REFERENCE as ACTIVATIONS_REF
+from sparse24.layout import ATOM_N, INT_VIEW, LANES
 
-_INT_VIEW = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32}
+REL_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
+"""Relative Frobenius error (norm of the difference / norm of the reference) that a kernel's output
+may have against these references computed in float64 from the same rounded inputs, per dtype:
+the output is rounded to its dtype, which bounds how tight this can be. Tests (tests/tolerances.py)
+and benches check against it."""
 
 
 def _top2_of_4(score: torch.Tensor) -> torch.Tensor:
@@ -42,7 +46,7 @@ def kept_positions_ref(w: torch.Tensor) -> torch.Tensor:
     """
     n, k = w.shape
     groups = w.reshape(n, k // 4, 4)
-    bits_nonzero = groups.view(_INT_VIEW[w.dtype]) != 0
+    bits_nonzero = groups.view(INT_VIEW[w.dtype]) != 0
     score = (groups != 0).to(torch.int8) * 2 + bits_nonzero.to(torch.int8)
     keep = _top2_of_4(score)
     pos = torch.arange(4, device=w.device).expand_as(keep)
@@ -118,16 +122,8 @@ def decompress_ref(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
     return dense.scatter_(-1, idx, kept).reshape(n, 2 * kh)
 
 
-_ACTIVATIONS = {
-    None: lambda y: y,
-    "relu": F.relu,
-    "gelu": lambda y: F.gelu(y, approximate="none"),
-    "gelu_tanh": lambda y: F.gelu(y, approximate="tanh"),
-}
-
-
 def activation_ref(y: torch.Tensor, activation: str | None) -> torch.Tensor:
-    return _ACTIVATIONS[activation](y)
+    return ACTIVATIONS_REF[activation](y)
 
 
 def linear_ref(

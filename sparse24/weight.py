@@ -25,9 +25,10 @@ from typing import Any
 
 import torch
 
-from sparse24.layout import LAYOUT_VERSION, granularity_error, meta_shape, values_shape
+from sparse24.layout import (
+    FLOAT_DTYPES, LAYOUT_VERSION, granularity_error, meta_shape, placement_error, values_shape,
+)
 
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _KEYS = ("values", "meta", "shape", "layout_version")
 FILE_FORMAT = "sparse24"
 """The ``format`` entry of the metadata of a safetensors file written by ``Sparse24Weight.save``."""
@@ -92,7 +93,7 @@ class Sparse24Weight:
         if problem:
             raise ValueError(f"Sparse24Weight: cannot hold a weight of shape {list(shape)}: {problem}")
 
-        if values.dtype not in _FLOAT_DTYPES:
+        if values.dtype not in FLOAT_DTYPES:
             raise TypeError(
                 f"Sparse24Weight: values have dtype {values.dtype}; use float16, bfloat16 or float32"
             )
@@ -111,16 +112,9 @@ class Sparse24Weight:
                 f"Sparse24Weight: meta has shape {list(meta.shape)}, but a packed {list(shape)} "
                 f"weight has meta of shape {list(meta_shape(n, k))}"
             )
-        if values.device != meta.device:
-            raise ValueError(
-                f"Sparse24Weight: values are on {values.device} but meta is on {meta.device}; "
-                "they must be on the same device"
-            )
-        if not (values.is_contiguous() and meta.is_contiguous()):
-            raise ValueError(
-                "Sparse24Weight: values and meta must be contiguous (they are in sparse24's packed "
-                "layout; a strided view of them is not another packed weight)"
-            )
+        problem = placement_error(values, meta)
+        if problem:
+            raise ValueError(f"Sparse24Weight: {problem}")
 
     # ------------------------------------------------------------------------ construction
     @classmethod
@@ -187,7 +181,7 @@ class Sparse24Weight:
         if dtype is not None:
             if not isinstance(dtype, torch.dtype):
                 raise TypeError(f"Sparse24Weight.to: dtype must be a torch.dtype, got {dtype!r}")
-            if dtype not in _FLOAT_DTYPES:
+            if dtype not in FLOAT_DTYPES:
                 raise TypeError(
                     f"Sparse24Weight.to: cannot cast values to {dtype}; use float16, bfloat16 or float32"
                 )

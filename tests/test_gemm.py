@@ -10,7 +10,7 @@ import torch
 import sparse24.ops as ops
 from sparse24 import reference as ref
 from sparse24.ops import configs, gemm
-from tolerances import REL_TOL as TOLERANCE
+from tolerances import REL_TOL as TOLERANCE, rel_err
 
 ACTIVATIONS = [None, "relu", "gelu", "gelu_tanh"]
 
@@ -18,10 +18,6 @@ ACTIVATIONS = [None, "relu", "gelu", "gelu_tanh"]
 def packed_weight(n, k, dtype, device):
     w = ops.prune_24(torch.randn(n, k, dtype=dtype, device=device))
     return ops.compress(w)
-
-
-def rel_error(y, expected):
-    return ((y.double() - expected).norm() / expected.norm()).item()
 
 
 def reference_output(x, values, meta, bias, activation):
@@ -54,7 +50,7 @@ def test_dot_family_matches_reference(m, n, k, activation, split_k, dtype, devic
     cfg = gemm.heuristic_config(m, n, k, torch.device("cpu")) | {"SPLIT_K": split_k}
     y = run_poisoned(x, values, meta, bias, activation, cfg)
     assert not torch.isnan(y).any(), "an output element was not written"
-    assert rel_error(y.cpu(), reference_output(x, values, meta, bias, activation)) < TOLERANCE[dtype]
+    assert rel_err(y.cpu(), reference_output(x, values, meta, bias, activation)) < TOLERANCE[dtype]
 
 
 @pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_tanh"])
@@ -72,7 +68,7 @@ def test_epilogue_activations_where_they_bend(activation, device, seed):
     cfg = gemm.heuristic_config(m, n, k, torch.device("cpu"))
     y = run_poisoned(x, values, meta, bias, activation, cfg).cpu().double()
     expected = reference_output(x, values, meta, bias, activation)
-    assert rel_error(y[bent], expected[bent]) < TOLERANCE[torch.float16]
+    assert rel_err(y[bent], expected[bent]) < TOLERANCE[torch.float16]
 
 
 def test_gelu_tanh_of_large_negative_inputs_does_not_overflow(device, seed):
@@ -97,10 +93,10 @@ def test_linear_any_leading_dims_and_fp32_reference(seed):
     y = ops.linear(x, values, meta, activation="relu")
     assert y.shape == (2, 3, 32)
     expected = reference_output(x.reshape(6, 128), values, meta, None, "relu").reshape(2, 3, 32)
-    assert rel_error(y, expected) < TOLERANCE[torch.float16]
+    assert rel_err(y, expected) < TOLERANCE[torch.float16]
     y32 = ops.linear(x.float(), values.float(), meta)  # float32: the CPU reference path
     assert y32.dtype == torch.float32
-    assert rel_error(y32, reference_output(x.float(), values.float(), meta, None, None)) < 1e-6
+    assert rel_err(y32, reference_output(x.float(), values.float(), meta, None, None)) < 1e-6
 
 
 def test_zero_tokens():
@@ -241,7 +237,7 @@ def test_every_candidate_config_is_correct_gpu(m, n, k, dtype, family, seed):
         # both ways of loading the mma family's A operand (kernels/sparse_mma.py, A_TILE)
         for variant in ([{**cfg, "A_TILE": 0}, {**cfg, "A_TILE": 1}] if family == "mma" else [cfg]):
             y = run_poisoned(x, values, meta, bias, "gelu", variant)
-            err = rel_error(y.cpu(), expected)
+            err = rel_err(y.cpu(), expected)
             if not err < TOLERANCE[dtype]:
                 failures.append((variant, err))
     assert not failures, failures[:5]
@@ -261,7 +257,7 @@ def test_epilogues_gpu(activation, family, seed):
     cfg = family_candidates(m, n, k)[0]
     y = run_poisoned(x, values, meta, bias, activation, cfg)
     expected = reference_output(x, values, meta, bias, activation)
-    assert rel_error(y.cpu(), expected) < TOLERANCE[torch.float16]
+    assert rel_err(y.cpu(), expected) < TOLERANCE[torch.float16]
 
 
 @pytest.mark.gpu
@@ -271,7 +267,7 @@ def test_linear_op_gpu(m, seed):
     x = torch.randn(m, 768, dtype=torch.float16, device="cuda")
     y = ops.linear(x, values, meta, activation="gelu")
     expected = reference_output(x, values, meta, None, "gelu")
-    assert rel_error(y.cpu(), expected) < TOLERANCE[torch.float16]
+    assert rel_err(y.cpu(), expected) < TOLERANCE[torch.float16]
 
 
 @pytest.mark.gpu
@@ -285,8 +281,8 @@ def test_linear_compiles_fullgraph_and_cuda_graph_gpu(seed):
 
     eager = f(x)
     compiled = torch.compile(f, fullgraph=True)
-    assert rel_error(compiled(x), eager.double()) < 1e-3
+    assert rel_err(compiled(x), eager.double()) < 1e-3
     graph_mode = torch.compile(f, fullgraph=True, mode="reduce-overhead")
     for _ in range(3):
         out = graph_mode(x)
-    assert rel_error(out, eager.double()) < 1e-3
+    assert rel_err(out, eager.double()) < 1e-3

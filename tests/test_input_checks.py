@@ -16,14 +16,10 @@ import sparse24.ops as ops
 from sparse24 import Sparse24Weight
 from sparse24 import reference as ref
 from sparse24.nn import SparseLinear
-from tolerances import REL_TOL
+from tolerances import REL_TOL, rel_err
 
 N, K, M = 32, 128, 5
 DTYPE = torch.float16
-
-
-def rel_error(y, expected):
-    return ((y.double() - expected.double()).norm() / expected.double().norm()).item()
 
 
 def misaligned(t: torch.Tensor) -> torch.Tensor:
@@ -76,7 +72,7 @@ def test_linear_x_any_layout_is_computed_correctly(layout, device, seed):
     expected = ref.linear_ref(x.contiguous().double().cpu(), values.double().cpu(), meta.cpu(),
                               bias.double().cpu(), "gelu")
     assert y.shape == (*x.shape[:-1], N)
-    assert rel_error(y.cpu(), expected) < REL_TOL[DTYPE], layout
+    assert rel_err(y.cpu(), expected) < REL_TOL[DTYPE], layout
 
 
 def test_transposed_x_through_the_kernels(device, seed):
@@ -89,7 +85,7 @@ def test_transposed_x_through_the_kernels(device, seed):
     values, meta = ops.compress(ops.prune_24(torch.randn(N, K, dtype=DTYPE, device=device)))
     y = ops.linear(x, values, meta)
     expected = ref.linear_ref(x.contiguous().double().cpu(), values.double().cpu(), meta.cpu())
-    assert rel_error(y.cpu(), expected) < REL_TOL[DTYPE]
+    assert rel_err(y.cpu(), expected) < REL_TOL[DTYPE]
 
 
 # ----------------------------------------------------------------------------- ops.linear bias
@@ -106,7 +102,7 @@ def test_linear_bias_layouts_that_are_handled(layout, device, seed):
     bias = {"storage_offset": with_offset(b), "misaligned": misaligned(b), "float32": b.float()}[layout]
     y = ops.linear(x, values, meta, bias)
     expected = ref.linear_ref(x.double().cpu(), values.double().cpu(), meta.cpu(), b.double().cpu())
-    assert rel_error(y.cpu(), expected) < REL_TOL[DTYPE]
+    assert rel_err(y.cpu(), expected) < REL_TOL[DTYPE]
 
 
 @pytest.mark.parametrize("layout", ["strided", "expanded", "column"])
@@ -226,7 +222,7 @@ def test_sparse_linear_takes_any_x_layout(device, seed):
         want = torch.relu(lin.double()(x.double())) if device == "cpu" else None
         got = module(x)
         if want is not None:
-            assert rel_error(got, want) < REL_TOL[DTYPE], layout
+            assert rel_err(got, want) < REL_TOL[DTYPE], layout
 
 
 def test_sparse_linear_with_a_strided_bias_is_refused(device):

@@ -11,7 +11,7 @@ from torch import nn
 from sparse24.layout import LAYOUT_VERSION, meta_shape
 from sparse24.nn import SparseLinear
 from sparse24.ops import compress, prune_24
-from tolerances import REL_TOL
+from tolerances import REL_TOL, rel_err
 
 
 # An odd number of atoms along N (48 = 3 x 16) and two 64-wide metadata chunks along K.
@@ -23,11 +23,6 @@ ACTS = {
     "gelu": F.gelu,
     "gelu_tanh": lambda y: F.gelu(y, approximate="tanh"),
 }
-
-
-def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
-    got, want = got.detach().double(), want.detach().double()
-    return float((got - want).norm() / want.norm())
 
 
 def pruned_linear(n: int = N, k: int = K, bias: bool = True, dtype=torch.float32) -> nn.Linear:

@@ -15,7 +15,7 @@ from torch import nn
 
 from sparse24.nn import SparseLinear, SparsifyReport, prune_, sparsify_, squash_
 from sparse24.nn._activations import fusable_activation
-from tolerances import REL_TOL
+from tolerances import REL_TOL, rel_err
 
 transformers = pytest.importorskip("transformers")
 
@@ -85,11 +85,6 @@ def logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     out = model(**batch)
     parts = [out.start_logits, out.end_logits] if hasattr(out, "start_logits") else [out.logits]
     return torch.cat([p.flatten() for p in parts])
-
-
-def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
-    got, want = got.detach().double(), want.detach().double()
-    return float((got - want).norm() / want.norm())
 
 
 def linear_fqns(model: nn.Module, cls: type = nn.Linear) -> list[str]:

@@ -6,18 +6,15 @@ import itertools
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import sparse24.ops as ops
+from sparse24.activations import ACTIVATIONS as ACTIVATION_CODES
+from sparse24.activations import REFERENCE as REFERENCE_ACTIVATIONS
 from sparse24.ops import wgmma
+from tolerances import REL_TOL, rel_err
 
 pytestmark = pytest.mark.gpu
 
-ACTIVATION_CODES = {None: 0, "relu": 1, "gelu": 2, "gelu_tanh": 3}
-REFERENCE_ACTIVATIONS = {None: lambda y: y, "relu": F.relu, "gelu": F.gelu,
-                         "gelu_tanh": lambda y: F.gelu(y, approximate="tanh")}
-# relative Frobenius error against float64: the output's own rounding is 2^-11 (fp16), 2^-8 (bf16)
-TOLERANCE = {torch.float16: 2e-3, torch.bfloat16: 1e-2}
 M_VALUES = [1, 5, 333, 1000, 4097]
 WEIGHT_SHAPES = [(768, 768), (3072, 768), (768, 3072), (2304, 768), (4096, 4096)]
 EPILOGUES = [(False, None), (True, None), (True, "relu"), (True, "gelu"), (False, "gelu_tanh")]
@@ -40,10 +37,6 @@ def expected(x, w, bias, activation):
     return REFERENCE_ACTIVATIONS[activation](y)
 
 
-def relative_error(y, ref):
-    return ((y.double() - ref).norm() / ref.norm()).item()
-
-
 @pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("cfg", wgmma.candidates(4096, 768, 768), ids=lambda c: f"BT{c['BT']}-S{c['STAGES']}")
@@ -59,8 +52,8 @@ def test_every_config_every_epilogue(cfg, dtype):
         bias = torch.randn(n, device="cuda", generator=gen) * 0.5 if has_bias else None
         y = torch.full((m, n), float("nan"), dtype=dtype, device="cuda")
         wgmma.launch(x, values, meta, bias, y, ACTIVATION_CODES[activation], cfg)
-        err = relative_error(y, expected(x, w, bias, activation))
-        if torch.isnan(y).any() or not err < TOLERANCE[dtype]:
+        err = rel_err(y, expected(x, w, bias, activation))
+        if torch.isnan(y).any() or not err < REL_TOL[dtype]:
             failures.append((m, n, k, has_bias, activation, err, int(torch.isnan(y).sum())))
     assert not failures, failures[:6]
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparse24.activations import ACTIVATIONS
+from sparse24.activations import ACTIVATIONS, GELU_APPROXIMATE
 
 # (Linear attribute, activation attribute) of feed-forward blocks whose forward is exactly
 # ``act(linear(x))``: Hugging Face's *Intermediate blocks (BERT, RoBERTa, MPNet, ELECTRA, ...)
@@ -41,10 +41,10 @@ def fusable_activation(act: Any) -> str | None:
     if act is F.gelu:
         return "gelu"
     if (isinstance(act, functools.partial) and act.func is F.gelu and not act.args
-            and act.keywords.get("approximate") in ("none", "tanh") and len(act.keywords) == 1):
-        return "gelu" if act.keywords["approximate"] == "none" else "gelu_tanh"
+            and act.keywords.keys() == {"approximate"} and isinstance(act.keywords["approximate"], str)):
+        return GELU_APPROXIMATE.get(act.keywords["approximate"])
     if _plain_instance(act, nn.GELU):
-        return {"none": "gelu", "tanh": "gelu_tanh"}.get(act.approximate)
+        return GELU_APPROXIMATE.get(act.approximate)
     hf = sys.modules.get("transformers.activations")
     if hf is not None:
         for name, epilogue in _TRANSFORMERS_ACTIVATIONS:

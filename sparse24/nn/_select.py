@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from sparse24.layout import granularity_error
-from sparse24.ops._checks import FLOAT_DTYPES, GEMM_DTYPES
+from sparse24.layout import FLOAT_DTYPES, granularity_error
+from sparse24.ops._checks import GEMM_DTYPES, first_nan, first_overfull_group
 
 FilterFn = Callable[[nn.Module, str], bool]
 """``filter_fn(module, fqn) -> bool``: called on every nn.Linear; False leaves it alone."""
@@ -93,15 +93,13 @@ def unsupported_reason(linear: nn.Linear, for_inference: bool = True) -> str | N
 
 def not_24_reason(w: torch.Tensor) -> str | None:
     """None when ``w`` is 2:4 along K and has no NaN (what compress accepts), else the first problem."""
-    n, k = w.shape
-    if torch.isnan(w).any():
+    if first_nan(w):
         return "weight has NaN"
-    counts = (w.reshape(n, k // 4, 4) != 0).sum(-1)
-    bad = (counts > 2).nonzero()
-    if len(bad):
-        r, g = (int(i) for i in bad[0])
+    overfull = first_overfull_group(w)
+    if overfull:
+        r, g, nonzero, groups = overfull
         return (f"weight is not 2:4 sparse (row {r}, columns {4 * g}..{4 * g + 3} hold "
-                f"{int(counts[r, g])} nonzero values; {len(bad)} such groups); prune it first with "
+                f"{nonzero} nonzero values; {groups} such groups); prune it first with "
                 "sparse24.nn.prune_ (then fine-tune and squash_)")
     return None
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from sparse24 import ops
 from sparse24.activations import NAMES
-from sparse24.layout import LAYOUT_VERSION, granularity_error, meta_shape, values_shape
+from sparse24.layout import LAYOUT_VERSION, granularity_error, meta_error, meta_shape, values_shape
 
 ACTIVATIONS = NAMES
 """Epilogues that sparse24.ops.linear fuses: none, ReLU, erf GELU, tanh GELU (sparse24.activations)."""
@@ -164,12 +164,9 @@ class SparseLinear(nn.Module):
             )
             return problems
         meta = state_dict.get(prefix + "meta")
-        if meta is not None and (meta.dtype != torch.int32 or tuple(meta.shape) != meta_shape(*mine)):
-            problems.append(
-                f"{prefix}meta is {meta.dtype} of shape {list(meta.shape)}; a packed {list(mine)} "
-                f"weight has int32 meta of shape {list(meta_shape(*mine))} (its words are bit "
-                "patterns: they cannot be cast to another dtype)"
-            )
+        problem = None if meta is None else meta_error(meta, *mine)
+        if problem:
+            problems.append(prefix + problem)
         return problems
 
     def extra_repr(self) -> str:

@@ -6,9 +6,8 @@ import os
 
 import torch
 
-from sparse24.layout import K_MULTIPLE, granularity_error, meta_shape
+from sparse24.layout import FLOAT_DTYPES, K_MULTIPLE, granularity_error, meta_error, placement_error
 
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 GEMM_DTYPES = (torch.float16, torch.bfloat16)
 
 
@@ -56,47 +55,57 @@ def check_packed(op: str, values: torch.Tensor, meta: torch.Tensor) -> tuple[int
     problem = granularity_error(n, k)
     if problem:
         raise ValueError(f"sparse24.{op}: values of shape {tuple(values.shape)} pack no valid weight: {problem}")
-    expected = meta_shape(n, k)
-    if meta.dtype != torch.int32 or tuple(meta.shape) != expected:
-        raise ValueError(
-            f"sparse24.{op}: meta does not match values: values {tuple(values.shape)} pack a "
-            f"[{n}, {k}] weight, whose meta is int32 of shape {expected}; got {meta.dtype} of "
-            f"shape {tuple(meta.shape)}"
-        )
-    if values.device != meta.device:
-        raise ValueError(
-            f"sparse24.{op}: values are on {values.device} but meta is on {meta.device}"
-        )
-    if not (values.is_contiguous() and meta.is_contiguous()):
-        raise ValueError(
-            f"sparse24.{op}: values and meta must be contiguous (they are in sparse24's packed "
-            "layout; slicing or transposing them does not give another packed weight)"
-        )
+    problem = meta_error(meta, n, k)
+    if problem:
+        raise ValueError(f"sparse24.{op}: meta does not match values {tuple(values.shape)}: {problem}")
+    problem = placement_error(values, meta)
+    if problem:
+        raise ValueError(f"sparse24.{op}: {problem}")
     return n, k
 
 
-def raise_first_bad_group(w: torch.Tensor) -> None:
-    """Locate and report the first NaN or non-2:4 group of w (only called once a kernel saw one)."""
-    n, k = w.shape
+def first_nan(w: torch.Tensor) -> tuple[int, int] | None:
+    """(row, column) of the first NaN of a 2-D w, or None."""
     nan = torch.isnan(w)
-    if nan.any():
-        r, c = (int(i) for i in nan.nonzero()[0])
+    if not nan.any():
+        return None
+    r, c = (int(i) for i in nan.nonzero()[0])
+    return r, c
+
+
+def first_overfull_group(w: torch.Tensor) -> tuple[int, int, int, int] | None:
+    """(row, group, its nonzero count, how many such groups) for the first group of 4 along K of w
+    with more than two nonzero values (what makes w not 2:4), or None."""
+    n, k = w.shape
+    counts = (w.reshape(n, k // 4, 4) != 0).sum(-1)
+    bad = (counts > 2).nonzero()
+    if not len(bad):
+        return None
+    r, g = (int(i) for i in bad[0])
+    return r, g, int(counts[r, g]), len(bad)
+
+
+def raise_first_bad_group(w: torch.Tensor) -> None:
+    """Report the first NaN, else the first non-2:4 group of w, as compress refuses them; return
+    quietly when there is neither."""
+    nan = first_nan(w)
+    if nan:
+        r, c = nan
         raise ValueError(
             f"sparse24.compress: w has NaN at row {r}, column {c}; a weight with NaN cannot be compressed"
         )
-    counts = (w.reshape(n, k // 4, 4) != 0).sum(-1)
-    bad = (counts > 2).nonzero()
-    if len(bad):
-        r, g = (int(i) for i in bad[0])
+    overfull = first_overfull_group(w)
+    if overfull:
+        r, g, nonzero, groups = overfull
         raise ValueError(
             f"sparse24.compress: w is not 2:4 sparse: row {r}, group {g} (columns {4 * g}..{4 * g + 3}) "
-            f"has {int(counts[r, g])} nonzero values, at most 2 allowed; {len(bad)} such groups in all. "
+            f"has {nonzero} nonzero values, at most 2 allowed; {groups} such groups in all. "
             "Prune it first with sparse24.ops.prune_24(w), or pass check=False to keep the two "
             "largest-scoring entries silently"
         )
 
 
 __all__ = [
-    "FLOAT_DTYPES", "GEMM_DTYPES", "K_MULTIPLE", "check_packed", "check_weight",
-    "interpreter_active", "raise_first_bad_group", "use_triton",
+    "FLOAT_DTYPES", "GEMM_DTYPES", "K_MULTIPLE", "check_packed", "check_weight", "first_nan",
+    "first_overfull_group", "interpreter_active", "raise_first_bad_group", "use_triton",
 ]
