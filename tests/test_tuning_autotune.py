@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from sparse24.tuning.autotune import REP_MS, WARMUP_MS, NoValidConfigError, autotune
-from sparse24.tuning.cache import TuningCache, TuningCacheWarning
-from sparse24.tuning.keys import TuningKey
+from sparse24.tuning.cache import TuningCache, TuningCacheWarning, TuningKey
 
 KEY = TuningKey("NVIDIA H100 80GB HBM3", "3.6.0", "float16", n=48, k=200, m_bucket=8)
 
@@ -124,6 +123,7 @@ def test_all_fail_raises_clear_error(gemm, cache):
     assert "[check] BLOCK_K=64 family=skip_tail: max abs error" in text
     assert "[check] BLOCK_K=512 family=plain: OutOfResources" in text
     assert cache.get(KEY) is None
+    assert [r.config["BLOCK_K"] for r in info.value.rejected] == [64, 512, 48]
 
 
 def test_timer_failures_and_bad_times_reject(gemm, cache):

@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
-from sparse24.tuning import keys
-from sparse24.tuning.keys import TuningKey, dtype_name, m_bucket, slug, validate_config
+from sparse24.tuning import cache as keys
+from sparse24.tuning.cache import TuningKey, dtype_name, m_bucket, slug, validate_config
 
 
 @pytest.mark.parametrize(
@@ -62,7 +62,7 @@ def test_key_is_frozen():
 @pytest.mark.parametrize(
     "data, match",
     [
-        ("not a dict", "JSON object"),
+        ("not a dict", "do not match"),
         ({"gpu": "x", "triton": "3", "dtype": "float16", "n": 16, "k": 64}, "do not match"),
         ({**_key().to_json(), "extra": 1}, "do not match"),
         ({**_key().to_json(), "m_bucket": 48}, "power of two"),

@@ -1,12 +1,29 @@
-"""Candidate kernel configs for sparse24.ops.linear: one list for the tuner and the GPU tests.
+"""The configs of sparse24.ops.linear: what one looks like, which to try, which tuned one to use.
 
 A config is a JSON-able dict. "mma" configs tile [BLOCK_F features x BLOCK_T tokens] per program;
-"dot" configs tile [BLOCK_M tokens x BLOCK_N features] and may split K.
+"dot" configs tile [BLOCK_M tokens x BLOCK_N features] and may split K; "wgmma" configs (sm90) come
+from ``sparse24.ops.wgmma.candidates``. ``candidates`` feeds the tuner and the GPU tests,
+``tuned`` feeds ``gemm.choose_config``. This module does not import gemm (gemm imports it).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
+
+import torch
+
+from sparse24 import tuning
+from sparse24.ops import wgmma
+
+# Fields each family's launcher reads (mma configs tuned before split-K existed lack SPLIT_K and
+# run unsplit), and those that must be powers of two (tile sizes, warps).
+_FIELDS = {
+    "mma": ("BLOCK_F", "BLOCK_T", "GROUP_T", "PREFETCH", "num_warps", "num_stages"),
+    "dot": ("BLOCK_M", "BLOCK_N", "SPLIT_K", "num_warps", "num_stages"),
+    "wgmma": ("BT", "STAGES", "GROUP"),
+}
+_POWERS_OF_TWO = ("BLOCK_F", "BLOCK_T", "BLOCK_M", "BLOCK_N", "num_warps", "BT")
 
 # float32 accumulator registers per thread = BLOCK_F * BLOCK_T / (32 * num_warps). Capped at 128,
 # half of a thread's 255, so the A fragments and x tiles of two chunks (prefetch) fit beside it.
@@ -53,15 +70,60 @@ def dot_candidates(m: int, n: int, k: int) -> list[dict]:
     return configs
 
 
-def candidates(m: int, n: int, k: int, on_gpu: bool, device=None) -> list[dict]:
-    """Every config worth timing for an [m, k] x [n, k]^T problem (mma needs a GPU). On sm90 with
-    more than ``gemm.WGMMA_MIN_TOKENS`` tokens only the wgmma family serves (the dispatch rule)."""
-    import torch
-
-    from sparse24.ops import gemm, wgmma
-
-    if on_gpu and device is None and torch.cuda.is_available():
-        device = torch.device("cuda", torch.cuda.current_device())
-    if on_gpu and device is not None and gemm.uses_wgmma(m, device):
+def candidates(m: int, n: int, k: int, on_gpu: bool, wgmma_side: bool = False) -> list[dict]:
+    """Every config worth timing for an [m, k] x [n, k]^T problem (mma needs a GPU). With
+    ``wgmma_side`` (the caller's ``gemm.uses_wgmma(m, device)``: the sm90 rule) only the wgmma
+    family serves."""
+    if wgmma_side:
         return wgmma.candidates(m, n, k)
     return (mma_candidates(m, n, k) if on_gpu else []) + dot_candidates(m, n, k)
+
+
+def well_formed(config: dict) -> bool:
+    """A known family, with the positive (PREFETCH: >= 0) int fields its launcher reads. Whether
+    it fits the weight is ``gemm.config_fits``."""
+    fields = _FIELDS.get(config.get("family"))
+    if fields is None:
+        return False
+    for name in fields + (("SPLIT_K",) if "SPLIT_K" in config else ()):
+        value = config.get(name)
+        if type(value) is not int or value < (name != "PREFETCH"):
+            return False
+        if name in _POWERS_OF_TWO and value & (value - 1):
+            return False
+    return True
+
+
+def tuned(m: int, n: int, k: int, dtype: torch.dtype, device: torch.device) -> dict | None:
+    """The tuned or shipped config for this problem on a CUDA device, or None: use the heuristic.
+
+    This GPU's entries first (user cache, shipped defaults, a near M bucket), then the shipped
+    defaults of GPUs declaring the same compute capability and SM count (H100 SXM and H200): any
+    config is a correct launch on the same architecture, and the same SM count keeps grid and
+    split-K sizing sensible. Never raises: a bad file or entry means "no config". The dict is the
+    cache's own: do not modify it.
+    """
+    if device.type != "cuda" or m < 1:
+        return None
+    try:
+        index = torch.cuda.current_device() if device.index is None else device.index
+        name, capability, sm_count = device_info(index)
+        cache = tuning.default_cache()
+        key = tuning.TuningKey(name, tuning.triton_version(), tuning.dtype_name(dtype), n, k,
+                               tuning.m_bucket(m))
+        entry = cache.lookup(key)
+        if entry is None or not well_formed(entry.config):
+            for gpu in cache.shipped_gpus(capability, sm_count):
+                entry = cache.lookup(key._replace(gpu=gpu))
+                if entry is not None and well_formed(entry.config):
+                    break
+        return entry.config if entry is not None and well_formed(entry.config) else None
+    except Exception:  # noqa: BLE001 - a cache problem (or a warning made an error): heuristic
+        return None
+
+
+@functools.cache
+def device_info(index: int) -> tuple[str, str, int]:
+    """(name, compute capability "9.0", SM count) of a CUDA device."""
+    props = torch.cuda.get_device_properties(index)
+    return props.name, f"{props.major}.{props.minor}", props.multi_processor_count
