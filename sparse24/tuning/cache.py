@@ -31,6 +31,7 @@ import re
 import tempfile
 import threading
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -240,67 +241,64 @@ def write_file(path: Path, header: dict[str, Any], entries: dict[TuningKey, Cach
 class TuningCache:
     """The user cache and the shipped defaults, each file read once and kept in memory.
 
-    ``lookup`` order: the user cache's exact key, the defaults' exact key (Triton version not
-    compared), then the nearest M bucket of the same (gpu, dtype, N, K) in either, at most
-    ``MAX_BUCKET_RATIO`` away: the closer in log2, on a tie the larger bucket (a config tuned for
-    more rows only wastes part of a tile on small M, while a small-M split-K config costs more as
-    M grows), then the user cache. None: the caller uses its heuristic.
+    ``lookup``: the user cache's entry of the key, else the defaults' (any Triton version), else
+    the same in the nearest M bucket at most ``MAX_BUCKET_RATIO`` away, on a tie the larger (a
+    config tuned for more rows only wastes part of a tile on small M, while a small-M split-K
+    config costs more as M grows). None: the caller uses its heuristic. A handful of dict
+    look-ups, no scan, so the GEMM can ask on every call without a memo in front.
     """
 
     def __init__(self, directory: str | os.PathLike[str] | None = None,
                  defaults_dir: str | os.PathLike[str] | None = None) -> None:
         self.directory = Path(directory) if directory is not None else cache_dir()
         self.defaults_dir = Path(defaults_dir) if defaults_dir is not None else DEFAULTS_DIR
-        self._files: dict[tuple[Path, str | None], dict[str, Any]] = {}  # read_file's answers
-        self._lock = threading.Lock()  # put() is read-merge-write; lookups may come from threads
+        # (gpu, triton): the user file's entries; (gpu, None): the shipped defaults'; each as
+        # {(dtype, n, k): {m bucket: entry}}, so that a look-up of an untuned shape is one miss.
+        self._entries: dict[tuple[str, str | None], dict[tuple, dict[int, CacheEntry]]] = {}
+        self._shipped: list[tuple[Any, Any, str]] | None = None  # (capability, SM count, gpu)
+        self._lock = threading.Lock()  # put() is read-merge-write
 
     def path_for(self, gpu: str, triton: str) -> Path:
         return self.directory / f"{slug(gpu)}__triton-{slug(triton)}.json"
 
     def clear_memory(self) -> None:
         """Forget the files read so far (after another process wrote them)."""
-        self._files.clear()
+        self._entries.clear()
+        self._shipped = None
 
-    def _file(self, path: Path, gpu: str | None, triton: str | None, source: str) -> dict[str, Any]:
-        if (path, gpu) not in self._files:
-            self._files[path, gpu] = read_file(path, gpu, triton, source)
-        return self._files[path, gpu]
-
-    def _user(self, gpu: str, triton: str) -> dict[TuningKey, CacheEntry]:
-        return self._file(self.path_for(gpu, triton), gpu, triton, "user")["entries"]
-
-    def _defaults(self, gpu: str) -> dict[TuningKey, CacheEntry]:
-        return self._file(defaults_path(gpu, self.defaults_dir), gpu, None, "defaults")["entries"]
+    def _of(self, gpu: str, triton: str | None) -> dict[tuple, dict[int, CacheEntry]]:
+        index = self._entries.get((gpu, triton))
+        if index is None:
+            path = self.path_for(gpu, triton) if triton else defaults_path(gpu, self.defaults_dir)
+            entries = read_file(path, gpu, triton, "user" if triton else "defaults")["entries"]
+            index = self._entries[gpu, triton] = _index(entries.values())
+        return index
 
     def get(self, key: TuningKey) -> CacheEntry | None:
         """The user cache's entry of exactly ``key``."""
-        return self._user(key.gpu, key.triton).get(key)
+        return self._of(key.gpu, key.triton).get(key[2:5], {}).get(key.m_bucket)
 
     def lookup(self, key: TuningKey) -> CacheEntry | None:
-        user, defaults = self._user(key.gpu, key.triton), self._defaults(key.gpu)
-        found = user.get(key) or defaults.get(key._replace(triton="*"))
-        if found is not None:
-            return found
-        best, chosen = None, None
-        for rank, (pool, source) in enumerate(((user, "nearest:user"), (defaults, "nearest:defaults"))):
-            for entry in pool.values():
-                k = entry.key
-                ratio = max(k.m_bucket, key.m_bucket) / min(k.m_bucket, key.m_bucket)
-                if k[:1] + k[2:5] != key[:1] + key[2:5] or ratio > MAX_BUCKET_RATIO:  # not gpu, dtype, n, k
-                    continue
-                score = (abs(math.log2(k.m_bucket / key.m_bucket)), -k.m_bucket, rank)
-                if best is None or score < best:
-                    best, chosen = score, dataclasses.replace(entry, source=source)
-        return chosen
+        mine = self._of(key.gpu, key.triton).get(key[2:5])
+        shipped = self._of(key.gpu, None).get(key[2:5])
+        if not (mine or shipped):
+            return None
+        for ratio in _NEAREST_FIRST:
+            found = (mine or {}).get(int(key.m_bucket * ratio)) or (shipped or {}).get(
+                int(key.m_bucket * ratio))
+            if found is not None:
+                return found if ratio == 1 else dataclasses.replace(
+                    found, source=f"nearest:{found.source}")
+        return None
 
     def shipped_gpus(self, capability: str, sm_count: int) -> list[str]:
         """GPUs whose shipped defaults declare this compute capability and SM count."""
-        names = []
-        for path in sorted(self.defaults_dir.glob("*.json")):
-            header = self._file(path, None, None, "defaults")
-            if (header.get("capability"), header.get("sm_count")) == (capability, sm_count):
-                names.append(header["gpu"])
-        return names
+        if self._shipped is None:  # the directory is listed once, not on every call
+            headers = [read_file(p, None, None, "defaults")
+                       for p in sorted(self.defaults_dir.glob("*.json"))]
+            self._shipped = [(h.get("capability"), h.get("sm_count"), h["gpu"])
+                             for h in headers if "gpu" in h]
+        return [gpu for cap, sms, gpu in self._shipped if (cap, sms) == (capability, sm_count)]
 
     def put(self, entry: CacheEntry) -> None:
         """Keep ``entry`` in memory and merge it into its user cache file (re-read first, so other
@@ -310,22 +308,36 @@ class TuningCache:
         entry = dataclasses.replace(entry, config=validate_config(entry.config), source="user")
         path = self.path_for(key.gpu, key.triton)
         with self._lock:
-            self._user(key.gpu, key.triton)[key] = entry
             merged = read_file(path, key.gpu, key.triton, "user")["entries"]
-            merged.update(self._user(key.gpu, key.triton))
-            self._files[path, key.gpu]["entries"] = merged
+            merged.update({e.key: e for bucket in self._of(key.gpu, key.triton).values()
+                           for e in bucket.values()})
+            merged[key] = entry
+            self._entries[key.gpu, key.triton] = _index(merged.values())  # even if writing fails
             write_file(path, {"gpu": key.gpu, "triton": key.triton}, merged)
 
 
-_default_cache: TuningCache | None = None
+def _index(entries: Iterable[CacheEntry]) -> dict[tuple, dict[int, CacheEntry]]:
+    index: dict[tuple, dict[int, CacheEntry]] = {}
+    for e in entries:
+        index.setdefault(e.key[2:5], {})[e.key.m_bucket] = e
+    return index
+
+
+# Buckets tried for a key of bucket b, as multiples of b: b itself, then nearer before farther
+# (log2 distance), the larger on a tie, up to MAX_BUCKET_RATIO.
+_NEAREST_FIRST = (1, 2, 0.5, 4, 0.25)
+
+
+_default_cache: tuple[str | None, TuningCache] | None = None  # ($SPARSE24_CACHE_DIR, cache)
 
 
 def default_cache() -> TuningCache:
     """The process-wide cache of the current ``cache_dir()`` (a new one when it changed)."""
     global _default_cache
-    if _default_cache is None or _default_cache.directory != cache_dir():
-        _default_cache = TuningCache()
-    return _default_cache
+    env = os.environ.get(CACHE_DIR_ENV)  # compared as text: cheap enough for every GEMM call
+    if _default_cache is None or _default_cache[0] != env:
+        _default_cache = (env, TuningCache())
+    return _default_cache[1]
 
 
 def write_defaults(source: str | os.PathLike[str], dest_dir: str | os.PathLike[str] | None = None,
