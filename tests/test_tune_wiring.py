@@ -140,7 +140,7 @@ def shipped(gpu: str, file_name: str) -> dict:
     assert path.name == file_name and path.is_file()
     with warnings.catch_warnings():
         warnings.simplefilter("error", tuning.TuningCacheWarning)
-        return cache_mod.load(path, gpu, None, "defaults")
+        return cache_mod.read_file(path, gpu, None, "defaults")
 
 
 H100 = ("NVIDIA H100 80GB HBM3", "nvidia-h100-80gb-hbm3.json")
@@ -205,7 +205,7 @@ def test_make_defaults_picks_fastest_correct(tmp_path):
     assert _load_make_defaults().main([str(sweep), "--dest", str(tmp_path / "out")]) == 0
     doc = json.loads((tmp_path / "out" / "test-gpu.json").read_text())
     assert doc["gpu"] == "Test GPU" and doc["triton"] == "3.6.0"
-    entries = cache_mod.load(tmp_path / "out" / "test-gpu.json", "Test GPU", None, "defaults")
+    entries = cache_mod.read_file(tmp_path / "out" / "test-gpu.json", "Test GPU", None, "defaults")
     small = entries["entries"][tuning.TuningKey("Test GPU", "*", "float16", 64, 256, 16)]
     assert small.config == DOT_B and small.n_candidates == 4 and small.n_rejected == 2
     assert entries["entries"][tuning.TuningKey("Test GPU", "*", "float16", 64, 256, 512)].config == DOT_A
@@ -214,7 +214,7 @@ def test_make_defaults_picks_fastest_correct(tmp_path):
 # ------------------------------------------------------------------------------------ tune()
 @pytest.fixture
 def two_candidates(monkeypatch):
-    monkeypatch.setattr(configs, "candidates", lambda m, n, k, **kw: [DOT_A, DOT_B])
+    monkeypatch.setattr(configs, "candidates", lambda m, n, k, on_gpu, wgmma_side: [DOT_A, DOT_B])
 
 
 def test_tune_picks_correct_config_and_stores_it(user_cache, two_candidates, monkeypatch, device):

@@ -101,15 +101,12 @@ def test_for_problem_with_fake_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: f"Fake GPU {i}")
-    keys._gpu_name.cache_clear()
-    try:
-        key = TuningKey.for_problem(768, 3072, 100, torch.float16, device="cuda:1")
-        assert key == TuningKey("Fake GPU 1", keys.triton_version(), "float16", 768, 3072, 128)
-        assert keys.current_gpu_name() == "Fake GPU 0"
-        with pytest.raises(ValueError, match="CUDA device"):
-            keys.current_gpu_name("cpu")
-    finally:
-        keys._gpu_name.cache_clear()
+    key = TuningKey.for_problem(768, 3072, 100, torch.float16, device="cuda:1")
+    assert key == TuningKey("Fake GPU 1", keys.triton_version(), "float16", 768, 3072, 128)
+    assert keys.current_gpu_name() == "Fake GPU 0"
+    assert keys.current_gpu_name(1) == "Fake GPU 1"
+    with pytest.raises(ValueError, match="CUDA device"):
+        keys.current_gpu_name("cpu")
 
 
 def test_import_touches_no_gpu_and_no_triton():

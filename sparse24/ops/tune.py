@@ -1,19 +1,13 @@
 """Tune sparse24.ops.linear for one problem size: every candidate checked, the fastest stored.
 
-``tune(n, k, m, dtype, device)`` builds a random 2:4 weight [n, k], x [m, k] and a bias, checks
-every candidate against F.linear on the decompressed weight in float64 (so TF32 settings cannot
-blur the comparison), times those that pass and stores the winner in the user cache, where
-``linear`` finds it on its next call (through ``configs.tuned``). ``python -m sparse24 tune``
-drives this over many shapes.
-
+The winner goes to the user cache, where ``linear`` finds it on its next call (``configs.tuned``).
 On CPU (only under TRITON_INTERPRET=1, for tests) the "dot" family is tuned with a wall-clock
 timer, under the GPU name ``CPU_GPU_NAME``.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
+import timeit
 from collections.abc import Callable
 from typing import Any
 
@@ -36,9 +30,10 @@ def tune(n: int, k: int, m: int, dtype: torch.dtype = torch.float16,
          seed: int = 0) -> tuning.TuneResult:
     """Find the fastest correct config for y[m, n] = x[m, k] @ W[n, k]^T + bias and cache it.
 
-    ``timer(fn) -> ms`` defaults to do_bench's median on CUDA and a wall-clock median on CPU.
-    Raises ``sparse24.tuning.NoValidConfigError`` when no candidate is correct, ValueError /
-    TypeError for a shape, dtype or device the kernels do not take.
+    Random 2:4 weight, x and bias; each candidate is checked against F.linear on the decompressed
+    weight in float64 (so TF32 settings cannot blur it). ``timer(fn) -> ms``: default do_bench's
+    median on CUDA, wall-clock on CPU. ``sparse24.tuning.NoValidConfigError`` when no candidate
+    is correct; ValueError / TypeError for a problem the kernels do not take.
     """
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
@@ -54,8 +49,7 @@ def tune(n: int, k: int, m: int, dtype: torch.dtype = torch.float16,
                          "(CPU only under TRITON_INTERPRET=1)")
 
     gen = torch.Generator(device=device).manual_seed(seed)
-    values, meta = compress(prune_24(
-        torch.randn(n, k, generator=gen, device=device, dtype=dtype)))
+    values, meta = compress(prune_24(torch.randn(n, k, generator=gen, device=device, dtype=dtype)))
     x = torch.randn(m, k, generator=gen, device=device, dtype=dtype)
     bias = torch.randn(n, generator=gen, device=device, dtype=dtype)
     expected = torch.nn.functional.linear(x.double(), decompress(values, meta).double(),
@@ -70,29 +64,21 @@ def tune(n: int, k: int, m: int, dtype: torch.dtype = torch.float16,
         out = torch.full((m, n), float("nan"), dtype=dtype, device=device)
         y = gemm.run_config(x, values, meta, bias, activation, cfg, out=out)
         err = (y.double() - expected).norm().item() / max(expected.norm().item(), 1e-30)
-        return None if err < TOLERANCE[dtype] else f"relative error {err:.3e} >= {TOLERANCE[dtype]:.0e}"
+        ok = err < TOLERANCE[dtype]  # also False for NaN
+        return None if ok else f"relative error {err:.3e} >= {TOLERANCE[dtype]:.0e}"
 
     on_gpu = device.type == "cuda"
-    if on_gpu:
-        key = tuning.TuningKey.for_problem(n, k, m, dtype, device)
-    else:
-        key = tuning.TuningKey(CPU_GPU_NAME, tuning.triton_version(), tuning.dtype_name(dtype),
-                               n, k, tuning.m_bucket(m))
-    candidates = configs.candidates(m, n, k, on_gpu=on_gpu,
-                                    wgmma_side=gemm.uses_wgmma(m, device))
-    return tuning.autotune(key, candidates, run, check, timer=timer or (None if on_gpu else wall_timer),
-                           progress=progress, store=store)
+    gpu = tuning.current_gpu_name(device) if on_gpu else CPU_GPU_NAME
+    key = tuning.TuningKey(gpu, tuning.triton_version(), tuning.dtype_name(dtype), n, k,
+                           tuning.m_bucket(m))
+    candidates = configs.candidates(m, n, k, on_gpu, wgmma_side=gemm.uses_wgmma(m, device))
+    return tuning.autotune(key, candidates, run, check, progress=progress, store=store,
+                           timer=timer or (None if on_gpu else wall_timer))
 
 
-def wall_timer(fn: Callable[[], Any], repeats: int = 3) -> float:
-    """Median wall-clock time of ``fn`` in ms, after one warm-up call (CPU only)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+def wall_timer(fn: Callable[[], Any]) -> float:
+    """Mean wall-clock ms of three calls of ``fn`` (CPU: no CUDA events for do_bench)."""
+    return timeit.timeit(fn, number=3) / 3 * 1e3
 
 
 __all__ = ["CPU_GPU_NAME", "TOLERANCE", "tune", "wall_timer"]

@@ -1,9 +1,8 @@
 """Pick the fastest *correct* config among candidates, and remember it.
 
-A small explicit loop rather than ``triton.autotune``, which times every config but has no notion
-of checking the result: here every candidate is first launched once and compared with a reference,
-so a config that is fast because it computes the wrong thing (a bad split-K reduction, a tile that
-skips a remainder) can never win. Timing is ``triton.testing.do_bench``.
+A small loop rather than ``triton.autotune``, which times configs but cannot check them: here each
+candidate is first compared with a reference, so a config that is fast because it computes the
+wrong thing (a bad split-K reduction, a tile that skips a remainder) never wins.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ REP_MS = 100
 
 
 class NoValidConfigError(RuntimeError):
-    """No candidate passed its check and timing; ``rejected`` says why each failed."""
+    """No candidate passed; ``rejected`` says why each failed."""
 
     def __init__(self, message: str, rejected: list[Rejected]) -> None:
         super().__init__(message)
@@ -80,22 +79,20 @@ def autotune(key: TuningKey, candidates: Iterable[dict], run: Callable[[dict], A
              check: Callable[[dict], str | None], timer: Callable | None = None,
              progress: bool = True, *, cache: TuningCache | None = None,
              store: bool = True) -> TuneResult:
-    """Check every candidate, time the survivors with ``timer(lambda: run(config)) -> ms``
-    (default: do_bench's median), return the fastest and (``store``) put it in ``cache`` (default:
-    the process-wide user cache; a failure to write is a warning, so a long sweep is not lost).
-
-    ``check(config)`` returns None when the output matches the reference, else a text saying how
-    it differs. An exception in check or timing, or a non-finite time, also rejects the candidate.
-    Raises ``NoValidConfigError`` when none survives. Duplicates are tried once.
+    """Check each candidate (``check(config)``: None when the output matches the reference, else
+    how it differs), time those that pass (``timer(lambda: run(config)) -> ms``, default do_bench's
+    median), return the fastest and (``store``) put it in ``cache`` (default: the user cache; a
+    failed write only warns, so a long sweep is not lost). An exception or a non-finite time also
+    rejects a candidate; ``NoValidConfigError`` when none survives. Duplicates are tried once.
     """
+    what = f"{key.gpu}, {key.dtype}, N={key.n}, K={key.k}, M bucket {key.m_bucket}"
     configs = list({json.dumps(c, sort_keys=True): validate_config(c) for c in candidates}.values())
     if not configs:
-        raise ValueError(f"autotune({_describe(key)}): no candidates given")
-    timer = timer or do_bench_timer
+        raise ValueError(f"autotune({what}): no candidates given")
     rejected: list[Rejected] = []
     timings: list[tuple[Config, float]] = []
-    where = f"{key.n}x{key.k} M<={key.m_bucket}"
-    for config in progress_bar(configs, progress, desc=f"tune {where}", leave=False):
+    for config in progress_bar(configs, progress, desc=f"tune {key.n}x{key.k} M<={key.m_bucket}",
+                               leave=False):
         try:
             verdict = check(dict(config))  # a copy: the caller must not alter the candidate
         except Exception as exc:  # noqa: BLE001 - any failure disqualifies this candidate only
@@ -107,7 +104,7 @@ def autotune(key: TuningKey, candidates: Iterable[dict], run: Callable[[dict], A
             rejected.append(Rejected(config, "check", verdict))
             continue
         try:
-            ms = float(timer(lambda: run(dict(config))))
+            ms = float((timer or do_bench_timer)(lambda: run(dict(config))))
             if not (math.isfinite(ms) and ms > 0):
                 raise ValueError(f"timer returned {ms!r} ms")
         except Exception as exc:  # noqa: BLE001
@@ -116,20 +113,15 @@ def autotune(key: TuningKey, candidates: Iterable[dict], run: Callable[[dict], A
         timings.append((config, ms))
 
     if not timings:
-        lines = [f"autotune({_describe(key)}): none of the {len(configs)} candidates is valid"]
+        lines = [f"autotune({what}): none of the {len(configs)} candidates is valid"]
         lines += [f"  [{r.stage}] {format_config(r.config)}: {r.reason}" for r in rejected[:5]]
         raise NoValidConfigError("\n".join(lines), rejected)
     config, ms = min(timings, key=lambda item: item[1])
-    result = TuneResult(key, config, ms, len(configs), timings, rejected)
     if store:
-        entry = CacheEntry(key, dict(config), ms, len(configs), len(rejected))
         try:
-            (cache or default_cache()).put(entry)
+            (cache or default_cache()).put(CacheEntry(key, dict(config), ms, len(configs),
+                                                      len(rejected)))
         except OSError as exc:
-            warnings.warn(f"sparse24 tuning: could not save the result for {_describe(key)}: "
-                          f"{exc}", TuningCacheWarning, stacklevel=2)
-    return result
-
-
-def _describe(key: TuningKey) -> str:
-    return f"{key.gpu}, {key.dtype}, N={key.n}, K={key.k}, M bucket {key.m_bucket}"
+            warnings.warn(f"sparse24 tuning: could not save the result for {what}: {exc}",
+                          TuningCacheWarning, stacklevel=2)
+    return TuneResult(key, config, ms, len(configs), timings, rejected)

@@ -1,35 +1,24 @@
 """Tuned configs: their key, the JSON files they live in, and the one in-memory cache of them.
 
-A key is (GPU name, Triton version, dtype, N, K, M bucket). Two kinds of file, one format::
-
-    {"format": "sparse24-tuning", "schema_version": 1, "gpu": "NVIDIA H100 80GB HBM3",
-     "triton": "3.6.0", "entries": [{"key": {...}, "config": {...}, "ms": 0.0123,
-                                     "n_candidates": 24, "n_rejected": 3}, ...]}
-
-- the user cache, ``$SPARSE24_CACHE_DIR`` (default ``~/.cache/sparse24``), one file per (GPU,
-  Triton version): ``<gpu slug>__triton-<version>.json``. Written atomically (a temp file in the
-  same directory, then ``os.replace``), so a reader sees the old file or the new one, never a part.
-  No lock: two processes tuning at once may drop each other's newest entry, which is then tuned
-  again; the file stays valid.
-- shipped defaults, ``sparse24/tuning/defaults/<gpu slug>.json``, read-only package data, one per
-  GPU model whatever the Triton version (an older version's config is still a valid launch and a
-  better first guess than a heuristic; the user cache wins over it). Their header may also carry
-  ``capability`` ("9.0") and ``sm_count``, which let another GPU of the same kind use them.
-
+A key is (GPU name, Triton version, dtype, N, K, M bucket). Two kinds of file, one JSON format
+(header "format", "schema_version", "gpu", "triton"; "entries" of key, config, ms, counts):
+- the user cache, ``$SPARSE24_CACHE_DIR`` (default ``~/.cache/sparse24``), a file per (GPU,
+  Triton version), written atomically (temp file + ``os.replace``). No lock: two processes
+  tuning at once may drop each other's newest entry, which is then tuned again.
+- shipped defaults, ``sparse24/tuning/defaults/<gpu slug>.json``, read-only, one per GPU model
+  for any Triton version (an older version's config is still a valid launch). Their header may
+  declare ``capability`` ("9.0") and ``sm_count``, so that GPUs of the same kind can use them.
 A file that is not valid JSON, has another format or schema version, or was written for another
-GPU (user cache: or another Triton version) is ignored as a whole, with a ``TuningCacheWarning``.
+GPU (user cache: or Triton version) is ignored as a whole, with a ``TuningCacheWarning``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
-import math
 import os
 import re
 import tempfile
-import threading
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -39,9 +28,11 @@ FORMAT = "sparse24-tuning"
 SCHEMA_VERSION = 1
 CACHE_DIR_ENV = "SPARSE24_CACHE_DIR"
 DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"
-# A config tuned for another M bucket is used up to this factor away; further off (say split-K
-# tuned at M=16 for M=4096) the launcher's shape heuristic is the better guess.
-MAX_BUCKET_RATIO = 4
+# Buckets tried for a key of bucket b, as multiples of b: b, then nearer before farther (log2),
+# on a tie the larger (a config tuned for more rows only wastes part of a tile on small M, while
+# a small-M split-K config costs more as M grows). Not further than 4x: there (split-K tuned at
+# M=16 for M=4096, say) the launcher's shape heuristic is the better guess.
+NEAREST_FIRST = (1, 2, 0.5, 4, 0.25)
 
 Config = dict[str, int | str]
 
@@ -61,8 +52,7 @@ def m_bucket(m: int) -> int:
 
 
 def dtype_name(dtype: Any) -> str:
-    """'float16' for ``torch.float16`` or for 'float16'."""
-    return str(dtype).removeprefix("torch.")
+    return str(dtype).removeprefix("torch.")  # torch.float16 or 'float16' -> 'float16'
 
 
 def slug(text: str) -> str:
@@ -71,8 +61,8 @@ def slug(text: str) -> str:
 
 
 class TuningKey(NamedTuple):
-    """What a tuned config is for. A NamedTuple (not a validating dataclass) because the GEMM
-    builds one on every call; keys read from files are checked by ``from_json``."""
+    """What a tuned config is for. A NamedTuple, not a validating dataclass, because the GEMM
+    builds one on every call; ``from_json`` checks the keys read from files."""
 
     gpu: str  # torch.cuda.get_device_name()
     triton: str
@@ -91,22 +81,19 @@ class TuningKey(NamedTuple):
     @classmethod
     def from_json(cls, data: Any) -> TuningKey:
         if not isinstance(data, dict) or set(data) != set(cls._fields):
-            raise ValueError(f"key fields {sorted(data) if isinstance(data, dict) else data!r} "
-                             f"do not match {sorted(cls._fields)}")
-        for name in cls._fields:
-            value = data[name]
-            ok = value and isinstance(value, str) if name in ("gpu", "triton", "dtype") else (
-                type(value) is int and value >= 1)
-            if not ok:
-                raise ValueError(f"key field {name}={value!r} is not a non-empty str / positive int")
-        if data["m_bucket"] & (data["m_bucket"] - 1):
+            raise ValueError(f"key fields of {data!r} do not match {cls._fields}")
+        for name, value in data.items():
+            if not (value and isinstance(value, str) if name in cls._fields[:3]
+                    else type(value) is int and value >= 1):
+                raise ValueError(f"key {name}={value!r} is not a non-empty str / positive int")
+        if data["m_bucket"] != m_bucket(data["m_bucket"]):
             raise ValueError(f"key m_bucket {data['m_bucket']} is not a power of two")
         return cls(**data)
 
 
 def validate_config(config: Any) -> Config:
-    """``config`` as a plain dict, after checking it is str -> int | str. Floats are refused (64.0
-    is no Triton constexpr), and so is bool, so that True never becomes BLOCK_M=1."""
+    """``config`` as a plain dict of str -> int | str. Floats are refused (64.0 is no Triton
+    constexpr), and so is bool, so that True never becomes BLOCK_M=1."""
     if not isinstance(config, dict):
         raise ValueError(f"a config must be a dict, got {type(config).__name__}")
     for name, value in config.items():
@@ -128,14 +115,7 @@ def current_gpu_name(device: Any = None) -> str:
     dev = torch.device("cuda", device) if isinstance(device, int) else torch.device(device or "cuda")
     if dev.type != "cuda":
         raise ValueError(f"tuning keys need a CUDA device, got {dev}")
-    return _gpu_name(torch.cuda.current_device() if dev.index is None else dev.index)
-
-
-@functools.cache  # the name of a device cannot change while the process runs
-def _gpu_name(index: int) -> str:
-    import torch
-
-    return torch.cuda.get_device_name(index)
+    return torch.cuda.get_device_name(torch.cuda.current_device() if dev.index is None else dev.index)
 
 
 def triton_version() -> str:
@@ -146,8 +126,8 @@ def triton_version() -> str:
 
 @dataclasses.dataclass(frozen=True)
 class CacheEntry:
-    """One tuned config; ``source`` ("user", "defaults", "nearest:user", "nearest:defaults") says
-    where a lookup found it and is not written to disk."""
+    """One tuned config; ``source`` (user, defaults, nearest:user, nearest:defaults) says where a
+    lookup found it and is not written to disk."""
 
     key: TuningKey
     config: Config
@@ -164,14 +144,9 @@ class CacheEntry:
     def from_json(cls, data: Any, source: str) -> CacheEntry:
         if not isinstance(data, dict) or "key" not in data or "config" not in data:
             raise ValueError("an entry must be an object with 'key' and 'config'")
-        ms = data.get("ms")
-        if ms is not None and (type(ms) not in (int, float) or not math.isfinite(ms)):
-            raise ValueError(f"entry 'ms' must be a finite number or null, got {ms!r}")
-        counts = {name: data.get(name) for name in ("n_candidates", "n_rejected")}
-        if any(v is not None and type(v) is not int for v in counts.values()):
-            raise ValueError(f"entry counts must be ints or null, got {counts}")
-        return cls(TuningKey.from_json(data["key"]), validate_config(data["config"]),
-                   None if ms is None else float(ms), source=source, **counts)
+        counts = (data.get(name) for name in ("ms", "n_candidates", "n_rejected"))  # for reports
+        return cls(TuningKey.from_json(data["key"]), validate_config(data["config"]), *counts,
+                   source=source)
 
 
 def cache_dir() -> Path:
@@ -184,46 +159,36 @@ def defaults_path(gpu: str, directory: str | os.PathLike[str] | None = None) -> 
     return Path(directory if directory is not None else DEFAULTS_DIR) / f"{slug(gpu)}.json"
 
 
-def load(path: Path, gpu: str | None, triton: str | None, source: str) -> dict[str, Any]:
-    """A tuning file's header, with its entries under "entries" as {key: entry}; raises OSError
-    or ValueError. ``gpu``/``triton``, when given, must match the header and every entry.
-    Without ``triton`` (shipped defaults) entries are keyed with triton "*": any version serves."""
-    text = path.read_text(encoding="utf-8")
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ValueError(f"not a sparse24 tuning file (no \"format\": \"{FORMAT}\")")
-    if doc.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"schema_version {doc.get('schema_version')!r}, this sparse24 "
-                         f"reads {SCHEMA_VERSION}")
-    for field, want in (("gpu", gpu), ("triton", triton)):
-        if want is not None and doc.get(field) != want:
-            raise ValueError(f"written for {field} {doc.get(field)!r}, this is {want!r}")
-    if not isinstance(doc.get("entries"), list):
-        raise ValueError("'entries' must be a list")
-    entries = [CacheEntry.from_json(raw, source) for raw in doc["entries"]]
-    if any(e.key.gpu != doc["gpu"] or triton not in (None, e.key.triton) for e in entries):
-        raise ValueError("an entry is keyed for another GPU or Triton version")
-    by_key = {e.key if triton else e.key._replace(triton="*"): e for e in entries}
-    return {**doc, "entries": by_key}
-
-
 def read_file(path: Path, gpu: str | None, triton: str | None, source: str) -> dict[str, Any]:
-    """``load``, or no entries when the file is missing or (with a warning) must be ignored."""
+    """A tuning file's header, with "entries" as {key: entry}; no entries when the file is
+    missing or (with a warning) must be ignored. ``gpu``/``triton``, when given, must match the
+    header and every entry. Without ``triton`` (shipped defaults) entries are keyed with triton
+    "*": any version serves."""
     try:
-        return load(path, gpu, triton, source)
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise ValueError(f"not a sparse24 tuning file (no \"format\": \"{FORMAT}\")")
+        if doc.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"schema_version {doc.get('schema_version')!r}, this reads "
+                             f"{SCHEMA_VERSION}")
+        for name, want in (("gpu", gpu), ("triton", triton)):
+            if want is not None and doc.get(name) != want:
+                raise ValueError(f"written for {name} {doc.get(name)!r}, this is {want!r}")
+        entries = [CacheEntry.from_json(raw, source) for raw in doc["entries"]]
+        if any(e.key.gpu != doc["gpu"] or triton not in (None, e.key.triton) for e in entries):
+            raise ValueError("an entry is keyed for another GPU or Triton version")
     except (FileNotFoundError, NotADirectoryError):  # nothing tuned yet
-        pass
-    except (OSError, ValueError) as exc:
-        warnings.warn(f"sparse24 tuning: ignoring {path}: {exc}", TuningCacheWarning, stacklevel=2)
-    return {"entries": {}}
+        return {"entries": {}}
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
+        warnings.warn(f"sparse24 tuning: ignoring {path}: {type(exc).__name__}: {exc}",
+                      TuningCacheWarning, stacklevel=2)
+        return {"entries": {}}
+    return {**doc, "entries": {e.key if triton else e.key._replace(triton="*"): e for e in entries}}
 
 
 def write_file(path: Path, header: dict[str, Any], entries: dict[TuningKey, CacheEntry]) -> None:
-    """Write a tuning file atomically: temp file in the same directory (``os.replace`` is atomic
-    only within one file system), then replace. Entries sorted so shipped files diff cleanly."""
+    """Write atomically: a temp file in the same directory (``os.replace`` is atomic only within
+    one file system), then replace. Entries sorted by shape, so shipped files diff cleanly."""
     doc = {"format": FORMAT, "schema_version": SCHEMA_VERSION, **header,
            "entries": [e.to_json() for e in sorted(entries.values(), key=lambda e: e.key[2:])]}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -240,31 +205,20 @@ def write_file(path: Path, header: dict[str, Any], entries: dict[TuningKey, Cach
 
 class TuningCache:
     """The user cache and the shipped defaults, each file read once and kept in memory.
-
-    ``lookup``: the user cache's entry of the key, else the defaults' (any Triton version), else
-    the same in the nearest M bucket at most ``MAX_BUCKET_RATIO`` away, on a tie the larger (a
-    config tuned for more rows only wastes part of a tile on small M, while a small-M split-K
-    config costs more as M grows). None: the caller uses its heuristic. A handful of dict
-    look-ups, no scan, so the GEMM can ask on every call without a memo in front.
-    """
+    ``lookup``: for each bucket of ``NEAREST_FIRST``, the user cache's entry, else the defaults';
+    None: use the heuristic. A few dict look-ups, so the GEMM can ask on every call."""
 
     def __init__(self, directory: str | os.PathLike[str] | None = None,
                  defaults_dir: str | os.PathLike[str] | None = None) -> None:
         self.directory = Path(directory) if directory is not None else cache_dir()
         self.defaults_dir = Path(defaults_dir) if defaults_dir is not None else DEFAULTS_DIR
-        # (gpu, triton): the user file's entries; (gpu, None): the shipped defaults'; each as
-        # {(dtype, n, k): {m bucket: entry}}, so that a look-up of an untuned shape is one miss.
+        # (gpu, triton): the user file's entries, (gpu, None): the shipped defaults', each as
+        # {(dtype, n, k): {m bucket: entry}}, so that an untuned shape costs one miss.
         self._entries: dict[tuple[str, str | None], dict[tuple, dict[int, CacheEntry]]] = {}
         self._shipped: list[tuple[Any, Any, str]] | None = None  # (capability, SM count, gpu)
-        self._lock = threading.Lock()  # put() is read-merge-write
 
     def path_for(self, gpu: str, triton: str) -> Path:
         return self.directory / f"{slug(gpu)}__triton-{slug(triton)}.json"
-
-    def clear_memory(self) -> None:
-        """Forget the files read so far (after another process wrote them)."""
-        self._entries.clear()
-        self._shipped = None
 
     def _of(self, gpu: str, triton: str | None) -> dict[tuple, dict[int, CacheEntry]]:
         index = self._entries.get((gpu, triton))
@@ -279,13 +233,10 @@ class TuningCache:
         return self._of(key.gpu, key.triton).get(key[2:5], {}).get(key.m_bucket)
 
     def lookup(self, key: TuningKey) -> CacheEntry | None:
-        mine = self._of(key.gpu, key.triton).get(key[2:5])
-        shipped = self._of(key.gpu, None).get(key[2:5])
-        if not (mine or shipped):
-            return None
-        for ratio in _NEAREST_FIRST:
-            found = (mine or {}).get(int(key.m_bucket * ratio)) or (shipped or {}).get(
-                int(key.m_bucket * ratio))
+        mine = self._of(key.gpu, key.triton).get(key[2:5], {})
+        shipped = self._of(key.gpu, None).get(key[2:5], {})
+        for ratio in NEAREST_FIRST if mine or shipped else ():
+            found = mine.get(int(key.m_bucket * ratio)) or shipped.get(int(key.m_bucket * ratio))
             if found is not None:
                 return found if ratio == 1 else dataclasses.replace(
                     found, source=f"nearest:{found.source}")
@@ -301,19 +252,17 @@ class TuningCache:
         return [gpu for cap, sms, gpu in self._shipped if (cap, sms) == (capability, sm_count)]
 
     def put(self, entry: CacheEntry) -> None:
-        """Keep ``entry`` in memory and merge it into its user cache file (re-read first, so other
-        processes' entries are kept). Raises OSError when the file cannot be written; the entry
-        stays in memory regardless."""
+        """Keep ``entry`` in memory and merge it into its user cache file (re-read, so others'
+        entries are kept). OSError when the file cannot be written; memory keeps it anyway."""
         key = entry.key
         entry = dataclasses.replace(entry, config=validate_config(entry.config), source="user")
         path = self.path_for(key.gpu, key.triton)
-        with self._lock:
-            merged = read_file(path, key.gpu, key.triton, "user")["entries"]
-            merged.update({e.key: e for bucket in self._of(key.gpu, key.triton).values()
-                           for e in bucket.values()})
-            merged[key] = entry
-            self._entries[key.gpu, key.triton] = _index(merged.values())  # even if writing fails
-            write_file(path, {"gpu": key.gpu, "triton": key.triton}, merged)
+        merged = read_file(path, key.gpu, key.triton, "user")["entries"]
+        merged.update({e.key: e for bucket in self._of(key.gpu, key.triton).values()
+                       for e in bucket.values()})
+        merged[key] = entry
+        self._entries[key.gpu, key.triton] = _index(merged.values())
+        write_file(path, {"gpu": key.gpu, "triton": key.triton}, merged)
 
 
 def _index(entries: Iterable[CacheEntry]) -> dict[tuple, dict[int, CacheEntry]]:
@@ -323,18 +272,13 @@ def _index(entries: Iterable[CacheEntry]) -> dict[tuple, dict[int, CacheEntry]]:
     return index
 
 
-# Buckets tried for a key of bucket b, as multiples of b: b itself, then nearer before farther
-# (log2 distance), the larger on a tie, up to MAX_BUCKET_RATIO.
-_NEAREST_FIRST = (1, 2, 0.5, 4, 0.25)
-
-
 _default_cache: tuple[str | None, TuningCache] | None = None  # ($SPARSE24_CACHE_DIR, cache)
 
 
 def default_cache() -> TuningCache:
     """The process-wide cache of the current ``cache_dir()`` (a new one when it changed)."""
     global _default_cache
-    env = os.environ.get(CACHE_DIR_ENV)  # compared as text: cheap enough for every GEMM call
+    env = os.environ.get(CACHE_DIR_ENV)  # compared as text: no Path built on every GEMM call
     if _default_cache is None or _default_cache[0] != env:
         _default_cache = (env, TuningCache())
     return _default_cache[1]
@@ -342,17 +286,12 @@ def default_cache() -> TuningCache:
 
 def write_defaults(source: str | os.PathLike[str], dest_dir: str | os.PathLike[str] | None = None,
                    merge: bool = True, **header: Any) -> Path:
-    """Copy a user cache file's entries into ``<dest_dir>/<gpu slug>.json`` (default: this
-    package's shipped defaults). With ``merge``, entries of other shapes already there are kept,
-    and so is their header's ``capability`` / ``sm_count`` unless ``header`` gives them. Raises
-    ValueError for a missing, invalid or empty source rather than ship an empty file."""
-    src = Path(source)
-    try:
-        new = load(src, None, None, "defaults")
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{src} is not a valid sparse24 tuning file: {exc}") from None
+    """Copy a user cache file's entries into ``<dest_dir>/<gpu slug>.json`` (default: the shipped
+    defaults). With ``merge``, entries of other shapes there are kept, and so are ``capability``
+    and ``sm_count`` unless ``header`` gives them. ValueError for a bad or empty source."""
+    new = read_file(Path(source), None, None, "defaults")  # a bad file warns, and has no entries
     if not new["entries"]:
-        raise ValueError(f"{src} has no entries; tune some shapes first")
+        raise ValueError(f"{source} has no tuned entries; nothing written")
     dest = defaults_path(new["gpu"], dest_dir)
     old = read_file(dest, new["gpu"], None, "defaults") if merge else {"entries": {}}
     keep = {name: old[name] for name in ("capability", "sm_count") if name in old}

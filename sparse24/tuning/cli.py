@@ -1,11 +1,8 @@
-"""``python -m sparse24 tune``: tune the sparse GEMM for given shapes or for a model's linears.
+"""``python -m sparse24 tune``: tune the sparse GEMM for N x K shapes or a model's linears, e.g.
+``--shapes 768x768,3072x768 --m 1,16,64`` or ``--model bert-base-uncased --write-defaults``.
 
-    python -m sparse24 tune --shapes 768x768,3072x768 --m 1,16,64,256,4096
-    python -m sparse24 tune --model bert-base-uncased --dtype bfloat16 --write-defaults
-
-Shapes are N x K (nn.Linear out_features x in_features). Token counts of one M bucket are tuned
-once. Results go to the user cache (``--cache-dir`` or ``$SPARSE24_CACHE_DIR``);
-``--write-defaults`` then merges that cache file into the package's shipped defaults.
+Token counts of one M bucket are tuned once. Results go to the user cache (``--cache-dir`` or
+``$SPARSE24_CACHE_DIR``); ``--write-defaults`` merges that file into the shipped defaults.
 """
 
 from __future__ import annotations
@@ -152,49 +149,46 @@ def _main(args: argparse.Namespace, tune: Callable[..., Any] | None) -> int:
     if tune is None:
         from sparse24.ops.tune import tune
 
-    dtype = getattr(torch, args.dtype)
     rows: list[tuple[int, int, int, Any]] = []  # (n, k, m, TuneResult or error text)
+    work = [(n, k, m) for n, k in shapes for m in ms]
     env = {CACHE_DIR_ENV: args.cache_dir} if args.cache_dir else {}
     with mock.patch.dict(os.environ, env):  # tune() stores in the cache of $SPARSE24_CACHE_DIR
-        work = [(n, k, m) for n, k in shapes for m in ms]
         for n, k, m in progress_bar(work, args.progress, desc="tune", unit="shape"):
             try:
-                rows.append((n, k, m, tune(n, k, m, dtype, device=args.device,
-                                           progress=args.progress)))
+                result = tune(n, k, m, getattr(torch, args.dtype), device=args.device,
+                              progress=args.progress)
             except Exception as exc:  # noqa: BLE001 - reported in the table, the rest goes on
-                rows.append((n, k, m, describe_exception(exc)))
+                result = describe_exception(exc)
+            rows.append((n, k, m, result))
         print(format_table(rows, args.dtype))
-        failed = sum(isinstance(row[3], str) for row in rows)
-        if args.write_defaults and failed < len(rows):
-            key = next(row[3].key for row in rows if not isinstance(row[3], str))
-            source = TuningCache().path_for(key.gpu, key.triton)
-            props = torch.cuda.get_device_properties(args.device) if torch.cuda.is_available() else None
+        tuned = [row[3] for row in rows if not isinstance(row[3], str)]
+        if args.write_defaults and tuned:
+            source = TuningCache().path_for(tuned[0].key.gpu, tuned[0].key.triton)
             # Declared so that GPUs of the same kind can use the file (sparse24.ops.configs.tuned).
-            header = {"capability": f"{props.major}.{props.minor}",
-                      "sm_count": props.multi_processor_count} if props else {}
-            print(f"wrote shipped defaults {write_defaults(source, **header)} from {source}",
+            props = torch.cuda.get_device_properties(args.device) if torch.cuda.is_available() else None
+            kind = {"capability": f"{props.major}.{props.minor}",
+                    "sm_count": props.multi_processor_count} if props else {}
+            print(f"wrote shipped defaults {write_defaults(source, **kind)} from {source}",
                   file=sys.stderr)
-    if failed:
-        return _fail(f"{failed} of {len(rows)} shapes failed to tune")
+    if len(tuned) < len(rows):
+        return _fail(f"{len(rows) - len(tuned)} of {len(rows)} shapes failed to tune")
     return 0
 
 
 def format_table(rows: Sequence[tuple[int, int, int, Any]], dtype: str) -> str:
-    """One line per (shape, M): what was chosen, its time and dense-equivalent TFLOP/s."""
-    lines = [("N x K", "M", "bucket", "ms", "TFLOP/s", "rejected", "config")]
+    """One line per (shape, M): the config chosen, its time and TFLOP/s (dense-equivalent
+    2*M*N*K, so that the figure compares directly with a dense GEMM)."""
+    lines = [f"sparse24 tuned configs ({dtype}; TFLOP/s counts dense-equivalent 2*M*N*K)",
+             f"{'N x K':<11} {'M':>6} {'bucket':>6} {'ms':>9} {'TFLOP/s':>8} {'rejected':>8}  config"]
     for n, k, m, r in rows:
         if isinstance(r, str):
-            lines.append((f"{n}x{k}", str(m), str(m_bucket(m)), "-", "-", "-", f"FAILED {r}"))
-        else:  # 2*M*N*K, so that the figure compares directly with a dense GEMM
-            lines.append((f"{n}x{k}", str(m), str(r.key.m_bucket), f"{r.ms:.4f}",
-                          f"{2 * m * n * k / (r.ms * 1e-3) / 1e12:.1f}",
-                          f"{r.n_rejected}/{r.n_candidates}", format_config(r.config)))
-    widths = [max(len(line[i]) for line in lines) for i in range(6)]
-    text = [f"sparse24 tuned configs ({dtype}; TFLOP/s counts dense-equivalent 2*M*N*K)"]
-    for line in lines:  # text left-aligned, numbers right-aligned, the config not padded
-        cells = [line[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(line[1:6], widths[1:])]
-        text.append("  ".join(cells + [line[6]]))
-    return "\n".join(text)
+            lines.append(f"{f'{n}x{k}':<11} {m:>6} {m_bucket(m):>6} {'-':>9} {'-':>8} {'-':>8}  "
+                         f"FAILED {r}")
+        else:
+            lines.append(f"{f'{n}x{k}':<11} {m:>6} {r.key.m_bucket:>6} {r.ms:>9.4f} "
+                         f"{2 * m * n * k / r.ms / 1e9:>8.1f} {f'{r.n_rejected}/{r.n_candidates}':>8}"
+                         f"  {format_config(r.config)}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
