@@ -93,7 +93,7 @@ def main() -> int:
             return timed(lambda x, w, v, e: gemm.run_config(x, v, e, None, 0, cfg))
 
         # The tuner's own loop: every config checked first, a wrong one never timed.
-        key = tuning.TuningKey.for_problem(n, k, m, torch.float16)
+        key = tuning.TuningKey(gpu, tuning.triton_version(), "float16", n, k, tuning.m_bucket(m))
         try:
             result = tuning.autotune(key, cands, run=lambda cfg: cfg, check=check, timer=timer,
                                      progress=False, store=False)

@@ -140,7 +140,7 @@ def shipped(gpu: str, file_name: str) -> dict:
     assert path.name == file_name and path.is_file()
     with warnings.catch_warnings():
         warnings.simplefilter("error", tuning.TuningCacheWarning)
-        return cache_mod.read_file(path, gpu, None, "defaults")
+        return cache_mod.read_file(path, gpu, None)
 
 
 H100 = ("NVIDIA H100 80GB HBM3", "nvidia-h100-80gb-hbm3.json")
@@ -205,7 +205,7 @@ def test_make_defaults_picks_fastest_correct(tmp_path):
     assert _load_make_defaults().main([str(sweep), "--dest", str(tmp_path / "out")]) == 0
     doc = json.loads((tmp_path / "out" / "test-gpu.json").read_text())
     assert doc["gpu"] == "Test GPU" and doc["triton"] == "3.6.0"
-    entries = cache_mod.read_file(tmp_path / "out" / "test-gpu.json", "Test GPU", None, "defaults")
+    entries = cache_mod.read_file(tmp_path / "out" / "test-gpu.json", "Test GPU", None)
     small = entries["entries"][tuning.TuningKey("Test GPU", "*", "float16", 64, 256, 16)]
     assert small.config == DOT_B and small.n_candidates == 4 and small.n_rejected == 2
     assert entries["entries"][tuning.TuningKey("Test GPU", "*", "float16", 64, 256, 512)].config == DOT_A
@@ -243,7 +243,7 @@ def test_tune_picks_correct_config_and_stores_it(user_cache, two_candidates, mon
         assert configs.tuned(4, 32, 128, torch.float16, CUDA0) == DOT_B
     # stored in the user cache file under the tmp dir, readable by a fresh cache
     fresh = tuning.TuningCache(user_cache)
-    assert fresh.get(result.key).config == DOT_B
+    assert fresh.lookup(result.key).config == DOT_B
     assert list(user_cache.glob("*.json"))
 
 
@@ -268,7 +268,7 @@ def test_tune_rejects_fast_wrong_config(user_cache, two_candidates, monkeypatch,
     assert result.config == DOT_A
     assert [(r.config, r.stage) for r in result.rejected] == [(DOT_B, "check")]
     assert "relative error" in result.rejected[0].reason
-    assert tuning.TuningCache(user_cache).get(result.key).config == DOT_A
+    assert tuning.TuningCache(user_cache).lookup(result.key).config == DOT_A
 
 
 def test_tune_rejects_unwritten_output(user_cache, two_candidates, monkeypatch, device):

@@ -115,8 +115,9 @@ def test_no_cuda_exits_nonzero(monkeypatch, capsys):
         (["--shapes", "24x768"], "N=24 .* multiple of 16"),
         (["--shapes", "0x768"], "must be positive"),
         (["--shapes", "768by768"], "not N x K"),
-        (["--shapes", "768x768", "--m", "0"], "must be >= 1"),
+        (["--shapes", "768x768", "--m", "0"], "'0' is not an integer >= 1"),
         (["--shapes", "768x768", "--m", "a"], "not an integer"),
+        (["--shapes", " , "], "--shapes: nothing given"),
         (["--shapes", "768x768", "--device", "cpu"], "CUDA device"),
     ],
 )

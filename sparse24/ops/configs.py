@@ -1,9 +1,8 @@
 """The configs of sparse24.ops.linear: what one looks like, which to try, which tuned one to use.
 
-A config is a JSON-able dict. "mma" configs tile [BLOCK_F features x BLOCK_T tokens] per program;
-"dot" configs tile [BLOCK_M tokens x BLOCK_N features] and may split K; "wgmma" configs (sm90) come
-from ``sparse24.ops.wgmma.candidates``. ``candidates`` feeds the tuner and the GPU tests,
-``tuned`` feeds ``gemm.choose_config``. This module does not import gemm (gemm imports it).
+A config is a JSON-able dict. "mma" configs tile [BLOCK_F features x BLOCK_T tokens] per program,
+"dot" configs [BLOCK_M tokens x BLOCK_N features], both may split K; "wgmma" (sm90) configs come
+from ``wgmma.candidates``. gemm imports this module (``tuned``), so it does not import gemm.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ _POWERS_OF_TWO = ("BLOCK_F", "BLOCK_T", "BLOCK_M", "BLOCK_N", "num_warps", "BT")
 # half of a thread's 255, so the A fragments and x tiles of two chunks (prefetch) fit beside it.
 _MAX_ACC_REGS = 128
 
-
 # Split-K for the mma family only where a token block leaves too few programs: at 16 tokens a
 # 4096-feature weight in 128-feature blocks is 32 programs for 132 SMs.
 _MMA_SPLIT_MAX_M = 128
@@ -37,9 +35,8 @@ _MMA_SPLIT_MAX_M = 128
 
 def mma_candidates(m: int, n: int, k: int) -> list[dict]:
     configs = []
-    for block_f, block_t, warps, prefetch in itertools.product(
-        (64, 128, 256), (16, 32, 64, 128), (4, 8), (1, 2)
-    ):
+    for block_f, block_t, warps, prefetch in itertools.product((64, 128, 256), (16, 32, 64, 128),
+                                                               (4, 8), (1, 2)):
         if n % block_f or block_t > max(16, 2 * m):
             continue
         if block_f * block_t // (32 * warps) > _MAX_ACC_REGS or block_f < 16 * warps:
@@ -58,9 +55,8 @@ def mma_candidates(m: int, n: int, k: int) -> list[dict]:
 def dot_candidates(m: int, n: int, k: int) -> list[dict]:
     configs = []
     chunks = k // 64
-    for block_m, block_n, split_k, stages in itertools.product(
-        (16, 32, 64), (32, 64, 128), (1, 2, 4, 8, 16), (2, 3, 4)
-    ):
+    for block_m, block_n, split_k, stages in itertools.product((16, 32, 64), (32, 64, 128),
+                                                               (1, 2, 4, 8, 16), (2, 3, 4)):
         if n % block_n or split_k > chunks or block_m > max(16, 2 * m):
             continue
         if split_k > 1 and m > 256:  # the fp32 workspace would cost more than it saves
@@ -80,8 +76,8 @@ def candidates(m: int, n: int, k: int, on_gpu: bool, wgmma_side: bool = False) -
 
 
 def well_formed(config: dict) -> bool:
-    """A known family, with the positive (PREFETCH: >= 0) int fields its launcher reads. Whether
-    it fits the weight is ``gemm.config_fits``."""
+    """A known family with the positive (PREFETCH: >= 0) int fields its launcher reads (whether it
+    fits the weight is ``gemm.config_fits``)."""
     fields = _FIELDS.get(config.get("family"))
     if fields is None:
         return False
@@ -95,14 +91,10 @@ def well_formed(config: dict) -> bool:
 
 
 def tuned(m: int, n: int, k: int, dtype: torch.dtype, device: torch.device) -> dict | None:
-    """The tuned or shipped config for this problem on a CUDA device, or None: use the heuristic.
-
-    This GPU's entries first (user cache, shipped defaults, a near M bucket), then the shipped
-    defaults of GPUs declaring the same compute capability and SM count (H100 SXM and H200): any
-    config is a correct launch on the same architecture, and the same SM count keeps grid and
-    split-K sizing sensible. Never raises: a bad file or entry means "no config". The dict is the
-    cache's own: do not modify it.
-    """
+    """This CUDA GPU's tuned or shipped config (a near M bucket too), else the shipped one of a GPU
+    declaring the same compute capability and SM count (H100 SXM, H200: any config launches on the
+    same architecture, and the SM count keeps grid and split-K sizing sensible); None: use the
+    heuristic. Never raises (a bad file means "none"). Do not modify the dict returned."""
     if device.type != "cuda" or m < 1:
         return None
     try:
@@ -111,15 +103,13 @@ def tuned(m: int, n: int, k: int, dtype: torch.dtype, device: torch.device) -> d
         cache = tuning.default_cache()
         key = tuning.TuningKey(name, tuning.triton_version(), tuning.dtype_name(dtype), n, k,
                                tuning.m_bucket(m))
-        entry = cache.lookup(key)
-        if entry is None or not well_formed(entry.config):
-            for gpu in cache.shipped_gpus(capability, sm_count):
-                entry = cache.lookup(key._replace(gpu=gpu))
-                if entry is not None and well_formed(entry.config):
-                    break
-        return entry.config if entry is not None and well_formed(entry.config) else None
+        for gpu in (name, *cache.shipped_gpus(capability, sm_count)):
+            entry = cache.lookup(key._replace(gpu=gpu))
+            if entry is not None and well_formed(entry.config):
+                return entry.config
     except Exception:  # noqa: BLE001 - a cache problem (or a warning made an error): heuristic
-        return None
+        pass
+    return None
 
 
 @functools.cache

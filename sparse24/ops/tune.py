@@ -28,20 +28,15 @@ def tune(n: int, k: int, m: int, dtype: torch.dtype = torch.float16,
          device: torch.device | str = "cuda", progress: bool = True, *,
          timer: Callable[[Callable[[], Any]], float] | None = None, store: bool = True,
          seed: int = 0) -> tuning.TuneResult:
-    """Find the fastest correct config for y[m, n] = x[m, k] @ W[n, k]^T + bias and cache it.
-
-    Random 2:4 weight, x and bias; each candidate is checked against F.linear on the decompressed
-    weight in float64 (so TF32 settings cannot blur it). ``timer(fn) -> ms``: default do_bench's
-    median on CUDA, wall-clock on CPU. ``sparse24.tuning.NoValidConfigError`` when no candidate
-    is correct; ValueError / TypeError for a problem the kernels do not take.
-    """
+    """The fastest correct config for y[m, n] = x[m, k] @ W[n, k]^T + bias, random 2:4 data, each
+    candidate checked against F.linear in float64 (so TF32 settings cannot blur it). ``timer(fn)
+    -> ms``: do_bench's median on CUDA, wall-clock on CPU. ``tuning.NoValidConfigError`` when none
+    is correct; ValueError / TypeError for a problem the kernels do not take."""
     device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
     if dtype not in GEMM_DTYPES:
         raise TypeError(f"sparse24 tune: the kernels take float16 or bfloat16, got {dtype}")
     if granularity_error(n, k):
-        raise ValueError(f"sparse24 tune: cannot pack a [{n}, {k}] weight: {granularity_error(n, k)}")
+        raise ValueError(f"sparse24 tune: cannot pack [{n}, {k}]: {granularity_error(n, k)}")
     if isinstance(m, bool) or not isinstance(m, int) or m < 1:
         raise ValueError(f"sparse24 tune: m must be a positive int, got {m!r}")
     if not use_triton(torch.empty(0, device=device)):
@@ -79,6 +74,3 @@ def tune(n: int, k: int, m: int, dtype: torch.dtype = torch.float16,
 def wall_timer(fn: Callable[[], Any]) -> float:
     """Mean wall-clock ms of three calls of ``fn`` (CPU: no CUDA events for do_bench)."""
     return timeit.timeit(fn, number=3) / 3 * 1e3
-
-
-__all__ = ["CPU_GPU_NAME", "TOLERANCE", "tune", "wall_timer"]

@@ -1,10 +1,6 @@
-"""Autotuning for the sparse GEMM: keys, the JSON cache (user + shipped defaults), the tuner.
-
-Kernel-agnostic: ``sparse24.ops.configs`` asks ``default_cache().lookup`` for a launch config, and
-``sparse24.ops.tune`` calls ``autotune`` with its candidates, a ``run`` and a ``check``.
-``python -m sparse24 tune`` (``sparse24.tuning.cli``) drives that over many shapes. Importing this
-package touches neither the GPU nor Triton.
-"""
+"""Autotuning, kernel-agnostic: the JSON cache (user + shipped defaults) and the tuner loop.
+``sparse24.ops.configs`` and ``sparse24.ops.tune`` use it for the GEMM; ``python -m sparse24 tune``
+is ``sparse24.tuning.cli``. Importing it touches neither the GPU nor Triton."""
 
 from sparse24.tuning.autotune import NoValidConfigError, Rejected, TuneResult, autotune
 from sparse24.tuning.cache import (

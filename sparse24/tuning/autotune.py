@@ -12,7 +12,9 @@ import math
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
+
+from tqdm.auto import tqdm
 
 from sparse24.tuning.cache import (
     CacheEntry, Config, TuningCache, TuningCacheWarning, TuningKey, default_cache, format_config,
@@ -30,11 +32,10 @@ class NoValidConfigError(RuntimeError):
 
     def __init__(self, message: str, rejected: list[Rejected]) -> None:
         super().__init__(message)
-        self.rejected = rejected
+        self.rejected = rejected  # bench/gemm_variants.py reports every candidate
 
 
-@dataclass(frozen=True)
-class Rejected:
+class Rejected(NamedTuple):
     config: Config
     stage: str  # "check" or "time"
     reason: str
@@ -66,15 +67,6 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
-def progress_bar(items: Iterable[Any], enabled: bool = True, **kwargs: Any) -> Iterable[Any]:
-    """``items`` through a tqdm bar when asked for and installed (it is an optional dependency)."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return items
-    return tqdm(items, disable=not enabled, **kwargs)
-
-
 def autotune(key: TuningKey, candidates: Iterable[dict], run: Callable[[dict], Any],
              check: Callable[[dict], str | None], timer: Callable | None = None,
              progress: bool = True, *, cache: TuningCache | None = None,
@@ -91,8 +83,8 @@ def autotune(key: TuningKey, candidates: Iterable[dict], run: Callable[[dict], A
         raise ValueError(f"autotune({what}): no candidates given")
     rejected: list[Rejected] = []
     timings: list[tuple[Config, float]] = []
-    for config in progress_bar(configs, progress, desc=f"tune {key.n}x{key.k} M<={key.m_bucket}",
-                               leave=False):
+    for config in tqdm(configs, desc=f"tune {key.n}x{key.k} M<={key.m_bucket}", leave=False,
+                       disable=not progress):
         try:
             verdict = check(dict(config))  # a copy: the caller must not alter the candidate
         except Exception as exc:  # noqa: BLE001 - any failure disqualifies this candidate only

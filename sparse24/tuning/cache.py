@@ -1,15 +1,11 @@
 """Tuned configs: their key, the JSON files they live in, and the one in-memory cache of them.
 
-A key is (GPU name, Triton version, dtype, N, K, M bucket). Two kinds of file, one JSON format
-(header "format", "schema_version", "gpu", "triton"; "entries" of key, config, ms, counts):
-- the user cache, ``$SPARSE24_CACHE_DIR`` (default ``~/.cache/sparse24``), a file per (GPU,
-  Triton version), written atomically (temp file + ``os.replace``). No lock: two processes
-  tuning at once may drop each other's newest entry, which is then tuned again.
-- shipped defaults, ``sparse24/tuning/defaults/<gpu slug>.json``, read-only, one per GPU model
-  for any Triton version (an older version's config is still a valid launch). Their header may
-  declare ``capability`` ("9.0") and ``sm_count``, so that GPUs of the same kind can use them.
-A file that is not valid JSON, has another format or schema version, or was written for another
-GPU (user cache: or Triton version) is ignored as a whole, with a ``TuningCacheWarning``.
+Key: (GPU name, Triton version, dtype, N, K, M bucket). One JSON format (defaults/README.md), two
+kinds of file: the user cache, ``$SPARSE24_CACHE_DIR`` (default ``~/.cache/sparse24``), a file per
+(GPU, Triton version), written atomically (temp file + ``os.replace``; no lock: two processes
+tuning at once may drop each other's newest entry, then tuned again); and the shipped defaults,
+read-only, a file per GPU model for any Triton version (an older version's config still launches).
+A bad or foreign file is ignored as a whole, with a ``TuningCacheWarning``.
 """
 
 from __future__ import annotations
@@ -71,10 +67,6 @@ class TuningKey(NamedTuple):
     k: int
     m_bucket: int
 
-    @classmethod
-    def for_problem(cls, n: int, k: int, m: int, dtype: Any, device: Any = None) -> TuningKey:
-        return cls(current_gpu_name(device), triton_version(), dtype_name(dtype), n, k, m_bucket(m))
-
     def to_json(self) -> dict[str, Any]:
         return self._asdict()
 
@@ -97,7 +89,7 @@ def validate_config(config: Any) -> Config:
     if not isinstance(config, dict):
         raise ValueError(f"a config must be a dict, got {type(config).__name__}")
     for name, value in config.items():
-        if not isinstance(name, str) or isinstance(value, bool) or not isinstance(value, (int, str)):
+        if type(name) is not str or type(value) not in (int, str):  # type(True) is bool, not int
             raise ValueError(f"config value {name!r}={value!r} must be an int or a str")
     return dict(config)
 
@@ -112,10 +104,11 @@ def current_gpu_name(device: Any = None) -> str:
 
     if not torch.cuda.is_available():
         raise RuntimeError("no CUDA device: tuning keys need a GPU name")
-    dev = torch.device("cuda", device) if isinstance(device, int) else torch.device(device or "cuda")
+    dev = torch.device(f"cuda:{device}" if isinstance(device, int) else device or "cuda")
     if dev.type != "cuda":
         raise ValueError(f"tuning keys need a CUDA device, got {dev}")
-    return torch.cuda.get_device_name(torch.cuda.current_device() if dev.index is None else dev.index)
+    index = torch.cuda.current_device() if dev.index is None else dev.index
+    return torch.cuda.get_device_name(index)
 
 
 def triton_version() -> str:
@@ -126,27 +119,24 @@ def triton_version() -> str:
 
 @dataclasses.dataclass(frozen=True)
 class CacheEntry:
-    """One tuned config; ``source`` (user, defaults, nearest:user, nearest:defaults) says where a
-    lookup found it and is not written to disk."""
+    """One tuned config, with the time of the winner and how many candidates were tried."""
 
     key: TuningKey
     config: Config
     ms: float | None = None
     n_candidates: int | None = None
     n_rejected: int | None = None
-    source: str = dataclasses.field(default="user", compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key.to_json(), "config": dict(self.config), "ms": self.ms,
                 "n_candidates": self.n_candidates, "n_rejected": self.n_rejected}
 
     @classmethod
-    def from_json(cls, data: Any, source: str) -> CacheEntry:
+    def from_json(cls, data: Any) -> CacheEntry:
         if not isinstance(data, dict) or "key" not in data or "config" not in data:
             raise ValueError("an entry must be an object with 'key' and 'config'")
         counts = (data.get(name) for name in ("ms", "n_candidates", "n_rejected"))  # for reports
-        return cls(TuningKey.from_json(data["key"]), validate_config(data["config"]), *counts,
-                   source=source)
+        return cls(TuningKey.from_json(data["key"]), validate_config(data["config"]), *counts)
 
 
 def cache_dir() -> Path:
@@ -159,7 +149,7 @@ def defaults_path(gpu: str, directory: str | os.PathLike[str] | None = None) -> 
     return Path(directory if directory is not None else DEFAULTS_DIR) / f"{slug(gpu)}.json"
 
 
-def read_file(path: Path, gpu: str | None, triton: str | None, source: str) -> dict[str, Any]:
+def read_file(path: Path, gpu: str | None = None, triton: str | None = None) -> dict[str, Any]:
     """A tuning file's header, with "entries" as {key: entry}; no entries when the file is
     missing or (with a warning) must be ignored. ``gpu``/``triton``, when given, must match the
     header and every entry. Without ``triton`` (shipped defaults) entries are keyed with triton
@@ -174,7 +164,7 @@ def read_file(path: Path, gpu: str | None, triton: str | None, source: str) -> d
         for name, want in (("gpu", gpu), ("triton", triton)):
             if want is not None and doc.get(name) != want:
                 raise ValueError(f"written for {name} {doc.get(name)!r}, this is {want!r}")
-        entries = [CacheEntry.from_json(raw, source) for raw in doc["entries"]]
+        entries = [CacheEntry.from_json(raw) for raw in doc["entries"]]
         if any(e.key.gpu != doc["gpu"] or triton not in (None, e.key.triton) for e in entries):
             raise ValueError("an entry is keyed for another GPU or Triton version")
     except (FileNotFoundError, NotADirectoryError):  # nothing tuned yet
@@ -204,9 +194,8 @@ def write_file(path: Path, header: dict[str, Any], entries: dict[TuningKey, Cach
 
 
 class TuningCache:
-    """The user cache and the shipped defaults, each file read once and kept in memory.
-    ``lookup``: for each bucket of ``NEAREST_FIRST``, the user cache's entry, else the defaults';
-    None: use the heuristic. A few dict look-ups, so the GEMM can ask on every call."""
+    """The user cache and the shipped defaults, each file read once. ``lookup``: for each bucket
+    of ``NEAREST_FIRST`` the user's entry, else the shipped one; a few dict gets per call."""
 
     def __init__(self, directory: str | os.PathLike[str] | None = None,
                  defaults_dir: str | os.PathLike[str] | None = None) -> None:
@@ -224,13 +213,9 @@ class TuningCache:
         index = self._entries.get((gpu, triton))
         if index is None:
             path = self.path_for(gpu, triton) if triton else defaults_path(gpu, self.defaults_dir)
-            entries = read_file(path, gpu, triton, "user" if triton else "defaults")["entries"]
+            entries = read_file(path, gpu, triton)["entries"]
             index = self._entries[gpu, triton] = _index(entries.values())
         return index
-
-    def get(self, key: TuningKey) -> CacheEntry | None:
-        """The user cache's entry of exactly ``key``."""
-        return self._of(key.gpu, key.triton).get(key[2:5], {}).get(key.m_bucket)
 
     def lookup(self, key: TuningKey) -> CacheEntry | None:
         mine = self._of(key.gpu, key.triton).get(key[2:5], {})
@@ -238,26 +223,24 @@ class TuningCache:
         for ratio in NEAREST_FIRST if mine or shipped else ():
             found = mine.get(int(key.m_bucket * ratio)) or shipped.get(int(key.m_bucket * ratio))
             if found is not None:
-                return found if ratio == 1 else dataclasses.replace(
-                    found, source=f"nearest:{found.source}")
+                return found  # its key says which bucket it was tuned for
         return None
 
     def shipped_gpus(self, capability: str, sm_count: int) -> list[str]:
         """GPUs whose shipped defaults declare this compute capability and SM count."""
         if self._shipped is None:  # the directory is listed once, not on every call
-            headers = [read_file(p, None, None, "defaults")
-                       for p in sorted(self.defaults_dir.glob("*.json"))]
+            headers = [read_file(p) for p in sorted(self.defaults_dir.glob("*.json"))]
             self._shipped = [(h.get("capability"), h.get("sm_count"), h["gpu"])
                              for h in headers if "gpu" in h]
         return [gpu for cap, sms, gpu in self._shipped if (cap, sms) == (capability, sm_count)]
 
     def put(self, entry: CacheEntry) -> None:
-        """Keep ``entry`` in memory and merge it into its user cache file (re-read, so others'
-        entries are kept). OSError when the file cannot be written; memory keeps it anyway."""
+        """Keep ``entry`` and merge it into its file (re-read: others' entries stay). OSError when
+        the file cannot be written; memory keeps it anyway."""
         key = entry.key
-        entry = dataclasses.replace(entry, config=validate_config(entry.config), source="user")
+        entry = dataclasses.replace(entry, config=validate_config(entry.config))
         path = self.path_for(key.gpu, key.triton)
-        merged = read_file(path, key.gpu, key.triton, "user")["entries"]
+        merged = read_file(path, key.gpu, key.triton)["entries"]
         merged.update({e.key: e for bucket in self._of(key.gpu, key.triton).values()
                        for e in bucket.values()})
         merged[key] = entry
@@ -289,11 +272,11 @@ def write_defaults(source: str | os.PathLike[str], dest_dir: str | os.PathLike[s
     """Copy a user cache file's entries into ``<dest_dir>/<gpu slug>.json`` (default: the shipped
     defaults). With ``merge``, entries of other shapes there are kept, and so are ``capability``
     and ``sm_count`` unless ``header`` gives them. ValueError for a bad or empty source."""
-    new = read_file(Path(source), None, None, "defaults")  # a bad file warns, and has no entries
+    new = read_file(Path(source))  # a bad file warns, and has no entries
     if not new["entries"]:
         raise ValueError(f"{source} has no tuned entries; nothing written")
     dest = defaults_path(new["gpu"], dest_dir)
-    old = read_file(dest, new["gpu"], None, "defaults") if merge else {"entries": {}}
+    old = read_file(dest, new["gpu"], None) if merge else {"entries": {}}
     keep = {name: old[name] for name in ("capability", "sm_count") if name in old}
     write_file(dest, {"gpu": new["gpu"], "triton": new["triton"], **keep, **header},
                {**old["entries"], **new["entries"]})  # keyed by shape: the source wins

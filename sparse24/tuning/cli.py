@@ -15,8 +15,9 @@ from typing import Any
 from unittest import mock
 
 from sparse24.layout import K_MULTIPLE, N_MULTIPLE, granularity_error
-from sparse24.tuning.autotune import describe_exception, progress_bar
-from sparse24.tuning.cache import CACHE_DIR_ENV, TuningCache, format_config, m_bucket, write_defaults
+from sparse24.tuning.autotune import describe_exception, tqdm
+from sparse24.tuning.cache import CACHE_DIR_ENV, TuningCache, format_config, m_bucket
+from sparse24.tuning.cache import write_defaults
 
 DESCRIPTION = "Tune the sparse GEMM for given shapes or for a model's linear layers."
 DEFAULT_M = "1,16,64,256,4096"
@@ -28,11 +29,10 @@ class UsageError(ValueError):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``tune`` options (on a subcommand parser or a standalone one)."""
-    parser.add_argument("--shapes", help="comma-separated N x K weight shapes, e.g. 768x768,3072x768")
+    parser.add_argument("--shapes", help="N x K weight shapes, e.g. 768x768,3072x768")
     parser.add_argument("--model", help="a transformers model name or local directory: tune its "
-                        # argparse %-formats help strings, hence %%.
                         f"distinct nn.Linear shapes (those with N %% {N_MULTIPLE} == 0 and "
-                        f"K %% {K_MULTIPLE} == 0)")
+                        f"K %% {K_MULTIPLE} == 0)")  # %% : argparse %-formats help texts
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="pass trust_remote_code to AutoConfig")
     parser.add_argument("--m", default=DEFAULT_M, help=f"token counts M (default {DEFAULT_M})")
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_shapes(text: str) -> list[tuple[int, int]]:
     """'768x768,3072x768' -> [(768, 768), (3072, 768)]; UsageError for bad or unpackable ones."""
-    shapes: list[tuple[int, int]] = []
+    shapes: dict[tuple[int, int], None] = {}  # ordered, without repeats
     for item in filter(None, (part.strip() for part in text.split(","))):
         try:
             n, k = (int(p) for p in item.lower().split("x"))
@@ -57,34 +57,28 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
         problem = "must be positive" if min(n, k) < 1 else granularity_error(n, k)
         if problem:
             raise UsageError(f"--shapes: {item}: {problem}")
-        if (n, k) not in shapes:
-            shapes.append((n, k))
+        shapes[n, k] = None
     if not shapes:
-        raise UsageError("--shapes: no shape given")
-    return shapes
+        raise UsageError("--shapes: nothing given")
+    return list(shapes)
 
 
 def parse_m(text: str) -> list[int]:
     """'1,16,17,20' -> [1, 16, 17]: the first M of each M bucket."""
     by_bucket: dict[int, int] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
-        if not item.isdigit():
-            raise UsageError(f"--m: {item!r} is not an integer")
-        if int(item) < 1:
-            raise UsageError(f"--m: {item} must be >= 1")
+        if not item.isdigit() or int(item) < 1:
+            raise UsageError(f"--m: {item!r} is not an integer >= 1")
         by_bucket.setdefault(m_bucket(int(item)), int(item))
     if not by_bucket:
-        raise UsageError("--m: no token count given")
+        raise UsageError("--m: nothing given")
     return list(by_bucket.values())
 
 
 def model_linear_shapes(name_or_dir: str, trust_remote_code: bool = False
                         ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """(packable, skipped) distinct (out_features, in_features) of a model's nn.Linear layers.
-
-    Built from its config on the meta device (no weights downloaded) with ``AutoModel``, so task
-    heads, which usually stay dense, are left out.
-    """
+    """(packable, skipped) distinct (out_features, in_features) of a model's nn.Linear layers,
+    built on the meta device (no weights) with ``AutoModel`` (no task head: those stay dense)."""
     import torch
     from transformers import AutoConfig, AutoModel
 
@@ -93,8 +87,8 @@ def model_linear_shapes(name_or_dir: str, trust_remote_code: bool = False
         model = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
     shapes = sorted({(m.out_features, m.in_features) for m in model.modules()
                      if isinstance(m, torch.nn.Linear)})
-    return ([s for s in shapes if not granularity_error(*s)],
-            [s for s in shapes if granularity_error(*s)])
+    skipped = [s for s in shapes if granularity_error(*s)]
+    return [s for s in shapes if s not in skipped], skipped
 
 
 def _cuda_available() -> bool:
@@ -128,8 +122,7 @@ def _main(args: argparse.Namespace, tune: Callable[..., Any] | None) -> int:
 
     if not args.shapes and not args.model:
         raise UsageError("give --shapes and/or --model")
-    shapes = parse_shapes(args.shapes) if args.shapes else []
-    ms = parse_m(args.m)
+    shapes, ms = parse_shapes(args.shapes) if args.shapes else [], parse_m(args.m)
     if not str(args.device).startswith("cuda"):
         raise UsageError(f"--device {args.device}: tuning runs on a CUDA device")
     if not _cuda_available():
@@ -150,10 +143,10 @@ def _main(args: argparse.Namespace, tune: Callable[..., Any] | None) -> int:
         from sparse24.ops.tune import tune
 
     rows: list[tuple[int, int, int, Any]] = []  # (n, k, m, TuneResult or error text)
-    work = [(n, k, m) for n, k in shapes for m in ms]
     env = {CACHE_DIR_ENV: args.cache_dir} if args.cache_dir else {}
     with mock.patch.dict(os.environ, env):  # tune() stores in the cache of $SPARSE24_CACHE_DIR
-        for n, k, m in progress_bar(work, args.progress, desc="tune", unit="shape"):
+        for n, k, m in tqdm([(n, k, m) for n, k in shapes for m in ms], desc="tune",
+                            unit="shape", disable=not args.progress):
             try:
                 result = tune(n, k, m, getattr(torch, args.dtype), device=args.device,
                               progress=args.progress)
@@ -164,10 +157,11 @@ def _main(args: argparse.Namespace, tune: Callable[..., Any] | None) -> int:
         tuned = [row[3] for row in rows if not isinstance(row[3], str)]
         if args.write_defaults and tuned:
             source = TuningCache().path_for(tuned[0].key.gpu, tuned[0].key.triton)
-            # Declared so that GPUs of the same kind can use the file (sparse24.ops.configs.tuned).
-            props = torch.cuda.get_device_properties(args.device) if torch.cuda.is_available() else None
-            kind = {"capability": f"{props.major}.{props.minor}",
-                    "sm_count": props.multi_processor_count} if props else {}
+            kind = {}  # declared so that GPUs of the same kind use the file (configs.tuned)
+            if torch.cuda.is_available():
+                props = torch.cuda.get_device_properties(args.device)
+                kind = {"capability": f"{props.major}.{props.minor}",
+                        "sm_count": props.multi_processor_count}
             print(f"wrote shipped defaults {write_defaults(source, **kind)} from {source}",
                   file=sys.stderr)
     if len(tuned) < len(rows):
@@ -176,18 +170,17 @@ def _main(args: argparse.Namespace, tune: Callable[..., Any] | None) -> int:
 
 
 def format_table(rows: Sequence[tuple[int, int, int, Any]], dtype: str) -> str:
-    """One line per (shape, M): the config chosen, its time and TFLOP/s (dense-equivalent
-    2*M*N*K, so that the figure compares directly with a dense GEMM)."""
+    """One line per (shape, M); TFLOP/s count 2*M*N*K, to compare with a dense GEMM directly."""
     lines = [f"sparse24 tuned configs ({dtype}; TFLOP/s counts dense-equivalent 2*M*N*K)",
-             f"{'N x K':<11} {'M':>6} {'bucket':>6} {'ms':>9} {'TFLOP/s':>8} {'rejected':>8}  config"]
+             f"{'N x K':<11} {'M':>6} {'bucket':>6} {'ms':>9} {'TFLOP/s':>8} rejected  config"]
     for n, k, m, r in rows:
         if isinstance(r, str):
             lines.append(f"{f'{n}x{k}':<11} {m:>6} {m_bucket(m):>6} {'-':>9} {'-':>8} {'-':>8}  "
                          f"FAILED {r}")
         else:
             lines.append(f"{f'{n}x{k}':<11} {m:>6} {r.key.m_bucket:>6} {r.ms:>9.4f} "
-                         f"{2 * m * n * k / r.ms / 1e9:>8.1f} {f'{r.n_rejected}/{r.n_candidates}':>8}"
-                         f"  {format_config(r.config)}")
+                         f"{2 * m * n * k / r.ms / 1e9:>8.1f} "
+                         f"{f'{r.n_rejected}/{r.n_candidates}':>8}  {format_config(r.config)}")
     return "\n".join(lines)
 
 
