@@ -287,6 +287,22 @@ def test_tune_rejects_unwritten_output(user_cache, two_candidates, monkeypatch, 
     assert result.config == DOT_B and result.rejected[0].config == DOT_A
 
 
+def test_tune_follows_the_sm90_rule(user_cache, monkeypatch, device):
+    """tune() asks for the candidates of the side of gemm.uses_wgmma that its M falls on."""
+    asked = []
+
+    def candidates(m, n, k, on_gpu, wgmma_side):
+        asked.append(wgmma_side)
+        return [DOT_A]
+
+    monkeypatch.setattr(configs, "candidates", candidates)
+    for side in (True, False):
+        monkeypatch.setattr(gemm, "uses_wgmma", lambda m, dev, side=side: side)
+        tune_mod.tune(32, 128, 4, torch.float16, device=device, progress=False,
+                      timer=lambda fn: 1.0, store=False)
+    assert asked == [True, False]
+
+
 def _imports(path: Path, modules: set[str]) -> set[str]:
     """The ``modules`` a file imports, at module level or inside functions ("from package
     import submodule" counts as the submodule, not the package's __init__)."""
