@@ -37,8 +37,7 @@ def tune(n: int, k: int, m: int, dtype: torch.dtype = torch.float16,
         raise TypeError(f"sparse24 tune: the kernels take float16 or bfloat16, got {dtype}")
     if granularity_error(n, k):
         raise ValueError(f"sparse24 tune: cannot pack [{n}, {k}]: {granularity_error(n, k)}")
-    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-        raise ValueError(f"sparse24 tune: m must be a positive int, got {m!r}")
+    bucket = tuning.m_bucket(m)  # TypeError / ValueError unless m is an int >= 1
     if not use_triton(torch.empty(0, device=device)):
         raise ValueError(f"sparse24 tune: the kernels do not run on {device} "
                          "(CPU only under TRITON_INTERPRET=1)")
@@ -64,8 +63,7 @@ def tune(n: int, k: int, m: int, dtype: torch.dtype = torch.float16,
 
     on_gpu = device.type == "cuda"
     gpu = tuning.current_gpu_name(device) if on_gpu else CPU_GPU_NAME
-    key = tuning.TuningKey(gpu, tuning.triton_version(), tuning.dtype_name(dtype), n, k,
-                           tuning.m_bucket(m))
+    key = tuning.TuningKey(gpu, tuning.triton_version(), tuning.dtype_name(dtype), n, k, bucket)
     candidates = configs.candidates(m, n, k, on_gpu, wgmma_side=gemm.uses_wgmma(m, device))
     return tuning.autotune(key, candidates, run, check, progress=progress, store=store,
                            timer=timer or (None if on_gpu else wall_timer))

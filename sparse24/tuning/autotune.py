@@ -14,12 +14,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from tqdm.auto import tqdm
-
 from sparse24.tuning.cache import (
     CacheEntry, Config, TuningCache, TuningCacheWarning, TuningKey, default_cache, format_config,
     validate_config,
 )
+
+try:  # optional: `python -m sparse24` runs without the extras (tests/test_cli.py)
+    from tqdm.auto import tqdm
+except ImportError:
+    def tqdm(items, **kwargs):  # no bar
+        return items
 
 # do_bench budget per candidate: hundreds of launches of a 10-100 us kernel, ~4 s for 30
 # candidates. The median, so one clock or scheduling outlier does not reorder close candidates.

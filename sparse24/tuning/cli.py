@@ -19,7 +19,6 @@ from sparse24.tuning.autotune import describe_exception, tqdm
 from sparse24.tuning.cache import CACHE_DIR_ENV, TuningCache, format_config, m_bucket
 from sparse24.tuning.cache import write_defaults
 
-DESCRIPTION = "Tune the sparse GEMM for given shapes or for a model's linear layers."
 DEFAULT_M = "1,16,64,256,4096"
 
 
@@ -102,7 +101,8 @@ def main(args: argparse.Namespace | Sequence[str] | None = None,
     """Exit status 0 ok, 1 tuning failed or no CUDA, 2 bad usage. ``tune`` defaults to
     ``sparse24.ops.tune.tune`` (imported only when run: it pulls in Triton); tests pass a fake."""
     if not isinstance(args, argparse.Namespace):
-        parser = argparse.ArgumentParser(prog="sparse24 tune", description=DESCRIPTION)
+        parser = argparse.ArgumentParser(
+            prog="sparse24 tune", description="Tune the sparse GEMM for shapes or a model.")
         add_arguments(parser)
         args = parser.parse_args(args)
     try:
