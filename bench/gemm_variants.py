@@ -1,8 +1,8 @@
 """Time every candidate config of sparse24.ops.linear on a few shapes, against cuBLAS in the same run.
 
-Exploration tool for choosing tile shapes and shipped defaults (the tuner does the same per shape,
-for users): each config is first checked against F.linear on the decompressed weight, a wrong one
-is reported and never timed. Prints the fastest configs per shape; writes JSON lines.
+Exploration tool for choosing tile shapes and shipped defaults, through the tuner's own loop
+(sparse24.tuning.autotune) with this script's timers: each config is first checked against F.linear
+on the decompressed weight, a wrong one is reported and never timed. Prints the fastest configs per shape; writes JSON lines.
 
     python bench/gemm_variants.py [--shapes 24576x3072x768,...] [--family mma|dot] [--top 5]
                                   [--mode eager|graph] [--min-tile-tokens 128]
@@ -24,6 +24,7 @@ import torch.nn.functional as F
 import triton.testing
 
 import sparse24.ops as ops
+from sparse24 import tuning
 from sparse24.ops import configs, gemm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -76,23 +77,31 @@ def main() -> int:
             dense_ms = triton.testing.do_bench(lambda: F.linear(x, w), warmup=25, rep=100,
                                                return_mode="median")
         flops = 2.0 * m * n * k
-        rows = []
-        for cfg in configs.candidates(m, n, k, on_gpu=True):
-            if args.family != "all" and cfg["family"] != args.family:
-                continue
-            if cfg.get("BLOCK_M", cfg.get("BLOCK_T")) < args.min_tile_tokens:
-                continue
-            try:
-                y = gemm.run_config(x, values, meta, None, 0, cfg)
-                err = ((y.float() - expected).norm() / expected.norm()).item()
-            except Exception as exc:  # compile errors, out of resources: recorded, not timed
-                rows.append({"cfg": cfg, "error": f"{type(exc).__name__}: {str(exc)[:120]}"})
-                continue
-            if not err < 2e-3:
-                rows.append({"cfg": cfg, "error": f"WRONG rel err {err:.2e}"})
-                continue
-            ms = timed(lambda x, w, v, e, cfg=cfg: gemm.run_config(x, v, e, None, 0, cfg))
-            rows.append({"cfg": cfg, "ms": ms, "err": err})
+        cands = [cfg for cfg in configs.candidates(m, n, k, on_gpu=True,
+                                                   wgmma_side=gemm.uses_wgmma(m, device))
+                 if args.family in ("all", cfg["family"])
+                 and cfg.get("BLOCK_M", cfg.get("BLOCK_T", cfg.get("BT"))) >= args.min_tile_tokens]
+        errs = {}
+
+        def check(cfg):
+            y = gemm.run_config(x, values, meta, None, 0, cfg)
+            errs[json.dumps(cfg)] = err = ((y.float() - expected).norm() / expected.norm()).item()
+            return None if err < 2e-3 else f"WRONG rel err {err:.2e}"
+
+        def timer(fn):
+            cfg = fn()  # run (below) hands back its config, so that timed() rotates the operands
+            return timed(lambda x, w, v, e: gemm.run_config(x, v, e, None, 0, cfg))
+
+        # The tuner's own loop: every config checked first, a wrong one never timed.
+        key = tuning.TuningKey(gpu, tuning.triton_version(), "float16", n, k, tuning.m_bucket(m))
+        try:
+            result = tuning.autotune(key, cands, run=lambda cfg: cfg, check=check, timer=timer,
+                                     progress=False, store=False)
+            timings, rejected = result.timings, result.rejected
+        except tuning.NoValidConfigError as exc:
+            timings, rejected = [], exc.rejected
+        rows = [{"cfg": cfg, "ms": ms, "err": errs[json.dumps(cfg)]} for cfg, ms in timings]
+        rows += [{"cfg": r.config, "error": r.reason} for r in rejected]
         with open(args.out, "a") as f:
             for row in rows:
                 f.write(json.dumps({"gpu": gpu, "mode": mode, "m": m, "n": n, "k": k, "dense_ms": dense_ms, **row}) + "\n")

@@ -12,7 +12,9 @@ tolerance wins; it becomes the entry of M bucket m_bucket(m) (two Ms of one buck
 wins, as the cache stores configs tuned at the top of a bucket). The entries go through the tuning
 module's own writer (a user cache file in a temp directory, then ``write_defaults``), so the
 output is exactly the cache schema: ``<dest>/<gpu slug>.json``. Existing entries of the file for
-other shapes are kept unless ``--no-merge``.
+other shapes are kept unless ``--no-merge``, and so are the file's ``capability`` and
+``sm_count``, which let GPUs of the same kind share it (a new file gets them from
+``python -m sparse24 tune --write-defaults`` on the GPU, or by hand).
 """
 
 from __future__ import annotations
@@ -26,8 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from sparse24.tuning import CacheEntry, TuningCache, TuningKey, m_bucket, write_defaults
-from sparse24.tuning.cache import DEFAULTS_DIR
-from sparse24.tuning.keys import format_config
+from sparse24.tuning.cache import DEFAULTS_DIR, format_config
 
 DEFAULT_TRITON = "3.6.0"
 TOLERANCE = {"float16": 2e-3, "bfloat16": 2e-2}
@@ -59,7 +60,7 @@ def best_entries(rows: list[dict]) -> dict[tuple[str, str], list[tuple[int, Cach
         key = TuningKey(gpu=gpu, triton=triton, dtype=dtype, n=n, k=k, m_bucket=m_bucket(m))
         entry = CacheEntry(key=key, config=dict(best["cfg"]), ms=float(best["ms"]),
                            n_candidates=len(group), n_rejected=len(group) - len(ok))
-        slot = (gpu, triton) + key.shape_id()
+        slot = key  # (gpu, triton, dtype, n, k, m bucket)
         if slot in chosen and chosen[slot][0] >= m:
             continue
         chosen[slot] = (m, entry)
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         cache = TuningCache(tmp, defaults_dir=Path(tmp) / "no-defaults")
         for (gpu, triton), items in sorted(by_file.items()):
-            for m, entry in sorted(items, key=lambda item: item[1].key.shape_id()):
+            for m, entry in sorted(items, key=lambda item: item[1].key):
                 cache.put(entry)
                 print(f"{gpu} {entry.key.dtype} M={m} (bucket {entry.key.m_bucket}) "
                       f"N={entry.key.n} K={entry.key.k}: {format_config(entry.config)} "
@@ -96,7 +97,6 @@ def main(argv: list[str] | None = None) -> int:
             # Several Triton versions of one GPU go into the same defaults file: merge after the first.
             dest = write_defaults(cache.path_for(gpu, triton), args.dest, merge=merge_first[gpu])
             merge_first[gpu] = True
-            dest.chmod(0o644)  # the atomic writer's temp file is 0600; this one ships
             written.append(dest)
     for dest in dict.fromkeys(written):
         print(f"wrote {dest}")

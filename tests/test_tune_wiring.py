@@ -1,9 +1,10 @@
-"""The tuner wired to the op: tuning_bridge lookups, choose_config's guard, tune(), shipped defaults.
+"""The tuner wired to the op: configs.tuned lookups, choose_config's guard, tune(), shipped defaults.
 
-CPU only: CUDA device properties are faked through tuning_bridge._device_info, and tune() runs the
+CPU only: CUDA device properties are faked through configs.device_info, and tune() runs the
 "dot" family through the Triton interpreter on a tiny problem with an injected timer.
 """
 
+import ast
 import importlib.util
 import json
 import warnings
@@ -13,10 +14,9 @@ import pytest
 import torch
 
 from sparse24 import tuning
-from sparse24.ops import configs, gemm, tuning_bridge
+from sparse24.ops import configs, gemm
 from sparse24.ops import tune as tune_mod
 from sparse24.tuning import cache as cache_mod
-from sparse24.tuning import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA0 = torch.device("cuda", 0)
@@ -27,105 +27,96 @@ DOT_B = {"family": "dot", "BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_K": 2, "num_warps
 
 @pytest.fixture
 def user_cache(tmp_path, monkeypatch):
-    """A fresh, empty user cache directory; the process-wide cache and the bridge memo reset."""
+    """A fresh, empty user cache directory and a fresh process-wide cache."""
     monkeypatch.setenv(cache_mod.CACHE_DIR_ENV, str(tmp_path / "cache"))
     monkeypatch.setattr(cache_mod, "_default_cache", None)
-    tuning_bridge.clear()
-    yield tmp_path / "cache"
-    tuning_bridge.clear()
+    return tmp_path / "cache"
 
 
-def fake_device(monkeypatch, name=FAKE_GPU, capability=(8, 0), sms=108):
-    monkeypatch.setattr(tuning_bridge, "_device_info", lambda index: (name, capability, sms))
+def fake_device(monkeypatch, name=FAKE_GPU, capability="8.0", sms=108):
+    monkeypatch.setattr(configs, "device_info", lambda index: (name, capability, sms))
 
 
 def put(gpu, n, k, bucket, config, dtype="float16"):
-    key = tuning.TuningKey(gpu=gpu, triton=tuning.triton_version(), dtype=dtype, n=n, k=k,
-                           m_bucket=bucket)
+    key = tuning.TuningKey(gpu, tuning.triton_version(), dtype, n, k, bucket)
     tuning.default_cache().put(tuning.CacheEntry(key=key, config=config, ms=0.01))
 
 
-def count_cache_lookups(monkeypatch):
-    calls = []
-    real = tuning_bridge._cache_lookup
-
-    def counting(tuning_pkg, key):
-        calls.append(key)
-        return real(tuning_pkg, key)
-
-    monkeypatch.setattr(tuning_bridge, "_cache_lookup", counting)
-    return calls
-
-
-# ----------------------------------------------------------------------------- tuning_bridge
-def test_bridge_returns_cached_config_and_memoizes(user_cache, monkeypatch):
+# ------------------------------------------------------------------------------- configs.tuned
+def test_tuned_returns_the_cached_config_of_its_bucket(user_cache, monkeypatch):
     fake_device(monkeypatch)
-    put(FAKE_GPU, 64, 256, 16, DOT_B | {"BLOCK_N": 64})
-    calls = count_cache_lookups(monkeypatch)
-    got = tuning_bridge.lookup(9, 64, 256, torch.float16, CUDA0)
-    assert got == DOT_B | {"BLOCK_N": 64}
-    # same M bucket (9..16): answered from the memo, the cache is not asked again
-    assert tuning_bridge.lookup(16, 64, 256, torch.float16, CUDA0) is got
-    assert len(calls) == 1
-    # another dtype / bucket / device is another memo slot; a miss is memoized too
-    assert tuning_bridge.lookup(9, 64, 256, torch.bfloat16, CUDA0) is None
-    assert tuning_bridge.lookup(9, 64, 256, torch.bfloat16, CUDA0) is None
-    assert len(calls) == 2
-    tuning_bridge.clear()
-    assert tuning_bridge.lookup(9, 64, 256, torch.float16, CUDA0) == got
-    assert len(calls) == 3
-    # no CUDA device or no tokens: never asks the cache
-    assert tuning_bridge.lookup(9, 64, 256, torch.float16, torch.device("cpu")) is None
-    assert tuning_bridge.lookup(0, 64, 256, torch.float16, CUDA0) is None
-    assert len(calls) == 3
+    assert configs.tuned(9, 64, 256, torch.float16, CUDA0) is None
+    put(FAKE_GPU, 64, 256, 16, DOT_B | {"BLOCK_N": 64})  # seen at once: no memo to clear
+    assert configs.tuned(9, 64, 256, torch.float16, CUDA0) == DOT_B | {"BLOCK_N": 64}
+    assert configs.tuned(16, 64, 256, torch.float16, CUDA0) == DOT_B | {"BLOCK_N": 64}
+    assert configs.tuned(9, 64, 256, torch.bfloat16, CUDA0) is None  # another dtype
+    assert configs.tuned(9, 64, 512, torch.float16, CUDA0) is None  # another K
+    # no CUDA device or no tokens: the heuristic
+    assert configs.tuned(9, 64, 256, torch.float16, torch.device("cpu")) is None
+    assert configs.tuned(0, 64, 256, torch.float16, CUDA0) is None
 
 
-def test_bridge_nearest_bucket_within_4x_only(user_cache, monkeypatch):
+def test_tuned_nearest_bucket_within_4x_only(user_cache, monkeypatch):
     fake_device(monkeypatch)
     put(FAKE_GPU, 64, 256, 64, DOT_A | {"BLOCK_N": 64})
-    assert tuning_bridge.lookup(256, 64, 256, torch.float16, CUDA0) is not None  # 4x: used
-    assert tuning_bridge.lookup(16, 64, 256, torch.float16, CUDA0) is not None  # 1/4x: used
-    assert tuning_bridge.lookup(512, 64, 256, torch.float16, CUDA0) is None  # 8x: heuristic
-    assert tuning_bridge.lookup(8, 64, 256, torch.float16, CUDA0) is None  # 1/8x: heuristic
+    assert configs.tuned(256, 64, 256, torch.float16, CUDA0) is not None  # 4x: used
+    assert configs.tuned(16, 64, 256, torch.float16, CUDA0) is not None  # 1/4x: used
+    assert configs.tuned(512, 64, 256, torch.float16, CUDA0) is None  # 8x: heuristic
+    assert configs.tuned(8, 64, 256, torch.float16, CUDA0) is None  # 1/8x: heuristic
 
 
-@pytest.mark.parametrize("config", [
-    DOT_A | {"BLOCK_N": 128},  # BLOCK_N does not divide N = 64 + 32
-    DOT_A | {"SPLIT_K": 8},  # more K splits than 64-wide chunks of K = 256
-    {"family": "wgmma", "BLOCK_M": 64},  # unknown family
+MALFORMED = [
+    {"family": "wgmma2", "BLOCK_M": 64},  # unknown family
     {"BLOCK_M": 16, "BLOCK_N": 32},  # no family
     DOT_A | {"BLOCK_M": 24},  # not a power of two
+    DOT_A | {"num_stages": 0},  # not positive
     {k: v for k, v in DOT_A.items() if k != "num_warps"},  # missing field
-])
-def test_bridge_ignores_bad_cached_config(user_cache, monkeypatch, config):
+]
+ILL_FITTING = [
+    DOT_A | {"BLOCK_N": 64},  # BLOCK_N does not divide N = 96
+    DOT_A | {"SPLIT_K": 8},  # more K splits than 64-wide chunks of K = 256
+]
+
+
+@pytest.mark.parametrize("config", MALFORMED + ILL_FITTING)
+def test_bad_cached_config_is_not_launched(user_cache, monkeypatch, config):
     fake_device(monkeypatch)
-    put(FAKE_GPU, 96, 256, 16, config)
-    assert tuning_bridge.lookup(16, 96, 256, torch.float16, CUDA0) is None
+    put(FAKE_GPU, 96, 256, 128, config)
+    # configs.tuned drops malformed configs, gemm.choose_config those that do not fit the weight
+    assert (configs.tuned(128, 96, 256, torch.float16, CUDA0) is None) == (config in MALFORMED)
+    heuristic = gemm.heuristic_config(128, 96, 256, CUDA0)  # N=96: "dot", no device query
+    assert gemm.choose_config(128, 96, 256, torch.float16, CUDA0) == heuristic
 
 
-def test_bridge_never_raises(user_cache, monkeypatch):
+def test_well_formed_cached_config_is_launched(user_cache, monkeypatch):
+    fake_device(monkeypatch)
+    put(FAKE_GPU, 96, 256, 128, DOT_A)
+    assert configs.well_formed(DOT_A)
+    assert gemm.choose_config(128, 96, 256, torch.float16, CUDA0) == DOT_A
+
+
+def test_tuned_never_raises(user_cache, monkeypatch):
     fake_device(monkeypatch)
     path = tuning.TuningCache().path_for(FAKE_GPU, tuning.triton_version())
     path.parent.mkdir(parents=True)
     path.write_text("{not json")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # even a warning turned into an error must not escape
-        assert tuning_bridge.lookup(16, 96, 256, torch.float16, CUDA0) is None
+        assert configs.tuned(16, 96, 256, torch.float16, CUDA0) is None
 
     def broken(index):
         raise RuntimeError("CUDA driver exploded")
 
-    monkeypatch.setattr(tuning_bridge, "_device_info", broken)
-    tuning_bridge.clear()
-    assert tuning_bridge.lookup(16, 96, 256, torch.float16, CUDA0) is None
+    monkeypatch.setattr(configs, "device_info", broken)
+    assert configs.tuned(16, 96, 256, torch.float16, CUDA0) is None
 
 
 def test_choose_config_ignores_ill_fitting_cached_config(monkeypatch):
-    """gemm.choose_config's own guard: a config from the bridge that does not fit is not used."""
+    """gemm.choose_config's own guard: a tuned config that does not fit is not used."""
     fits = DOT_A | {"BLOCK_N": 16}
     bad = DOT_A | {"BLOCK_N": 32}  # 32 does not divide N = 48
     answer = {}
-    monkeypatch.setattr(tuning_bridge, "lookup", lambda m, n, k, dtype, device: answer.get("cfg"))
+    monkeypatch.setattr(configs, "tuned", lambda m, n, k, dtype, device: answer.get("cfg"))
     # M > 64 on "cuda": the heuristic is the mma family, which needs no device query
     heuristic = gemm.heuristic_config(128, 48, 128, CUDA0)
     answer["cfg"] = bad
@@ -149,7 +140,7 @@ def shipped(gpu: str, file_name: str) -> dict:
     assert path.name == file_name and path.is_file()
     with warnings.catch_warnings():
         warnings.simplefilter("error", tuning.TuningCacheWarning)
-        return cache_mod.read_file(path, gpu, None, source="defaults")
+        return cache_mod.read_file(path, gpu, None)
 
 
 H100 = ("NVIDIA H100 80GB HBM3", "nvidia-h100-80gb-hbm3.json")
@@ -157,37 +148,39 @@ H100 = ("NVIDIA H100 80GB HBM3", "nvidia-h100-80gb-hbm3.json")
 
 def test_h200_has_no_file_of_its_own_and_uses_the_h100_few_token_entries(user_cache, monkeypatch):
     assert not cache_mod.defaults_path("NVIDIA H200").exists()
-    fake_device(monkeypatch, "NVIDIA H200", (9, 0), 132)
-    few = tuning_bridge.lookup(16, 4096, 4096, torch.float16, CUDA0)
+    fake_device(monkeypatch, "NVIDIA H200", "9.0", 132)
+    few = configs.tuned(16, 4096, 4096, torch.float16, CUDA0)
     assert few["family"] == "mma" and few["SPLIT_K"] > 1
-    assert tuning_bridge.lookup(16, 4096, 4096, torch.bfloat16, CUDA0) is None  # fp16 only
+    assert configs.tuned(16, 4096, 4096, torch.bfloat16, CUDA0) is None  # fp16 only
 
 
 def test_h100_defaults_cover_the_bench_shapes(user_cache, monkeypatch):
-    entries = shipped(*H100)
+    doc = shipped(*H100)
+    assert (doc["capability"], doc["sm_count"]) == ("9.0", 132)  # H100 SXM: shared with the H200
+    entries = doc["entries"]
     assert len(entries) == len(H100_SHAPES)
-    fake_device(monkeypatch, "NVIDIA H100 80GB HBM3", (9, 0), 132)
+    fake_device(monkeypatch, "NVIDIA H100 80GB HBM3", "9.0", 132)
     for m, n, k in H100_SHAPES:
-        config = tuning_bridge.lookup(m, n, k, torch.float16, CUDA0)
-        assert config is not None and tuning_bridge.well_formed(config, n, k), (m, n, k)
-        assert config == entries[("float16", n, k, tuning.m_bucket(m))].config
+        config = configs.tuned(m, n, k, torch.float16, CUDA0)
+        assert config is not None and configs.well_formed(config), (m, n, k)
+        assert gemm.config_fits(config, n, k), (m, n, k)
+        key = tuning.TuningKey(H100[0], "*", "float16", n, k, tuning.m_bucket(m))
+        assert config == entries[key].config
 
 
 def test_sibling_gpu_uses_the_other_defaults(user_cache, monkeypatch):
-    fake_device(monkeypatch, "NVIDIA H200", (9, 0), 132)
-    got = tuning_bridge.lookup(16, 4096, 4096, torch.float16, CUDA0)  # only the H100 file has it
-    h100 = shipped(*H100)
-    assert got == h100[("float16", 4096, 4096, 16)].config
+    fake_device(monkeypatch, "NVIDIA H200", "9.0", 132)
+    got = configs.tuned(16, 4096, 4096, torch.float16, CUDA0)  # only the H100 file has it
+    h100 = shipped(*H100)["entries"]
+    assert got == h100[tuning.TuningKey(H100[0], "*", "float16", 4096, 4096, 16)].config
     # the GPU's own entry wins over the sibling's
     own = DOT_A | {"BLOCK_N": 64, "SPLIT_K": 4}
     put("NVIDIA H200", 4096, 4096, 16, own)
-    tuning_bridge.clear()
-    assert tuning_bridge.lookup(16, 4096, 4096, torch.float16, CUDA0) == own
-    # another SM count (H100 PCIe) or another architecture: no sibling
-    for capability, sms in [((9, 0), 114), ((8, 0), 132)]:
+    assert configs.tuned(16, 4096, 4096, torch.float16, CUDA0) == own
+    # another SM count (H100 PCIe) or another architecture: no sharing
+    for capability, sms in [("9.0", 114), ("8.0", 132)]:
         fake_device(monkeypatch, "NVIDIA H100 PCIe", capability, sms)
-        tuning_bridge.clear()
-        assert tuning_bridge.lookup(16, 4096, 4096, torch.float16, CUDA0) is None
+        assert configs.tuned(16, 4096, 4096, torch.float16, CUDA0) is None
 
 
 def _load_make_defaults():
@@ -213,15 +206,15 @@ def test_make_defaults_picks_fastest_correct(tmp_path):
     doc = json.loads((tmp_path / "out" / "test-gpu.json").read_text())
     assert doc["gpu"] == "Test GPU" and doc["triton"] == "3.6.0"
     entries = cache_mod.read_file(tmp_path / "out" / "test-gpu.json", "Test GPU", None)
-    small = entries[("float16", 64, 256, 16)]
+    small = entries["entries"][tuning.TuningKey("Test GPU", "*", "float16", 64, 256, 16)]
     assert small.config == DOT_B and small.n_candidates == 4 and small.n_rejected == 2
-    assert entries[("float16", 64, 256, 512)].config == DOT_A
+    assert entries["entries"][tuning.TuningKey("Test GPU", "*", "float16", 64, 256, 512)].config == DOT_A
 
 
 # ------------------------------------------------------------------------------------ tune()
 @pytest.fixture
 def two_candidates(monkeypatch):
-    monkeypatch.setattr(configs, "candidates", lambda m, n, k, on_gpu: [DOT_A, DOT_B])
+    monkeypatch.setattr(configs, "candidates", lambda m, n, k, on_gpu, wgmma_side: [DOT_A, DOT_B])
 
 
 def test_tune_picks_correct_config_and_stores_it(user_cache, two_candidates, monkeypatch, device):
@@ -239,16 +232,18 @@ def test_tune_picks_correct_config_and_stores_it(user_cache, two_candidates, mon
         fn()
         return times[json.dumps(seen[-1])]
 
-    tuning_bridge._memo[("sentinel",)] = None
+    fake_device(monkeypatch, tune_mod.CPU_GPU_NAME)
+    assert configs.tuned(4, 32, 128, torch.float16, CUDA0) is None
     result = tune_mod.tune(32, 128, 4, torch.float16, device=device, progress=False, timer=timer)
     assert result.config == DOT_B and result.ms == 1.0 and result.n_rejected == 0
     assert result.key.m_bucket == 4
     if device == "cpu":
         assert result.key.gpu == tune_mod.CPU_GPU_NAME
-    assert not tuning_bridge._memo, "tune() must clear the bridge memo"
+        # the op's next lookup sees the result at once (an op on a GPU of that name would use it)
+        assert configs.tuned(4, 32, 128, torch.float16, CUDA0) == DOT_B
     # stored in the user cache file under the tmp dir, readable by a fresh cache
     fresh = tuning.TuningCache(user_cache)
-    assert fresh.get(result.key).config == DOT_B
+    assert fresh.lookup(result.key).config == DOT_B
     assert list(user_cache.glob("*.json"))
 
 
@@ -273,7 +268,7 @@ def test_tune_rejects_fast_wrong_config(user_cache, two_candidates, monkeypatch,
     assert result.config == DOT_A
     assert [(r.config, r.stage) for r in result.rejected] == [(DOT_B, "check")]
     assert "relative error" in result.rejected[0].reason
-    assert tuning.TuningCache(user_cache).get(result.key).config == DOT_A
+    assert tuning.TuningCache(user_cache).lookup(result.key).config == DOT_A
 
 
 def test_tune_rejects_unwritten_output(user_cache, two_candidates, monkeypatch, device):
@@ -292,11 +287,47 @@ def test_tune_rejects_unwritten_output(user_cache, two_candidates, monkeypatch, 
     assert result.config == DOT_B and result.rejected[0].config == DOT_A
 
 
-def test_cli_finds_tune():
-    assert cli._load_tune() is tune_mod.tune
+def test_tune_follows_the_sm90_rule(user_cache, monkeypatch, device):
+    """tune() asks for the candidates of the side of gemm.uses_wgmma that its M falls on."""
+    asked = []
+
+    def candidates(m, n, k, on_gpu, wgmma_side):
+        asked.append(wgmma_side)
+        return [DOT_A]
+
+    monkeypatch.setattr(configs, "candidates", candidates)
+    for side in (True, False):
+        monkeypatch.setattr(gemm, "uses_wgmma", lambda m, dev, side=side: side)
+        tune_mod.tune(32, 128, 4, torch.float16, device=device, progress=False,
+                      timer=lambda fn: 1.0, store=False)
+    assert asked == [True, False]
 
 
-def test_model_shapes():
-    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Linear(32, 64),
-                                torch.nn.Linear(64, 32), torch.nn.Linear(10, 16))
-    assert tune_mod.model_shapes(model) == [(32, 64)]  # K=32 and K=10 cannot be packed
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """The ``modules`` a file imports, at module level or inside functions ("from package
+    import submodule" counts as the submodule, not the package's __init__)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            subs = {f"{node.module}.{a.name}" for a in node.names} & modules
+            found |= subs or {node.module}
+    return found & modules
+
+
+def test_no_import_circle_through_the_tuning_layer():
+    """gemm -> configs -> tuning; tune -> configs, gemm; nothing back (lazy imports included)."""
+    modules = {}
+    for package in ("sparse24.ops", "sparse24.tuning"):
+        for p in (ROOT / package.replace(".", "/")).glob("*.py"):
+            modules[package if p.stem == "__init__" else f"{package}.{p.stem}"] = p
+    graph = {name: _imports(path, set(modules)) for name, path in modules.items()}
+
+    def reaches(start, goal, seen=()):
+        return any(dep == goal or (dep not in seen and reaches(dep, goal, (*seen, dep)))
+                   for dep in graph[start])
+
+    assert not [name for name in graph if reaches(name, name)]
+    assert "sparse24.ops.configs" in graph["sparse24.ops.gemm"]
+    assert "sparse24.ops.tune" in graph["sparse24.tuning.cli"]  # found even inside a function

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from sparse24.tuning.autotune import REP_MS, WARMUP_MS, NoValidConfigError, autotune
-from sparse24.tuning.cache import TuningCache, TuningCacheWarning
-from sparse24.tuning.keys import TuningKey
+from sparse24.tuning.cache import TuningCache, TuningCacheWarning, TuningKey
 
 KEY = TuningKey("NVIDIA H100 80GB HBM3", "3.6.0", "float16", n=48, k=200, m_bucket=8)
 
@@ -109,7 +108,7 @@ def test_result_stored_with_timing_and_rejections(gemm, cache, tmp_path):
     times = {(40, "plain"): 1.5, (64, "skip_tail"): 0.2}
     autotune(KEY, [cfg(40), cfg(64, "skip_tail"), cfg(4096)], gemm.run, gemm.check,
              timer=timer_from(gemm, times), progress=False, cache=cache)
-    stored = TuningCache(tmp_path / "cache", defaults_dir=tmp_path / "no_defaults").get(KEY)
+    stored = TuningCache(tmp_path / "cache", defaults_dir=tmp_path / "no_defaults").lookup(KEY)
     assert stored.config == cfg(40)
     assert (stored.ms, stored.n_candidates, stored.n_rejected) == (1.5, 3, 2)
 
@@ -123,7 +122,8 @@ def test_all_fail_raises_clear_error(gemm, cache):
     assert "N=48, K=200, M bucket 8" in text
     assert "[check] BLOCK_K=64 family=skip_tail: max abs error" in text
     assert "[check] BLOCK_K=512 family=plain: OutOfResources" in text
-    assert cache.get(KEY) is None
+    assert cache.lookup(KEY) is None
+    assert [r.config["BLOCK_K"] for r in info.value.rejected] == [64, 512, 48]
 
 
 def test_timer_failures_and_bad_times_reject(gemm, cache):

@@ -1,4 +1,4 @@
-"""The JSON tuning cache: round trips, atomic/concurrent writes, bad files, defaults, nearest."""
+"""The JSON tuning cache: round trips, atomic writes, bad files, defaults, nearest bucket."""
 
 import json
 import multiprocessing as mp
@@ -15,7 +15,7 @@ from sparse24.tuning.cache import (
     defaults_path,
     write_defaults,
 )
-from sparse24.tuning.keys import TuningKey
+from sparse24.tuning.cache import TuningKey
 
 GPU = "NVIDIA H100 80GB HBM3"
 TRITON = "3.6.0"
@@ -61,7 +61,6 @@ def test_put_get_round_trip(cache_dir, no_defaults):
     fresh = TuningCache(defaults_dir=no_defaults)
     got = fresh.lookup(key())
     assert got == entry()
-    assert got.source == "user"
     assert (got.ms, got.n_candidates, got.n_rejected) == (0.5, 10, 2)
 
     path = c.path_for(GPU, TRITON)
@@ -98,7 +97,7 @@ def test_round_trip_across_processes(tmp_path):
     p.join(30)
     assert p.exitcode == 0
     fresh = TuningCache(tmp_path, defaults_dir=tmp_path / "no_defaults")
-    assert fresh.get(key(n=1600)) == entry(100, n=1600)
+    assert fresh.lookup(key(n=1600)) == entry(100, n=1600)
 
     # And the other way: written here, read in a fresh process.
     TuningCache(tmp_path).put(entry(7, n=1600))
@@ -108,30 +107,6 @@ def test_round_trip_across_processes(tmp_path):
     got = queue.get(timeout=30)
     p.join(30)
     assert got == entry(7, n=1600).to_json()
-
-
-def _child_put_many(directory, worker, count, barrier):
-    barrier.wait()  # all writers start together, so their read-merge-writes overlap
-    c = TuningCache(directory, defaults_dir=os.path.join(directory, "no_defaults"))
-    for i in range(count):
-        c.put(entry(tag=i, n=16 * (1 + worker * count + i)))
-
-
-def test_concurrent_writers_keep_all_entries(tmp_path):
-    ctx = _context()
-    workers, count = 4, 12
-    barrier = ctx.Barrier(workers)
-    procs = [ctx.Process(target=_child_put_many, args=(str(tmp_path), w, count, barrier))
-             for w in range(workers)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
-    doc = json.loads(TuningCache(tmp_path).path_for(GPU, TRITON).read_text())
-    ns = sorted(e["key"]["n"] for e in doc["entries"])
-    assert ns == [16 * (1 + i) for i in range(workers * count)]
-    assert not list(tmp_path.glob("*.tmp"))
 
 
 def test_atomic_write_keeps_old_file_when_replace_fails(tmp_path, monkeypatch):
@@ -165,13 +140,15 @@ def _write_doc(path, **overrides):
 @pytest.mark.parametrize(
     "content, match",
     [
-        ("{not json", "not valid JSON"),
+        ("{not json", "JSONDecodeError"),
         ("[1, 2]", "not a sparse24 tuning file"),
         ({"schema_version": 99}, "schema_version 99"),
         ({"format": "gemlite"}, "not a sparse24 tuning file"),
-        ({"gpu": "NVIDIA A100-SXM4-80GB"}, "tuned for GPU 'NVIDIA A100-SXM4-80GB'"),
-        ({"triton": "3.1.0"}, "tuned under Triton '3.1.0'"),
+        ({"gpu": "NVIDIA A100-SXM4-80GB"}, "written for gpu 'NVIDIA A100-SXM4-80GB'"),
+        ({"triton": "3.1.0"}, "written for triton '3.1.0'"),
         ({"entries": [{"key": {"gpu": GPU}, "config": {}}]}, "do not match"),
+        ({"entries": 3}, "TypeError"),
+        ({"entries": None, "gpu": None}, "gpu None"),
         ({"entries": [{**entry().to_json(), "config": {"BLOCK_M": 1.5}}]}, "int or a str"),
     ],
 )
@@ -191,7 +168,7 @@ def test_corrupt_file_is_replaced_on_put(tmp_path, no_defaults):
     c = TuningCache(tmp_path, defaults_dir=no_defaults)
     path = c.path_for(GPU, TRITON)
     path.write_text("\x00garbage")
-    with pytest.warns(TuningCacheWarning, match="not valid JSON"):
+    with pytest.warns(TuningCacheWarning, match="JSONDecodeError"):
         c.put(entry())
     assert TuningCache(tmp_path, defaults_dir=no_defaults).lookup(key()) == entry()
 
@@ -219,11 +196,11 @@ def defaults(tmp_path):
 def test_defaults_fallback(tmp_path, defaults):
     c = TuningCache(tmp_path / "user", defaults_dir=defaults)
     got = c.lookup(key(m_bucket=16))
-    assert got.config["BLOCK_M"] == 16 and got.source == "defaults"
+    assert got.config["BLOCK_M"] == 16
     # A user entry for the same key wins over the shipped one.
     c.put(entry(99, m_bucket=16))
     got = c.lookup(key(m_bucket=16))
-    assert got.config["BLOCK_M"] == 99 and got.source == "user"
+    assert got.config["BLOCK_M"] == 99
 
 
 def test_defaults_of_another_gpu_ignored(tmp_path):
@@ -236,19 +213,23 @@ def test_defaults_of_another_gpu_ignored(tmp_path):
 @pytest.mark.parametrize(
     "wanted, chosen",
     [
-        (32, 16),     # distance 1 to 16, 3 to 256
-        (64, 256),    # distance 2 to both: the larger bucket wins
+        (32, 16),     # 2x from 16, 8x from 256
+        (64, 256),    # 4x from both: the larger bucket wins
         (128, 256),
-        (1, 16),
-        (65536, 256),  # no distance limit
+        (8, 16),
+        (4, 16),      # 4x: still used
+        (2, None),    # 8x from the nearest: too far, the caller's heuristic decides
+        (2048, None),
     ],
 )
 def test_nearest_bucket_rule(tmp_path, defaults, wanted, chosen):
     c = TuningCache(tmp_path / "user", defaults_dir=defaults)
     got = c.lookup(key(m_bucket=wanted))
+    if chosen is None:
+        assert got is None
+        return
     assert got.config["BLOCK_M"] == chosen
     assert got.key.m_bucket == chosen  # the entry says which bucket it was tuned for
-    assert got.source == "nearest:defaults"
 
 
 def test_nearest_bucket_same_shape_only(tmp_path, defaults):
@@ -262,10 +243,10 @@ def test_nearest_bucket_spans_user_and_defaults(tmp_path, defaults):
     c = TuningCache(tmp_path / "user", defaults_dir=defaults)
     c.put(entry(64, m_bucket=64))
     got = c.lookup(key(m_bucket=32))  # 16 (defaults) and 64 (user) both at distance 1
-    assert (got.config["BLOCK_M"], got.source) == (64, "nearest:user")
+    assert got.config["BLOCK_M"] == 64  # the user's (the defaults' would be tagged 16)
     c.put(entry(17, m_bucket=16))  # same bucket in user and defaults: user wins
     got = c.lookup(key(m_bucket=8))
-    assert (got.config["BLOCK_M"], got.source) == (17, "nearest:user")
+    assert got.config["BLOCK_M"] == 17
 
 
 def test_write_defaults_from_user_cache(tmp_path, defaults):
@@ -278,20 +259,36 @@ def test_write_defaults_from_user_cache(tmp_path, defaults):
     c = TuningCache(tmp_path / "empty", defaults_dir=defaults)
     assert {b: c.lookup(key(m_bucket=b)).config["BLOCK_M"] for b in (16, 256, 4096)} == {
         16: 61, 256: 256, 4096: 62}  # 256 kept from the old defaults
-    assert c.lookup(key(m_bucket=16)).source == "defaults"
 
     write_defaults(user.path_for(GPU, TRITON), dest_dir=defaults, merge=False)
-    c.clear_memory()
-    assert c.lookup(key(m_bucket=256)).source == "nearest:defaults"
+    c = TuningCache(tmp_path / "empty", defaults_dir=defaults)
+    assert c.lookup(key(m_bucket=256)) is None  # 16 and 4096 are 16x away
+
+
+def test_write_defaults_declares_the_kind_of_gpu(tmp_path, defaults):
+    """capability / sm_count: given, kept by a later merge, and what shipped_gpus matches."""
+    user = TuningCache(tmp_path / "user", defaults_dir=tmp_path / "no_defaults")
+    user.put(entry(61, m_bucket=16))
+    write_defaults(user.path_for(GPU, TRITON), dest_dir=defaults, capability="9.0", sm_count=132)
+    write_defaults(user.path_for(GPU, TRITON), dest_dir=defaults)  # a later refresh
+    doc = json.loads(defaults_path(GPU, defaults).read_text())
+    assert (doc["capability"], doc["sm_count"]) == ("9.0", 132)
+    c = TuningCache(tmp_path / "empty", defaults_dir=defaults)
+    assert c.shipped_gpus("9.0", 132) == [GPU]
+    assert c.shipped_gpus("9.0", 114) == [] and c.shipped_gpus("8.0", 132) == []
 
 
 def test_write_defaults_refuses_bad_source(tmp_path):
-    with pytest.raises(ValueError, match="cannot read"):
+    with pytest.raises(ValueError, match="has no tuned entries"):
         write_defaults(tmp_path / "missing.json", dest_dir=tmp_path)
     bad = tmp_path / "bad.json"
     bad.write_text("{oops")
-    with pytest.raises(ValueError, match="not a valid sparse24 tuning file"):
-        write_defaults(bad, dest_dir=tmp_path)
+    with pytest.warns(TuningCacheWarning, match="JSONDecodeError"):
+        with pytest.raises(ValueError, match="has no tuned entries"):
+            write_defaults(bad, dest_dir=tmp_path)
+    _write_doc(tmp_path / "empty.json", entries=[])
+    with pytest.raises(ValueError, match="has no tuned entries"):
+        write_defaults(tmp_path / "empty.json", dest_dir=tmp_path)
     assert not list(tmp_path.glob("nvidia*"))
 
 

@@ -4,15 +4,13 @@ import argparse
 import json
 import os
 import re
-import sys
-import types
 
 import pytest
 import torch
 
 from sparse24.tuning import cli
 from sparse24.tuning.autotune import TuneResult, autotune
-from sparse24.tuning.keys import TuningKey, dtype_name, m_bucket
+from sparse24.tuning.cache import TuningKey, dtype_name, m_bucket
 
 GPU = "Fake GPU 80GB"
 
@@ -115,9 +113,11 @@ def test_no_cuda_exits_nonzero(monkeypatch, capsys):
         ([], "give --shapes and/or --model"),
         (["--shapes", "768x100"], "K=100 .* multiple of 64"),
         (["--shapes", "24x768"], "N=24 .* multiple of 16"),
+        (["--shapes", "0x768"], "must be positive"),
         (["--shapes", "768by768"], "not N x K"),
-        (["--shapes", "768x768", "--m", "0"], "must be >= 1"),
+        (["--shapes", "768x768", "--m", "0"], "'0' is not an integer >= 1"),
         (["--shapes", "768x768", "--m", "a"], "not an integer"),
+        (["--shapes", " , "], "--shapes: nothing given"),
         (["--shapes", "768x768", "--device", "cpu"], "CUDA device"),
     ],
 )
@@ -153,19 +153,14 @@ def test_write_defaults_after_tuning(cuda, tmp_path, monkeypatch, capsys):
     assert "wrote shipped defaults" in capsys.readouterr().err
 
 
-def test_tune_imported_lazily_from_ops_module(cuda, tmp_path, monkeypatch, capsys):
+def test_default_tune_is_the_ops_tuner(cuda, tmp_path, monkeypatch):
+    from sparse24.ops import tune as tune_mod
+
     fake = FakeTune()
-    module = types.ModuleType("fake_gemm_ops")
-    module.tune = fake
-    monkeypatch.setitem(sys.modules, "fake_gemm_ops", module)
-    monkeypatch.setattr(cli, "TUNE_MODULES", ("no_such_module_for_sparse24", "fake_gemm_ops"))
+    monkeypatch.setattr(tune_mod, "tune", fake)
     assert cli.main(["--shapes", "768x768", "--m", "2", "--no-progress", "--cache-dir",
                      str(tmp_path)]) == 0
     assert fake.calls == [(768, 768, 2, torch.float16, "cuda")]
-
-    monkeypatch.setattr(cli, "TUNE_MODULES", ("no_such_module_for_sparse24",))
-    assert cli.main(["--shapes", "768x768", "--no-progress"]) == 1
-    assert "the GEMM tuner is not available" in capsys.readouterr().err
 
 
 def test_help_renders():

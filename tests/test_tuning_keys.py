@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
-from sparse24.tuning import keys
-from sparse24.tuning.keys import TuningKey, dtype_name, m_bucket, slug, validate_config
+from sparse24.tuning import cache as keys
+from sparse24.tuning.cache import TuningKey, dtype_name, m_bucket, slug, validate_config
 
 
 @pytest.mark.parametrize(
@@ -62,7 +62,7 @@ def test_key_is_frozen():
 @pytest.mark.parametrize(
     "data, match",
     [
-        ("not a dict", "JSON object"),
+        ("not a dict", "do not match"),
         ({"gpu": "x", "triton": "3", "dtype": "float16", "n": 16, "k": 64}, "do not match"),
         ({**_key().to_json(), "extra": 1}, "do not match"),
         ({**_key().to_json(), "m_bucket": 48}, "power of two"),
@@ -97,19 +97,15 @@ def test_current_gpu_name_without_cuda(monkeypatch):
         keys.current_gpu_name()
 
 
-def test_for_problem_with_fake_gpu(monkeypatch):
+def test_current_gpu_name_with_fake_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: f"Fake GPU {i}")
-    keys._gpu_name.cache_clear()
-    try:
-        key = TuningKey.for_problem(768, 3072, 100, torch.float16, device="cuda:1")
-        assert key == TuningKey("Fake GPU 1", keys.triton_version(), "float16", 768, 3072, 128)
-        assert keys.current_gpu_name() == "Fake GPU 0"
-        with pytest.raises(ValueError, match="CUDA device"):
-            keys.current_gpu_name("cpu")
-    finally:
-        keys._gpu_name.cache_clear()
+    assert keys.current_gpu_name("cuda:1") == "Fake GPU 1"
+    assert keys.current_gpu_name() == "Fake GPU 0"
+    assert keys.current_gpu_name(1) == "Fake GPU 1"
+    with pytest.raises(ValueError, match="CUDA device"):
+        keys.current_gpu_name("cpu")
 
 
 def test_import_touches_no_gpu_and_no_triton():

@@ -135,7 +135,9 @@ def test_dispatch_rule_sm90_many_tokens_take_wgmma(monkeypatch, sm90):
         for m in (1, 16, 64, 65, 384, 24576):
             want = "wgmma" if sm90 and m > gemm.WGMMA_MIN_TOKENS else "mma"
             assert gemm.heuristic_config(m, 3072, 768, cuda)["family"] == want, m
-            families = {c["family"] for c in configs.candidates(m, 3072, 768, on_gpu=True, device=cuda)}
+            side = gemm.uses_wgmma(m, cuda)  # what tune() passes
+            families = {c["family"] for c in configs.candidates(m, 3072, 768, on_gpu=True,
+                                                                 wgmma_side=side)}
             assert families == {"wgmma"} if want == "wgmma" else "wgmma" not in families, (m, families)
     finally:
         gemm.heuristic_config.cache_clear()
@@ -144,20 +146,20 @@ def test_dispatch_rule_sm90_many_tokens_take_wgmma(monkeypatch, sm90):
 def test_cached_config_across_the_rule_is_not_used(monkeypatch):
     import torch
 
-    from sparse24.ops import gemm, tuning_bridge
+    from sparse24.ops import configs, gemm
 
     cuda = _pretend_sm90(monkeypatch, True)
     old_mma = {"family": "mma", "BLOCK_F": 128, "BLOCK_T": 32, "GROUP_T": 8, "PREFETCH": 1,
                "SPLIT_K": 1, "num_warps": 4, "num_stages": 1}
     tuned = {"family": "wgmma", "BT": 128, "STAGES": 3, "GROUP": 8}
     try:
-        monkeypatch.setattr(tuning_bridge, "lookup", lambda *a: old_mma)
+        monkeypatch.setattr(configs, "tuned", lambda *a: old_mma)
         assert gemm.choose_config(4096, 768, 768, torch.float16, cuda)["family"] == "wgmma"
         assert gemm.choose_config(16, 768, 768, torch.float16, cuda) == old_mma
-        monkeypatch.setattr(tuning_bridge, "lookup", lambda *a: tuned)
+        monkeypatch.setattr(configs, "tuned", lambda *a: tuned)
         assert gemm.choose_config(4096, 768, 768, torch.float16, cuda) == tuned
         assert gemm.choose_config(16, 768, 768, torch.float16, cuda)["family"] == "mma"
-        assert tuning_bridge.well_formed(tuned, 768, 768)
-        assert not tuning_bridge.well_formed({**tuned, "BT": 96}, 768, 768)
+        assert configs.well_formed(tuned)
+        assert not configs.well_formed({**tuned, "BT": 96})
     finally:
         gemm.heuristic_config.cache_clear()

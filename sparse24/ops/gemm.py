@@ -18,14 +18,13 @@ from __future__ import annotations
 import functools
 
 import torch
-import triton
 
 from sparse24 import reference
 from sparse24.activations import ACTIVATIONS
 from sparse24.kernels.sparse_dot import _sparse_dot_kernel, _splitk_reduce_kernel
 from sparse24.kernels.sparse_mma import _sparse_mma_kernel
 from sparse24.ops._checks import GEMM_DTYPES, check_packed, use_triton
-from sparse24.ops import wgmma
+from sparse24.ops import configs, wgmma
 from sparse24.ops.triton_internals import CachedLaunch
 
 
@@ -106,15 +105,12 @@ def config_fits(config: dict, n: int, k: int) -> bool:
 
 
 def choose_config(m: int, n: int, k: int, dtype: torch.dtype, device: torch.device) -> dict:
-    if device.type == "cuda":
-        from sparse24.ops import tuning_bridge
-
-        cached = tuning_bridge.lookup(m, n, k, dtype, device)
-        # a cached config of the other side of the sm90 rule (e.g. an mma entry tuned before the
-        # wgmma family existed) is not used
-        if (cached is not None and config_fits(cached, n, k)
-                and (cached["family"] == "wgmma") == uses_wgmma(m, device)):
-            return cached
+    cached = configs.tuned(m, n, k, dtype, device)  # None off CUDA
+    # a cached config of the other side of the sm90 rule (e.g. an mma entry tuned before the
+    # wgmma family existed) is not used
+    if (cached is not None and config_fits(cached, n, k)
+            and (cached["family"] == "wgmma") == uses_wgmma(m, device)):
+        return cached
     config = heuristic_config(m, n, k, device)
     if device.type != "cuda" and config["family"] == "mma":
         raise AssertionError("the mma family needs a GPU")

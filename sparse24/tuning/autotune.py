@@ -1,10 +1,8 @@
 """Pick the fastest *correct* config among candidates, and remember it.
 
-Kernel-agnostic: the caller supplies ``run(config)`` (launch the kernel on fixed inputs) and
-``check(config)`` (launch it once and compare with a reference; None when it matches, else a text
-saying how it differs). Every candidate is checked before anything is timed, so a config that is
-fast because it computes the wrong thing (a bad split-K reduction, a tile that skips a remainder)
-can never win.
+A small loop rather than ``triton.autotune``, which times configs but cannot check them: here each
+candidate is first compared with a reference, so a config that is fast because it computes the
+wrong thing (a bad split-K reduction, a tile that skips a remainder) never wins.
 """
 
 from __future__ import annotations
@@ -12,33 +10,36 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple
 
-from sparse24.tuning.cache import CacheEntry, TuningCache, TuningCacheWarning, default_cache
-from sparse24.tuning.keys import Config, TuningKey, format_config, validate_config
+from sparse24.tuning.cache import (
+    CacheEntry, Config, TuningCache, TuningCacheWarning, TuningKey, default_cache, format_config,
+    validate_config,
+)
 
-# A timer takes a zero-argument callable and returns its time in milliseconds.
-Timer = Callable[[Callable[[], Any]], float]
+try:  # optional: `python -m sparse24` runs without the extras (tests/test_cli.py)
+    from tqdm.auto import tqdm
+except ImportError:
+    def tqdm(items, **kwargs):  # no bar
+        return items
 
-# do_bench budget per candidate: 25 ms of warm-up and 100 ms of repetitions, i.e. about 4 s of
-# timing for a 30-candidate sweep of one shape, and hundreds of launches of a 10-100 us kernel.
-# The median, not the mean, so one clock or scheduling outlier does not reorder close candidates.
+# do_bench budget per candidate: hundreds of launches of a 10-100 us kernel, ~4 s for 30
+# candidates. The median, so one clock or scheduling outlier does not reorder close candidates.
 WARMUP_MS = 25
 REP_MS = 100
 
-_T = TypeVar("_T")
-
 
 class NoValidConfigError(RuntimeError):
-    """No candidate passed its correctness check and timing."""
+    """No candidate passed; ``rejected`` says why each failed."""
+
+    def __init__(self, message: str, rejected: list[Rejected]) -> None:
+        super().__init__(message)
+        self.rejected = rejected  # bench/gemm_variants.py reports every candidate
 
 
-@dataclass(frozen=True)
-class Rejected:
-    """A candidate that was disqualified, and why (check text, or exception type and message)."""
-
+class Rejected(NamedTuple):
     config: Config
     stage: str  # "check" or "time"
     reason: str
@@ -46,8 +47,6 @@ class Rejected:
 
 @dataclass
 class TuneResult:
-    """The outcome of ``autotune``: the winner, every survivor's time, and every rejection."""
-
     key: TuningKey
     config: Config
     ms: float
@@ -59,155 +58,66 @@ class TuneResult:
     def n_rejected(self) -> int:
         return len(self.rejected)
 
-    def to_entry(self) -> CacheEntry:
-        """The cache entry for this result (winner, its time, candidate counts)."""
-        return CacheEntry(
-            key=self.key,
-            config=dict(self.config),
-            ms=self.ms,
-            n_candidates=self.n_candidates,
-            n_rejected=self.n_rejected,
-        )
 
-    def summary(self) -> str:
-        return (
-            f"{self.key.dtype} N={self.key.n} K={self.key.k} M<={self.key.m_bucket}: "
-            f"{format_config(self.config)} {self.ms:.4f} ms "
-            f"({self.n_candidates - self.n_rejected}/{self.n_candidates} candidates valid)"
-        )
-
-
-def do_bench_timer(fn: Callable[[], Any], warmup: int = WARMUP_MS, rep: int = REP_MS) -> float:
-    """Median time of ``fn`` in ms with ``triton.testing.do_bench`` (imported when first used)."""
+def do_bench_timer(fn: Callable[[], Any]) -> float:
     from triton.testing import do_bench
 
-    return float(do_bench(fn, warmup=warmup, rep=rep, return_mode="median"))
+    return float(do_bench(fn, warmup=WARMUP_MS, rep=REP_MS, return_mode="median"))
 
 
 def describe_exception(exc: BaseException) -> str:
-    """'TypeName: first line of the message'."""
     # First line only: Triton compile errors carry the whole source listing after it.
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
-def _progress(items: Sequence[_T], desc: str, enabled: bool) -> Iterable[_T]:
-    if not enabled:
-        return items
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # tqdm is optional
-        return items
-    return tqdm(items, desc=desc, leave=False)
-
-
-def _unique(candidates: Iterable[Any]) -> list[Config]:
-    """Validated candidates with duplicates dropped (keeping the first), so none is timed twice."""
-    seen: set[str] = set()
-    unique: list[Config] = []
-    for candidate in candidates:
-        config = validate_config(candidate)
-        ident = json.dumps(config, sort_keys=True)
-        if ident not in seen:
-            seen.add(ident)
-            unique.append(config)
-    return unique
-
-
-def autotune(
-    key: TuningKey,
-    candidates: list[dict],
-    run: Callable[[dict], Any],
-    check: Callable[[dict], None | str],
-    timer: Timer | None = None,
-    progress: bool = True,
-    *,
-    cache: TuningCache | None = None,
-    store: bool = True,
-) -> TuneResult:
-    """Check every candidate, time the survivors, keep the fastest, store it in the cache.
-
-    - ``check(config)`` returns None when the output matches the reference, else an error text;
-      an exception (compile error, out of resources, launch failure) also disqualifies the
-      candidate. Either way the reason is kept in ``TuneResult.rejected``.
-    - Survivors are timed with ``timer(lambda: run(config))`` (default: ``do_bench_timer``, the
-      median of ``triton.testing.do_bench``); an exception or a non-finite time there also rejects.
-    - The fastest survivor wins. With ``store`` (default) it is merged into ``cache`` (default: the
-      process-wide user cache), with its time and the rejection count; a failure to write the file
-      is a warning, not an error, so a long sweep is not lost.
-    - Raises ``NoValidConfigError`` listing the reasons when no candidate survives.
-
-    A fault that corrupts the CUDA context (illegal memory access) makes every later launch in the
-    process fail too; the error then lists the first candidate that caused it.
+def autotune(key: TuningKey, candidates: Iterable[dict], run: Callable[[dict], Any],
+             check: Callable[[dict], str | None], timer: Callable | None = None,
+             progress: bool = True, *, cache: TuningCache | None = None,
+             store: bool = True) -> TuneResult:
+    """Check each candidate (``check(config)``: None when the output matches the reference, else
+    how it differs), time those that pass (``timer(lambda: run(config)) -> ms``, default do_bench's
+    median), return the fastest and (``store``) put it in ``cache`` (default: the user cache; a
+    failed write only warns, so a long sweep is not lost). An exception or a non-finite time also
+    rejects a candidate; ``NoValidConfigError`` when none survives. Duplicates are tried once.
     """
-    configs = _unique(candidates)
+    what = f"{key.gpu}, {key.dtype}, N={key.n}, K={key.k}, M bucket {key.m_bucket}"
+    configs = list({json.dumps(c, sort_keys=True): validate_config(c) for c in candidates}.values())
     if not configs:
-        raise ValueError(f"autotune({_key_text(key)}): no candidates given")
-    timer = timer if timer is not None else do_bench_timer
+        raise ValueError(f"autotune({what}): no candidates given")
     rejected: list[Rejected] = []
-
-    passed: list[Config] = []
-    for config in _progress(configs, f"check {key.n}x{key.k} M<={key.m_bucket}", progress):
+    timings: list[tuple[Config, float]] = []
+    for config in tqdm(configs, desc=f"tune {key.n}x{key.k} M<={key.m_bucket}", leave=False,
+                       disable=not progress):
         try:
             verdict = check(dict(config))  # a copy: the caller must not alter the candidate
         except Exception as exc:  # noqa: BLE001 - any failure disqualifies this candidate only
-            rejected.append(Rejected(config, "check", describe_exception(exc)))
-            continue
-        if verdict is None:
-            passed.append(config)
-        elif isinstance(verdict, str):
-            rejected.append(Rejected(config, "check", verdict))
+            verdict = describe_exception(exc)
         else:
-            raise TypeError(
-                "check() must return None (match) or a str (mismatch), "
-                f"got {type(verdict).__name__}"
-            )
-
-    timings: list[tuple[Config, float]] = []
-    for config in _progress(passed, f"time {key.n}x{key.k} M<={key.m_bucket}", progress):
+            if verdict is not None and not isinstance(verdict, str):
+                raise TypeError(f"check() must return None or a str, got {verdict!r}")
+        if verdict is not None:
+            rejected.append(Rejected(config, "check", verdict))
+            continue
         try:
-            ms = float(timer(lambda c=config: run(dict(c))))
+            ms = float((timer or do_bench_timer)(lambda: run(dict(config))))
+            if not (math.isfinite(ms) and ms > 0):
+                raise ValueError(f"timer returned {ms!r} ms")
         except Exception as exc:  # noqa: BLE001
             rejected.append(Rejected(config, "time", describe_exception(exc)))
-            continue
-        if not math.isfinite(ms) or ms <= 0:
-            rejected.append(Rejected(config, "time", f"timer returned {ms!r} ms"))
             continue
         timings.append((config, ms))
 
     if not timings:
-        raise NoValidConfigError(_no_survivor_message(key, len(configs), rejected))
-
-    best_config, best_ms = min(timings, key=lambda item: item[1])
-    result = TuneResult(
-        key=key,
-        config=best_config,
-        ms=best_ms,
-        n_candidates=len(configs),
-        timings=timings,
-        rejected=rejected,
-    )
+        lines = [f"autotune({what}): none of the {len(configs)} candidates is valid"]
+        lines += [f"  [{r.stage}] {format_config(r.config)}: {r.reason}" for r in rejected[:5]]
+        raise NoValidConfigError("\n".join(lines), rejected)
+    config, ms = min(timings, key=lambda item: item[1])
     if store:
-        target = cache if cache is not None else default_cache()
         try:
-            target.put(result.to_entry())
+            (cache or default_cache()).put(CacheEntry(key, dict(config), ms, len(configs),
+                                                      len(rejected)))
         except OSError as exc:
-            warnings.warn(
-                f"sparse24 tuning: could not save the result for {_key_text(key)}: {exc}",
-                TuningCacheWarning,
-                stacklevel=2,
-            )
-    return result
-
-
-def _key_text(key: TuningKey) -> str:
-    return f"{key.gpu}, {key.dtype}, N={key.n}, K={key.k}, M bucket {key.m_bucket}"
-
-
-def _no_survivor_message(key: TuningKey, n: int, rejected: list[Rejected], show: int = 5) -> str:
-    lines = [f"autotune({_key_text(key)}): none of the {n} candidates is valid"]
-    for r in rejected[:show]:
-        lines.append(f"  [{r.stage}] {format_config(r.config)}: {r.reason}")
-    if len(rejected) > show:
-        lines.append(f"  ... and {len(rejected) - show} more")
-    return "\n".join(lines)
+            warnings.warn(f"sparse24 tuning: could not save the result for {what}: {exc}",
+                          TuningCacheWarning, stacklevel=2)
+    return TuneResult(key, config, ms, len(configs), timings, rejected)
