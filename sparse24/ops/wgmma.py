@@ -91,10 +91,6 @@ class SharedMemoryOffsetError(RuntimeError):
     """Triton placed the operand rings where the asm does not look for them."""
 
 
-# (BT, STAGES, GROUP, dtype, bias dtype, HAS_BIAS, ACTIVATION) -> (a_offset, x_offset) verified
-_verified: dict[tuple, tuple[int, int]] = {}
-
-
 def _constexprs(cfg: dict, dtype: str, has_bias: bool, activation: int, a_off: int, x_off: int):
     return _constexprs_cached(cfg["BT"], cfg["STAGES"], cfg["GROUP"], dtype, has_bias, activation,
                               a_off, x_off)
@@ -138,10 +134,9 @@ def _cached_launch():
     return triton_internals.CachedLaunch(_sparse_wgmma_kernel)
 
 
-def _descriptor(tensor: torch.Tensor, rows: int):
-    """A TMA descriptor of a row-major 2-D tensor in [rows, 64] boxes (launch's caller has made
-    the checks TensorDescriptor's constructor would repeat)."""
-    return triton_internals.tensor_descriptor(tensor, [rows, 64], _nvmma_layout())
+# (BT, STAGES, GROUP, x dtype, bias dtype or None, ACTIVATION) -> the kernel's constexpr values,
+# with the ring offsets verified on the compiled kernel (one look-up per call after the first)
+_plans: dict[tuple, tuple] = {}
 
 
 def launch(x2: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias, y: torch.Tensor,
@@ -151,20 +146,21 @@ def launch(x2: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias, y: 
     m, k = x2.shape
     n = values.shape[0]
     bt = cfg["BT"]
-    tiles = -(-n // 128) * -(-m // bt)
-    grid = (min(tiles, _sm_count(y.device.index or 0)), 1, 1)
-    dtype = "bfloat16" if x2.dtype == torch.bfloat16 else "float16"
-    has_bias = bias is not None
-    args = (_descriptor(values, 128), _descriptor(x2, bt), _descriptor(y, bt), meta.data_ptr(),
-            bias if has_bias else y, n, k)
-    key = (bt, cfg["STAGES"], cfg["GROUP"], dtype, bias.dtype if has_bias else None, has_bias,
-           activation)
-    offsets = _verified.get(key)
-    if offsets is None:
-        offsets = _verify(args, grid, cfg, dtype, has_bias, activation)
-        _verified[key] = offsets
-    constexprs = _constexprs(cfg, dtype, has_bias, activation, *offsets)
-    _cached_launch()(grid, args, tuple(constexprs.values()), num_warps=4)
+    grid = (min(-(-n // 128) * -(-m // bt), _sm_count(y.device.index or 0)), 1, 1)
+    layout = _nvmma_layout()
+    args = (triton_internals.tensor_descriptor(values, [128, 64], layout),
+            triton_internals.tensor_descriptor(x2, [bt, 64], layout),
+            triton_internals.tensor_descriptor(y, [bt, 64], layout),
+            meta.data_ptr(), y if bias is None else bias, n, k)
+    plan_key = (bt, cfg["STAGES"], cfg["GROUP"], x2.dtype, None if bias is None else bias.dtype,
+                activation)
+    constexprs = _plans.get(plan_key)
+    if constexprs is None:
+        dtype = "bfloat16" if x2.dtype == torch.bfloat16 else "float16"
+        offsets = _verify(args, grid, cfg, dtype, bias is not None, activation)
+        constexprs = tuple(_constexprs(cfg, dtype, bias is not None, activation, *offsets).values())
+        _plans[plan_key] = constexprs
+    _cached_launch()(grid, args, constexprs, num_warps=4)
 
 
 def _verify(args, grid, cfg, dtype, has_bias, activation) -> tuple[int, int]:

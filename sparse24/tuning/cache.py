@@ -205,6 +205,8 @@ class TuningCache:
         # {(dtype, n, k): {m bucket: entry}}, so that an untuned shape costs one miss.
         self._entries: dict[tuple[str, str | None], dict[tuple, dict[int, CacheEntry]]] = {}
         self._shipped: list[tuple[Any, Any, str]] | None = None  # (capability, SM count, gpu)
+        # the op's answers per problem (sparse24.ops.configs.tuned): the one memo, emptied by put
+        self.answers: dict[tuple, Any] = {}
 
     def path_for(self, gpu: str, triton: str) -> Path:
         return self.directory / f"{slug(gpu)}__triton-{slug(triton)}.json"
@@ -245,6 +247,7 @@ class TuningCache:
                        for e in bucket.values()})
         merged[key] = entry
         self._entries[key.gpu, key.triton] = _index(merged.values())
+        self.answers.clear()
         write_file(path, {"gpu": key.gpu, "triton": key.triton}, merged)
 
 
