@@ -49,3 +49,79 @@ def test_unchecked_descriptor_equals_the_checked_one():
     assert _spec(fast) == _spec(hopper.TensorDescriptor.from_tensor(x, [64, 64], layout))
     others = [tensor_descriptor(x, [128, 64], layout), tensor_descriptor(x.bfloat16(), [64, 64], layout)]
     assert all(_spec(other) != _spec(fast) for other in others)
+
+
+class _FakeCompiled:
+    function, packed_metadata = "function", "packed"
+
+    def __init__(self, log):
+        self.log = log
+
+    def run(self, *launch):
+        self.log.append(("run", launch))
+
+    def launch_metadata(self, *args):
+        return "metadata"
+
+
+class _FakeKernel:
+    """What CachedLaunch uses of a JITFunction: ``params`` and ``kernel[grid](...)``."""
+
+    def __init__(self, n_args, n_constexprs):
+        self.__name__ = "fake"
+        self.params = [type("P", (), {"is_constexpr": i >= n_args})()
+                       for i in range(n_args + n_constexprs)]
+        self.log = []
+
+    def __getitem__(self, grid):
+        def launch(*args, **options):
+            self.log.append(("bind", grid, args, options))
+            return _FakeCompiled(self.log)
+        return launch
+
+
+def test_cached_launch_binds_once_per_specialization(monkeypatch):
+    """The first launch of a specialization goes through kernel[grid] (Triton binds and compiles),
+    later ones straight to the compiled launcher with the same arguments; another specialization
+    binds again; CachedLaunch.enabled = False (the plain fallback) always binds."""
+    from sparse24.ops import triton_internals
+
+    monkeypatch.setattr(triton_internals, "_current_device", lambda: 0)
+    monkeypatch.setattr(triton_internals, "_current_stream", lambda device: "stream")
+    kernel = _FakeKernel(2, 1)
+    launch = triton_internals.CachedLaunch(kernel)
+    launch._interpreted = False
+    t = torch.zeros(8)
+    launch((3, 1, 1), (t, 16), (True,), num_warps=4)
+    launch((5, 1, 1), (t, 32), (True,), num_warps=4)  # 32: divisible by 16 like 16, same kernel
+    launch((5, 1, 1), (t, 17), (True,), num_warps=4)  # 17: another specialization
+    kinds = [entry[0] for entry in kernel.log]
+    assert kinds == ["bind", "run", "bind"]
+    assert kernel.log[1][1] == (5, 1, 1, "stream", "function", "packed", None, None, None, t, 32, True)
+    assert kernel.log[0][3] == {"num_warps": 4}  # num_stages None: not passed (Gluon)
+    monkeypatch.setattr(triton_internals.CachedLaunch, "enabled", False)
+    launch((5, 1, 1), (t, 32), (True,), num_warps=4, num_stages=2)
+    assert kernel.log[-1][0] == "bind" and kernel.log[-1][3] == {"num_warps": 4, "num_stages": 2}
+
+
+def test_cached_launch_passes_registered_hooks(monkeypatch):
+    """With a launch hook registered (a profiler), the cached path builds the launch metadata and
+    passes the hooks, as kernel[grid] would."""
+    knobs = pytest.importorskip("triton.knobs")
+    from sparse24.ops import triton_internals
+
+    monkeypatch.setattr(triton_internals, "_current_device", lambda: 0)
+    monkeypatch.setattr(triton_internals, "_current_stream", lambda device: "stream")
+    kernel = _FakeKernel(1, 0)
+    launch = triton_internals.CachedLaunch(kernel)
+    launch._interpreted = False
+    t = torch.zeros(8)
+    seen = []
+    knobs.runtime.launch_enter_hook.add(seen.append)
+    try:
+        launch((1, 1, 1), (t,), (), num_warps=4)
+        launch((1, 1, 1), (t,), (), num_warps=4)
+    finally:
+        knobs.runtime.launch_enter_hook.remove(seen.append)
+    run = kernel.log[1][1]
+    assert run[6] == "metadata" and run[7] is knobs.runtime.launch_enter_hook

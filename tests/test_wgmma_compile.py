@@ -163,3 +163,32 @@ def test_cached_config_across_the_rule_is_not_used(monkeypatch):
         assert not configs.well_formed({**tuned, "BT": 96})
     finally:
         gemm.heuristic_config.cache_clear()
+
+
+def test_launch_verifies_once_per_plan_then_reuses_it(monkeypatch):
+    """wgmma.launch checks the ring offsets on the first launch of a plan (config, dtypes,
+    activation) and passes the kernel the constexprs built with the verified offsets; later
+    launches of the plan reuse them, another plan is verified again."""
+    import torch
+
+    verified, launches = [], []
+    monkeypatch.setattr(wgmma, "_plans", {})
+    monkeypatch.setattr(wgmma, "_sm_count", lambda index: 132)
+    monkeypatch.setattr(wgmma, "_verify", lambda *a: verified.append(a) or (4096, 0))
+    monkeypatch.setattr(wgmma, "_cached_launch",
+                        lambda: lambda grid, args, constexprs, num_warps: launches.append(
+                            (grid, args, constexprs)))
+    cfg = {"family": "wgmma", "BT": 128, "STAGES": 4, "GROUP": 8}
+    x = torch.randn(300, 256, dtype=torch.float16)
+    values = torch.randn(512, 128, dtype=torch.float16)
+    meta = torch.zeros(32, 4, 32, dtype=torch.int32)
+    y = torch.empty(300, 512, dtype=torch.float16)
+    for _ in range(2):
+        wgmma.launch(x, values, meta, None, y, 2, cfg)
+    wgmma.launch(x, values, meta, torch.randn(512), y, 2, cfg)
+    assert len(verified) == 2 and len(launches) == 3
+    grid, args, constexprs = launches[1]
+    assert grid == (4 * 3, 1, 1)  # 4 feature tiles x 3 token tiles of 128, fewer than 132 SMs
+    assert constexprs == tuple(wgmma._constexprs(cfg, "float16", False, 2, 4096, 0).values())
+    assert [a.block_shape for a in args[:3]] == [[128, 64], [128, 64], [128, 64]]
+    assert args[3:] == (meta.data_ptr(), y, 512, 256)

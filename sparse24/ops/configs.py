@@ -2,8 +2,7 @@
 
 A config is a JSON-able dict. "mma" configs tile [BLOCK_F features x BLOCK_T tokens] per program,
 "dot" configs [BLOCK_M tokens x BLOCK_N features], both may split K; "wgmma" (sm90) configs come
-from ``wgmma.candidates``. gemm imports this module (``tuned``), so it does not import gemm.
-"""
+from ``wgmma.candidates``. gemm imports this module (``tuned``), so it does not import gemm."""
 
 from __future__ import annotations
 
@@ -24,12 +23,11 @@ _FIELDS = {
 }
 _POWERS_OF_TWO = ("BLOCK_F", "BLOCK_T", "BLOCK_M", "BLOCK_N", "num_warps", "BT")
 
-# float32 accumulator registers per thread = BLOCK_F * BLOCK_T / (32 * num_warps). Capped at 128,
-# half of a thread's 255, so the A fragments and x tiles of two chunks (prefetch) fit beside it.
+# fp32 accumulator registers a thread (BLOCK_F * BLOCK_T / (32 * num_warps)) at most 128 of 255:
+# the A fragments and x tiles of two chunks (prefetch) must fit beside them
 _MAX_ACC_REGS = 128
 
-# Split-K for the mma family only where a token block leaves too few programs: at 16 tokens a
-# 4096-feature weight in 128-feature blocks is 32 programs for 132 SMs.
+# mma split-K only where token blocks leave too few programs (16 x 4096 x 4096: 32 for 132 SMs)
 _MMA_SPLIT_MAX_M = 128
 
 
@@ -97,27 +95,20 @@ def tuned(m: int, n: int, k: int, dtype: torch.dtype, device: torch.device) -> d
     heuristic. Never raises (a bad file means "none"). Do not modify the dict returned."""
     if device.type != "cuda" or m < 1:
         return None
-    try:
+    try:  # memoized in the cache object (emptied by put): else 9-13 us a call on the H200's host
         cache = tuning.default_cache()
-        index = torch.cuda.current_device() if device.index is None else device.index
-        # memoized per problem in the cache object (emptied when it changes): the look-up below
-        # costs 9-13 us a call on the H200 machine's host (overhead_profile_4e31f5f.txt)
-        memo = (device_info(index), dtype, n, k, 1 << (m - 1).bit_length())
-        if memo in cache.answers:
-            return cache.answers[memo]
-        name, capability, sm_count = memo[0]
-        key = tuning.TuningKey(name, tuning.triton_version(), tuning.dtype_name(dtype), n, k,
-                               tuning.m_bucket(m))
-        found = None
-        for gpu in (name, *cache.shipped_gpus(capability, sm_count)):
-            entry = cache.lookup(key._replace(gpu=gpu))
-            if entry is not None and well_formed(entry.config):
-                found = entry.config
-                break
+        gpu = device_info(torch.cuda.current_device() if device.index is None else device.index)
+        memo = (gpu, dtype, n, k, tuning.m_bucket(m))
+        if memo not in cache.answers:
+            key = tuning.TuningKey(gpu[0], tuning.triton_version(), tuning.dtype_name(dtype), n, k,
+                                   memo[-1])
+            entries = (cache.lookup(key._replace(gpu=name))
+                       for name in (gpu[0], *cache.shipped_gpus(*gpu[1:])))
+            cache.answers[memo] = next((e.config for e in entries
+                                        if e is not None and well_formed(e.config)), None)
+        return cache.answers[memo]
     except Exception:  # noqa: BLE001 - a cache problem (or a warning made an error): heuristic
         return None
-    cache.answers[memo] = found
-    return found
 
 
 @functools.cache

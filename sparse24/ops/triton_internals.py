@@ -47,6 +47,16 @@ except ImportError:  # pragma: no cover - older Triton: no launch hooks to honou
     _knobs = None
 
 
+def _hooks_active() -> bool:
+    """Whether a launch hook (e.g. a profiler's) is registered. Triton 3.6 and 3.9 always hold a
+    HookChain there, empty by default: then the launcher gets None, and no launch metadata is
+    built (a Python call per launch; the C launcher skips None hooks)."""
+    if _knobs is None:
+        return False
+    hook = _knobs.runtime.launch_enter_hook
+    return hook is not None and bool(getattr(hook, "calls", True))
+
+
 def _bind_driver() -> None:
     """Replace _current_device / _current_stream by the active driver's own functions: through
     ``driver.active`` (a lazy proxy) each call costs a few attribute look-ups more."""
@@ -103,7 +113,7 @@ class CachedLaunch:
             if compiled is not None:
                 stream = _current_stream(device)
                 enter = exit_ = metadata = None
-                if _knobs is not None and _knobs.runtime.launch_enter_hook is not None:
+                if _hooks_active():
                     enter, exit_ = _knobs.runtime.launch_enter_hook, _knobs.runtime.launch_exit_hook
                     metadata = compiled.launch_metadata(grid, stream, *args, *constexprs)
                 compiled.run(grid[0], grid[1], grid[2], stream, compiled.function,

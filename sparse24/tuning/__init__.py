@@ -3,10 +3,9 @@
 is ``sparse24.tuning.cli``. Importing it touches neither the GPU nor Triton."""
 
 from sparse24.tuning.autotune import NoValidConfigError, Rejected, TuneResult, autotune
-from sparse24.tuning.cache import (
-    CacheEntry, TuningCache, TuningCacheWarning, TuningKey, cache_dir, current_gpu_name,
-    default_cache, dtype_name, m_bucket, triton_version, write_defaults,
-)
+from sparse24.tuning.cache import (CacheEntry, TuningCache, TuningCacheWarning, TuningKey, cache_dir,
+                                   current_gpu_name, default_cache, dtype_name, m_bucket,
+                                   triton_version, write_defaults)
 
 __all__ = ["CacheEntry", "NoValidConfigError", "Rejected", "TuneResult", "TuningCache",
            "TuningCacheWarning", "TuningKey", "autotune", "cache_dir", "current_gpu_name",
