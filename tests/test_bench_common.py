@@ -262,3 +262,22 @@ def test_triton_dense_kernel_matches_matmul():
     triton_dense._dense_linear_kernel.fn[grid](x, w, y, m, n, k, x.stride(0), w.stride(0), y.stride(0),
                                                **cfg)
     torch.testing.assert_close(y, x @ w.t(), rtol=1e-4, atol=1e-4)
+
+
+def test_goals_ranges_come_from_the_rows():
+    """bench/goals.py: a class's range is time(baseline) / time(sparse24) over its points, and a
+    point under the cuSPARSELt goal is named."""
+    import goals
+
+    env = common.env_record()
+
+    def row(m, n, k, backend, mode, ms):
+        return {"run_id": "r", "env": env, "status": "ok", "dtype": "float16", "m": m, "n": n,
+                "k": k, "backend": backend, "mode": mode, "ms": ms}
+
+    rows = [row(4096, 4096, 4096, "sparse24", "graph", 1.0), row(4096, 4096, 4096, "cublas", "graph", 1.4),
+            row(4096, 4096, 4096, "torch24_cslt", "graph", 0.9),
+            row(8192, 4096, 4096, "sparse24", "graph", 2.0), row(8192, 4096, 4096, "cublas", "graph", 3.2),
+            row(8192, 4096, 4096, "torch24_cslt", "graph", 2.2)]
+    llm = next(line for line in goals.summary(rows).splitlines() if "M >= 1000" in line)
+    assert "| 2 | 1.40-1.60x | >= 1.5x | 0.90-1.10x | >= 1.05x | 4096x4096x4096 0.90x |" in llm
