@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from sparse24.tuning import dtype_name  # noqa: F401 - re-exported: the benches' name for it
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT_DIR = REPO_ROOT / "bench" / "results"
 
@@ -62,10 +64,6 @@ def parse_dtype(name: str) -> torch.dtype:
         return DTYPES[name]
     except KeyError:
         raise argparse.ArgumentTypeError(f"unknown dtype {name!r}; use one of {sorted(DTYPES)}") from None
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 def parse_int_list(text: str) -> list[int]:

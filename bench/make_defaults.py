@@ -27,11 +27,12 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from sparse24.tuning import CacheEntry, TuningCache, TuningKey, m_bucket, write_defaults
+from sparse24.reference import REL_TOL
+from sparse24.tuning import CacheEntry, TuningCache, TuningKey, dtype_name, m_bucket, write_defaults
 from sparse24.tuning.cache import DEFAULTS_DIR, format_config
 
 DEFAULT_TRITON = "3.6.0"
-TOLERANCE = {"float16": 2e-3, "bfloat16": 2e-2}
+TOLERANCE = {dtype_name(dtype): tol for dtype, tol in REL_TOL.items()}
 
 
 def correct(row: dict, dtype: str) -> bool:

@@ -8,6 +8,7 @@ from torch import nn
 from torch._dynamo.backends.registry import lookup_backend
 
 from sparse24.nn import prune_, sparsify_, squash_
+from tolerances import rel_err  # noqa: F401 - also imported from here by bench/diag/compile_mismatch.py
 
 transformers = pytest.importorskip("transformers")
 
@@ -41,10 +42,6 @@ def inputs(device: str = "cpu") -> dict[str, torch.Tensor]:
 def logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     out = model(**batch)
     return torch.stack([out.start_logits, out.end_logits]).clone()  # clone: CUDA graphs reuse outputs
-
-
-def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
-    return float((got.double() - want.double()).norm() / want.double().norm())
 
 
 def test_aot_eager_fullgraph_matches_eager(seed):

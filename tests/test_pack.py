@@ -7,9 +7,9 @@ from hypothesis import strategies as st
 
 import sparse24.ops as ops
 from sparse24 import reference as ref
+from sparse24.layout import FLOAT_DTYPES, INT_VIEW
 
-DTYPES = [torch.float16, torch.bfloat16, torch.float32]
-INT_VIEW = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32}
+DTYPES = list(FLOAT_DTYPES)
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:

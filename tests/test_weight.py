@@ -9,11 +9,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from sparse24 import reference as ref
-from sparse24.layout import LAYOUT_VERSION, meta_shape, values_shape
+from sparse24.layout import FLOAT_DTYPES, INT_VIEW, LAYOUT_VERSION, meta_shape, values_shape
 from sparse24.weight import Sparse24Weight
 
-DTYPES = [torch.float16, torch.bfloat16, torch.float32]
-INT_VIEW = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32}
+DTYPES = list(FLOAT_DTYPES)
 N, K = 48, 128
 
 

@@ -1,6 +1,6 @@
 """The one place where sparse24 reaches into Triton below its public API (checked against Triton
 3.6, the GPU machine's, and 3.9, CI's; tests/test_launch.py and tests/test_wgmma_compile.py run
-every part of it on a CPU). Three things live here:
+every part of it on a CPU). Four things live here:
 
 1. ``CachedLaunch``: launch a kernel through its compiled handle, skipping Triton's per-call
    binding. ``kernel[grid](*args)`` binds and specializes every argument, builds a cache key and
@@ -20,7 +20,9 @@ every part of it on a CPU). Three things live here:
 2. ``tensor_descriptor``: a Gluon TMA descriptor without its constructor's checks (4-5 us a
    descriptor on the host, three per sm90 GEMM call), for arguments the caller has checked.
 
-3. ``shared_memory_offsets(ttgir)``: the byte offset from ``global_smem`` at which Triton's
+3. ``compile_gluon_for``: compile a Gluon kernel for sm_90a on a machine without that GPU.
+
+4. ``shared_memory_offsets(ttgir)``: the byte offset from ``global_smem`` at which Triton's
    allocator places each shared-memory allocation of a compiled kernel, keyed by the allocation's
    name in the kernel source (``%operand_ring_x = ttg.local_alloc ...``). The sm90 family's inline
    asm addresses its operand rings from ``global_smem`` (Gluon cannot pass shared-memory
@@ -153,6 +155,20 @@ def _descriptor_class():
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     return TensorDescriptor
+
+
+def compile_gluon_for(kernel, signature: dict, constexprs: dict, *, capability: int,
+                      num_warps: int):
+    """Compile a Gluon kernel for a GPU that need not be here (``triton.compile`` with a
+    ``GPUTarget``; ptxas ships in the wheel). ``signature``: the runtime parameters' types as
+    Triton spells them; ``constexprs``: their values. Gluon's source class is not public."""
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    full = {**signature, **dict.fromkeys(constexprs, "constexpr")}
+    source = GluonASTSource(kernel, full, constexprs)
+    return triton.compile(source, target=GPUTarget("cuda", capability, 32),
+                          options={"num_warps": num_warps})
 
 
 _ALLOC = re.compile(r"%([A-Za-z_][\w.]*) = ttg\.local_alloc \{[^}]*allocation\.offset = (\d+) : i32")

@@ -185,10 +185,6 @@ def compile_sm90(cfg: dict, dtype: str = "float16", has_bias: bool = True, activ
     """Compile the kernel for sm_90a without a GPU (ptxas ships in the Triton wheel), with the
     same offset guess-and-check as a launch; returns (compiled kernel, verified offsets). For CPU
     tests and for reading registers, spills and SASS before spending GPU time."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.experimental.gluon._runtime import GluonASTSource
-
     from sparse24.kernels.sparse_wgmma import _sparse_wgmma_kernel
 
     elem = {"float16": "fp16", "bfloat16": "bf16"}[dtype]
@@ -203,9 +199,8 @@ def compile_sm90(cfg: dict, dtype: str = "float16", has_bias: bool = True, activ
     guess = guessed_offsets(cfg)
     for _ in range(2):
         constexprs = _constexprs(cfg, dtype, has_bias, activation, *guess)
-        source = GluonASTSource(_sparse_wgmma_kernel, {**signature, **dict.fromkeys(constexprs, "constexpr")},
-                                constexprs)
-        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+        compiled = triton_internals.compile_gluon_for(_sparse_wgmma_kernel, signature, constexprs,
+                                                      capability=90, num_warps=4)
         found = ring_offsets(compiled.asm["ttgir"])
         if found == guess:
             return compiled, found
