@@ -5,7 +5,10 @@
 #   bash bench/device_session.sh OUT_DIR levers                  # bench/levers.py A/B runs
 # Every stage has its own time limit so one slow stage cannot eat the others' time.
 set -u
-out=$1; shift
+# Results are written to a scratch folder and come back as one archive, OUT_DIR/results.tgz: the
+# device tool returns only a few files per call (a run on 2026-12-02 lost its GEMM tables so).
+final=$1; shift
+out=$(mktemp -d)
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || echo "pip install failed"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader
@@ -28,3 +31,4 @@ for stage in "$@"; do
   esac
 done
 echo "=== done $(date -u +%H:%M:%S)"
+tar czf "$final/results.tgz" -C "$out" . && echo "results: $final/results.tgz ($(du -h "$final/results.tgz" | cut -f1))"
