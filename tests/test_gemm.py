@@ -286,3 +286,19 @@ def test_linear_compiles_fullgraph_and_cuda_graph_gpu(seed):
     for _ in range(3):
         out = graph_mode(x)
     assert rel_err(out, eager.double()) < 1e-3
+
+
+def test_plain_eager_calls_skip_the_op_dispatch():
+    """SparseLinear's bias is an nn.Parameter: without autograd to record, the call is a plain
+    eager one (the direct path); with a bias that requires grad, or a tensor subclass, it is not."""
+    x, values, meta = torch.randn(2, 64), torch.randn(16, 32), torch.zeros(1, 1, 32, dtype=torch.int32)
+    bias = torch.nn.Parameter(torch.randn(16))
+    with torch.no_grad():
+        assert gemm._plain_eager_call(x, values, meta, bias)
+    assert not gemm._plain_eager_call(x, values, meta, bias)  # grad enabled, bias requires grad
+    assert gemm._plain_eager_call(x, values, meta, bias.detach())
+
+    class Sub(torch.Tensor):
+        pass
+
+    assert not gemm._plain_eager_call(x.as_subclass(Sub), values, meta, None)

@@ -125,3 +125,20 @@ def test_cached_launch_passes_registered_hooks(monkeypatch):
         knobs.runtime.launch_enter_hook.remove(seen.append)
     run = kernel.log[1][1]
     assert run[6] == "metadata" and run[7] is knobs.runtime.launch_enter_hook
+
+
+def test_hooks_and_plain_python_arguments(monkeypatch):
+    """An exit hook alone counts as a registered hook; bool and None arguments get keys of their
+    own instead of failing."""
+    knobs = pytest.importorskip("triton.knobs")
+    from sparse24.ops import triton_internals
+
+    assert not triton_internals._hooks_active()
+    seen = []
+    knobs.runtime.launch_exit_hook.add(seen.append)
+    try:
+        assert triton_internals._hooks_active()
+    finally:
+        knobs.runtime.launch_exit_hook.remove(seen.append)
+    specs = {_spec(v) for v in (True, False, None, 1.5)}
+    assert len(specs) == 4 and _spec(True) != _spec(1)

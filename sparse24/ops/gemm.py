@@ -226,10 +226,10 @@ def _plain_eager_call(x, values, meta, bias) -> bool:
     the custom-op dispatch: host time per call (~62 us in an H200 profile of BERT-base, batch 64)
     decides small batches in eager mode; bench/overhead.py measures both paths. Spelled out
     rather than with any()/all() over generators: this runs on every call."""
-    plain = torch.Tensor
-    if type(x) is not plain or type(values) is not plain or type(meta) is not plain:
+    plain = (torch.Tensor, torch.nn.Parameter)  # SparseLinear's bias is a Parameter
+    if type(x) not in plain or type(values) not in plain or type(meta) not in plain:
         return False
-    if bias is not None and type(bias) is not plain:
+    if bias is not None and type(bias) not in plain:
         return False
     if torch.is_grad_enabled() and (x.requires_grad or values.requires_grad
                                     or (bias is not None and bias.requires_grad)):

@@ -15,7 +15,8 @@ every part of it on a CPU). Four things live here:
    box and layout; for each int whether it is 1 (Triton makes it a constant), whether it is
    divisible by 16, and whether it fits in 32 bits; num_warps, num_stages and the current device.
    Fallback: ``CachedLaunch.enabled = False`` (and the Triton interpreter) send every call through
-   ``kernel[grid]``.
+   ``kernel[grid]``. Not in the key: Triton's debug and instrumentation knobs, and its pre-run
+   hooks; set ``CachedLaunch.enabled = False`` before turning those on mid-process.
 
 2. ``tensor_descriptor``: a Gluon TMA descriptor without its constructor's checks (4-5 us a
    descriptor on the host, three per sm90 GEMM call), for arguments the caller has checked.
@@ -55,8 +56,8 @@ def _hooks_active() -> bool:
     built (a Python call per launch; the C launcher skips None hooks)."""
     if _knobs is None:
         return False
-    hook = _knobs.runtime.launch_enter_hook
-    return hook is not None and bool(getattr(hook, "calls", True))
+    return any(hook is not None and bool(getattr(hook, "calls", True))
+               for hook in (_knobs.runtime.launch_enter_hook, _knobs.runtime.launch_exit_hook))
 
 
 def _bind_driver() -> None:
@@ -85,7 +86,9 @@ def _spec(arg) -> object:
         return arg % 16 == 0, -(2**31) <= arg < 2**31, arg >= 2**63
     if hasattr(arg, "block_shape"):  # a TMA descriptor: its type is the dtype, box and layout
         return arg.base.dtype, tuple(arg.block_shape), repr(arg.layout)
-    return arg.dtype, arg.data_ptr() % 16 == 0
+    if hasattr(arg, "data_ptr"):
+        return arg.dtype, arg.data_ptr() % 16 == 0
+    return type(arg), arg  # bool, None, float: a type of their own (no caller passes them today)
 
 
 class CachedLaunch:
