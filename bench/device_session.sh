@@ -21,6 +21,8 @@ for stage in "$@"; do
     gemmbf16) mkdir -p "$out/bf16"; timeout 150 python3 bench/gemm.py --dtype bfloat16 --modes graph \
              --no-plot --out-dir "$out/bf16" 2>&1 | tail -30 ;;
     bert) mkdir -p "$out/bert"; timeout 200 python3 bench/bert.py --out-dir "$out/bert" --no-plot 2>&1 | tail -20 ;;
+    bertro) mkdir -p "$out/bertro"; timeout 200 python3 bench/bert.py --variants dense,sparse24 \
+             --compile-mode reduce-overhead --out-dir "$out/bertro" --no-plot 2>&1 | tail -20 ;;
     levers) timeout 300 python3 bench/levers.py mma-a-tile wgmma-tile gelu --out-dir "$out" 2>&1 \
              | grep -v Warning | tail -40 ;;
     overhead) timeout 60 python3 bench/overhead.py --out-dir "$out" 2>&1 | tail -12 ;;
