@@ -122,10 +122,9 @@ def lever_wgmma_tile(recorder, dtype):
                                                      (6144, 768, 3072)]
     for m, n, k in shapes:
         pick = gemm.heuristic_config(m, n, k, torch.device("cuda", 0))
+        deepest = {c["BT"]: c for c in wgmma.candidates(m, n, k)}  # ordered by stages: the last
         variants = [(f"BT{c['BT']}/S{c['STAGES']}" + ("*" if c == pick else ""), c)
-                    for c in wgmma.candidates(m, n, k)
-                    if c["STAGES"] == max(d["STAGES"] for d in wgmma.candidates(m, n, k)
-                                          if d["BT"] == c["BT"])]
+                    for c in deepest.values()]
         _report(recorder, "wgmma-tile", (m, n, k), dtype, _measure(m, n, k, dtype, variants))
 
 

@@ -80,17 +80,25 @@ class _FakeKernel:
         return launch
 
 
+def _cached_fake(monkeypatch, n_args, n_constexprs):
+    """A CachedLaunch of a fake kernel, on the compiled-handle path (as on a GPU), device 0."""
+    from sparse24.ops import triton_internals
+
+    monkeypatch.setattr(triton_internals, "_current_device", lambda: 0)
+    monkeypatch.setattr(triton_internals, "_current_stream", lambda device: "stream")
+    kernel = _FakeKernel(n_args, n_constexprs)
+    launch = triton_internals.CachedLaunch(kernel)
+    launch._interpreted = False
+    return kernel, launch
+
+
 def test_cached_launch_binds_once_per_specialization(monkeypatch):
     """The first launch of a specialization goes through kernel[grid] (Triton binds and compiles),
     later ones straight to the compiled launcher with the same arguments; another specialization
     binds again; CachedLaunch.enabled = False (the plain fallback) always binds."""
     from sparse24.ops import triton_internals
 
-    monkeypatch.setattr(triton_internals, "_current_device", lambda: 0)
-    monkeypatch.setattr(triton_internals, "_current_stream", lambda device: "stream")
-    kernel = _FakeKernel(2, 1)
-    launch = triton_internals.CachedLaunch(kernel)
-    launch._interpreted = False
+    kernel, launch = _cached_fake(monkeypatch, 2, 1)
     t = torch.zeros(8)
     launch((3, 1, 1), (t, 16), (True,), num_warps=4)
     launch((5, 1, 1), (t, 32), (True,), num_warps=4)  # 32: divisible by 16 like 16, same kernel
@@ -108,13 +116,7 @@ def test_cached_launch_passes_registered_hooks(monkeypatch):
     """With a launch hook registered (a profiler), the cached path builds the launch metadata and
     passes the hooks, as kernel[grid] would."""
     knobs = pytest.importorskip("triton.knobs")
-    from sparse24.ops import triton_internals
-
-    monkeypatch.setattr(triton_internals, "_current_device", lambda: 0)
-    monkeypatch.setattr(triton_internals, "_current_stream", lambda device: "stream")
-    kernel = _FakeKernel(1, 0)
-    launch = triton_internals.CachedLaunch(kernel)
-    launch._interpreted = False
+    kernel, launch = _cached_fake(monkeypatch, 1, 0)
     t = torch.zeros(8)
     seen = []
     knobs.runtime.launch_enter_hook.add(seen.append)

@@ -29,9 +29,8 @@ from sparse24.ops.triton_internals import CachedLaunch
 
 
 # ------------------------------------------------------------------------------------ configs
-@functools.lru_cache(maxsize=None)
 def _sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
+    return configs.device_info(device_index)[2]  # memoized there
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -64,7 +63,7 @@ def heuristic_config(m: int, n: int, k: int, device: torch.device) -> dict:
     (else 128) features x 32 tokens, 4 warps, register prefetch; 64 tokens with 8 warps from 16384
     tokens on. A_TILE 1 (A from coalesced tiles; the default of configs without the key): equal or
     2-9% faster than per-lane loads at each shape's best split, 1-64 tokens on the LLM shapes
-    (bench/results/h200/levers.jsonl, run 8821ead). Shipped defaults (sparse24/tuning/defaults)
+    (bench/results/h200/levers_8821ead.jsonl). Shipped defaults (sparse24/tuning/defaults)
     take precedence where they exist.
     On CPU (the Triton interpreter cannot run inline asm) and for N not a multiple of 64: the
     weight-streaming "dot" family. Memoized (it runs on every untuned call): do not modify the
