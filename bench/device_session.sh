@@ -26,6 +26,7 @@ for stage in "$@"; do
     levers) timeout 300 python3 bench/levers.py mma-a-tile wgmma-tile gelu --out-dir "$out" 2>&1 \
              | grep -v Warning | tail -40 ;;
     overhead) timeout 60 python3 bench/overhead.py --out-dir "$out" 2>&1 | tail -12 ;;
+    hostpaths) timeout 240 python3 bench/diag/host_paths.py >"$out/host_paths.txt" 2>&1; grep "===" "$out/host_paths.txt" ;;
     pack) timeout 60 python3 bench/pack.py --out-dir "$out" 2>&1 | tail -12 ;;
     profile) timeout 120 ncu --clock-control none -k regex:_sparse_wgmma_kernel --launch-skip 1 \
              --launch-count 1 --section SpeedOfLight --section WarpStateStats \
