@@ -1,17 +1,19 @@
-"""BERT-base question answering, end to end: dense fp16 vs torch's 2:4 vs sparse24, eager and compiled.
+"""BERT-base question answering, end to end: dense vs torch's 2:4 vs sparse24, eager and compiled.
 
 bert-base-cased geometry (BertForQuestionAnswering, vocab 28996) with random weights (timing does
-not depend on their values), fp16, sequence length 384, as in PyTorch's semi-structured sparsity
-tutorial. Three rows per batch size, measured in the same run:
-  dense     the fp16 model as is;
-  torch24   every encoder nn.Linear weight 2:4-pruned and replaced, as the tutorial does, by
-            nn.Parameter(to_sparse_semi_structured(pruned_weight)) (cuSPARSELt on sm90);
-  sparse24  sparse24.nn.prune_ / squash_ / sparsify_.
+not depend on their values), fp16 (or bf16), sequence length 384, as in PyTorch's semi-structured
+sparsity tutorial. Rows per batch size and mode, measured in the same run:
+  dense         the model as is;
+  torch24       every encoder nn.Linear weight 2:4-pruned and replaced, as the tutorial does, by
+                nn.Parameter(to_sparse_semi_structured(pruned_weight)) (cuSPARSELt on sm90);
+  sparse24      sparse24.nn.prune_ / squash_ / sparsify_ (Q, K and V packed as one GEMM);
+  sparse24_sep  the same with sparsify_(fuse_qkv=False): the QKV lever's A/B.
 Timed as the tutorial does: torch.utils.benchmark.Timer(...).blocked_autorange() median after a
-warm-up, each variant eager and under torch.compile(fullgraph=True). Speedups are over dense with
-the same compile setting.
+warm-up. Modes: eager, torch.compile(fullgraph=True) ("default") and its mode="reduce-overhead"
+(CUDA graphs). Speedups are over dense in the same mode.
 
-    python bench/bert.py [--quick] [--batch-sizes 4,16] [--seq-len 384] [--compile-mode reduce-overhead]
+    python bench/bert.py [--quick] [--batch-sizes 4,16] [--modes eager,default,reduce-overhead]
+                         [--dtype bfloat16] [--variants dense,sparse24] [--profile]
 """
 
 from __future__ import annotations
@@ -31,8 +33,11 @@ BENCH = "bert"
 VOCAB = 28996  # bert-base-cased
 BATCH_SIZES = [4, 16, 64, 256]
 QUICK_BATCH_SIZES = [16, 64]
-VARIANTS = ["dense", "torch24", "sparse24"]
-LABELS = {"dense": "fp16", "torch24": "torch 2:4", "sparse24": "sparse24"}
+VARIANTS = ["dense", "torch24", "sparse24", "sparse24_sep"]
+LABELS = {"dense": "dense", "torch24": "torch 2:4", "sparse24": "sparse24",
+          "sparse24_sep": "sparse24, Q/K/V apart"}
+MODES = ["eager", "default", "reduce-overhead"]
+DTYPES = {"float16": "float16", "bfloat16": "bfloat16"}
 
 
 def encoder_linears(model: torch.nn.Module):
@@ -41,13 +46,13 @@ def encoder_linears(model: torch.nn.Module):
             if isinstance(mod, torch.nn.Linear) and ".encoder.layer." in f".{name}"]
 
 
-def build_dense(seed: int = 0) -> torch.nn.Module:
+def build_dense(seed: int = 0, dtype: torch.dtype = torch.float16) -> torch.nn.Module:
     from transformers import BertConfig, BertForQuestionAnswering
 
     torch.manual_seed(seed)
     with torch.device("cuda"):  # initialising on the GPU saves seconds of CPU init
         model = BertForQuestionAnswering(BertConfig(vocab_size=VOCAB))
-    return model.half().eval()
+    return model.to(dtype).eval()
 
 
 def build_torch24(dense: torch.nn.Module):
@@ -67,7 +72,7 @@ def build_torch24(dense: torch.nn.Module):
     return model, reference, {"converted": len(linears)}
 
 
-def build_sparse24(dense: torch.nn.Module):
+def build_sparse24(dense: torch.nn.Module, fuse_qkv: bool = True):
     """(model, reference, report): reference is the pruned, squashed model before sparsify_, so
     the comparison is exact whatever prune_ chose to prune."""
     import sparse24.nn as snn
@@ -76,7 +81,7 @@ def build_sparse24(dense: torch.nn.Module):
     pruned = snn.prune_(model)
     snn.squash_(model)
     reference = copy.deepcopy(model)
-    report = snn.sparsify_(model)
+    report = snn.sparsify_(model, fuse_qkv=fuse_qkv)
     return model, reference, {"prune": report_summary(pruned), "sparsify": report_summary(report)}
 
 
@@ -133,32 +138,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", type=common.parse_int_list, default=None,
                         help=f"comma list (default {','.join(map(str, BATCH_SIZES))})")
     parser.add_argument("--seq-len", type=int, default=384)
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="subset of dense,torch24,sparse24")
-    parser.add_argument("--compile-mode", choices=["default", "reduce-overhead"], default="default")
-    parser.add_argument("--no-compile", action="store_true", help="eager rows only")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="float16")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"subset of {','.join(VARIANTS)}")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"subset of {','.join(MODES)}")
     parser.add_argument("--min-run-time", type=float, default=None,
                         help="seconds of timed runs per row (default 1.0, --quick 0.3)")
-    parser.add_argument("--profile", action="store_true",
-                        help="save a torch.profiler table per sparse24 row under --out-dir")
-    parser.add_argument("--no-plot", action="store_true", help="skip drawing bert_speedup.png")
+    parser.add_argument("--profile", type=common.parse_int_list, default=[],
+                        help="batch sizes at which to save a torch.profiler table per sparse24 row")
+    parser.add_argument("--no-plot", action="store_true", help="skip drawing the speedup plot")
     args = parser.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
+    modes = [m for m in args.modes.split(",") if m]
     if "dense" not in variants or not set(variants) <= set(VARIANTS):
         parser.error(f"--variants: a subset of {VARIANTS} that includes dense (the baseline)")
+    if not modes or not set(modes) <= set(MODES):
+        parser.error(f"--modes: a subset of {MODES}")
     common.require_cuda("bench/bert.py")
 
     import transformers
 
+    bench = "bert" if args.dtype == "float16" else f"bert_{args.dtype}"
+    dtype = getattr(torch, args.dtype)
     batch_sizes = args.batch_sizes or (QUICK_BATCH_SIZES if args.quick else BATCH_SIZES)
     min_run_time = args.min_run_time or (0.3 if args.quick else 1.0)
-    compile_settings = [False] if args.no_compile else [False, True]
     env = common.env_record({"transformers": transformers.__version__})
-    rec = common.Recorder(BENCH, args.out_dir, env)
-    common.progress(f"[bert] {common.env_line(env)}; batch sizes {batch_sizes}, seq {args.seq_len}, "
-                    f"compile mode {args.compile_mode}")
+    rec = common.Recorder(bench, args.out_dir, env)
+    common.progress(f"[bert] {common.env_line(env)}; {args.dtype}, batch sizes {batch_sizes}, "
+                    f"seq {args.seq_len}, modes {modes}")
 
     torch.set_grad_enabled(False)
-    dense = build_dense()
+    dense = build_dense(dtype=dtype)
     attn = getattr(dense.config, "_attn_implementation", None)
     batches = {bs: make_batch(bs, args.seq_len) for bs in batch_sizes}
     for batch in batches.values():
@@ -167,13 +176,14 @@ def main(argv: list[str] | None = None) -> int:
         # code specializes on it, it then recompiles instead.
         for t in batch.values():
             torch._dynamo.maybe_mark_dynamic(t, 0)
-    dense_ms: dict[tuple[bool, int], float] = {}
+    dense_ms: dict[tuple[str, int], float] = {}
     builders = {"dense": lambda: (dense, None, None), "torch24": lambda: build_torch24(dense),
-                "sparse24": lambda: build_sparse24(dense)}
+                "sparse24": lambda: build_sparse24(dense),
+                "sparse24_sep": lambda: build_sparse24(dense, fuse_qkv=False)}
 
     for variant in variants:
-        base = {"variant": variant, "seq_len": args.seq_len, "dtype": "float16", "model": "bert-base-cased",
-                "attn_implementation": attn, "compile_mode": args.compile_mode}
+        base = {"variant": variant, "seq_len": args.seq_len, "dtype": args.dtype, "model": "bert-base-cased",
+                "attn_implementation": attn}
         t0 = time.perf_counter()
         try:
             # Built with grad off but outside inference_mode: the tutorial's nn.Parameter(...) of a
@@ -189,54 +199,31 @@ def main(argv: list[str] | None = None) -> int:
         # the same pruned weights. Informative only (not a gate): a 2:4 path whose logits drift
         # far from its own pruned dense model is computing something else.
         refs: dict[int, torch.Tensor] = {}
-        for compiled in compile_settings:
+        for mode in modes:
             fn, first_error = None, None
             if model is not None:
                 fn = model
-                if compiled:
-                    torch._dynamo.reset()  # each model compiles from scratch, once
-                    opts = {} if args.compile_mode == "default" else {"mode": args.compile_mode}
+                if mode != "eager":
+                    torch._dynamo.reset()  # each model compiles from scratch, once per mode
+                    opts = {} if mode == "default" else {"mode": mode}
                     fn = torch.compile(model, fullgraph=True, **opts)
             for bs in batch_sizes:
-                batch = batches[bs]
-                row = {**base, "batch_size": bs, "compiled": compiled, "status": "ok", "error": None,
-                       "ms": None, "speedup": None, "rel_err": None, "first_call_s": None,
-                       "profile": None}
-                if build_error or first_error:
-                    row.update(status="failed", error=build_error or first_error)
-                else:
-                    try:
-                        with torch.inference_mode():
-                            t0 = time.perf_counter()
-                            out = logits(fn(**batch))
-                            torch.cuda.synchronize()
-                            row["first_call_s"] = time.perf_counter() - t0
-                            if bs not in refs:
-                                refs[bs] = logits((model if reference is None else reference)(**batch))
-                            row["rel_err"] = common.rel_fro_error(out, refs[bs])
-                            for _ in range(3):  # warm-up (cuBLAS heuristics, allocator, graphs)
-                                fn(**batch)
-                            row["ms"] = time_tutorial(fn, batch, min_run_time)
-                            if variant == "sparse24" and args.profile:
-                                how = "compiled" if compiled else "eager"
-                                name = f"bert_profile_sparse24_{how}_bs{bs}.txt"
-                                path = Path(args.out_dir) / name
-                                path.parent.mkdir(parents=True, exist_ok=True)
-                                path.write_text(profile_text(fn, batch), encoding="utf-8")
-                                row["profile"] = name
-                    except Exception as exc:  # noqa: BLE001
-                        row.update(status="failed", error=common.error_text(exc))
-                        if compiled and row["first_call_s"] is None:
-                            # A failed compile fails the same way at every batch size; retrying
-                            # would cost a compile attempt each.
-                            first_error = f"{row['error']} (first seen at bs {bs}; not retried)"
+                row = {**base, "batch_size": bs, "compiled": mode != "eager",
+                       "compile_mode": None if mode == "eager" else mode}
+                row.update(time_row(fn, model, reference, batches[bs], refs, bs, build_error or first_error,
+                                    min_run_time, args.out_dir if bs in args.profile and
+                                    variant.startswith("sparse24") else None, f"{variant}_{mode}_bs{bs}"))
+                if mode != "eager" and row["first_call_s"] is None and row["status"] == "failed":
+                    # A failed compile fails the same way at every batch size; retrying would cost
+                    # a compile attempt each.
+                    first_error = first_error or f"{row['error']} (first seen at bs {bs}; not retried)"
                 if variant == "dense" and row["ms"]:
-                    dense_ms[compiled, bs] = row["ms"]
-                if row["ms"] and dense_ms.get((compiled, bs)):
-                    row["speedup"] = dense_ms[compiled, bs] / row["ms"]
+                    dense_ms[mode, bs] = row["ms"]
+                if row["ms"] and dense_ms.get((mode, bs)):
+                    row["speedup"] = dense_ms[mode, bs] / row["ms"]
                 rec.add(row)
                 common.progress(
-                    f"[bert] {variant:<8} {'compiled' if compiled else 'eager':<8} bs={bs:<4} "
+                    f"[bert] {variant:<12} {mode:<15} bs={bs:<4} "
                     f"{row['status']:<7} {common.fmt(row['ms'])} ms  x{common.fmt(row['speedup'])}"
                     + (f"  rel err {row['rel_err']:.1e}" if row["rel_err"] is not None else "")
                     + (f"  first call {row['first_call_s']:.1f} s" if row["first_call_s"] else "")
@@ -246,21 +233,22 @@ def main(argv: list[str] | None = None) -> int:
         torch._dynamo.reset()
         torch.cuda.empty_cache()
 
-    headers, lines, notes = tutorial_table(rec.rows, variants, batch_sizes, compile_settings)
+    headers, lines, notes = tutorial_table(rec.rows, variants, batch_sizes, modes)
     notes = [
         f"Time (bs=N): ms per batch of N sequences of {args.seq_len} tokens, median of "
-        "torch.utils.benchmark blocked_autorange after warm-up; speedup = dense time / time, with "
-        "the same compile setting.",
-        f"compiled: torch.compile(fullgraph=True, mode={args.compile_mode}), batch dim dynamic.",
-        f"random bert-base-cased weights, fp16, attention {attn}, torch.inference_mode().",
+        "torch.utils.benchmark blocked_autorange after warm-up; speedup = dense time / time, in "
+        "the same mode.",
+        "modes: eager; default = torch.compile(fullgraph=True); reduce-overhead = the same with "
+        "mode='reduce-overhead' (CUDA graphs); batch dim dynamic.",
+        f"random bert-base-cased weights, {args.dtype}, attention {attn}, torch.inference_mode().",
     ] + notes
-    _, text = common.write_markdown(args.out_dir, BENCH, "BERT-base QA inference: dense vs 2:4", env,
-                                    rec.run_id, headers, lines, notes)
+    _, text = common.write_markdown(args.out_dir, bench, f"BERT-base QA inference ({args.dtype}): dense vs 2:4",
+                                    env, rec.run_id, headers, lines, notes)
     if not args.no_plot:
         try:
             import plot_bert
 
-            png = plot_bert.plot(rec.rows, Path(args.out_dir) / "bert_speedup.png")
+            png = plot_bert.plot(rec.rows, Path(args.out_dir) / f"{bench}_speedup.png")
             common.progress(f"[bert] wrote {png}")
         except Exception as exc:  # noqa: BLE001 - the table matters more than the picture
             common.progress(f"[bert] no plot: {common.error_text(exc)}")
@@ -268,29 +256,57 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def tutorial_table(rows, variants, batch_sizes, compile_settings):
-    """The tutorial's layout: one 'Time (bs=N)' line per batch size and compile setting."""
-    by = {(r["variant"], r["compiled"], r["batch_size"]): r for r in rows}
+def time_row(fn, model, reference, batch, refs, bs, error, min_run_time, profile_dir, name) -> dict:
+    """One row's measurements: first call, logits error against the reference, median ms."""
+    row = {"status": "ok", "error": None, "ms": None, "speedup": None, "rel_err": None,
+           "first_call_s": None, "profile": None}
+    if error:
+        row.update(status="failed", error=error)
+        return row
+    try:
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            out = logits(fn(**batch))
+            torch.cuda.synchronize()
+            row["first_call_s"] = time.perf_counter() - t0
+            if bs not in refs:
+                refs[bs] = logits((model if reference is None else reference)(**batch))
+            row["rel_err"] = common.rel_fro_error(out, refs[bs])
+            for _ in range(3):  # warm-up (cuBLAS heuristics, allocator, graphs)
+                fn(**batch)
+            row["ms"] = time_tutorial(fn, batch, min_run_time)
+            if profile_dir is not None:
+                path = Path(profile_dir) / f"bert_profile_{name}.txt"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(profile_text(fn, batch), encoding="utf-8")
+                row["profile"] = path.name
+    except Exception as exc:  # noqa: BLE001
+        row.update(status="failed", error=common.error_text(exc))
+    return row
+
+
+def tutorial_table(rows, variants, batch_sizes, modes):
+    """The tutorial's layout: one 'Time (bs=N)' line per batch size and mode."""
+    by = {(r["variant"], r["compile_mode"] or "eager", r["batch_size"]): r for r in rows}
     headers = ["Metrics", LABELS["dense"]]
     for v in variants[1:]:
         headers += [LABELS[v], f"{LABELS[v]} speedup"]
-    headers.append("compiled")
+    headers.append("mode")
     lines, errors = [], {}
-    for compiled in compile_settings:
+    for mode in modes:
         for bs in batch_sizes:
             line = [f"Time (bs={bs})"]
             for v in variants:
-                r = by.get((v, compiled, bs))
+                r = by.get((v, mode, bs))
                 if r is None or r["status"] != "ok":
                     if r is not None:
-                        errors.setdefault(r["error"], []).append(f"{LABELS[v]} bs={bs}"
-                                                                 + (" compiled" if compiled else ""))
+                        errors.setdefault(r["error"], []).append(f"{LABELS[v]} bs={bs} {mode}")
                     line += ["failed"] if v == "dense" else ["failed", "-"]
                     continue
                 line.append(common.fmt(r["ms"]))
                 if v != "dense":
                     line.append("-" if r["speedup"] is None else f"{r['speedup']:.2f}x")
-            line.append("yes" if compiled else "no")
+            line.append(mode)
             lines.append(line)
     notes = [f"failed ({', '.join(where)}): {err}" for err, where in errors.items()]
     return headers, lines, notes

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU-machine runs behind bench/results/h200 (one call each, stages chosen by argument):
 #   bash bench/device_session.sh OUT_DIR tests gemm16      # GPU suite, then the fp16 GEMM table
-#   bash bench/device_session.sh OUT_DIR gemmbf16 bert overhead pack profile
+#   bash bench/device_session.sh OUT_DIR gemmbf16 bert bertbf16 overhead pack profile
+#   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
 #   bash bench/device_session.sh OUT_DIR levers                  # bench/levers.py A/B runs
 # Every stage has its own time limit so one slow stage cannot eat the others' time.
 set -u
@@ -20,9 +21,13 @@ for stage in "$@"; do
     gemm16) mkdir -p "$out/fp16"; timeout 280 python3 bench/gemm.py --out-dir "$out/fp16" 2>&1 | tail -45 ;;
     gemmbf16) mkdir -p "$out/bf16"; timeout 150 python3 bench/gemm.py --dtype bfloat16 --modes graph \
              --no-plot --out-dir "$out/bf16" 2>&1 | tail -30 ;;
-    bert) mkdir -p "$out/bert"; timeout 200 python3 bench/bert.py --out-dir "$out/bert" --no-plot 2>&1 | tail -20 ;;
-    bertro) mkdir -p "$out/bertro"; timeout 200 python3 bench/bert.py --variants dense,sparse24 \
-             --compile-mode reduce-overhead --out-dir "$out/bertro" --no-plot 2>&1 | tail -20 ;;
+    bert) mkdir -p "$out/bert"; timeout 560 python3 bench/bert.py --out-dir "$out/bert" --profile 16,64 2>&1 \
+             | grep -v Warning | tail -60 ;;
+    bertbf16) mkdir -p "$out/bertbf16"; timeout 300 python3 bench/bert.py --dtype bfloat16 \
+             --variants dense,sparse24 --min-run-time 0.5 --out-dir "$out/bertbf16" 2>&1 | grep -v Warning | tail -30 ;;
+    notebook) python3 -m pip install -q --no-index --find-links .whl nbclient nbformat ipykernel 2>&1 | tail -2
+             SPARSE24_NOTEBOOK_MODEL=$PWD/.models/all-MiniLM-L6-v2-fp16 timeout 420 python3 notebooks/execute.py \
+             --out "$out/semi_structured_sparse.ipynb" 2>&1 | tail -5 ;;
     levers) timeout 300 python3 bench/levers.py mma-a-tile wgmma-tile gelu --out-dir "$out" 2>&1 \
              | grep -v Warning | tail -40 ;;
     overhead) timeout 60 python3 bench/overhead.py --out-dir "$out" 2>&1 | tail -12 ;;

@@ -1,4 +1,4 @@
-"""Bar plot of BERT speedup over dense per batch size, eager and compiled, from bench/results/bert.jsonl.
+"""Bar plot of BERT speedup over dense per batch size and mode, from bench/results/bert.jsonl.
 
     python bench/plot_bert.py [--run-id ID] [--jsonl PATH] [--out-dir DIR]
 
@@ -15,12 +15,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
-BARS = [  # (variant, compiled) -> label, colour; light for eager, dark for compiled
-    (("torch24", False), ("torch 2:4 eager", "#f5b971")),
-    (("torch24", True), ("torch 2:4 compiled", "#d9730d")),
-    (("sparse24", False), ("sparse24 eager", "#8fb8e0")),
-    (("sparse24", True), ("sparse24 compiled", "#1f5fa8")),
+BARS = [  # (variant, mode) -> label, colour; light for eager, darker for each compiled mode
+    (("torch24", "eager"), ("torch 2:4 eager", "#f5b971")),
+    (("torch24", "default"), ("torch 2:4 compiled", "#d9730d")),
+    (("torch24", "reduce-overhead"), ("torch 2:4 CUDA graphs", "#8a4500")),
+    (("sparse24", "eager"), ("sparse24 eager", "#8fb8e0")),
+    (("sparse24", "default"), ("sparse24 compiled", "#1f5fa8")),
+    (("sparse24", "reduce-overhead"), ("sparse24 CUDA graphs", "#0b2e5c")),
 ]
+
+
+def _mode(row: dict) -> str:
+    return (row.get("compile_mode") or "default") if row.get("compiled") else "eager"
 
 
 def plot(rows: list[dict], path: Path) -> Path:
@@ -29,7 +35,7 @@ def plot(rows: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by = {(r["variant"], r["compiled"], r["batch_size"]): r for r in rows}
+    by = {(r["variant"], _mode(r), r["batch_size"]): r for r in rows}
     batch_sizes = sorted({r["batch_size"] for r in rows})
     bars = [(key, style) for key, style in BARS if any((*key, bs) in by for bs in batch_sizes)]
     if not batch_sizes or not bars:
@@ -37,10 +43,10 @@ def plot(rows: list[dict], path: Path) -> Path:
     width = 0.8 / len(bars)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * len(batch_sizes)), 4.2))
     top = 1.0
-    for i, ((variant, compiled), (label, colour)) in enumerate(bars):
+    for i, ((variant, mode), (label, colour)) in enumerate(bars):
         for j, bs in enumerate(batch_sizes):
             x = j + (i - (len(bars) - 1) / 2) * width
-            r = by.get((variant, compiled, bs))
+            r = by.get((variant, mode, bs))
             if r is None:
                 continue
             if r.get("status") == "ok" and r.get("speedup"):
@@ -55,12 +61,12 @@ def plot(rows: list[dict], path: Path) -> Path:
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(batch_sizes)), [f"bs {bs}" for bs in batch_sizes])
     ax.set_ylim(0, top * 1.15)
-    ax.set_ylabel("speedup over dense fp16 (same compile setting)")
+    dtype = rows[0].get("dtype", "float16")
+    ax.set_ylabel(f"speedup over dense {dtype} (same mode)")
     seq = rows[0].get("seq_len")
     env_text = textwrap.fill(common.env_line(rows[0].get("env", {})), 85)
-    mode = rows[0].get("compile_mode") or "default"
-    ax.set_title(f"BERT-base QA, seq {seq}, fp16, compiled = torch.compile(mode={mode})\n{env_text}",
-                 fontsize=8)
+    ax.set_title(f"BERT-base QA, seq {seq}, {dtype}; compiled = torch.compile(fullgraph=True), "
+                 f"CUDA graphs = its mode='reduce-overhead'\n{env_text}", fontsize=8)
     ax.legend(fontsize=8, ncol=2, frameon=False)
     fig.tight_layout()
     return common.save_figure(fig, path)

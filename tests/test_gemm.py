@@ -185,6 +185,19 @@ def test_opcheck_linear(device, seed):
     torch.library.opcheck(torch.ops.sparse24.linear.default, (x, values, meta, None, None))
 
 
+def test_backward_through_linear_raises(device, seed):
+    """linear is inference only: the forward works on tensors that require grad, a backward
+    through it raises (rather than stopping the gradient silently), and no_grad tracks nothing."""
+    values, meta = packed_weight(32, 128, torch.float16, device)
+    x = torch.randn(3, 128, dtype=torch.float16, device=device, requires_grad=True)
+    y = ops.linear(x, values, meta)
+    assert y.requires_grad
+    with pytest.raises(RuntimeError, match="sparse24.linear has no backward"):
+        y.float().sum().backward()
+    with torch.no_grad():
+        assert not ops.linear(x, values, meta).requires_grad
+
+
 def test_split_k_covers_every_chunk_once():
     """No split is empty and the splits cover K: the mma kernel adds chunks [first, first + per)
     of its split, clamped to K, so a config may serve any K that is a multiple of 64."""

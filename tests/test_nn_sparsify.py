@@ -15,6 +15,7 @@ from torch import nn
 
 from sparse24.nn import SparseLinear, SparsifyReport, prune_, sparsify_, squash_
 from sparse24.nn._activations import fusable_activation
+from sparse24.nn.shared_input import FUSED_NAME, ProjectionSlice
 from tolerances import REL_TOL, rel_err
 
 transformers = pytest.importorskip("transformers")
@@ -109,7 +110,11 @@ def test_swaps_encoder_layers_and_skips_the_head(zoo, arch):
     assert isinstance(report, SparsifyReport)
     assert report.swapped == expected and len(expected) == n_swapped
     assert list(report.skipped) == [head] and rule in report.skipped[head]
-    assert linear_fqns(model, SparseLinear) == expected
+    # Each attention block's Q, K and V: one SparseLinear at <block>.qkv, a slice of it at each
+    blocks = sorted({fqn.rsplit(".", 1)[0] for fqn in linear_fqns(model, ProjectionSlice)})
+    assert list(report.grouped) == blocks and len(blocks) == 2
+    assert sorted(linear_fqns(model, SparseLinear) + linear_fqns(model, ProjectionSlice)) == sorted(
+        expected + [f"{block}.{FUSED_NAME}" for block in blocks])
     assert linear_fqns(model) == [head]
     text = str(report)
     assert f"{n_swapped} Linear layers packed 2:4" in text and f"{head}: {rule}" in text

@@ -13,6 +13,7 @@ from sparse24.nn._select import (
     not_24_reason, parameter_owners, tied_reason, unsupported_reason,
 )
 from sparse24.nn.linear import SparseLinear
+from sparse24.nn.shared_input import FUSED_NAME, fuse_, fusion_problem, shared_input_groups
 
 
 @dataclass
@@ -22,25 +23,33 @@ class SparsifyReport:
     swapped: Linear layers now SparseLinear. skipped: Linear layers left dense, with the reason.
     fused: swapped layers that apply their block's activation in their epilogue -> the epilogue.
     not_fused: feed-forward blocks whose activation stays a separate module, with the reason.
+    grouped: blocks whose projections of one input (Q, K, V) run as one GEMM -> what was packed.
+    not_grouped: blocks with such projections left as separate GEMMs, with the reason.
     """
 
     swapped: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     fused: dict[str, str] = field(default_factory=dict)
     not_fused: dict[str, str] = field(default_factory=dict)
+    grouped: dict[str, str] = field(default_factory=dict)
+    not_grouped: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
         head = (f"sparsify_: {len(self.swapped)} Linear layers packed 2:4, {len(self.skipped)} "
-                f"left dense, {len(self.fused)} activations fused")
+                f"left dense, {len(self.fused)} activations fused, {len(self.grouped)} Q/K/V "
+                "groups in one GEMM each")
         return "\n".join([head]
                          + format_section("swapped", self.swapped)
                          + format_section("fused", self.fused)
                          + format_section("not fused", self.not_fused)
+                         + format_section("grouped", self.grouped)
+                         + format_section("not grouped", self.not_grouped)
                          + format_section("skipped", self.skipped))
 
 
 def sparsify_(
-    model: nn.Module, filter_fn: FilterFn | None = None, fuse_activations: bool = True
+    model: nn.Module, filter_fn: FilterFn | None = None, fuse_activations: bool = True,
+    fuse_qkv: bool = True,
 ) -> SparsifyReport:
     """Replace every eligible nn.Linear of ``model`` by a SparseLinear holding its packed weight.
 
@@ -54,6 +63,10 @@ def sparsify_(
     ``dense`` + ``intermediate_act_fn``, DistilBERT's ``lin1`` + ``activation``) that is ReLU, erf
     GELU or tanh GELU moves into the SparseLinear's epilogue and the block's activation becomes
     nn.Identity; any other activation stays where it is and is listed under ``not_fused``.
+
+    With ``fuse_qkv``, a block's ``query``/``key``/``value`` (or ``q``/``k``/``v``) projections are
+    packed as one SparseLinear at ``block.qkv`` and run as one GEMM when the block applies them to
+    the same tensor (sparse24/nn/shared_input.py; the state dict keeps the unfused keys).
     """
     report = SparsifyReport()
     if isinstance(model, nn.Linear):
@@ -63,7 +76,8 @@ def sparsify_(
     owners = parameter_owners(model)
     chosen: list[LinearSite] = []
     not_24: list[str] = []
-    for site in linear_sites(model):
+    sites = linear_sites(model)
+    for site in sites:
         reason = _skip_reason(site, filter_fn, owners)
         if reason is None:
             reason = not_24_reason(site.module.weight.detach())
@@ -79,6 +93,9 @@ def sparsify_(
     if fuse_activations:
         epilogue, identity_at = _plan_fusion(model, chosen, report)
 
+    if fuse_qkv:
+        chosen = _group_projections(model, chosen, epilogue, report)
+
     # Swap one layer at a time and drop the plan's reference to it, so each dense weight can be
     # freed as soon as its packed copy exists (peak memory: the model plus about one layer).
     chosen.reverse()
@@ -93,6 +110,8 @@ def sparsify_(
             report.fused[site.fqn] = act
     for block, act_attr in identity_at:
         setattr(block, act_attr, nn.Identity())
+    order = {site.fqn: i for i, site in enumerate(sites)}
+    report.swapped.sort(key=order.__getitem__)  # model order, grouped projections included
 
     if not_24:
         warnings.warn(
@@ -102,6 +121,32 @@ def sparsify_(
             stacklevel=2,
         )
     return report
+
+
+def _group_projections(model: nn.Module, chosen: list[LinearSite], epilogue: dict[int, str],
+                       report: SparsifyReport) -> list[LinearSite]:
+    """Pack each block's Q/K/V as one SparseLinear; the sites left to swap one by one."""
+    single = {id(s.module): s for s in chosen if len(s.parents) == 1 and id(s.module) not in epilogue}
+    grouped: set[int] = set()
+    for fqn, block in list(model.named_modules()):
+        names = shared_input_groups(block)
+        if names is None:
+            continue
+        sites = [single.get(id(getattr(block, n))) for n in names]
+        if any(s is None for s in sites):
+            report.not_grouped[fqn] = ("not every projection is swapped on its own (skipped, "
+                                       "shared, or with a fused activation)")
+            continue
+        problem = fusion_problem(block, names)
+        if problem:
+            report.not_grouped[fqn] = problem
+            continue
+        fused = fuse_(block, names)
+        grouped.update(id(s.module) for s in sites)
+        report.swapped.extend(s.fqn for s in sites)
+        report.grouped[fqn] = (f"{'+'.join(names)} -> {FUSED_NAME} "
+                               f"[{fused.out_features}, {fused.in_features}]")
+    return [s for s in chosen if id(s.module) not in grouped]
 
 
 def _skip_reason(site: LinearSite, filter_fn: FilterFn | None, owners: dict[int, list[str]]) -> str | None:

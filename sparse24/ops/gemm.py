@@ -216,7 +216,33 @@ def _linear_impl(
     return y if flat else y.reshape(*x.shape[:-1], n)
 
 
-_linear_op = torch.library.custom_op("sparse24::linear", _linear_impl, mutates_args=())
+# Registered with torch.library.Library rather than torch.library.custom_op: under torch.compile
+# the compiled graph calls the op through the dispatcher, and custom_op's Python layers around the
+# kernel (a dynamo-disable wrapper and an output aliasing check per call) made each call about
+# 110 us dearer than the same kernel called directly (12.5 ms vs 7.9 ms for a BERT-base forward
+# at batch 4, bench/diag/host_paths.py on the H200 at 9eef2b5). Autograd: the dispatcher's
+# fallthrough (no Python per call); linear is inference only: linear() attaches _NoBackward to
+# outputs that autograd would track, so a backward raises instead of stopping silently.
+_LIB = torch.library.Library("sparse24", "FRAGMENT")
+_LIB.define("linear(Tensor x, Tensor values, Tensor meta, Tensor? bias, str? activation) -> Tensor")
+for _key in ("CUDA", "CPU"):
+    _LIB.impl("linear", _linear_impl, _key)
+_LIB.impl("linear", torch.library.fallthrough_kernel, "Autograd")
+_linear_op = torch.ops.sparse24.linear.default
+
+
+class _NoBackward(torch.autograd.Function):
+    """Identity on y whose backward raises: sparse24.linear has no gradient (inference only)."""
+
+    @staticmethod
+    def forward(ctx, y, *inputs):
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(
+            "sparse24.linear has no backward: SparseLinear is for inference. Fine-tune the dense "
+            "model with sparse24.nn.prune_ (fixed 2:4 masks), then squash_ and sparsify_ it")
 
 
 def _plain_eager_call(x, values, meta, bias) -> bool:
@@ -236,7 +262,7 @@ def _plain_eager_call(x, values, meta, bias) -> bool:
     return not torch.compiler.is_compiling()
 
 
-@_linear_op.register_fake
+@torch.library.register_fake("sparse24::linear")
 def _(x, values, meta, bias, activation):
     return x.new_empty((*x.shape[:-1], values.shape[0]))
 
@@ -315,4 +341,8 @@ def linear(
     check_linear_inputs(x, values, meta, bias, activation)
     if _plain_eager_call(x, values, meta, bias):
         return _linear_impl(x, values, meta, bias, activation)
-    return _linear_op(x, values, meta, bias, activation)
+    y = _linear_op(x, values, meta, bias, activation)
+    tracked = [t for t in (x, values, bias) if t is not None and t.requires_grad]
+    if tracked and torch.is_grad_enabled():
+        y = _NoBackward.apply(y, *tracked)
+    return y

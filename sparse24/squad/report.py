@@ -124,6 +124,9 @@ def _read_records(path: Path) -> list[dict]:
     return rows
 
 
+_MODES = ("eager", "default", "reduce-overhead")  # bench/bert.py's modes, in table order
+
+
 def _pivot_bench_rows(records: list[dict], path: Path) -> list[dict]:
     """Long-format rows of ``bench/bert.py`` (one per variant, batch size and compile setting)
     to wide rows: dense and sparse24 milliseconds side by side, from the latest run in the file."""
@@ -131,15 +134,16 @@ def _pivot_bench_rows(records: list[dict], path: Path) -> list[dict]:
     timed = {}
     for r in records:
         if r.get("run_id") == run_id and r.get("ms") is not None:
-            key = (bool(r.get("compiled")), r["batch_size"], r.get("seq_len"))
+            mode = (r.get("compile_mode") or "default") if r.get("compiled") else "eager"
+            key = (_MODES.index(mode), r["batch_size"], r.get("seq_len"))
             timed[key, r["variant"]] = r["ms"]
     rows = []
-    # Eager before compiled, then by batch size (seq_len may be missing, so it is not sorted on).
+    # Eager, compiled, reduce-overhead; then by batch size (seq_len may be missing: not sorted on).
     for key, variant in sorted(timed, key=lambda kv: kv[0][:2]):
         if variant != "dense" or (key, "sparse24") not in timed:
             continue
-        compiled, bs, seq = key
-        row = {"batch_size": bs, "compiled": compiled}
+        mode, bs, seq = key
+        row = {"batch_size": bs, "compiled": mode > 0, "mode": _MODES[mode]}
         row.update(dense_ms=timed[key, "dense"], sparse_ms=timed[key, "sparse24"])
         if seq is not None:
             row["seq_len"] = seq
@@ -202,7 +206,9 @@ def markdown_table(results: dict, speed_rows: Sequence[dict] = ()) -> str:
     for row in speed_rows:
         label = f"bs={row['batch_size']}"
         label += f", seq={row['seq_len']}" if "seq_len" in row else ""
-        label += ", compiled" if row.get("compiled") else ""
+        if row.get("compiled"):
+            mode = row.get("mode", "default")
+            label += ", compiled" if mode == "default" else f", compiled {mode}"
         speedup = row["dense_ms"] / row["sparse_ms"]
         lines.append(
             f"| Time ({label}) ms | {row['dense_ms']:.2f} | {row['sparse_ms']:.2f} "
