@@ -4,6 +4,7 @@
 #   bash bench/device_session.sh OUT_DIR gemmbf16 bert bertbf16 overhead pack profile
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
 #   bash bench/device_session.sh OUT_DIR levers                  # bench/levers.py A/B runs
+#   bash bench/device_session.sh OUT_DIR opcost eagerdiag hostpaths   # host-time diagnostics (bench/diag)
 # Every stage has its own time limit so one slow stage cannot eat the others' time.
 set -u
 # Results are written to a scratch folder and come back as one archive, OUT_DIR/results.tgz: the
@@ -32,6 +33,8 @@ for stage in "$@"; do
              | grep -v Warning | tail -40 ;;
     overhead) timeout 60 python3 bench/overhead.py --out-dir "$out" 2>&1 | tail -12 ;;
     hostpaths) timeout 240 python3 bench/diag/host_paths.py >"$out/host_paths.txt" 2>&1; grep "===" "$out/host_paths.txt" ;;
+    eagerdiag) timeout 300 python3 bench/diag/eager_steady.py >"$out/eager_steady.txt" 2>&1; grep -v Warning "$out/eager_steady.txt" | tail -30 ;;
+    opcost) timeout 150 python3 bench/diag/compiled_op_cost.py >"$out/compiled_op_cost.txt" 2>&1; head -8 "$out/compiled_op_cost.txt" ;;
     pack) timeout 60 python3 bench/pack.py --out-dir "$out" 2>&1 | tail -12 ;;
     profile) timeout 120 ncu --clock-control none -k regex:_sparse_wgmma_kernel --launch-skip 1 \
              --launch-count 1 --section SpeedOfLight --section WarpStateStats \
