@@ -43,6 +43,17 @@ def run_uncached(fn):
         CachedLaunch.enabled = True
 
 
+def run_wrapped(fn):
+    """With DescriptorLauncher off: Triton's CudaLauncher wrappers fill the TMA descriptors."""
+    from sparse24.ops.triton_internals import DescriptorLauncher
+
+    DescriptorLauncher.enabled = False
+    try:
+        return fn()
+    finally:
+        DescriptorLauncher.enabled = True
+
+
 def profile_calls(fn, label: str, calls: int = 500) -> None:
     import cProfile
     import pstats
@@ -83,6 +94,8 @@ def main() -> int:
             # the pieces of linear(), to see where the host time goes
             f"  run_config ({cfg['family']}, split {cfg.get('SPLIT_K', 1)})":
                 lambda: gemm.run_config(x, values, meta, bias, 0, cfg),
+            "  run_config through Triton's launcher wrappers": lambda: run_wrapped(
+                lambda: gemm.run_config(x, values, meta, bias, 0, cfg)),
             "  run_config through kernel[grid]": lambda: run_uncached(
                 lambda: gemm.run_config(x, values, meta, bias, 0, cfg)),
             "  input checks": lambda: gemm.check_linear_inputs(x, values, meta, bias, None),

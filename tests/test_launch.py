@@ -144,3 +144,79 @@ def test_hooks_and_plain_python_arguments(monkeypatch):
         knobs.runtime.launch_exit_hook.remove(seen.append)
     specs = {_spec(v) for v in (True, False, None, 1.5)}
     assert len(specs) == 4 and _spec(True) != _spec(1)
+
+
+# ---------------------------------------------------------------- DescriptorLauncher
+def _fake_triton_launcher(monkeypatch):
+    """A CompiledKernel of the sm90 GEMM's signature (three TMA descriptors, then meta_addr,
+    bias, N, K, then constexprs) whose launcher is the installed Triton's own CudaLauncher code
+    (its __call__ and wrap_handle_tensordesc closure, nothing compiled) in front of a C launcher
+    that records its arguments; fill_tma_descriptor records its inputs too, so two argument
+    lists are equal only if every descriptor was filled alike."""
+    nvidia_driver = pytest.importorskip("triton.backends.nvidia.driver")
+    from triton.runtime import driver
+
+    from sparse24.ops import triton_internals
+
+    calls = []
+    fill = lambda *args: ("tensormap", args)  # noqa: E731
+    utils = type("Utils", (), {"fill_tma_descriptor": staticmethod(fill),
+                               "fill_tma_descriptor_tiled": staticmethod(fill)})()
+    monkeypatch.setattr(driver, "_active", type("Driver", (), {"utils": utils})())
+    signature = {"a_desc": "tensordesc<fp16[128, 64]>", "x_desc": "tensordesc<fp16[64, 64]>",
+                 "y_desc": "tensordesc<fp16[64, 64]>", "meta_addr": "i64", "bias_ptr": "*fp16",
+                 "N": "i32", "K": "i32", "BT": "constexpr"}
+    metas = [{"swizzle": 3, "elem_size": 2, "elem_type": 6, "block_size": [rows, 64],
+              "fp4_padded": False} for rows in (128, 64, 64)]
+    run = object.__new__(nvidia_driver.CudaLauncher)
+    run.__dict__.update(
+        launch=nvidia_driver.wrap_handle_tensordesc(lambda *args: calls.append(args), signature, metas),
+        num_ctas=1, global_scratch_size=0, global_scratch_align=1, profile_scratch_size=0,
+        profile_scratch_align=1, launch_cooperative_grid=False, launch_pdl=False, gsan_enabled=False)
+    compiled = type("Compiled", (), {"run": run, "function": 1234, "packed_metadata": "packed"})()
+    return triton_internals, compiled, calls
+
+
+def test_descriptor_launcher_passes_what_triton_would(monkeypatch):
+    """Where DescriptorLauncher drives the installed Triton's launcher (Triton 3.6, the GPU
+    machine's), the C launcher gets exactly the arguments Triton's own wrappers give it for the
+    same call; where it cannot (other versions), ``of`` says so and the CachedLaunch path stays."""
+    pytest.importorskip("triton.experimental.gluon.nvidia.hopper")
+    from sparse24.ops import wgmma
+
+    internals, compiled, calls = _fake_triton_launcher(monkeypatch)
+    direct = internals.DescriptorLauncher.of(compiled, 3)
+    import triton
+
+    if not triton.__version__.startswith("3.6"):
+        assert direct is None, f"DescriptorLauncher accepted Triton {triton.__version__}'s launcher"
+        return
+    assert direct is not None
+    layout = wgmma._nvmma_layout()
+    values = torch.randn(256, 64, dtype=torch.float16)
+    x = torch.randn(200, 256, dtype=torch.float16)[:, 64:192]  # a strided view: its own strides
+    y = torch.empty(200, 256, dtype=torch.float16)
+    bias = torch.randn(256, dtype=torch.float16)
+    descriptors = (internals.tensor_descriptor(values, [128, 64], layout),
+                   internals.tensor_descriptor(x, [64, 64], layout),
+                   internals.tensor_descriptor(y, [64, 64], layout))
+    compiled.run(7, 1, 1, "stream", compiled.function, compiled.packed_metadata, None, None, None,
+                 *descriptors, 4096, bias, 256, 128, 64)
+    direct(7, "stream", (values, x, y), (4096, bias, 256, 128), (64,))
+    assert len(calls) == 2
+    assert calls[1] == calls[0]
+    # the fill inputs really differ per descriptor (box rows, pointer, shape)
+    maps = [arg for arg in calls[0] if isinstance(arg, tuple) and arg[0] == "tensormap"]
+    assert len({repr(m[1]) for m in maps}) == 3
+
+
+def test_descriptor_launcher_refuses_launchers_it_does_not_know(monkeypatch):
+    """A launcher with scratch memory, or whose wrapper is not the closure read, gets None."""
+    pytest.importorskip("triton.experimental.gluon.nvidia.hopper")
+    internals, compiled, _ = _fake_triton_launcher(monkeypatch)
+    compiled.run.global_scratch_size = 64
+    assert internals.DescriptorLauncher.of(compiled, 3) is None
+    compiled.run.global_scratch_size = 0
+    compiled.run.launch = lambda *args: None
+    assert internals.DescriptorLauncher.of(compiled, 3) is None
+    assert internals.DescriptorLauncher.of(type("C", (), {"run": object()})(), 3) is None

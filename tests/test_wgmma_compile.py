@@ -165,30 +165,84 @@ def test_cached_config_across_the_rule_is_not_used(monkeypatch):
         gemm.heuristic_config.cache_clear()
 
 
-def test_launch_verifies_once_per_plan_then_reuses_it(monkeypatch):
-    """wgmma.launch checks the ring offsets on the first launch of a plan (config, dtypes,
-    activation) and passes the kernel the constexprs built with the verified offsets; later
-    launches of the plan reuse them, another plan is verified again."""
-    import torch
+def _fake_launch_path(monkeypatch, direct_launcher=None):
+    """wgmma.launch's collaborators replaced by recorders: (verified, launches, direct calls)."""
+    from sparse24.ops import triton_internals
 
-    verified, launches = [], []
+    verified, launches, direct_calls = [], [], []
+
+    class FakeCached:
+        def __call__(self, grid, args, constexprs, num_warps):
+            launches.append((grid, args, constexprs))
+
+        def compiled_for(self, args, constexprs, num_warps):
+            return "compiled" if direct_launcher else None
+
+    fake = FakeCached()
     monkeypatch.setattr(wgmma, "_plans", {})
+    monkeypatch.setattr(wgmma, "_direct", {})
     monkeypatch.setattr(wgmma, "_sm_count", lambda index: 132)
     monkeypatch.setattr(wgmma, "_verify", lambda *a: verified.append(a) or (4096, 0))
-    monkeypatch.setattr(wgmma, "_cached_launch",
-                        lambda: lambda grid, args, constexprs, num_warps: launches.append(
-                            (grid, args, constexprs)))
-    cfg = {"family": "wgmma", "BT": 128, "STAGES": 4, "GROUP": 8}
+    monkeypatch.setattr(wgmma, "_cached_launch", lambda: fake)
+    monkeypatch.setattr(triton_internals, "_current_device", lambda: 0)
+    monkeypatch.setattr(triton_internals, "_current_stream", lambda device: "stream")
+    monkeypatch.setattr(triton_internals.DescriptorLauncher, "of",
+                        lambda compiled, n: direct_launcher and (
+                            lambda *call: direct_calls.append(call)))
+    return verified, launches, direct_calls
+
+
+def _launch_operands():
+    import torch
+
     x = torch.randn(300, 256, dtype=torch.float16)
     values = torch.randn(512, 128, dtype=torch.float16)
     meta = torch.zeros(32, 4, 32, dtype=torch.int32)
     y = torch.empty(300, 512, dtype=torch.float16)
+    return x, values, meta, y
+
+
+def test_launch_verifies_once_per_plan_then_reuses_it(monkeypatch):
+    """wgmma.launch checks the ring offsets on the first launch of a plan (config, dtypes,
+    activation) and passes the kernel the constexprs built with the verified offsets; later
+    launches of the plan reuse them, another plan is verified again. Without a
+    DescriptorLauncher (another Triton) every launch takes CachedLaunch."""
+    import torch
+
+    verified, launches, direct_calls = _fake_launch_path(monkeypatch)
+    cfg = {"family": "wgmma", "BT": 128, "STAGES": 4, "GROUP": 8}
+    x, values, meta, y = _launch_operands()
     for _ in range(2):
         wgmma.launch(x, values, meta, None, y, 2, cfg)
     wgmma.launch(x, values, meta, torch.randn(512), y, 2, cfg)
-    assert len(verified) == 2 and len(launches) == 3
+    assert len(verified) == 2 and len(launches) == 3 and not direct_calls
     grid, args, constexprs = launches[1]
     assert grid == (4 * 3, 1, 1)  # 4 feature tiles x 3 token tiles of 128, fewer than 132 SMs
     assert constexprs == tuple(wgmma._constexprs(cfg, "float16", False, 2, 4096, 0).values())
     assert [a.block_shape for a in args[:3]] == [[128, 64], [128, 64], [128, 64]]
     assert args[3:] == (meta.data_ptr(), y, 512, 256)
+
+
+def test_launch_goes_direct_from_the_second_call_of_a_specialization(monkeypatch):
+    """The first launch of a specialization goes through CachedLaunch (which compiles it); later
+    ones through its DescriptorLauncher with the same grid, tensors, scalars and constexprs. A
+    new specialization (here: K no longer a multiple of 16) starts on CachedLaunch again, and
+    disabling DescriptorLauncher sends calls back."""
+    from sparse24.ops import triton_internals
+
+    verified, launches, direct_calls = _fake_launch_path(monkeypatch, direct_launcher=True)
+    cfg = {"family": "wgmma", "BT": 128, "STAGES": 4, "GROUP": 8}
+    x, values, meta, y = _launch_operands()
+    for _ in range(3):
+        wgmma.launch(x, values, meta, None, y, 2, cfg)
+    assert len(launches) == 1 and len(direct_calls) == 2
+    grid0, stream, tensors, scalars, constexprs = direct_calls[0]
+    assert (grid0, stream) == (12, "stream")
+    assert all(a is b for a, b in zip(tensors, (values, x, y)))
+    assert scalars == (meta.data_ptr(), y, 512, 256)
+    assert constexprs == launches[0][2]
+    wgmma.launch(x[:, :248], values[:, :124], meta, None, y, 2, cfg)  # K = 248
+    assert len(launches) == 2 and len(direct_calls) == 2
+    monkeypatch.setattr(triton_internals.DescriptorLauncher, "enabled", False)
+    wgmma.launch(x, values, meta, None, y, 2, cfg)
+    assert len(launches) == 3 and len(direct_calls) == 2

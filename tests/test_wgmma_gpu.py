@@ -88,3 +88,47 @@ def test_gelu_epilogues_elementwise(activation):
     assert ref.abs().max() > 8 and ref.min() < -0.16  # both tails and the bend are exercised
     excess = (y.double() - ref).abs() - (2 ** -10 * ref.abs() + 1e-3)
     assert excess.max().item() <= 0, excess.max().item()
+
+
+@pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_direct_launch_matches_the_cached_launch_path(dtype):
+    """From the second call of a specialization wgmma.launch fills the TMA descriptors itself and
+    calls Triton's C launcher (DescriptorLauncher, on Triton 3.6): the outputs must be bit for
+    bit those of the CachedLaunch path, on fresh tensors each call (the descriptors carry the
+    addresses), with bias and GELU, and replayed from a CUDA graph."""
+    import triton
+
+    from sparse24.ops import triton_internals
+
+    gen = torch.Generator(device="cuda").manual_seed(11)
+    w, values, meta = packed(768, 768, dtype, gen)
+    bias = torch.randn(768, device="cuda", generator=gen)
+    cfg = wgmma.heuristic_config(1000, 768, 768)
+    code = ACTIVATION_CODES["gelu"]
+
+    def run(x):
+        y = torch.full((x.shape[0], 768), float("nan"), dtype=dtype, device="cuda")
+        wgmma.launch(x, values, meta, bias, y, code, cfg)
+        return y
+
+    xs = [(torch.randn(1000, 768, device="cuda", generator=gen) / 28).to(dtype) for _ in range(3)]
+    triton_internals.DescriptorLauncher.enabled = False
+    try:
+        cached = [run(x) for x in xs]
+    finally:
+        triton_internals.DescriptorLauncher.enabled = True
+    direct = [run(x) for x in xs]
+    if triton.__version__.startswith("3.6"):
+        assert any(isinstance(entry, triton_internals.DescriptorLauncher)
+                   for entry in wgmma._direct.values())
+    for a, b in zip(cached, direct):
+        assert torch.equal(a, b)
+    assert rel_err(direct[0], expected(xs[0], w, bias, "gelu")) < REL_TOL[dtype]
+    static_x = xs[0].clone()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_y = run(static_x)
+    static_x.copy_(xs[1])
+    graph.replay()
+    assert torch.equal(static_y, cached[1])

@@ -73,9 +73,16 @@ def main() -> int:
         "torch.ops.sparse24.linear eager": op_chain,
         "sparse24 compiled default": torch.compile(sparse_chain, fullgraph=True),
     }
+    from sparse24.ops.triton_internals import DescriptorLauncher
+
     with torch.inference_mode():
         for label, fn in paths.items():
             print(f"{label:<34} {per_call_us(fn, x, args.iters, args.calls):7.1f} us per call", flush=True)
+        DescriptorLauncher.enabled = False  # the launch lever, A/B in the same process
+        for label in ("sparse24 linear() eager", "sparse24 compiled default"):
+            us = per_call_us(paths[label], x, args.iters, args.calls)
+            print(f"{label + ', Triton wrappers':<34} {us:7.1f} us per call", flush=True)
+        DescriptorLauncher.enabled = True
         compiled = paths["sparse24 compiled default"]
         profiler = cProfile.Profile()
         profiler.enable()

@@ -106,6 +106,12 @@ def main() -> int:
     measure("dense eager", dense, batches)
     measure("sparse24 eager", sparse, batches)
     measure("dense, free linears, eager", free, batches)
+    from sparse24.ops.triton_internals import DescriptorLauncher
+
+    DescriptorLauncher.enabled = False  # the launch lever, A/B in the same process
+    measure("sparse24 eager, Triton's wrappers", sparse, batches)
+    DescriptorLauncher.enabled = True
+    measure("sparse24 eager, DescriptorLauncher", sparse, batches)
     print("== garbage collector off", flush=True)
     gc.disable()
     measure("dense eager, gc off", dense, batches)

@@ -1,6 +1,6 @@
 """The one place where sparse24 reaches into Triton below its public API (checked against Triton
 3.6, the GPU machine's, and 3.9, CI's; tests/test_launch.py and tests/test_wgmma_compile.py run
-every part of it on a CPU). Four things live here:
+every part of it on a CPU). Five things live here:
 
 1. ``CachedLaunch``: launch a kernel through its compiled handle, skipping Triton's per-call
    binding. ``kernel[grid](*args)`` binds and specializes every argument, builds a cache key and
@@ -31,6 +31,14 @@ every part of it on a CPU). Four things live here:
    a compiled kernel carries no offsets (they are assigned while lowering to LLVM), so this runs
    the same passes that ``make_llir`` runs before allocation, up to and including the allocation
    pass, on a parsed copy of that TTGIR, and reads the ``allocation.offset`` attributes.
+
+5. ``DescriptorLauncher``: launch a compiled kernel whose first parameters are TMA descriptors
+   by filling the descriptors itself and calling Triton's C launcher, skipping the Python layers
+   Triton 3.6 puts in front of it (CudaLauncher.__call__ and a per-descriptor
+   ``make_tensordesc_arg``, plus the descriptor objects themselves). ``DescriptorLauncher.of``
+   checks that the compiled kernel's launcher has exactly the shape read here (Triton 3.6's: the
+   C launcher behind a ``wrap_handle_tensordesc`` closure, no scratch memory) and returns None
+   otherwise, so other Triton versions keep the ``CachedLaunch`` path.
 """
 
 from __future__ import annotations
@@ -104,6 +112,18 @@ def _spec(arg) -> object:
     return type(arg), arg  # bool, None, float: a type of their own (no caller passes them today)
 
 
+def current_device() -> int:
+    """Triton's current device (the one CachedLaunch keys its kernels on)."""
+    return _current_device()
+
+
+def current_stream(device: int):
+    return _current_stream(device)
+
+
+spec = _spec
+
+
 class CachedLaunch:
     """``CachedLaunch(kernel)(grid, args, constexprs, num_warps=, num_stages=)``.
 
@@ -147,11 +167,93 @@ class CachedLaunch:
             self._check_signature(len(args), len(constexprs))
             self._compiled[key] = compiled
 
+    def compiled_for(self, args: tuple, constexprs: tuple, *, num_warps: int,
+                     num_stages: int | None = None):
+        """The CompiledKernel a call with these arguments launches, None before its first call."""
+        key = (_current_device(), num_warps, num_stages, constexprs, *map(_spec, args))
+        return self._compiled.get(key)
+
     def _check_signature(self, n_args: int, n_constexprs: int) -> None:
         kinds = [p.is_constexpr for p in self.kernel.params]
         if kinds != [False] * n_args + [True] * n_constexprs:
             raise TypeError(f"{self.kernel.__name__}: CachedLaunch needs every runtime parameter "
                             f"before the constexprs, got {n_args} + {n_constexprs} for {kinds}")
+
+
+# The C launcher's fixed leading arguments in Triton 3.6 (driver.py's _BASE_ARGS_FORMAT
+# "iiiKKppOOOOOO"): grid x/y/z, stream, function, cooperative grid, PDL, global scratch, profile
+# scratch, packed metadata, launch metadata, enter hook, exit hook.
+_BASE_ARGS = 13
+
+
+def direct_launch_allowed() -> bool:
+    """DescriptorLauncher may run: it and CachedLaunch enabled, no launch hook registered."""
+    return DescriptorLauncher.enabled and CachedLaunch.enabled and not _hooks_active()
+
+
+class DescriptorLauncher:
+    """``DescriptorLauncher.of(compiled, n_descriptors)(grid0, stream, tensors, args, constexprs)``
+    launches ``compiled`` (a CompiledKernel whose first ``n_descriptors`` parameters are TMA
+    descriptors) on ``tensors`` (2-D, one per descriptor, each with the box and layout the kernel
+    was compiled for), then the runtime ``args`` and the ``constexprs``, on a 1-D grid. The
+    arguments reach the C launcher exactly as Triton 3.6's own wrapper would pass them
+    (tests/test_launch.py compares the two). No launch hooks: callers take the CachedLaunch path
+    while one is registered. ``DescriptorLauncher.enabled = False`` sends every call back through
+    CachedLaunch (bench/overhead.py times both)."""
+
+    enabled = True
+
+    def __init__(self, compiled, launcher, metas, fill):
+        self._function = compiled.function
+        self._packed = compiled.packed_metadata
+        self._cooperative = compiled.run.launch_cooperative_grid
+        self._pdl = compiled.run.launch_pdl
+        self._launcher = launcher
+        self._fill = fill
+        # (swizzle, element bytes, host dtype enum, box) per descriptor, in parameter order
+        self._metas = metas
+
+    @classmethod
+    def of(cls, compiled, n_descriptors: int) -> DescriptorLauncher | None:
+        """None unless the launcher is Triton 3.6's (see the module docstring, item 5)."""
+        import inspect
+
+        try:
+            from triton.backends.nvidia import driver as nvidia_driver
+        except ImportError:
+            return None
+        run = compiled.run
+        if (type(run).__name__ != "CudaLauncher" or getattr(run, "global_scratch_size", 1)
+                or getattr(run, "profile_scratch_size", 1)
+                or getattr(nvidia_driver, "_BASE_ARGS_FORMAT_LEN", None) != _BASE_ARGS
+                or not hasattr(nvidia_driver, "TMA_DTYPE_DEVICE_TO_HOST")
+                or list(inspect.signature(nvidia_driver.make_tensordesc_arg).parameters)
+                != ["arg", "metadata"]):
+            return None
+        try:
+            closure = inspect.getclosurevars(run.launch).nonlocals
+        except TypeError:  # not a Python closure: no wrapper to skip
+            return None
+        if set(closure) != {"launcher", "tensordesc_indices", "tensordesc_meta"}:
+            return None
+        metas = closure["tensordesc_meta"]
+        if (closure["tensordesc_indices"] != set(range(n_descriptors)) or len(metas) != n_descriptors
+                or any(m is None or m.get("fp4_padded") for m in metas)):
+            return None
+        to_host = nvidia_driver.TMA_DTYPE_DEVICE_TO_HOST
+        metas = tuple((m["swizzle"], m["elem_size"], to_host[m["elem_type"]], m["block_size"])
+                      for m in metas)
+        return cls(compiled, closure["launcher"], metas, driver.active.utils.fill_tma_descriptor)
+
+    def __call__(self, grid0: int, stream, tensors: tuple, args: tuple, constexprs: tuple) -> None:
+        fill = self._fill
+        expanded = []
+        for tensor, (swizzle, elem_size, dtype, box) in zip(tensors, self._metas):
+            shape, strides = tensor.shape, tensor.stride()
+            expanded += (fill(tensor.data_ptr(), swizzle, elem_size, dtype, box, shape, strides, 0),
+                         *shape, *strides)
+        self._launcher(grid0, 1, 1, stream, self._function, self._cooperative, self._pdl, None, None,
+                       self._packed, None, None, None, *expanded, *args, *constexprs)
 
 
 def tensor_descriptor(tensor, block_shape: list[int], layout):
