@@ -26,7 +26,7 @@ for stage in "$@"; do
              | grep -v Warning | tail -60 ;;
     bertbf16) mkdir -p "$out/bertbf16"; timeout 300 python3 bench/bert.py --dtype bfloat16 \
              --variants dense,sparse24 --min-run-time 0.5 --out-dir "$out/bertbf16" 2>&1 | grep -v Warning | tail -30 ;;
-    notebook) python3 -m pip install -q --no-index --find-links .whl nbclient nbformat ipykernel 2>&1 | tail -2
+    notebook) python3 -m pip install -q --no-index --no-deps .whl/*.whl 2>&1 | tail -2  # debugpy and jedi left out (10 MB of the 64 MiB a call carries): ipykernel and IPython run without them
              SPARSE24_NOTEBOOK_MODEL=$PWD/.models/all-MiniLM-L6-v2-fp16 timeout 420 python3 notebooks/execute.py \
              --out "$out/semi_structured_sparse.ipynb" 2>&1 | tail -5 ;;
     levers) timeout 300 python3 bench/levers.py mma-a-tile wgmma-tile gelu --out-dir "$out" 2>&1 \
