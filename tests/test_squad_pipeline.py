@@ -325,3 +325,20 @@ def test_kernel_check_fails_beyond_its_tolerance(monkeypatch, f1_kernels, passed
     _, check, _ = pipeline._kernel_stage(types.SimpleNamespace(model=model), None, scores)
     assert check["passed"] is passed and check["tolerance_f1"] == pipeline.KERNEL_F1_TOLERANCE
     assert check["abs_diff_f1"] == pytest.approx(abs(f1_kernels - 80.0))
+
+
+def test_kernel_check_on_cuda_compares_with_the_fp16_masked_dense_model(monkeypatch):
+    """On a GPU the kernel model runs wholly in fp16, so its reference is the masked dense model
+    in fp16 (stage masked_dense_fp16, scored after model.half()), not the autocast one; the
+    difference to the autocast model is recorded but not checked."""
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64))
+    f1 = {"masked_dense_fp16": 80.0, "sparse24_reference": 80.05, "sparse24_kernels": 80.05}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(pipeline, "_score",
+                        lambda p, config, stage, autocast=True: {"f1": f1[stage], "autocast": autocast})
+    scores = {"sparse_finetuned": {"f1": 79.8}}
+    _, check, _ = pipeline._kernel_stage(types.SimpleNamespace(model=model), None, scores)
+    assert check["reference"] == "masked_dense_fp16" and check["passed"]
+    assert scores["masked_dense_fp16"]["autocast"] is False
+    assert check["abs_diff_f1"] == pytest.approx(0.05)
+    assert check["abs_diff_f1_autocast"] == pytest.approx(0.25)

@@ -28,6 +28,7 @@ STAGES = {
     "dense": "dense fine-tuned",
     "pruned_no_retrain": "2:4 pruned, no retraining",
     "sparse_finetuned": "2:4 sparse fine-tuned (masked dense)",
+    "masked_dense_fp16": "2:4 masked dense, whole model fp16 (F.linear)",
     "sparse24_kernels": "2:4 sparse24 kernels",
     "sparse24_reference": "2:4 sparse24 layers, PyTorch reference (no GPU)",
 }
@@ -223,7 +224,8 @@ def markdown_table(results: dict, speed_rows: Sequence[dict] = ()) -> str:
         verdict = "passed" if check["passed"] else "FAILED"
         lines += [
             "",
-            f"{STAGES[check.get('stage', 'sparse24_kernels')]} vs masked dense: "
+            f"{STAGES[check.get('stage', 'sparse24_kernels')]} vs "
+            f"{STAGES[check.get('reference', 'sparse_finetuned')]}: "
             f"|dF1| = {check['abs_diff_f1']:.3f} "
             f"(tolerance {check['tolerance_f1']}): {verdict}",
         ]
