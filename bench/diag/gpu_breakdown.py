@@ -1,0 +1,184 @@
+"""Where BERT-base's forward time goes, dense against sparse24, per part of the model and mode.
+
+Issue 13's goals are ratios of whole forwards; this splits each forward into the parts that make
+the ratio. Per model (dense, sparse24; bench/bert.py builds them), mode and batch size:
+  wall_ms     bench/bert.py's timer (blocked_autorange median after warm-up);
+  gpu_ms      CUDA time of the forward's kernels (torch.profiler, mean of 3 forwards), by part:
+              linear (cuBLAS or sparse24's GEMM, bias and GELU with them: inductor and sparse24
+              fuse them, eager dense does not), attention (SDPA and its pre-processing),
+              layernorm (with the residual add inductor fuses into it), other (embeddings,
+              copies, memsets, elementwise);
+  host_gap_ms wall_ms - gpu_ms: the time the GPU waits for the host (launch and Python work).
+In eager mode it also splits the Linear layers' GPU time by GEMM shape (record_shapes): which of
+the four BERT Linear shapes the sparse kernel wins or loses, and by how much per forward.
+
+    python bench/diag/gpu_breakdown.py [--batch-sizes 4,16,64] [--modes eager,default,reduce-overhead]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+import bert  # noqa: E402
+
+ITERS = 3
+# Kernel name -> part. Order matters: a fused inductor kernel named for SDPA and a layernorm is
+# rare, and the first match wins.
+PARTS = [
+    ("linear", re.compile(r"sparse_wgmma|gemm|xmma|nvjet|cutlass|cublas|gelu|addmm", re.I)),
+    ("attention", re.compile(r"sdpa|flash|fmha|attention|softmax", re.I)),
+    ("layernorm", re.compile(r"layer_norm|layernorm", re.I)),
+]
+LINEAR_OPS = {"aten::addmm", "aten::mm", "sparse24::linear"}
+
+
+def part_of(kernel_name: str) -> str:
+    return next((part for part, pattern in PARTS if pattern.search(kernel_name)), "other")
+
+
+def profile(fn, batch, record_shapes: bool):
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA],
+                       record_shapes=record_shapes) as prof:
+        for _ in range(ITERS):
+            fn(**batch)
+        torch.cuda.synchronize()
+    return prof
+
+
+def kernel_parts(prof) -> tuple[dict[str, float], dict[str, float]]:
+    """(ms per forward by part, ms per forward by kernel name) of the profiled kernels."""
+    from torch.autograd import DeviceType
+
+    parts: dict[str, float] = defaultdict(float)
+    kernels: dict[str, float] = defaultdict(float)
+    for event in prof.events():
+        if event.device_type != DeviceType.CUDA:
+            continue
+        ms = event.time_range.elapsed_us() / 1e3 / ITERS
+        parts[part_of(event.name)] += ms
+        kernels[event.name[:70]] += ms
+    return dict(parts), dict(kernels)
+
+
+def linear_shapes(prof) -> dict[str, tuple[int, float]]:
+    """'N x K' -> (calls per forward, GPU ms per forward) of each Linear op (eager only)."""
+    shapes: dict[str, list] = defaultdict(lambda: [0, 0.0])
+    for avg in prof.key_averages(group_by_input_shape=True):
+        if avg.key not in LINEAR_OPS:
+            continue
+        dims = avg.input_shapes
+        if avg.key == "sparse24::linear":  # x [M, K], values [N, K / 2]
+            n, k = dims[1][0], dims[0][-1]
+        elif avg.key == "aten::addmm":  # bias, x [M, K], weight.t() [K, N]
+            k, n = dims[2]
+        else:  # aten::mm: x [M, K], weight.t() [K, N]
+            k, n = dims[1]
+        device_us = getattr(avg, "device_time_total", None)
+        if device_us is None:
+            device_us = avg.cuda_time_total
+        entry = shapes[f"{n}x{k}"]
+        entry[0] += avg.count // ITERS
+        entry[1] += device_us / 1e3 / ITERS
+    return {key: (calls, ms) for key, (calls, ms) in shapes.items()}
+
+
+def measure(fn, batch, mode: str, min_run_time: float) -> dict:
+    with torch.inference_mode():
+        for _ in range(3):
+            fn(**batch)
+        wall = bert.time_tutorial(fn, batch, min_run_time)
+        prof = profile(fn, batch, record_shapes=mode == "eager")
+        parts, kernels = kernel_parts(prof)
+        row = {"wall_ms": wall, "gpu_ms": sum(parts.values()), "parts": parts,
+               "top_kernels": dict(sorted(kernels.items(), key=lambda kv: -kv[1])[:8])}
+        if mode == "eager":
+            row["linear_shapes"] = linear_shapes(prof)
+    row["host_gap_ms"] = row["wall_ms"] - row["gpu_ms"]
+    return row
+
+
+def fmt_table(rows: dict, batch_sizes, modes) -> str:
+    lines = []
+    for mode in modes:
+        lines.append(f"\n## {mode}\n")
+        lines.append("| bs | model | wall ms | GPU ms | host gap ms | linear | attention | layernorm | other |")
+        lines.append("|---|---|---|---|---|---|---|---|---|")
+        for bs in batch_sizes:
+            for model in ("dense", "sparse24"):
+                r = rows.get((model, mode, bs))
+                if r is None:
+                    continue
+                p = r["parts"]
+                lines.append(f"| {bs} | {model} | {r['wall_ms']:.2f} | {r['gpu_ms']:.2f} | "
+                             f"{r['host_gap_ms']:.2f} | " + " | ".join(
+                                 f"{p.get(k, 0.0):.3f}" for k in ("linear", "attention", "layernorm", "other"))
+                             + " |")
+            d, s = rows.get(("dense", mode, bs)), rows.get(("sparse24", mode, bs))
+            if d and s:
+                lines.append(f"| {bs} | sparse24 - dense | {s['wall_ms'] - d['wall_ms']:+.2f} | "
+                             f"{s['gpu_ms'] - d['gpu_ms']:+.2f} | {s['host_gap_ms'] - d['host_gap_ms']:+.2f} | "
+                             + " | ".join(f"{s['parts'].get(k, 0.0) - d['parts'].get(k, 0.0):+.3f}"
+                                          for k in ("linear", "attention", "layernorm", "other")) + " |")
+    if "eager" in modes:
+        lines.append("\n## Linear GPU time by shape (eager; ms per forward; calls per forward)\n")
+        lines.append("| bs | model | shape N x K: calls, ms |")
+        lines.append("|---|---|---|")
+        for bs in batch_sizes:
+            for model in ("dense", "sparse24"):
+                r = rows.get((model, "eager", bs))
+                if r and "linear_shapes" in r:
+                    cells = ", ".join(f"{shape}: {calls}, {ms:.3f}"
+                                      for shape, (calls, ms) in sorted(r["linear_shapes"].items()))
+                    lines.append(f"| {bs} | {model} | {cells} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-sizes", default="4,16,64")
+    parser.add_argument("--modes", default="eager,default,reduce-overhead")
+    parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
+    parser.add_argument("--min-run-time", type=float, default=0.5)
+    args = parser.parse_args()
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    modes = args.modes.split(",")
+    torch.set_grad_enabled(False)
+    dtype = getattr(torch, args.dtype)
+    print(f"{torch.cuda.get_device_name()} torch {torch.__version__} {args.dtype} seq 384", flush=True)
+    dense = bert.build_dense(dtype=dtype)
+    sparse, _, _ = bert.build_sparse24(dense)
+    batches = {bs: bert.make_batch(bs, 384) for bs in batch_sizes}
+    for batch in batches.values():
+        for t in batch.values():
+            torch._dynamo.maybe_mark_dynamic(t, 0)
+    rows = {}
+    for name, model in (("dense", dense), ("sparse24", sparse)):
+        for mode in modes:
+            fn = model
+            if mode != "eager":
+                torch._dynamo.reset()
+                fn = torch.compile(model, fullgraph=True, **({} if mode == "default" else {"mode": mode}))
+            for bs in batch_sizes:
+                row = rows[name, mode, bs] = measure(fn, batches[bs], mode, args.min_run_time)
+                print(f"[breakdown] {name:<9} {mode:<15} bs={bs:<3} wall {row['wall_ms']:.2f} ms  "
+                      f"GPU {row['gpu_ms']:.2f} ms  parts " + ", ".join(
+                          f"{k} {v:.3f}" for k, v in sorted(row["parts"].items())), flush=True)
+                for kernel, ms in row["top_kernels"].items():
+                    print(f"    {ms:8.3f} ms  {kernel}", flush=True)
+    print(fmt_table(rows, batch_sizes, modes), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
