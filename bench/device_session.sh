@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU-machine runs behind bench/results/h200 (one call each, stages chosen by argument):
 #   bash bench/device_session.sh OUT_DIR tests gemm16      # GPU suite, then the fp16 GEMM table
-#   bash bench/device_session.sh OUT_DIR gemmbf16 bert bertbf16 overhead pack profile
+#   bash bench/device_session.sh OUT_DIR gemmbf16 bert bertprofile bertbf16 overhead pack profile
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
 #   bash bench/device_session.sh OUT_DIR levers                  # bench/levers.py A/B runs
 #   bash bench/device_session.sh OUT_DIR opcost eagerdiag hostpaths   # host-time diagnostics (bench/diag)
@@ -23,8 +23,10 @@ for stage in "$@"; do
     gemm16) mkdir -p "$out/fp16"; timeout 280 python3 bench/gemm.py --out-dir "$out/fp16" 2>&1 | tail -45 ;;
     gemmbf16) mkdir -p "$out/bf16"; timeout 150 python3 bench/gemm.py --dtype bfloat16 --modes graph \
              --no-plot --out-dir "$out/bf16" 2>&1 | tail -30 ;;
-    bert) mkdir -p "$out/bert"; timeout 560 python3 bench/bert.py --out-dir "$out/bert" --profile 16,64 2>&1 \
+    bert) mkdir -p "$out/bert"; timeout 560 python3 bench/bert.py --out-dir "$out/bert" 2>&1 \
              | grep -v Warning | tail -60 ;;
+    bertprofile) mkdir -p "$out/bert"; timeout 300 python3 bench/bert.py --profile-only --profile 16,64 \
+             --variants dense,sparse24 --out-dir "$out/bert" 2>&1 | grep -v Warning | tail -15 ;;  # its own process: the profiler slows the launches after it
     bertbf16) mkdir -p "$out/bertbf16"; timeout 300 python3 bench/bert.py --dtype bfloat16 \
              --variants dense,sparse24 --min-run-time 0.5 --out-dir "$out/bertbf16" 2>&1 | grep -v Warning | tail -30 ;;
     notebook) python3 -m pip install -q --no-index --no-deps .whl/*.whl 2>&1 | tail -2  # debugpy and jedi left out (10 MB of the 64 MiB a call carries): ipykernel and IPython run without them

@@ -7,7 +7,10 @@ measures, per model and batch size:
   bench_ms   bench/bert.py's timer (blocked_autorange median, back-to-back forwards);
   sync_ms    one forward with a synchronize after it (median of 15);
   host_ms    the time the forward call takes to return, the GPU idle at its start (median of 15);
-  gpu_ms     CUDA time of the forward's kernels (torch.profiler, mean of 3 forwards);
+  gpu_ms     CUDA time of the forward's kernels (torch.profiler, mean of 3 forwards), at the end:
+             the profiler leaves CUPTI subscribed and every later launch of the process slower
+             (pytorch/pytorch#144455; the runs at 7019ac3 and 9953c11 profiled in-line and timed
+             everything after the first profile in a slowed process);
 in four settings: a fresh process; the dense model with every nn.Linear replaced by one that
 returns a preallocated output ("free linears": the host time BERT spends outside its Linear
 layers, the floor of any eager Linear swap); the garbage collector off; and again after a
@@ -89,8 +92,8 @@ def measure(label: str, fn, batches: dict) -> None:
                 fn(**batch)
             bench_ms = bert.time_tutorial(fn, batch, 0.5)
             host, synced = host_and_sync_ms(fn, batch)
-            print(f"{label:<34} bs={bs:<3} bench {bench_ms:6.2f}  sync {synced:6.2f}  host {host:6.2f}"
-                  f"  gpu {gpu_ms(fn, batch):6.2f} ms", flush=True)
+            print(f"{label:<34} bs={bs:<3} bench {bench_ms:6.2f}  sync {synced:6.2f}  host {host:6.2f} ms",
+                  flush=True)
 
 
 def main() -> int:
@@ -126,6 +129,12 @@ def main() -> int:
     measure("dense eager, after compiles", dense, batches)
     measure("sparse24 eager, after compiles", sparse, batches)
     measure("sparse24 compiled default", compiled, batches)
+    print("== GPU time per forward (torch.profiler; last, see the docstring)", flush=True)
+    with torch.inference_mode():
+        for label, fn in (("dense eager", dense), ("sparse24 eager", sparse),
+                          ("dense, free linears, eager", free)):
+            for bs, batch in batches.items():
+                print(f"{label:<34} bs={bs:<3} gpu {gpu_ms(fn, batch):6.2f} ms", flush=True)
     return 0
 
 

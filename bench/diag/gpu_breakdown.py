@@ -9,8 +9,12 @@ the ratio. Per model (dense, sparse24; bench/bert.py builds them), mode and batc
               layernorm (with the residual add inductor fuses into it), other (embeddings,
               copies, memsets, elementwise);
   host_gap_ms wall_ms - gpu_ms: the time the GPU waits for the host (launch and Python work).
-In eager mode it also splits the Linear layers' GPU time by GEMM shape (record_shapes): which of
-the four BERT Linear shapes the sparse kernel wins or loses, and by how much per forward.
+In eager mode it also splits dense's Linear GPU time by GEMM shape (record_shapes; sparse24's
+eager path calls its kernels without an op record, so it has no shapes there).
+
+Every wall time is taken before the first profile of the process: the profiler leaves CUPTI
+subscribed and every later launch slower (pytorch/pytorch#144455). The script shows it: dense
+eager at batch 16 timed again after one profile ("cupti" lines).
 
     python bench/diag/gpu_breakdown.py [--batch-sizes 4,16,64] [--modes eager,default,reduce-overhead]
 """
@@ -93,19 +97,31 @@ def linear_shapes(prof) -> dict[str, tuple[int, float]]:
     return {key: (calls, ms) for key, (calls, ms) in shapes.items()}
 
 
-def measure(fn, batch, mode: str, min_run_time: float) -> dict:
+def wall_ms(fn, batch, min_run_time: float) -> float:
     with torch.inference_mode():
         for _ in range(3):
             fn(**batch)
-        wall = bert.time_tutorial(fn, batch, min_run_time)
+        return bert.time_tutorial(fn, batch, min_run_time)
+
+
+def gpu_parts(fn, batch, mode: str) -> dict:
+    with torch.inference_mode():
+        for _ in range(3):
+            fn(**batch)
         prof = profile(fn, batch, record_shapes=mode == "eager")
-        parts, kernels = kernel_parts(prof)
-        row = {"wall_ms": wall, "gpu_ms": sum(parts.values()), "parts": parts,
-               "top_kernels": dict(sorted(kernels.items(), key=lambda kv: -kv[1])[:8])}
-        if mode == "eager":
-            row["linear_shapes"] = linear_shapes(prof)
-    row["host_gap_ms"] = row["wall_ms"] - row["gpu_ms"]
+    parts, kernels = kernel_parts(prof)
+    row = {"gpu_ms": sum(parts.values()), "parts": parts,
+           "top_kernels": dict(sorted(kernels.items(), key=lambda kv: -kv[1])[:8])}
+    if mode == "eager":
+        row["linear_shapes"] = linear_shapes(prof)
     return row
+
+
+def compiled(model, mode: str):
+    if mode == "eager":
+        return model
+    torch._dynamo.reset()
+    return torch.compile(model, fullgraph=True, **({} if mode == "default" else {"mode": mode}))
 
 
 def fmt_table(rows: dict, batch_sizes, modes) -> str:
@@ -162,15 +178,27 @@ def main() -> int:
     for batch in batches.values():
         for t in batch.values():
             torch._dynamo.maybe_mark_dynamic(t, 0)
-    rows = {}
-    for name, model in (("dense", dense), ("sparse24", sparse)):
+    models = (("dense", dense), ("sparse24", sparse))
+    walls = {}
+    for name, model in models:  # pass 1: wall times, no profiler yet in this process
         for mode in modes:
-            fn = model
-            if mode != "eager":
-                torch._dynamo.reset()
-                fn = torch.compile(model, fullgraph=True, **({} if mode == "default" else {"mode": mode}))
+            fn = compiled(model, mode)
             for bs in batch_sizes:
-                row = rows[name, mode, bs] = measure(fn, batches[bs], mode, args.min_run_time)
+                walls[name, mode, bs] = wall_ms(fn, batches[bs], args.min_run_time)
+                print(f"[wall] {name:<9} {mode:<15} bs={bs:<3} {walls[name, mode, bs]:.2f} ms", flush=True)
+    probe = batches[batch_sizes[min(1, len(batch_sizes) - 1)]]
+    before = wall_ms(dense, probe, args.min_run_time)
+    gpu_parts(dense, probe, "eager")
+    after = wall_ms(dense, probe, args.min_run_time)
+    print(f"[cupti] dense eager bs={probe['input_ids'].shape[0]}: {before:.2f} ms before the first "
+          f"profile, {after:.2f} ms after it", flush=True)
+    rows = {}
+    for name, model in models:  # pass 2: GPU time by part
+        for mode in modes:
+            fn = compiled(model, mode)
+            for bs in batch_sizes:
+                row = rows[name, mode, bs] = {"wall_ms": walls[name, mode, bs], **gpu_parts(fn, batches[bs], mode)}
+                row["host_gap_ms"] = row["wall_ms"] - row["gpu_ms"]
                 print(f"[breakdown] {name:<9} {mode:<15} bs={bs:<3} wall {row['wall_ms']:.2f} ms  "
                       f"GPU {row['gpu_ms']:.2f} ms  parts " + ", ".join(
                           f"{k} {v:.3f}" for k, v in sorted(row["parts"].items())), flush=True)
