@@ -9,8 +9,10 @@ the ratio. Per model (dense, sparse24; bench/bert.py builds them), mode and batc
               layernorm (with the residual add inductor fuses into it), other (embeddings,
               copies, memsets, elementwise);
   host_gap_ms wall_ms - gpu_ms: the time the GPU waits for the host (launch and Python work).
-In eager mode it also splits dense's Linear GPU time by GEMM shape (record_shapes; sparse24's
-eager path calls its kernels without an op record, so it has no shapes there).
+In eager mode it also splits the Linear layers' GPU time by GEMM shape: dense's from the ops'
+recorded shapes; sparse24's eager path launches its kernel without an op record, so its kernels
+are told apart by their order, four per encoder layer: Q/K/V packed, attention output,
+intermediate (+GELU), output.
 
 Every wall time is taken before the first profile of the process: the profiler leaves CUPTI
 subscribed and every later launch slower (pytorch/pytorch#144455). The script shows it: dense
@@ -97,6 +99,27 @@ def linear_shapes(prof) -> dict[str, tuple[int, float]]:
     return {key: (calls, ms) for key, (calls, ms) in shapes.items()}
 
 
+SPARSE_LAYER_ORDER = ("2304x768", "768x768", "3072x768", "768x3072")  # sparsify_(fuse_qkv=True)
+
+
+def sparse_kernel_shapes(prof) -> dict[str, tuple[int, float]]:
+    """'N x K' -> (calls per forward, GPU ms per forward) of sparse24's GEMM kernels, by their
+    position in the layer (see the docstring)."""
+    from torch.autograd import DeviceType
+
+    kernels = sorted((e for e in prof.events()
+                      if e.device_type == DeviceType.CUDA and "sparse_wgmma" in e.name),
+                     key=lambda e: e.time_range.start)
+    if not kernels or len(kernels) % (len(SPARSE_LAYER_ORDER) * ITERS):
+        return {}
+    shapes: dict[str, list] = defaultdict(lambda: [0, 0.0])
+    for i, event in enumerate(kernels):
+        entry = shapes[SPARSE_LAYER_ORDER[i % len(SPARSE_LAYER_ORDER)]]
+        entry[0] += 1
+        entry[1] += event.time_range.elapsed_us() / 1e3
+    return {key: (calls // ITERS, ms / ITERS) for key, (calls, ms) in shapes.items()}
+
+
 def wall_ms(fn, batch, min_run_time: float) -> float:
     with torch.inference_mode():
         for _ in range(3):
@@ -113,7 +136,7 @@ def gpu_parts(fn, batch, mode: str) -> dict:
     row = {"gpu_ms": sum(parts.values()), "parts": parts,
            "top_kernels": dict(sorted(kernels.items(), key=lambda kv: -kv[1])[:8])}
     if mode == "eager":
-        row["linear_shapes"] = linear_shapes(prof)
+        row["linear_shapes"] = {**linear_shapes(prof), **sparse_kernel_shapes(prof)}
     return row
 
 
@@ -147,14 +170,14 @@ def fmt_table(rows: dict, batch_sizes, modes) -> str:
                              + " | ".join(f"{s['parts'].get(k, 0.0) - d['parts'].get(k, 0.0):+.3f}"
                                           for k in ("linear", "attention", "layernorm", "other")) + " |")
     if "eager" in modes:
-        lines.append("\n## Linear GPU time by shape (eager; ms per forward; calls per forward)\n")
+        lines.append("\n## Linear GPU time by shape (eager; calls per forward x us per call = ms per forward)\n")
         lines.append("| bs | model | shape N x K: calls, ms |")
         lines.append("|---|---|---|")
         for bs in batch_sizes:
             for model in ("dense", "sparse24"):
                 r = rows.get((model, "eager", bs))
                 if r and "linear_shapes" in r:
-                    cells = ", ".join(f"{shape}: {calls}, {ms:.3f}"
+                    cells = ", ".join(f"{shape}: {calls} x {1e3 * ms / max(calls, 1):.1f} us = {ms:.3f}"
                                       for shape, (calls, ms) in sorted(r["linear_shapes"].items()))
                     lines.append(f"| {bs} | {model} | {cells} |")
     return "\n".join(lines)
