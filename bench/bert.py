@@ -165,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--variants: a subset of {VARIANTS} that includes dense (the baseline)")
     if not modes or not set(modes) <= set(MODES):
         parser.error(f"--modes: a subset of {MODES}")
+    if args.profile_only and not args.profile:
+        parser.error("--profile-only needs --profile BATCH_SIZES")
     common.require_cuda("bench/bert.py")
 
     import transformers
@@ -173,8 +175,6 @@ def main(argv: list[str] | None = None) -> int:
     dtype = getattr(torch, args.dtype)
     batch_sizes = args.batch_sizes or (QUICK_BATCH_SIZES if args.quick else BATCH_SIZES)
     if args.profile_only:
-        if not args.profile:
-            parser.error("--profile-only needs --profile BATCH_SIZES")
         batch_sizes = args.profile
         variants = [v for v in variants if v != "torch24"]  # its profile says nothing new: host-bound
     min_run_time = args.min_run_time or (0.3 if args.quick else 1.0)

@@ -1,0 +1,76 @@
+"""CPU checks of the diagnostics' bookkeeping (bench/diag/gpu_breakdown.py) and of bench/bert.py's
+profile options: the device runs depend on them, and a wrong attribution would go unnoticed."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from torch.autograd import DeviceType
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH_DIR))
+sys.path.insert(0, str(BENCH_DIR / "diag"))
+
+import bert  # noqa: E402
+import gpu_breakdown  # noqa: E402
+
+
+@pytest.mark.parametrize("name, part", [
+    # kernel names as the H200 profiles at 642f629 print them
+    ("nvjet_sm90_hsh_192x192_64x4_2x1_v_bz_coopB_bias_TNN", "linear"),
+    ("_sparse_wgmma_kernel", "linear"),
+    ("void at::native::vectorized_elementwise_kernel<8, at::native::GeluCUDAKernelImpl", "linear"),
+    ("triton_poi_fused_gelu_view_3", "linear"),
+    ("void cutlass::Kernel2<cutlass_80_wmma_tensorop_f16_s161616gemm_f16_32x32", "linear"),
+    ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7_64x64", "attention"),
+    ("triton_poi_fused__scaled_dot_product_cudnn_attention__to_copy_add_arange", "attention"),
+    ("triton_per_fused_add_native_layer_norm_view_2", "layernorm"),
+    ("void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<c10::Half", "layernorm"),
+    ("Memset (Device)", "other"),
+    ("void at::native::vectorized_gather_kernel<16, long>", "other"),
+])
+def test_kernel_names_go_to_their_part(name, part):
+    assert gpu_breakdown.part_of(name) == part
+
+
+def _kernel(name, start, us):
+    return SimpleNamespace(device_type=DeviceType.CUDA, name=name,
+                           time_range=SimpleNamespace(start=start, elapsed_us=lambda: us))
+
+
+def test_sparse_kernels_are_told_apart_by_their_order_in_the_layer():
+    """Two layers per forward, ITERS forwards; each layer's four GEMMs take distinct times, and
+    the events arrive out of order (the profiler does not sort them)."""
+    per_shape_us = dict(zip(gpu_breakdown.SPARSE_LAYER_ORDER, (31.0, 15.0, 65.0, 51.0)))
+    events, t = [], 0
+    for _ in range(gpu_breakdown.ITERS * 2):
+        for shape in gpu_breakdown.SPARSE_LAYER_ORDER:
+            events.append(_kernel("_sparse_wgmma_kernel", t, per_shape_us[shape]))
+            t += 100
+        events.append(_kernel("cudnn_generated_fort_native_sdpa", t, 7.0))  # not a sparse GEMM
+        t += 100
+    events.append(SimpleNamespace(device_type=DeviceType.CPU, name="_sparse_wgmma_kernel",
+                                  time_range=SimpleNamespace(start=0, elapsed_us=lambda: 1e6)))
+    prof = SimpleNamespace(events=lambda: list(reversed(events)))
+    shapes = gpu_breakdown.sparse_kernel_shapes(prof)
+    assert set(shapes) == set(gpu_breakdown.SPARSE_LAYER_ORDER)
+    for shape, us in per_shape_us.items():
+        calls, ms = shapes[shape]
+        assert calls == 2
+        assert ms == pytest.approx(2 * us / 1e3)
+
+
+def test_sparse_kernel_counts_that_do_not_fit_the_layer_order_give_nothing():
+    events = [_kernel("_sparse_wgmma_kernel", i, 10.0) for i in range(4 * gpu_breakdown.ITERS + 1)]
+    assert gpu_breakdown.sparse_kernel_shapes(SimpleNamespace(events=lambda: events)) == {}
+
+
+def test_bert_profile_only_needs_batch_sizes(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bert.main(["--profile-only", "--out-dir", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "--profile-only needs --profile" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
