@@ -18,9 +18,10 @@ warm-up. Modes: eager, torch.compile(fullgraph=True) ("default") and its mode="r
 --profile saves torch.profiler tables of the dense and sparse24 rows, taken in a child process
 after every row is timed: the profiler leaves CUPTI subscribed when it ends (Kineto tears it down
 only with TEARDOWN_CUPTI=1, which inductor's CUDA graphs turn off: pytorch/pytorch#144455), and
-every later launch in the process pays for it. On the H200 at 6dc3e8e the rows timed after a
-profile ran up to 2.3x slower (sparse24 eager bs 16: 14.6 ms against 6.3 ms); runs before that
-profiled in-line and timed later rows in a slowed process (bench/NOTES.md).
+every later launch in the process pays for it: dense eager at bs 16 took 4.38 ms before a
+profile and 5.18 ms after it, in one process on the H200 (bench/results/h200/diag/
+gpu_breakdown_642f629.txt). Runs before 642f629 profiled in-line and timed later rows in a
+slowed process (bench/NOTES.md).
 """
 
 from __future__ import annotations
@@ -101,6 +102,27 @@ def make_batch(bs: int, seq_len: int) -> dict[str, torch.Tensor]:
         "token_type_ids": torch.zeros(bs, seq_len, dtype=torch.long, device="cuda"),
         "attention_mask": torch.ones(bs, seq_len, dtype=torch.long, device="cuda"),
     }
+
+
+def make_batches(batch_sizes, seq_len: int) -> dict[int, dict[str, torch.Tensor]]:
+    """make_batch per batch size, the batch dim marked dynamic: one compile serves every batch
+    size (a static compile per batch size costs tens of seconds each). "maybe": no error if some
+    code specializes on it, it then recompiles instead."""
+    batches = {bs: make_batch(bs, seq_len) for bs in batch_sizes}
+    for batch in batches.values():
+        for t in batch.values():
+            torch._dynamo.maybe_mark_dynamic(t, 0)
+    return batches
+
+
+def compile_for(model: torch.nn.Module, mode: str, fresh: bool = True):
+    """The model itself for "eager", else torch.compile(fullgraph=True) in that mode; ``fresh``
+    empties dynamo's caches first, so each model compiles from scratch, once per mode."""
+    if mode == "eager":
+        return model
+    if fresh:
+        torch._dynamo.reset()
+    return torch.compile(model, fullgraph=True, **({} if mode == "default" else {"mode": mode}))
 
 
 def logits(out) -> torch.Tensor:
@@ -186,13 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_grad_enabled(False)
     dense = build_dense(dtype=dtype)
     attn = getattr(dense.config, "_attn_implementation", None)
-    batches = {bs: make_batch(bs, args.seq_len) for bs in batch_sizes}
-    for batch in batches.values():
-        # One compile serves every batch size: the batch dim is dynamic from the first call (a
-        # static compile per batch size costs tens of seconds each). "maybe": no error if some
-        # code specializes on it, it then recompiles instead.
-        for t in batch.values():
-            torch._dynamo.maybe_mark_dynamic(t, 0)
+    batches = make_batches(batch_sizes, args.seq_len)
     dense_ms: dict[tuple[str, int], float] = {}
     builders = {"dense": lambda: (dense, None, None), "torch24": lambda: build_torch24(dense),
                 "sparse24": lambda: build_sparse24(dense),
@@ -217,13 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         # far from its own pruned dense model is computing something else.
         refs: dict[int, torch.Tensor] = {}
         for mode in modes:
-            fn, first_error = None, None
-            if model is not None:
-                fn = model
-                if mode != "eager":
-                    torch._dynamo.reset()  # each model compiles from scratch, once per mode
-                    opts = {} if mode == "default" else {"mode": mode}
-                    fn = torch.compile(model, fullgraph=True, **opts)
+            first_error = None
+            fn = None if model is None else compile_for(model, mode)
             for bs in batch_sizes:
                 if args.profile_only:
                     profile_row(fn, batches[bs], Path(args.out_dir) / f"bert_profile_{variant}_{mode}_bs{bs}.txt",

@@ -5,7 +5,7 @@
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
 #   bash bench/device_session.sh OUT_DIR levers                  # bench/levers.py A/B runs
 #   bash bench/device_session.sh OUT_DIR opcost eagerdiag hostpaths   # host-time diagnostics (bench/diag)
-#   bash bench/device_session.sh OUT_DIR breakdown bf16check abturns   # GPU time by part; bf16 bs 4/16 again; dense and sparse24 timed in turns
+#   bash bench/device_session.sh OUT_DIR breakdown abturns   # GPU time by part and GEMM shape; dense and sparse24 timed in turns
 # Every stage has its own time limit so one slow stage cannot eat the others' time.
 set -u
 # Results are written to a scratch folder and come back as one archive, OUT_DIR/results.tgz: the
@@ -39,9 +39,6 @@ for stage in "$@"; do
     eagerdiag) timeout 300 python3 bench/diag/eager_steady.py >"$out/eager_steady.txt" 2>&1; grep -v Warning "$out/eager_steady.txt" | tail -30 ;;
     opcost) timeout 150 python3 bench/diag/compiled_op_cost.py >"$out/compiled_op_cost.txt" 2>&1; head -8 "$out/compiled_op_cost.txt" ;;
     breakdown) timeout 560 python3 bench/diag/gpu_breakdown.py >"$out/gpu_breakdown.txt" 2>&1; grep -v -E "Warning|^    " "$out/gpu_breakdown.txt" | tail -70 ;;
-    bf16check) mkdir -p "$out/bf16check"; timeout 400 python3 bench/bert.py --dtype bfloat16 --variants dense,sparse24 \
-             --modes default,reduce-overhead --batch-sizes 4,16 --min-run-time 0.5 --no-plot --out-dir "$out/bf16check" 2>&1 \
-             | grep -v Warning | tail -20 ;;
     abturns) timeout 400 python3 bench/diag/ab_interleaved.py >"$out/ab_interleaved.txt" 2>&1; grep -v -E "Warning|warn" "$out/ab_interleaved.txt" | tail -12 ;;
     pack) timeout 60 python3 bench/pack.py --out-dir "$out" 2>&1 | tail -12 ;;
     profile) timeout 120 ncu --clock-control none -k regex:_sparse_wgmma_kernel --launch-skip 1 \

@@ -74,3 +74,16 @@ def test_bert_profile_only_needs_batch_sizes(tmp_path, capsys):
     assert exc.value.code == 2
     assert "--profile-only needs --profile" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_compile_for_returns_the_model_in_eager_and_a_compiled_wrapper_otherwise(monkeypatch):
+    import torch
+
+    model = torch.nn.Linear(4, 4)
+    resets = []
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: resets.append(1))
+    assert bert.compile_for(model, "eager") is model
+    compiled = bert.compile_for(model, "reduce-overhead")
+    assert compiled is not model and compiled._orig_mod is model
+    bert.compile_for(model, "default", fresh=False)
+    assert resets == [1]  # only the fresh compile emptied dynamo's caches

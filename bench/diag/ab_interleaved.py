@@ -39,18 +39,13 @@ def main() -> int:
           f"{args.rounds} rounds of {args.min_run_time} s per row", flush=True)
     dense = bert.build_dense(dtype=getattr(torch, args.dtype))
     sparse = bert.build_sparse24(dense)[0]
-    batches = {bs: bert.make_batch(bs, 384) for bs in batch_sizes}
-    for batch in batches.values():
-        for t in batch.values():
-            torch._dynamo.maybe_mark_dynamic(t, 0)
+    batches = bert.make_batches(batch_sizes, 384)
     for mode in args.modes.split(","):
         torch._dynamo.reset()
-        if mode == "eager":
-            fns = {"dense": dense, "sparse24": sparse}
-        else:  # both compiled in one dynamo cache: each call's guards pick its model
-            opts = {} if mode == "default" else {"mode": mode}
-            fns = {name: torch.compile(model, fullgraph=True, **opts)
-                   for name, model in (("dense", dense), ("sparse24", sparse))}
+        # both compiled into one dynamo cache (no reset between them): each call's guards pick
+        # its model
+        fns = {name: bert.compile_for(model, mode, fresh=False)
+               for name, model in (("dense", dense), ("sparse24", sparse))}
         with torch.inference_mode():
             for bs in batch_sizes:
                 for fn in fns.values():

@@ -43,7 +43,7 @@ PARTS = [
     ("attention", re.compile(r"sdpa|flash|fmha|attention|softmax", re.I)),
     ("layernorm", re.compile(r"layer_norm|layernorm", re.I)),
 ]
-LINEAR_OPS = {"aten::addmm", "aten::mm", "sparse24::linear"}
+LINEAR_OPS = {"aten::addmm", "aten::mm"}
 
 
 def part_of(kernel_name: str) -> str:
@@ -78,15 +78,13 @@ def kernel_parts(prof) -> tuple[dict[str, float], dict[str, float]]:
 
 
 def linear_shapes(prof) -> dict[str, tuple[int, float]]:
-    """'N x K' -> (calls per forward, GPU ms per forward) of each Linear op (eager only)."""
+    """'N x K' -> (calls per forward, GPU ms per forward) of dense's Linear ops (eager only)."""
     shapes: dict[str, list] = defaultdict(lambda: [0, 0.0])
     for avg in prof.key_averages(group_by_input_shape=True):
         if avg.key not in LINEAR_OPS:
             continue
         dims = avg.input_shapes
-        if avg.key == "sparse24::linear":  # x [M, K], values [N, K / 2]
-            n, k = dims[1][0], dims[0][-1]
-        elif avg.key == "aten::addmm":  # bias, x [M, K], weight.t() [K, N]
+        if avg.key == "aten::addmm":  # bias, x [M, K], weight.t() [K, N]
             k, n = dims[2]
         else:  # aten::mm: x [M, K], weight.t() [K, N]
             k, n = dims[1]
@@ -140,13 +138,6 @@ def gpu_parts(fn, batch, mode: str) -> dict:
     return row
 
 
-def compiled(model, mode: str):
-    if mode == "eager":
-        return model
-    torch._dynamo.reset()
-    return torch.compile(model, fullgraph=True, **({} if mode == "default" else {"mode": mode}))
-
-
 def fmt_table(rows: dict, batch_sizes, modes) -> str:
     lines = []
     for mode in modes:
@@ -197,15 +188,12 @@ def main() -> int:
     print(f"{torch.cuda.get_device_name()} torch {torch.__version__} {args.dtype} seq 384", flush=True)
     dense = bert.build_dense(dtype=dtype)
     sparse, _, _ = bert.build_sparse24(dense)
-    batches = {bs: bert.make_batch(bs, 384) for bs in batch_sizes}
-    for batch in batches.values():
-        for t in batch.values():
-            torch._dynamo.maybe_mark_dynamic(t, 0)
+    batches = bert.make_batches(batch_sizes, 384)
     models = (("dense", dense), ("sparse24", sparse))
     walls = {}
     for name, model in models:  # pass 1: wall times, no profiler yet in this process
         for mode in modes:
-            fn = compiled(model, mode)
+            fn = bert.compile_for(model, mode)
             for bs in batch_sizes:
                 walls[name, mode, bs] = wall_ms(fn, batches[bs], args.min_run_time)
                 print(f"[wall] {name:<9} {mode:<15} bs={bs:<3} {walls[name, mode, bs]:.2f} ms", flush=True)
@@ -218,7 +206,7 @@ def main() -> int:
     rows = {}
     for name, model in models:  # pass 2: GPU time by part
         for mode in modes:
-            fn = compiled(model, mode)
+            fn = bert.compile_for(model, mode)
             for bs in batch_sizes:
                 row = rows[name, mode, bs] = {"wall_ms": walls[name, mode, bs], **gpu_parts(fn, batches[bs], mode)}
                 row["host_gap_ms"] = row["wall_ms"] - row["gpu_ms"]

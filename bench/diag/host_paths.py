@@ -59,15 +59,11 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     dense = bert.build_dense()
-    batch = bert.make_batch(args.batch_size, 384)
-    for t in batch.values():
-        torch._dynamo.maybe_mark_dynamic(t, 0)
+    batch = bert.make_batches([args.batch_size], 384)[args.batch_size]
     for variant in args.variants.split(","):
         model = dense if variant == "dense" else bert.build_sparse24(dense)[0]
         for mode in args.modes.split(","):
-            torch._dynamo.reset()
-            fn = model if mode == "eager" else torch.compile(
-                model, fullgraph=True, **({} if mode == "default" else {"mode": mode}))
+            fn = bert.compile_for(model, mode)
             with torch.inference_mode():
                 fn(**batch)
                 ms = per_call_ms(fn, batch, args.iters)
