@@ -1,6 +1,6 @@
 """The epilogue activations of sparse24.ops.linear, defined once.
 
-``ACTIVATIONS`` maps each name to the code the Triton epilogue takes (kernels/epilogue.py,
+``ACTIVATIONS`` maps each name to the code the Triton epilogue takes (sparse24/kernels/epilogue.py,
 ``_activate``, reads its codes from here); ``REFERENCE`` maps the same names to the plain-PyTorch
 function (float32 and up), which ``sparse24.reference`` uses.
 """

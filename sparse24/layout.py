@@ -1,7 +1,7 @@
 """Shapes and granularity of sparse24's packed 2:4 format (layout version 2).
 
 The bit-level contract (which value goes where, metadata bit order) is written once, at the top of
-``kernels/pack.py``. This module only holds the numbers, dtypes and shape rules that host code
+``sparse24/kernels/pack.py``. This module only holds the numbers, dtypes and shape rules that host code
 needs (it imports torch only, so ``sparse24.weight`` can use it without building any kernel).
 """
 

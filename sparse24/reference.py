@@ -2,7 +2,7 @@
 
 Each function here computes the same thing as the Triton kernel of the same name (without ``_ref``),
 with ordinary tensor operations, on any device. Tests compare kernels against these; packing is
-compared bit for bit. The packed layout is described at the top of ``kernels/pack.py``.
+compared bit for bit. The packed layout is described at the top of ``sparse24/kernels/pack.py``.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def _values_from_fragment_order(values: torch.Tensor) -> torch.Tensor:
 
 
 def _meta_words(idx: torch.Tensor) -> torch.Tensor:
-    """[N, K/4, 2] kept positions -> int32 [N/16, K/64, 32] metadata words (see kernels/pack.py)."""
+    """[N, K/4, 2] kept positions -> int32 [N/16, K/64, 32] metadata words (see sparse24/kernels/pack.py)."""
     n, groups, _ = idx.shape
     nibble = (idx[..., 0] | (idx[..., 1] << 2)).to(torch.int64)  # [N, K/4]
     # half-word t of a 64-wide chunk holds groups 4t..4t+3, group q at bits 4q..4q+3

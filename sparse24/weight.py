@@ -52,7 +52,7 @@ class Sparse24Weight:
     """A dense 2:4 weight W [N, K] (nn.Linear layout) held packed: ``values`` and ``meta``.
 
     - ``values``: [N, K/2], float16 / bfloat16 / float32, contiguous, natural row-major order
-      (row n holds the kept values of row n of W; see ``kernels/pack.py``). A layout-1 state dict
+      (row n holds the kept values of row n of W; see ``sparse24/kernels/pack.py``). A layout-1 state dict
       or file (values in mma.sp fragment order) is converted when loaded.
     - ``meta``: int32 [N/16, K/64, 32], contiguous, on the same device.
     - ``shape``: the dense shape (N, K), N % 16 == 0 and K % 64 == 0.

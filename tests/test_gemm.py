@@ -247,7 +247,7 @@ def test_every_candidate_config_is_correct_gpu(m, n, k, dtype, family, seed):
     for cfg in configs.candidates(m, n, k, on_gpu=True):
         if cfg["family"] != family:
             continue
-        # both ways of loading the mma family's A operand (kernels/sparse_mma.py, A_TILE)
+        # both ways of loading the mma family's A operand (sparse24/kernels/sparse_mma.py, A_TILE)
         for variant in ([{**cfg, "A_TILE": 0}, {**cfg, "A_TILE": 1}] if family == "mma" else [cfg]):
             y = run_poisoned(x, values, meta, bias, "gelu", variant)
             err = rel_err(y.cpu(), expected)

@@ -76,7 +76,7 @@ def test_inf_in_x_meets_only_kept_weights():
 @pytest.mark.parametrize("activation", ["gelu", "gelu_tanh"])
 def test_gelu_epilogues_elementwise(activation):
     """The epilogue's GELUs (a rational erfc approximation, MUFU exp2 and reciprocal: see
-    kernels/sparse_wgmma.py) element by element over pre-activations of about -10 to 10, against
+    sparse24/kernels/sparse_wgmma.py) element by element over pre-activations of about -10 to 10, against
     float64 GELU of the float64 product: within the output's rounding plus 1e-3 absolute."""
     gen = torch.Generator(device="cuda").manual_seed(11)
     w, values, meta = packed(768, 768, torch.float16, gen)

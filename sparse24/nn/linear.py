@@ -24,7 +24,7 @@ class SparseLinear(nn.Module):
     """``y = act(x @ W^T + bias)`` with a 2:4 weight W [out_features, in_features] stored packed.
 
     Buffers ``values`` ([N, K/2], the weight's dtype) and ``meta`` (int32 [N/16, K/64, 32]) hold W
-    in the layout described in ``kernels/pack.py``; ``bias`` is a frozen parameter. The forward pass
+    in the layout described in ``sparse24/kernels/pack.py``; ``bias`` is a frozen parameter. The forward pass
     runs ``sparse24.ops.linear``; ``activation`` (None, "relu", "gelu", "gelu_tanh") is applied in
     its epilogue. Inference only: fine-tune with ``sparse24.nn.prune_`` before packing.
 

@@ -1,6 +1,6 @@
 """sparse24.ops.linear (module gemm): y = act(x @ W^T + bias) with W packed 2:4; launchers and registration.
 
-Three kernel families serve it (kernels/sparse_wgmma.py, kernels/sparse_mma.py, kernels/sparse_dot.py):
+Three kernel families serve it (sparse24/kernels/sparse_wgmma.py, sparse24/kernels/sparse_mma.py, sparse24/kernels/sparse_dot.py):
 - "wgmma": Hopper's sparse tensor cores (wgmma.mma_async.sp, a Gluon kernel) for more than
   ``WGMMA_MIN_TOKENS`` tokens on sm90 (H100, H200): 1.24-1.53x cuBLAS on the bench shapes at
   M >= 24576 (BERT) and M >= 1024 (LLM) on an H200 (bench/results/h200/wgmma_sweep_b50bc5c.log);

@@ -132,7 +132,7 @@ def _(w, check):
 def compress(w: torch.Tensor, check: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Pack a dense 2:4 weight [N, K] into (values [N, K/2], meta int32 [N/16, K/64, 32]).
 
-    The layout is sparse24's own (see kernels/pack.py). With ``check=True`` a weight with NaN, or
+    The layout is sparse24's own (see sparse24/kernels/pack.py). With ``check=True`` a weight with NaN, or
     with a group of 4 holding more than two nonzero values, is refused with an error naming the
     first bad row and group; with ``check=False`` such a group silently keeps its two
     highest-scoring entries (nonzero first, then the lower positions).

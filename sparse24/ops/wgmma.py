@@ -1,6 +1,6 @@
 """The sm90 family of sparse24.ops.linear: launcher, configs and the shared-memory offset check.
 
-The kernel (kernels/sparse_wgmma.py) issues ``wgmma.mma_async.sp`` from inline asm that addresses
+The kernel (sparse24/kernels/sparse_wgmma.py) issues ``wgmma.mma_async.sp`` from inline asm that addresses
 its operand rings from ``global_smem`` plus byte offsets baked into the asm text
 (sparse24/ops/wgmma_asm.py). Where Triton's allocator puts the rings is its business, not ours, so
 the first launch of each specialization compiles the kernel with a guess (x ring at 0, A ring

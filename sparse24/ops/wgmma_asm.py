@@ -1,4 +1,4 @@
-"""PTX text of the sm90 family's inline asm (kernels/sparse_wgmma.py), generated from its shape.
+"""PTX text of the sm90 family's inline asm (sparse24/kernels/sparse_wgmma.py), generated from its shape.
 
 Gluon (Triton 3.6) cannot hand a shared-memory descriptor to inline asm, so the asm builds the
 wgmma descriptors itself from ``global_smem`` (the dynamic shared memory symbol Triton declares in

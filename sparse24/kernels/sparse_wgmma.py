@@ -3,7 +3,7 @@
 y[M, N] = act(x[M, K] @ W[N, K]^T + bias), computed transposed per tile: acc[features, tokens] =
 A @ x^T with A = W's packed values (the sparse operand, 64 features per warpgroup) and x the dense
 B operand (BT tokens, K-major, straight from its row-major storage). Packed layout:
-kernels/pack.py (values in natural order, so TMA copies them as a plain [N, K/2] matrix).
+sparse24/kernels/pack.py (values in natural order, so TMA copies them as a plain [N, K/2] matrix).
 
 A persistent, warp-specialized kernel. Each program walks tiles tile = pid, pid + programs, ...
 (feature tiles of 128 grouped by GROUP token tiles so that co-running programs share weights in
@@ -83,7 +83,7 @@ def _fast_unary(asm: gl.constexpr, x):
 @gluon.jit
 def _activate(y, ACTIVATION: gl.constexpr):
     """ACTIVATION: none, relu, gelu (erf form), gelu_tanh, by the codes of sparse24/activations.py;
-    the same functions as kernels/epilogue.py, in forms that are cheaper on sm90 (see each)."""
+    the same functions as sparse24/kernels/epilogue.py, in forms that are cheaper on sm90 (see each)."""
     if ACTIVATION == _RELU:
         y = gl.maximum(y, 0.0)
     elif ACTIVATION == _GELU:

@@ -9,7 +9,7 @@ cannot beat the dense math rate; it wins where moving the weight dominates (few 
 packed weight is 9/16 of the dense bytes. Split-K spreads a small-M
 problem over enough programs to keep every SM streaming weight bytes; partial sums go to a float32
 workspace and ``_splitk_reduce_kernel`` adds them up and applies the epilogue (deterministic: no
-atomics). Packed layout: kernels/pack.py.
+atomics). Packed layout: sparse24/kernels/pack.py.
 """
 
 import triton

@@ -11,7 +11,7 @@ first, then negative zeros (so their sign bit survives the round trip), then the
 values: same dtype as W, shape [N, K/2], plain row-major in natural order: row n of values is row n
 of W compressed, and group q (columns 4q..4q+3) of that row keeps its idx0 value at column 2q and
 its idx1 value at column 2q + 1. So TMA copies boxes of it straight into the sparse A operand of
-Hopper's wgmma.sp (kernels/sparse_wgmma.py), and a [rows, 32] tile is the kept values of a 64-column
+Hopper's wgmma.sp (sparse24/kernels/sparse_wgmma.py), and a [rows, 32] tile is the kept values of a 64-column
 chunk of W. (Layout 1 stored the same values in mma.sp A-fragment order;
 sparse24.reference.values_v1_to_natural converts.)
 
