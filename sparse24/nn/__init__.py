@@ -7,6 +7,7 @@ inference (sparsify_).
     print(report)
 """
 
+from sparse24.nn import hf  # registers the "sparse24" quantization method with transformers
 from sparse24.nn.linear import ACTIVATIONS, SparseLinear
 from sparse24.nn.prune import Mask24, PruneReport, prune_, squash_
 from sparse24.nn.sparsify import SparsifyReport, sparsify_

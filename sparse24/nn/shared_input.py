@@ -1,21 +1,36 @@
-"""Projections of one input run as one sparse GEMM: self-attention's Q, K and V in one launch.
+"""Self-attention's Q, K and V packed as one SparseLinear, run as one GEMM inside the block's forward.
 
 BERT-base's query, key and value are three [768, 768] GEMMs on the same hidden states. At 6144
 tokens (batch 16, seq 384) each is a 48 x 6 grid of 128 x 128 tiles, 2.2 waves on the H200's
-132 SMs, and sparse24 ran them at 0.87x cuBLAS (bench/results/h200/gemm.md, 4e31f5f); packed as
-one [2304, 768] weight the grid is 3x larger and the launch is one instead of three.
+132 SMs; packed as one [2304, 768] weight the grid is 3x larger and the launch is one instead of
+three (31.4 us against 3 x 14.4 us, bench/results/h200/diag/gpu_breakdown_eager_6bd7bbc.txt).
 
-``sparsify_`` packs such a group into one SparseLinear registered on the block as ``qkv`` and puts
-a ``ProjectionSlice`` at ``query``, ``key`` and ``value``. The block's forward is untouched: the
-first slice called on a tensor runs the fused GEMM and keeps the result; the others, called on the
-same tensor object, return their columns of it (views, no copy); the group's last slice drops it,
-so nothing outlives the forward. A slice called on another tensor (cross-attention's key and
-value read the encoder's states) computes what it needs on its own, so the outputs never depend
-on the call pattern. The state dict keeps the unfused keys (``query.values``, ``key.meta``, ...):
-hooks on the block split the fused buffers on save and join them on load.
+``sparsify_`` packs such a group into one SparseLinear registered on the block as ``qkv`` and
+puts a ``ProjectionSlice`` at ``query``, ``key`` and ``value``. The fusion is scoped to one call
+of the block, never to a tensor's identity alone:
+
+- A forward pre-hook on the block opens a window for the tensor the block was called with, if
+  no other input (``encoder_hidden_states``, ``key_value_states``, or separate ``key``/``value``
+  arguments) is given; a forward hook (``always_call``, so also on an exception) closes it.
+- Inside the window, the first slice called on exactly that tensor runs the fused GEMM; the
+  others, called on the same tensor, return their columns of its output (views, no copy).
+- Any other call (outside the block's forward, on another tensor, a cross-attention's key and
+  value) computes only the slice's own rows, from row slices of the packed weight.
+
+So a result can only be reused within the one block call that computed it, on the tensor it was
+computed from. (A block that modified its own input in place between the three projections would
+defeat that; the attention blocks of transformers that match the patterns below do not.)
+
+Names agree: the packed tensors exist once, as ``qkv.values``, ``qkv.meta``, ``qkv.bias``, in
+``named_buffers()``, ``named_parameters()`` and ``state_dict()``. Checkpoints with one entry per
+projection (``query.values``, ...: an unfused sparse model, or sparse24 before 2026-12-04) are
+joined on loading. Forward hooks of the original Linear layers move to their slices, which stand
+where the Linear layers stood, so they still see each projection's input and output.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 from torch import nn
@@ -24,44 +39,98 @@ from sparse24 import ops
 from sparse24.nn.linear import SparseLinear
 
 # Attribute names of the projections that one block applies to the same input, in call order.
-# DistilBERT's attention takes query, key and value arguments: in self-attention the same tensor.
 SHARED_INPUT_PATTERNS = (("query", "key", "value"), ("q", "k", "v"), ("q_lin", "k_lin", "v_lin"))
 FUSED_NAME = "qkv"
+# Arguments of an attention block's forward through which key and value may read another input
+# than the first argument (BERT 4.x: encoder_hidden_states; T5/BART: key_value_states; DistilBERT
+# 4.x: forward(query, key, value, mask)). When one of them is given and is another tensor, the
+# call runs the projections unfused.
+OTHER_INPUT_ARGS = ("encoder_hidden_states", "key_value_states", "key", "value")
 _FIELDS = ("values", "meta", "bias")
+
+
+class FusionWindow:
+    """The hooks of one fused block: which tensor may take the fused GEMM, for one call.
+
+    A plain object (not a Module) whose bound methods are the hooks, so that the block can be
+    pickled (``torch.save(model)``) and deep-copied.
+    """
+
+    def __init__(self, block: nn.Module, bounds: dict[str, tuple[int, int]], has_bias: bool):
+        self.bounds = bounds
+        self.has_bias = has_bias
+        params = list(inspect.signature(block.forward).parameters.values())
+        positional = [p.name for p in params
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        self.first_name = params[0].name if params else None
+        # (name, position or None) of each argument that may carry another input
+        self.other_inputs = [(p.name, positional.index(p.name) if p.name in positional else None)
+                             for p in params if p.name in OTHER_INPUT_ARGS]
+        self.slot: list | None = None  # [x, fused output or None] during a call of the block
+
+    def open(self, block, args, kwargs) -> None:
+        x = args[0] if args else kwargs.get(self.first_name)
+        self.slot = [x, None] if isinstance(x, torch.Tensor) and self._one_input(x, args, kwargs) else None
+
+    def close(self, block, args, kwargs, output) -> None:
+        self.slot = None
+
+    def _one_input(self, x, args, kwargs) -> bool:
+        for name, position in self.other_inputs:
+            other = args[position] if position is not None and position < len(args) else kwargs.get(name)
+            if other is not None and other is not x:
+                return False
+        return True
+
+    def join_on_load(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                     unexpected_keys, error_msgs) -> None:
+        """load_state_dict pre-hook: per-projection entries joined into the fused module's."""
+        fused_prefix = prefix + FUSED_NAME + "."
+        for field in _FIELDS[:3 if self.has_bias else 2]:
+            keys = [f"{prefix}{name}.{field}" for name in self.bounds]
+            if all(k in state_dict for k in keys):
+                state_dict[fused_prefix + field] = torch.cat([state_dict.pop(k) for k in keys])
+        versions = [state_dict.pop(f"{prefix}{name}._extra_state", None) for name in self.bounds]
+        if versions[0] is not None and fused_prefix + "_extra_state" not in state_dict:
+            state_dict[fused_prefix + "_extra_state"] = versions[0]
 
 
 class ProjectionSlice(nn.Module):
     """Output features [start, stop) of a fused SparseLinear (see the module docstring)."""
 
-    def __init__(self, fused: SparseLinear, stash: list, start: int, stop: int, last: bool):
+    def __init__(self, fused: SparseLinear, window: FusionWindow, start: int, stop: int):
         super().__init__()
-        # Not registered as a child: the block holds the fused module once, under FUSED_NAME.
+        # Neither is registered as a child: the block holds the fused module once, under
+        # FUSED_NAME, so its tensors have one name.
         object.__setattr__(self, "_fused", fused)
-        self._stash = stash  # [None] or [(x, fused output)], shared by the group's slices
-        self.start, self.stop, self.last = start, stop, last
+        object.__setattr__(self, "_window", window)
+        self.start, self.stop = start, stop
         self.in_features, self.out_features = fused.in_features, stop - start
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        held = self._stash[0]
-        if held is not None and held[0] is x:
-            y = held[1]
-        elif self.last:
-            self._stash[0] = None
-            return self._own_rows(x)
-        else:
-            y = self._fused(x)
-            self._stash[0] = (x, y)
-        if self.last:
-            self._stash[0] = None
-        return y[..., self.start:self.stop]
+        slot = self._window.slot
+        if slot is not None and slot[0] is x:
+            if slot[1] is None:
+                slot[1] = self._fused(x)
+            return slot[1][..., self.start:self.stop]
+        return self._own_rows(x)
 
     def _own_rows(self, x: torch.Tensor) -> torch.Tensor:
         fused = self._fused
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"ProjectionSlice: input has {x.shape[-1]} features in its last dim, "
+                             f"expected in_features={self.in_features}")
         if x.dtype != fused.values.dtype and x.is_floating_point():
             x = x.to(fused.values.dtype)  # as SparseLinear.forward
         bias = None if fused.bias is None else fused.bias[self.start:self.stop]
         return ops.linear(x, fused.values[self.start:self.stop],
                           fused.meta[self.start // 16:self.stop // 16], bias, fused.activation)
+
+    def to_dense(self) -> torch.Tensor:
+        """This projection's dense weight [out_features, in_features] (for inspection)."""
+        fused = self._fused
+        return ops.decompress(fused.values[self.start:self.stop],
+                              fused.meta[self.start // 16:self.stop // 16])
 
     def extra_repr(self) -> str:
         return f"features [{self.start}, {self.stop}) of {FUSED_NAME} (in_features={self.in_features})"
@@ -80,6 +149,8 @@ def fusion_problem(block: nn.Module, names: tuple[str, ...]) -> str | None:
     linears = [getattr(block, n) for n in names]
     if hasattr(block, FUSED_NAME):
         return f"the block already has an attribute {FUSED_NAME!r}"
+    if getattr(block, "is_cross_attention", False) or "CrossAttention" in type(block).__name__:
+        return "cross-attention: key and value read another input than query"
     if len({(m.in_features, m.weight.dtype, m.weight.device) for m in linears}) != 1:
         return "the projections differ in in_features, dtype or device"
     if len({m.bias is None for m in linears}) != 1:
@@ -94,62 +165,42 @@ def fuse_(block: nn.Module, names: tuple[str, ...]) -> SparseLinear:
     SparseLinear at ``block.qkv`` and replace each by its ProjectionSlice."""
     linears = [getattr(block, n) for n in names]
     parts = [SparseLinear.from_linear(m) for m in linears]
-    fused = SparseLinear(parts[0].in_features, sum(p.out_features for p in parts),
-                         bias=parts[0].bias is not None, device="meta", dtype=parts[0].values.dtype)
+    fused = install_fused_(block, names)
     # Packed rows are independent in 16-row groups, so the packed parts concatenate.
     fused.values = torch.cat([p.values for p in parts])
     fused.meta = torch.cat([p.meta for p in parts])
     if fused.bias is not None:
         fused.bias = nn.Parameter(torch.cat([p.bias for p in parts]), requires_grad=False)
-    del parts
-    block.add_module(FUSED_NAME, fused)
-    stash: list = [None]
-    start = 0
-    bounds = {}
-    for i, (name, m) in enumerate(zip(names, linears)):
-        setattr(block, name, ProjectionSlice(fused, stash, start, start + m.out_features,
-                                             last=i == len(names) - 1))
-        bounds[name] = (start, start + m.out_features)
-        start += m.out_features
-    block._register_state_dict_hook(_split_on_save(bounds))
-    block._register_load_state_dict_pre_hook(_join_on_load(bounds, fused.bias is not None))
     return fused
 
 
-def _split_on_save(bounds: dict[str, tuple[int, int]]):
-    """state_dict hook: the fused buffers saved as each projection's own SparseLinear entries."""
+def install_fused_(block: nn.Module, names: tuple[str, ...]) -> SparseLinear:
+    """The structure of ``fuse_`` with an all-zero packed weight, for a checkpoint to fill (the
+    Hugging Face loader rebuilds a saved sparse model this way). The Linear layers at ``names``
+    give the shapes, dtype and device (the meta device costs no memory) and their forward hooks."""
+    linears = [getattr(block, n) for n in names]
+    first = linears[0]
+    fused = SparseLinear(first.in_features, sum(m.out_features for m in linears),
+                         bias=first.bias is not None, device=first.weight.device,
+                         dtype=first.weight.dtype)
+    block.add_module(FUSED_NAME, fused)
+    bounds, start = {}, 0
+    for name, m in zip(names, linears):
+        bounds[name] = (start, start + m.out_features)
+        start += m.out_features
+    window = FusionWindow(block, bounds, fused.bias is not None)
+    for name, m in zip(names, linears):
+        piece = ProjectionSlice(fused, window, *bounds[name])
+        move_hooks(m, piece)
+        setattr(block, name, piece)
+    block.register_forward_pre_hook(window.open, with_kwargs=True)
+    block.register_forward_hook(window.close, with_kwargs=True, always_call=True)
+    block._register_load_state_dict_pre_hook(window.join_on_load)
+    return fused
 
-    def hook(module, state_dict, prefix, local_metadata):
-        fused_prefix = prefix + FUSED_NAME + "."
-        version = state_dict.pop(fused_prefix + "_extra_state", None)
-        for field in _FIELDS:
-            whole = state_dict.pop(fused_prefix + field, None)
-            if whole is None:
-                continue
-            for name, (start, stop) in bounds.items():
-                rows = slice(start // 16, stop // 16) if field == "meta" else slice(start, stop)
-                # a copy: views of one storage are refused by safetensors
-                state_dict[f"{prefix}{name}.{field}"] = whole[rows].clone()
-        if version is not None:
-            for name in bounds:
-                state_dict[f"{prefix}{name}._extra_state"] = version.clone()
-        return state_dict
 
-    return hook
-
-
-def _join_on_load(bounds: dict[str, tuple[int, int]], has_bias: bool):
-    """load_state_dict pre-hook: per-projection entries (as saved above, or by an unfused model)
-    joined into the fused module's."""
-
-    def hook(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-        fused_prefix = prefix + FUSED_NAME + "."
-        for field in _FIELDS[:3 if has_bias else 2]:
-            keys = [f"{prefix}{name}.{field}" for name in bounds]
-            if all(k in state_dict for k in keys):
-                state_dict[fused_prefix + field] = torch.cat([state_dict.pop(k) for k in keys])
-        versions = [state_dict.pop(f"{prefix}{name}._extra_state", None) for name in bounds]
-        if versions[0] is not None:
-            state_dict[fused_prefix + "_extra_state"] = versions[0]
-
-    return hook
+def move_hooks(old: nn.Module, new: nn.Module) -> None:
+    """Give ``new`` the forward hooks and pre-hooks of ``old``, which it replaces in the model."""
+    for attr in ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks",
+                 "_forward_hooks_with_kwargs", "_forward_hooks_always_called"):
+        getattr(new, attr).update(getattr(old, attr))

@@ -12,8 +12,9 @@ from sparse24.nn._select import (
     FilterFn, LinearSite, filtered_out, format_section, is_parametrized, linear_sites,
     not_24_reason, parameter_owners, tied_reason, unsupported_reason,
 )
+from sparse24.nn.hf import record_structure
 from sparse24.nn.linear import SparseLinear
-from sparse24.nn.shared_input import FUSED_NAME, fuse_, fusion_problem, shared_input_groups
+from sparse24.nn.shared_input import FUSED_NAME, fuse_, fusion_problem, move_hooks, shared_input_groups
 
 
 @dataclass
@@ -64,9 +65,14 @@ def sparsify_(
     GELU or tanh GELU moves into the SparseLinear's epilogue and the block's activation becomes
     nn.Identity; any other activation stays where it is and is listed under ``not_fused``.
 
-    With ``fuse_qkv``, a block's ``query``/``key``/``value`` (or ``q``/``k``/``v``) projections are
-    packed as one SparseLinear at ``block.qkv`` and run as one GEMM when the block applies them to
-    the same tensor (sparse24/nn/shared_input.py; the state dict keeps the unfused keys).
+    With ``fuse_qkv``, a self-attention block's ``query``/``key``/``value`` (or ``q``/``k``/``v``,
+    ``q_lin``/...) projections are packed as one SparseLinear at ``block.qkv``, run as one GEMM
+    within one call of the block on its own input; a projection called any other way computes its
+    own rows (sparse24/nn/shared_input.py). Cross-attention blocks stay unfused.
+
+    Forward hooks of each replaced Linear move to its replacement. For a transformers model the
+    result is recorded in ``model.config.quantization_config`` so that ``save_pretrained`` and
+    ``from_pretrained`` round-trip it (sparse24/nn/hf.py).
     """
     report = SparsifyReport()
     if isinstance(model, nn.Linear):
@@ -103,6 +109,7 @@ def sparsify_(
         site = chosen.pop()
         act = epilogue.get(id(site.module))
         sparse = SparseLinear.from_linear(site.module, activation=act)
+        move_hooks(site.module, sparse)
         for parent, name in site.parents:
             setattr(parent, name, sparse)
         report.swapped.append(site.fqn)
@@ -110,6 +117,7 @@ def sparsify_(
             report.fused[site.fqn] = act
     for block, act_attr in identity_at:
         setattr(block, act_attr, nn.Identity())
+    record_structure(model, report, identity_at)
     order = {site.fqn: i for i, site in enumerate(sites)}
     report.swapped.sort(key=order.__getitem__)  # model order, grouped projections included
 
@@ -145,7 +153,9 @@ def _group_projections(model: nn.Module, chosen: list[LinearSite], epilogue: dic
         grouped.update(id(s.module) for s in sites)
         report.swapped.extend(s.fqn for s in sites)
         report.grouped[fqn] = (f"{'+'.join(names)} -> {FUSED_NAME} "
-                               f"[{fused.out_features}, {fused.in_features}]")
+                               f"[{fused.out_features}, {fused.in_features}]: one GEMM per call of "
+                               "the block on one input; the tensors are named "
+                               f"{FUSED_NAME}.*, each projection alone computes its own rows")
     return [s for s in chosen if id(s.module) not in grouped]
 
 

@@ -1,0 +1,126 @@
+"""A sparsified Hugging Face model saves with save_pretrained and comes back exactly with
+from_pretrained (sparse24/nn/hf.py); torch.save of the whole model works."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from sparse24.nn import SparseLinear, sparsify_
+from sparse24.nn.shared_input import FUSED_NAME, ProjectionSlice
+from test_nn_sparsify import inputs, logits, pruned
+
+transformers = pytest.importorskip("transformers")
+
+ARCH_CLASSES = {"bert": "BertForQuestionAnswering", "roberta": "RobertaForSequenceClassification",
+                "distilbert": "DistilBertForQuestionAnswering", "mpnet": "MPNetForMaskedLM"}
+
+
+def structure(model: nn.Module) -> list[tuple[str, str, str | None]]:
+    """(fqn, class, activation) of every module: what must come back from a checkpoint."""
+    return [(fqn, type(m).__name__, m.activation if isinstance(m, SparseLinear) else None)
+            for fqn, m in model.named_modules()]
+
+
+@pytest.mark.parametrize("arch", list(ARCH_CLASSES))
+def test_save_pretrained_then_from_pretrained_gives_the_same_model(seed, tmp_path, arch):
+    model = pruned(arch)
+    report = sparsify_(model)
+    assert report.grouped and report.swapped
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())["quantization_config"]
+    assert saved["quant_method"] == "sparse24" and saved["groups"] and saved["linears"]
+
+    loaded = getattr(transformers, ARCH_CLASSES[arch]).from_pretrained(tmp_path).eval()
+    assert structure(loaded) == structure(model)
+    batch = inputs()
+    assert torch.equal(logits(loaded, batch), logits(model, batch))
+    for (name, mine), (_, theirs) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(mine, theirs), name
+
+
+def test_a_model_sparsified_in_two_calls_records_both(seed, tmp_path):
+    model = pruned("bert")
+    sparsify_(model, filter_fn=lambda m, fqn: "intermediate" in fqn)
+    sparsify_(model)
+    model.save_pretrained(tmp_path)
+    loaded = transformers.BertForQuestionAnswering.from_pretrained(tmp_path).eval()
+    assert structure(loaded) == structure(model)
+    batch = inputs()
+    assert torch.equal(logits(loaded, batch), logits(model, batch))
+
+
+def test_loads_in_another_dtype(seed, tmp_path):
+    model = pruned("bert")
+    sparsify_(model)
+    model.save_pretrained(tmp_path)
+    loaded = transformers.BertForQuestionAnswering.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    qkv = getattr(loaded.bert.encoder.layer[0].attention.self, FUSED_NAME)
+    assert qkv.values.dtype == torch.bfloat16 and qkv.meta.dtype == torch.int32
+    want = getattr(model.bert.encoder.layer[0].attention.self, FUSED_NAME)
+    assert torch.equal(qkv.meta, want.meta) and torch.equal(qkv.values, want.values.bfloat16())
+
+
+def test_another_layout_version_is_refused(seed, tmp_path):
+    model = pruned("bert")
+    sparsify_(model)
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["quantization_config"]["layout_version"] = 1
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="layout version 1"):
+        transformers.BertForQuestionAnswering.from_pretrained(tmp_path)
+
+
+def test_a_structure_that_does_not_fit_the_model_is_named(seed, tmp_path):
+    model = pruned("bert")
+    sparsify_(model)
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["quantization_config"]["linears"]["bert.encoder.layer.0.nothing"] = None
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="bert.encoder.layer.0.nothing"):
+        transformers.BertForQuestionAnswering.from_pretrained(tmp_path)
+
+
+def test_a_dense_model_is_not_quantized_on_loading(seed, tmp_path):
+    from sparse24.nn.hf import Sparse24Config
+
+    pruned("bert").save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="pre-quantized"):
+        transformers.BertForQuestionAnswering.from_pretrained(
+            tmp_path, quantization_config=Sparse24Config())
+
+
+def test_torch_save_of_the_whole_model(seed, tmp_path):
+    model = pruned("bert")
+    sparsify_(model)
+    torch.save(model, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    batch = inputs()
+    assert torch.equal(logits(loaded, batch), logits(model, batch))
+    block = loaded.bert.encoder.layer[1].attention.self
+    assert isinstance(block.query, ProjectionSlice) and block.query._fused is getattr(block, FUSED_NAME)
+    assert isinstance(loaded.bert.encoder.layer[1].output.dense, SparseLinear)
+
+
+def test_sparsify_does_not_touch_a_model_without_a_transformers_config(seed):
+    model = nn.Sequential(nn.Linear(64, 32))
+    with torch.no_grad():
+        model[0].weight.zero_()
+    model = copy.deepcopy(model)
+    sparsify_(model)
+    assert not hasattr(model, "config")
+
+
+def test_importing_sparse24_nn_registers_the_method():
+    code = ("import sparse24.nn; from transformers.quantizers.auto import AUTO_QUANTIZER_MAPPING; "
+            "print('sparse24' in AUTO_QUANTIZER_MAPPING)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
