@@ -99,12 +99,20 @@ def test_model_dir_lists_packable_linears(cuda, tmp_path, capsys):
     assert "skipping 128x352" in err and "K=352" in err
 
 
-def test_no_cuda_exits_nonzero(monkeypatch, capsys):
+def test_no_cuda_exits_2_like_bench(monkeypatch, capsys):
+    """Issue 21: `python -m sparse24 tune` on a CPU exited 1 (as a failed run), bench exits 2."""
+    from sparse24 import __main__ as sparse24_main
+    from sparse24 import bench_quick
+
     monkeypatch.setattr(cli, "_cuda_available", lambda: False)
     fake = FakeTune()
-    assert run_cli(["--shapes", "768x768"], fake) == 1
-    assert "no CUDA GPU" in capsys.readouterr().err
+    assert run_cli(["--shapes", "768x768"], fake) == bench_quick.EXIT_NO_CUDA == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("sparse24 tune: needs a CUDA GPU")
     assert fake.calls == []
+    # and through the program's entry point, without the fake
+    assert sparse24_main.main(["tune", "--shapes", "768x768", "--no-progress"]) == 2
+    assert capsys.readouterr().err == err
 
 
 @pytest.mark.parametrize(

@@ -2,10 +2,12 @@
 
 Key: (GPU name, Triton version, dtype, N, K, M bucket). One JSON format (defaults/README.md), two
 kinds of file: the user cache, ``$SPARSE24_CACHE_DIR`` (default ``~/.cache/sparse24``), a file per
-(GPU, Triton version), written atomically (temp file + ``os.replace``; no lock: two processes
-tuning at once may drop each other's newest entry, then tuned again); and the shipped defaults,
-read-only, a file per GPU model for any Triton version (an older version's config still launches).
-A bad or foreign file is ignored as a whole, with a ``TuningCacheWarning``.
+(GPU, Triton version), updated under a lock file beside it (``<file>.lock``, the ``filelock``
+package): re-read, merged with the new entry, written atomically (temp file + ``os.replace``),
+so processes tuning at once keep each other's entries; and the shipped defaults, read-only, a file
+per GPU model for any Triton version (an older version's config still launches). A bad or foreign
+file (corrupt, nested too deep to parse, other schema) is ignored as a whole, with a
+``TuningCacheWarning``.
 """
 
 from __future__ import annotations
@@ -20,10 +22,16 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from filelock import FileLock
+
 FORMAT = "sparse24-tuning"
 SCHEMA_VERSION = 1
 CACHE_DIR_ENV = "SPARSE24_CACHE_DIR"
 DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"
+# put holds a cache file's lock for one read and one write (milliseconds), so a waiting process
+# polls often (filelock's default is 50 ms), and gives up after a minute with filelock.Timeout, an
+# OSError: autotune then warns and goes on, rather than hanging on a stuck lock.
+LOCK_POLL_S, LOCK_TIMEOUT_S = 0.005, 60
 # Buckets tried for a key of bucket b, as multiples of b: b, then nearer before farther (log2),
 # on a tie the larger (a config tuned for more rows only wastes part of a tile on small M, while
 # a small-M split-K config costs more as M grows). Not further than 4x: there (split-K tuned at
@@ -169,7 +177,9 @@ def read_file(path: Path, gpu: str | None = None, triton: str | None = None) -> 
             raise ValueError("an entry is keyed for another GPU or Triton version")
     except (FileNotFoundError, NotADirectoryError):  # nothing tuned yet
         return {"entries": {}}
-    except (OSError, ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
+    # JSONDecodeError is a ValueError; RecursionError: json recurses once per nesting level, so
+    # '[' * 100000 exhausts the stack before it can be found to be no tuning file.
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         warnings.warn(f"sparse24 tuning: ignoring {path}: {type(exc).__name__}: {exc}",
                       TuningCacheWarning, stacklevel=2)
         return {"entries": {}}
@@ -237,18 +247,23 @@ class TuningCache:
         return [gpu for cap, sms, gpu in self._shipped if (cap, sms) == (capability, sm_count)]
 
     def put(self, entry: CacheEntry) -> None:
-        """Keep ``entry`` and merge it into its file (re-read: others' entries stay). OSError when
-        the file cannot be written; memory keeps it anyway."""
+        """Keep ``entry`` and merge it into its file: under the file's lock, re-read it (other
+        processes' entries stay), add this cache's entries, write. OSError when the file cannot
+        be locked or written; memory keeps the entry anyway."""
         key = entry.key
         entry = dataclasses.replace(entry, config=validate_config(entry.config))
-        path = self.path_for(key.gpu, key.triton)
-        merged = read_file(path, key.gpu, key.triton)["entries"]
-        merged.update({e.key: e for bucket in self._of(key.gpu, key.triton).values()
-                       for e in bucket.values()})
-        merged[key] = entry
-        self._entries[key.gpu, key.triton] = _index(merged.values())
+        mine = self._of(key.gpu, key.triton)
+        mine.setdefault(key[2:5], {})[key.m_bucket] = entry  # first, so that an OSError keeps it
         self.answers.clear()
-        write_file(path, {"gpu": key.gpu, "triton": key.triton}, merged)
+        path = self.path_for(key.gpu, key.triton)
+        path.parent.mkdir(parents=True, exist_ok=True)  # the lock file goes there too
+        # Without the lock, a process writing between our read and our replace loses its entries.
+        lock = FileLock(path.with_name(path.name + ".lock"), timeout=LOCK_TIMEOUT_S)
+        with lock.acquire(poll_interval=LOCK_POLL_S):
+            merged = read_file(path, key.gpu, key.triton)["entries"]
+            merged.update({e.key: e for bucket in mine.values() for e in bucket.values()})
+            self._entries[key.gpu, key.triton] = _index(merged.values())
+            write_file(path, {"gpu": key.gpu, "triton": key.triton}, merged)
 
 
 def _index(entries: Iterable[CacheEntry]) -> dict[tuple, dict[int, CacheEntry]]:

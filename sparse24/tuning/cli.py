@@ -20,6 +20,7 @@ from sparse24.tuning.cache import CACHE_DIR_ENV, TuningCache, format_config, m_b
 from sparse24.tuning.cache import write_defaults
 
 DEFAULT_M = "1,16,64,256,4096"
+EXIT_NO_CUDA = 2  # "cannot run here", as `python -m sparse24 bench` (bench_quick.EXIT_NO_CUDA)
 
 
 class UsageError(ValueError):
@@ -98,7 +99,7 @@ def _cuda_available() -> bool:
 
 def main(args: argparse.Namespace | Sequence[str] | None = None,
          tune: Callable[..., Any] | None = None) -> int:
-    """Exit status 0 ok, 1 tuning failed or no CUDA, 2 bad usage. ``tune`` defaults to
+    """Exit status 0 ok, 1 tuning failed, 2 bad usage or no CUDA GPU. ``tune`` defaults to
     ``sparse24.ops.tune.tune`` (imported only when run: it pulls in Triton); tests pass a fake."""
     if not isinstance(args, argparse.Namespace):
         parser = argparse.ArgumentParser(
@@ -126,8 +127,9 @@ def _main(args: argparse.Namespace, tune: Callable[..., Any] | None) -> int:
     if not str(args.device).startswith("cuda"):
         raise UsageError(f"--device {args.device}: tuning runs on a CUDA device")
     if not _cuda_available():
-        return _fail("no CUDA GPU found (torch.cuda.is_available() is False); tuning times the "
-                     "kernels on the GPU they will run on")
+        print("sparse24 tune: needs a CUDA GPU (torch.cuda.is_available() is False here): it "
+              "times the kernels on the GPU they will run on", file=sys.stderr)
+        return EXIT_NO_CUDA
     if args.model:
         try:
             packable, skipped = model_linear_shapes(args.model, args.trust_remote_code)
