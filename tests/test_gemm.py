@@ -104,6 +104,44 @@ def test_zero_tokens():
     assert ops.linear(torch.empty(0, 64, dtype=torch.float16), values, meta).shape == (0, 16)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_zero_tokens_choose_no_config(monkeypatch, dtype, device):
+    """An empty product needs no kernel, so linear returns its empty output before choosing a
+    config: on a GPU the choice divided by zero for m = 0 (issue 21), whatever x's leading dims."""
+    def no_config(*args):
+        raise AssertionError(f"a config was chosen for an empty product: {args}")
+
+    monkeypatch.setattr(gemm, "choose_config", no_config)
+    values, meta = packed_weight(64, 128, dtype, device)
+    bias = torch.randn(64, device=device)
+    for lead in [(0,), (3, 0), (0, 5)]:
+        x = torch.empty(*lead, 128, dtype=dtype, device=device)
+        for activation in ACTIVATIONS:
+            for y in (ops.linear(x, values, meta, bias, activation),
+                      gemm._linear_op(x, values, meta, None, activation)):  # the dispatcher's path
+                assert y.shape == (*lead, 64) and y.dtype == dtype and y.device == x.device
+
+
+@pytest.mark.parametrize("sm90", [True, False])
+def test_heuristic_takes_zero_tokens_on_cuda(monkeypatch, sm90):
+    """The CUDA side of the heuristic, on a CPU (device facts pretended): m = 0 gets a config that
+    fits instead of a ZeroDivisionError (its weight-streaming branch divided by the program count,
+    0 for no tokens), as any other m <= 64 does."""
+    from sparse24.ops import wgmma
+
+    monkeypatch.setattr(wgmma, "supported", lambda index: sm90)
+    monkeypatch.setattr(gemm, "_sm_count", lambda index: 132)
+    cuda = torch.device("cuda", 0)
+    gemm.heuristic_config.cache_clear()
+    try:
+        for n, k in [(768, 768), (4096, 11008), (96, 256)]:
+            cfg = gemm.choose_config(0, n, k, torch.float16, cuda)  # no tuned entry for m < 1
+            assert gemm.config_fits(cfg, n, k) and configs.well_formed(cfg), cfg
+            assert cfg["family"] == gemm.heuristic_config(1, n, k, cuda)["family"]
+    finally:
+        gemm.heuristic_config.cache_clear()
+
+
 def _nan_inf_case(device, dtype=torch.float16):
     n, k = 64, 256
     w = ops.prune_24(torch.randn(n, k, dtype=dtype, device=device))
@@ -299,6 +337,24 @@ def test_linear_compiles_fullgraph_and_cuda_graph_gpu(seed):
     for _ in range(3):
         out = graph_mode(x)
     assert rel_err(out, eager.double()) < 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("lead", [(0,), (4, 0)])
+def test_zero_tokens_gpu(lead, dtype):
+    """x with no rows on the GPU (issue 21: a ZeroDivisionError choosing the config): the empty
+    output of the right shape, dtype and device, with or without bias and activation, eager and
+    compiled."""
+    values, meta = packed_weight(768, 768, dtype, "cuda")
+    bias = torch.randn(768, dtype=dtype, device="cuda")
+    x = torch.empty(*lead, 768, dtype=dtype, device="cuda")
+    for activation in ACTIVATIONS:
+        for b in (None, bias, bias.float()):
+            y = ops.linear(x, values, meta, b, activation)
+            assert y.shape == (*lead, 768) and y.dtype == dtype and y.device == x.device
+    y = torch.compile(lambda x: ops.linear(x, values, meta, bias, "gelu") * 2, fullgraph=True)(x)
+    assert y.shape == (*lead, 768) and y.dtype == dtype and y.device == x.device
 
 
 def test_plain_eager_calls_skip_the_op_dispatch():

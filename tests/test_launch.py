@@ -147,6 +147,12 @@ def test_hooks_and_plain_python_arguments(monkeypatch):
 
 
 # ---------------------------------------------------------------- DescriptorLauncher
+# The descriptors' metadata of the sm90 GEMM's three TMA operands (values, x, y), as Triton's
+# compiler records it: 128B swizzle, 2-byte elements, fp16, boxes of 128 and 64 rows.
+_METAS = [{"swizzle": 3, "elem_size": 2, "elem_type": 6, "block_size": [rows, 64],
+           "fp4_padded": False} for rows in (128, 64, 64)]
+
+
 def _fake_triton_launcher(monkeypatch):
     """A CompiledKernel of the sm90 GEMM's signature (three TMA descriptors, then meta_addr,
     bias, N, K, then constexprs) whose launcher is the installed Triton's own CudaLauncher code
@@ -166,31 +172,61 @@ def _fake_triton_launcher(monkeypatch):
     signature = {"a_desc": "tensordesc<fp16[128, 64]>", "x_desc": "tensordesc<fp16[64, 64]>",
                  "y_desc": "tensordesc<fp16[64, 64]>", "meta_addr": "i64", "bias_ptr": "*fp16",
                  "N": "i32", "K": "i32", "BT": "constexpr"}
-    metas = [{"swizzle": 3, "elem_size": 2, "elem_type": 6, "block_size": [rows, 64],
-              "fp4_padded": False} for rows in (128, 64, 64)]
     run = object.__new__(nvidia_driver.CudaLauncher)
     run.__dict__.update(
-        launch=nvidia_driver.wrap_handle_tensordesc(lambda *args: calls.append(args), signature, metas),
+        launch=nvidia_driver.wrap_handle_tensordesc(lambda *args: calls.append(args), signature,
+                                                    [dict(m) for m in _METAS]),
         num_ctas=1, global_scratch_size=0, global_scratch_align=1, profile_scratch_size=0,
         profile_scratch_align=1, launch_cooperative_grid=False, launch_pdl=False, gsan_enabled=False)
     compiled = type("Compiled", (), {"run": run, "function": 1234, "packed_metadata": "packed"})()
     return triton_internals, compiled, calls
 
 
+def _triton_3_6_wrapper(launcher, tensordesc_indices, tensordesc_meta):
+    """A closure over what Triton 3.6's wrap_handle_tensordesc closes over (all that
+    DescriptorLauncher.of reads of it)."""
+    def launch(*args):
+        return launcher(*args, tensordesc_indices, tensordesc_meta)
+    return launch
+
+
+def _known_launcher(monkeypatch):
+    """_fake_triton_launcher's kernel with a launcher of exactly the shape DescriptorLauncher.of
+    knows (Triton 3.6's: 13 fixed C-launcher arguments, make_tensordesc_arg(arg, metadata), the
+    wrapper closure above), whatever Triton is installed: so the refusals below mean the same on
+    every version."""
+    nvidia_driver = pytest.importorskip("triton.backends.nvidia.driver")
+    internals, compiled, calls = _fake_triton_launcher(monkeypatch)
+    monkeypatch.setattr(nvidia_driver, "_BASE_ARGS_FORMAT_LEN", 13, raising=False)
+    monkeypatch.setattr(nvidia_driver, "TMA_DTYPE_DEVICE_TO_HOST", {6: "fp16 on the host"},
+                        raising=False)
+    monkeypatch.setattr(nvidia_driver, "make_tensordesc_arg", lambda arg, metadata: None)
+    compiled.run.launch = _triton_3_6_wrapper(lambda *args: calls.append(args), {0, 1, 2},
+                                              [dict(m) for m in _METAS])
+    return internals, compiled, calls
+
+
+def _on_triton_3_6() -> bool:
+    import triton
+
+    return triton.__version__.startswith("3.6")
+
+
 def test_descriptor_launcher_passes_what_triton_would(monkeypatch):
     """Where DescriptorLauncher drives the installed Triton's launcher (Triton 3.6, the GPU
     machine's), the C launcher gets exactly the arguments Triton's own wrappers give it for the
-    same call; where it cannot (other versions), ``of`` says so and the CachedLaunch path stays."""
+    same call. Other versions: test_wgmma_launch_goes_direct_only_on_triton_3_6 checks the
+    fallback."""
     pytest.importorskip("triton.experimental.gluon.nvidia.hopper")
+    import triton
+
+    if not _on_triton_3_6():
+        pytest.skip(f"Triton {triton.__version__}: DescriptorLauncher drives only Triton 3.6's "
+                    "launcher, so there is no direct call to compare with Triton's own")
     from sparse24.ops import wgmma
 
     internals, compiled, calls = _fake_triton_launcher(monkeypatch)
     direct = internals.DescriptorLauncher.of(compiled, 3)
-    import triton
-
-    if not triton.__version__.startswith("3.6"):
-        assert direct is None, f"DescriptorLauncher accepted Triton {triton.__version__}'s launcher"
-        return
     assert direct is not None
     layout = wgmma._nvmma_layout()
     values = torch.randn(256, 64, dtype=torch.float16)
@@ -210,13 +246,113 @@ def test_descriptor_launcher_passes_what_triton_would(monkeypatch):
     assert len({repr(m[1]) for m in maps}) == 3
 
 
-def test_descriptor_launcher_refuses_launchers_it_does_not_know(monkeypatch):
-    """A launcher with scratch memory, or whose wrapper is not the closure read, gets None."""
+def test_wgmma_launch_goes_direct_only_on_triton_3_6(monkeypatch):
+    """What wgmma.launch decides for the installed Triton's real launcher: on Triton 3.6 the
+    second call of a specialization goes through DescriptorLauncher; on any other version
+    DescriptorLauncher.of refuses that launcher, wgmma.launch remembers the refusal (False, so
+    it is not asked again) and every call takes CachedLaunch."""
     pytest.importorskip("triton.experimental.gluon.nvidia.hopper")
-    internals, compiled, _ = _fake_triton_launcher(monkeypatch)
-    compiled.run.global_scratch_size = 64
-    assert internals.DescriptorLauncher.of(compiled, 3) is None
-    compiled.run.global_scratch_size = 0
-    compiled.run.launch = lambda *args: None
-    assert internals.DescriptorLauncher.of(compiled, 3) is None
+    from sparse24.ops import wgmma
+
+    internals, compiled, c_calls = _fake_triton_launcher(monkeypatch)
+    on_3_6 = _on_triton_3_6()
+    assert (internals.DescriptorLauncher.of(compiled, 3) is not None) == on_3_6
+    cached_calls = []
+
+    class FakeCached:  # CachedLaunch after its first launch compiled `compiled`
+        def __call__(self, grid, args, constexprs, num_warps):
+            cached_calls.append(grid)
+
+        def compiled_for(self, args, constexprs, num_warps):
+            return compiled
+
+    fake = FakeCached()
+    monkeypatch.setattr(wgmma, "_plans", {})
+    monkeypatch.setattr(wgmma, "_direct", {})
+    monkeypatch.setattr(wgmma, "_sm_count", lambda index: 132)
+    monkeypatch.setattr(wgmma, "_verify", lambda *args: (4096, 0))
+    monkeypatch.setattr(wgmma, "_cached_launch", lambda: fake)
+    monkeypatch.setattr(internals, "_current_device", lambda: 0)
+    monkeypatch.setattr(internals, "_current_stream", lambda device: "stream")
+    x = torch.randn(300, 256, dtype=torch.float16)
+    values = torch.randn(512, 128, dtype=torch.float16)
+    meta = torch.zeros(32, 4, 32, dtype=torch.int32)
+    y = torch.empty(300, 512, dtype=torch.float16)
+    for _ in range(3):
+        wgmma.launch(x, values, meta, None, y, 0, {"family": "wgmma", "BT": 128, "STAGES": 4,
+                                                   "GROUP": 8})
+    (decision,) = wgmma._direct.values()
+    if on_3_6:
+        assert isinstance(decision, internals.DescriptorLauncher)
+        assert len(cached_calls) == 1 and len(c_calls) == 2
+    else:
+        assert decision is False
+        assert len(cached_calls) == 3 and not c_calls
+
+
+def test_descriptor_launcher_refuses_launchers_it_does_not_know(monkeypatch):
+    """DescriptorLauncher.of takes a launcher of the one shape it knows, and refuses any launcher
+    that differs from it in one of the things it reads (each case starts from the known one)."""
+    nvidia_driver = pytest.importorskip("triton.backends.nvidia.driver")
+
+    def rewrap(mp, compiled, metas):
+        mp.setattr(compiled.run, "launch", _triton_3_6_wrapper(print, {0, 1, 2}, metas))
+
+    def another_class(mp, compiled):
+        other = object.__new__(type("OtherLauncher", (), {}))
+        other.__dict__.update(compiled.run.__dict__)
+        mp.setattr(compiled, "run", other)
+
+    def another_wrapper(launcher, signature, tensordesc_meta):  # Triton 3.9's closes over more
+        return lambda *args: launcher(*args, signature, tensordesc_meta)
+
+    cases = {
+        "global scratch memory": lambda mp, c: mp.setattr(c.run, "global_scratch_size", 64),
+        "profile scratch memory": lambda mp, c: mp.setattr(c.run, "profile_scratch_size", 64),
+        "other fixed C arguments": lambda mp, c: mp.setattr(nvidia_driver, "_BASE_ARGS_FORMAT_LEN", 14),
+        "no fixed-argument count": lambda mp, c: mp.delattr(nvidia_driver, "_BASE_ARGS_FORMAT_LEN"),
+        "no host dtype table": lambda mp, c: mp.delattr(nvidia_driver, "TMA_DTYPE_DEVICE_TO_HOST"),
+        "make_tensordesc_arg with another signature": lambda mp, c: mp.setattr(
+            nvidia_driver, "make_tensordesc_arg", lambda arg, metadata, _: None),
+        "a launch that wraps nothing": lambda mp, c: mp.setattr(c.run, "launch", lambda *a: None),
+        "a launch that is no Python function": lambda mp, c: mp.setattr(c.run, "launch", print),
+        "another wrapper": lambda mp, c: mp.setattr(
+            c.run, "launch", another_wrapper(print, {}, [dict(m) for m in _METAS])),
+        "descriptors at other parameters": lambda mp, c: mp.setattr(
+            c.run, "launch", _triton_3_6_wrapper(print, {0, 1, 3}, [dict(m) for m in _METAS])),
+        "an fp4-padded descriptor": lambda mp, c: rewrap(
+            mp, c, [dict(m, fp4_padded=m["block_size"][0] == 128) for m in _METAS]),
+        "a descriptor without metadata": lambda mp, c: rewrap(mp, c, [None, *_METAS[1:]]),
+        "not a CudaLauncher": another_class,
+    }
+    for case, breaks in cases.items():
+        with monkeypatch.context() as mp:
+            internals, compiled, _ = _known_launcher(mp)
+            assert isinstance(internals.DescriptorLauncher.of(compiled, 3),
+                              internals.DescriptorLauncher), "the known shape must be accepted"
+            assert internals.DescriptorLauncher.of(compiled, 2) is None  # another descriptor count
+            breaks(mp, compiled)
+            assert internals.DescriptorLauncher.of(compiled, 3) is None, case
     assert internals.DescriptorLauncher.of(type("C", (), {"run": object()})(), 3) is None
+
+
+def test_descriptor_launcher_calls_a_known_launcher_in_its_argument_order(monkeypatch):
+    """On a launcher of the known shape (any Triton): the C launcher gets the 13 fixed arguments
+    (grid, stream, function, cooperative grid, PDL, no scratch, the packed metadata, no launch
+    metadata or hooks), then per descriptor its filled map, shape and strides, then the runtime
+    arguments and constexprs. On Triton 3.6, test_descriptor_launcher_passes_what_triton_would
+    checks the same against Triton's own wrapper."""
+    internals, compiled, calls = _known_launcher(monkeypatch)
+    direct = internals.DescriptorLauncher.of(compiled, 3)
+    values = torch.randn(256, 64, dtype=torch.float16)
+    x = torch.randn(200, 256, dtype=torch.float16)[:, 64:192]
+    y = torch.empty(200, 256, dtype=torch.float16)
+    bias = torch.randn(256, dtype=torch.float16)
+    direct(7, "stream", (values, x, y), (4096, bias, 256, 128), (64,))
+    expanded = []
+    for t, rows in zip((values, x, y), (128, 64, 64)):
+        filled = ("tensormap", (t.data_ptr(), 3, 2, "fp16 on the host", [rows, 64], t.shape,
+                                t.stride(), 0))
+        expanded += [filled, *t.shape, *t.stride()]
+    assert calls == [(7, 1, 1, "stream", 1234, False, False, None, None, "packed", None, None, None,
+                      *expanded, 4096, bias, 256, 128, 64)]

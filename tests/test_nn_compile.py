@@ -69,6 +69,24 @@ def test_aot_eager_fullgraph_matches_eager(seed):
     assert len(graphs) == 1
 
 
+def test_compiled_model_with_grad_enabled_says_why_backward_fails(seed):
+    """Outside no_grad / inference_mode a fullgraph compile must not fail with Dynamo's
+    "Observed exception" (the cause buried in its debug context): the forward runs as in eager,
+    and the backward raises sparse24's own one-line message."""
+    torch._dynamo.reset()
+    model = sparsified_bert()
+    batch = inputs()
+    want = logits(model, batch)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    out = compiled(**batch)  # grad enabled: the embeddings' weights require grad
+    assert out.start_logits.requires_grad
+    assert rel_err(torch.stack([out.start_logits, out.end_logits]), want) < REL_TOL[torch.float32]
+    with pytest.raises(RuntimeError) as raised:
+        (out.start_logits.sum() + out.end_logits.sum()).backward()
+    first_line = str(raised.value).splitlines()[0]
+    assert first_line.startswith("sparse24.linear has no backward") and "inference_mode" in first_line
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("mode", [None, "reduce-overhead"])
 def test_cuda_inductor_fullgraph_fp16_matches_eager(seed, mode):

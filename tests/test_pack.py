@@ -168,6 +168,47 @@ def test_errors_name_the_problem(device):
             ops.decompress(values, meta.cpu())
 
 
+NAN = float("nan")
+
+
+@pytest.mark.parametrize("path", ["kernel", "reference"])
+@pytest.mark.parametrize("group", [[NAN, 0.0, 0.0, 0.0], [0.0, 1.0, NAN, 0.0], [-0.0, 0.0, 0.0, NAN]],
+                         ids=["nan-alone", "nan-and-one", "nan-and-negative-zero"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_compress_refuses_nan_in_an_otherwise_2to4_group(path, group, dtype, device, monkeypatch):
+    """A NaN in a group of at most two nonzero values: only the NaN check can refuse it (in
+    test_errors_name_the_problem the NaN also makes its group over-full, which the over-full
+    check reports the same way). Both the kernel's NaN count and the reference path's check."""
+    from sparse24.ops._checks import first_overfull_group, use_triton
+
+    w = random_24(16, 64, dtype, device)
+    w[5, 8:12] = torch.tensor(group, dtype=dtype)
+    if path == "reference":  # CPU tensors without the interpreter take the reference path
+        monkeypatch.setenv("TRITON_INTERPRET", "0")
+        w = w.cpu()
+    assert use_triton(w) == (path == "kernel")
+    assert first_overfull_group(w) is None, "the NaN's group must be 2:4 for this test"
+    with pytest.raises(ValueError, match=f"NaN at row 5, column {8 + group.index(NAN)}"):
+        ops.compress(w)
+    values, meta = ops.compress(w, check=False)  # packed as asked, NaN kept
+    assert torch.isnan(values[5]).sum() == 1
+    with pytest.raises(ValueError, match=f"NaN at row 5, column {8 + group.index(NAN)}"):
+        ops.mask_24(w)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_negative_zeros_count_as_zeros(dtype, device):
+    """A group of three negative zeros and one value is 2:4: compress packs it as the reference
+    does instead of calling it over-full (as the interpreter's bfloat16 comparisons, on raw bits,
+    once did)."""
+    w = torch.zeros(16, 64, dtype=dtype)
+    w[2, 4:8] = torch.tensor([-0.0, -0.0, 3.0, -0.0])
+    values, meta = ops.compress(w.to(device))
+    rv, rm = ref.compress_ref(w)
+    assert_bitwise_equal(values, rv)
+    assert torch.equal(meta.cpu(), rm)
+
+
 def test_non_contiguous_weight_is_handled(device, seed):
     base = random_24(64, 256, torch.float16, device)
     view = base[::2, :128]  # row stride 512, not packed rows

@@ -126,6 +126,31 @@ def _pretend_sm90(monkeypatch, sm90: bool):
     return torch.device("cuda", 0)
 
 
+@pytest.mark.parametrize("capability, sm90", [
+    ((8, 0), False), ((8, 9), False), ((9, 0), True), ((10, 0), False), ((12, 0), False)],
+    ids=["sm80", "sm89", "sm90", "sm100", "sm120"])
+def test_sm90_family_only_on_compute_capability_9_0(monkeypatch, capability, sm90):
+    """wgmma.mma_async.sp is an sm_90a instruction: sm100 and sm120 (Blackwell) have no wgmma, so
+    ``supported`` must want capability 9.0 exactly, not 9.0 and up, and the dispatch follows it."""
+    import torch
+
+    from sparse24.ops import gemm
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(gemm, "_sm_count", lambda index: 132)
+    wgmma.supported.cache_clear()
+    gemm.heuristic_config.cache_clear()
+    try:
+        assert wgmma.supported(0) is sm90
+        cuda = torch.device("cuda", 0)
+        assert gemm.uses_wgmma(4096, cuda) is sm90
+        assert gemm.heuristic_config(4096, 768, 768, cuda)["family"] == ("wgmma" if sm90 else "mma")
+    finally:  # the answers for the pretended GPU must not outlive the test
+        wgmma.supported.cache_clear()
+        gemm.heuristic_config.cache_clear()
+
+
 @pytest.mark.parametrize("sm90", [True, False])
 def test_dispatch_rule_sm90_many_tokens_take_wgmma(monkeypatch, sm90):
     from sparse24.ops import configs, gemm

@@ -75,7 +75,8 @@ def _mask_24_kernel(
     cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     inside = (rows[:, None] < N) & (cols[None, :] < K)
     tile = tl.load(w_ptr + rows[:, None] * stride_wn + cols[None, :], mask=inside, other=0.0)
-    p0, p1, p2, p3 = _split4(tl.abs(tile.to(tl.float32)), BLOCK_N, BLOCK_K)
+    wide = tile.to(tl.float32)  # exact; compared in float32, see _compress_chunk
+    p0, p1, p2, p3 = _split4(tl.abs(wide), BLOCK_N, BLOCK_K)
     k0, k1, k2, k3 = _top2(p0, p1, p2, p3)
     keep = _join4(k0, k1, k2, k3, BLOCK_N, BLOCK_K)
     if PRUNE:
@@ -84,7 +85,7 @@ def _mask_24_kernel(
         out = keep.to(tl.int8)
     tl.store(out_ptr + rows[:, None] * stride_on + cols[None, :], out, mask=inside)
     tl.store(nan_ptr + tl.program_id(0) * tl.num_programs(1) + tl.program_id(1),
-             tl.sum(tl.sum((tile != tile).to(tl.int32), axis=1), axis=0))
+             tl.sum(tl.sum((wide != wide).to(tl.int32), axis=1), axis=0))
 
 
 @triton.jit
@@ -120,7 +121,10 @@ def _compress_chunk(w_ptr, values_ptr, meta_ptr, K, stride_wn, pid_n, chunk,
     rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     cols = chunk * 64 + tl.arange(0, 64)
     tile = tl.load(w_ptr + rows[:, None] * stride_wn + cols[None, :])
-    nonzero = tile != 0
+    # Compared in float32 (exact): the Triton interpreter holds bfloat16 as uint16 bits and
+    # compares those, so there NaN == NaN and -0.0 != 0 (on a GPU both forms are the same).
+    wide = tile.to(tl.float32)
+    nonzero = wide != 0
     # score 2: nonzero value; 1: negative zero (nonzero bits); 0: +0.0
     score = nonzero.to(tl.int32) * 2 + (tile.to(INT_DTYPE, bitcast=True) != 0).to(tl.int32)
     s0, s1, s2, s3 = _split4(score, BLOCK_N, 64)
@@ -148,7 +152,7 @@ def _compress_chunk(w_ptr, values_ptr, meta_ptr, K, stride_wn, pid_n, chunk,
 
     bad_groups = tl.sum(((s0 >= 2).to(tl.int32) + (s1 >= 2).to(tl.int32) + (s2 >= 2).to(tl.int32)
                          + (s3 >= 2).to(tl.int32) > 2).to(tl.int32))
-    nans = tl.sum((tile != tile).to(tl.int32))
+    nans = tl.sum((wide != wide).to(tl.int32))
     return bad_groups, nans
 
 

@@ -85,7 +85,8 @@ def heuristic_config(m: int, n: int, k: int, device: torch.device) -> dict:
     if m <= 64:
         block_f = 128 if _divides(128, n) else 64
         block_t = 16 if m <= 16 else 32
-        programs = (n // block_f) * _cdiv(m, block_t)
+        # max(1, ...): m = 0 makes no programs (linear returns first; a bench or tool may ask)
+        programs = max(1, (n // block_f) * _cdiv(m, block_t))
         most = max(1, min(k // 64 // 8, 4 * _sm_count(device.index or 0) // programs))
         split_k = 1 << (most.bit_length() - 1)  # a power of two, at most `most`
         return {"family": "mma", "BLOCK_F": block_f, "BLOCK_T": block_t, "GROUP_T": 8,
@@ -208,6 +209,8 @@ def _linear_impl(
     n, k = values.shape[0], values.shape[1] * 2
     flat = x.dim() == 2  # no reshapes for 2-D x: a torch call each (~2 us on the H200's host)
     x2 = x if flat else x.reshape(-1, k)
+    if x2.shape[0] == 0:  # no tokens: nothing to compute, so no config to choose (nor to tune)
+        return x.new_empty((*x.shape[:-1], n))
     # The kernels read x rows with 4-byte (inline asm) and 16-byte (tl.load) accesses.
     if x2.stride(1) != 1 or x2.stride(0) % 8 or x2.data_ptr() % 16:
         x2 = x2.contiguous()
@@ -231,18 +234,43 @@ _LIB.impl("linear", torch.library.fallthrough_kernel, "Autograd")
 _linear_op = torch.ops.sparse24.linear.default
 
 
+NO_BACKWARD = (
+    "sparse24.linear has no backward: SparseLinear is for inference. Run the model under "
+    "torch.inference_mode() (or torch.no_grad()); to train, fine-tune the dense model with "
+    "sparse24.nn.prune_ (fixed 2:4 masks), then squash_ and sparsify_ it")
+
+
+# The backward's refusal is an op of its own, raised when a backward runs, not when one is
+# traced: torch.compile traces an autograd.Function's backward while compiling the forward, and a
+# Python raise there became an "Observed exception" graph break that buried this message in its
+# debug context (issue 21). So a compiled model runs forward with grad enabled, like eager does,
+# and the first backward through it raises this message itself.
+_LIB.define("no_backward(Tensor grad, Tensor like) -> Tensor")
+
+
+def _refuse_backward(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    raise RuntimeError(NO_BACKWARD)
+
+
+_LIB.impl("no_backward", _refuse_backward, "CompositeExplicitAutograd")
+
+
+@torch.library.register_fake("sparse24::no_backward")
+def _(grad, like):
+    return torch.empty_like(like)
+
+
 class _NoBackward(torch.autograd.Function):
     """Identity on y whose backward raises: sparse24.linear has no gradient (inference only)."""
 
     @staticmethod
     def forward(ctx, y, *inputs):
+        ctx.save_for_backward(*inputs)
         return y.view_as(y)
 
     @staticmethod
-    def backward(ctx, *grads):
-        raise RuntimeError(
-            "sparse24.linear has no backward: SparseLinear is for inference. Fine-tune the dense "
-            "model with sparse24.nn.prune_ (fixed 2:4 masks), then squash_ and sparsify_ it")
+    def backward(ctx, grad):
+        return (None, *(torch.ops.sparse24.no_backward(grad, t) for t in ctx.saved_tensors))
 
 
 def _plain_eager_call(x, values, meta, bias) -> bool:
