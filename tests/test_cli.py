@@ -157,3 +157,78 @@ def test_squad_missing_local_file_is_a_message(tmp_path, capsys):
     status, err = _squad(["--train-file", str(tmp_path / "t.json"), "--dev-file",
                           str(tmp_path / "d.json")], capsys)
     assert status == 2 and "SQuAD file not found" in err and "t.json" in err
+
+
+# ----------------------------------------------------- squad: bad values and files (issue 21)
+def _squad_cli_entry(argv, capsys) -> tuple[int, str]:
+    from sparse24.squad import cli as squad_cli
+
+    status = squad_cli._entry(argv)  # python -m sparse24.squad.cli (what torchrun starts)
+    return status, capsys.readouterr().err
+
+
+_ENTRIES = {"python -m sparse24 squad": _squad, "python -m sparse24.squad.cli": _squad_cli_entry}
+
+
+@pytest.mark.parametrize("entry", list(_ENTRIES))
+@pytest.mark.parametrize(
+    "flag,value",
+    [("--epochs", "-1"), ("--batch-size", "0"), ("--max-length", "10"), ("--stride", "500"),
+     ("--grad-accum", "0"), ("--warmup-ratio", "1"), ("--lr", "nan"), ("--seed", "-1")],
+)
+def test_squad_bad_value_is_one_line_naming_the_flag(entry, flag, value, monkeypatch, capsys):
+    """These ended in a traceback (ZeroDivisionError, numpy's seed error, preprocess' stride
+    check after the model was loaded) or ran to meaningless scores."""
+    from sparse24.squad import pipeline
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("loaded before the options were checked")
+
+    monkeypatch.setattr(pipeline, "set_seed", loaded)
+    monkeypatch.setattr(pipeline, "_prepare", loaded)
+    status, err = _ENTRIES[entry]([flag, value], capsys)
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"python -m sparse24 squad: error: {flag} must be "), lines[0]
+
+
+def test_squad_bad_value_is_refused_before_anything_is_imported():
+    """In a fresh process without the [bert] extra: the value is refused first, exit status 2."""
+    done = _bare("squad", "--batch-size", "0")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        "python -m sparse24 squad: error: --batch-size must be an integer >= 1, got 0"
+    )
+
+
+@pytest.mark.parametrize("entry", list(_ENTRIES))
+@pytest.mark.parametrize("fault", ["truncated gzip", "no answers"])
+def test_squad_malformed_file_is_one_line_naming_it(entry, fault, tmp_path, monkeypatch, capsys):
+    """A truncated .json.gz ended in EOFError, a question without 'answers' in KeyError."""
+    import gzip
+
+    from sparse24.squad import pipeline
+    from sparse24.squad.tiny import synthetic_squad
+
+    pytest.importorskip("transformers")
+    monkeypatch.setattr(pipeline, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    doc = synthetic_squad(random.Random(0), n_articles=2)
+    train = tmp_path / "train.json.gz"
+    if fault == "truncated gzip":
+        train.write_bytes(gzip.compress(json.dumps(doc).encode())[:-10])
+    else:
+        del doc["data"][1]["paragraphs"][0]["qas"][2]["answers"]
+        train.write_bytes(gzip.compress(json.dumps(doc).encode()))
+    dev = tmp_path / "dev.json"
+    dev.write_text(json.dumps(synthetic_squad(random.Random(1), n_articles=1)))
+    argv = ["--train-file", str(train), "--dev-file", str(dev), "--model", "none",
+            "--no-progress", "--output-dir", str(tmp_path / "out")]
+    status, err = _ENTRIES[entry](argv, capsys)
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"python -m sparse24 squad: error: {train}"), lines[0]
+    says = "not a readable gzip file" if fault == "truncated gzip" else (
+        "data[1].paragraphs[0].qas[2] has no 'answers'")
+    assert says in lines[0], lines[0]

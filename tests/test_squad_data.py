@@ -202,3 +202,151 @@ def test_importing_the_package_does_not_import_datasets_or_transformers():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+# ---------------------------------------------------------------- malformed files (issue 21)
+def _one_line(err: pytest.ExceptionInfo) -> str:
+    message = str(err.value)
+    assert "\n" not in message, message
+    return message
+
+
+def _gz(doc) -> bytes:
+    return gzip.compress(json.dumps(doc).encode(), mtime=0)
+
+
+# name -> the bad bytes of a file, and what the message says is wrong with it
+_UNREADABLE = {
+    "truncated gzip": (lambda doc: _gz(doc)[:-10], "not a readable gzip file"),
+    "gzip, bad header": (
+        lambda doc: _gz(doc)[:2] + b"\x00" + _gz(doc)[3:], "not a readable gzip file"
+    ),
+    "gzip, bad CRC": (lambda doc: _gz(doc)[:-8] + b"\x00" * 8, "not a readable gzip file"),
+    "gzip, bad data": (
+        lambda doc: _gz(doc)[:12] + bytes(b ^ 0xFF for b in _gz(doc)[12:40]) + _gz(doc)[40:],
+        "not a readable gzip file",
+    ),
+    "bad UTF-8": (lambda doc: json.dumps(doc).encode().replace(b"Article_0", b"Art\xffcle"),
+                  "not UTF-8 text"),
+    "deeply nested": (lambda doc: b'{"data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                      "nests JSON too deeply"),
+}
+
+
+@pytest.mark.parametrize("fault", list(_UNREADABLE))
+def test_unreadable_file_is_one_line_naming_it(fault, tmp_path, seed):
+    """These raised EOFError, gzip.BadGzipFile, zlib.error, UnicodeDecodeError or RecursionError
+    with no file name in them."""
+    make, says = _UNREADABLE[fault]
+    path = tmp_path / "train.json.gz"
+    path.write_bytes(make(synthetic_squad(random.Random(seed), n_articles=2)))
+    with pytest.raises(ValueError) as err:
+        data.read_squad_json(path)
+    assert isinstance(err.value, data.SquadFormatError)
+    message = _one_line(err)
+    assert message.startswith(str(path)) and says in message, message
+
+
+def _drop(key):
+    return lambda obj: obj.pop(key)
+
+
+def _set(key, value):
+    return lambda obj: obj.__setitem__(key, value)
+
+
+# (where in the document, how it is spoiled, what the message says after the file name)
+_MALFORMED = {
+    "no paragraphs": (("data", 1), _drop("paragraphs"), "data[1] has no 'paragraphs'"),
+    "no context": (
+        ("data", 0, "paragraphs", 1), _drop("context"), "data[0].paragraphs[1] has no 'context'"
+    ),
+    "no qas": (("data", 0, "paragraphs", 0), _drop("qas"), "data[0].paragraphs[0] has no 'qas'"),
+    "no answers": (
+        ("data", 1, "paragraphs", 0, "qas", 2),
+        _drop("answers"),
+        "data[1].paragraphs[0].qas[2] has no 'answers'",
+    ),
+    "no id": (("data", 0, "paragraphs", 0, "qas", 1), _drop("id"), "qas[1] has no 'id'"),
+    "no question": (
+        ("data", 0, "paragraphs", 0, "qas", 0), _drop("question"), "qas[0] has no 'question'"
+    ),
+    "no answer text": (
+        ("data", 0, "paragraphs", 1, "qas", 0, "answers", 0),
+        _drop("text"),
+        "data[0].paragraphs[1].qas[0].answers[0] has no 'text'",
+    ),
+    "no answer_start": (
+        ("data", 0, "paragraphs", 1, "qas", 0, "answers", 0),
+        _drop("answer_start"),
+        "answers[0] has no 'answer_start'",
+    ),
+    "article not an object": (
+        ("data",), _set(1, "Article_1"), "data[1] is a string, expected an object"
+    ),
+    "paragraphs not a list": (
+        ("data", 0), _set("paragraphs", {}), "data[0].paragraphs is an object, expected a list"
+    ),
+    "context not a string": (
+        ("data", 0, "paragraphs", 0), _set("context", ["x"]), "context is a list, expected a string"
+    ),
+    "qa is null": (("data", 0, "paragraphs", 0, "qas"), _set(0, None), "qas[0] is null, expected"),
+    "answer_start a string": (
+        ("data", 0, "paragraphs", 0, "qas", 0, "answers", 0),
+        _set("answer_start", "12"),
+        "answer_start is a string, expected an integer",
+    ),
+    "answer_start a bool": (
+        ("data", 0, "paragraphs", 0, "qas", 0, "answers", 0),
+        _set("answer_start", False),
+        "answer_start is true or false, expected an integer",
+    ),
+    "title not a string": (("data", 0), _set("title", 7), "data[0].title is an integer, expected"),
+    "no answer at all": (
+        ("data", 0, "paragraphs", 0, "qas", 0), _set("answers", []), "has no answer"
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", list(_MALFORMED))
+@pytest.mark.parametrize("suffix", [".json", ".json.gz"])
+def test_malformed_squad_is_one_line_naming_file_and_place(fault, suffix, tmp_path, seed):
+    """Missing keys and wrong types raised a bare KeyError ('paragraphs'), TypeError or
+    AttributeError from flatten_articles, naming neither the file nor the place in it."""
+    doc = synthetic_squad(random.Random(seed), n_articles=2)
+    where, spoil, says = _MALFORMED[fault]
+    obj = doc
+    for key in where:
+        obj = obj[key]
+    spoil(obj)
+    train = tmp_path / f"train{suffix}"
+    text = json.dumps(doc).encode()
+    train.write_bytes(gzip.compress(text) if suffix.endswith(".gz") else text)
+    dev = tmp_path / "dev.json"
+    dev.write_text(json.dumps(synthetic_squad(random.Random(seed + 1), n_articles=1)))
+    with pytest.raises(ValueError) as err:
+        data.load_files(train, dev)
+    assert isinstance(err.value, data.SquadFormatError)
+    message = _one_line(err)
+    assert message.startswith(f"{train}: ") and says in message, message
+
+
+def test_negative_answer_start_is_refused(seed):
+    """context[-n:...] could find the text from the end: a negative start was accepted."""
+    doc = synthetic_squad(random.Random(seed), n_articles=1)
+    paragraph = doc["data"][0]["paragraphs"][0]
+    context, answer = paragraph["context"], paragraph["qas"][0]["answers"][0]
+    answer["answer_start"] -= len(context)  # the same characters, counted from the end
+    assert context[answer["answer_start"] :].startswith(answer["text"])
+    with pytest.raises(ValueError, match=r"SQuAD data: question q000000: answer .* is not at char"):
+        data.flatten_articles(doc["data"])
+
+
+def test_offline_split_names_the_place_in_the_whole_file(tmp_path, seed):
+    """The split renumbers articles; the message counts them in the file."""
+    doc = synthetic_squad(random.Random(seed), n_articles=5)
+    del doc["data"][4]["paragraphs"][1]["qas"][0]["question"]  # article 4 fine-tunes (4 % 3 != 0)
+    path = tmp_path / data.DEV_GZ_NAME
+    path.write_bytes(_gz(doc))
+    with pytest.raises(ValueError, match=r"data\[4\]\.paragraphs\[1\]\.qas\[0\] has no 'question'"):
+        data.load_offline_split(path)

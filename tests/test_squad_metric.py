@@ -32,6 +32,20 @@ from sparse24.squad.metric import (
         # Punctuation is removed before articles: "(the" becomes the word "the" and is dropped.
         ("(the) Beatles", "beatles"),
         ("\tNew\n York ", "new york"),
+        # Articles only as whole words, neither at the end of a word ("Santa" is not "Sant")...
+        ("Santa, Cuban, bathe", "santa cuban bathe"),
+        # ... nor at its start.
+        ("Then another atlas", "then another atlas"),
+        # Punctuation goes before the articles: "a-ha" -> "aha", not "-ha" -> "ha".
+        ("A-ha", "aha"),
+        # Exactly ASCII punctuation (string.punctuation, "_" included) goes; other characters,
+        # punctuation or not, stay. An article between them becomes a space (two tokens).
+        (string.punctuation + "x", "x"),
+        ("«Café»—the—end", "«café»— —end"),
+        # Lowercase is str.lower, not casefold ("ß" stays); whitespace is any Unicode whitespace,
+        # runs of it become one space.
+        ("Straße  ÉCOLE", "straße école"),
+        ("New\u00a0York \u2009 City", "new york city"),
     ],
 )
 def test_normalize_answer(text, expected):
@@ -41,6 +55,10 @@ def test_normalize_answer(text, expected):
 def test_exact_match_after_normalization():
     assert exact_match("The Eiffel Tower.", "eiffel tower") == 1.0
     assert exact_match("Eiffel Towers", "eiffel tower") == 0.0
+    # "a" inside or at the end of a word is no article: these differ (issue 21 mutation).
+    assert exact_match("Santa", "Sant") == 0.0
+    assert f1("Santa Clara", "Sant Clar") == 0.0
+    assert exact_match("another", "other") == 0.0
 
 
 def test_f1_hand_worked():
@@ -109,3 +127,24 @@ def test_f1_properties_on_random_strings(seed):
         # Case and punctuation never change a score.
         noisy = a.upper() + rng.choice(string.punctuation)
         assert exact_match(noisy, a) == 1.0, (seed, a)
+
+
+def _official_normalization(text: str) -> str:
+    """The SQuAD v1.1 normalization restated for ASCII text, by tokens instead of regular
+    expressions: once lowercased and stripped of punctuation, ASCII text is letters, digits and
+    whitespace, so the articles "as whole words" are exactly the tokens a, an and the."""
+    kept = "".join(ch for ch in text.lower() if ch not in string.punctuation)
+    return " ".join(token for token in kept.split() if token not in ("a", "an", "the"))
+
+
+def test_normalize_answer_matches_the_official_rules_on_random_text(seed):
+    """Words that start or end with an article's letters, joined by punctuation and whitespace of
+    every kind, in random case."""
+    rng = random.Random(seed)
+    words = ["a", "an", "the", "A", "The", "santa", "cuban", "bathe", "another", "theory", "atlas",
+             "anthem", "thea", "ana", "x1"]
+    joins = [" ", "  ", "\t", "\n", "-", ",", ".", "'", "(", ") ", "_", ", the ", " a-"]
+    for _ in range(500):
+        text = "".join(rng.choice(words) + rng.choice(joins) for _ in range(rng.randint(1, 6)))
+        text = text.upper() if rng.random() < 0.1 else text
+        assert normalize_answer(text) == _official_normalization(text), (seed, text)

@@ -342,3 +342,86 @@ def test_kernel_check_on_cuda_compares_with_the_fp16_masked_dense_model(monkeypa
     assert scores["masked_dense_fp16"]["autocast"] is False
     assert check["abs_diff_f1"] == pytest.approx(0.05)
     assert check["abs_diff_f1_autocast"] == pytest.approx(0.25)
+
+
+# ------------------------------------------------------------- option values (issue 21)
+_BAD_VALUES = [
+    ("epochs", -1.0),
+    ("epochs", 0.0),
+    ("sparse_epochs", float("nan")),
+    ("sparse_epochs", float("inf")),
+    ("batch_size", 0),
+    ("eval_batch_size", 0),
+    ("grad_accum", 0),
+    ("lr", 0.0),
+    ("lr", float("nan")),
+    ("sparse_lr", -1e-5),
+    ("warmup_ratio", 1.0),
+    ("warmup_ratio", -0.1),
+    ("weight_decay", -0.01),
+    ("seed", -1),
+    ("seed", 2**32),
+    ("logging_steps", 0),
+    ("max_length", 10),
+    ("max_length", pipeline.MIN_MAX_LENGTH - 1),
+    ("stride", 500),
+    ("stride", -1),
+    ("stride", 192),  # half of the default max_length 384: the windows need room for questions
+    ("n_best", 0),
+    ("max_answer_length", 0),
+    ("max_train_samples", 0),
+    ("max_eval_samples", -5),
+    ("batch_size", 2.5),  # programmatic use: a float where a count goes
+]
+
+
+@pytest.fixture
+def nothing_loads(monkeypatch):
+    """Loading data or a model (or seeding, which imports transformers) fails the test."""
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("something was loaded before the options were checked")
+
+    for name in ("set_seed", "_prepare", "load_model", "load_squad"):
+        monkeypatch.setattr(pipeline, name, loaded)
+
+
+@pytest.mark.parametrize("field,value", _BAD_VALUES)
+def test_bad_option_values_are_refused_before_loading(field, value, nothing_loads):
+    """--epochs -1 trained for max_steps or crashed; --batch-size 0 and --grad-accum 0 divided by
+    zero; --max-length 10 and --stride 500 failed in preprocess after the model was loaded;
+    --seed -1 failed in numpy; --lr 0, --warmup-ratio 1.5, --n-best 0 ran to meaningless scores."""
+    option = "--" + field.replace("_", "-")
+    with pytest.raises(pipeline.SquadUsageError, match=f"^{option} must be .*, got ") as err:
+        pipeline.run(pipeline.SquadConfig(**{field: value}))
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},  # the defaults
+        {"epochs": 0.5, "sparse_epochs": 1e-3, "warmup_ratio": 0.0, "weight_decay": 0.0},
+        {"max_length": pipeline.MIN_MAX_LENGTH, "stride": pipeline.MIN_MAX_LENGTH // 2 - 1},
+        {"stride": 0, "seed": 0, "max_steps": 0},
+        {"seed": 2**32 - 1, "max_steps": -1, "n_best": 1, "max_answer_length": 1},
+        {"max_train_samples": 1, "max_eval_samples": 1, "sparse_lr": 1e-6, "logging_steps": 1},
+        {"max_train_samples": None, "max_eval_samples": None, "sparse_lr": None},
+    ],
+)
+def test_usable_option_values_pass(values):
+    pipeline.check_values(pipeline.SquadConfig(**values))
+
+
+def test_a_question_too_long_for_the_window_is_a_usage_error(tiny_run_inputs, tmp_path):
+    """preprocess refuses a question that leaves the context no more than --stride tokens; that
+    ValueError (it says: raise --max-length or lower --stride) reached the command line as a
+    traceback."""
+    doc = json.loads(open(tiny_run_inputs["dev_file"]).read())
+    qa = doc["data"][0]["paragraphs"][0]["qas"][0]
+    qa["question"] = " ".join([qa["question"]] * 6)  # 18-48 words: more than 32 - 3 - 15 tokens
+    dev_file = tmp_path / "long_question.json"
+    dev_file.write_text(json.dumps(doc))
+    inputs = {**tiny_run_inputs, "dev_file": str(dev_file)}
+    with pytest.raises(pipeline.SquadUsageError, match=f"question {qa['id']} takes .* tokens"):
+        pipeline.run(**inputs, max_length=32, stride=15, output_dir=str(tmp_path), progress=False)

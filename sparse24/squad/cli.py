@@ -51,13 +51,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--max-length",
         type=int,
         default=d.max_length,
-        help="tokens per window (default %(default)s)",
+        help=f"tokens per window, at least {pipeline.MIN_MAX_LENGTH} (default %(default)s)",
     )
     g.add_argument(
         "--stride",
         type=int,
         default=d.stride,
-        help="tokens shared by overlapping windows (default %(default)s)",
+        help="tokens shared by overlapping windows, less than half of --max-length "
+        "(default %(default)s)",
     )
     g.add_argument(
         "--n-best",
@@ -149,7 +150,8 @@ def config_from_args(args: argparse.Namespace) -> SquadConfig:
 
 def main(args: argparse.Namespace) -> int:
     """Run the experiment; 0 on success, 1 when the sparse24 check fails, 2 on a usage error (a
-    missing model or data file, options that go together), printed as one line."""
+    missing model or data file, a malformed data file, options that go together, a value no run
+    can use), printed as one line."""
     try:
         results = pipeline.run(config_from_args(args))
     except pipeline.SquadUsageError as err:

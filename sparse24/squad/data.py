@@ -16,9 +16,11 @@ import gzip
 import hashlib
 import json
 import os
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 DEV_GZ_NAME = "dev-v1.1.json.gz"
 # Where the dev set lives relative to a repository root: beside the checkout (the lab layout) or
@@ -27,6 +29,7 @@ _DEV_GZ_RELATIVE = (Path("..") / "shared" / "data" / "squad", Path("shared") / "
 # sha256 of the decompressed official dev-v1.1.json (from shared/data/squad/README.txt).
 DEV_V11_SHA256 = "95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9"
 EVAL_EVERY = 3  # articles at positions i % 3 == 0 are held out for evaluation
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,10 @@ class SquadData:
         }
 
 
+class SquadFormatError(ValueError):
+    """A SQuAD file (or hub split) that cannot be used: the message names the file and the fault."""
+
+
 def read_squad_json(path: str | os.PathLike) -> tuple[list[dict], str]:
     """The ``data`` list (articles) of a SQuAD JSON file (.json or .json.gz), and its sha256.
 
@@ -76,50 +83,115 @@ def read_squad_json(path: str | os.PathLike) -> tuple[list[dict], str]:
         raise FileNotFoundError(f"SQuAD file not found: {path}")
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is named
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as err:  # corrupt or truncated
+            raise SquadFormatError(f"{path} is not a readable gzip file: {err}") from None
     try:
         doc = json.loads(raw)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
+        raise SquadFormatError(f"{path} is not valid JSON: {err}") from None
+    except UnicodeDecodeError as err:
+        raise SquadFormatError(f"{path} is not UTF-8 text: {err}") from None
+    except RecursionError:
+        raise SquadFormatError(f"{path} nests JSON too deeply to be SQuAD") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
-        raise ValueError(f"{path} is not in SQuAD format: expected an object with a 'data' list")
+        raise SquadFormatError(
+            f"{path} is not in SQuAD format: expected an object with a 'data' list"
+        )
     return doc["data"], hashlib.sha256(raw).hexdigest()
 
 
-def flatten_articles(articles: Iterable[dict]) -> list[SquadExample]:
-    """Every question of the given articles, in file order, with its answers checked.
+_JSON_TYPES = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    type(None): "null",
+}
 
-    Each answer's ``answer_start`` must point at its text in the context; a file where it does not
-    is rejected here rather than silently training on wrong labels.
-    """
+
+def _typed(value, kind: type, where: str):
+    """``value`` if it is of JSON type ``kind`` (bool is not an integer here), else an error."""
+    if isinstance(value, kind) and not isinstance(value, bool):
+        return value
+    raise SquadFormatError(f"{where} is {_JSON_TYPES[type(value)]}, expected {_JSON_TYPES[kind]}")
+
+
+def _field(obj: dict, key: str, kind: type, where: str):
+    """``obj[key]``, which must be there and of JSON type ``kind``."""
+    if key not in obj:
+        raise SquadFormatError(f"{where} has no {key!r}")
+    return _typed(obj[key], kind, f"{where}.{key}")
+
+
+def _objects(obj: dict, key: str, where: str):
+    """(item, where it is) for each item of the list ``obj[key]``; each must be an object."""
+    for i, item in enumerate(_field(obj, key, list, where)):
+        at = f"{where}.{key}[{i}]"
+        yield _typed(item, dict, at), at
+
+
+def _article_examples(article: dict, where: str) -> list[SquadExample]:
+    title = _typed(article.get("title", ""), str, f"{where}.title")
     examples = []
-    for article in articles:
-        title = article.get("title", "")
-        for paragraph in article["paragraphs"]:
-            context = paragraph["context"]
-            for qa in paragraph["qas"]:
-                texts = tuple(a["text"] for a in qa["answers"])
-                starts = tuple(int(a["answer_start"]) for a in qa["answers"])
-                example = SquadExample(qa["id"], title, context, qa["question"], texts, starts)
-                check_answers(example)
-                examples.append(example)
+    for paragraph, at_paragraph in _objects(article, "paragraphs", where):
+        context = _field(paragraph, "context", str, at_paragraph)
+        for qa, at in _objects(paragraph, "qas", at_paragraph):
+            answers = list(_objects(qa, "answers", at))
+            example = SquadExample(
+                _field(qa, "id", str, at),
+                title,
+                context,
+                _field(qa, "question", str, at),
+                tuple(_field(a, "text", str, at_answer) for a, at_answer in answers),
+                tuple(_field(a, "answer_start", int, at_answer) for a, at_answer in answers),
+            )
+            check_answers(example)
+            examples.append(example)
     return examples
 
 
+def examples_by_article(
+    articles: Iterable[dict], source: str | os.PathLike = "SQuAD data"
+) -> list[list[SquadExample]]:
+    """The questions of each article, in file order, with their answers checked.
+
+    Each answer's ``answer_start`` must point at its text in the context; a file where it does not
+    is rejected here rather than silently training on wrong labels. That, a missing key or a value
+    of the wrong type raises SquadFormatError naming ``source`` (the file) and the place in it,
+    e.g. ``data[3].paragraphs[1].qas[0] has no 'answers'``.
+    """
+    try:
+        return [
+            _article_examples(_typed(article, dict, f"data[{i}]"), f"data[{i}]")
+            for i, article in enumerate(articles)
+        ]
+    except SquadFormatError as err:
+        raise SquadFormatError(f"{source}: {err}") from None
+
+
+def flatten_articles(
+    articles: Iterable[dict], source: str | os.PathLike = "SQuAD data"
+) -> list[SquadExample]:
+    """Every question of the given articles, in file order, checked as by examples_by_article."""
+    return [ex for examples in examples_by_article(articles, source) for ex in examples]
+
+
 def check_answers(example: SquadExample) -> None:
-    """Raise ValueError unless the example has answers and each start points at its text."""
+    """Raise SquadFormatError unless the example has answers and each start points at its text."""
     if not example.answer_texts:
-        raise ValueError(f"question {example.id} has no answer (SQuAD v1.1 always has one)")
+        raise SquadFormatError(f"question {example.id} has no answer (SQuAD v1.1 always has one)")
     for text, start in zip(example.answer_texts, example.answer_starts, strict=True):
-        if example.context[start : start + len(text)] != text:
-            raise ValueError(
+        if start < 0 or example.context[start : start + len(text)] != text:
+            raise SquadFormatError(
                 f"question {example.id}: answer {text!r} is not at character {start} of its context"
             )
 
 
-def split_by_article(
-    articles: Sequence[dict], every: int = EVAL_EVERY
-) -> tuple[list[dict], list[dict]]:
+def split_by_article(articles: Sequence[_T], every: int = EVAL_EVERY) -> tuple[list[_T], list[_T]]:
     """(train articles, eval articles): positions ``i % every == 0`` go to evaluation."""
     eval_articles = [a for i, a in enumerate(articles) if i % every == 0]
     train_articles = [a for i, a in enumerate(articles) if i % every != 0]
@@ -160,10 +232,11 @@ def load_offline_split(dev_gz: str | os.PathLike | None = None) -> SquadData:
     """The offline protocol: the dev set split by article into fine-tune and eval halves."""
     path = find_dev_gz(dev_gz)
     articles, digest = read_squad_json(path)
-    train_articles, eval_articles = split_by_article(articles)
+    # Checked whole, before the split, so that an error names the article's place in the file.
+    train_articles, eval_articles = split_by_article(examples_by_article(articles, path))
     return SquadData(
-        train=flatten_articles(train_articles),
-        eval=flatten_articles(eval_articles),
+        train=[ex for examples in train_articles for ex in examples],
+        eval=[ex for examples in eval_articles for ex in examples],
         source="offline-split",
         description=f"{path} split by article (i % {EVAL_EVERY} == 0 -> eval)",
         n_train_articles=len(train_articles),
@@ -177,8 +250,8 @@ def load_files(train_file: str | os.PathLike, dev_file: str | os.PathLike) -> Sq
     train_articles, train_digest = read_squad_json(train_file)
     dev_articles, dev_digest = read_squad_json(dev_file)
     return SquadData(
-        train=flatten_articles(train_articles),
-        eval=flatten_articles(dev_articles),
+        train=flatten_articles(train_articles, train_file),
+        eval=flatten_articles(dev_articles, dev_file),
         source="files",
         description=f"train={train_file} dev={dev_file}",
         n_train_articles=len(train_articles),

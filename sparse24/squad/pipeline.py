@@ -23,6 +23,7 @@ the result files are the main process's job.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import sys
 import time
@@ -32,7 +33,7 @@ from datetime import datetime, timezone
 import torch
 
 from sparse24.squad import report
-from sparse24.squad.data import SquadData, SquadExample, load_squad
+from sparse24.squad.data import SquadData, SquadExample, SquadFormatError, load_squad
 from sparse24.squad.evaluate import evaluate
 from sparse24.squad.preprocess import (
     EvalFeatureMap,
@@ -43,11 +44,14 @@ from sparse24.squad.preprocess import (
 from sparse24.squad.train import TrainSettings, barrier, fine_tune, is_main_process, world
 
 KERNEL_F1_TOLERANCE = 0.1  # sparse24 kernels vs the masked dense model, in F1 points
+# The shortest window: special tokens, a question and some context must fit in --max-length.
+MIN_MAX_LENGTH = 32
 
 
 class SquadUsageError(Exception):
-    """A problem with what the run was asked to do (a missing model or data file, options that go
-    together): the command line prints it as one line and exits with status 2."""
+    """A problem with what the run was asked to do (a missing model or data file, a malformed data
+    file, options that go together, a value no run can use): the command line prints it as one
+    line and exits with status 2."""
 
 
 @dataclass
@@ -251,15 +255,18 @@ def _prepare(config: SquadConfig) -> _Prepared:
             config.hub_dataset,
             log=log,
         )
-    except FileNotFoundError as err:  # a missing dev set or data file: its message says which
+    except (FileNotFoundError, SquadFormatError) as err:  # the message names the file
         raise SquadUsageError(str(err)) from None
     model, tokenizer = load_model(config.model, offline=config.offline)
     train_examples = _take(data.train, config.max_train_samples)
     eval_examples = _take(data.eval, config.max_eval_samples)
     show = config.progress and is_main_process()
     args = (tokenizer, config.max_length, config.stride, show)
-    train_ds = build_train_dataset(train_examples, *args)
-    eval_ds, feature_map = build_eval_features(eval_examples, *args)
+    try:
+        train_ds = build_train_dataset(train_examples, *args)
+        eval_ds, feature_map = build_eval_features(eval_examples, *args)
+    except ValueError as err:  # e.g. a question too long for --max-length: the message says so
+        raise SquadUsageError(str(err)) from None
     log(
         f"fine-tune on {len(train_examples):,} questions ({len(train_ds):,} features), evaluate on "
         f"{len(eval_examples):,} questions ({len(eval_ds):,} features); model {config.model}"
@@ -349,10 +356,58 @@ def _kernel_stage(p: _Prepared, config: SquadConfig, scores: dict) -> tuple[obje
     return sparsify_report, check, seconds
 
 
+def _integer(least: int) -> tuple:
+    return lambda v: isinstance(v, int) and v >= least, f"an integer >= {least}"
+
+
+def _number(test, rule: str) -> tuple:
+    return lambda v: isinstance(v, (int, float)) and math.isfinite(v) and test(v), rule
+
+
+_POSITIVE = _number(lambda v: v > 0, "a finite number > 0")
+# SquadConfig field -> (test, what the value must be); the option is --field-with-dashes.
+_VALUE_RULES = {
+    "max_train_samples": _integer(1),
+    "max_eval_samples": _integer(1),
+    "max_length": _integer(MIN_MAX_LENGTH),
+    "n_best": _integer(1),
+    "max_answer_length": _integer(1),
+    "epochs": _POSITIVE,
+    "sparse_epochs": _POSITIVE,
+    "max_steps": (lambda v: isinstance(v, int), "an integer"),  # <= 0: the epochs count
+    "lr": _POSITIVE,
+    "sparse_lr": _POSITIVE,
+    "batch_size": _integer(1),
+    "eval_batch_size": _integer(1),
+    "grad_accum": _integer(1),
+    "warmup_ratio": _number(lambda v: 0 <= v < 1, "in [0, 1)"),
+    "weight_decay": _number(lambda v: v >= 0, "a finite number >= 0"),
+    "seed": (lambda v: isinstance(v, int) and 0 <= v < 2**32, "an integer in [0, 2**32)"),
+    "logging_steps": _integer(1),
+}
+_UNSET_ALLOWED = {"max_train_samples", "max_eval_samples", "sparse_lr"}  # None: all, or --lr
+
+
+def check_values(config: SquadConfig) -> None:
+    """Raise SquadUsageError, naming the option, for a number no run can use."""
+    for field, (test, rule) in _VALUE_RULES.items():
+        value = getattr(config, field)
+        if not (test(value) or (value is None and field in _UNSET_ALLOWED)):
+            raise SquadUsageError(f"--{field.replace('_', '-')} must be {rule}, got {value}")
+    # A window holds special tokens and the question too, and the next window starts `stride`
+    # context tokens before this one ends: half the window keeps room for both.
+    if not (isinstance(config.stride, int) and 0 <= 2 * config.stride < config.max_length):
+        raise SquadUsageError(
+            f"--stride must be >= 0 and less than half of --max-length ({config.max_length}), "
+            f"got {config.stride}"
+        )
+
+
 def check_usage(config: SquadConfig) -> None:
     """What can be refused before anything is loaded; with ``offline``, also turn the Hugging Face
     libraries offline (read when they are first imported; from_pretrained also gets
     local_files_only)."""
+    check_values(config)
     if (config.train_file is None) != (config.dev_file is None):
         given, missing = (
             ("--train-file", "--dev-file") if config.train_file else ("--dev-file", "--train-file")
