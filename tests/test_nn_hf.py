@@ -35,7 +35,8 @@ def test_save_pretrained_then_from_pretrained_gives_the_same_model(seed, tmp_pat
     assert report.grouped and report.swapped
     model.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())["quantization_config"]
-    assert saved["quant_method"] == "sparse24" and saved["groups"] and saved["linears"]
+    assert saved["quant_method"] == "sparse24"
+    assert saved["base"]["groups"] and saved["base"]["linears"]
 
     loaded = getattr(transformers, ARCH_CLASSES[arch]).from_pretrained(tmp_path).eval()
     assert structure(loaded) == structure(model)
@@ -54,6 +55,41 @@ def test_a_model_sparsified_in_two_calls_records_both(seed, tmp_path):
     assert structure(loaded) == structure(model)
     batch = inputs()
     assert torch.equal(logits(loaded, batch), logits(model, batch))
+
+
+def test_the_base_model_sparsified_on_its_own_saves_with_its_head(seed, tmp_path):
+    model = pruned("bert")
+    sparsify_(model.bert)  # the base model: a PreTrainedModel whose config the head shares
+    model.save_pretrained(tmp_path)
+    loaded = transformers.BertForQuestionAnswering.from_pretrained(tmp_path).eval()
+    assert structure(loaded) == structure(model)
+    batch = inputs()
+    assert torch.equal(logits(loaded, batch), logits(model, batch))
+
+
+def test_a_head_checkpoint_loads_as_its_base_model_and_back(seed, tmp_path):
+    model = pruned("roberta")  # its classification head has a packable 64 x 64 dense layer
+    report = sparsify_(model)
+    assert "classifier.dense" in report.swapped
+    model.save_pretrained(tmp_path / "head")
+    with pytest.warns(UserWarning, match="head layers"):
+        base = transformers.RobertaModel.from_pretrained(tmp_path / "head").eval()
+    # RobertaModel has a pooler that the classification model's base leaves out
+    assert [e for e in structure(base) if not e[0].startswith("pooler")] == structure(model.roberta)
+    batch = inputs()
+    with torch.no_grad():
+        assert torch.equal(base(**batch).last_hidden_state, model.roberta(**batch).last_hidden_state)
+    base.save_pretrained(tmp_path / "base")
+    again = transformers.RobertaForSequenceClassification.from_pretrained(tmp_path / "base")
+    assert structure(again.roberta) == structure(model.roberta)
+    assert type(again.classifier.dense) is nn.Linear  # the base checkpoint has no head
+
+
+def test_sparsify_on_a_part_of_a_transformers_model_warns_that_nothing_is_recorded(seed):
+    model = pruned("bert")
+    with pytest.warns(UserWarning, match="nothing is recorded"):
+        sparsify_(model.bert.encoder)
+    assert getattr(model.config, "quantization_config", None) is None
 
 
 def test_loads_in_another_dtype(seed, tmp_path):
@@ -83,9 +119,9 @@ def test_a_structure_that_does_not_fit_the_model_is_named(seed, tmp_path):
     sparsify_(model)
     model.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    config["quantization_config"]["linears"]["bert.encoder.layer.0.nothing"] = None
+    config["quantization_config"]["base"]["linears"]["encoder.layer.0.nothing"] = None
     (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="bert.encoder.layer.0.nothing"):
+    with pytest.raises(ValueError, match="encoder.layer.0.nothing"):
         transformers.BertForQuestionAnswering.from_pretrained(tmp_path)
 
 

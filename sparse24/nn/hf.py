@@ -21,6 +21,7 @@ warning is transformers' own; sparse24 cannot be asked before it is imported (RE
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from torch import nn
@@ -36,56 +37,114 @@ def _transformers_available() -> bool:
     return importlib.util.find_spec("transformers") is not None
 
 
-def structure_of(model: nn.Module, identities: list[str]) -> dict[str, Any]:
-    """What ``sparsify_`` changed in ``model``, as plain JSON data (see Sparse24Config)."""
+def structure_of(root: nn.Module, identities: list[str], skip: nn.Module | None = None) -> dict[str, Any]:
+    """What ``sparsify_`` changed below ``root`` (not below ``skip``), names relative to
+    ``root``: {"linears": {fqn: activation}, "groups": {block fqn: names}, "identities": [...]}."""
     from sparse24.nn.linear import SparseLinear
     from sparse24.nn.shared_input import FUSED_NAME, ProjectionSlice
 
+    modules = _named_modules_outside(root, skip)
     linears: dict[str, str | None] = {}
     groups: dict[str, list[str]] = {}
     fused = set()  # the packed groups' SparseLinear modules: rebuilt with their group
-    for fqn, module in model.named_modules():
+    for fqn, module in modules:
         slices = [(child.start, name) for name, child in module._modules.items()
                   if isinstance(child, ProjectionSlice)]
         if slices:
             groups[fqn] = [name for _, name in sorted(slices)]
             fused.add(id(module._modules[FUSED_NAME]))
-    for fqn, module in model.named_modules():
+    for fqn, module in modules:
         if isinstance(module, SparseLinear) and id(module) not in fused:
             linears[fqn] = module.activation
-    return {"layout_version": LAYOUT_VERSION, "linears": linears, "groups": groups,
-            "identities": sorted(set(identities))}
+    return {"linears": linears, "groups": groups, "identities": sorted(set(identities))}
+
+
+def _named_modules_outside(root: nn.Module, skip: nn.Module | None) -> list[tuple[str, nn.Module]]:
+    if skip is None:
+        return list(root.named_modules())
+    inside = {id(m) for m in skip.modules()}
+    return [(fqn, m) for fqn, m in root.named_modules() if id(m) not in inside]
 
 
 def record_structure(model: nn.Module, report, identity_at: list[tuple[nn.Module, str]]) -> None:
     """Store what ``sparsify_`` did in ``model.config.quantization_config`` when ``model`` is a
-    transformers model (anything with a ``config`` that transformers can save); a no-op else."""
-    config = getattr(model, "config", None)
-    if config is None or not _transformers_available():
-        return
-    from transformers import PretrainedConfig
+    transformers ``PreTrainedModel``; a no-op for other modules.
 
-    if not isinstance(config, PretrainedConfig):
+    Names are kept in two parts, so that a checkpoint loads into the base model and into any head
+    model around it (``BertModel`` and ``BertForQuestionAnswering`` alike): "base", relative to
+    ``model.base_model``, and "head", the layers outside the base model, relative to the head
+    model. A later ``sparsify_`` call (on the whole model or on its base model) re-reads the
+    parts it covers from the modules themselves, so the record follows the model."""
+    if not _transformers_available():
         return
+    from transformers import PretrainedConfig, PreTrainedModel
+
+    if not isinstance(model, PreTrainedModel):
+        if isinstance(getattr(model, "config", None), PretrainedConfig):
+            warnings.warn(
+                f"sparsify_ ran on a {type(model).__name__}, a part of a transformers model: "
+                "nothing is recorded for save_pretrained / from_pretrained. Call sparsify_ on the "
+                "model itself (filter_fn picks layers)", stacklevel=3)
+        return
+    base = model.base_model
     where = {id(m): fqn for fqn, m in model.named_modules()}
-    identities = [f"{where[id(block)]}.{attr}".lstrip(".") for block, attr in identity_at]
-    previous = getattr(config, "quantization_config", None)
-    if isinstance(previous, Sparse24Config):  # sparsify_ called again: keep what it did before
-        identities += previous.identities
-    config.quantization_config = Sparse24Config(**structure_of(model, identities))
+    base_fqn = where[id(base)]
+    previous = getattr(model.config, "quantization_config", None)
+    previous = previous if isinstance(previous, Sparse24Config) else Sparse24Config()
+    identities = {"base": list(previous.base.get("identities", [])),
+                  "head": list(previous.head.get("identities", []))}
+    for block, attr in identity_at:
+        fqn = f"{where[id(block)]}.{attr}".lstrip(".")
+        if base is not model and (fqn + ".").startswith(base_fqn + "."):
+            identities["base"].append(fqn[len(base_fqn) + 1:])
+        else:
+            identities["base" if base is model else "head"].append(fqn)
+    head = previous.head
+    if base is not model:
+        head = structure_of(model, identities["head"], skip=base)
+    model.config.quantization_config = Sparse24Config(
+        base=structure_of(base, identities["base"]), head=head)
 
 
-def rebuild_(model: nn.Module, structure: dict[str, Any]) -> None:
-    """Apply a recorded structure to a dense skeleton: the Linear layers become SparseLinear
-    layers of the same shapes, dtype and device, holding an all-zero packed weight until a
-    checkpoint fills them. Each problem (a module that is not there or not a Linear) is named."""
+def rebuild_(model: nn.Module, config: Any) -> None:
+    """Apply a recorded structure (a Sparse24Config) to a dense skeleton: the Linear layers
+    become SparseLinear layers of the same shapes, dtype and device, holding an all-zero packed
+    weight until the checkpoint fills them. A base-model layer that is not there is an error (the
+    checkpoint is of another architecture); a head layer that is not there (a head model's
+    checkpoint loaded as its base model) is left out with a warning."""
+    base = getattr(model, "base_model", model)
+    _rebuild_part(base, config.base, missing_ok=False)
+    if base is model:
+        if any(config.head.get(part) for part in ("linears", "groups", "identities")):
+            warnings.warn("sparse24: the checkpoint's head layers are not part of this base model; "
+                          "they are left out", stacklevel=3)
+        config.head = {}  # this model's record: what it saves must not name layers it lacks
+        return
+    _rebuild_part(model, config.head, missing_ok=True)
+
+
+def _rebuild_part(model: nn.Module, structure: dict[str, Any], missing_ok: bool) -> None:
     from sparse24.nn.linear import SparseLinear
     from sparse24.nn.shared_input import install_fused_, move_hooks
 
+    def present(fqn: str) -> bool:
+        try:
+            model.get_submodule(fqn)
+        except AttributeError:
+            if not missing_ok:
+                return True  # _parent_of names it
+            warnings.warn(f"sparse24: the checkpoint's {fqn!r} is not in this model; left out",
+                          stacklevel=4)
+            return False
+        return True
+
     for fqn in structure.get("identities", []):
-        parent, name = _parent_of(model, fqn)
-        setattr(parent, name, nn.Identity())
+        if present(fqn):
+            parent, name = _parent_of(model, fqn)
+            setattr(parent, name, nn.Identity())
     for fqn, activation in structure.get("linears", {}).items():
+        if not present(fqn):
+            continue
         parent, name = _parent_of(model, fqn)
         linear = _linear_at(parent, name, fqn)
         sparse = SparseLinear(linear.in_features, linear.out_features, bias=linear.bias is not None,
@@ -94,6 +153,8 @@ def rebuild_(model: nn.Module, structure: dict[str, Any]) -> None:
         move_hooks(linear, sparse)
         setattr(parent, name, sparse)
     for fqn, names in structure.get("groups", {}).items():
+        if fqn and not present(fqn):
+            continue
         block = model.get_submodule(fqn) if fqn else model
         for name in names:
             _linear_at(block, name, f"{fqn}.{name}")
@@ -129,20 +190,19 @@ if _transformers_available():
     class Sparse24Config(QuantizationConfigMixin):
         """``quantization_config`` of a model that ``sparsify_`` packed: enough to rebuild it.
 
-        linears: fqn -> fused activation (None, "relu", "gelu", "gelu_tanh") of each SparseLinear;
-        groups: block fqn -> the projection names packed as one SparseLinear at ``block.qkv``;
-        identities: fqns of activations moved into an epilogue (now ``nn.Identity``);
-        layout_version: the packed layout of the weights file.
+        base (names relative to the base model) and head (the head model's layers outside it),
+        each {"linears": fqn -> fused activation (None, "relu", "gelu", "gelu_tanh") of each
+        SparseLinear, "groups": block fqn -> the projection names packed as one SparseLinear at
+        ``block.qkv``, "identities": fqns of activations moved into an epilogue (now
+        ``nn.Identity``)}; layout_version: the packed layout of the weights file.
         """
 
-        def __init__(self, linears: dict | None = None, groups: dict | None = None,
-                     identities: list | None = None, layout_version: int = LAYOUT_VERSION,
-                     **kwargs: Any) -> None:
+        def __init__(self, base: dict | None = None, head: dict | None = None,
+                     layout_version: int = LAYOUT_VERSION, **kwargs: Any) -> None:
             self.quant_method = QUANT_METHOD
-            self.linears = dict(linears or {})
-            self.groups = {k: list(v) for k, v in (groups or {}).items()}
-            self.identities = list(identities or [])
             self.layout_version = layout_version
+            self.base = dict(base or {})
+            self.head = dict(head or {})
 
     class Sparse24HfQuantizer(HfQuantizer):
         """Loads what ``save_pretrained`` wrote of a sparsified model (see the module docstring).
@@ -160,11 +220,12 @@ if _transformers_available():
                     "sparse24 that wrote them, save the dense model, and sparsify it again")
 
         def _process_model_before_weight_loading(self, model: nn.Module, **kwargs: Any) -> None:
-            rebuild_(model, {"linears": self.quantization_config.linears,
-                             "groups": self.quantization_config.groups,
-                             "identities": self.quantization_config.identities})
+            rebuild_(model, self.quantization_config)
 
         def _process_model_after_weight_loading(self, model: nn.Module, **kwargs: Any) -> nn.Module:
+            # The record as rebuilt (a base model drops its checkpoint's head part), also where
+            # transformers left the config's raw dict from config.json (4.57).
+            model.config.quantization_config = self.quantization_config
             return model
 
         def is_serializable(self, *args: Any, **kwargs: Any) -> bool:
