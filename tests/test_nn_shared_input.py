@@ -47,8 +47,14 @@ def fused_pair(bias: bool = True, cls=SelfAttentionLike):
 
 
 def count_fused_calls(block) -> list:
+    """Shapes of the inputs of the fused GEMM's calls over all its rows (not one projection's)."""
     calls = []
-    getattr(block, FUSED_NAME).register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
+
+    def hook(module, args, kwargs, output):
+        if kwargs.get("rows") is None:
+            calls.append(args[0].shape)
+
+    getattr(block, FUSED_NAME).register_forward_hook(hook, with_kwargs=True)
     return calls
 
 
@@ -72,7 +78,7 @@ def test_outputs_match_dense_for_self_and_cross_attention(seed, bias):
     with torch.no_grad():
         assert rel_err(sparse(x), dense(x)) < REL_TOL[torch.float32]
         assert len(calls) == 1  # self-attention: one fused GEMM for the three projections
-        assert sparse.query._window.slot is None  # nothing kept after the block's forward
+        assert all(getattr(sparse, n)._slot is None for n in ("query", "key", "value"))  # nothing kept
         # cross-attention: query on x, key and value on other; the fused GEMM (3x the rows
         # that query needs) must not run
         assert rel_err(sparse(x, other), dense(x, other)) < REL_TOL[torch.float32]
@@ -153,6 +159,42 @@ def test_forward_hooks_of_the_projections_survive(seed):
         got = sparse(x)
     assert len(seen) == 2 and rel_err(seen[1], seen[0]) < REL_TOL[torch.float32]
     assert rel_err(got, want) < REL_TOL[torch.float32]  # value's pre-hook doubled its input
+
+
+def test_data_parallel_replicas_use_their_own_fused_module(seed):
+    """nn.DataParallel copies each module's __dict__: a replica's slices must run the replica's
+    qkv (on its GPU), not the original's, and keep their call state apart."""
+    dense, sparse, _ = fused_pair()
+
+    def replicate(module):  # as torch.nn.parallel.replicate, with copies of the parameters
+        replica = module._replicate_for_data_parallel()
+        replica._parameters = {k: nn.Parameter(p.detach().clone(), requires_grad=False)
+                               for k, p in module._parameters.items()}
+        replica._modules = {k: replicate(child) for k, child in module._modules.items()}
+        return replica
+
+    replica = replicate(sparse)
+    own = replica._modules[FUSED_NAME]
+    with torch.no_grad():
+        own.bias.add_(1.0)  # tells the two fused modules apart by their outputs
+        x, other = torch.randn(3, IN), torch.randn(3, IN)
+        shifted = dense(x) + 1.0
+        assert rel_err(replica(x), shifted) < REL_TOL[torch.float32]
+        assert rel_err(replica(x, other), dense(x, other) + 1.0) < REL_TOL[torch.float32]
+        assert rel_err(sparse(x), dense(x)) < REL_TOL[torch.float32]  # the original untouched
+    assert replica.query._fused is own and sparse.query._fused is getattr(sparse, FUSED_NAME)
+
+
+def test_hook_handles_taken_before_sparsify_still_remove_the_hooks(seed):
+    dense = SelfAttentionLike()
+    seen = []
+    handle = dense.key.register_forward_hook(lambda m, i, o: seen.append(1))
+    sparsify_(dense)
+    with torch.no_grad():
+        dense(torch.randn(2, IN))
+        handle.remove()
+        dense(torch.randn(2, IN))
+    assert seen == [1]
 
 
 def test_cross_attention_blocks_are_not_grouped(seed):

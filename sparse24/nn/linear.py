@@ -100,7 +100,10 @@ class SparseLinear(nn.Module):
             out.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
         return out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """``rows=(start, stop)``: only output features [start, stop), multiples of 16 (a fused
+        Q/K/V group's projection called on its own; through forward, so that hooks that move or
+        load the weights, such as accelerate's offloading, run for it too)."""
         if x.shape[-1] != self.in_features:
             raise ValueError(
                 f"SparseLinear: input has {x.shape[-1]} features in its last dim, expected "
@@ -110,7 +113,12 @@ class SparseLinear(nn.Module):
             # As nn.Linear under autocast: a float32 activation (e.g. from a LayerNorm kept in fp32)
             # meets fp16/bf16 weights in the weights' dtype; the output has the weights' dtype.
             x = x.to(self.values.dtype)
-        return ops.linear(x, self.values, self.meta, self.bias, self.activation)
+        if rows is None:
+            return ops.linear(x, self.values, self.meta, self.bias, self.activation)
+        start, stop = rows
+        bias = None if self.bias is None else self.bias[start:stop]
+        return ops.linear(x, self.values[start:stop], self.meta[start // 16:stop // 16], bias,
+                          self.activation)
 
     def to_dense(self) -> torch.Tensor:
         """The dense weight [out_features, in_features], +0.0 at pruned positions (for inspection)."""

@@ -15,7 +15,8 @@ of the block, never to a tensor's identity alone:
 - Inside the window, the first slice called on exactly that tensor runs the fused GEMM; the
   others, called on the same tensor, return their columns of its output (views, no copy).
 - Any other call (outside the block's forward, on another tensor, a cross-attention's key and
-  value) computes only the slice's own rows, from row slices of the packed weight.
+  value) computes only the slice's own rows: ``qkv(x, rows=(start, stop))``, through the fused
+  module's forward so that hooks on it (accelerate's offloading) run.
 
 So a result can only be reused within the one block call that computed it, on the tensor it was
 computed from. (A block that modified its own input in place between the three projections would
@@ -52,8 +53,10 @@ _FIELDS = ("values", "meta", "bias")
 class FusionWindow:
     """The hooks of one fused block: which tensor may take the fused GEMM, for one call.
 
-    A plain object (not a Module) whose bound methods are the hooks, so that the block can be
-    pickled (``torch.save(model)``) and deep-copied.
+    It holds no per-call state and no module: the pre-hook writes the call's state into the
+    block's own slices (``_slot``) and points them at the block's own fused module, so replicas
+    of the block (``nn.DataParallel``, ``copy.deepcopy``) each use their own. A plain object (not
+    a Module) whose bound methods are the hooks, so that the block pickles (``torch.save``).
     """
 
     def __init__(self, block: nn.Module, bounds: dict[str, tuple[int, int]], has_bias: bool):
@@ -66,14 +69,21 @@ class FusionWindow:
         # (name, position or None) of each argument that may carry another input
         self.other_inputs = [(p.name, positional.index(p.name) if p.name in positional else None)
                              for p in params if p.name in OTHER_INPUT_ARGS]
-        self.slot: list | None = None  # [x, fused output or None] during a call of the block
 
     def open(self, block, args, kwargs) -> None:
         x = args[0] if args else kwargs.get(self.first_name)
-        self.slot = [x, None] if isinstance(x, torch.Tensor) and self._one_input(x, args, kwargs) else None
+        one_input = isinstance(x, torch.Tensor) and self._one_input(x, args, kwargs)
+        fused = block._modules[FUSED_NAME]
+        slot = [x, None] if one_input else None  # [input, fused output once computed]
+        for name in self.bounds:
+            piece = block._modules[name]
+            if piece._fused is not fused:  # a replica of the block (nn.DataParallel): its own
+                object.__setattr__(piece, "_fused", fused)  # not registered as a child
+            piece._slot = slot
 
     def close(self, block, args, kwargs, output) -> None:
-        self.slot = None
+        for name in self.bounds:
+            block._modules[name]._slot = None
 
     def _one_input(self, x, args, kwargs) -> bool:
         for name, position in self.other_inputs:
@@ -98,33 +108,22 @@ class FusionWindow:
 class ProjectionSlice(nn.Module):
     """Output features [start, stop) of a fused SparseLinear (see the module docstring)."""
 
-    def __init__(self, fused: SparseLinear, window: FusionWindow, start: int, stop: int):
+    def __init__(self, fused: SparseLinear, start: int, stop: int):
         super().__init__()
-        # Neither is registered as a child: the block holds the fused module once, under
-        # FUSED_NAME, so its tensors have one name.
+        # Not registered as a child: the block holds the fused module once, under FUSED_NAME, so
+        # its tensors have one name. The block's pre-hook re-points it at each call (replicas).
         object.__setattr__(self, "_fused", fused)
-        object.__setattr__(self, "_window", window)
+        self._slot = None  # [input, fused output] during the block's call: see FusionWindow
         self.start, self.stop = start, stop
         self.in_features, self.out_features = fused.in_features, stop - start
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        slot = self._window.slot
+        slot = self._slot
         if slot is not None and slot[0] is x:
             if slot[1] is None:
                 slot[1] = self._fused(x)
             return slot[1][..., self.start:self.stop]
-        return self._own_rows(x)
-
-    def _own_rows(self, x: torch.Tensor) -> torch.Tensor:
-        fused = self._fused
-        if x.shape[-1] != self.in_features:
-            raise ValueError(f"ProjectionSlice: input has {x.shape[-1]} features in its last dim, "
-                             f"expected in_features={self.in_features}")
-        if x.dtype != fused.values.dtype and x.is_floating_point():
-            x = x.to(fused.values.dtype)  # as SparseLinear.forward
-        bias = None if fused.bias is None else fused.bias[self.start:self.stop]
-        return ops.linear(x, fused.values[self.start:self.stop],
-                          fused.meta[self.start // 16:self.stop // 16], bias, fused.activation)
+        return self._fused(x, rows=(self.start, self.stop))
 
     def to_dense(self) -> torch.Tensor:
         """This projection's dense weight [out_features, in_features] (for inspection)."""
@@ -190,7 +189,7 @@ def install_fused_(block: nn.Module, names: tuple[str, ...]) -> SparseLinear:
         start += m.out_features
     window = FusionWindow(block, bounds, fused.bias is not None)
     for name, m in zip(names, linears):
-        piece = ProjectionSlice(fused, window, *bounds[name])
+        piece = ProjectionSlice(fused, *bounds[name])
         move_hooks(m, piece)
         setattr(block, name, piece)
     block.register_forward_pre_hook(window.open, with_kwargs=True)
@@ -200,7 +199,12 @@ def install_fused_(block: nn.Module, names: tuple[str, ...]) -> SparseLinear:
 
 
 def move_hooks(old: nn.Module, new: nn.Module) -> None:
-    """Give ``new`` the forward hooks and pre-hooks of ``old``, which it replaces in the model."""
+    """Give ``new`` the forward hooks and pre-hooks of ``old``, which it replaces in the model.
+    ``new`` takes ``old``'s hook dicts themselves, so handles taken on ``old`` still remove them."""
     for attr in ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks",
                  "_forward_hooks_with_kwargs", "_forward_hooks_always_called"):
-        getattr(new, attr).update(getattr(old, attr))
+        mine = getattr(new, attr)
+        if mine:  # new has hooks of its own: add old's (their handles then point at old's dict)
+            mine.update(getattr(old, attr))
+        else:
+            object.__setattr__(new, attr, getattr(old, attr))
