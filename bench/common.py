@@ -14,24 +14,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as _dt
-import json
 import math
-import os
-import platform
-import secrets
-import subprocess
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from sparse24.records import (  # noqa: F401 - the benches use these through this module
+    Recorder, append_jsonl, env_line, env_record, fmt, git_state, jsonable, markdown_table,
+    new_run_id, read_jsonl, results_dir, select_run, write_markdown,
+)
 from sparse24.tuning import dtype_name  # noqa: F401 - re-exported: the benches' name for it
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT_DIR = REPO_ROOT / "bench" / "results"
+DEFAULT_OUT_DIR = results_dir()  # bench/results/<this machine's device>: one tree per device
 
 DTYPES = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32}
@@ -72,100 +70,6 @@ def parse_int_list(text: str) -> list[int]:
 
 def progress(msg: str) -> None:
     print(msg, flush=True)
-
-
-# -------------------------------------------------------------------------------- environment record
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def git_state() -> tuple[str | None, bool | None]:
-    """(commit, dirty). SPARSE24_COMMIT, when set, wins: the GPU machine runs on a copy of the
-    working tree whose .git may be a stale one (seen 2026-11-21: it reported an older commit)."""
-    pinned = os.environ.get("SPARSE24_COMMIT")
-    if pinned:
-        return pinned, None
-    commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    dirty = None if status is None else bool(status)
-    return commit, dirty
-
-
-def _driver_version() -> str | None:
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    lines = out.stdout.strip().splitlines()
-    return lines[0].strip() if out.returncode == 0 and lines else None
-
-
-def _version_of(module: str) -> str | None:
-    try:
-        return __import__(module).__version__
-    except (ImportError, AttributeError):
-        return None
-
-
-def env_record(extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Where and with what a number was measured. No hostname: results are committed to the repo."""
-    import sparse24
-
-    commit, dirty = git_state()
-    rec: dict[str, Any] = {
-        "timestamp_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "gpu": None,
-        "capability": None,
-        "sm_count": None,
-        "gpu_memory_gib": None,
-        "driver": None,
-        "torch": torch.__version__,
-        "triton": _version_of("triton"),
-        "cuda": torch.version.cuda,
-        "cusparselt": None,
-        "python": platform.python_version(),
-        "os": f"{platform.system()} {platform.machine()}",
-        "sparse24": sparse24.__version__,
-        "layout_version": sparse24.LAYOUT_VERSION,
-        "git_commit": commit,
-        "git_dirty": dirty,
-    }
-    try:
-        rec["cusparselt"] = torch.backends.cusparselt.version()
-    except (AttributeError, RuntimeError):
-        pass
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(torch.cuda.current_device())
-        rec.update(gpu=torch.cuda.get_device_name(), capability=f"{props.major}.{props.minor}",
-                   sm_count=props.multi_processor_count,
-                   gpu_memory_gib=round(props.total_memory / 2**30, 1), driver=_driver_version())
-    rec.update(extra or {})
-    return rec
-
-
-def new_run_id() -> str:
-    """Sortable and unique: UTC time plus a few random hex digits (two runs in one second differ)."""
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
-
-
-def env_line(env: dict[str, Any]) -> str:
-    """One readable line naming the device, versions and commit, for the top of a table."""
-    cap = env.get("capability")
-    gpu = env.get("gpu") or "no GPU"
-    if cap:
-        gpu += f" (sm{cap.replace('.', '')})"
-    commit = (env.get("git_commit") or "unknown")[:12]
-    if env.get("git_dirty"):
-        commit += " +dirty"
-    parts = [gpu, f"torch {env.get('torch')}", f"triton {env.get('triton')}",
-             f"CUDA {env.get('cuda')}", f"cuSPARSELt {env.get('cusparselt')}",
-             f"commit {commit}", env.get("timestamp_utc") or ""]
-    return " · ".join(p for p in parts if p)
 
 
 # ---------------------------------------------------------------------------------------- timing
@@ -264,106 +168,6 @@ def error_text(exc: BaseException, limit: int = 300) -> str:
 
 
 # ---------------------------------------------------------------------------------------- writers
-def jsonable(value: Any) -> Any:
-    """JSON-safe copy: NaN/Inf become null (strict JSON), dtypes/paths become strings."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return jsonable(dataclasses.asdict(value))
-    if value is None or isinstance(value, (str, int, bool)):
-        return value
-    if isinstance(value, torch.dtype):
-        return dtype_name(value)
-    if isinstance(value, torch.Size):
-        return list(value)
-    return str(value)
-
-
-def append_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(jsonable(row), allow_nan=False) + "\n")
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with Path(path).open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                rows.append(json.loads(line))
-    return rows
-
-
-def select_run(rows: list[dict[str, Any]], run_id: str | None = None) -> list[dict[str, Any]]:
-    """The rows of one run: the given run_id, or the run of the last line (the latest appended)."""
-    if not rows:
-        return []
-    wanted = run_id or rows[-1].get("run_id")
-    picked = [r for r in rows if r.get("run_id") == wanted]
-    if not picked:
-        known = sorted({str(r.get("run_id")) for r in rows})
-        raise SystemExit(f"run_id {wanted!r} not found; runs in the file: {', '.join(known)}")
-    return picked
-
-
-class Recorder:
-    """Appends one JSON line per measurement, each with the bench name, run id and env record."""
-
-    def __init__(self, bench: str, out_dir: Path, env: dict[str, Any], run_id: str | None = None):
-        self.bench, self.out_dir, self.env = bench, Path(out_dir), env
-        self.run_id = run_id or new_run_id()
-        self.rows: list[dict[str, Any]] = []
-
-    @property
-    def jsonl_path(self) -> Path:
-        return self.out_dir / f"{self.bench}.jsonl"
-
-    def add(self, row: dict[str, Any]) -> dict[str, Any]:
-        full = {"bench": self.bench, "run_id": self.run_id, **row, "env": self.env}
-        append_jsonl(self.jsonl_path, [full])
-        self.rows.append(full)
-        return full
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub markdown table, columns padded so it also reads well as plain text."""
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-
-    def line(row: Sequence[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |"
-
-    sep = "| " + " | ".join("-" * w for w in widths) + " |"
-    return "\n".join([line(cells[0]), sep] + [line(r) for r in cells[1:]])
-
-
-def write_markdown(out_dir: Path, bench: str, title: str, env: dict[str, Any], run_id: str,
-                   headers: Sequence[str], rows: Sequence[Sequence[Any]],
-                   notes: Sequence[str] = ()) -> tuple[Path, str]:
-    """Overwrite <out_dir>/<bench>.md with the latest run's table; returns (path, text)."""
-    parts = [f"# {title}", "", env_line(env) + f" · run `{run_id}`", "", markdown_table(headers, rows)]
-    if notes:
-        parts += [""] + [f"- {n}" for n in notes]
-    text = "\n".join(parts) + "\n"
-    path = Path(out_dir) / f"{bench}.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path, text
-
-
-def fmt(value: float | None, digits: int = 2) -> str:
-    """A number for a table cell; '-' when missing."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    return f"{value:.{digits}f}"
-
-
 def fmt_us(ms: float | None) -> str:
     """Milliseconds as microseconds with 3 significant-ish digits."""
     if ms is None:

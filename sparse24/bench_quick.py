@@ -11,13 +11,13 @@ Timing and writing are separate so that the table writer can be tested on a CPU 
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+
+from sparse24 import records
 
 EXIT_NO_CUDA = 2  # "cannot run here", distinct from a crash (1); bench/common.py uses the same
 GEMM_TOKENS = (16, 1536, 24576)
@@ -30,15 +30,7 @@ GemmTimer = Callable[[str, int, int, int], "float | str"]
 
 
 def default_out_dir() -> Path:
-    from sparse24.squad.report import default_output_dir  # noqa: PLC0415
-
-    return default_output_dir()
-
-
-def environment() -> dict:
-    from sparse24.squad.report import environment as env  # noqa: PLC0415
-
-    return env()
+    return records.results_dir()  # bench/results/<device> of the checkout
 
 
 def gemm_rows(timer: GemmTimer, tokens: Sequence[int] = GEMM_TOKENS,
@@ -60,8 +52,7 @@ def _cell(v) -> str:
 
 def markdown(rows: Sequence[dict], env: dict) -> str:
     """The tables: times in microseconds, and sparse24's speedup over the dense baseline."""
-    lines = [f"{env['device']}, torch {env['versions'].get('torch')}, triton "
-             f"{env['versions'].get('triton')}, commit {env['git'].get('commit')}", ""]
+    lines = [records.env_line(env), ""]
     gemm = [r for r in rows if r["bench"] == "gemm"]
     if gemm:
         lines += ["| tokens | N x K | cuBLAS dense us | torch 2:4 us | sparse24 us | dense / sparse24 |",
@@ -82,17 +73,15 @@ def markdown(rows: Sequence[dict], env: dict) -> str:
 
 
 def write_results(rows: Sequence[dict], env: dict, out_dir: str | Path) -> tuple[Path, Path]:
-    """Append one JSON line per row (with the environment and a timestamp) to quick.jsonl and
-    write quick.md; returns both paths."""
+    """Append one JSON line per row (with the run id and the environment record) to quick.jsonl
+    and write quick.md; returns both paths."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    jsonl, md = out / "quick.jsonl", out / "quick.md"
-    with jsonl.open("a") as f:
-        for row in rows:
-            f.write(json.dumps({**row, "timestamp": stamp, "environment": env}) + "\n")
+    recorder = records.Recorder("quick", out, env)
+    for row in rows:
+        recorder.add(row)
+    md = out / "quick.md"
     md.write_text(markdown(rows, env))
-    return jsonl, md
+    return recorder.jsonl_path, md
 
 
 # ------------------------------------------------------------------------------- GPU timing
@@ -156,7 +145,7 @@ def bert_rows(batches: Sequence[int] = BERT_BATCHES) -> list[dict]:  # pragma: n
 
 def add_arguments(parser):
     parser.add_argument("--out-dir", type=Path, default=None,
-                        help="where quick.jsonl and quick.md go (default: bench/results of the "
+                        help="where quick.jsonl and quick.md go (default: bench/results/<device> of the "
                         "checkout, else of the current directory)")
     parser.add_argument("--no-bert", action="store_true", help="the GEMM table only")
     return parser
@@ -169,12 +158,12 @@ def main(args) -> int:
               f"(torch {torch.__version__}, {built}). On a CPU run `python -m sparse24 demo`, the "
               "correctness demo through the Triton interpreter.", file=sys.stderr)
         return EXIT_NO_CUDA
-    env = environment()  # pragma: no cover (GPU from here on)
+    env = records.env_record()  # pragma: no cover (GPU from here on)
     print(f"sparse24 bench on {env['device']}: GEMM (fp16, median of triton.testing.do_bench)")
     rows = gemm_rows(cuda_gemm_timer())
     if not args.no_bert:
         rows += bert_rows()
     jsonl, md = write_results(rows, env, args.out_dir or default_out_dir())
     print(markdown(rows, env))
-    print(f"wrote {jsonl} and {md}; full benchmarks: python bench/gemm.py, python bench/bert.py")
+    print(f"wrote {jsonl} and {md}; full benchmarks: python -m bench.gemm, python -m bench.bert")
     return 0

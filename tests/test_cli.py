@@ -76,17 +76,17 @@ def test_bench_table_and_results_with_fake_timings(tmp_path):
                                  shapes=((768, 768), (3072, 768)))
     rows.append({"bench": "bert", "batch_size": 4, "seq_len": 384, "dense_ms": 3.0,
                  "sparse24_ms": 2.0})
-    env = {"device": "FAKE GPU 80GB", "versions": {"torch": "9.9", "triton": "8.8"},
-           "git": {"commit": "abc123"}}
+    env = {"device": "FAKE GPU 80GB", "gpu": "FAKE GPU 80GB", "torch": "9.9", "triton": "8.8",
+           "git_commit": "abc123", "timestamp_utc": "2026-12-04T00:00:00Z"}
     jsonl, md = bench_quick.write_results(rows, env, tmp_path)
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
-    assert len(records) == 3
-    assert all(r["environment"]["device"] == "FAKE GPU 80GB" and r["timestamp"] for r in records)
-    assert records[0] | {"timestamp": None, "environment": None} == {
+    assert len(records) == 3 and len({r["run_id"] for r in records}) == 1
+    assert all(r["env"] == env for r in records)
+    assert records[0] | {"run_id": None, "env": None} == {
         "bench": "gemm", "m": 16, "n": 768, "k": 768, "cublas_ms": 0.010, "sparse24_ms": 0.008,
-        "torch24_ms": "failed (RuntimeError)", "timestamp": None, "environment": None}
+        "torch24_ms": "failed (RuntimeError)", "run_id": None, "env": None}
     table = md.read_text()
-    assert "FAKE GPU 80GB, torch 9.9, triton 8.8, commit abc123" in table
+    assert "FAKE GPU 80GB · torch 9.9 · triton 8.8" in table and "commit abc123" in table
     assert "| 16 | 768x768 | 10.0 | failed (RuntimeError) | 8.0 | 1.25x |" in table
     assert "| batch 4 | 3.00 | 2.00 | 1.50x |" in table
     bench_quick.write_results(rows[:1], env, tmp_path)  # appends: runs accumulate

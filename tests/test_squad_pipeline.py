@@ -84,8 +84,8 @@ def test_end_to_end_tiny_run(tiny_run_inputs, tmp_path, seed):
     saved = json.loads(open(files["json"]).read())
     assert saved["results"]["dense"]["f1"] == pytest.approx(results["results"]["dense"]["f1"])
     assert saved["hyperparameters"]["max_steps"] == 2 and saved["hyperparameters"]["seed"] == seed
-    assert saved["environment"]["versions"]["torch"] == torch.__version__
-    assert "commit" in saved["environment"]["git"] and saved["environment"]["device"]
+    assert saved["environment"]["torch"] == torch.__version__
+    assert "git_commit" in saved["environment"] and saved["environment"]["device"]
     assert "predictions" not in saved["results"]["dense"]
     md = open(files["markdown"]).read()
     if not torch.cuda.is_available():

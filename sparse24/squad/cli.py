@@ -125,7 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
     g = parser.add_argument_group("outputs")
     g.add_argument(
-        "--output-dir", help="where the JSON, markdown and PNG go (default: bench/results)"
+        "--output-dir", help="where the JSON, markdown and PNG go (default: bench/results/<device>)"
     )
     g.add_argument("--run-name", help="file name stem of the outputs (default: squad_<model>)")
     g.add_argument(

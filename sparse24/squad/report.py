@@ -7,21 +7,16 @@ rows (milliseconds per batch, speedup = dense / sparse) from a BERT speed bench 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import platform
 import re
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 
-import torch
 
-from sparse24.squad.data import repo_root
+from sparse24 import records
 
 # Row labels of the results JSON, in pipeline order, with their names in the tables.
 STAGES = {
@@ -36,10 +31,8 @@ _SPEED_KEYS = ("batch_size", "dense_ms", "sparse_ms")
 
 
 def default_output_dir() -> Path:
-    """bench/results of this checkout when run from one, else of the current directory."""
-    root = repo_root()
-    base = root if (root / "pyproject.toml").is_file() else Path.cwd()
-    return base / "bench" / "results"
+    """bench/results/<device> of this checkout (of the current directory for an installed copy)."""
+    return records.results_dir()
 
 
 def slug(text: str) -> str:
@@ -47,57 +40,12 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-.") or "model"
 
 
-def git_commit() -> dict:
-    """The checkout's commit and whether the working tree has changes (None outside git)."""
-
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(
-                ["git", *args], cwd=repo_root(), capture_output=True, text=True, timeout=10
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    status = git("status", "--porcelain", "--untracked-files=no")
-    # SPARSE24_COMMIT names the commit where the tree is a copy without git (the GPU machines).
-    commit = git("rev-parse", "HEAD") or os.environ.get("SPARSE24_COMMIT")
-    return {"commit": commit, "dirty": None if status is None else bool(status)}
-
-
 def environment() -> dict:
-    """Device, library versions and git commit, for the results JSON."""
-    versions = {"python": platform.python_version()}
-    for dist in ("torch", "transformers", "accelerate", "triton", "numpy", "sparse24"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
-    versions["torch"] = torch.__version__  # with its local tag (+cu130, +cpu): which build ran
-    if torch.cuda.is_available():
-        device = torch.cuda.get_device_name()
-        versions["cuda"] = torch.version.cuda
-    else:
-        device = f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-    return {
-        "device": device,
-        "platform": platform.platform(),
-        "versions": versions,
-        "git": git_commit(),
-    }
+    """Device, library versions and git commit, for the results JSON (sparse24.records)."""
+    return records.env_record()
 
 
-def jsonable(obj):
-    """Dataclasses, tuples, paths, dtypes and other objects turned into JSON values."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return jsonable(dataclasses.asdict(obj))
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set)):
-        return [jsonable(v) for v in obj]
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    return str(obj)
+jsonable = records.jsonable
 
 
 def write_json(obj: dict, path: Path) -> Path:
