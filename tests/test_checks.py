@@ -50,3 +50,43 @@ def test_placement_error():
     assert placement_error(values, meta) is None
     assert "values are on cpu but meta is on meta" in placement_error(values, meta.to("meta"))
     assert "must be contiguous" in placement_error(values.t().contiguous().t(), meta)
+
+
+# ------------------------------------------------------------------------ ops.runs_kernels
+@pytest.mark.parametrize("interpret", ["0", "1"])
+@pytest.mark.parametrize("device", ["cpu", "cuda", "cuda:1", "meta"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_runs_kernels_answers_as_the_private_checks(monkeypatch, interpret, device, dtype):
+    """The public sparse24.ops.runs_kernels (what the SQuAD app asks) is use_triton(t) and
+    t.dtype in GEMM_DTYPES, the rule ops.linear follows, for every device, dtype and interpreter."""
+    from types import SimpleNamespace
+
+    import sparse24.ops
+    from sparse24.ops._checks import GEMM_DTYPES, use_triton
+
+    monkeypatch.setenv("TRITON_INTERPRET", interpret)
+    dev = torch.device(device)
+    # use_triton reads only is_cuda and device: a stand-in serves for CUDA on a machine without one
+    t = SimpleNamespace(is_cuda=dev.type == "cuda", device=dev, dtype=dtype)
+    private = use_triton(t) and t.dtype in GEMM_DTYPES
+    assert sparse24.ops.runs_kernels(dev, dtype) is private
+    assert sparse24.ops.runs_kernels(device, dtype) is private  # a str device too
+    assert "runs_kernels" in sparse24.ops.__all__
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_runs_kernels_says_whether_linear_runs_the_kernels(monkeypatch, dtype):
+    """On CPU under the interpreter: fp16 runs the kernels, float32 the PyTorch reference."""
+    import sparse24.ops
+    from sparse24.ops import gemm
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    calls = []
+    linear_ref = gemm.reference.linear_ref
+    monkeypatch.setattr(gemm.reference, "linear_ref",
+                        lambda *args, **kwargs: calls.append(1) or linear_ref(*args, **kwargs))
+    values, meta = compress(_two_per_group(16, 64).to(dtype))
+    sparse24.ops.linear(torch.ones(1, 64, dtype=dtype), values, meta)
+    kernels = not calls  # the reference was not called
+    assert kernels is (dtype == torch.float16)
+    assert sparse24.ops.runs_kernels("cpu", dtype) is kernels

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import sparse24.ops as ops
-from sparse24.activations import ACTIVATIONS, REFERENCE
+from sparse24.activations import EPILOGUE_CODES, REFERENCE
 from sparse24.ops import configs, gemm
 
 # None and ReLU are exact; a GELU is computed in float32 and rounded once, so its output may sit one
@@ -43,7 +43,7 @@ def family_configs(device):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+@pytest.mark.parametrize("activation", list(EPILOGUE_CODES))
 def test_activations_within_an_ulp(activation, dtype, device):
     # Pre-activations from -6 to 6, where the two GELUs differ by up to 98% relative (at -6) and
     # 4.7e-4 absolute (near 2.7). erf-GELU from -3 only: below, float32 1 + erf(y / sqrt(2))
@@ -55,7 +55,7 @@ def test_activations_within_an_ulp(activation, dtype, device):
     values, meta = identity_weight(dtype, device)
     x128 = torch.cat([x, x], dim=1).to(device)  # columns 64.. meet only zeros of the weight
     for cfg in family_configs(device):
-        y = gemm.run_config(x128, values, meta, None, ACTIVATIONS[activation], cfg).cpu()
+        y = gemm.run_config(x128, values, meta, None, EPILOGUE_CODES[activation], cfg).cpu()
         off = (ulp_index(y) - ulp_index(want)).abs()
         worst = int(off.argmax())
         assert off.max() <= ULPS[activation], (

@@ -12,7 +12,7 @@ from sparse24 import reference as ref
 from sparse24.ops import configs, gemm
 from tolerances import REL_TOL as TOLERANCE, rel_err
 
-ACTIVATIONS = [None, "relu", "gelu", "gelu_tanh"]
+ACTIVATION_NAMES = [None, "relu", "gelu", "gelu_tanh"]
 
 
 def packed_weight(n, k, dtype, device):
@@ -34,7 +34,7 @@ def unit_input(m, k, dtype, device):
 
 def run_poisoned(x, values, meta, bias, activation, cfg):
     out = torch.full((x.shape[0], values.shape[0]), float("nan"), dtype=x.dtype, device=x.device)
-    return gemm.run_config(x, values, meta, bias, gemm.ACTIVATIONS[activation], cfg, out=out)
+    return gemm.run_config(x, values, meta, bias, gemm.EPILOGUE_CODES[activation], cfg, out=out)
 
 
 # ------------------------------------------------------------------ CPU: interpreter, "dot"
@@ -116,7 +116,7 @@ def test_zero_tokens_choose_no_config(monkeypatch, dtype, device):
     bias = torch.randn(64, device=device)
     for lead in [(0,), (3, 0), (0, 5)]:
         x = torch.empty(*lead, 128, dtype=dtype, device=device)
-        for activation in ACTIVATIONS:
+        for activation in ACTIVATION_NAMES:
             for y in (ops.linear(x, values, meta, bias, activation),
                       gemm._linear_op(x, values, meta, None, activation)):  # the dispatcher's path
                 assert y.shape == (*lead, 64) and y.dtype == dtype and y.device == x.device
@@ -295,7 +295,7 @@ def test_every_candidate_config_is_correct_gpu(m, n, k, dtype, family, seed):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
 @pytest.mark.parametrize("family", ["mma", "dot"])
 def test_epilogues_gpu(activation, family, seed):
     m, n, k = 200, 256, 512
@@ -349,7 +349,7 @@ def test_zero_tokens_gpu(lead, dtype):
     values, meta = packed_weight(768, 768, dtype, "cuda")
     bias = torch.randn(768, dtype=dtype, device="cuda")
     x = torch.empty(*lead, 768, dtype=dtype, device="cuda")
-    for activation in ACTIVATIONS:
+    for activation in ACTIVATION_NAMES:
         for b in (None, bias, bias.float()):
             y = ops.linear(x, values, meta, b, activation)
             assert y.shape == (*lead, 768) and y.dtype == dtype and y.device == x.device

@@ -158,7 +158,7 @@ def test_dispatch_rule_sm90_many_tokens_take_wgmma(monkeypatch, sm90):
     cuda = _pretend_sm90(monkeypatch, sm90)
     try:
         for m in (1, 16, 64, 65, 384, 24576):
-            want = "wgmma" if sm90 and m > gemm.WGMMA_MIN_TOKENS else "mma"
+            want = "wgmma" if sm90 and m > gemm.MMA_MAX_TOKENS_SM90 else "mma"
             assert gemm.heuristic_config(m, 3072, 768, cuda)["family"] == want, m
             side = gemm.uses_wgmma(m, cuda)  # what tune() passes
             families = {c["family"] for c in configs.candidates(m, 3072, 768, on_gpu=True,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import sparse24.ops as ops
-from sparse24.activations import ACTIVATIONS as ACTIVATION_CODES
+from sparse24.activations import EPILOGUE_CODES
 from sparse24.activations import REFERENCE as REFERENCE_ACTIVATIONS
 from sparse24.ops import wgmma
 from tolerances import REL_TOL, rel_err
@@ -51,7 +51,7 @@ def test_every_config_every_epilogue(cfg, dtype):
         has_bias, activation = EPILOGUES[i % len(EPILOGUES)]
         bias = torch.randn(n, device="cuda", generator=gen) * 0.5 if has_bias else None
         y = torch.full((m, n), float("nan"), dtype=dtype, device="cuda")
-        wgmma.launch(x, values, meta, bias, y, ACTIVATION_CODES[activation], cfg)
+        wgmma.launch(x, values, meta, bias, y, EPILOGUE_CODES[activation], cfg)
         err = rel_err(y, expected(x, w, bias, activation))
         if torch.isnan(y).any() or not err < REL_TOL[dtype]:
             failures.append((m, n, k, has_bias, activation, err, int(torch.isnan(y).sum())))
@@ -82,7 +82,7 @@ def test_gelu_epilogues_elementwise(activation):
     w, values, meta = packed(768, 768, torch.float16, gen)
     x = (torch.randn(333, 768, device="cuda", generator=gen) * 3 / 768 ** 0.5).half()
     y = torch.full((333, 768), float("nan"), dtype=torch.float16, device="cuda")
-    wgmma.launch(x, values, meta, None, y, ACTIVATION_CODES[activation],
+    wgmma.launch(x, values, meta, None, y, EPILOGUE_CODES[activation],
                  wgmma.heuristic_config(333, 768, 768))
     ref = expected(x, w, None, activation)
     assert ref.abs().max() > 8 and ref.min() < -0.16  # both tails and the bend are exercised
@@ -105,7 +105,7 @@ def test_direct_launch_matches_the_cached_launch_path(dtype):
     w, values, meta = packed(768, 768, dtype, gen)
     bias = torch.randn(768, device="cuda", generator=gen)
     cfg = wgmma.heuristic_config(1000, 768, 768)
-    code = ACTIVATION_CODES["gelu"]
+    code = EPILOGUE_CODES["gelu"]
 
     def run(x):
         y = torch.full((x.shape[0], 768), float("nan"), dtype=dtype, device="cuda")

@@ -3,12 +3,12 @@
 import triton
 import triton.language as tl
 
-from sparse24.activations import ACTIVATIONS
+from sparse24.activations import EPILOGUE_CODES
 
 # The ACTIVATION codes, as sparse24/activations.py defines them (0 is no activation).
-_RELU = tl.constexpr(ACTIVATIONS["relu"])
-_GELU = tl.constexpr(ACTIVATIONS["gelu"])
-_GELU_TANH = tl.constexpr(ACTIVATIONS["gelu_tanh"])
+_RELU = tl.constexpr(EPILOGUE_CODES["relu"])
+_GELU = tl.constexpr(EPILOGUE_CODES["gelu"])
+_GELU_TANH = tl.constexpr(EPILOGUE_CODES["gelu_tanh"])
 
 
 @triton.jit

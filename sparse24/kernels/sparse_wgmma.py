@@ -32,13 +32,13 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
 
-from sparse24.activations import ACTIVATIONS
+from sparse24.activations import EPILOGUE_CODES
 from sparse24.kernels.gluon_compat import tma_load, tma_store
 
 # The ACTIVATION codes, as sparse24/activations.py defines them (0 is no activation).
-_RELU = gl.constexpr(ACTIVATIONS["relu"])
-_GELU = gl.constexpr(ACTIVATIONS["gelu"])
-_GELU_TANH = gl.constexpr(ACTIVATIONS["gelu_tanh"])
+_RELU = gl.constexpr(EPILOGUE_CODES["relu"])
+_GELU = gl.constexpr(EPILOGUE_CODES["gelu"])
+_GELU_TANH = gl.constexpr(EPILOGUE_CODES["gelu_tanh"])
 
 BLOCK_F = 128  # features per tile: two warpgroups of 64 (the M side of wgmma)
 

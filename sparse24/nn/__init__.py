@@ -8,11 +8,11 @@ inference (sparsify_).
 """
 
 from sparse24.nn import hf  # registers the "sparse24" quantization method with transformers
-from sparse24.nn.linear import ACTIVATIONS, SparseLinear
+from sparse24.nn.linear import ACTIVATION_NAMES, SparseLinear
 from sparse24.nn.prune import Mask24, PruneReport, prune_, squash_
 from sparse24.nn.sparsify import SparsifyReport, sparsify_
 
 __all__ = [
-    "ACTIVATIONS", "Mask24", "PruneReport", "SparseLinear", "SparsifyReport", "prune_",
+    "ACTIVATION_NAMES", "Mask24", "PruneReport", "SparseLinear", "SparsifyReport", "prune_",
     "sparsify_", "squash_",
 ]

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparse24.activations import ACTIVATIONS, GELU_APPROXIMATE
+from sparse24.activations import EPILOGUE_CODES, GELU_APPROXIMATE
 
 # (Linear attribute, activation attribute) of feed-forward blocks whose forward is exactly
 # ``act(linear(x))``: Hugging Face's *Intermediate blocks (BERT, RoBERTa, MPNet, ELECTRA, ...)
@@ -26,7 +26,7 @@ _TRANSFORMERS_ACTIVATIONS = (
     ("GELUTanh", "gelu_tanh"),           # F.gelu(approximate="tanh")
     ("PytorchGELUTanh", "gelu_tanh"),    # older name of GELUTanh
 )
-assert {epilogue for _, epilogue in _TRANSFORMERS_ACTIVATIONS} <= ACTIVATIONS.keys()
+assert {epilogue for _, epilogue in _TRANSFORMERS_ACTIVATIONS} <= EPILOGUE_CODES.keys()
 
 
 def _plain_instance(act: Any, cls: type | None) -> bool:

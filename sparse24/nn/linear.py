@@ -11,7 +11,7 @@ from sparse24 import ops
 from sparse24.activations import NAMES
 from sparse24.layout import LAYOUT_VERSION, granularity_error, meta_error, meta_shape, values_shape
 
-ACTIVATIONS = NAMES
+ACTIVATION_NAMES = NAMES
 """Epilogues that sparse24.ops.linear fuses: none, ReLU, erf GELU, tanh GELU (sparse24.activations)."""
 
 # compress keeps positions (0, 1) of an all-zero group: nibble 0 | 1 << 2 = 4 in every group.
@@ -49,9 +49,9 @@ class SparseLinear(nn.Module):
         problem = granularity_error(out_features, in_features)
         if problem:
             raise ValueError(f"SparseLinear: cannot pack a [{out_features}, {in_features}] weight: {problem}")
-        if activation not in ACTIVATIONS:
+        if activation not in ACTIVATION_NAMES:
             raise ValueError(
-                f"SparseLinear: unknown activation {activation!r}; choose one of {ACTIVATIONS}"
+                f"SparseLinear: unknown activation {activation!r}; choose one of {ACTIVATION_NAMES}"
             )
         self.in_features = in_features
         self.out_features = out_features

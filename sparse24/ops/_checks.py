@@ -21,6 +21,16 @@ def use_triton(t: torch.Tensor) -> bool:
     return t.is_cuda or (t.device.type == "cpu" and interpreter_active())
 
 
+def runs_kernels(device: torch.device | str, dtype: torch.dtype) -> bool:
+    """Whether ``sparse24.ops.linear`` runs sparse24's Triton kernels for tensors of this device
+    and dtype: float16 / bfloat16 on CUDA, or on CPU under the Triton interpreter
+    (TRITON_INTERPRET=1). False: it computes with its PyTorch reference instead (e.g. float32, or
+    CPU without the interpreter). The public form of ``use_triton`` and ``GEMM_DTYPES``."""
+    device = torch.device(device)
+    on_triton = device.type == "cuda" or (device.type == "cpu" and interpreter_active())
+    return on_triton and dtype in GEMM_DTYPES
+
+
 def check_weight(op: str, w: torch.Tensor, *, pack: bool) -> None:
     if not isinstance(w, torch.Tensor):
         raise TypeError(f"sparse24.{op}: expected a torch.Tensor, got {type(w).__name__}")
@@ -107,5 +117,6 @@ def raise_first_bad_group(w: torch.Tensor) -> None:
 
 __all__ = [
     "FLOAT_DTYPES", "GEMM_DTYPES", "K_MULTIPLE", "check_packed", "check_weight", "first_nan",
-    "first_overfull_group", "interpreter_active", "raise_first_bad_group", "use_triton",
+    "first_overfull_group", "interpreter_active", "raise_first_bad_group", "runs_kernels",
+    "use_triton",
 ]

@@ -2,7 +2,11 @@
 
 A config is a JSON-able dict. "mma" configs tile [BLOCK_F features x BLOCK_T tokens] per program,
 "dot" configs [BLOCK_M tokens x BLOCK_N features], both may split K; "wgmma" (sm90) configs come
-from ``wgmma.candidates``. gemm imports this module (``tuned``), so it does not import gemm."""
+from ``wgmma.candidates``. gemm imports this module (``tuned``), so it does not import gemm.
+
+Which is which: ``tuned`` is the lookup ``linear`` makes on every call (through
+``gemm.choose_config``, memoized) in the results of ``sparse24.tuning.cache``; ``candidates`` is
+what the op-side search ``sparse24.ops.tune.tune`` times; neither searches nor writes."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Three kernel families serve it (sparse24/kernels/sparse_wgmma.py, sparse24/kernels/sparse_mma.py, sparse24/kernels/sparse_dot.py):
 - "wgmma": Hopper's sparse tensor cores (wgmma.mma_async.sp, a Gluon kernel) for more than
-  ``WGMMA_MIN_TOKENS`` tokens on sm90 (H100, H200): 1.24-1.53x cuBLAS on the bench shapes at
+  ``MMA_MAX_TOKENS_SM90`` tokens on sm90 (H100, H200): 1.24-1.53x cuBLAS on the bench shapes at
   M >= 24576 (BERT) and M >= 1024 (LLM) on an H200 (bench/results/h200/wgmma_sweep_b50bc5c.log);
 - "mma": the sparse tensor cores through the sm80 instruction (mma.sp), on sm80-sm89 for token
   counts where arithmetic dominates, and everywhere for few tokens (split-K streams the weight);
@@ -20,7 +20,7 @@ import functools
 import torch
 
 from sparse24 import reference
-from sparse24.activations import ACTIVATIONS
+from sparse24.activations import EPILOGUE_CODES
 from sparse24.kernels.sparse_dot import _sparse_dot_kernel, _splitk_reduce_kernel
 from sparse24.kernels.sparse_mma import _sparse_mma_kernel
 from sparse24.ops._checks import GEMM_DTYPES, check_packed, use_triton
@@ -42,14 +42,16 @@ def _divides(block: int, n: int) -> bool:
     return n % block == 0
 
 
-# More tokens than this on sm90 go to the wgmma family; up to it, the mma family's split-K streams
-# the weight (1.37-1.55x cuBLAS at M <= 16 in CUDA graphs, bench/results/h100/gemm.md).
-WGMMA_MIN_TOKENS = 64
+# The most tokens the mma family takes on sm90: up to it, the mma family's split-K streams the
+# weight (1.37-1.55x cuBLAS at M <= 16 in CUDA graphs, bench/results/h100/gemm.md); more tokens
+# (m > MMA_MAX_TOKENS_SM90) go to the wgmma family.
+MMA_MAX_TOKENS_SM90 = 64
 
 
 def uses_wgmma(m: int, device: torch.device) -> bool:
-    """The one dispatch rule for the sm90 family (the tuner and the heuristic both follow it)."""
-    return device.type == "cuda" and m > WGMMA_MIN_TOKENS and wgmma.supported(device.index or 0)
+    """The one dispatch rule for the sm90 family (the tuner and the heuristic both follow it):
+    wgmma for more than ``MMA_MAX_TOKENS_SM90`` tokens on an sm90 GPU."""
+    return device.type == "cuda" and m > MMA_MAX_TOKENS_SM90 and wgmma.supported(device.index or 0)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -215,7 +217,7 @@ def _linear_impl(
     if x2.stride(1) != 1 or x2.stride(0) % 8 or x2.data_ptr() % 16:
         x2 = x2.contiguous()
     cfg = choose_config(x2.shape[0], n, k, x2.dtype, x2.device)
-    y = run_config(x2, values, meta, bias, ACTIVATIONS[activation], cfg)
+    y = run_config(x2, values, meta, bias, EPILOGUE_CODES[activation], cfg)
     return y if flat else y.reshape(*x.shape[:-1], n)
 
 
@@ -223,9 +225,10 @@ def _linear_impl(
 # the compiled graph calls the op through the dispatcher, and custom_op's Python layers around the
 # kernel (a dynamo-disable wrapper and an output aliasing check per call) made each call about
 # 110 us dearer than the same kernel called directly (12.5 ms vs 7.9 ms for a BERT-base forward
-# at batch 4, bench/diag/host_paths.py on the H200 at 9eef2b5). Autograd: the dispatcher's
-# fallthrough (no Python per call); linear is inference only: linear() attaches _NoBackward to
-# outputs that autograd would track, so a backward raises instead of stopping silently.
+# at batch 4 on the H200, bench/diag/host_paths.py: bench/results/h200/diag/host_paths_9eef2b5.txt).
+# Autograd: the dispatcher's fallthrough (no Python per call); linear is inference only: linear()
+# attaches _NoBackward to outputs that autograd would track, so a backward raises instead of
+# stopping silently.
 _LIB = torch.library.Library("sparse24", "FRAGMENT")
 _LIB.define("linear(Tensor x, Tensor values, Tensor meta, Tensor? bias, str? activation) -> Tensor")
 for _key in ("CUDA", "CPU"):
@@ -297,9 +300,9 @@ def _(x, values, meta, bias, activation):
 
 def check_linear_inputs(x, values, meta, bias, activation) -> None:
     n, k = check_packed("linear", values, meta)
-    if activation not in ACTIVATIONS:
+    if activation not in EPILOGUE_CODES:
         raise ValueError(
-            f"sparse24.linear: unknown activation {activation!r}; use one of {list(ACTIVATIONS)}"
+            f"sparse24.linear: unknown activation {activation!r}; use one of {list(EPILOGUE_CODES)}"
         )
     if x.dim() < 1 or x.shape[-1] != k:
         raise ValueError(

@@ -6,7 +6,7 @@ every part of it on a CPU). Five things live here:
    binding. ``kernel[grid](*args)`` binds and specializes every argument, builds a cache key and
    looks the compiled kernel up on each call. sparse24.ops.linear is called 72 times per BERT-base
    forward, and at small batches eager inference is decided by host time per call
-   (bench/results/overhead.md). ``CachedLaunch`` does the first launch of each specialization
+   (bench/results/h200/overhead.md). ``CachedLaunch`` does the first launch of each specialization
    through Triton (which compiles it) and keeps the returned ``CompiledKernel``; later calls with
    the same specialization go straight to its launcher (``CompiledKernel.run``, the call Triton
    itself makes). The specialization key mirrors what Triton specializes on, so a cached kernel is

@@ -3,6 +3,12 @@
 The winner goes to the user cache, where ``linear`` finds it on its next call (``configs.tuned``).
 On CPU (only under TRITON_INTERPRET=1, for tests) the "dot" family is tuned with a wall-clock
 timer, under the GPU name ``CPU_GPU_NAME``.
+
+Which is which: this module is the op-side search (``tune`` builds the GEMM's problem, candidates
+and check, and hands them to ``sparse24.tuning.autotune``, the kernel-agnostic loop that times
+them); the results live in ``sparse24.tuning.cache``; ``python -m sparse24 tune`` is
+``sparse24.tuning.cli``; the lookup ``linear`` makes on every call is
+``sparse24.ops.configs.tuned``.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ def tune(n: int, k: int, m: int, dtype: torch.dtype = torch.float16,
     bias = torch.randn(n, generator=gen, device=device, dtype=dtype)
     expected = torch.nn.functional.linear(x.double(), decompress(values, meta).double(),
                                           bias.double())
-    activation = gemm.ACTIVATIONS[None]
+    activation = gemm.EPILOGUE_CODES[None]
 
     def run(cfg: dict) -> torch.Tensor:
         return gemm.run_config(x, values, meta, bias, activation, cfg)

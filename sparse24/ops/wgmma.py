@@ -49,7 +49,7 @@ def candidates(m: int, n: int, k: int) -> list[dict]:
     return configs
 
 
-# Speed per token of each token tile relative to 128 x 256, from the sweep at b50bc5c
+# Speed per token of each token tile relative to 128 x 256, from the H200 sweep
 # (bench/results/h200/wgmma_sweep_b50bc5c.log: 128 x 128 was 10-20% slower, 128 x 64 35-50%).
 _TILE_RATE = {256: 1.0, 128: 0.85, 64: 0.6}
 

@@ -9,7 +9,7 @@ Stages and what each score means (all Exact Match / F1 on the same evaluation qu
 4. ``masked_dense_fp16`` (CUDA only): the stage-3 model converted to fp16 (``model.half()``),
    F.linear, no autocast: the precision the kernel model runs in. Autocast (stage 3) keeps
    LayerNorm and softmax in float32, a whole-fp16 model does not, and on MiniLM that alone moved F1
-   by about 0.1 (notebook run at 9953c11 on the H200), so the kernels are checked against this.
+   by about 0.1 (a notebook run on the H200), so the kernels are checked against this.
 5. ``sparse24_kernels``: the same weights packed into sparse24's kernels (``sparsify_``), in fp16
    on CUDA. It must match stage 4 within 0.1 F1: the kernels change the arithmetic of the Linear
    layers, not the model. Without a GPU the packed layers run ops.linear's PyTorch reference in
@@ -304,11 +304,11 @@ def _runs_kernels(model: torch.nn.Module) -> bool:
     Triton interpreter); False when ops.linear falls back to its PyTorch reference (e.g. a float32
     model on a CPU)."""
     from sparse24.nn import SparseLinear  # noqa: PLC0415
-    from sparse24.ops._checks import GEMM_DTYPES, use_triton  # noqa: PLC0415
+    from sparse24.ops import runs_kernels  # noqa: PLC0415
 
     layers = [m for m in model.modules() if isinstance(m, SparseLinear)]
     return bool(layers) and all(
-        use_triton(m.values) and m.values.dtype in GEMM_DTYPES for m in layers
+        runs_kernels(m.values.device, m.values.dtype) for m in layers
     )
 
 

@@ -3,6 +3,10 @@
 A small loop rather than ``triton.autotune``, which times configs but cannot check them: here each
 candidate is first compared with a reference, so a config that is fast because it computes the
 wrong thing (a bad split-K reduction, a tile that skips a remainder) never wins.
+
+Which is which: this is the kernel-agnostic loop of the search; the op-side search that builds the
+GEMM's candidates and calls it is ``sparse24.ops.tune.tune``, the winner goes to
+``sparse24.tuning.cache``, and ``linear`` reads it per call through ``sparse24.ops.configs.tuned``.
 """
 
 from __future__ import annotations

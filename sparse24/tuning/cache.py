@@ -8,6 +8,10 @@ so processes tuning at once keep each other's entries; and the shipped defaults,
 per GPU model for any Triton version (an older version's config still launches). A bad or foreign
 file (corrupt, nested too deep to parse, other schema) is ignored as a whole, with a
 ``TuningCacheWarning``.
+
+Which is which: this is the cache of results, written by the search (``sparse24.ops.tune.tune``
+through ``sparse24.tuning.autotune``) and read on every ``linear`` call by the lookup
+``sparse24.ops.configs.tuned``; it neither times nor picks configs.
 """
 
 from __future__ import annotations

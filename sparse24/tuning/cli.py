@@ -3,6 +3,9 @@
 
 Token counts of one M bucket are tuned once. Results go to the user cache (``--cache-dir`` or
 ``$SPARSE24_CACHE_DIR``); ``--write-defaults`` merges that file into the shipped defaults.
+
+Which is which: this is the CLI only; it calls the op-side search ``sparse24.ops.tune.tune`` per
+(shape, M), which stores in ``sparse24.tuning.cache``.
 """
 
 from __future__ import annotations
