@@ -12,7 +12,7 @@ Timed as the tutorial does: torch.utils.benchmark.Timer(...).blocked_autorange()
 warm-up. Modes: eager, torch.compile(fullgraph=True) ("default") and its mode="reduce-overhead"
 (CUDA graphs). Speedups are over dense in the same mode.
 
-    python bench/bert.py [--quick] [--batch-sizes 4,16] [--modes eager,default,reduce-overhead]
+    python -m bench.bert [--quick] [--batch-sizes 4,16] [--modes eager,default,reduce-overhead]
                          [--dtype bfloat16] [--variants dense,sparse24] [--profile 16,64]
 
 --profile saves torch.profiler tables of the dense and sparse24 rows, taken in a child process
@@ -32,11 +32,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import torch  # noqa: E402
-
-import common  # noqa: E402
+from bench import common
 
 BENCH = "bert"
 VOCAB = 28996  # bert-base-cased
@@ -189,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--modes: a subset of {MODES}")
     if args.profile_only and not args.profile:
         parser.error("--profile-only needs --profile BATCH_SIZES")
-    common.require_cuda("bench/bert.py")
+    common.require_cuda("python -m bench.bert")
 
     import transformers
 
@@ -281,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                                     env, rec.run_id, headers, lines, notes)
     if not args.no_plot:
         try:
-            import plot_bert
+            from bench import plot_bert
 
             png = plot_bert.plot(rec.rows, Path(args.out_dir) / f"{bench}_speedup.png")
             common.progress(f"[bert] wrote {png}")
@@ -291,8 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         profiled = [v for v in variants if v in PROFILED]
         common.progress(f"[bert] profiles of {profiled} at bs {args.profile}, in a child process")
-        child = [sys.executable, __file__, "--profile-only", "--profile", ",".join(map(str, args.profile)),
-                 "--dtype", args.dtype, "--seq-len", str(args.seq_len), "--variants", ",".join(profiled),
+        # the same module in a fresh interpreter, same cwd and environment (python -m bench.bert)
+        child = [sys.executable, "-m", __spec__.name, "--profile-only",
+                 "--profile", ",".join(map(str, args.profile)), "--dtype", args.dtype,
+                 "--seq-len", str(args.seq_len), "--variants", ",".join(profiled),
                  "--modes", ",".join(modes), "--out-dir", str(args.out_dir)]
         if subprocess.run(child, check=False).returncode:
             common.progress("[bert] the profile pass failed (the timed rows stand)")

@@ -215,7 +215,7 @@ def plot_main(bench: str, png_name: str, plot: Callable[[list, Path], Path], des
     args = parser.parse_args(argv)
     src = args.jsonl or args.out_dir / f"{bench}.jsonl"
     if not src.exists():
-        print(f"plot_{bench}: {src} does not exist; run bench/{bench}.py first", file=sys.stderr)
+        print(f"plot_{bench}: {src} does not exist; run python -m bench.{bench} first", file=sys.stderr)
         return 1
     rows = select_run(read_jsonl(src), args.run_id)
     png = plot(rows, args.out_dir / png_name)

@@ -3,9 +3,10 @@
 #   bash bench/device_session.sh OUT_DIR tests gemm16      # GPU suite, then the fp16 GEMM table
 #   bash bench/device_session.sh OUT_DIR gemmbf16 bert bertprofile bertbf16 overhead pack profile
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
-#   bash bench/device_session.sh OUT_DIR levers                  # bench/levers.py A/B runs
-#   bash bench/device_session.sh OUT_DIR opcost eagerdiag hostpaths   # host-time diagnostics (bench/diag)
+#   bash bench/device_session.sh OUT_DIR levers                  # the finished lever A/B runs (bench/investigations)
+#   bash bench/device_session.sh OUT_DIR opcost eagerdiag hostpaths   # host-time diagnostics (bench/diag; eagerdiag: bench/investigations)
 #   bash bench/device_session.sh OUT_DIR breakdown abturns   # GPU time by part and GEMM shape; dense and sparse24 timed in turns
+# Run from the repository root: the benches are modules of bench/ (python3 -m bench.gemm, ...).
 # Every stage has its own time limit so one slow stage cannot eat the others' time.
 set -u
 # Results are written to a scratch folder and come back as one archive, OUT_DIR/results.tgz: the
@@ -20,30 +21,30 @@ for stage in "$@"; do
   case $stage in
     tests) timeout 450 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests \
              >"$out/pytest_gpu.txt" 2>&1; tail -15 "$out/pytest_gpu.txt" ;;
-    gemm16) mkdir -p "$out/fp16"; timeout 280 python3 bench/gemm.py --out-dir "$out/fp16" 2>&1 | tail -45 ;;
-    gemmbf16) mkdir -p "$out/bf16"; timeout 150 python3 bench/gemm.py --dtype bfloat16 --modes graph \
+    gemm16) mkdir -p "$out/fp16"; timeout 280 python3 -m bench.gemm --out-dir "$out/fp16" 2>&1 | tail -45 ;;
+    gemmbf16) mkdir -p "$out/bf16"; timeout 150 python3 -m bench.gemm --dtype bfloat16 --modes graph \
              --no-plot --out-dir "$out/bf16" 2>&1 | tail -30 ;;
-    bert) mkdir -p "$out/bert"; timeout 560 python3 bench/bert.py --out-dir "$out/bert" 2>&1 \
+    bert) mkdir -p "$out/bert"; timeout 560 python3 -m bench.bert --out-dir "$out/bert" 2>&1 \
              | grep -v Warning | tail -60 ;;
-    bertprofile) mkdir -p "$out/bert"; timeout 300 python3 bench/bert.py --profile-only --profile 16,64 \
+    bertprofile) mkdir -p "$out/bert"; timeout 300 python3 -m bench.bert --profile-only --profile 16,64 \
              --variants dense,sparse24 --out-dir "$out/bert" 2>&1 | grep -v Warning | tail -15 ;;  # its own process: the profiler slows the launches after it
-    bertbf16) mkdir -p "$out/bertbf16"; timeout 300 python3 bench/bert.py --dtype bfloat16 \
+    bertbf16) mkdir -p "$out/bertbf16"; timeout 300 python3 -m bench.bert --dtype bfloat16 \
              --variants dense,sparse24 --min-run-time 0.5 --out-dir "$out/bertbf16" 2>&1 | grep -v Warning | tail -30 ;;
     notebook) python3 -m pip install -q --no-index --no-deps .whl/*.whl 2>&1 | tail -2  # debugpy and jedi left out (10 MB of the 64 MiB a call carries): ipykernel and IPython run without them
              SPARSE24_NOTEBOOK_MODEL=$PWD/.models/all-MiniLM-L6-v2-fp16 timeout 420 python3 notebooks/execute.py \
              --out "$out/semi_structured_sparse.ipynb" 2>&1 | tail -5 ;;
-    levers) timeout 300 python3 bench/levers.py mma-a-tile wgmma-tile gelu --out-dir "$out" 2>&1 \
+    levers) timeout 300 python3 -m bench.investigations.2026-12-gemm-levers.levers mma-a-tile wgmma-tile gelu --out-dir "$out" 2>&1 \
              | grep -v Warning | tail -40 ;;
-    overhead) timeout 60 python3 bench/overhead.py --out-dir "$out" 2>&1 | tail -12 ;;
-    hostpaths) timeout 240 python3 bench/diag/host_paths.py >"$out/host_paths.txt" 2>&1; grep "===" "$out/host_paths.txt" ;;
-    eagerdiag) timeout 300 python3 bench/diag/eager_steady.py >"$out/eager_steady.txt" 2>&1; grep -v Warning "$out/eager_steady.txt" | tail -30 ;;
-    opcost) timeout 150 python3 bench/diag/compiled_op_cost.py >"$out/compiled_op_cost.txt" 2>&1; head -8 "$out/compiled_op_cost.txt" ;;
-    breakdown) timeout 560 python3 bench/diag/gpu_breakdown.py >"$out/gpu_breakdown.txt" 2>&1; grep -v -E "Warning|^    " "$out/gpu_breakdown.txt" | tail -70 ;;
-    abturns) timeout 400 python3 bench/diag/ab_interleaved.py >"$out/ab_interleaved.txt" 2>&1; grep -v -E "Warning|warn" "$out/ab_interleaved.txt" | tail -12 ;;
-    pack) timeout 60 python3 bench/pack.py --out-dir "$out" 2>&1 | tail -12 ;;
+    overhead) timeout 60 python3 -m bench.overhead --out-dir "$out" 2>&1 | tail -12 ;;
+    hostpaths) timeout 240 python3 -m bench.diag.host_paths >"$out/host_paths.txt" 2>&1; grep "===" "$out/host_paths.txt" ;;
+    eagerdiag) timeout 300 python3 -m bench.investigations.2026-12-bert-eager-host-time.eager_steady >"$out/eager_steady.txt" 2>&1; grep -v Warning "$out/eager_steady.txt" | tail -30 ;;
+    opcost) timeout 150 python3 -m bench.diag.compiled_op_cost >"$out/compiled_op_cost.txt" 2>&1; head -8 "$out/compiled_op_cost.txt" ;;
+    breakdown) timeout 560 python3 -m bench.diag.gpu_breakdown >"$out/gpu_breakdown.txt" 2>&1; grep -v -E "Warning|^    " "$out/gpu_breakdown.txt" | tail -70 ;;
+    abturns) timeout 400 python3 -m bench.diag.ab_interleaved >"$out/ab_interleaved.txt" 2>&1; grep -v -E "Warning|warn" "$out/ab_interleaved.txt" | tail -12 ;;
+    pack) timeout 60 python3 -m bench.pack --out-dir "$out" 2>&1 | tail -12 ;;
     profile) timeout 120 ncu --clock-control none -k regex:_sparse_wgmma_kernel --launch-skip 1 \
              --launch-count 1 --section SpeedOfLight --section WarpStateStats \
-             python3 bench/profile_wgmma.py >"$out/ncu_wgmma.txt" 2>&1; grep -E "Duration|Throughput|Stall|Issue" "$out/ncu_wgmma.txt" | head -30 ;;
+             python3 -m bench.investigations.2026-12-sm90-ncu.profile_wgmma >"$out/ncu_wgmma.txt" 2>&1; grep -E "Duration|Throughput|Stall|Issue" "$out/ncu_wgmma.txt" | head -30 ;;
   esac
 done
 echo "=== done $(date -u +%H:%M:%S)"

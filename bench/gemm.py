@@ -10,7 +10,7 @@ Speedups are against cuBLAS timed the same way in the same run. TFLOP/s counts t
 each backend's output is checked against F.linear on the decompressed weight; a wrong one is
 reported as WRONG and not timed.
 
-    python bench/gemm.py [--quick] [--shapes bert,4096x4096] [--m 1,16] [--dtype bfloat16]
+    python -m bench.gemm [--quick] [--shapes bert,4096x4096] [--m 1,16] [--dtype bfloat16]
 """
 
 from __future__ import annotations
@@ -18,15 +18,12 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-import common  # noqa: E402
-from sparse24.reference import REL_TOL, linear_flops  # noqa: E402
+from bench import common
+from sparse24.reference import REL_TOL, linear_flops
 
 BENCH = "gemm"
 BERT_SHAPES = common.BERT_SHAPES
@@ -119,9 +116,8 @@ def torch24_weights(ws: list[torch.Tensor], cutlass: bool) -> list[torch.Tensor]
 
 def cases_for(p: Point, epilogue: bool) -> list[Case]:
     from sparse24 import ops
+    from bench.triton_dense import dense_linear
     from sparse24.reference import packed_bytes
-
-    from triton_dense import dense_linear
 
     el = torch.empty((), dtype=p.dtype).element_size()
     io = (p.m * p.k + p.m * p.n) * el
@@ -258,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m for m in args.modes.split(",") if m]
     if not set(modes) <= {"eager", "graph"}:
         parser.error(f"--modes takes eager and/or graph, got {args.modes!r}")
-    common.require_cuda("bench/gemm.py")
+    common.require_cuda("python -m bench.gemm")
 
     if args.shapes:
         plan = [(s, args.m or default_ms(s)) for s in args.shapes]
@@ -311,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                                     env, rec.run_id, headers, lines, notes)
     if not args.no_plot:
         try:
-            import plot_gemm
+            from bench import plot_gemm
 
             png = plot_gemm.plot(all_rows, args.out_dir / "gemm_speedup.png")
             common.progress(f"[gemm] wrote {png}")

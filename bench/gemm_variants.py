@@ -2,9 +2,11 @@
 
 Exploration tool for choosing tile shapes and shipped defaults, through the tuner's own loop
 (sparse24.tuning.autotune) with this script's timers: each config is first checked against F.linear
-on the decompressed weight, a wrong one is reported and never timed. Prints the fastest configs per shape; writes JSON lines.
+on the decompressed weight, a wrong one is reported and never timed. Prints the fastest configs per
+shape; appends one JSON line per config (with the environment record) to --out, the input of
+python -m bench.make_defaults.
 
-    python bench/gemm_variants.py [--shapes 24576x3072x768,...] [--family mma|dot] [--top 5]
+    python -m bench.gemm_variants [--shapes 24576x3072x768,...] [--family mma|dot] [--top 5]
                                   [--mode eager|graph] [--min-tile-tokens 128]
 
 eager: do_bench, L2 flushed before each call; the time includes any host gap between the two
@@ -18,17 +20,16 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 import triton.testing
 
 import sparse24.ops as ops
+from bench import common
 from sparse24 import tuning
 from sparse24.ops import configs, gemm
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
 
 DEFAULT_SHAPES = "24576x3072x768,24576x768x3072,6144x768x768,1536x3072x768,16x4096x4096,64x11008x4096"
 
@@ -42,12 +43,12 @@ def main() -> int:
                         help="skip configs whose token tile (BLOCK_M or BLOCK_T) is smaller")
     parser.add_argument("--mode", choices=["eager", "graph", "auto"], default="eager",
                         help="auto: graph up to 128 tokens (split-K configs launch twice), else eager")
-    parser.add_argument("--out", default=os.path.join(os.environ.get("OUT", "bench/results"), "gemm_variants.jsonl"))
+    parser.add_argument("--out", type=Path,
+                        default=Path(os.environ.get("OUT") or common.DEFAULT_OUT_DIR) / "gemm_variants.jsonl",
+                        help="JSON lines, appended (default: $OUT or bench/results/<device>)")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        print("gemm_variants.py needs a CUDA GPU", file=sys.stderr)
-        return 2
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    common.require_cuda("python -m bench.gemm_variants")
+    env, run_id = common.env_record(), common.new_run_id()
     device = torch.device("cuda")
     gpu = torch.cuda.get_device_name()
     summary = []
@@ -102,9 +103,10 @@ def main() -> int:
             timings, rejected = [], exc.rejected
         rows = [{"cfg": cfg, "ms": ms, "err": errs[json.dumps(cfg)]} for cfg, ms in timings]
         rows += [{"cfg": r.config, "error": r.reason} for r in rejected]
-        with open(args.out, "a") as f:
-            for row in rows:
-                f.write(json.dumps({"gpu": gpu, "mode": mode, "m": m, "n": n, "k": k, "dense_ms": dense_ms, **row}) + "\n")
+        common.append_jsonl(args.out, [
+            {"bench": "gemm_variants", "run_id": run_id, "gpu": gpu, "triton": key.triton,
+             "dtype": "float16", "mode": mode, "m": m, "n": n, "k": k, "dense_ms": dense_ms, **row,
+             "env": env} for row in rows])
         ok = sorted((r for r in rows if "ms" in r), key=lambda r: r["ms"])
         bad = [r for r in rows if "error" in r]
         print(f"\n{shape}: cuBLAS {dense_ms * 1e3:.1f} us ({flops / dense_ms / 1e9:.0f} TFLOP/s); "
@@ -116,11 +118,15 @@ def main() -> int:
         best_mma = next((r for r in ok if r["cfg"]["family"] == "mma"), None)
         best_dot = next((r for r in ok if r["cfg"]["family"] == "dot"), None)
         summary.append((shape, dense_ms, best_mma, best_dot))
-    print("\n| M x N x K | cuBLAS us | best mma.sp | best dot |")
-    print("|---|---|---|---|")
-    for shape, dense_ms, bm, bd in summary:
-        cell = lambda r: "-" if r is None else f"{dense_ms / r['ms']:.2f}x ({r['ms'] * 1e3:.1f} us)"
-        print(f"| {shape} | {dense_ms * 1e3:.1f} | {cell(bm)} | {cell(bd)} |")
+
+    def cell(r, dense_ms):
+        return "-" if r is None else f"{dense_ms / r['ms']:.2f}x ({r['ms'] * 1e3:.1f} us)"
+
+    print("\n" + common.markdown_table(
+        ["M x N x K", "cuBLAS us", "best mma.sp", "best dot"],
+        [[shape, f"{dense_ms * 1e3:.1f}", cell(bm, dense_ms), cell(bd, dense_ms)]
+         for shape, dense_ms, bm, bd in summary]))
+    print(f"appended to {args.out} (run {run_id})")
     return 0
 
 

@@ -1,11 +1,21 @@
-"""The GEMM goals of the Hopper issue against a recorded run: ranges computed from bench/gemm.py's JSON.
+"""The issues' goals against recorded runs: GEMM (bench.gemm), BERT-base (bench.bert), LLM (bench.llm).
 
-For each goal class, the measured range of sparse24's CUDA-graph time ratio against cuBLAS and
-against torch's 2:4 (cuSPARSELt), both from the same run, next to the goal; and, at M >= 4096,
-how far the eager ratio is from the graph one (goal: within 10%). No GPU needed.
+One report from JSON-lines files of either bench: the latest run of each file, its kind taken from
+the rows' "bench" field. No GPU needed.
 
-    python bench/goals.py bench/results/h200/gemm.jsonl [bench/results/h200/gemm_bf16.jsonl ...]
-        [--out bench/results/h200/goals.md]
+GEMM goals: per goal class, the measured range of sparse24's CUDA-graph time ratio against cuBLAS
+and against torch's 2:4 (cuSPARSELt), both from the same run, next to the goal; and, at M >= 4096,
+how far the eager ratio is from the graph one (goal: within 10%).
+
+BERT-base goals (formerly bench/bert_goals.py; sparse24 speedup over dense in the same mode,
+seq 384): >= 1.25x eager at batch >= 16; >= 1.15x compiled (default) and compiled
+reduce-overhead at batch >= 16; >= 1.0x at batch 4 in every mode. Each goal is checked per batch
+size, and is met when every batch size it covers meets it.
+
+    python -m bench.goals [FILE.jsonl ...] [--device h200] [--out bench/results/h200/goals.md]
+
+Without files: gemm.jsonl, gemm_bf16.jsonl, bert.jsonl and bert_bfloat16.jsonl of
+bench/results/<device>/, those that exist (--device: this machine's by default).
 """
 
 from __future__ import annotations
@@ -14,23 +24,71 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import common
 
-import common  # noqa: E402
+DEFAULT_FILES = ("gemm.jsonl", "gemm_bf16.jsonl", "bert.jsonl", "bert_bfloat16.jsonl", "llm.jsonl")
 
-BERT = {(768, 768), (3072, 768), (768, 3072), (2304, 768)}
+# ------------------------------------------------------------------------------------------ GEMM
+GEMM_BERT_SHAPES = {(768, 768), (3072, 768), (768, 3072), (2304, 768)}
 # (name, selects a (m, n, k) point, goal against cuBLAS or None, goal against cuSPARSELt or None)
-CLASSES = [
+GEMM_CLASSES = [
     ("LLM shapes (N, K >= 4096), M >= 1000", lambda m, n, k: n >= 4096 and k >= 4096 and m >= 1000,
      1.5, 1.05),
-    ("BERT-base shapes, M 6144-98304", lambda m, n, k: (n, k) in BERT and 6144 <= m <= 98304,
-     1.3, 1.0),
+    ("BERT-base shapes, M 6144-98304",
+     lambda m, n, k: (n, k) in GEMM_BERT_SHAPES and 6144 <= m <= 98304, 1.3, 1.0),
     ("every shape, M >= 256", lambda m, n, k: m >= 256, None, 1.0),
     ("LLM shapes, M <= 16", lambda m, n, k: n >= 4096 and k >= 4096 and m <= 16, 1.45, None),
 ]
+GEMM_HEADERS = ["dtype", "run", "class", "points", "sparse24 / cuBLAS", "goal",
+                "sparse24 / cuSPARSELt", "goal", "below the cuSPARSELt goal"]
+GEMM_NOTE = ("Ratios are time(baseline) / time(sparse24), CUDA graphs, from the same run "
+             "(python -m bench.gemm: operands rotated past the L2); the eager row compares the "
+             "eager ratio against cuBLAS with the graph one.")
+
+# ------------------------------------------------------------------------------------- BERT-base
+# (name, mode, batch sizes it covers, goal)
+BERT_GOALS = [
+    ("eager, batch >= 16", "eager", lambda bs: bs >= 16, 1.25),
+    ("compiled default, batch >= 16", "default", lambda bs: bs >= 16, 1.15),
+    ("compiled reduce-overhead, batch >= 16", "reduce-overhead", lambda bs: bs >= 16, 1.15),
+    ("eager, batch 4", "eager", lambda bs: bs == 4, 1.0),
+    ("compiled default, batch 4", "default", lambda bs: bs == 4, 1.0),
+    ("compiled reduce-overhead, batch 4", "reduce-overhead", lambda bs: bs == 4, 1.0),
+]
+BERT_HEADERS = ["dtype", "run", "goal", "target", "measured (batch: speedup)", "met"]
+BERT_NOTE = ("Speedup = dense ms / sparse24 ms from python -m bench.bert (seq 384, random "
+             "bert-base-cased weights, median of blocked_autorange); a goal is met when every batch "
+             "size it covers meets it.")
 
 
-def points(rows: list[dict]) -> dict[tuple, dict[tuple[str, str], float]]:
+LLM_GOALS = [  # issue 25: (goal, phase, mode, target)
+    ("decode, CUDA graphs, every batch", "decode", "graph", 1.4),
+    ("prefill, CUDA graphs", "prefill", "graph", 1.3),
+]
+LLM_HEADERS = ["dtype", "run", "goal", "target", "measured (batch: speedup)", "met"]
+LLM_NOTE = ("Speedup = median over rounds of dense ms / sparse24 ms, timed in turns, from python -m "
+            "bench.llm (Llama-3-8B layer shapes, random weights, the decoder without its LM head).")
+
+
+def kind(rows: list[dict]) -> str:
+    """'gemm' or 'bert' (bench/gemm.py writes bench 'gemm', bench/bert.py 'bert' or 'bert_<dtype>')."""
+    bench = str(rows[0].get("bench") or "")
+    for name in ("gemm", "bert", "llm"):
+        if bench == name or bench.startswith(f"{name}_"):
+            return name
+    raise ValueError(f"rows of bench {bench!r}: not from python -m bench.gemm, bench.bert or bench.llm")
+
+
+def run_cell(rows: list[dict]) -> str:
+    commit = (rows[0].get("env", {}).get("git_commit") or "unknown")[:12]
+    return f"`{rows[0]['run_id']}` ({commit})"
+
+
+def span(values: list[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}x" if values else "-"
+
+
+def gemm_points(rows: list[dict]) -> dict[tuple, dict[tuple[str, str], float]]:
     """{(dtype, m, n, k): {(backend, mode): ms}} of the plain (no epilogue) rows that ran."""
     out: dict[tuple, dict[tuple[str, str], float]] = {}
     for r in rows:
@@ -39,19 +97,11 @@ def points(rows: list[dict]) -> dict[tuple, dict[tuple[str, str], float]]:
     return out
 
 
-def span(values: list[float]) -> str:
-    return f"{min(values):.2f}-{max(values):.2f}x" if values else "-"
-
-
-def summary(rows: list[dict]) -> str:
-    pts = points(rows)
-    env = rows[0]["env"]
-    lines = [f"# GEMM goals against run `{rows[0]['run_id']}`", "",
-             f"{common.env_line(env)}", "",
-             "| dtype | class | points | sparse24 / cuBLAS | goal | sparse24 / cuSPARSELt | goal | "
-             "below the cuSPARSELt goal |", "|---|---|---|---|---|---|---|---|"]
+def gemm_rows(rows: list[dict]) -> list[list[str]]:
+    """The GEMM goal table's rows for one run of python -m bench.gemm."""
+    pts, run, out = gemm_points(rows), run_cell(rows), []
     for dtype in sorted({key[0] for key in pts}):
-        for name, selects, goal_dense, goal_cslt in CLASSES:
+        for name, selects, goal_dense, goal_cslt in GEMM_CLASSES:
             dense, cslt, below = [], [], []
             for (dt, m, n, k), ms in sorted(pts.items()):
                 if dt != dtype or not selects(m, n, k) or ("sparse24", "graph") not in ms:
@@ -63,29 +113,105 @@ def summary(rows: list[dict]) -> str:
                     cslt.append(ms["torch24_cslt", "graph"] / ours)
                     if goal_cslt and cslt[-1] < goal_cslt:
                         below.append(f"{m}x{n}x{k} {cslt[-1]:.2f}x")
-            lines.append(f"| {dtype} | {name} | {len(dense)} | {span(dense)} | "
-                         f"{f'>= {goal_dense}x' if goal_dense else '-'} | {span(cslt)} | "
-                         f"{f'>= {goal_cslt}x' if goal_cslt else '-'} | {', '.join(below) or '-'} |")
+            out.append([dtype, run, name, str(len(dense)), span(dense),
+                        f">= {goal_dense}x" if goal_dense else "-", span(cslt),
+                        f">= {goal_cslt}x" if goal_cslt else "-", ", ".join(below) or "-"])
         gaps = {f"{m}x{n}x{k}": abs(ms["cublas", "eager"] / ms["sparse24", "eager"]
                                     / (ms["cublas", "graph"] / ms["sparse24", "graph"]) - 1)
                 for (dt, m, n, k), ms in sorted(pts.items()) if dt == dtype and m >= 4096
-                and {("sparse24", "eager"), ("cublas", "eager")} <= ms.keys()}
+                and {("sparse24", "eager"), ("cublas", "eager"), ("sparse24", "graph"),
+                     ("cublas", "graph")} <= ms.keys()}
         if gaps:
             off = ", ".join(f"{p} {g:.0%}" for p, g in gaps.items() if g > 0.1) or "-"
-            lines.append(f"| {dtype} | eager vs graph ratio, M >= 4096 | {len(gaps)} | "
-                         f"{sum(g <= 0.1 for g in gaps.values())} within 10% | within 10% | - | - | "
-                         f"off by more: {off} |")
-    lines += ["", "Ratios are time(baseline) / time(sparse24), CUDA graphs, from the same run "
-              "(bench/gemm.py: operands rotated past the L2)."]
-    return "\n".join(lines) + "\n"
+            out.append([dtype, run, "eager vs graph ratio, M >= 4096", str(len(gaps)),
+                        f"{sum(g <= 0.1 for g in gaps.values())} within 10%", "within 10%", "-", "-",
+                        f"off by more: {off}"])
+    return out
 
 
-def main(argv=None) -> int:
+def bert_speedups(rows: list[dict]) -> dict[tuple[str, int], float]:
+    """(mode, batch size) -> dense ms / sparse24 ms."""
+    ms = {}
+    for r in rows:
+        if r.get("ms") is None:
+            continue
+        mode = (r.get("compile_mode") or "default") if r.get("compiled") else "eager"
+        ms[r["variant"], mode, r["batch_size"]] = r["ms"]
+    return {(mode, bs): ms["dense", mode, bs] / ms["sparse24", mode, bs]
+            for (variant, mode, bs) in ms if variant == "sparse24" and ("dense", mode, bs) in ms}
+
+
+def bert_rows(rows: list[dict]) -> list[list[str]]:
+    """The BERT-base goal table's rows for one run of python -m bench.bert."""
+    ratio, run, out = bert_speedups(rows), run_cell(rows), []
+    for name, mode, covers, target in BERT_GOALS:
+        points = sorted((bs, s) for (m, bs), s in ratio.items() if m == mode and covers(bs))
+        measured = ", ".join(f"{bs}: {s:.2f}x" for bs, s in points) or "-"
+        met = "yes" if points and all(s >= target for _, s in points) else "no"
+        out.append([rows[0]["dtype"], run, name, f">= {target}x", measured, met])
+    return out
+
+
+def llm_rows(rows: list[dict]) -> list[list[str]]:
+    """The LLM goal table's rows for one run of python -m bench.llm."""
+    run, out = run_cell(rows), []
+    for name, phase, mode, target in LLM_GOALS:
+        points = sorted((r["batch"], r["speedup"]) for r in rows
+                        if r["phase"] == phase and r["mode"] == mode and r.get("speedup"))
+        measured = ", ".join(f"{b}: {s:.2f}x" for b, s in points) or "-"
+        met = "yes" if points and all(s >= target for _, s in points) else "no"
+        out.append([rows[0].get("dtype", "-"), run, name, f">= {target}x", measured, met])
+    return out
+
+
+def report(runs: list[list[dict]]) -> str:
+    """One markdown report: the GEMM table, the BERT-base table (each where runs of its kind were
+    given), then the environment line of every run."""
+    gemm = [line for rows in runs if kind(rows) == "gemm" for line in gemm_rows(rows)]
+    bert = [line for rows in runs if kind(rows) == "bert" for line in bert_rows(rows)]
+    llm = [line for rows in runs if kind(rows) == "llm" for line in llm_rows(rows)]
+    parts = ["# Goals against the recorded runs", ""]
+    if gemm:
+        parts += ["## GEMM: sparse24 against cuBLAS and torch's 2:4 (cuSPARSELt)", "",
+                  common.markdown_table(GEMM_HEADERS, gemm), "", GEMM_NOTE, ""]
+    if bert:
+        parts += ["## BERT-base QA: sparse24 against dense, same mode, same run", "",
+                  common.markdown_table(BERT_HEADERS, bert), "", BERT_NOTE, ""]
+    if llm:
+        parts += ["## Llama-8B-shaped decoder: sparse24 against dense, same mode, same run", "",
+                  common.markdown_table(LLM_HEADERS, llm), "", LLM_NOTE, ""]
+    parts += ["Runs:", ""] + [f"- `{rows[0]['run_id']}`: {common.env_line(rows[0].get('env', {}))}"
+                              for rows in runs]
+    return "\n".join(parts) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("jsonl", nargs="+", type=Path)
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("jsonl", nargs="*", type=Path,
+                        help="JSON lines of python -m bench.gemm or bench.bert, in any mix (default: "
+                             f"{', '.join(DEFAULT_FILES)} of bench/results/<device>)")
+    parser.add_argument("--device", default=None,
+                        help="the results folder of the default files, e.g. h200 (default: this "
+                             "machine's)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the report here")
     args = parser.parse_args(argv)
-    text = "\n".join(summary(common.select_run(common.read_jsonl(p))) for p in args.jsonl)
+    folder = common.results_dir(args.device)
+    paths = args.jsonl or [folder / name for name in DEFAULT_FILES if (folder / name).exists()]
+    if not paths:
+        parser.error(f"no result files in {folder}; name JSON-lines files or a --device (e.g. h200)")
+    runs = []
+    for path in paths:
+        if not path.is_file():
+            parser.error(f"{path} does not exist")
+        rows = common.select_run(common.read_jsonl(path))
+        if not rows:
+            parser.error(f"{path} holds no rows")
+        try:
+            kind(rows)
+        except ValueError as exc:
+            parser.error(f"{path}: {exc}")
+        runs.append(rows)
+    text = report(runs)
     if args.out:
         args.out.write_text(text)
     print(text)

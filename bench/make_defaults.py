@@ -1,6 +1,6 @@
-"""Shipped tuning defaults from a bench/gemm_variants.py sweep: the fastest correct config per shape.
+"""Shipped tuning defaults from a python -m bench.gemm_variants sweep: the fastest correct config per shape.
 
-    python bench/make_defaults.py /path/to/gemm_variants.jsonl [--dest sparse24/tuning/defaults]
+    python -m bench.make_defaults /path/to/gemm_variants.jsonl [--dest sparse24/tuning/defaults]
 
 Each line of the sweep is one candidate config timed on one (gpu, m, n, k): fields gpu, m, n, k,
 dense_ms, cfg, and either ms (and err, its relative error against F.linear) or error (compile
@@ -20,13 +20,13 @@ other shapes are kept unless ``--no-merge``, and so are the file's ``capability`
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+from sparse24.records import read_jsonl
 from sparse24.reference import REL_TOL
 from sparse24.tuning import CacheEntry, TuningCache, TuningKey, dtype_name, m_bucket, write_defaults
 from sparse24.tuning.cache import DEFAULTS_DIR, format_config
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="replace the GPU's defaults file instead of merging into it")
     args = parser.parse_args(argv)
 
-    rows = [json.loads(line) for line in Path(args.jsonl).read_text().splitlines() if line.strip()]
+    rows = read_jsonl(Path(args.jsonl))
     by_file = best_entries(rows)
     if not by_file:
         print("no correct config in the sweep; nothing written", file=sys.stderr)

@@ -6,20 +6,18 @@ calls of a small problem with a host clock (synchronizing once at the end), for:
 sparse24's public linear() (direct path in plain eager calls) and the registered op
 torch.ops.sparse24.linear (the path torch.compile and autograd use).
 
-    python bench/overhead.py [--calls 2000]
+    python -m bench.overhead [--calls 2000] [--profile] [--out-dir DIR]
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+from bench import common
 
 
 def per_call_us(fn, calls: int) -> float:
@@ -74,7 +72,7 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true",
                         help="also print a cProfile of linear() calls (where the host time goes)")
     args = parser.parse_args()
-    common.require_cuda("overhead.py")
+    common.require_cuda("python -m bench.overhead")
     import sparse24.ops as ops
     from sparse24.ops import gemm
 

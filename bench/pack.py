@@ -5,20 +5,17 @@ move, as a fraction of what a device-to-device copy moving the same number of by
 same run (goal: >= 70% on the large shapes). torch's own to_sparse_semi_structured conversion is
 timed as a reference row where it works.
 
-    python bench/pack.py [--quick] [--shapes 768x768,4096x4096] [--dtype bfloat16] [--out-dir DIR]
+    python -m bench.pack [--quick] [--shapes 768x768,4096x4096] [--dtype bfloat16] [--out-dir DIR]
 """
 
 from __future__ import annotations
 
 import functools
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import torch  # noqa: E402
-
-import common  # noqa: E402
+from bench import common
 
 BENCH = "pack"
 BERT_SHAPES = common.BERT_SHAPES
@@ -62,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", type=common.parse_dtype, default=torch.float16)
     parser.add_argument("--rep-ms", type=float, default=40, help="timed milliseconds per op")
     args = parser.parse_args(argv)
-    common.require_cuda("bench/pack.py")
+    common.require_cuda("python -m bench.pack")
 
     import sparse24.ops as ops
 

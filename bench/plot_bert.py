@@ -1,6 +1,6 @@
-"""Bar plot of BERT speedup over dense per batch size and mode, from bench/results/bert.jsonl.
+"""Bar plot of BERT speedup over dense per batch size and mode, from bench/results/<device>/bert.jsonl.
 
-    python bench/plot_bert.py [--run-id ID] [--jsonl PATH] [--out-dir DIR]
+    python -m bench.plot_bert [--run-id ID] [--jsonl PATH] [--out-dir DIR]
 
 Reads the latest run unless --run-id is given; writes <out-dir>/bert_speedup.png. No GPU needed.
 """
@@ -11,9 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
+from bench import common
 
 BARS = [  # (variant, mode) -> label, colour; light for eager, darker for each compiled mode
     (("torch24", "eager"), ("torch 2:4 eager", "#f5b971")),

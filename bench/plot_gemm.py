@@ -1,6 +1,6 @@
-"""Draw speedup over cuBLAS vs M, one panel per weight shape, from bench/results/gemm.jsonl.
+"""Draw speedup over cuBLAS vs M, one panel per weight shape, from bench/results/<device>/gemm.jsonl.
 
-    python bench/plot_gemm.py [--run-id ID] [--jsonl PATH] [--out-dir DIR]
+    python -m bench.plot_gemm [--run-id ID] [--jsonl PATH] [--out-dir DIR]
 
 Reads the latest run in the file unless --run-id is given; writes <out-dir>/gemm_speedup.png.
 Runs on any machine (no GPU needed).
@@ -13,9 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
+from bench import common
 
 # (backend, mode) -> (label, line style); what is not in the run is skipped.
 LINES = [

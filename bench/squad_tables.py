@@ -1,11 +1,11 @@
-"""Re-render the SQuAD tables (bench/results/squad_*.md) with the timing rows of a BERT bench run.
+"""Re-render the SQuAD tables (bench/results/h200/squad_*.md) with the timing rows of a BERT bench run.
 
 The accuracy rows come from each table's JSON (written by `python -m sparse24 squad`) and are not
 touched; the timing rows (ms per batch, dense vs sparse24, eager / compiled / compiled
 reduce-overhead) come from the latest run in a bench/bert.py JSON-lines file, by default the
 H200's. The JSON's "speed_results" records which file and rows the table shows.
 
-    python bench/squad_tables.py [--speed-results bench/results/h200/bert.jsonl] [NAME ...]
+    python -m bench.squad_tables [--speed-results bench/results/h200/bert.jsonl] [NAME ...]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from sparse24.records import read_jsonl
 from sparse24.squad import report
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -23,7 +24,7 @@ DEFAULT_TABLES = ("squad_mpnet", "squad_minilm", "squad_mpnet_sparse5")
 
 def footnote(results: dict, speed_path: Path, speed_rows: list[dict]) -> str:
     hp = results["hyperparameters"]
-    bench = [json.loads(line) for line in speed_path.read_text().splitlines() if line.strip()][-1]
+    bench = read_jsonl(speed_path)[-1]
     env = bench.get("env", {})
     return (
         f"Timing rows: bench/bert.py (bert-base-cased geometry, {bench.get('dtype', 'float16')}, "
@@ -43,15 +44,15 @@ def main() -> int:
     args = parser.parse_args()
     speed_rows = report.load_speed_rows(args.speed_results)
     for name in args.names:
-        json_path = RESULTS / f"{name}.json"
+        json_path = RESULTS / "h200" / f"{name}.json"
         results = json.loads(json_path.read_text())
         results["speed_results"] = {"path": str(args.speed_results.relative_to(RESULTS.parent.parent)),
                                     "rows": speed_rows}
         text = report.markdown_table(results, speed_rows)
         text += "\n" + footnote(results, args.speed_results, speed_rows) + "\n"
-        (RESULTS / f"{name}.md").write_text(text)
+        (RESULTS / "h200" / f"{name}.md").write_text(text)
         report.write_json(results, json_path)
-        print(f"wrote {RESULTS / f'{name}.md'} ({len(speed_rows)} timing rows)")
+        print(f"wrote {RESULTS / 'h200' / f'{name}.md'} ({len(speed_rows)} timing rows)")
     return 0
 
 

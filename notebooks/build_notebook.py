@@ -192,7 +192,7 @@ Every number below was measured on the GPU machine by the scripts under `bench/`
 
 from IPython.display import Image, Markdown, display
 
-results_dir = Path(REPO) / "bench" / "results"
+results_dir = Path(REPO) / "bench" / "results" / "h200"
 for name in ("squad_mpnet.md", "bert.md"):
     path = results_dir / name
     if path.exists():

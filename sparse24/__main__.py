@@ -8,7 +8,7 @@ import sys
 # name -> one-line description (shown by --help of the program and of each subcommand)
 COMMANDS = {
     "demo": "the main job: GPU correctness + short timings; CPU demo via the interpreter",
-    "bench": "short GPU benchmark (GEMM + BERT-base), written to bench/results/quick.*",
+    "bench": "short GPU benchmark (GEMM + BERT-base), written to bench/results/<device>/quick.*",
     "tune": "autotune the sparse GEMM for a model's Linear shapes or N x K shapes",
     "squad": "prune, fine-tune and evaluate on SQuAD v1.1 (needs the [bert] extra)",
 }

@@ -60,7 +60,7 @@ def _bench() -> None:
                 torch24_cell = f"failed ({type(exc).__name__})"
             ours = triton.testing.do_bench(lambda: ops.linear(x, values, meta), return_mode="median")
             print(f"| {m} | {n}x{k} | {dense * 1e3:.1f} | {torch24_cell} | {ours * 1e3:.1f} | {dense / ours:.2f}x |")
-    print("\nFull benchmarks, recorded with device and commit: python bench/gemm.py, bench/bert.py")
+    print("\nFull benchmarks, recorded with device and commit: python -m bench.gemm, python -m bench.bert (from the repository root)")
 
 
 def main(args=None) -> int:

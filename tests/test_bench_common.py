@@ -1,4 +1,4 @@
-"""CPU tests of the bench plumbing: environment record, writers, run selection, plots, CUDA refusal.
+"""CPU tests of the bench plumbing: environment record, writers, run selection, plots, goals, CUDA refusal.
 
 Timings themselves need a GPU and are never asserted; these tests only check that what the benches
 write is well-formed and that they refuse to run without CUDA.
@@ -6,6 +6,7 @@ write is well-formed and that they refuse to run without CUDA.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import platform
@@ -17,11 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-BENCH_DIR = REPO / "bench"
-sys.path.insert(0, str(BENCH_DIR))
+from bench import common
 
-import common  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -159,7 +158,7 @@ def _gemm_rows(run_id: str) -> list[dict]:
 
 def test_plot_gemm_writes_png(tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    import plot_gemm
+    from bench import plot_gemm
 
     common.append_jsonl(tmp_path / "gemm.jsonl", _gemm_rows("20260101T000000Z-aaaaaa"))
     common.append_jsonl(tmp_path / "gemm.jsonl", _gemm_rows("20260102T000000Z-bbbbbb"))
@@ -175,7 +174,7 @@ def test_plot_gemm_writes_png(tmp_path, capsys):
 
 def test_plot_bert_writes_png(tmp_path):
     pytest.importorskip("matplotlib")
-    import plot_bert
+    from bench import plot_bert
 
     env = {"gpu": "Synthetic GPU", "capability": "9.0"}
     rows = []
@@ -195,14 +194,14 @@ def test_plot_bert_writes_png(tmp_path):
 
 def test_plot_without_results_says_so(tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    import plot_gemm
+    from bench import plot_gemm
 
     assert plot_gemm.main(["--out-dir", str(tmp_path)]) == 1
-    assert "run bench/gemm.py first" in capsys.readouterr().err
+    assert "run python -m bench.gemm first" in capsys.readouterr().err
 
 
 def test_gemm_table_marks_failures():
-    import gemm
+    from bench import gemm
 
     rows = [{"n": 768, "k": 768, "m": 384, "backend": b, "mode": md, "status": st, "speedup": sp,
              "ms": 0.01, "tflops": 100.0, "gbps": 900.0, "rel_err": 1e-4, "error": None}
@@ -225,7 +224,7 @@ def test_shape_parsing():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on machines without CUDA")
 def test_gemm_script_refuses_without_cuda():
-    out = subprocess.run([sys.executable, str(BENCH_DIR / "gemm.py"), "--quick"], cwd=REPO,
+    out = subprocess.run([sys.executable, "-m", "bench.gemm", "--quick"], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == common.EXIT_NO_CUDA, out.stderr
     assert "needs a CUDA GPU" in out.stderr
@@ -234,7 +233,7 @@ def test_gemm_script_refuses_without_cuda():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on machines without CUDA")
 @pytest.mark.parametrize("script", ["pack", "bert"])
 def test_other_benches_refuse_without_cuda(script, tmp_path):
-    module = __import__(script)
+    module = importlib.import_module(f"bench.{script}")
     with pytest.raises(SystemExit) as exc:
         module.main(["--quick", "--out-dir", str(tmp_path)])
     assert exc.value.code == common.EXIT_NO_CUDA
@@ -246,7 +245,7 @@ def test_triton_dense_kernel_matches_matmul():
     itself needs a GPU to time configs)."""
     import triton
 
-    import triton_dense
+    from bench import triton_dense
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     m, n, k = 5, 48, 100  # ragged M, N and K
@@ -264,20 +263,115 @@ def test_triton_dense_kernel_matches_matmul():
     torch.testing.assert_close(y, x @ w.t(), rtol=1e-4, atol=1e-4)
 
 
-def test_goals_ranges_come_from_the_rows():
-    """bench/goals.py: a class's range is time(baseline) / time(sparse24) over its points, and a
-    point under the cuSPARSELt goal is named."""
-    import goals
+GOALS_ENV = {"gpu": "Synthetic GPU", "capability": "9.0", "git_commit": "abcdef0", "torch": "2.11.0"}
 
-    env = common.env_record()
 
+def _gemm_goal_rows(run_id="g1"):
     def row(m, n, k, backend, mode, ms):
-        return {"run_id": "r", "env": env, "status": "ok", "dtype": "float16", "m": m, "n": n,
-                "k": k, "backend": backend, "mode": mode, "ms": ms}
+        return {"bench": "gemm", "run_id": run_id, "env": GOALS_ENV, "status": "ok", "dtype": "float16",
+                "m": m, "n": n, "k": k, "backend": backend, "mode": mode, "ms": ms}
 
-    rows = [row(4096, 4096, 4096, "sparse24", "graph", 1.0), row(4096, 4096, 4096, "cublas", "graph", 1.4),
+    return [row(4096, 4096, 4096, "sparse24", "graph", 1.0), row(4096, 4096, 4096, "cublas", "graph", 1.4),
             row(4096, 4096, 4096, "torch24_cslt", "graph", 0.9),
             row(8192, 4096, 4096, "sparse24", "graph", 2.0), row(8192, 4096, 4096, "cublas", "graph", 3.2),
-            row(8192, 4096, 4096, "torch24_cslt", "graph", 2.2)]
-    llm = next(line for line in goals.summary(rows).splitlines() if "M >= 1000" in line)
-    assert "| 2 | 1.40-1.60x | >= 1.5x | 0.90-1.10x | >= 1.05x | 4096x4096x4096 0.90x |" in llm
+            row(8192, 4096, 4096, "torch24_cslt", "graph", 2.2),
+            # eager ratio 1.3 against 1.4 in the graph: 7% off, within the 10% goal
+            row(4096, 4096, 4096, "sparse24", "eager", 1.0), row(4096, 4096, 4096, "cublas", "eager", 1.3)]
+
+
+def _bert_goal_rows(run_id="b1", dtype="float16"):
+    rows = []
+    for bs, eager, default, graphs in [(4, 1.1, 0.5, 1.0), (16, 1.3, 1.2, 1.2), (64, 1.2, 1.3, 1.3)]:
+        for mode, compiled, speedup in [("eager", False, eager), ("default", True, default),
+                                        ("reduce-overhead", True, graphs)]:
+            for variant, ms in [("dense", 10.0), ("sparse24", 10.0 / speedup), ("torch24", 50.0)]:
+                rows.append({"bench": "bert" if dtype == "float16" else f"bert_{dtype}", "run_id": run_id,
+                             "env": GOALS_ENV, "variant": variant, "dtype": dtype, "batch_size": bs,
+                             "compiled": compiled, "compile_mode": mode if compiled else None, "ms": ms})
+    return rows
+
+
+def _cells(report: str, first_cells: tuple[str, ...]) -> list[str]:
+    """The cells of the report's table line that starts with first_cells (padding stripped)."""
+    for line in report.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if tuple(cells[:len(first_cells)]) == first_cells:
+            return cells
+    raise AssertionError(f"no table line starting with {first_cells} in\n{report}")
+
+
+def test_goals_gemm_ranges_come_from_the_rows():
+    """python -m bench.goals, GEMM part: a class's range is time(baseline) / time(sparse24) over its
+    points, a point under the cuSPARSELt goal is named, the eager ratio is held against the graph one."""
+    from bench import goals
+
+    report = goals.report([_gemm_goal_rows()])
+    run = "`g1` (abcdef0)"
+    assert _cells(report, ("float16", run, "LLM shapes (N, K >= 4096), M >= 1000")) == [
+        "float16", run, "LLM shapes (N, K >= 4096), M >= 1000", "2", "1.40-1.60x", ">= 1.5x",
+        "0.90-1.10x", ">= 1.05x", "4096x4096x4096 0.90x"]
+    assert _cells(report, ("float16", run, "LLM shapes, M <= 16"))[3:5] == ["0", "-"]
+    assert _cells(report, ("float16", run, "eager vs graph ratio, M >= 4096"))[3:] == [
+        "1", "1 within 10%", "within 10%", "-", "-", "off by more: -"]
+    assert "## BERT-base" not in report  # no BERT run given: no BERT table
+
+
+def test_goals_bert_per_batch_size_and_met_only_when_all_are():
+    from bench import goals
+
+    report = goals.report([_bert_goal_rows(), _bert_goal_rows("b2", "bfloat16")])
+    run = "`b1` (abcdef0)"
+    assert _cells(report, ("float16", run, "eager, batch >= 16"))[3:] == [
+        ">= 1.25x", "16: 1.30x, 64: 1.20x", "no"]  # 64 misses it
+    assert _cells(report, ("float16", run, "compiled reduce-overhead, batch >= 16"))[3:] == [
+        ">= 1.15x", "16: 1.20x, 64: 1.30x", "yes"]
+    assert _cells(report, ("float16", run, "compiled default, batch 4"))[3:] == [">= 1.0x", "4: 0.50x", "no"]
+    assert _cells(report, ("bfloat16", "`b2` (abcdef0)", "eager, batch 4"))[3:] == [">= 1.0x", "4: 1.10x", "yes"]
+    assert "## GEMM" not in report
+
+
+def test_goals_one_report_from_files_of_both_benches(tmp_path, capsys):
+    """Files of python -m bench.gemm and bench.bert in any order, the latest run of each; the
+    report is markdown tables (header, separator, rows of equal width) and every run's env line."""
+    from bench import goals
+
+    common.append_jsonl(tmp_path / "bert.jsonl", _bert_goal_rows("old-bert"))
+    common.append_jsonl(tmp_path / "bert.jsonl", _bert_goal_rows("b1"))
+    common.append_jsonl(tmp_path / "gemm.jsonl", _gemm_goal_rows())
+    out = tmp_path / "goals.md"
+    assert goals.main([str(tmp_path / "bert.jsonl"), str(tmp_path / "gemm.jsonl"), "--out", str(out)]) == 0
+    report = out.read_text()
+    assert capsys.readouterr().out.strip() == report.strip()
+    assert report.index("## GEMM") < report.index("## BERT-base")
+    assert "old-bert" not in report
+    for table in re.findall(r"(?:^\|.*\|\n)+", report, flags=re.M):
+        lines = table.splitlines()
+        assert len(lines) >= 3 and set(lines[1]) <= {"|", "-", " "}
+        assert len({len(line) for line in lines}) == 1
+    assert report.count("Synthetic GPU (sm90)") == 2  # one env line per run
+
+def test_goals_default_files_come_from_the_device_folder(tmp_path, monkeypatch, capsys):
+    from bench import goals
+
+    common.append_jsonl(tmp_path / "gemm.jsonl", _gemm_goal_rows())
+    common.append_jsonl(tmp_path / "bert_bfloat16.jsonl", _bert_goal_rows("b2", "bfloat16"))
+    common.append_jsonl(tmp_path / "gemm_variants.jsonl", [{"gpu": "x", "m": 1}])  # not a goal input
+    asked = []
+    monkeypatch.setattr(common, "results_dir", lambda device=None: asked.append(device) or tmp_path)
+    assert goals.main(["--device", "h200"]) == 0
+    assert asked == ["h200"]
+    report = capsys.readouterr().out
+    assert "`g1` (abcdef0)" in report and "`b2` (abcdef0)" in report
+
+
+def test_goals_refuses_unknown_or_missing_input(tmp_path, capsys):
+    from bench import goals
+
+    common.append_jsonl(tmp_path / "pack.jsonl", [{"bench": "pack", "run_id": "p", "env": GOALS_ENV}])
+    for argv, message in [([str(tmp_path / "pack.jsonl")], "not from python -m bench.gemm, bench.bert or bench.llm"),
+                          ([str(tmp_path / "missing.jsonl")], "does not exist"),
+                          (["--device", "no-such-device-xyz"], "no result files in")]:
+        with pytest.raises(SystemExit) as exc:
+            goals.main(argv)
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err

@@ -1,21 +1,16 @@
-"""CPU checks of the diagnostics' bookkeeping (bench/diag/gpu_breakdown.py) and of bench/bert.py's
-profile options: the device runs depend on them, and a wrong attribution would go unnoticed."""
+"""CPU checks of the diagnostics' bookkeeping (python -m bench.diag.gpu_breakdown) and of
+python -m bench.bert's profile options: the device runs depend on them, and a wrong attribution
+would go unnoticed."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from torch.autograd import DeviceType
 
-BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
-sys.path.insert(0, str(BENCH_DIR))
-sys.path.insert(0, str(BENCH_DIR / "diag"))
-
-import bert  # noqa: E402
-import gpu_breakdown  # noqa: E402
+from bench import bert
+from bench.diag import gpu_breakdown
 
 
 @pytest.mark.parametrize("name, part", [
@@ -66,6 +61,19 @@ def test_sparse_kernels_are_told_apart_by_their_order_in_the_layer():
 def test_sparse_kernel_counts_that_do_not_fit_the_layer_order_give_nothing():
     events = [_kernel("_sparse_wgmma_kernel", i, 10.0) for i in range(4 * gpu_breakdown.ITERS + 1)]
     assert gpu_breakdown.sparse_kernel_shapes(SimpleNamespace(events=lambda: events)) == {}
+
+
+def test_breakdown_tables_are_markdown_with_the_difference_row():
+    row = {"wall_ms": 4.0, "gpu_ms": 3.0, "host_gap_ms": 1.0, "parts": {"linear": 2.0, "other": 1.0},
+           "linear_shapes": {"768x768": (24, 0.48)}}
+    faster = {**row, "wall_ms": 3.0, "host_gap_ms": 0.0, "parts": {"linear": 1.5, "other": 1.0}}
+    rows = {("dense", "eager", 16): row, ("sparse24", "eager", 16): faster}
+    text = gpu_breakdown.fmt_table(rows, [16], ["eager", "default"])
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    assert [c.strip() for c in lines[4].strip("|").split("|")] == [
+        "16", "sparse24 - dense", "-1.00", "+0.00", "-1.00", "-0.500", "+0.000", "+0.000", "+0.000"]
+    assert "768x768: 24 x 20.0 us = 0.480" in text
+    assert "## default" in text  # a mode with no rows still gets its (empty) table
 
 
 def test_bert_profile_only_needs_batch_sizes(tmp_path, capsys):

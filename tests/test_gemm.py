@@ -4,6 +4,8 @@ CPU (Triton interpreter): the "dot" family. GPU (marked): every candidate config
 so that no config the tuner may pick is wrong, on odd shapes, random data and poisoned outputs.
 """
 
+import itertools
+
 import pytest
 import torch
 
@@ -292,6 +294,32 @@ def test_every_candidate_config_is_correct_gpu(m, n, k, dtype, family, seed):
             if not err < TOLERANCE[dtype]:
                 failures.append((variant, err))
     assert not failures, failures[:5]
+
+
+# Every mma config on weights of one to four 64-column chunks, whole or split, so that programs of
+# exactly one chunk (which Triton specializes into a constant, and the loop vanishes) are run
+# with 64, 128 and 256 features: the matrix that found the single-chunk bug (16 of 264 cases
+# wrong before the fix; bench/investigations/2026-11-mma-single-chunk/README.md).
+@pytest.mark.gpu
+@pytest.mark.parametrize("n,k", [(64, 64), (128, 64), (256, 64), (128, 128), (128, 192), (128, 256)])
+def test_mma_programs_of_few_chunks_gpu(n, k, seed):
+    values, meta = packed_weight(n, k, torch.float16, "cuda")
+    failures, cases = [], 0
+    for m in (24, 40):
+        x = torch.randn(m, k, dtype=torch.float16, device="cuda")
+        expected = reference_output(x, values, meta, None, None)
+        for block_f, block_t, prefetch, split_k, a_tile in itertools.product(
+                (64, 128), (16, 32), (1, 2), (1, 2, 4), (0, 1)):
+            cfg = {"family": "mma", "BLOCK_F": block_f, "BLOCK_T": block_t, "GROUP_T": 8,
+                   "PREFETCH": prefetch, "SPLIT_K": split_k, "A_TILE": a_tile, "num_warps": 4,
+                   "num_stages": 1}
+            if not gemm.config_fits(cfg, n, k):  # BLOCK_F divides N, SPLIT_K <= the chunk count
+                continue
+            cases += 1
+            err = rel_err(run_poisoned(x, values, meta, None, None, cfg).cpu(), expected)
+            if not err < TOLERANCE[torch.float16]:
+                failures.append((m, cfg, err))
+    assert cases and not failures, failures[:5]
 
 
 @pytest.mark.gpu

@@ -8,7 +8,7 @@ from torch import nn
 from torch._dynamo.backends.registry import lookup_backend
 
 from sparse24.nn import prune_, sparsify_, squash_
-from tolerances import rel_err  # noqa: F401 - also imported from here by bench/diag/compile_mismatch.py
+from tolerances import rel_err
 
 transformers = pytest.importorskip("transformers")
 

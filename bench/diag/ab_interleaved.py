@@ -7,7 +7,7 @@ each round times dense, then sparse24, at each batch size and mode; the ratio pe
 median and range tell a real difference from noise. No profiler runs in this process (a profiled
 process launches slower: pytorch/pytorch#144455).
 
-    python bench/diag/ab_interleaved.py [--batch-sizes 4,16] [--modes eager,default,reduce-overhead]
+    python -m bench.diag.ab_interleaved [--batch-sizes 4,16] [--modes eager,default,reduce-overhead]
                                         [--rounds 7]
 """
 
@@ -16,13 +16,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-import bert  # noqa: E402
+from bench import bert, common
 
 
 def main() -> int:
@@ -33,9 +30,10 @@ def main() -> int:
     parser.add_argument("--min-run-time", type=float, default=0.3)
     parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
     args = parser.parse_args()
+    common.require_cuda("python -m bench.diag.ab_interleaved")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     torch.set_grad_enabled(False)
-    print(f"{torch.cuda.get_device_name()} torch {torch.__version__} {args.dtype} seq 384, "
+    print(f"{common.env_line(common.env_record())} · {args.dtype} seq 384, "
           f"{args.rounds} rounds of {args.min_run_time} s per row", flush=True)
     dense = bert.build_dense(dtype=getattr(torch, args.dtype))
     sparse = bert.build_sparse24(dense)[0]

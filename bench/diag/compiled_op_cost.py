@@ -9,7 +9,7 @@ attention output shape) so the per-call cost is isolated from the model:
   torch.ops.sparse24.linear eager (dispatcher path), sparse24 compiled (default mode),
 then prints a cProfile of the compiled chain (where the host time goes).
 
-    python bench/diag/compiled_op_cost.py [--calls 24] [--iters 200]
+    python -m bench.diag.compiled_op_cost [--calls 24] [--iters 200]
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import time
 
 import torch
 import torch.nn.functional as F
+
+from bench import common
 
 
 def per_call_us(fn, x, iters: int, calls: int) -> float:
@@ -42,6 +44,8 @@ def main() -> int:
     parser.add_argument("--iters", type=int, default=200)
     parser.add_argument("--tokens", type=int, default=1536)
     args = parser.parse_args()
+    common.require_cuda("python -m bench.diag.compiled_op_cost")
+    print(common.env_line(common.env_record()), flush=True)
     import sparse24.ops as ops
 
     torch.manual_seed(0)

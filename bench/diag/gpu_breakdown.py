@@ -18,7 +18,7 @@ Every wall time is taken before the first profile of the process: the profiler l
 subscribed and every later launch slower (pytorch/pytorch#144455). The script shows it: dense
 eager at batch 16 timed again after one profile ("cupti" lines).
 
-    python bench/diag/gpu_breakdown.py [--batch-sizes 4,16,64] [--modes eager,default,reduce-overhead]
+    python -m bench.diag.gpu_breakdown [--batch-sizes 4,16,64] [--modes eager,default,reduce-overhead]
 """
 
 from __future__ import annotations
@@ -27,13 +27,10 @@ import argparse
 import re
 import sys
 from collections import defaultdict
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-import bert  # noqa: E402
+from bench import bert, common
 
 ITERS = 3
 # Kernel name -> part. Order matters: a fused inductor kernel named for SDPA and a layernorm is
@@ -138,39 +135,41 @@ def gpu_parts(fn, batch, mode: str) -> dict:
     return row
 
 
+PART_NAMES = ("linear", "attention", "layernorm", "other")  # the table's columns
+
+
 def fmt_table(rows: dict, batch_sizes, modes) -> str:
     lines = []
     for mode in modes:
-        lines.append(f"\n## {mode}\n")
-        lines.append("| bs | model | wall ms | GPU ms | host gap ms | linear | attention | layernorm | other |")
-        lines.append("|---|---|---|---|---|---|---|---|---|")
+        table = []
         for bs in batch_sizes:
             for model in ("dense", "sparse24"):
                 r = rows.get((model, mode, bs))
                 if r is None:
                     continue
-                p = r["parts"]
-                lines.append(f"| {bs} | {model} | {r['wall_ms']:.2f} | {r['gpu_ms']:.2f} | "
-                             f"{r['host_gap_ms']:.2f} | " + " | ".join(
-                                 f"{p.get(k, 0.0):.3f}" for k in ("linear", "attention", "layernorm", "other"))
-                             + " |")
+                table.append([bs, model, f"{r['wall_ms']:.2f}", f"{r['gpu_ms']:.2f}",
+                              f"{r['host_gap_ms']:.2f}",
+                              *(f"{r['parts'].get(k, 0.0):.3f}" for k in PART_NAMES)])
             d, s = rows.get(("dense", mode, bs)), rows.get(("sparse24", mode, bs))
             if d and s:
-                lines.append(f"| {bs} | sparse24 - dense | {s['wall_ms'] - d['wall_ms']:+.2f} | "
-                             f"{s['gpu_ms'] - d['gpu_ms']:+.2f} | {s['host_gap_ms'] - d['host_gap_ms']:+.2f} | "
-                             + " | ".join(f"{s['parts'].get(k, 0.0) - d['parts'].get(k, 0.0):+.3f}"
-                                          for k in ("linear", "attention", "layernorm", "other")) + " |")
+                table.append([bs, "sparse24 - dense", f"{s['wall_ms'] - d['wall_ms']:+.2f}",
+                              f"{s['gpu_ms'] - d['gpu_ms']:+.2f}",
+                              f"{s['host_gap_ms'] - d['host_gap_ms']:+.2f}",
+                              *(f"{s['parts'].get(k, 0.0) - d['parts'].get(k, 0.0):+.3f}"
+                                for k in PART_NAMES)])
+        lines += [f"\n## {mode}\n", common.markdown_table(
+            ["bs", "model", "wall ms", "GPU ms", "host gap ms", *PART_NAMES], table)]
     if "eager" in modes:
-        lines.append("\n## Linear GPU time by shape (eager; calls per forward x us per call = ms per forward)\n")
-        lines.append("| bs | model | shape N x K: calls, ms |")
-        lines.append("|---|---|---|")
+        table = []
         for bs in batch_sizes:
             for model in ("dense", "sparse24"):
                 r = rows.get((model, "eager", bs))
                 if r and "linear_shapes" in r:
-                    cells = ", ".join(f"{shape}: {calls} x {1e3 * ms / max(calls, 1):.1f} us = {ms:.3f}"
-                                      for shape, (calls, ms) in sorted(r["linear_shapes"].items()))
-                    lines.append(f"| {bs} | {model} | {cells} |")
+                    table.append([bs, model, ", ".join(
+                        f"{shape}: {calls} x {1e3 * ms / max(calls, 1):.1f} us = {ms:.3f}"
+                        for shape, (calls, ms) in sorted(r["linear_shapes"].items()))])
+        lines += ["\n## Linear GPU time by shape (eager; calls per forward x us per call = ms per forward)\n",
+                  common.markdown_table(["bs", "model", "shape N x K: calls, ms"], table)]
     return "\n".join(lines)
 
 
@@ -181,11 +180,12 @@ def main() -> int:
     parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
     parser.add_argument("--min-run-time", type=float, default=0.5)
     args = parser.parse_args()
+    common.require_cuda("python -m bench.diag.gpu_breakdown")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     modes = args.modes.split(",")
     torch.set_grad_enabled(False)
     dtype = getattr(torch, args.dtype)
-    print(f"{torch.cuda.get_device_name()} torch {torch.__version__} {args.dtype} seq 384", flush=True)
+    print(f"{common.env_line(common.env_record())} · {args.dtype} seq 384", flush=True)
     dense = bert.build_dense(dtype=dtype)
     sparse, _, _ = bert.build_sparse24(dense)
     batches = bert.make_batches(batch_sizes, 384)

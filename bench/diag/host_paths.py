@@ -5,7 +5,7 @@ bench/bert.py measured sparse24's compiled (default mode) BERT at 29.7 ms per ba
 130 us eager. This prints, for each mode, the time per forward and the functions that take the
 host's time (cProfile, tottime and cumtime), so the slow layer is found rather than guessed.
 
-    python bench/diag/host_paths.py [--batch-size 4] [--iters 20] [--modes eager,default]
+    python -m bench.diag.host_paths [--batch-size 4] [--iters 20] [--modes eager,default]
 """
 
 from __future__ import annotations
@@ -16,13 +16,10 @@ import io
 import pstats
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-import bert  # noqa: E402
+from bench import bert, common
 
 
 def per_call_ms(fn, batch, iters: int) -> float:
@@ -57,6 +54,8 @@ def main() -> int:
     parser.add_argument("--modes", default="eager,default")
     parser.add_argument("--variants", default="dense,sparse24")
     args = parser.parse_args()
+    common.require_cuda("python -m bench.diag.host_paths")
+    print(common.env_line(common.env_record()), flush=True)
     torch.set_grad_enabled(False)
     dense = bert.build_dense()
     batch = bert.make_batches([args.batch_size], 384)[args.batch_size]

@@ -225,7 +225,8 @@ def _sparse_mma_kernel(
     # 64-row wgmma of that product is the same instruction, ptxas 12.8 (Triton 3.6, sm_90) keeps
     # one of them, and where no loop follows (a program of one chunk) the features past the first
     # 64 started from uninitialized registers (relative error 0.1-0.5 on the H100:
-    # bench/diag/small_k_matrix.py). A finite A times a zero B is exactly zero.
+    # bench/investigations/2026-11-mma-single-chunk; tests/test_gemm.py guards it in
+    # test_mma_programs_of_few_chunks_gpu). A finite A times a zero B is exactly zero.
     rows = (f_local[:, None] + tl.zeros([BLOCK_F, 16], dtype=tl.int32)).to(tl.float16)
     acc = tl.dot(rows, tl.zeros([16, BLOCK_T], dtype=tl.float16))
     first = pid_k * chunks_per_split

@@ -87,7 +87,7 @@ class SquadConfig:
     precision: str = "auto"  # training: auto, fp32, fp16, bf16
     logging_steps: int = 50
     # Outputs.
-    output_dir: str | None = None  # None: bench/results of the checkout
+    output_dir: str | None = None  # None: bench/results/<device> of the checkout
     run_name: str | None = None  # None: squad_<model>
     speed_results: str | None = None  # BERT speed bench JSON to append timing rows from
     skip_kernels: bool = False  # stop after the masked dense model (no sparsify_)

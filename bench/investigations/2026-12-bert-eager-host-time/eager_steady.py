@@ -16,7 +16,7 @@ returns a preallocated output ("free linears": the host time BERT spends outside
 layers, the floor of any eager Linear swap); the garbage collector off; and again after a
 torch.compile of each model has run in the process.
 
-    python bench/diag/eager_steady.py [--batch-sizes 16,64]
+    python -m bench.investigations.2026-12-bert-eager-host-time.eager_steady [--batch-sizes 16,64]
 """
 
 from __future__ import annotations
@@ -26,13 +26,10 @@ import gc
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-import bert  # noqa: E402
+from bench import bert, common
 
 
 class FreeLinear(torch.nn.Module):
@@ -100,6 +97,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-sizes", default="16,64")
     args = parser.parse_args()
+    common.require_cuda("python -m bench.investigations.2026-12-bert-eager-host-time.eager_steady")
+    print(common.env_line(common.env_record()), flush=True)
     torch.set_grad_enabled(False)
     batches = {bs: bert.make_batch(bs, 384) for bs in map(int, args.batch_sizes.split(","))}
     dense = bert.build_dense()

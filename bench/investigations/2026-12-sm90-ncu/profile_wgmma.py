@@ -2,7 +2,7 @@
 
     ncu --clock-control none -k regex:_sparse_wgmma_kernel --launch-skip 1 --launch-count 2 \
         --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
-        python bench/profile_wgmma.py
+        python -m bench.investigations.2026-12-sm90-ncu.profile_wgmma
 
 Each shape runs twice (a warm-up launch that compiles, then the profiled one).
 """

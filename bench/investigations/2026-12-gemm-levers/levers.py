@@ -14,7 +14,7 @@ above the tolerance is reported WRONG and not timed. Levers:
               of commit 6cfd617), 3072 x 768 with bias; "--variant libdevice-erf" runs the old
               form in a child process that patches the kernel's _activate before it compiles.
 
-    python bench/levers.py LEVER [LEVER ...] [--out-dir DIR]
+    python -m bench.investigations.2026-12-gemm-levers.levers LEVER [LEVER ...] [--out-dir DIR]
 
 One JSON line per measurement in <out-dir>/levers.jsonl with the environment record.
 """
@@ -23,15 +23,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-import common  # noqa: E402
-from sparse24.reference import REL_TOL as TOLERANCE  # noqa: E402
+from bench import common
+from sparse24.reference import REL_TOL as TOLERANCE
 
 LLM_SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (14336, 4096)]
 
@@ -49,12 +46,12 @@ def _problem(m, n, k, dtype, has_bias, gen):
 
 def _measure(m, n, k, dtype, variants, activation=None, has_bias=False, seed=0):
     """{label: Timing or 'WRONG ...'} for each (label, config) and 'cuBLAS' (with its epilogue)."""
-    from sparse24.activations import ACTIVATIONS
+    from sparse24.activations import EPILOGUE_CODES
     from sparse24.ops import gemm
 
     gen = torch.Generator(device="cuda").manual_seed(seed)
     w, values, meta, bias, x = _problem(m, n, k, dtype, has_bias, gen)
-    act = ACTIVATIONS[activation]
+    act = EPILOGUE_CODES[activation]
     ref = F.linear(x.float(), w.float(), None if bias is None else bias.float())
     if activation == "gelu":
         ref = F.gelu(ref)
@@ -162,7 +159,7 @@ def main(argv=None) -> int:
                         help="gelu lever only: the epilogue form to time (libdevice-erf patches "
                              "the kernel)")
     args = parser.parse_args(argv)
-    common.require_cuda("bench/levers.py")
+    common.require_cuda("python -m bench.investigations.2026-12-gemm-levers.levers")
     if args.variant == "libdevice-erf":
         _patch_libdevice_erf()
     dtype = common.parse_dtype(args.dtype)
@@ -177,7 +174,7 @@ def main(argv=None) -> int:
         else:
             lever_gelu(recorder, dtype, args.variant)
             if args.variant == "fast-erf":  # the old form, same run, its own process
-                child = [sys.executable, __file__, "gelu", "--variant", "libdevice-erf",
+                child = [sys.executable, "-m", __spec__.name, "gelu", "--variant", "libdevice-erf",
                          "--dtype", args.dtype, "--out-dir", str(args.out_dir)]
                 subprocess.run(child, check=False)
     return 0

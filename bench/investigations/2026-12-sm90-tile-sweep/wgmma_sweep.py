@@ -6,24 +6,21 @@ Part 2 (time): CUDA-graph medians of each config next to cuBLAS (x @ W^T) and to
 (cuSPARSELt, W @ x^T: the same work), all in this run. One JSON line per measurement in
 <out-dir>/wgmma_sweep.jsonl with the environment record.
 
-    python bench/wgmma_sweep.py [--quick] [--out-dir DIR]
+    python -m bench.investigations.2026-12-sm90-tile-sweep.wgmma_sweep [--quick] [--out-dir DIR]
 """
 
 from __future__ import annotations
 
 import itertools
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
+import triton
 
-import torch  # noqa: E402
-import triton  # noqa: E402
-
-import common  # noqa: E402
-from sparse24.activations import ACTIVATIONS as ACT_CODE  # noqa: E402
-from sparse24.activations import REFERENCE  # noqa: E402
-from sparse24.reference import REL_TOL as TOLERANCE  # noqa: E402
+from bench import common
+from sparse24.activations import EPILOGUE_CODES as ACT_CODE
+from sparse24.activations import REFERENCE
+from sparse24.reference import REL_TOL as TOLERANCE
 
 CHECK_SHAPES = [(1, 768, 768), (5, 256, 192), (333, 3072, 768), (1000, 768, 3072),
                 (4097, 2304, 768), (333, 4096, 4096)]
@@ -131,7 +128,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="a few shapes only")
     parser.add_argument("--skip-check", action="store_true")
     args = parser.parse_args(argv)
-    common.require_cuda("bench/wgmma_sweep.py")
+    common.require_cuda("python -m bench.investigations.2026-12-sm90-tile-sweep.wgmma_sweep")
     env = common.env_record()
     common.progress(common.env_line(env))
     recorder = common.Recorder("wgmma_sweep", args.out_dir, env)
