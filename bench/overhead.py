@@ -4,7 +4,9 @@ At batch 4 of BERT-base each of the 72 Linear calls does a few microseconds of G
 inference is decided by how long the host takes to issue each call. This bench times back-to-back
 calls of a small problem with a host clock (synchronizing once at the end), for: F.linear (cuBLAS),
 sparse24's public linear() (direct path in plain eager calls) and the registered op
-torch.ops.sparse24.linear (the path torch.compile and autograd use).
+torch.ops.sparse24.linear (the path torch.compile and autograd use), and the layers nn.Linear and
+SparseLinear, at few, some and many tokens. For each path it also counts the Python frames one
+call enters, and in how many modules (``sys.setprofile``): the host path's length in code.
 
     python -m bench.overhead [--calls 2000] [--profile] [--out-dir DIR]
 """
@@ -29,6 +31,24 @@ def per_call_us(fn, calls: int) -> float:
         fn()
     torch.cuda.synchronize()
     return (time.perf_counter() - start) / calls * 1e6
+
+
+def python_frames(fn) -> tuple[int, list[str]]:
+    """(Python frames entered by one call of fn, the modules they belong to, in first-seen order).
+    C functions (torch ops, the driver) are not frames; fn's own frame is not counted."""
+    seen: list = []  # one entry per frame entered, fn's own first
+
+    def tracer(frame, event, arg):
+        if event == "call":
+            seen.append(frame.f_globals.get("__name__", "?"))
+
+    sys.setprofile(tracer)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    inner = seen[1:]
+    return len(inner), list(dict.fromkeys(inner))
 
 
 def run_uncached(fn):
@@ -79,14 +99,23 @@ def main() -> int:
     env = common.env_record()
     run_id = common.new_run_id()
     rows, table = [], []
-    for m, n, k in ((16, 768, 768), (1536, 768, 768)):
+    from sparse24.nn import SparseLinear
+
+    for m, n, k in ((16, 768, 768), (1536, 768, 768), (8192, 4096, 4096)):
         w = ops.prune_24(torch.randn(n, k, dtype=torch.float16, device="cuda"))
         values, meta = ops.compress(w)
         x = torch.randn(m, k, dtype=torch.float16, device="cuda")
         bias = torch.randn(n, dtype=torch.float16, device="cuda")
         cfg = gemm.choose_config(m, n, k, x.dtype, x.device)
+        dense_layer = torch.nn.Linear(k, n, device="cuda", dtype=torch.float16)
+        with torch.no_grad():
+            dense_layer.weight.copy_(w)
+            dense_layer.bias.copy_(bias)
+        sparse_layer = SparseLinear.from_linear(dense_layer)
         paths = {
             "F.linear (cuBLAS)": lambda: F.linear(x, w, bias),
+            "nn.Linear.forward": lambda: dense_layer(x),
+            "SparseLinear.forward": lambda: sparse_layer(x),
             "sparse24 linear()": lambda: ops.linear(x, values, meta, bias),
             "torch.ops.sparse24.linear": lambda: torch.ops.sparse24.linear(x, values, meta, bias, None),
             # the pieces of linear(), to see where the host time goes
@@ -99,20 +128,26 @@ def main() -> int:
             "  input checks": lambda: gemm.check_linear_inputs(x, values, meta, bias, None),
             "  choose_config": lambda: gemm.choose_config(m, n, k, x.dtype, x.device),
         }
-        for name, fn in paths.items():
-            us = per_call_us(fn, args.calls)
-            rows.append({"bench": "overhead", "run_id": run_id, "env": env, "m": m, "n": n, "k": k,
-                         "path": name, "us_per_call": us})
-            table.append([f"{m}x{n}x{k}", name, f"{us:.1f}"])
-            common.progress(f"[overhead] {m}x{n}x{k} {name}: {us:.1f} us per call")
+        with torch.no_grad():
+            for name, fn in paths.items():
+                us = per_call_us(fn, args.calls)
+                frames, modules = python_frames(fn)
+                rows.append({"bench": "overhead", "run_id": run_id, "env": env, "m": m, "n": n,
+                             "k": k, "path": name, "us_per_call": us, "python_frames": frames,
+                             "modules": modules})
+                table.append([f"{m}x{n}x{k}", name, f"{us:.1f}", frames, len(modules)])
+                common.progress(f"[overhead] {m}x{n}x{k} {name}: {us:.1f} us per call, "
+                                f"{frames} Python frames in {len(modules)} modules")
         if args.profile:
             profile_calls(lambda: ops.linear(x, values, meta, bias), f"{m}x{n}x{k}")
     common.append_jsonl(args.out_dir / "overhead.jsonl", rows)
     _, text = common.write_markdown(
         args.out_dir, "overhead", "Host time per call (back-to-back eager calls, fp16)", env, run_id,
-        ["M x N x K", "path", "us per call"], table,
+        ["M x N x K", "path", "us per call", "Python frames", "modules"], table,
         notes=["wall time of back-to-back calls divided by their number, one sync at the end; "
-               "where the GPU work is shorter than the host's, this is the host's cost per call"])
+               "where the GPU work is shorter than the host's, this is the host's cost per call",
+               "Python frames: functions entered by one call (sys.setprofile), under no_grad; "
+               "modules: how many modules they belong to (the JSON lines list them)"])
     print(text)
     return 0
 

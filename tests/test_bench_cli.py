@@ -100,3 +100,23 @@ def test_gpu_bench_without_cuda_exits_2_with_one_line(module, bare_runs):
     assert re.fullmatch(rf"python -m {re.escape(module)}: needs a CUDA GPU, .*Run it on the GPU machine\.",
                         lines[0]), lines[0]
     assert not out.stdout.strip()  # nothing measured, no environment line printed
+
+
+def test_overhead_counts_the_python_frames_of_one_call():
+    from bench.overhead import python_frames
+
+    def leaf():
+        return 1
+
+    def middle():
+        return leaf() + leaf()
+
+    frames, modules = python_frames(lambda: middle())
+    assert frames == 3 and modules == [__name__]
+    import sparse24.ops as ops
+    import torch
+
+    w = ops.prune_24(torch.randn(32, 64))
+    values, meta = ops.compress(w)
+    frames, modules = python_frames(lambda: ops.linear(torch.randn(4, 64), values, meta))
+    assert frames > 3 and "sparse24.ops.gemm" in modules
