@@ -2,6 +2,7 @@
 # The GPU-machine runs behind bench/results/h200 (one call each, stages chosen by argument):
 #   bash bench/device_session.sh OUT_DIR tests gemm16      # GPU suite, then the fp16 GEMM table
 #   bash bench/device_session.sh OUT_DIR gemmbf16 bert bertprofile bertbf16 overhead pack profile
+#   bash bench/device_session.sh OUT_DIR llm     # the Llama-8B-shaped decoder (python3 -m bench.llm)
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
 #   bash bench/device_session.sh OUT_DIR levers                  # the finished lever A/B runs (bench/investigations)
 #   bash bench/device_session.sh OUT_DIR opcost eagerdiag hostpaths   # host-time diagnostics (bench/diag; eagerdiag: bench/investigations)
@@ -35,7 +36,9 @@ for stage in "$@"; do
              --out "$out/semi_structured_sparse.ipynb" 2>&1 | tail -5 ;;
     levers) timeout 300 python3 -m bench.investigations.2026-12-gemm-levers.levers mma-a-tile wgmma-tile gelu --out-dir "$out" 2>&1 \
              | grep -v Warning | tail -40 ;;
-    overhead) timeout 60 python3 -m bench.overhead --out-dir "$out" 2>&1 | tail -12 ;;
+    overhead) timeout 90 python3 -m bench.overhead --out-dir "$out" 2>&1 | tail -30 ;;
+    llm) mkdir -p "$out/llm"; timeout 500 python3 -m bench.llm --out-dir "$out/llm" 2>&1 \
+             | grep -v Warning | tail -30 ;;
     hostpaths) timeout 240 python3 -m bench.diag.host_paths >"$out/host_paths.txt" 2>&1; grep "===" "$out/host_paths.txt" ;;
     eagerdiag) timeout 300 python3 -m bench.investigations.2026-12-bert-eager-host-time.eager_steady >"$out/eager_steady.txt" 2>&1; grep -v Warning "$out/eager_steady.txt" | tail -30 ;;
     opcost) timeout 150 python3 -m bench.diag.compiled_op_cost >"$out/compiled_op_cost.txt" 2>&1; head -8 "$out/compiled_op_cost.txt" ;;

@@ -73,9 +73,10 @@ LLM_NOTE = ("Speedup = median over rounds of dense ms / sparse24 ms, timed in tu
 def kind(rows: list[dict]) -> str:
     """'gemm' or 'bert' (bench/gemm.py writes bench 'gemm', bench/bert.py 'bert' or 'bert_<dtype>')."""
     bench = str(rows[0].get("bench") or "")
-    for name in ("gemm", "bert", "llm"):
-        if bench == name or bench.startswith(f"{name}_"):
-            return name
+    if bench in ("gemm", "llm"):
+        return bench
+    if bench == "bert" or bench.startswith("bert_"):  # bert_bfloat16; gemm_variants is no gemm run
+        return "bert"
     raise ValueError(f"rows of bench {bench!r}: not from python -m bench.gemm, bench.bert or bench.llm")
 
 

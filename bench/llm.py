@@ -88,25 +88,25 @@ def decode_step(model, batch: int, context: int, device: str, dtype: torch.dtype
     cache = static_cache(module, batch, context + 1, device, dtype)
     prompt = torch.randint(0, vocab, (batch, context), generator=g).to(device)
     token = torch.randint(0, vocab, (batch, 1), generator=g).to(device)
-    if "cache" in inspect.signature(module.forward).parameters:
-        # transformers >= 5.2x: `cache`, and each static layer writes at its own running length,
-        # which every step advances: set back to the prompt's length after each step.
-        with torch.inference_mode():
-            module(input_ids=prompt, cache=cache, use_cache=True)
+    # transformers 5.25 names the argument `cache`, earlier releases `past_key_values`
+    key = "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+    with torch.inference_mode():
+        module(input_ids=prompt, use_cache=True, **{key: cache},
+               **({} if key == "cache" else {"cache_position": torch.arange(context, device=device)}))
+    lengths = [getattr(layer, "cumulative_length", None) for layer in getattr(cache, "layers", [])]
+    if lengths and all(torch.is_tensor(n) for n in lengths):
+        # transformers 5.x: each static layer writes at its own running length, which every step
+        # advances (a cache_position argument is ignored): set it back after each step.
         position = torch.full((batch, 1), context, device=device)
-        lengths = [layer.cumulative_length for layer in cache.layers]
 
         def step():
-            out = model(input_ids=token, cache=cache, use_cache=True, position_ids=position)
+            out = model(input_ids=token, use_cache=True, position_ids=position, **{key: cache})
             for length in lengths:
                 length.fill_(context)
             return out.last_hidden_state
 
         return step
-    # earlier transformers: past_key_values, written at the given cache_position
-    with torch.inference_mode():
-        module(input_ids=prompt, past_key_values=cache, use_cache=True,
-               cache_position=torch.arange(context, device=device))
+    # transformers 4.x: written at the cache_position given
     position = torch.tensor([context], device=device)
 
     def step():
@@ -179,7 +179,7 @@ def run_rows(dense, sparse, *, modes: Sequence[str], batches: Sequence[int], con
 def do_bench_timer(ms_budget: float) -> Timer:  # pragma: no cover (GPU)
     from triton.testing import do_bench
 
-    return lambda fn: do_bench(fn, warmup=ms_budget / 4, rep=ms_budget)
+    return lambda fn: do_bench(fn, warmup=ms_budget / 4, rep=ms_budget, return_mode="median")
 
 
 def main(argv: list[str] | None = None) -> int:

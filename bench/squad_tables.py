@@ -30,7 +30,7 @@ def footnote(results: dict, speed_path: Path, speed_rows: list[dict]) -> str:
         f"Timing rows: bench/bert.py (bert-base-cased geometry, {bench.get('dtype', 'float16')}, "
         f"seq {bench.get('seq_len', 384)}, random weights), run {bench.get('run_id')} at commit "
         f"{env.get('git_commit')} on the {env.get('gpu')}, in "
-        f"{speed_path.relative_to(RESULTS.parent.parent)}; the accuracy rows come from "
+        f"{speed_path.resolve().relative_to(RESULTS.parent.parent)}; the accuracy rows come from "
         f"`python -m sparse24 squad` ({hp.get('epochs')} dense + {hp.get('sparse_epochs')} "
         f"sparse epochs, lr {hp.get('lr')}, batch {hp.get('batch_size')}, seed "
         f"{hp.get('seed')})."
@@ -46,7 +46,7 @@ def main() -> int:
     for name in args.names:
         json_path = RESULTS / "h200" / f"{name}.json"
         results = json.loads(json_path.read_text())
-        results["speed_results"] = {"path": str(args.speed_results.relative_to(RESULTS.parent.parent)),
+        results["speed_results"] = {"path": str(args.speed_results.resolve().relative_to(RESULTS.parent.parent)),
                                     "rows": speed_rows}
         text = report.markdown_table(results, speed_rows)
         text += "\n" + footnote(results, args.speed_results, speed_rows) + "\n"
