@@ -160,3 +160,22 @@ def test_importing_sparse24_nn_registers_the_method():
             "print('sparse24' in AUTO_QUANTIZER_MAPPING)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_llama_with_gate_up_groups_round_trips(seed, tmp_path):
+    from sparse24.nn import prune_, squash_
+
+    config = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                                      num_key_value_heads=2, num_hidden_layers=2, vocab_size=100,
+                                      max_position_embeddings=64)
+    model = transformers.LlamaForCausalLM(config).eval()
+    prune_(model)
+    squash_(model)
+    report = sparsify_(model)
+    assert sorted(report.grouped) == ["model.layers.0.mlp", "model.layers.1.mlp"]
+    model.save_pretrained(tmp_path)
+    loaded = transformers.LlamaForCausalLM.from_pretrained(tmp_path).eval()
+    assert structure(loaded) == structure(model)
+    ids = torch.randint(0, 100, (2, 7))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, model(ids).logits)

@@ -10,7 +10,7 @@ from torch import nn
 
 from sparse24 import ops
 from sparse24.nn import SparseLinear, sparsify_
-from sparse24.nn.shared_input import FUSED_NAME, ProjectionSlice
+from sparse24.nn.shared_input import FUSED_NAME, GATE_UP_NAME, ProjectionSlice
 from tolerances import REL_TOL, rel_err
 
 IN, OUT = 128, 64
@@ -39,6 +39,21 @@ class QueryKeyOnly(SelfAttentionLike):
         return torch.cat([self.query(hidden_states), self.key(hidden_states)], dim=-1)
 
 
+class GatedMLP(nn.Module):
+    """A Llama-style MLP: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, bias: bool = False):
+        super().__init__()
+        self.gate_proj, self.up_proj = (nn.Linear(IN, OUT, bias=bias) for _ in range(2))
+        self.down_proj = nn.Linear(OUT, IN, bias=bias)
+        with torch.no_grad():
+            for m in (self.gate_proj, self.up_proj, self.down_proj):
+                m.weight.copy_(ops.prune_24(m.weight))
+
+    def forward(self, x):
+        return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
 def fused_pair(bias: bool = True, cls=SelfAttentionLike):
     dense = cls(bias)
     sparse = copy.deepcopy(dense)
@@ -46,7 +61,7 @@ def fused_pair(bias: bool = True, cls=SelfAttentionLike):
     return dense, sparse, report
 
 
-def count_fused_calls(block) -> list:
+def count_fused_calls(block, name: str = FUSED_NAME) -> list:
     """Shapes of the inputs of the fused GEMM's calls over all its rows (not one projection's)."""
     calls = []
 
@@ -54,7 +69,7 @@ def count_fused_calls(block) -> list:
         if kwargs.get("rows") is None:
             calls.append(args[0].shape)
 
-    getattr(block, FUSED_NAME).register_forward_hook(hook, with_kwargs=True)
+    getattr(block, name).register_forward_hook(hook, with_kwargs=True)
     return calls
 
 
@@ -195,6 +210,27 @@ def test_hook_handles_taken_before_sparsify_still_remove_the_hooks(seed):
         handle.remove()
         dense(torch.randn(2, IN))
     assert seen == [1]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_gate_and_up_run_as_one_gemm(seed, bias):
+    dense, sparse, report = fused_pair(bias, cls=GatedMLP)
+    assert "gate_proj+up_proj -> gate_up [128, 128]" in report.grouped[""]
+    fused = getattr(sparse, GATE_UP_NAME)
+    w = torch.cat([dense.gate_proj.weight, dense.up_proj.weight]).detach()
+    assert torch.equal(fused.values, ops.compress(w)[0])
+    assert isinstance(sparse.down_proj, SparseLinear)  # swapped on its own
+    calls = count_fused_calls(sparse, GATE_UP_NAME)
+    x = torch.randn(2, 3, IN)
+    with torch.no_grad():
+        assert rel_err(sparse(x), dense(x)) < REL_TOL[torch.float32]
+        assert rel_err(sparse.up_proj(x), dense.up_proj(x)) < REL_TOL[torch.float32]
+    assert len(calls) == 1
+    names = {n for n, _ in sparse.named_buffers()}
+    assert {f"{GATE_UP_NAME}.values", f"{GATE_UP_NAME}.meta"} <= names
+    unfused = copy.deepcopy(dense)
+    sparsify_(unfused, fuse_gate_up=False)
+    assert isinstance(unfused.gate_proj, SparseLinear) and not hasattr(unfused, GATE_UP_NAME)
 
 
 def test_cross_attention_blocks_are_not_grouped(seed):

@@ -41,7 +41,7 @@ def structure_of(root: nn.Module, identities: list[str], skip: nn.Module | None 
     """What ``sparsify_`` changed below ``root`` (not below ``skip``), names relative to
     ``root``: {"linears": {fqn: activation}, "groups": {block fqn: names}, "identities": [...]}."""
     from sparse24.nn.linear import SparseLinear
-    from sparse24.nn.shared_input import FUSED_NAME, ProjectionSlice
+    from sparse24.nn.shared_input import ProjectionSlice, fused_name
 
     modules = _named_modules_outside(root, skip)
     linears: dict[str, str | None] = {}
@@ -52,7 +52,7 @@ def structure_of(root: nn.Module, identities: list[str], skip: nn.Module | None 
                   if isinstance(child, ProjectionSlice)]
         if slices:
             groups[fqn] = [name for _, name in sorted(slices)]
-            fused.add(id(module._modules[FUSED_NAME]))
+            fused.add(id(module._modules[fused_name(tuple(groups[fqn]))]))
     for fqn, module in modules:
         if isinstance(module, SparseLinear) and id(module) not in fused:
             linears[fqn] = module.activation

@@ -1,13 +1,16 @@
-"""Self-attention's Q, K and V packed as one SparseLinear, run as one GEMM inside the block's forward.
+"""Projections of one input packed as one SparseLinear, run as one GEMM inside the block's forward:
+self-attention's Q, K and V (``qkv``), and a Llama-style MLP's gate and up (``gate_up``).
 
 BERT-base's query, key and value are three [768, 768] GEMMs on the same hidden states. At 6144
 tokens (batch 16, seq 384) each is a 48 x 6 grid of 128 x 128 tiles, 2.2 waves on the H200's
 132 SMs; packed as one [2304, 768] weight the grid is 3x larger and the launch is one instead of
 three (31.4 us against 3 x 14.4 us, bench/results/h200/diag/gpu_breakdown_eager_6bd7bbc.txt).
+A Llama MLP's gate_proj and up_proj ([14336, 4096] each at 8B) read the same x: one [28672, 4096]
+GEMM streams both weights in one launch (the activation and the product stay where they are).
 
-``sparsify_`` packs such a group into one SparseLinear registered on the block as ``qkv`` and
-puts a ``ProjectionSlice`` at ``query``, ``key`` and ``value``. The fusion is scoped to one call
-of the block, never to a tensor's identity alone:
+``sparsify_`` packs such a group into one SparseLinear registered on the block (``qkv`` or
+``gate_up``) and puts a ``ProjectionSlice`` at each projection's name. The fusion is scoped to one
+call of the block, never to a tensor's identity alone:
 
 - A forward pre-hook on the block opens a window for the tensor the block was called with, if
   no other input (``encoder_hidden_states``, ``key_value_states``, or separate ``key``/``value``
@@ -39,9 +42,20 @@ from torch import nn
 from sparse24 import ops
 from sparse24.nn.linear import SparseLinear
 
-# Attribute names of the projections that one block applies to the same input, in call order.
-SHARED_INPUT_PATTERNS = (("query", "key", "value"), ("q", "k", "v"), ("q_lin", "k_lin", "v_lin"))
 FUSED_NAME = "qkv"
+GATE_UP_NAME = "gate_up"
+# (attribute names of the projections that one block applies to the same input, the name of the
+# fused SparseLinear on the block). Llama-style MLPs (Llama, Mistral, Qwen2, ...) compute
+# down_proj(act(gate_proj(x)) * up_proj(x)): gate and up read x, and pack as one [2I, K] GEMM.
+SHARED_INPUT_PATTERNS = (
+    (("query", "key", "value"), FUSED_NAME), (("q", "k", "v"), FUSED_NAME),
+    (("q_lin", "k_lin", "v_lin"), FUSED_NAME), (("gate_proj", "up_proj"), GATE_UP_NAME),
+)
+
+
+def fused_name(names: tuple[str, ...]) -> str:
+    """The attribute of the fused SparseLinear of a group of projections ``names``."""
+    return dict(SHARED_INPUT_PATTERNS)[tuple(names)]
 # Arguments of an attention block's forward through which key and value may read another input
 # than the first argument (BERT 4.x: encoder_hidden_states; T5/BART: key_value_states; DistilBERT
 # 4.x: forward(query, key, value, mask)). When one of them is given and is another tensor, the
@@ -62,6 +76,7 @@ class FusionWindow:
     def __init__(self, block: nn.Module, bounds: dict[str, tuple[int, int]], has_bias: bool):
         self.bounds = bounds
         self.has_bias = has_bias
+        self.fused_name = fused_name(tuple(bounds))
         params = list(inspect.signature(block.forward).parameters.values())
         positional = [p.name for p in params
                       if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
@@ -73,7 +88,7 @@ class FusionWindow:
     def open(self, block, args, kwargs) -> None:
         x = args[0] if args else kwargs.get(self.first_name)
         one_input = isinstance(x, torch.Tensor) and self._one_input(x, args, kwargs)
-        fused = block._modules[FUSED_NAME]
+        fused = block._modules[self.fused_name]
         slot = [x, None] if one_input else None  # [input, fused output once computed]
         for name in self.bounds:
             piece = block._modules[name]
@@ -95,7 +110,7 @@ class FusionWindow:
     def join_on_load(self, state_dict, prefix, local_metadata, strict, missing_keys,
                      unexpected_keys, error_msgs) -> None:
         """load_state_dict pre-hook: per-projection entries joined into the fused module's."""
-        fused_prefix = prefix + FUSED_NAME + "."
+        fused_prefix = prefix + self.fused_name + "."
         for field in _FIELDS[:3 if self.has_bias else 2]:
             keys = [f"{prefix}{name}.{field}" for name in self.bounds]
             if all(k in state_dict for k in keys):
@@ -108,13 +123,13 @@ class FusionWindow:
 class ProjectionSlice(nn.Module):
     """Output features [start, stop) of a fused SparseLinear (see the module docstring)."""
 
-    def __init__(self, fused: SparseLinear, start: int, stop: int):
+    def __init__(self, fused: SparseLinear, start: int, stop: int, fused_name: str = FUSED_NAME):
         super().__init__()
-        # Not registered as a child: the block holds the fused module once, under FUSED_NAME, so
+        # Not registered as a child: the block holds the fused module once, under fused_name, so
         # its tensors have one name. The block's pre-hook re-points it at each call (replicas).
         object.__setattr__(self, "_fused", fused)
         self._slot = None  # [input, fused output] during the block's call: see FusionWindow
-        self.start, self.stop = start, stop
+        self.start, self.stop, self.fused_name = start, stop, fused_name
         self.in_features, self.out_features = fused.in_features, stop - start
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,12 +147,13 @@ class ProjectionSlice(nn.Module):
                               fused.meta[self.start // 16:self.stop // 16])
 
     def extra_repr(self) -> str:
-        return f"features [{self.start}, {self.stop}) of {FUSED_NAME} (in_features={self.in_features})"
+        return (f"features [{self.start}, {self.stop}) of {self.fused_name} "
+                f"(in_features={self.in_features})")
 
 
 def shared_input_groups(block: nn.Module) -> tuple[str, ...] | None:
     """The projection attribute names of ``block`` if it has one of the known patterns."""
-    for names in SHARED_INPUT_PATTERNS:
+    for names, _ in SHARED_INPUT_PATTERNS:
         if all(isinstance(getattr(block, n, None), nn.Linear) for n in names):
             return names
     return None
@@ -146,8 +162,8 @@ def shared_input_groups(block: nn.Module) -> tuple[str, ...] | None:
 def fusion_problem(block: nn.Module, names: tuple[str, ...]) -> str | None:
     """Why these Linear layers of ``block`` cannot be packed as one, or None."""
     linears = [getattr(block, n) for n in names]
-    if hasattr(block, FUSED_NAME):
-        return f"the block already has an attribute {FUSED_NAME!r}"
+    if hasattr(block, fused_name(names)):
+        return f"the block already has an attribute {fused_name(names)!r}"
     if getattr(block, "is_cross_attention", False) or "CrossAttention" in type(block).__name__:
         return "cross-attention: key and value read another input than query"
     if len({(m.in_features, m.weight.dtype, m.weight.device) for m in linears}) != 1:
@@ -182,14 +198,14 @@ def install_fused_(block: nn.Module, names: tuple[str, ...]) -> SparseLinear:
     fused = SparseLinear(first.in_features, sum(m.out_features for m in linears),
                          bias=first.bias is not None, device=first.weight.device,
                          dtype=first.weight.dtype)
-    block.add_module(FUSED_NAME, fused)
+    block.add_module(fused_name(names), fused)
     bounds, start = {}, 0
     for name, m in zip(names, linears):
         bounds[name] = (start, start + m.out_features)
         start += m.out_features
     window = FusionWindow(block, bounds, fused.bias is not None)
     for name, m in zip(names, linears):
-        piece = ProjectionSlice(fused, *bounds[name])
+        piece = ProjectionSlice(fused, *bounds[name], fused_name=fused_name(names))
         move_hooks(m, piece)
         setattr(block, name, piece)
     block.register_forward_pre_hook(window.open, with_kwargs=True)

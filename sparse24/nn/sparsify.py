@@ -14,7 +14,9 @@ from sparse24.nn._select import (
 )
 from sparse24.nn.hf import record_structure
 from sparse24.nn.linear import SparseLinear
-from sparse24.nn.shared_input import FUSED_NAME, fuse_, fusion_problem, move_hooks, shared_input_groups
+from sparse24.nn.shared_input import (
+    FUSED_NAME, fuse_, fused_name, fusion_problem, move_hooks, shared_input_groups,
+)
 
 
 @dataclass
@@ -24,7 +26,7 @@ class SparsifyReport:
     swapped: Linear layers now SparseLinear. skipped: Linear layers left dense, with the reason.
     fused: swapped layers that apply their block's activation in their epilogue -> the epilogue.
     not_fused: feed-forward blocks whose activation stays a separate module, with the reason.
-    grouped: blocks whose projections of one input (Q, K, V) run as one GEMM -> what was packed.
+    grouped: blocks whose projections of one input (Q, K, V; gate, up) run as one GEMM -> what was packed.
     not_grouped: blocks with such projections left as separate GEMMs, with the reason.
     """
 
@@ -37,7 +39,7 @@ class SparsifyReport:
 
     def __str__(self) -> str:
         head = (f"sparsify_: {len(self.swapped)} Linear layers packed 2:4, {len(self.skipped)} "
-                f"left dense, {len(self.fused)} activations fused, {len(self.grouped)} Q/K/V "
+                f"left dense, {len(self.fused)} activations fused, {len(self.grouped)} projection "
                 "groups in one GEMM each")
         return "\n".join([head]
                          + format_section("swapped", self.swapped)
@@ -50,7 +52,7 @@ class SparsifyReport:
 
 def sparsify_(
     model: nn.Module, filter_fn: FilterFn | None = None, fuse_activations: bool = True,
-    fuse_qkv: bool = True,
+    fuse_qkv: bool = True, fuse_gate_up: bool = True,
 ) -> SparsifyReport:
     """Replace every eligible nn.Linear of ``model`` by a SparseLinear holding its packed weight.
 
@@ -69,6 +71,9 @@ def sparsify_(
     ``q_lin``/...) projections are packed as one SparseLinear at ``block.qkv``, run as one GEMM
     within one call of the block on its own input; a projection called any other way computes its
     own rows (sparse24/nn/shared_input.py). Cross-attention blocks stay unfused.
+
+    With ``fuse_gate_up``, a Llama-style MLP's ``gate_proj`` and ``up_proj`` are packed the same way,
+    as one SparseLinear at ``block.gate_up``.
 
     Forward hooks of each replaced Linear move to its replacement. For a transformers model the
     result is recorded in ``model.config.quantization_config`` so that ``save_pretrained`` and
@@ -99,8 +104,9 @@ def sparsify_(
     if fuse_activations:
         epilogue, identity_at = _plan_fusion(model, chosen, report)
 
-    if fuse_qkv:
-        chosen = _group_projections(model, chosen, epilogue, report)
+    kinds = {name for name, on in ((FUSED_NAME, fuse_qkv), ("gate_up", fuse_gate_up)) if on}
+    if kinds:
+        chosen = _group_projections(model, chosen, epilogue, report, kinds)
 
     # Swap one layer at a time and drop the plan's reference to it, so each dense weight can be
     # freed as soon as its packed copy exists (peak memory: the model plus about one layer).
@@ -132,13 +138,14 @@ def sparsify_(
 
 
 def _group_projections(model: nn.Module, chosen: list[LinearSite], epilogue: dict[int, str],
-                       report: SparsifyReport) -> list[LinearSite]:
-    """Pack each block's Q/K/V as one SparseLinear; the sites left to swap one by one."""
+                       report: SparsifyReport, kinds: set[str]) -> list[LinearSite]:
+    """Pack each block's Q/K/V (and gate/up) as one SparseLinear, for the fused names in
+    ``kinds``; the sites left to swap one by one."""
     single = {id(s.module): s for s in chosen if len(s.parents) == 1 and id(s.module) not in epilogue}
     grouped: set[int] = set()
     for fqn, block in list(model.named_modules()):
         names = shared_input_groups(block)
-        if names is None:
+        if names is None or fused_name(names) not in kinds:
             continue
         sites = [single.get(id(getattr(block, n))) for n in names]
         if any(s is None for s in sites):
@@ -152,10 +159,10 @@ def _group_projections(model: nn.Module, chosen: list[LinearSite], epilogue: dic
         fused = fuse_(block, names)
         grouped.update(id(s.module) for s in sites)
         report.swapped.extend(s.fqn for s in sites)
-        report.grouped[fqn] = (f"{'+'.join(names)} -> {FUSED_NAME} "
+        report.grouped[fqn] = (f"{'+'.join(names)} -> {fused_name(names)} "
                                f"[{fused.out_features}, {fused.in_features}]: one GEMM per call of "
                                "the block on one input; the tensors are named "
-                               f"{FUSED_NAME}.*, each projection alone computes its own rows")
+                               f"{fused_name(names)}.*, each projection alone computes its own rows")
     return [s for s in chosen if id(s.module) not in grouped]
 
 
