@@ -25,6 +25,7 @@ prefill >= 1.3x.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import inspect
 import statistics
@@ -47,10 +48,10 @@ MODES = ["graph", "eager"]
 Timer = Callable[[Callable[[], Any]], float]
 
 
-def build_models(layers: int, dtype: torch.dtype, device: str,
+def build_models(layers: int, dtype: torch.dtype, device: str, fuse_gate_up: bool = True,
                  **config: Any) -> tuple[torch.nn.Module, torch.nn.Module, Any]:
     """(dense, sparse24, sparsify report): LlamaModel with 2:4-pruned decoder-layer weights, and a
-    copy of it sparsify_'d."""
+    copy of it sparsify_'d (gate_proj and up_proj as one GEMM unless ``fuse_gate_up`` is off)."""
     from transformers import LlamaConfig, LlamaModel
 
     from sparse24.nn import sparsify_
@@ -64,7 +65,8 @@ def build_models(layers: int, dtype: torch.dtype, device: str,
             if isinstance(module, torch.nn.Linear) and name.startswith("layers."):
                 module.weight.copy_(prune_24(module.weight))
     sparse = copy.deepcopy(dense)
-    report = sparsify_(sparse, filter_fn=lambda module, fqn: fqn.startswith("layers."))
+    report = sparsify_(sparse, filter_fn=lambda module, fqn: fqn.startswith("layers."),
+                       fuse_gate_up=fuse_gate_up)
     return dense, sparse, report
 
 
@@ -194,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=["float16", "bfloat16"], default="float16")
     parser.add_argument("--rounds", type=int, default=5, help="turns of dense and sparse24 (default 5)")
     parser.add_argument("--rep-ms", type=float, default=50.0, help="do_bench time per turn")
+    parser.add_argument("--fuse-gate-up", action=argparse.BooleanOptionalAction, default=True,
+                        help="gate_proj and up_proj as one GEMM in the sparse24 model (the A/B)")
     args = parser.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]
     if not modes or not set(modes) <= set(MODES):
@@ -210,9 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     # Dense and sparse24 share LlamaModel.forward's code object: each (model, shape) is its own
     # compiled entry, 2 x 5 here, past dynamo's default limit of 8 (it would run eager silently).
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-    dense, sparse, report = build_models(args.layers, dtype, "cuda")
+    dense, sparse, report = build_models(args.layers, dtype, "cuda", fuse_gate_up=args.fuse_gate_up)
     common.progress(f"[llm] sparsify_: {len(report.swapped)} swapped, {len(report.skipped)} left dense")
-    base = {"layers": args.layers, "dtype": args.dtype, "model": "llama-8b-shapes"}
+    base = {"layers": args.layers, "dtype": args.dtype, "model": "llama-8b-shapes",
+            "fuse_gate_up": args.fuse_gate_up}
     rows = run_rows(dense, sparse, modes=modes, batches=args.batches, context=args.context,
                     prefill=args.prefill, device="cuda", dtype=dtype,
                     timer=do_bench_timer(args.rep_ms), rounds=args.rounds,
