@@ -240,11 +240,14 @@ class Sparse24Weight:
         The layout version is checked first, so a checkpoint of another layout is refused as such
         rather than for its shapes.
         """
+        if prefix + "layout_version" not in state_dict and prefix + "_extra_state" in state_dict:
+            return cls._from_module_state_dict(state_dict, prefix)
         missing = [prefix + key for key in _KEYS if prefix + key not in state_dict]
         if missing:
             raise ValueError(
                 f"Sparse24Weight.from_state_dict: missing {', '.join(missing)} (a Sparse24Weight state "
-                f"dict has {', '.join(prefix + key for key in _KEYS)})"
+                f"dict has {', '.join(prefix + key for key in _KEYS)}; a SparseLinear's has values, "
+                "meta and _extra_state)"
             )
         version_record = state_dict[prefix + "layout_version"]
         version = _integer_record(version_record, 1)
@@ -253,15 +256,10 @@ class Sparse24Weight:
                 f"Sparse24Weight.from_state_dict: {prefix}layout_version must be an integer tensor "
                 f"of one element, got {_describe(version_record)}"
             )
-        values = state_dict[prefix + "values"]
-        if version[0] == 1 and isinstance(values, torch.Tensor) and values.dim() == 2:
-            # layout 1 held the same values in mma.sp fragment order; the metadata is unchanged
-            from sparse24.reference import values_v1_to_natural
-
-            values, version = values_v1_to_natural(values), [LAYOUT_VERSION]
-        if version[0] != LAYOUT_VERSION:
+        values, version = natural_values(state_dict[prefix + "values"], version[0])
+        if version != LAYOUT_VERSION:
             raise ValueError(f"Sparse24Weight.from_state_dict: {prefix}layout_version: "
-                             f"{_version_mismatch(version[0])}")
+                             f"{_version_mismatch(version)}")
         shape_record = state_dict[prefix + "shape"]
         shape = _integer_record(shape_record, 2)
         if shape is None:
@@ -269,7 +267,26 @@ class Sparse24Weight:
                 f"Sparse24Weight.from_state_dict: {prefix}shape must be an integer tensor [N, K], got "
                 f"{_describe(shape_record)}"
             )
-        return cls(values, state_dict[prefix + "meta"], tuple(shape), version[0])
+        return cls(values, state_dict[prefix + "meta"], tuple(shape), version)
+
+    @classmethod
+    def _from_module_state_dict(cls, state_dict: Mapping[str, Any], prefix: str) -> Sparse24Weight:
+        """A SparseLinear's entries (values, meta, _extra_state = the layout version): the dense
+        shape is [N, 2 * values' columns]."""
+        record = _integer_record(state_dict[prefix + "_extra_state"], 1)
+        if record is None:
+            raise ValueError(f"Sparse24Weight.from_state_dict: {prefix}_extra_state must be the "
+                             "layout version, an integer tensor of one element")
+        if prefix + "meta" not in state_dict or prefix + "values" not in state_dict:
+            raise ValueError(f"Sparse24Weight.from_state_dict: {prefix}values and {prefix}meta "
+                             "are needed")
+        values, version = natural_values(state_dict[prefix + "values"], record[0])
+        if version != LAYOUT_VERSION:
+            raise ValueError(f"Sparse24Weight.from_state_dict: {prefix}_extra_state: "
+                             f"{_version_mismatch(version)}")
+        if not isinstance(values, torch.Tensor) or values.dim() != 2:
+            raise ValueError(f"Sparse24Weight.from_state_dict: {prefix}values must be 2-D [N, K/2]")
+        return cls(values, state_dict[prefix + "meta"], (values.shape[0], values.shape[1] * 2), version)
 
     # ------------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> None:
@@ -307,6 +324,17 @@ class Sparse24Weight:
                 raise ValueError(f"Sparse24Weight.load: {path}: {_version_mismatch(version)}")
             state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (a file, not a dict)
         return cls.from_state_dict(state).to(device=device)
+
+
+def natural_values(values: Any, version: int) -> tuple[Any, int]:
+    """(values in this layout, its version): layout-1 values (mma.sp fragment order, before
+    2026-12-02; the metadata did not change) converted to layout 2, others as they are. The one
+    layout-1 conversion of Sparse24Weight and SparseLinear checkpoints."""
+    if version == 1 and isinstance(values, torch.Tensor) and values.dim() == 2:
+        from sparse24.reference import values_v1_to_natural
+
+        return values_v1_to_natural(values), LAYOUT_VERSION
+    return values, version
 
 
 def _dense_shape(shape: Any) -> tuple[int, int]:

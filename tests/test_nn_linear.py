@@ -225,3 +225,37 @@ def test_input_of_another_float_dtype_is_cast_to_the_weights(device, seed):
     y = layer(x)
     assert y.dtype == torch.float16
     assert torch.equal(y, layer(x.half()))
+
+
+def test_a_layout_1_checkpoint_is_converted_on_loading(seed):
+    """Layout 1 held the values in mma.sp fragment order: loaded, they are put in natural order
+    (the conversion Sparse24Weight uses), so the module computes what it did when saved."""
+    from sparse24.reference import _values_to_fragment_order
+
+    layer = SparseLinear.from_linear(pruned_linear())
+    old = layer.state_dict()
+    old["values"] = _values_to_fragment_order(old["values"])
+    old["_extra_state"] = torch.tensor([1], dtype=torch.int32)
+    loaded = SparseLinear(K, N)
+    loaded.load_state_dict(old)
+    assert torch.equal(loaded.values, layer.values) and torch.equal(loaded.meta, layer.meta)
+    assert loaded.state_dict()["_extra_state"].tolist() == [LAYOUT_VERSION]
+
+
+def test_one_container_both_ways(seed):
+    from sparse24 import Sparse24Weight
+
+    dense = pruned_linear()
+    layer = SparseLinear.from_linear(dense, activation="relu")
+    weight = layer.packed
+    assert isinstance(weight, Sparse24Weight) and weight.shape == (N, K)
+    assert weight.values is layer.values and weight.meta is layer.meta
+    again = SparseLinear.from_weight(weight, dense.bias.detach(), activation="relu")
+    x = torch.randn(3, K)
+    assert torch.equal(again(x), layer(x))
+    # a SparseLinear's state dict is read by Sparse24Weight too, prefixed as in a model
+    state = {f"block.{k}": v for k, v in layer.state_dict().items()}
+    read = Sparse24Weight.from_state_dict(state, prefix="block.")
+    assert torch.equal(read.values, layer.values) and read.shape == (N, K)
+    with pytest.raises(ValueError, match="bias has shape"):
+        SparseLinear.from_weight(weight, torch.zeros(N + 1))

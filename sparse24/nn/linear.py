@@ -10,6 +10,7 @@ from torch import nn
 from sparse24 import ops
 from sparse24.activations import NAMES
 from sparse24.layout import LAYOUT_VERSION, granularity_error, meta_error, meta_shape, values_shape
+from sparse24.weight import Sparse24Weight, natural_values
 
 ACTIVATION_NAMES = NAMES
 """Epilogues that sparse24.ops.linear fuses: none, ReLU, erf GELU, tanh GELU (sparse24.activations)."""
@@ -100,6 +101,27 @@ class SparseLinear(nn.Module):
             out.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
         return out
 
+    @classmethod
+    def from_weight(cls, weight: Sparse24Weight, bias: torch.Tensor | None = None,
+                    activation: str | None = None) -> SparseLinear:
+        """A SparseLinear holding ``weight``'s packed tensors (not copies) and ``bias``."""
+        if not isinstance(weight, Sparse24Weight):
+            raise TypeError(f"SparseLinear.from_weight: expected a Sparse24Weight, got {type(weight).__name__}")
+        n, k = weight.shape
+        if bias is not None and tuple(bias.shape) != (n,):
+            raise ValueError(f"SparseLinear.from_weight: bias has shape {tuple(bias.shape)}, expected ({n},)")
+        out = cls(k, n, bias=bias is not None, activation=activation, device="meta", dtype=weight.dtype)
+        out.values, out.meta = weight.values, weight.meta
+        if bias is not None:
+            out.bias = nn.Parameter(bias.detach(), requires_grad=False)
+        return out
+
+    @property
+    def packed(self) -> Sparse24Weight:
+        """The packed weight as a Sparse24Weight (the same tensors, checked; for save/load or
+        another layer), the one container of a 2:4 weight."""
+        return Sparse24Weight(self.values, self.meta, (self.out_features, self.in_features))
+
     def forward(self, x: torch.Tensor, rows: tuple[int, int] | None = None) -> torch.Tensor:
         """``rows=(start, stop)``: only output features [start, stop), multiples of 16 (a fused
         Q/K/V group's projection called on its own; through forward, so that hooks that move or
@@ -136,6 +158,14 @@ class SparseLinear(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs) -> None:
+        # A layout-1 checkpoint (values in mma.sp fragment order) is converted, as Sparse24Weight
+        # converts it: one conversion for both (state_dict is load_state_dict's own copy).
+        version_key = prefix + "_extra_state"
+        if version_key in state_dict and prefix + "values" in state_dict:
+            record = state_dict[version_key]
+            if isinstance(record, torch.Tensor) and record.numel() == 1 and int(record) == 1:
+                state_dict[prefix + "values"], version = natural_values(state_dict[prefix + "values"], 1)
+                state_dict[version_key] = torch.tensor([version], dtype=torch.int32)
         # Checked here, before torch copies anything, so a mismatch is reported in terms of the
         # dense weight ([N, K]) rather than as a size mismatch of the packed buffers.
         problems = self._checkpoint_problems(state_dict, prefix, strict)
