@@ -238,6 +238,20 @@ def test_backward_through_linear_raises(device, seed):
         assert not ops.linear(x, values, meta).requires_grad
 
 
+def test_a_forward_with_grad_enabled_keeps_no_input_alive(device, seed):
+    """The no-backward guard remembers shapes, not tensors: an activation that requires grad is
+    freed once nothing else holds it, as after a forward under no_grad."""
+    import weakref
+
+    values, meta = packed_weight(32, 128, torch.float16, device)
+    leaf = torch.randn(3, 128, dtype=torch.float16, device=device, requires_grad=True)
+    x = leaf * 2  # an activation: a non-leaf the graph need not keep for sparse24.linear
+    alive = weakref.ref(x)
+    y = ops.linear(x, values, meta)
+    del x
+    assert alive() is None and y.requires_grad
+
+
 def test_split_k_covers_every_chunk_once():
     """No split is empty and the splits cover K: the mma kernel adds chunks [first, first + per)
     of its split, clamped to K, so a config may serve any K that is a multiple of 64."""

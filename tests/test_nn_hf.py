@@ -28,20 +28,25 @@ def structure(model: nn.Module) -> list[tuple[str, str, str | None]]:
             for fqn, m in model.named_modules()]
 
 
+def assert_reloads_the_same(model: nn.Module, tmp_path, cls) -> nn.Module:
+    """save_pretrained, then cls.from_pretrained: the same modules and the same logits."""
+    model.save_pretrained(tmp_path)
+    loaded = cls.from_pretrained(tmp_path).eval()
+    assert structure(loaded) == structure(model)
+    batch = inputs()
+    assert torch.equal(logits(loaded, batch), logits(model, batch))
+    return loaded
+
+
 @pytest.mark.parametrize("arch", list(ARCH_CLASSES))
 def test_save_pretrained_then_from_pretrained_gives_the_same_model(seed, tmp_path, arch):
     model = pruned(arch)
     report = sparsify_(model)
     assert report.grouped and report.swapped
-    model.save_pretrained(tmp_path)
+    loaded = assert_reloads_the_same(model, tmp_path, getattr(transformers, ARCH_CLASSES[arch]))
     saved = json.loads((tmp_path / "config.json").read_text())["quantization_config"]
     assert saved["quant_method"] == "sparse24"
     assert saved["base"]["groups"] and saved["base"]["linears"]
-
-    loaded = getattr(transformers, ARCH_CLASSES[arch]).from_pretrained(tmp_path).eval()
-    assert structure(loaded) == structure(model)
-    batch = inputs()
-    assert torch.equal(logits(loaded, batch), logits(model, batch))
     for (name, mine), (_, theirs) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(mine, theirs), name
 
@@ -50,21 +55,13 @@ def test_a_model_sparsified_in_two_calls_records_both(seed, tmp_path):
     model = pruned("bert")
     sparsify_(model, filter_fn=lambda m, fqn: "intermediate" in fqn)
     sparsify_(model)
-    model.save_pretrained(tmp_path)
-    loaded = transformers.BertForQuestionAnswering.from_pretrained(tmp_path).eval()
-    assert structure(loaded) == structure(model)
-    batch = inputs()
-    assert torch.equal(logits(loaded, batch), logits(model, batch))
+    assert_reloads_the_same(model, tmp_path, transformers.BertForQuestionAnswering)
 
 
 def test_the_base_model_sparsified_on_its_own_saves_with_its_head(seed, tmp_path):
     model = pruned("bert")
     sparsify_(model.bert)  # the base model: a PreTrainedModel whose config the head shares
-    model.save_pretrained(tmp_path)
-    loaded = transformers.BertForQuestionAnswering.from_pretrained(tmp_path).eval()
-    assert structure(loaded) == structure(model)
-    batch = inputs()
-    assert torch.equal(logits(loaded, batch), logits(model, batch))
+    assert_reloads_the_same(model, tmp_path, transformers.BertForQuestionAnswering)
 
 
 def test_a_head_checkpoint_loads_as_its_base_model_and_back(seed, tmp_path):

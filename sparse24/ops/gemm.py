@@ -248,10 +248,10 @@ NO_BACKWARD = (
 # Python raise there became an "Observed exception" graph break that buried this message in its
 # debug context (issue 21). So a compiled model runs forward with grad enabled, like eager does,
 # and the first backward through it raises this message itself.
-_LIB.define("no_backward(Tensor grad, Tensor like) -> Tensor")
+_LIB.define("no_backward(Tensor grad, SymInt[] shape, ScalarType dtype) -> Tensor")
 
 
-def _refuse_backward(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def _refuse_backward(grad: torch.Tensor, shape, dtype) -> torch.Tensor:
     raise RuntimeError(NO_BACKWARD)
 
 
@@ -259,21 +259,24 @@ _LIB.impl("no_backward", _refuse_backward, "CompositeExplicitAutograd")
 
 
 @torch.library.register_fake("sparse24::no_backward")
-def _(grad, like):
-    return torch.empty_like(like)
+def _(grad, shape, dtype):
+    return grad.new_empty(shape, dtype=dtype)
 
 
 class _NoBackward(torch.autograd.Function):
-    """Identity on y whose backward raises: sparse24.linear has no gradient (inference only)."""
+    """Identity on y whose backward raises: sparse24.linear has no gradient (inference only).
+    Only the inputs' shapes and dtypes are kept (the traced backward's outputs need them), not
+    the inputs themselves: a forward with grad enabled holds no activation alive for this."""
 
     @staticmethod
     def forward(ctx, y, *inputs):
-        ctx.save_for_backward(*inputs)
+        ctx.input_meta = [(t.shape, t.dtype) for t in inputs]
         return y.view_as(y)
 
     @staticmethod
     def backward(ctx, grad):
-        return (None, *(torch.ops.sparse24.no_backward(grad, t) for t in ctx.saved_tensors))
+        return (None, *(torch.ops.sparse24.no_backward(grad, shape, dtype)
+                        for shape, dtype in ctx.input_meta))
 
 
 def _plain_eager_call(x, values, meta, bias) -> bool:
