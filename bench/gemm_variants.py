@@ -6,8 +6,15 @@ on the decompressed weight, a wrong one is reported and never timed. Prints the 
 shape; appends one JSON line per config (with the environment record) to --out, the input of
 python -m bench.make_defaults.
 
-    python -m bench.gemm_variants [--shapes 24576x3072x768,...] [--family mma|dot] [--top 5]
-                                  [--mode eager|graph] [--min-tile-tokens 128]
+    python -m bench.gemm_variants [--shapes 24576x3072x768,...] [--family mma|dot|wgmma]
+                                  [--top 5] [--mode eager|graph] [--min-tile-tokens 128]
+                                  [--asm-loop]
+
+--asm-loop adds, beside each sm90 config, its forms with the whole k-loop in one asm statement
+(ASM_LOOP 1, 2, 4: wgmma groups kept in flight, drained every 1, 2 or 4 k-blocks;
+sparse24/ops/wgmma_asm.py), and the summary gives the best of each form: ASM_LOOP 1 against the
+Gluon loop is the asm loop's own cost or gain, 2 and 4 against 1 the groups in flight. Every form
+is checked before it is timed.
 
 eager: do_bench, L2 flushed before each call; the time includes any host gap between the two
 launches of a split-K config (its reduction). graph: the calls captured in a CUDA graph, operands
@@ -29,7 +36,7 @@ import triton.testing
 import sparse24.ops as ops
 from bench import common
 from sparse24 import tuning
-from sparse24.ops import configs, gemm
+from sparse24.ops import configs, gemm, wgmma
 
 DEFAULT_SHAPES = "24576x3072x768,24576x768x3072,6144x768x768,1536x3072x768,16x4096x4096,64x11008x4096"
 
@@ -37,7 +44,9 @@ DEFAULT_SHAPES = "24576x3072x768,24576x768x3072,6144x768x768,1536x3072x768,16x40
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default=DEFAULT_SHAPES, help="MxNxK list")
-    parser.add_argument("--family", choices=["mma", "dot", "all"], default="all")
+    parser.add_argument("--family", choices=["mma", "dot", "wgmma", "all"], default="all")
+    parser.add_argument("--asm-loop", action="store_true",
+                        help="also time the sm90 configs' asm k-loop forms (ASM_LOOP 1, 2, 4)")
     parser.add_argument("--top", type=int, default=5)
     parser.add_argument("--min-tile-tokens", type=int, default=0,
                         help="skip configs whose token tile (BLOCK_M or BLOCK_T) is smaller")
@@ -78,8 +87,10 @@ def main() -> int:
             dense_ms = triton.testing.do_bench(lambda: F.linear(x, w), warmup=25, rep=100,
                                                return_mode="median")
         flops = 2.0 * m * n * k
-        cands = [cfg for cfg in configs.candidates(m, n, k, on_gpu=True,
-                                                   wgmma_side=gemm.uses_wgmma(m, device))
+        side = gemm.uses_wgmma(m, device)
+        pool = (wgmma.candidates(m, n, k, asm_loops=(0, *wgmma.ASM_LOOPS)) if side and args.asm_loop
+                else configs.candidates(m, n, k, on_gpu=True, wgmma_side=side))
+        cands = [cfg for cfg in pool
                  if args.family in ("all", cfg["family"])
                  and cfg.get("BLOCK_M", cfg.get("BLOCK_T", cfg.get("BT"))) >= args.min_tile_tokens]
         errs = {}
@@ -115,17 +126,21 @@ def main() -> int:
             print("   FAILED", r["cfg"], r["error"], flush=True)
         for r in ok[: args.top]:
             print(f"   {dense_ms / r['ms']:.2f}x  {r['ms'] * 1e3:8.1f} us  {flops / r['ms'] / 1e9:6.0f} TFLOP/s  {r['cfg']}", flush=True)
-        best_mma = next((r for r in ok if r["cfg"]["family"] == "mma"), None)
-        best_dot = next((r for r in ok if r["cfg"]["family"] == "dot"), None)
-        summary.append((shape, dense_ms, best_mma, best_dot))
+        def best(family, asm_loop=None):
+            return next((r for r in ok if r["cfg"]["family"] == family and (
+                asm_loop is None or r["cfg"].get("ASM_LOOP", 0) == asm_loop)), None)
+
+        summary.append((shape, dense_ms, best("mma"), best("dot"), best("wgmma", 0),
+                        *(best("wgmma", d) for d in wgmma.ASM_LOOPS)))
 
     def cell(r, dense_ms):
         return "-" if r is None else f"{dense_ms / r['ms']:.2f}x ({r['ms'] * 1e3:.1f} us)"
 
     print("\n" + common.markdown_table(
-        ["M x N x K", "cuBLAS us", "best mma.sp", "best dot"],
-        [[shape, f"{dense_ms * 1e3:.1f}", cell(bm, dense_ms), cell(bd, dense_ms)]
-         for shape, dense_ms, bm, bd in summary]))
+        ["M x N x K", "cuBLAS us", "best mma.sp", "best dot", "best wgmma.sp",
+         *(f"best wgmma.sp ASM_LOOP {d}" for d in wgmma.ASM_LOOPS)],
+        [[shape, f"{dense_ms * 1e3:.1f}", *(cell(r, dense_ms) for r in bests)]
+         for shape, dense_ms, *bests in summary]))
     print(f"appended to {args.out} (run {run_id})")
     return 0
 

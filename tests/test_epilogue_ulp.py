@@ -9,7 +9,8 @@ import torch
 
 import sparse24.ops as ops
 from sparse24.activations import EPILOGUE_CODES, REFERENCE
-from sparse24.ops import configs, gemm
+from sparse24.ops import gemm
+from sparse24.ops.families import FAMILIES
 
 # None and ReLU are exact; a GELU is computed in float32 and rounded once, so its output may sit one
 # ulp off the correctly rounded value where the exact one lies near a rounding boundary.
@@ -37,7 +38,7 @@ def family_configs(device):
     dot = gemm.heuristic_config(64, 64, 128, torch.device("cpu"))
     found = [dict(dot, SPLIT_K=1), dict(dot, SPLIT_K=2)]
     if device == "cuda":
-        mma = next(c for c in configs.mma_candidates(64, 64, 128) if c["SPLIT_K"] == 1)
+        mma = next(c for c in FAMILIES["mma"].candidates(64, 64, 128) if c["SPLIT_K"] == 1)
         found += [dict(mma, SPLIT_K=1), dict(mma, SPLIT_K=2)]
     return found
 

@@ -12,6 +12,7 @@ import torch
 import sparse24.ops as ops
 from sparse24 import reference as ref
 from sparse24.ops import configs, gemm
+from sparse24.ops.families import FAMILIES
 from tolerances import REL_TOL as TOLERANCE, rel_err
 
 ACTIVATION_NAMES = [None, "relu", "gelu", "gelu_tanh"]
@@ -346,8 +347,7 @@ def test_epilogues_gpu(activation, family, seed):
     bias = torch.randn(n, dtype=torch.float32, device="cuda")
     # the family's own candidates: on sm90, 200 tokens dispatch to the wgmma family (tested in
     # tests/test_wgmma_gpu.py), but mma and dot must stay right for the tuner and for sm80
-    family_candidates = configs.mma_candidates if family == "mma" else configs.dot_candidates
-    cfg = family_candidates(m, n, k)[0]
+    cfg = FAMILIES[family].candidates(m, n, k)[0]
     y = run_poisoned(x, values, meta, bias, activation, cfg)
     expected = reference_output(x, values, meta, bias, activation)
     assert rel_err(y.cpu(), expected) < TOLERANCE[torch.float16]

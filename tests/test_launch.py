@@ -270,7 +270,7 @@ def test_wgmma_launch_goes_direct_only_on_triton_3_6(monkeypatch):
     monkeypatch.setattr(wgmma, "_plans", {})
     monkeypatch.setattr(wgmma, "_direct", {})
     monkeypatch.setattr(wgmma, "_sm_count", lambda index: 132)
-    monkeypatch.setattr(wgmma, "_verify", lambda *args: (4096, 0))
+    monkeypatch.setattr(wgmma, "_verify", lambda *args: (4096, 0, 200000, 200032))
     monkeypatch.setattr(wgmma, "_cached_launch", lambda: fake)
     monkeypatch.setattr(internals, "_current_device", lambda: 0)
     monkeypatch.setattr(internals, "_current_stream", lambda device: "stream")

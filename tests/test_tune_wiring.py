@@ -84,7 +84,7 @@ def test_bad_cached_config_is_not_launched(user_cache, monkeypatch, config):
     put(FAKE_GPU, 96, 256, 128, config)
     # configs.tuned drops malformed configs, gemm.choose_config those that do not fit the weight
     assert (configs.tuned(128, 96, 256, torch.float16, CUDA0) is None) == (config in MALFORMED)
-    heuristic = gemm.heuristic_config(128, 96, 256, CUDA0)  # N=96: "dot", no device query
+    heuristic = gemm.heuristic_config(128, 96, 256, CUDA0)  # N=96: "dot"
     assert gemm.choose_config(128, 96, 256, torch.float16, CUDA0) == heuristic
 
 
@@ -117,7 +117,7 @@ def test_choose_config_ignores_ill_fitting_cached_config(monkeypatch):
     bad = DOT_A | {"BLOCK_N": 32}  # 32 does not divide N = 48
     answer = {}
     monkeypatch.setattr(configs, "tuned", lambda m, n, k, dtype, device: answer.get("cfg"))
-    # M > 64 on "cuda": the heuristic is the mma family, which needs no device query
+    fake_device(monkeypatch)  # the heuristic asks for the SM count on "cuda"
     heuristic = gemm.heuristic_config(128, 48, 128, CUDA0)
     answer["cfg"] = bad
     assert gemm.choose_config(128, 48, 128, torch.float16, CUDA0) == heuristic
@@ -317,9 +317,10 @@ def _imports(path: Path, modules: set[str]) -> set[str]:
 
 
 def test_no_import_circle_through_the_tuning_layer():
-    """gemm -> configs -> tuning; tune -> configs, gemm; nothing back (lazy imports included)."""
+    """gemm -> configs -> families, tuning; tune -> configs, gemm; nothing back (lazy imports
+    included)."""
     modules = {}
-    for package in ("sparse24.ops", "sparse24.tuning"):
+    for package in ("sparse24.ops", "sparse24.ops.families", "sparse24.tuning"):
         for p in (ROOT / package.replace(".", "/")).glob("*.py"):
             modules[package if p.stem == "__init__" else f"{package}.{p.stem}"] = p
     graph = {name: _imports(path, set(modules)) for name, path in modules.items()}
@@ -330,4 +331,5 @@ def test_no_import_circle_through_the_tuning_layer():
 
     assert not [name for name in graph if reaches(name, name)]
     assert "sparse24.ops.configs" in graph["sparse24.ops.gemm"]
+    assert "sparse24.ops.families" in graph["sparse24.ops.configs"]  # the families are below it
     assert "sparse24.ops.tune" in graph["sparse24.tuning.cli"]  # found even inside a function

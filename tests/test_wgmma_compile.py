@@ -38,6 +38,109 @@ def test_mma_asm_refuses_what_it_cannot_issue():
         wgmma_asm.mma_asm(96, "float16", 0, 0, 0)
 
 
+# ---------------------------------------------------------------- the asm k-loop (ASM_LOOP D)
+def _expected_loop(bt, warpgroup, stages, drain, step, chunks, meta_base, a_off, x_off, leader):
+    """What the asm k-loop must do, written from its contract: k-block kb uses ring step
+    ``step + kb`` (stage and phase) and the metadata words of chunks 2kb and 2kb + 1 (the last
+    chunk where 2kb + 1 is past K); its stage is freed once the next k-block of its batch is
+    issued (wait_group 1), or at the drain that ends its batch or the tile."""
+    blocks = -(-chunks // 2)
+    events = []
+    for kb in range(blocks):
+        stage, phase = (step + kb) % stages, ((step + kb) // stages) & 1
+        events.append(("wait_full", stage, phase))
+        words = [meta_base + 128 * min(c, chunks - 1) for c in (2 * kb, 2 * kb + 1)]
+        a_addr = a_off + stage * wgmma_asm.A_STAGE_BYTES + warpgroup * wgmma_asm.A_WARPGROUP_BYTES
+        x_addr = x_off + stage * 2 * wgmma_asm.x_stage_bytes(bt)
+        for k32 in range(4):
+            half = x_addr + (k32 // 2) * wgmma_asm.x_stage_bytes(bt)
+            events.append(("mma", stage, words[k32 // 2], k32 % 2,
+                           ((a_addr >> 4) + 2 * k32) | wgmma_asm.DESCRIPTOR_HIGH_BITS,
+                           ((half >> 4) + 4 * (k32 % 2)) | wgmma_asm.DESCRIPTOR_HIGH_BITS))
+        if leader and kb % drain:
+            events.append(("arrive_empty", (step + kb - 1) % stages))
+        if leader and (kb % drain == drain - 1 or kb == blocks - 1):
+            events.append(("arrive_empty", stage))
+    return events
+
+
+@pytest.mark.parametrize("bt, stages, drain", [(64, 2, 1), (128, 3, 2), (256, 4, 4), (64, 6, 8),
+                                               (128, 2, 4)])
+@pytest.mark.parametrize("warpgroup", [0, 1])
+def test_loop_asm_walks_the_ring_like_the_gluon_loop(bt, stages, drain, warpgroup):
+    """Run the loop's PTX in a one-thread model (tests/ptx_sim.py) for tiles that start anywhere
+    in the ring and K of 1 to 19 chunks of 64: stages, phases, metadata words, descriptors and
+    releases are those of the contract; no register a group in flight reads is written and no
+    stage it reads is freed before a wait_group retires it; the loop ends drained, and waits for
+    all groups only between batches of ``drain`` k-blocks."""
+    import ptx_sim
+
+    a_off, x_off, full, empty = 69632, 0, 200000, 200000 + 8 * stages
+    text = wgmma_asm.loop_asm(bt, "bfloat16", warpgroup, stages, drain, a_off, x_off, full, empty)
+    p = wgmma_asm.accumulator_registers(bt)
+    for step in (0, 1, stages - 1, 5 * stages + 1):
+        for chunks in range(1, 20):
+            for tid in (128 * warpgroup, 128 * warpgroup + 37):
+                events = ptx_sim.run(text, {2 * p: 1 << 40, 3 * p: step, 4 * p: chunks}, tid=tid,
+                                     full_offset=full, empty_offset=empty, stages=stages,
+                                     a_offset=a_off, a_stage_bytes=wgmma_asm.A_STAGE_BYTES)
+                kept = [e for e in events if e[0] in ("wait_full", "mma", "arrive_empty")]
+                assert kept == _expected_loop(bt, warpgroup, stages, drain, step, chunks, 1 << 40,
+                                              a_off, x_off, leader=tid % 128 == 0), (step, chunks, tid)
+                blocks = -(-chunks // 2)
+                waits = [e[1] for e in events if e[0] == "wait_group"]
+                assert waits.count(0) == -(-blocks // drain) and waits[-1] == 0
+                assert waits.count(1) == blocks - -(-blocks // drain)
+
+
+def test_loop_asm_model_catches_a_stage_freed_too_early():
+    """The model's own check: with wait_group 2 the previous stage would be freed while its
+    group may still read it."""
+    import ptx_sim
+
+    text = wgmma_asm.loop_asm(128, "float16", 0, 4, 4, 0, 65536, 200000, 200032)
+    broken = text.replace("wait_group.sync.aligned 1;", "wait_group.sync.aligned 2;")
+    with pytest.raises(ptx_sim.PipelineViolation, match="stage"):
+        ptx_sim.run(broken, {128: 4096, 192: 0, 256: 8}, full_offset=200000, empty_offset=200032,
+                    stages=4, a_offset=0, a_stage_bytes=wgmma_asm.A_STAGE_BYTES)
+
+
+def test_loop_asm_model_catches_metadata_written_in_flight():
+    """The model's other check: without the drain between batches, the next batch's words are
+    moved into the registers the wgmmas read while the last group still reads them."""
+    import ptx_sim
+
+    text = wgmma_asm.loop_asm(128, "float16", 0, 4, 2, 0, 65536, 200000, 200032)
+    broken = text.replace("wait_group.sync.aligned 0;", "wait_group.sync.aligned 1;", 1)
+    with pytest.raises(ptx_sim.PipelineViolation, match="written while a wgmma"):
+        # a thread that releases no stage (not the warpgroup's first), so the write is what fails
+        ptx_sim.run(broken, {128: 4096, 192: 0, 256: 8}, tid=37, full_offset=200000, empty_offset=200032,
+                    stages=4, a_offset=0, a_stage_bytes=wgmma_asm.A_STAGE_BYTES)
+
+
+def test_loop_asm_refuses_what_it_cannot_run():
+    with pytest.raises(ValueError, match="2 to 8 ring stages"):
+        wgmma_asm.loop_asm(128, "float16", 0, 1, 2, 0, 0, 0, 8)
+    with pytest.raises(ValueError, match="BT=32"):
+        wgmma_asm.loop_asm(32, "float16", 0, 2, 2, 0, 0, 0, 16)
+    with pytest.raises(ValueError, match="drain every 3"):
+        wgmma_asm.loop_asm(128, "float16", 0, 2, 3, 0, 0, 0, 16)
+    assert wgmma_asm.loop_constraints(256).split(",").count("=f") == 128
+
+
+def test_asm_loop_candidates_only_on_request():
+    assert all("ASM_LOOP" not in c for c in wgmma.candidates(4096, 768, 768))
+    every = wgmma.candidates(4096, 768, 768, asm_loops=(0, *wgmma.ASM_LOOPS))
+    assert len(every) == (1 + len(wgmma.ASM_LOOPS)) * len(wgmma.candidates(4096, 768, 768))
+    assert {c.get("ASM_LOOP", 0) for c in every} == {0, *wgmma.ASM_LOOPS}
+    assert "ASM_LOOP" not in wgmma.heuristic_config(4096, 768, 768)
+    from sparse24.ops import configs
+
+    assert all(configs.well_formed(c) for c in every)
+    assert not configs.well_formed(every[0] | {"ASM_LOOP": 3})
+    assert not configs.well_formed(every[0] | {"ASM_LOOP": True})
+
+
 def test_candidates_fit_shared_memory():
     configs = wgmma.candidates(4096, 768, 768)
     assert {c["BT"] for c in configs} == {64, 128, 256}
@@ -54,13 +157,26 @@ import triton
 from sparse24.ops import wgmma
 cfg, dtype, activation = json.loads(sys.argv[1])
 compiled, offsets = wgmma.compile_sm90(cfg, dtype, has_bias=True, activation=activation)
-tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+bin_dir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+tool = os.path.join(bin_dir, "cuobjdump")
+try:  # the ptxas Triton itself runs for sm_90 (Triton 3.9: "ptxas-blackwell", CUDA 13)
+    from triton.backends.nvidia.compiler import get_ptxas
+    ptxas = get_ptxas(90).path
+except Exception:
+    ptxas = os.path.join(bin_dir, "ptxas")
 with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
     cubin.write(compiled.asm["cubin"])
     cubin.flush()
     usage = subprocess.run([tool, "-res-usage", cubin.name], capture_output=True, text=True).stdout
+    sass = subprocess.run([tool, "--dump-sass", cubin.name], capture_output=True, text=True).stdout
+with tempfile.NamedTemporaryFile("w", suffix=".ptx") as ptx:
+    ptx.write(compiled.asm["ptx"])
+    ptx.flush()
+    done = subprocess.run([ptxas, "-v", "--gpu-name=sm_90a", ptx.name, "-o", os.devnull],
+                          capture_output=True, text=True)
 print(json.dumps({"ptx": compiled.asm["ptx"], "offsets": offsets, "shared": compiled.metadata.shared,
-                  "found": wgmma.ring_offsets(compiled.asm["ttgir"]), "usage": usage}))
+                  "found": wgmma.ring_offsets(compiled.asm["ttgir"]), "usage": usage,
+                  "sass": sass, "ptxas": done.stdout + done.stderr}))
 """
 
 
@@ -78,15 +194,34 @@ def compile_in_child(cfg, dtype, activation) -> dict:
     ({"family": "wgmma", "BT": 256, "STAGES": 2, "GROUP": 8}, "bfloat16", 0),
     ({"family": "wgmma", "BT": 256, "STAGES": 2, "GROUP": 8}, "float16", 2),
     ({"family": "wgmma", "BT": 64, "STAGES": 6, "GROUP": 8}, "float16", 3),
+    ({"family": "wgmma", "BT": 256, "STAGES": 2, "GROUP": 8, "ASM_LOOP": 2}, "float16", 2),
+    ({"family": "wgmma", "BT": 128, "STAGES": 3, "GROUP": 8, "ASM_LOOP": 4}, "bfloat16", 1),
+    ({"family": "wgmma", "BT": 128, "STAGES": 4, "GROUP": 8, "ASM_LOOP": 4}, "float16", 2),
+    ({"family": "wgmma", "BT": 64, "STAGES": 6, "GROUP": 8, "ASM_LOOP": 1}, "float16", 0),
 ])
 def test_kernel_compiles_for_sm90a_with_verified_offsets(cfg, dtype, activation):
     facts = compile_in_child(cfg, dtype, activation)
-    ptx, (a_off, x_off) = facts["ptx"], facts["offsets"]
+    ptx, (a_off, x_off, full_off, empty_off) = facts["ptx"], facts["offsets"]
     ptx_type = wgmma_asm.DTYPES[dtype]
-    # four k32 steps per k-block in each of the two math warpgroups
-    assert ptx.count(f"wgmma.mma_async.sp.sync.aligned.m64n{cfg['BT']}k32.f32.{ptx_type}.{ptx_type}") == 8
-    # the offsets baked into the asm are the ones the allocator gave the rings
-    assert facts["found"] == [a_off, x_off]
+    # four k32 steps per k-block in each of the two math warpgroups (the asm k-loop: D k-blocks
+    # in its body)
+    drain = cfg.get("ASM_LOOP", 0)
+    assert ptx.count(f"wgmma.mma_async.sp.sync.aligned.m64n{cfg['BT']}k32.f32.{ptx_type}.{ptx_type}") == 8 * max(1, drain)
+    # the offsets baked into the asm are the ones the allocator gave the rings and mbarriers
+    assert facts["found"] == [a_off, x_off, full_off, empty_off]
+    assert abs(empty_off - full_off) >= 8 * cfg["STAGES"]  # 8 bytes an mbarrier, padded
+    # ptxas keeps the wgmmas asynchronous: no C7512 / C7513 ("wgmma.mma_async instructions are
+    # serialized"), which a register a wgmma reads written while a group is in flight causes
+    assert "serialized" not in facts["ptxas"], facts["ptxas"]
+    waits = re.findall(r"WARPGROUP\.DEPBAR\.LE gsb0, (0x\d)", facts["sass"])
+    if drain:
+        # per warpgroup: wait_group 1 after each k-block of a batch but its first, wait_group 0
+        # at the batch's end and at a tile's end mid-batch (one only where drain is 1)
+        assert waits.count("0x1") == 2 * (drain - 1), waits
+        assert 2 <= waits.count("0x0") <= 4, waits
+        assert f"add.u32 bar, bar, {full_off};" in ptx and f"add.u32 bar, bar, {empty_off};" in ptx
+    else:
+        assert waits == ["0x0"] * 2, waits
     assert f"add.u32 sb0, sb0, {x_off};" in ptx
     assert f"add.u32 sa, sa, {a_off};" in ptx and f"add.u32 sa, sa, {a_off + 8192};" in ptx
     assert facts["shared"] <= wgmma.MAX_SHARED_BYTES
@@ -99,7 +234,7 @@ def test_kernel_compiles_for_sm90a_with_verified_offsets(cfg, dtype, activation)
 
 def test_offset_mismatch_refuses_to_run(monkeypatch):
     # an allocator that moves the rings whatever the asm assumes: the launcher must refuse
-    answers = iter([(0, 65536), (65536, 0), (0, 65536)])
+    answers = iter([(0, 65536, 1, 9), (65536, 0, 1, 9), (0, 65536, 1, 9)])
     monkeypatch.setattr(wgmma, "ring_offsets", lambda ttgir: next(answers))
 
     class FakeKernel:
@@ -207,7 +342,7 @@ def _fake_launch_path(monkeypatch, direct_launcher=None):
     monkeypatch.setattr(wgmma, "_plans", {})
     monkeypatch.setattr(wgmma, "_direct", {})
     monkeypatch.setattr(wgmma, "_sm_count", lambda index: 132)
-    monkeypatch.setattr(wgmma, "_verify", lambda *a: verified.append(a) or (4096, 0))
+    monkeypatch.setattr(wgmma, "_verify", lambda *a: verified.append(a) or (4096, 0, 90000, 90032))
     monkeypatch.setattr(wgmma, "_cached_launch", lambda: fake)
     monkeypatch.setattr(triton_internals, "_current_device", lambda: 0)
     monkeypatch.setattr(triton_internals, "_current_stream", lambda device: "stream")
@@ -243,7 +378,8 @@ def test_launch_verifies_once_per_plan_then_reuses_it(monkeypatch):
     assert len(verified) == 2 and len(launches) == 3 and not direct_calls
     grid, args, constexprs = launches[1]
     assert grid == (4 * 3, 1, 1)  # 4 feature tiles x 3 token tiles of 128, fewer than 132 SMs
-    assert constexprs == tuple(wgmma._constexprs(cfg, "float16", False, 2, 4096, 0).values())
+    assert constexprs == tuple(wgmma._constexprs(cfg, "float16", False, 2,
+                                                 (4096, 0, 90000, 90032)).values())
     assert [a.block_shape for a in args[:3]] == [[128, 64], [128, 64], [128, 64]]
     assert args[3:] == (meta.data_ptr(), y, 512, 256)
 
@@ -271,3 +407,15 @@ def test_launch_goes_direct_from_the_second_call_of_a_specialization(monkeypatch
     monkeypatch.setattr(triton_internals.DescriptorLauncher, "enabled", False)
     wgmma.launch(x, values, meta, None, y, 2, cfg)
     assert len(launches) == 3 and len(direct_calls) == 2
+
+
+@pytest.mark.parametrize("asm_loop", [0, 2])
+def test_constexprs_follow_the_kernel_signature(asm_loop):
+    """CachedLaunch and DescriptorLauncher pass the constexprs by position: their order must be
+    the kernel's, after its seven runtime parameters."""
+    from sparse24.kernels.sparse_wgmma import _sparse_wgmma_kernel
+
+    cfg = {"family": "wgmma", "BT": 128, "STAGES": 3, "GROUP": 8, "ASM_LOOP": asm_loop}
+    constexprs = wgmma._constexprs(cfg, "float16", True, 1, (0, 98304, 200000, 200032))
+    assert _sparse_wgmma_kernel.arg_names[7:] == list(constexprs)
+    assert constexprs["ASM_LOOP"] is bool(asm_loop)

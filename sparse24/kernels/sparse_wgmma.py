@@ -112,7 +112,7 @@ def _math_warpgroup(meta_addr, bias_ptr, y_desc, y_smem, full, empty, N, K, tile
                     k_blocks, WARPGROUP: gl.constexpr, MMA_ASM: gl.constexpr,
                     MMA_CON: gl.constexpr, META_ASM: gl.constexpr, META_CON: gl.constexpr,
                     BT: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr,
-                    HAS_BIAS: gl.constexpr, ACTIVATION: gl.constexpr):
+                    HAS_BIAS: gl.constexpr, ACTIVATION: gl.constexpr, ASM_LOOP: gl.constexpr):
     P: gl.constexpr = BT // 2
     acc_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BT, 16])
@@ -132,22 +132,32 @@ def _math_warpgroup(meta_addr, bias_ptr, y_desc, y_smem, full, empty, N, K, tile
         band = gl.minimum(first_feature // 16 + f // 16, N // 16 - 1).to(gl.int64)[:, None]
         row_words = (band * chunks) * 32 + lane
         acc = gl.zeros([64, BT], gl.float32, layout=acc_layout)
-        chunk = gl.minimum(odd_chunk, chunks - 1)
-        meta = gl.inline_asm_elementwise(META_ASM, META_CON, [meta_addr + (row_words + chunk * 32) * 4],
-                                         dtype=gl.int32, is_pure=False, pack=P)
-        for kb in range(k_blocks):
-            # the next k-block's metadata is in flight during this one's wgmmas
-            chunk = gl.minimum(2 * (kb + 1) + odd_chunk, chunks - 1)
-            meta_next = gl.inline_asm_elementwise(
-                META_ASM, META_CON, [meta_addr + (row_words + chunk * 32) * 4], dtype=gl.int32,
-                is_pure=False, pack=P)
-            s = step % STAGES
-            mbarrier.wait(full.index(s), (step // STAGES) & 1)
-            acc = gl.inline_asm_elementwise(MMA_ASM, MMA_CON, [acc, meta, stage_zero + s],
-                                            dtype=gl.float32, is_pure=False, pack=P)
-            mbarrier.arrive(empty.index(s))
-            meta = meta_next
-            step += 1
+        if ASM_LOOP:
+            # the whole k-loop in one asm statement (waits, wgmmas, releases, metadata loads),
+            # which keeps wgmma groups in flight: ptxas allows that only within one statement
+            acc = gl.inline_asm_elementwise(
+                MMA_ASM, MMA_CON, [acc, meta_addr + row_words * 4, stage_zero + step,
+                                   stage_zero + chunks],
+                dtype=gl.float32, is_pure=False, pack=P)
+            step += k_blocks
+        else:
+            chunk = gl.minimum(odd_chunk, chunks - 1)
+            meta = gl.inline_asm_elementwise(META_ASM, META_CON,
+                                             [meta_addr + (row_words + chunk * 32) * 4],
+                                             dtype=gl.int32, is_pure=False, pack=P)
+            for kb in range(k_blocks):
+                # the next k-block's metadata is in flight during this one's wgmmas
+                chunk = gl.minimum(2 * (kb + 1) + odd_chunk, chunks - 1)
+                meta_next = gl.inline_asm_elementwise(
+                    META_ASM, META_CON, [meta_addr + (row_words + chunk * 32) * 4],
+                    dtype=gl.int32, is_pure=False, pack=P)
+                s = step % STAGES
+                mbarrier.wait(full.index(s), (step // STAGES) & 1)
+                acc = gl.inline_asm_elementwise(MMA_ASM, MMA_CON, [acc, meta, stage_zero + s],
+                                                dtype=gl.float32, is_pure=False, pack=P)
+                mbarrier.arrive(empty.index(s))
+                meta = meta_next
+                step += 1
 
         features = first_feature + f
         if HAS_BIAS:
@@ -167,8 +177,8 @@ def _sparse_wgmma_kernel(
     MMA_ASM_0: gl.constexpr, MMA_ASM_1: gl.constexpr, MMA_CON: gl.constexpr,
     META_ASM: gl.constexpr, META_CON: gl.constexpr,
     BT: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr,
-    HAS_BIAS: gl.constexpr, ACTIVATION: gl.constexpr, LOADER_REGS: gl.constexpr,
-    MATH_REGS: gl.constexpr,
+    HAS_BIAS: gl.constexpr, ACTIVATION: gl.constexpr, ASM_LOOP: gl.constexpr,
+    LOADER_REGS: gl.constexpr, MATH_REGS: gl.constexpr,
 ):
     """a_desc: values [N, K/2] in [128, 64] boxes; x_desc: x [M, K] in [BT, 64] boxes; y_desc: y
     [M, N] in [BT, 64] boxes; meta_addr: the metadata's device address (int64). Launch with
@@ -177,25 +187,26 @@ def _sparse_wgmma_kernel(
     tiles_f = gl.cdiv(N, 128)
     tiles_t = gl.cdiv(M, BT)
     k_blocks = gl.cdiv(K, 128)
-    # The rings' offsets are baked into the asm: sparse24/ops/wgmma.py checks them.
+    # The rings' and (ASM_LOOP) the mbarriers' offsets are baked into the asm:
+    # sparse24/ops/wgmma.py checks them.
     operand_ring_x = gl.allocate_shared_memory(x_desc.dtype, [2 * STAGES, BT, 64], x_desc.layout)
     operand_ring_a = gl.allocate_shared_memory(a_desc.dtype, [STAGES, 128, 64], a_desc.layout)
     y_smem_0 = gl.allocate_shared_memory(y_desc.dtype, [BT, 64], y_desc.layout)
     y_smem_1 = gl.allocate_shared_memory(y_desc.dtype, [BT, 64], y_desc.layout)
-    full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    ring_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    ring_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
-        mbarrier.init(full.index(i), count=1)
-        mbarrier.init(empty.index(i), count=2)  # one arrival per math warpgroup
+        mbarrier.init(ring_full.index(i), count=1)
+        mbarrier.init(ring_empty.index(i), count=2)  # one arrival per math warpgroup
     fence_async_shared()
 
     gl.warp_specialize([
-        (_math_warpgroup, (meta_addr, bias_ptr, y_desc, y_smem_0, full, empty, N, K, tiles_f,
+        (_math_warpgroup, (meta_addr, bias_ptr, y_desc, y_smem_0, ring_full, ring_empty, N, K, tiles_f,
                            tiles_t, k_blocks, 0, MMA_ASM_0, MMA_CON, META_ASM, META_CON, BT,
-                           STAGES, GROUP, HAS_BIAS, ACTIVATION)),
-        (_math_warpgroup, (meta_addr, bias_ptr, y_desc, y_smem_1, full, empty, N, K, tiles_f,
+                           STAGES, GROUP, HAS_BIAS, ACTIVATION, ASM_LOOP)),
+        (_math_warpgroup, (meta_addr, bias_ptr, y_desc, y_smem_1, ring_full, ring_empty, N, K, tiles_f,
                            tiles_t, k_blocks, 1, MMA_ASM_1, MMA_CON, META_ASM, META_CON, BT,
-                           STAGES, GROUP, HAS_BIAS, ACTIVATION)),
-        (_loader, (a_desc, x_desc, operand_ring_a, operand_ring_x, full, empty, tiles_f, tiles_t,
+                           STAGES, GROUP, HAS_BIAS, ACTIVATION, ASM_LOOP)),
+        (_loader, (a_desc, x_desc, operand_ring_a, operand_ring_x, ring_full, ring_empty, tiles_f, tiles_t,
                    k_blocks, BT, STAGES, GROUP)),
     ], [4, 1], [MATH_REGS, LOADER_REGS])

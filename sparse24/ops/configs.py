@@ -1,71 +1,24 @@
-"""The configs of sparse24.ops.linear: what one looks like, which to try, which tuned one to use.
+"""The configs of sparse24.ops.linear: which to try, whether one is well formed, which tuned one
+to use. A config is a JSON-able dict {"family": ..., its fields}; each family's fields, candidates,
+heuristic, fit and launch live in its module (``sparse24.ops.families``: mma.py, dot.py, and
+``wgmma_family`` over sparse24/ops/wgmma.py). gemm imports this module (``tuned``), so it does not
+import gemm.
 
-A config is a JSON-able dict. "mma" configs tile [BLOCK_F features x BLOCK_T tokens] per program,
-"dot" configs [BLOCK_M tokens x BLOCK_N features], both may split K; "wgmma" (sm90) configs come
-from ``wgmma.candidates``. gemm imports this module (``tuned``), so it does not import gemm.
-
-Which is which: ``tuned`` is the lookup ``linear`` makes on every call (through
-``gemm.choose_config``, memoized) in the results of ``sparse24.tuning.cache``; ``candidates`` is
-what the op-side search ``sparse24.ops.tune.tune`` times; neither searches nor writes."""
+Which is which: ``tuned`` is the lookup ``linear`` makes when it plans a problem (through
+``gemm.choose_config``) in the results of ``sparse24.tuning.cache``; ``candidates`` is what the
+op-side search ``sparse24.ops.tune.tune`` times; neither searches nor writes."""
 
 from __future__ import annotations
 
 import functools
-import itertools
 
 import torch
 
 from sparse24 import tuning
-from sparse24.ops import wgmma
+from sparse24.ops.families import FAMILIES
 
-# Fields each family's launcher reads (mma configs tuned before split-K existed lack SPLIT_K and
-# run unsplit), and those that must be powers of two (tile sizes, warps).
-_FIELDS = {
-    "mma": ("BLOCK_F", "BLOCK_T", "GROUP_T", "PREFETCH", "num_warps", "num_stages"),
-    "dot": ("BLOCK_M", "BLOCK_N", "SPLIT_K", "num_warps", "num_stages"),
-    "wgmma": ("BT", "STAGES", "GROUP"),
-}
+# Fields that must be powers of two (tile sizes, warps), whichever family reads them.
 _POWERS_OF_TWO = ("BLOCK_F", "BLOCK_T", "BLOCK_M", "BLOCK_N", "num_warps", "BT")
-
-# fp32 accumulator registers a thread (BLOCK_F * BLOCK_T / (32 * num_warps)) at most 128 of 255:
-# the A fragments and x tiles of two chunks (prefetch) must fit beside them
-_MAX_ACC_REGS = 128
-
-# mma split-K only where token blocks leave too few programs (16 x 4096 x 4096: 32 for 132 SMs)
-_MMA_SPLIT_MAX_M = 128
-
-
-def mma_candidates(m: int, n: int, k: int) -> list[dict]:
-    configs = []
-    for block_f, block_t, warps, prefetch in itertools.product((64, 128, 256), (16, 32, 64, 128),
-                                                               (4, 8), (1, 2)):
-        if n % block_f or block_t > max(16, 2 * m):
-            continue
-        if block_f * block_t // (32 * warps) > _MAX_ACC_REGS or block_f < 16 * warps:
-            continue
-        configs.append({"family": "mma", "BLOCK_F": block_f, "BLOCK_T": block_t, "GROUP_T": 8,
-                        "PREFETCH": prefetch, "SPLIT_K": 1, "num_warps": warps, "num_stages": 1})
-    if m <= _MMA_SPLIT_MAX_M:
-        for block_f, block_t, split_k in itertools.product((64, 128, 256), (16, 32), (2, 4, 8, 16)):
-            if n % block_f or block_t > max(16, 2 * m) or split_k > k // 64:
-                continue
-            configs.append({"family": "mma", "BLOCK_F": block_f, "BLOCK_T": block_t, "GROUP_T": 8,
-                            "PREFETCH": 1, "SPLIT_K": split_k, "num_warps": 4, "num_stages": 1})
-    return configs
-
-
-def dot_candidates(m: int, n: int, k: int) -> list[dict]:
-    configs = []
-    chunks = k // 64
-    for block_m, block_n, split_k, stages in itertools.product((16, 32, 64), (32, 64, 128),
-                                                               (1, 2, 4, 8, 16), (2, 3, 4)):
-        if n % block_n or split_k > chunks or block_m > max(16, 2 * m):
-            continue
-        if split_k > 1 and m > 256:  # the fp32 workspace would cost more than it saves
-            continue
-        configs.append({"family": "dot", "BLOCK_M": block_m, "BLOCK_N": block_n,
-                        "SPLIT_K": split_k, "num_warps": 4, "num_stages": stages})
-    return configs
 
 
 def candidates(m: int, n: int, k: int, on_gpu: bool, wgmma_side: bool = False) -> list[dict]:
@@ -73,23 +26,34 @@ def candidates(m: int, n: int, k: int, on_gpu: bool, wgmma_side: bool = False) -
     ``wgmma_side`` (the caller's ``gemm.uses_wgmma(m, device)``: the sm90 rule) only the wgmma
     family serves."""
     if wgmma_side:
-        return wgmma.candidates(m, n, k)
-    return (mma_candidates(m, n, k) if on_gpu else []) + dot_candidates(m, n, k)
+        return FAMILIES["wgmma"].candidates(m, n, k)
+    mma = FAMILIES["mma"].candidates(m, n, k) if on_gpu else []
+    return mma + FAMILIES["dot"].candidates(m, n, k)
 
 
 def well_formed(config: dict) -> bool:
-    """A known family with the positive (PREFETCH: >= 0) int fields its launcher reads (whether it
-    fits the weight is ``gemm.config_fits``)."""
-    fields = _FIELDS.get(config.get("family"))
-    if fields is None:
+    """A known family with the positive (PREFETCH: >= 0) int fields its launcher reads (its
+    ``FIELDS``), and its optional fields (``CHOICES``, where it has some) at allowed values;
+    whether it fits the weight is ``gemm.config_fits``."""
+    family = FAMILIES.get(config.get("family"))
+    if family is None:
         return False
+    fields = family.FIELDS
     for name in fields + (("SPLIT_K",) if "SPLIT_K" in config else ()):
         value = config.get(name)
         if type(value) is not int or value < (name != "PREFETCH"):
             return False
         if name in _POWERS_OF_TWO and value & (value - 1):
             return False
-    return True
+    # optional fields with a few allowed values (wgmma's ASM_LOOP)
+    return all(type(config[name]) is int and config[name] in allowed
+               for name, allowed in getattr(family, "CHOICES", {}).items() if name in config)
+
+
+# tuned's answers by (tuning cache, GPU, dtype, N, K, M bucket): without them a lookup took 9-13 us
+# on the H200's host. Kept here, not in the tuning layer, which only says when to forget them.
+_answers: dict[tuple, dict | None] = {}
+tuning.on_change(_answers.clear)
 
 
 def tuned(m: int, n: int, k: int, dtype: torch.dtype, device: torch.device) -> dict | None:
@@ -99,18 +63,18 @@ def tuned(m: int, n: int, k: int, dtype: torch.dtype, device: torch.device) -> d
     heuristic. Never raises (a bad file means "none"). Do not modify the dict returned."""
     if device.type != "cuda" or m < 1:
         return None
-    try:  # memoized in the cache object (emptied by put): else 9-13 us a call on the H200's host
+    try:
         cache = tuning.default_cache()
         gpu = device_info(torch.cuda.current_device() if device.index is None else device.index)
-        memo = (gpu, dtype, n, k, tuning.m_bucket(m))
-        if memo not in cache.answers:
+        memo = (cache, gpu, dtype, n, k, tuning.m_bucket(m))
+        if memo not in _answers:
             key = tuning.TuningKey(gpu[0], tuning.triton_version(), tuning.dtype_name(dtype), n, k,
                                    memo[-1])
             entries = (cache.lookup(key._replace(gpu=name))
                        for name in (gpu[0], *cache.shipped_gpus(*gpu[1:])))
-            cache.answers[memo] = next((e.config for e in entries
-                                        if e is not None and well_formed(e.config)), None)
-        return cache.answers[memo]
+            _answers[memo] = next((e.config for e in entries
+                                   if e is not None and well_formed(e.config)), None)
+        return _answers[memo]
     except Exception:  # noqa: BLE001 - a cache problem (or a warning made an error): heuristic
         return None
 

@@ -1,16 +1,24 @@
-"""sparse24.ops.linear (module gemm): y = act(x @ W^T + bias) with W packed 2:4; launchers and registration.
+"""sparse24.ops.linear (module gemm): y = act(x @ W^T + bias) with W packed 2:4; dispatch, plans
+and registration.
 
-Three kernel families serve it (sparse24/kernels/sparse_wgmma.py, sparse24/kernels/sparse_mma.py, sparse24/kernels/sparse_dot.py):
-- "wgmma": Hopper's sparse tensor cores (wgmma.mma_async.sp, a Gluon kernel) for more than
-  ``MMA_MAX_TOKENS_SM90`` tokens on sm90 (H100, H200): 1.24-1.53x cuBLAS on the bench shapes at
-  M >= 24576 (BERT) and M >= 1024 (LLM) on an H200 (bench/results/h200/wgmma_sweep_b50bc5c.log);
-- "mma": the sparse tensor cores through the sm80 instruction (mma.sp), on sm80-sm89 for token
-  counts where arithmetic dominates, and everywhere for few tokens (split-K streams the weight);
-- "dot": unpack the weight in registers and tl.dot, with split-K, for few tokens, where moving the
-  weight dominates (the packed weight is 9/16 of the dense bytes). It is also the family the Triton
-  interpreter can run (inline asm cannot), so CPU tests exercise it.
-A config is a plain dict (family, tile sizes, warps, stages, split-K); `choose_config` takes it from
-the tuning cache when there is an entry, else from a shape heuristic.
+Three kernel families serve it, each one module behind one interface (sparse24/ops/families:
+its config fields, candidates, heuristic, fit and launch; ``FAMILIES`` maps a config's "family"
+to it):
+- "wgmma" (sparse24/ops/wgmma.py, kernel sparse24/kernels/sparse_wgmma.py): Hopper's sparse tensor
+  cores (wgmma.mma_async.sp, a Gluon kernel) for more than ``MMA_MAX_TOKENS_SM90`` tokens on sm90
+  (H100, H200): 1.24-1.53x cuBLAS on the bench shapes at M >= 24576 (BERT) and M >= 1024 (LLM) on
+  an H200 (bench/results/h200/wgmma_sweep_b50bc5c.log);
+- "mma" (families/mma.py, kernel sparse_mma.py): the sparse tensor cores through the sm80
+  instruction (mma.sp), on sm80-sm89 for token counts where arithmetic dominates, and everywhere
+  for few tokens (split-K streams the weight);
+- "dot" (families/dot.py, kernel sparse_dot.py): unpack the weight in registers and tl.dot, with
+  split-K, for few tokens where moving the weight dominates, and for N not a multiple of 64. It is
+  also the family the Triton interpreter can run (inline asm cannot), so CPU tests exercise it.
+A config is a plain dict (family and that family's fields); ``choose_config`` takes it from the
+tuning cache when there is an entry, else from ``heuristic_config`` (which family: the dispatch
+rule here; its fields: the family's heuristic). ``linear`` asks ``choose_config`` once per
+problem (M, N, K, dtype, device) and keeps the answer as a plan, (the family's launch, config):
+a repeated call checks its inputs, looks the plan up and launches.
 """
 
 from __future__ import annotations
@@ -19,27 +27,20 @@ import functools
 
 import torch
 
-from sparse24 import reference
+from sparse24 import reference, tuning
 from sparse24.activations import EPILOGUE_CODES
-from sparse24.kernels.sparse_dot import _sparse_dot_kernel, _splitk_reduce_kernel
-from sparse24.kernels.sparse_mma import _sparse_mma_kernel
-from sparse24.ops._checks import GEMM_DTYPES, check_packed, use_triton
 from sparse24.ops import configs, wgmma
-from sparse24.ops.triton_internals import CachedLaunch
+from sparse24.ops._checks import GEMM_DTYPES, check_packed, use_triton
+from sparse24.ops.families import FAMILIES, _splitk
+
+
+_split_k = _splitk.split_k  # (splits, chunks per split) of a config: tests and tools ask gemm
 
 
 # ------------------------------------------------------------------------------------ configs
 def _sm_count(device_index: int) -> int:
+    """The SM count the heuristics size grids and split-K by (tests pretend one here)."""
     return configs.device_info(device_index)[2]  # memoized there
-
-
-def _cdiv(a: int, b: int) -> int:
-    # plain ints: triton.cdiv is a constexpr function, ~5 us per call on the host (cProfile, H100)
-    return -(-a // b)
-
-
-def _divides(block: int, n: int) -> bool:
-    return n % block == 0
 
 
 # The most tokens the mma family takes on sm90: up to it, the mma family's split-K streams the
@@ -56,57 +57,30 @@ def uses_wgmma(m: int, device: torch.device) -> bool:
 
 @functools.lru_cache(maxsize=4096)
 def heuristic_config(m: int, n: int, k: int, device: torch.device) -> dict:
-    """A config without tuning, shaped after the H100 sweep in bench/results/h100/gemm_variants.jsonl.
-
-    Up to 64 tokens (weight streaming): mma.sp with 128 (else 64) features x 16 (32 from 17
-    tokens) per program and split-K, so that about four programs per SM stream the weight with at
-    least 8 chunks of 64 columns each (the sweep's best at 16 x 4096 x 4096: 128 x 16, SPLIT_K 8;
-    at 16 x 14336 x 4096: SPLIT_K 4; at 16 x 4096 x 11008: SPLIT_K 16). More tokens: mma.sp, 256
-    (else 128) features x 32 tokens, 4 warps, register prefetch; 64 tokens with 8 warps from 16384
-    tokens on. A_TILE 1 (A from coalesced tiles; the default of configs without the key): equal or
-    2-9% faster than per-lane loads at each shape's best split, 1-64 tokens on the LLM shapes
-    (bench/results/h200/levers_8821ead.jsonl). Shipped defaults (sparse24/tuning/defaults)
-    take precedence where they exist.
-    On CPU (the Triton interpreter cannot run inline asm) and for N not a multiple of 64: the
-    weight-streaming "dot" family. Memoized (it runs on every untuned call): do not modify the
-    returned dict.
+    """A config without tuning. The family: wgmma by ``uses_wgmma``; else mma on a GPU when its
+    feature blocks (64, 128 or 256 wide) fit N; else dot (on CPU, where the Triton interpreter
+    cannot run inline asm, and for N not a multiple of 64). Its fields: that family's
+    ``heuristic``, given this GPU's SM count. Shipped defaults (sparse24/tuning/defaults) take
+    precedence where they exist (``choose_config``). Memoized (``choose_config`` asks once per
+    problem, benches and tools more): do not modify the returned dict.
     """
     if uses_wgmma(m, device):
-        return wgmma.heuristic_config(m, n, k, _sm_count(device.index or 0))
-    block_f = next((b for b in (256, 128, 64) if _divides(b, n)), None)
-    if device.type != "cuda" or block_f is None:
-        block_n = next(b for b in (128, 64, 32, 16) if _divides(b, n))
-        block_m = 16 if m <= 16 else 32 if m <= 32 else 64
-        split_k = 1
-        if m <= 32:  # few tokens: split K so that about two programs per SM stream the weight
-            programs = max(1, (n // block_n) * _cdiv(m, block_m))
-            sms = _sm_count(device.index or 0) if device.type == "cuda" else 1
-            split_k = max(1, min(k // 64 // 4, _cdiv(2 * sms, programs)))
-        return {"family": "dot", "BLOCK_M": block_m, "BLOCK_N": block_n, "SPLIT_K": split_k,
-                "num_warps": 4, "num_stages": 3}
-    if m <= 64:
-        block_f = 128 if _divides(128, n) else 64
-        block_t = 16 if m <= 16 else 32
-        # max(1, ...): m = 0 makes no programs (linear returns first; a bench or tool may ask)
-        programs = max(1, (n // block_f) * _cdiv(m, block_t))
-        most = max(1, min(k // 64 // 8, 4 * _sm_count(device.index or 0) // programs))
-        split_k = 1 << (most.bit_length() - 1)  # a power of two, at most `most`
-        return {"family": "mma", "BLOCK_F": block_f, "BLOCK_T": block_t, "GROUP_T": 8,
-                "PREFETCH": 1, "SPLIT_K": split_k, "A_TILE": 1, "num_warps": 4, "num_stages": 1}
-    big = m >= 16384 and block_f == 256
-    return {"family": "mma", "BLOCK_F": block_f, "BLOCK_T": 64 if big else 32, "GROUP_T": 8,
-            "PREFETCH": 1, "SPLIT_K": 1, "A_TILE": 1, "num_warps": 8 if big else 4, "num_stages": 1}
+        family = FAMILIES["wgmma"]
+    elif device.type == "cuda" and n % 64 == 0:
+        family = FAMILIES["mma"]
+    else:
+        family = FAMILIES["dot"]
+    sms = _sm_count(device.index or 0) if device.type == "cuda" else 1
+    return family.heuristic(m, n, k, sms)
 
 
 def config_fits(config: dict, n: int, k: int) -> bool:
     """Whether a (possibly cached) config can serve an [n, k] weight."""
-    if config["family"] == "wgmma":  # TMA and clamped metadata reads take any packable [n, k]
-        return True
-    block = config["BLOCK_F"] if config["family"] == "mma" else config["BLOCK_N"]
-    return _divides(block, n) and config.get("SPLIT_K", 1) <= k // 64
+    return FAMILIES[config["family"]].fits(config, n, k)
 
 
 def choose_config(m: int, n: int, k: int, dtype: torch.dtype, device: torch.device) -> dict:
+    """The one function that decides a problem's config (``linear`` plans with it)."""
     cached = configs.tuned(m, n, k, dtype, device)  # None off CUDA
     # a cached config of the other side of the sm90 rule (e.g. an mma entry tuned before the
     # wgmma family existed) is not used
@@ -119,86 +93,40 @@ def choose_config(m: int, n: int, k: int, dtype: torch.dtype, device: torch.devi
     return config
 
 
-# ---------------------------------------------------------------------------------- launchers
-_mma_launch = CachedLaunch(_sparse_mma_kernel)
-_dot_launch = CachedLaunch(_sparse_dot_kernel)
-_reduce_launch = CachedLaunch(_splitk_reduce_kernel)
-
-
-def _split_k(cfg: dict, k: int) -> tuple[int, int]:
-    """(splits, chunks per split) for a config's SPLIT_K: no split is left empty (K = 768 is 12
-    chunks of 64: SPLIT_K 8 gives 6 splits of 2)."""
-    chunks = k // 64
-    per_split = _cdiv(chunks, min(cfg.get("SPLIT_K", 1), chunks))
-    return _cdiv(chunks, per_split), per_split
-
-
-def _partials(splits: int, y: torch.Tensor) -> torch.Tensor:
-    """float32 workspace [splits, M, N] for split-K (y itself when there is no split)."""
-    if splits == 1:
-        return y
-    return torch.empty((splits, y.shape[0], y.shape[1]), dtype=torch.float32, device=y.device)
-
-
-def _reduce_partials(partial, bias, y, activation: int, splits: int) -> None:
-    if splits == 1:
-        return
-    m, n = y.shape
-    block = 1024
-    _reduce_launch(
-        (_cdiv(m * n, block), 1, 1), (partial, bias if bias is not None else y, y, m, n, y.stride(0)),
-        (splits, block, bias is not None, activation), num_warps=4, num_stages=1,
-    )
-
-
-def _launch_mma(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
-    m, k = x2.shape
-    n = values.shape[0]
-    splits, per_split = _split_k(cfg, k)
-    partial = _partials(splits, y)
-    grid = (_cdiv(m, cfg["BLOCK_T"]) * (n // cfg["BLOCK_F"]), splits, 1)
-    _mma_launch(
-        grid,
-        (x2.view(torch.int32), values.view(torch.int32), values.data_ptr(), meta.data_ptr(),
-         bias if bias is not None else y, y, partial, m, n, k, x2.stride(0) // 2, y.stride(0),
-         per_split),
-        (cfg["BLOCK_F"], cfg["BLOCK_T"], cfg["GROUP_T"], cfg["PREFETCH"], splits,
-         bias is not None, activation, x2.dtype == torch.bfloat16, cfg.get("A_TILE", 1)),
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-    )
-    _reduce_partials(partial, bias, y, activation, splits)
-
-
-def _launch_dot(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
-    m, k = x2.shape
-    n = values.shape[0]
-    splits, _ = _split_k(cfg, k)
-    partial = _partials(splits, y)
-    grid = (n // cfg["BLOCK_N"], _cdiv(m, cfg["BLOCK_M"]), splits)
-    _dot_launch(
-        grid,
-        (x2, values, meta, bias if bias is not None else y, y, partial,
-         m, n, k, x2.stride(0), y.stride(0)),
-        (cfg["BLOCK_M"], cfg["BLOCK_N"], splits, bias is not None, activation, not x2.is_cuda),
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-    )
-    _reduce_partials(partial, bias, y, activation, splits)
-
-
 def run_config(x2, values, meta, bias, activation: int, cfg: dict, out=None) -> torch.Tensor:
-    """Run one config on 2-D x; used by the op and by the tuner (which checks every candidate).
-    ``out`` lets tests poison the output first, to prove every element is written."""
+    """Run one config on 2-D x; used by the tuner (which checks every candidate), benches and
+    tests. ``out`` lets tests poison the output first, to prove every element is written."""
     y = out if out is not None else torch.empty(
         (x2.shape[0], values.shape[0]), dtype=x2.dtype, device=x2.device)
     if x2.shape[0] == 0:
         return y
-    if cfg["family"] == "wgmma":
-        wgmma.launch(x2, values, meta, bias, y, activation, cfg)
-    elif cfg["family"] == "mma":
-        _launch_mma(x2, values, meta, bias, y, activation, cfg)
-    else:
-        _launch_dot(x2, values, meta, bias, y, activation, cfg)
+    FAMILIES[cfg["family"]].launch(x2, values, meta, bias, y, activation, cfg)
     return y
+
+
+# -------------------------------------------------------------------------------------- plans
+# (M, N, K, dtype, device) -> (the family's launch, config): what choose_config decided for the
+# problem, so that a repeated call skips choosing (choose_config, configs.tuned and run_config were
+# 3 of its 19 Python frames on a CPU, bench/NOTES.md 2026-12-04). Exact M, not its bucket: the
+# heuristic sizes split-K and the wgmma grid by M. Emptied when the tuned configs change
+# (tuning.on_change: a put, so the next call runs a newly tuned config; a new cache directory,
+# noticed at the next lookup, i.e. the next new problem), and when full, so that token counts
+# without end (every sequence length of a server) cannot grow it without bound.
+_plans: dict[tuple, tuple] = {}
+_MAX_PLANS = 4096
+
+
+@tuning.on_change
+def _forget_plans() -> None:
+    _plans.clear()  # the global, looked up at each call: tests may swap the dict
+
+
+def _plan(key: tuple) -> tuple:
+    if len(_plans) >= _MAX_PLANS:
+        _plans.clear()
+    cfg = choose_config(*key)
+    plan = _plans[key] = (FAMILIES[cfg["family"]].launch, cfg)
+    return plan
 
 
 # ------------------------------------------------------------------------------- registration
@@ -211,13 +139,17 @@ def _linear_impl(
     n, k = values.shape[0], values.shape[1] * 2
     flat = x.dim() == 2  # no reshapes for 2-D x: a torch call each (~2 us on the H200's host)
     x2 = x if flat else x.reshape(-1, k)
-    if x2.shape[0] == 0:  # no tokens: nothing to compute, so no config to choose (nor to tune)
+    m = x2.shape[0]
+    if m == 0:  # no tokens: nothing to compute, so no config to choose (nor to tune)
         return x.new_empty((*x.shape[:-1], n))
     # The kernels read x rows with 4-byte (inline asm) and 16-byte (tl.load) accesses.
     if x2.stride(1) != 1 or x2.stride(0) % 8 or x2.data_ptr() % 16:
         x2 = x2.contiguous()
-    cfg = choose_config(x2.shape[0], n, k, x2.dtype, x2.device)
-    y = run_config(x2, values, meta, bias, EPILOGUE_CODES[activation], cfg)
+    dtype, device = x2.dtype, x2.device
+    key = (m, n, k, dtype, device)
+    launch, cfg = _plans.get(key) or _plan(key)
+    y = torch.empty((m, n), dtype=dtype, device=device)
+    launch(x2, values, meta, bias, y, EPILOGUE_CODES[activation], cfg)
     return y if flat else y.reshape(*x.shape[:-1], n)
 
 

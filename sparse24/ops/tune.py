@@ -7,7 +7,7 @@ timer, under the GPU name ``CPU_GPU_NAME``.
 Which is which: this module is the op-side search (``tune`` builds the GEMM's problem, candidates
 and check, and hands them to ``sparse24.tuning.autotune``, the kernel-agnostic loop that times
 them); the results live in ``sparse24.tuning.cache``; ``python -m sparse24 tune`` is
-``sparse24.tuning.cli``; the lookup ``linear`` makes on every call is
+``sparse24.tuning.cli``; the lookup ``linear`` makes when it plans a problem is
 ``sparse24.ops.configs.tuned``.
 """
 

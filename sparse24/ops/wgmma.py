@@ -9,9 +9,13 @@ kernel (sparse24/ops/triton_internals.py), recompiles with those if the guess wa
 refuses to run if they still disagree: a wrong offset would compute garbage, never crash.
 
 A config: {"family": "wgmma", "BT": tokens per tile (64, 128, 256), "STAGES": ring depth,
-"GROUP": token tiles per feature tile in the tile order}. Features per tile are always 128 (two
-warpgroups of 64). The grid is persistent: one program per SM, or fewer when there are fewer
-tiles.
+"GROUP": token tiles per feature tile in the tile order, "ASM_LOOP": 0 (or absent) for the Gluon
+k-loop, one asm statement a k-block, or D = 1, 2, 4, 8 for the whole k-loop in one asm statement
+that keeps a wgmma group in flight and drains every D k-blocks (sparse24/ops/wgmma_asm.py)}.
+Features per tile are always 128 (two warpgroups of 64). The grid is persistent: one program per
+SM, or fewer when there are fewer tiles. ASM_LOOP configs are offered by
+``candidates(..., asm_loops=...)`` but not by default, and no heuristic picks them, until an H200
+run of tests/test_wgmma_gpu.py and bench/gemm_variants.py --asm-loop has checked and timed them.
 """
 
 from __future__ import annotations
@@ -36,8 +40,16 @@ def shared_bytes(bt: int, stages: int) -> int:
     return stages * (wgmma_asm.A_STAGE_BYTES + 2 * wgmma_asm.x_stage_bytes(bt)) + 2 * bt * 128 + 64
 
 
-def candidates(m: int, n: int, k: int) -> list[dict]:
-    """Every sm90 config worth timing for [m, k] x [n, k]^T."""
+# ASM_LOOP values the asm k-loop takes (k-blocks between drains), and those worth timing: drained
+# every k-block (the lever's baseline), every 2 and every 4.
+ASM_LOOP_VALUES = (1, 2, 4, 8)
+ASM_LOOPS = (1, 2, 4)
+
+
+def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,)) -> list[dict]:
+    """Every sm90 config worth timing for [m, k] x [n, k]^T, in each mainloop form of
+    ``asm_loops`` (0: the Gluon k-loop; D: the asm k-loop draining every D k-blocks, not yet
+    checked on a GPU)."""
     configs = []
     for bt in (64, 128, 256):
         if bt > max(64, 2 * m):
@@ -45,7 +57,9 @@ def candidates(m: int, n: int, k: int) -> list[dict]:
         for stages in (2, 3, 4, 5, 6):
             if shared_bytes(bt, stages) > MAX_SHARED_BYTES:
                 continue
-            configs.append({"family": "wgmma", "BT": bt, "STAGES": stages, "GROUP": 8})
+            for drain in asm_loops:
+                cfg = {"family": "wgmma", "BT": bt, "STAGES": stages, "GROUP": 8}
+                configs.append(cfg | {"ASM_LOOP": drain} if drain else cfg)
     return configs
 
 
@@ -91,40 +105,59 @@ class SharedMemoryOffsetError(RuntimeError):
     """Triton placed the operand rings where the asm does not look for them."""
 
 
-def _constexprs(cfg: dict, dtype: str, has_bias: bool, activation: int, a_off: int, x_off: int):
-    return _constexprs_cached(cfg["BT"], cfg["STAGES"], cfg["GROUP"], dtype, has_bias, activation,
-                              a_off, x_off)
+def _constexprs(cfg: dict, dtype: str, has_bias: bool, activation: int, offsets: tuple) -> dict:
+    return _constexprs_cached(cfg["BT"], cfg["STAGES"], cfg["GROUP"], cfg.get("ASM_LOOP", 0),
+                              dtype, has_bias, activation, tuple(offsets))
 
 
 @functools.lru_cache(maxsize=None)
-def _constexprs_cached(bt, stages, group, dtype, has_bias, activation, a_off, x_off) -> dict:
+def _constexprs_cached(bt, stages, group, asm_loop, dtype, has_bias, activation, offsets) -> dict:
     # memoized: the asm text is a few KB of string formatting, too slow to redo per call; the
     # order is the kernel's (CachedLaunch passes them positionally)
+    a_off, x_off, full_off, empty_off = offsets
+    if asm_loop:
+        mma = [wgmma_asm.loop_asm(bt, dtype, wg, stages, asm_loop, a_off, x_off, full_off,
+                                  empty_off) for wg in (0, 1)]
+        mma_con = wgmma_asm.loop_constraints(bt)
+    else:
+        mma = [wgmma_asm.mma_asm(bt, dtype, wg, a_off, x_off) for wg in (0, 1)]
+        mma_con = wgmma_asm.mma_constraints(bt)
     return dict(
-        MMA_ASM_0=wgmma_asm.mma_asm(bt, dtype, 0, a_off, x_off),
-        MMA_ASM_1=wgmma_asm.mma_asm(bt, dtype, 1, a_off, x_off),
-        MMA_CON=wgmma_asm.mma_constraints(bt),
+        MMA_ASM_0=mma[0], MMA_ASM_1=mma[1], MMA_CON=mma_con,
         META_ASM=wgmma_asm.meta_asm(bt),
         META_CON=wgmma_asm.meta_constraints(bt),
         BT=bt, STAGES=stages, GROUP=group, HAS_BIAS=has_bias,
-        ACTIVATION=activation, LOADER_REGS=LOADER_REGS, MATH_REGS=MATH_REGS,
+        ACTIVATION=activation, ASM_LOOP=bool(asm_loop), LOADER_REGS=LOADER_REGS,
+        MATH_REGS=MATH_REGS,
     )
 
 
-def ring_offsets(ttgir: str) -> tuple[int, int]:
-    """(A ring, x ring) byte offsets from global_smem in a compiled kernel's TTGIR."""
+# The kernel's shared-memory allocations the asm addresses, by their names in the kernel source:
+# the operand rings (both forms) and the ring's mbarriers (the asm k-loop waits and arrives on
+# them itself).
+ASM_ALLOCATIONS = ("operand_ring_a", "operand_ring_x", "ring_full", "ring_empty")
+
+
+def ring_offsets(ttgir: str) -> tuple[int, int, int, int]:
+    """Byte offsets from global_smem of the ``ASM_ALLOCATIONS`` in a compiled kernel's TTGIR."""
     offsets = triton_internals.shared_memory_offsets(ttgir)
     try:
-        return offsets["operand_ring_a"], offsets["operand_ring_x"]
+        return tuple(offsets[name] for name in ASM_ALLOCATIONS)
     except KeyError as missing:
         raise SharedMemoryOffsetError(
             f"sparse24 wgmma: the compiled kernel has no allocation named {missing}; found "
             f"{sorted(offsets)}. The kernel source and sparse24/ops/wgmma.py disagree") from None
 
 
-def guessed_offsets(cfg: dict) -> tuple[int, int]:
-    """A largest-first allocator puts the x ring (2 * STAGES * BT * 128 bytes) at 0, then A."""
-    return 2 * cfg["STAGES"] * wgmma_asm.x_stage_bytes(cfg["BT"]), 0
+def guessed_offsets(cfg: dict) -> tuple[int, int, int, int]:
+    """A largest-first allocator puts the x ring (2 * STAGES * BT * 128 bytes) at 0, then A, the
+    two epilogue tiles, then the mbarriers (8 bytes each). Only a first guess: the launch checks
+    it on the compiled kernel and recompiles once with the real offsets if it was wrong."""
+    x_ring = 2 * cfg["STAGES"] * wgmma_asm.x_stage_bytes(cfg["BT"])
+    a_ring = cfg["STAGES"] * wgmma_asm.A_STAGE_BYTES
+    full = x_ring + a_ring + 2 * cfg["BT"] * 128
+    barriers = -(-8 * cfg["STAGES"] // 16) * 16  # padded to 16 bytes (Triton 3.9, 3 stages: 32)
+    return x_ring, 0, full, full + barriers
 
 
 @functools.lru_cache(maxsize=None)
@@ -134,7 +167,7 @@ def _cached_launch():
     return triton_internals.CachedLaunch(_sparse_wgmma_kernel)
 
 
-# (BT, STAGES, GROUP, x dtype, bias dtype or None, ACTIVATION) -> the kernel's constexpr values,
+# (BT, STAGES, GROUP, ASM_LOOP, x dtype, bias dtype or None, ACTIVATION) -> the kernel's constexpr values,
 # with the ring offsets verified on the compiled kernel (one look-up per call after the first)
 _plans: dict[tuple, tuple] = {}
 # (device, plan key, what Triton specializes meta_addr, the bias pointer, N and K on) -> the
@@ -155,8 +188,8 @@ def launch(x2: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias, y: 
     grid0 = min(-(-n // 128) * -(-m // bt), _sm_count(device))
     meta_addr = meta.data_ptr()
     bias_arg = y if bias is None else bias
-    plan_key = (bt, cfg["STAGES"], cfg["GROUP"], x2.dtype, None if bias is None else bias.dtype,
-                activation)
+    plan_key = (bt, cfg["STAGES"], cfg["GROUP"], cfg.get("ASM_LOOP", 0), x2.dtype,
+                None if bias is None else bias.dtype, activation)
     spec = triton_internals.spec
     direct_key = (device, plan_key, spec(meta_addr), spec(bias_arg), spec(n), spec(k))
     direct = _direct.get(direct_key)
@@ -174,7 +207,7 @@ def launch(x2: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias, y: 
     if constexprs is None:
         dtype = "bfloat16" if x2.dtype == torch.bfloat16 else "float16"
         offsets = _verify(args, grid, cfg, dtype, bias is not None, activation)
-        constexprs = tuple(_constexprs(cfg, dtype, bias is not None, activation, *offsets).values())
+        constexprs = tuple(_constexprs(cfg, dtype, bias is not None, activation, offsets).values())
         _plans[plan_key] = constexprs
     cached = _cached_launch()
     cached(grid, args, constexprs, num_warps=4)
@@ -190,13 +223,13 @@ def _verify(args, grid, cfg, dtype, has_bias, activation) -> tuple[int, int]:
     guess = guessed_offsets(cfg)
     for attempt in range(2):
         compiled = _sparse_wgmma_kernel.warmup(
-            *args, grid=grid, **_constexprs(cfg, dtype, has_bias, activation, *guess), num_warps=4)
+            *args, grid=grid, **_constexprs(cfg, dtype, has_bias, activation, guess), num_warps=4)
         found = ring_offsets(compiled.asm["ttgir"])
         if found == guess:
             return found
         guess = found  # the asm text does not change the allocation: the second try must agree
     raise SharedMemoryOffsetError(
-        f"sparse24 wgmma: the asm assumes the A and x rings at shared-memory offsets {guess}, but "
+        f"sparse24 wgmma: the asm assumes {ASM_ALLOCATIONS} at shared-memory offsets {guess}, but "
         f"the kernel compiled with them has them at {found} (config {cfg}). Refusing to run: the "
         "wgmma descriptors would point at the wrong bytes")
 
@@ -219,7 +252,7 @@ def compile_sm90(cfg: dict, dtype: str = "float16", has_bias: bool = True, activ
                  "N": "i32", "K": "i32"}
     guess = guessed_offsets(cfg)
     for _ in range(2):
-        constexprs = _constexprs(cfg, dtype, has_bias, activation, *guess)
+        constexprs = _constexprs(cfg, dtype, has_bias, activation, guess)
         compiled = triton_internals.compile_gluon_for(_sparse_wgmma_kernel, signature, constexprs,
                                                       capability=90, num_warps=4)
         found = ring_offsets(compiled.asm["ttgir"])

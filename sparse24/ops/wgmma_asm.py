@@ -11,9 +11,17 @@ Operand layout in shared memory (one stage s of the ring, filled by TMA, 128-byt
            64w..64w+63, 8 KB into the stage)
   x ring:  [2 * STAGES, BT tokens, 64 inputs]              (k-half 0 of stage s at index 2s,
            k-half 1 at 2s + 1; BT * 128 bytes each)
-One asm statement is one k-block of 128 inputs: four m64nBTk32 sparse wgmmas (k32 each), A moving
-32 bytes and x 64 bytes per step, then commit and wait, so that the accumulator registers are
-never touched by other code while a wgmma reads them (ptxas C7513 otherwise).
+Two forms of the mainloop (the config's ASM_LOOP field picks one):
+- ``mma_asm`` (ASM_LOOP 0): one asm statement is one k-block of 128 inputs: four m64nBTk32 sparse
+  wgmmas (k32 each), A moving 32 bytes and x 64 bytes per step, then commit and
+  ``wait_group 0``, so that the accumulator registers are never touched by other code while a
+  wgmma reads them. The Gluon loop around it waits for the stage, loads the metadata and frees
+  the stage. Each k-block drains the tensor cores before the next is issued (ncu: 13-18 of 22-28
+  cycles per issued instruction waiting at a barrier, bench/NOTES.md); keeping a group in flight
+  across asm statements makes ptxas serialize every HGMMA instead (C7513, NOTES item 11).
+- ``loop_asm`` (ASM_LOOP D = 1, 2, 4, 8): one asm statement is a tile's whole k-loop, waits,
+  releases and metadata loads included, and keeps one group in flight within batches of D
+  k-blocks (see its docstring for why it drains between batches).
 
 Descriptor bits (PTX ISA, matrix descriptor): start address >> 4 in bits 0-13, leading byte
 offset >> 4 in 16-29 (ignored for swizzled K-major tiles; 1), stride byte offset >> 4 in 32-45
@@ -106,3 +114,143 @@ def meta_asm(bt: int) -> str:
 def meta_constraints(bt: int) -> str:
     p = accumulator_registers(bt)
     return ",".join(["=r"] * p + ["l"] * p)
+
+
+# ------------------------------------------------------------------ the whole k-loop in one asm
+def loop_asm(bt: int, dtype: str, warpgroup: int, stages: int, drain: int, a_offset: int,
+             x_offset: int, full_offset: int, empty_offset: int) -> str:
+    """A tile's whole k-loop for warpgroup ``warpgroup``, in batches of ``drain`` k-blocks.
+
+    Within a batch one wgmma group stays in flight: k-block j waits on its stage's ``full``
+    mbarrier, issues its four wgmmas, commits, then ``wait_group 1`` retires k-block j - 1,
+    whose stage is released (``empty`` arrive, one thread per warpgroup). Between batches the
+    loop drains (``wait_group 0``), frees the last stage and moves the batch's metadata words into
+    the registers the wgmmas read; they were loaded into scratch registers while the previous
+    batch ran. So no register a wgmma reads is written while any group is in flight: ptxas 12.8
+    and 12.9 (Triton 3.6) serialize every wgmma otherwise (C7513), and the sm90 sparse mainloop
+    of CUTLASS likewise waits for all its groups each k-tile. ``drain`` 1 is the drained loop
+    (one batch per k-block) without the Gluon code between k-blocks: the A/B baseline.
+
+    Operands: $0..$P-1 the accumulator (tied to $P..$2P-1, zeros in); $2P the byte address of
+    this thread's metadata word of chunk 0 (chunk c is 128 * c bytes further); $3P the ring step
+    at which the tile starts (its stage is step % stages, its phase (step // stages) & 1); $4P the
+    number of 64-column chunks, K / 64. The ring offsets and the mbarrier arrays ``full`` and
+    ``empty`` ([stages] of 8 bytes each) are byte offsets from global_smem.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"wgmma.sp: unsupported dtype {dtype!r}; use one of {list(DTYPES)}")
+    if bt not in (64, 128, 256):
+        raise ValueError(f"wgmma.sp: BT={bt} tokens per tile is not 64, 128 or 256")
+    if not 2 <= stages <= 8:
+        # a warpgroup holds two stages while a group is in flight: one stage would never refill
+        raise ValueError(f"wgmma.sp: the asm k-loop needs 2 to 8 ring stages, got {stages}")
+    if drain not in (1, 2, 4, 8):
+        raise ValueError(f"wgmma.sp: drain every {drain} k-blocks: use 1, 2, 4 or 8")
+    p = accumulator_registers(bt)
+    words = 2 * drain  # metadata words of one batch: chunks 2kb and 2kb + 1 of each k-block
+    meta = [f"m{i}" for i in range(words)]
+    scratch = [f"q{i}" for i in range(words)]
+    tag = f"W{warpgroup}"  # labels are scoped by the braces; the tag keeps PTX dumps readable
+    release = [  # free stage ps: one arrival per warpgroup
+        "mad.lo.u32 bar, ps, 8, base;",
+        f"add.u32 bar, bar, {empty_offset};",
+        "@leader mbarrier.arrive.shared::cta.b64 st, [bar];",
+    ]
+    lines = [
+        "{",
+        ".reg .u32 base, s, ph, ps, kb, nkb, bar, sa, sb0, sb1, t;",
+        f".reg .u32 {', '.join(meta + scratch)};",
+        ".reg .b64 hi, da, db, mq, mw, mlast, st;",
+        ".reg .pred pd, pw, leader, wrap, more;",
+        "setp.eq.u32 pd, 1, 1;",  # scale-d true: D = A * B + D
+        "mov.u32 base, global_smem;",
+        f"mov.b64 hi, {DESCRIPTOR_HIGH_BITS:#x};",
+        "mov.u32 t, %tid.x;",
+        "and.b32 t, t, 127;",
+        "setp.eq.u32 leader, t, 0;",
+        f"rem.u32 s, ${3 * p}, {stages};",
+        f"div.u32 ph, ${3 * p}, {stages};",
+        "and.b32 ph, ph, 1;",
+        f"add.u32 nkb, ${4 * p}, 1;",
+        "shr.u32 nkb, nkb, 1;",  # k-blocks of 128 inputs: ceil(chunks / 2)
+        # chunks past K (the odd one of an odd count, those of a batch past the last k-block)
+        # read the last chunk instead: valid nibbles, over values and x that TMA fills with zeros
+        f"sub.u32 t, ${4 * p}, 1;",
+        "mul.wide.u32 mlast, t, 128;",
+        f"add.s64 mlast, mlast, ${2 * p};",
+        f"mov.b64 mq, ${2 * p};",
+    ]
+    lines += _batch_loads(meta, "mq")  # the first batch: nothing is in flight yet
+    lines += [f"add.s64 mq, mq, {128 * words};"]
+    lines += _batch_loads(scratch, "mq")  # the second, in flight during the first
+    lines += ["mov.u32 kb, 0;", f"LOOP_{tag}:"]
+    for j in range(drain):
+        lines += _loop_k_block(bt, DTYPES[dtype], warpgroup, stages, a_offset, x_offset,
+                               full_offset, meta[2 * j:2 * j + 2], f"{tag}_{j}")
+        if j:  # wait_group 1 retired k-block j - 1: free its stage
+            lines += ["wgmma.wait_group.sync.aligned 1;", *release]
+        lines += [
+            "mov.u32 ps, s;",
+            "add.u32 s, s, 1;",
+            f"setp.eq.u32 wrap, s, {stages};",
+            "@wrap mov.u32 s, 0;",
+            "@wrap xor.b32 ph, ph, 1;",
+            "add.u32 kb, kb, 1;",
+            "setp.lt.u32 more, kb, nkb;",
+        ]
+        if j < drain - 1:
+            lines.append(f"@!more bra DONE_{tag};")
+    lines += ["wgmma.wait_group.sync.aligned 0;", *release, f"@!more bra EXIT_{tag};"]
+    lines += [f"mov.u32 {m}, {q};" for m, q in zip(meta, scratch)]  # nothing in flight here
+    lines += [f"add.s64 mq, mq, {128 * words};"]
+    lines += _batch_loads(scratch, "mq")
+    lines += [f"bra LOOP_{tag};", f"DONE_{tag}:", "wgmma.wait_group.sync.aligned 0;", *release,
+              f"EXIT_{tag}:", "}"]
+    return "\n".join(lines)
+
+
+def _batch_loads(registers: list[str], address: str) -> list[str]:
+    """Load the metadata words of chunks c, c + 1, ... (c at ``address``) into ``registers``,
+    each clamped to the last chunk."""
+    lines = []
+    for i, reg in enumerate(registers):
+        lines += [f"add.s64 mw, {address}, {128 * i};", "min.u64 mw, mw, mlast;",
+                  f"ld.global.nc.u32 {reg}, [mw];"]
+    return lines
+
+
+def _loop_k_block(bt, ptx_type, warpgroup, stages, a_offset, x_offset, full_offset, meta,
+                  tag) -> list[str]:
+    """One k-block of ``loop_asm``: wait until stage s is full, issue its four wgmmas on the
+    metadata words ``meta`` (chunks 2kb and 2kb + 1), commit."""
+    lines = [
+        "mad.lo.u32 bar, s, 8, base;",
+        f"add.u32 bar, bar, {full_offset};",
+        f"WAIT_{tag}:",
+        "mbarrier.try_wait.parity.shared::cta.b64 pw, [bar], ph;",
+        f"@!pw bra WAIT_{tag};",
+        f"mad.lo.u32 sa, s, {A_STAGE_BYTES}, base;",
+        f"add.u32 sa, sa, {a_offset + warpgroup * A_WARPGROUP_BYTES};",
+        f"mad.lo.u32 sb0, s, {2 * x_stage_bytes(bt)}, base;",
+        f"add.u32 sb0, sb0, {x_offset};",
+        f"add.u32 sb1, sb0, {x_stage_bytes(bt)};",
+    ]
+    lines += _descriptor("da", "sa") + _descriptor("db", "sb0")
+    lines.append("wgmma.fence.sync.aligned;")
+    acc = ",".join(f"${i}" for i in range(accumulator_registers(bt)))
+    for step in range(4):
+        if step == 2:
+            lines += _descriptor("db", "sb1")
+        lines.append(f"wgmma.mma_async.sp.sync.aligned.m64n{bt}k32.f32.{ptx_type}.{ptx_type} "
+                     f"{{{acc}}}, da, db, {meta[step // 2]}, {step % 2}, pd, 1, 1, 0, 0;")
+        lines.append("add.s64 da, da, 2;")
+        if step % 2 == 0:
+            lines.append("add.s64 db, db, 4;")
+    lines.append("wgmma.commit_group.sync.aligned;")
+    return lines
+
+
+def loop_constraints(bt: int) -> str:
+    """The accumulator (out, tied in), the metadata address (64-bit), the step, the chunk count."""
+    p = accumulator_registers(bt)
+    return ",".join(["=f"] * p + [str(i) for i in range(p)] + ["l"] * p + ["r"] * p + ["r"] * p)

@@ -4,14 +4,15 @@ is ``sparse24.tuning.cli``. Importing it touches neither the GPU nor Triton.
 
 Which is which: ``sparse24.ops.tune.tune`` is the op-side search (it drives ``autotune``, this
 package's loop that checks and times candidates); ``cache`` holds the results; ``cli`` is
-``python -m sparse24 tune``; ``sparse24.ops.configs.tuned`` is the lookup ``linear`` makes per
-call."""
+``python -m sparse24 tune``; ``sparse24.ops.configs.tuned`` is the lookup ``linear`` makes when it
+plans a problem."""
 
 from sparse24.tuning.autotune import NoValidConfigError, Rejected, TuneResult, autotune
 from sparse24.tuning.cache import (CacheEntry, TuningCache, TuningCacheWarning, TuningKey, cache_dir,
                                    current_gpu_name, default_cache, dtype_name, m_bucket,
-                                   triton_version, write_defaults)
+                                   on_change, triton_version, write_defaults)
 
 __all__ = ["CacheEntry", "NoValidConfigError", "Rejected", "TuneResult", "TuningCache",
            "TuningCacheWarning", "TuningKey", "autotune", "cache_dir", "current_gpu_name",
-           "default_cache", "dtype_name", "m_bucket", "triton_version", "write_defaults"]
+           "default_cache", "dtype_name", "m_bucket", "on_change", "triton_version",
+           "write_defaults"]

@@ -6,7 +6,8 @@ wrong thing (a bad split-K reduction, a tile that skips a remainder) never wins.
 
 Which is which: this is the kernel-agnostic loop of the search; the op-side search that builds the
 GEMM's candidates and calls it is ``sparse24.ops.tune.tune``, the winner goes to
-``sparse24.tuning.cache``, and ``linear`` reads it per call through ``sparse24.ops.configs.tuned``.
+``sparse24.tuning.cache``, and ``linear`` reads it through ``sparse24.ops.configs.tuned`` when it
+plans a problem (its next call, since a put empties the plans).
 """
 
 from __future__ import annotations

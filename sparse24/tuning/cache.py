@@ -10,8 +10,9 @@ file (corrupt, nested too deep to parse, other schema) is ignored as a whole, wi
 ``TuningCacheWarning``.
 
 Which is which: this is the cache of results, written by the search (``sparse24.ops.tune.tune``
-through ``sparse24.tuning.autotune``) and read on every ``linear`` call by the lookup
-``sparse24.ops.configs.tuned``; it neither times nor picks configs.
+through ``sparse24.tuning.autotune``) and read by the lookup ``sparse24.ops.configs.tuned`` when
+``linear`` plans a problem; it neither times nor picks configs, and holds none of the op's memos
+(``on_change`` tells their owners when to forget them).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import os
 import re
 import tempfile
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -219,8 +220,6 @@ class TuningCache:
         # {(dtype, n, k): {m bucket: entry}}, so that an untuned shape costs one miss.
         self._entries: dict[tuple[str, str | None], dict[tuple, dict[int, CacheEntry]]] = {}
         self._shipped: list[tuple[Any, Any, str]] | None = None  # (capability, SM count, gpu)
-        # the op's answers per problem (sparse24.ops.configs.tuned): the one memo, emptied by put
-        self.answers: dict[tuple, Any] = {}
 
     def path_for(self, gpu: str, triton: str) -> Path:
         return self.directory / f"{slug(gpu)}__triton-{slug(triton)}.json"
@@ -258,7 +257,7 @@ class TuningCache:
         entry = dataclasses.replace(entry, config=validate_config(entry.config))
         mine = self._of(key.gpu, key.triton)
         mine.setdefault(key[2:5], {})[key.m_bucket] = entry  # first, so that an OSError keeps it
-        self.answers.clear()
+        changed()  # the next lookup must see it
         path = self.path_for(key.gpu, key.triton)
         path.parent.mkdir(parents=True, exist_ok=True)  # the lock file goes there too
         # Without the lock, a process writing between our read and our replace loses its entries.
@@ -277,6 +276,24 @@ def _index(entries: Iterable[CacheEntry]) -> dict[tuple, dict[int, CacheEntry]]:
     return index
 
 
+# Functions that forget what their owners memoized from the tuned configs (the op's lookups and
+# launch plans, sparse24.ops.configs and sparse24.ops.gemm): the memos stay with the op, and this
+# layer only says when they may be stale.
+_forgetters: list[Callable[[], None]] = []
+
+
+def on_change(forget: Callable[[], None]) -> Callable[[], None]:
+    """Have ``forget()`` called whenever the tuned configs may change: a ``put`` (on any cache),
+    or ``default_cache`` starting a new cache (``$SPARSE24_CACHE_DIR`` changed)."""
+    _forgetters.append(forget)
+    return forget
+
+
+def changed() -> None:
+    for forget in _forgetters:
+        forget()
+
+
 _default_cache: tuple[str | None, TuningCache] | None = None  # ($SPARSE24_CACHE_DIR, cache)
 
 
@@ -286,6 +303,7 @@ def default_cache() -> TuningCache:
     env = os.environ.get(CACHE_DIR_ENV)  # compared as text: no Path built on every GEMM call
     if _default_cache is None or _default_cache[0] != env:
         _default_cache = (env, TuningCache())
+        changed()
     return _default_cache[1]
 
 

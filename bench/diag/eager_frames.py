@@ -1,0 +1,71 @@
+"""Python frames of sparse24's own modules in a repeated eager linear() call, on a CPU.
+
+The code-shape half of the host time that bench/overhead.py measures on a GPU: which of our
+functions one call of ``sparse24.ops.linear`` enters once its problem has been seen (the second
+call), with the kernel launch stubbed, so it runs without a GPU and without the Triton
+interpreter (TRITON_INTERPRET unset, ``gemm.use_triton`` pretending the kernels run). ``--stub
+kernel`` stubs the CachedLaunch objects (the family's launcher still runs, as on a GPU);
+``--stub family`` stubs the dot family's whole launch.
+
+    python -m bench.diag.eager_frames [--stub kernel|family]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def frames_of(fn) -> list[tuple[str, str]]:
+    """(module, function) of each sparse24 frame one call of fn enters."""
+    seen = []
+
+    def tracer(frame, event, arg):
+        if event == "call" and frame.f_globals.get("__name__", "").startswith("sparse24"):
+            seen.append((frame.f_globals["__name__"], frame.f_code.co_name))
+
+    sys.setprofile(tracer)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return seen
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stub", choices=("kernel", "family"), default="kernel")
+    args = parser.parse_args()
+    os.environ.pop("TRITON_INTERPRET", None)  # before any kernel module is imported
+    import torch
+
+    import sparse24.ops as ops
+    from sparse24.ops import gemm
+    from sparse24.ops.families import FAMILIES, _splitk, dot
+
+    def stub(*args, **kwargs):
+        return None
+
+    gemm.use_triton = lambda t: True
+    if args.stub == "kernel":
+        dot._dot_launch = _splitk._reduce_launch = stub
+    else:
+        dot.launch = stub
+    values, meta = ops.compress(ops.prune_24(torch.randn(128, 256, dtype=torch.float16)))
+    x = torch.randn(5, 256, dtype=torch.float16)
+    bias = torch.randn(128, dtype=torch.float16)
+    with torch.no_grad():
+        for label, call in (("no bias", lambda: ops.linear(x, values, meta)),
+                            ("bias", lambda: ops.linear(x, values, meta, bias))):
+            call()  # the first call of a problem plans it
+            frames = frames_of(call)
+            plan = gemm._plans[(5, 128, 256, torch.float16, x.device)]
+            assert FAMILIES[plan[1]["family"]] is dot
+            print(f"{label}: {len(frames)} frames of sparse24 in the second call "
+                  f"(stub: {args.stub}): {' '.join(name for _, name in frames)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

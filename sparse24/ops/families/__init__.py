@@ -1,0 +1,44 @@
+"""The kernel families of sparse24.ops.linear, each behind one interface; ``FAMILIES`` maps a
+config's "family" to it, so dispatch is a table look-up and a new family (Blackwell's, say) is
+one new module here, one entry below, and its place in ``gemm.heuristic_config``'s rule.
+
+The interface, as module-level names:
+- ``NAME``: the "family" value of its configs;
+- ``FIELDS``: the config fields its launcher reads (``configs.well_formed`` wants them);
+- ``CHOICES`` (optional): {optional field: its allowed values};
+- ``candidates(m, n, k) -> list[dict]``: the configs worth timing (the tuner's search space);
+- ``heuristic(m, n, k, sms) -> dict``: a config without tuning; ``sms``, the SM count (1 off
+  CUDA), is passed in, so it is a pure function of ints;
+- ``fits(config, n, k) -> bool``: whether a config (a cached one, say) can serve an [n, k] weight;
+- ``launch(x2, values, meta, bias, y, activation, cfg) -> None``: y = act(x2 @ W^T + bias).
+
+mma.py and dot.py are families; _splitk.py is what they share. The sm90 family lives in
+sparse24/ops/wgmma.py beside its asm and shared-memory offset checks; ``wgmma_family`` below
+gives it the same interface.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from sparse24.ops import wgmma
+from sparse24.ops.families import dot, mma
+
+
+def _any_shape(config: dict, n: int, k: int) -> bool:
+    return True  # TMA and clamped metadata reads take any packable [n, k]
+
+
+wgmma_family = SimpleNamespace(
+    NAME="wgmma",
+    FIELDS=("BT", "STAGES", "GROUP"),
+    CHOICES={"ASM_LOOP": (0, *wgmma.ASM_LOOP_VALUES)},
+    candidates=wgmma.candidates,
+    heuristic=wgmma.heuristic_config,
+    fits=_any_shape,
+    launch=wgmma.launch,
+)
+
+FAMILIES = {"mma": mma, "dot": dot, "wgmma": wgmma_family}
+
+__all__ = ["FAMILIES", "dot", "mma", "wgmma_family"]

@@ -1,0 +1,40 @@
+"""What the mma and dot families share: split-K sizing, the float32 workspace of partial sums, and
+the launch of the kernel that reduces them (sparse24/kernels/sparse_dot.py)."""
+
+from __future__ import annotations
+
+import torch
+
+from sparse24.kernels.sparse_dot import _splitk_reduce_kernel
+from sparse24.ops.triton_internals import CachedLaunch
+
+_reduce_launch = CachedLaunch(_splitk_reduce_kernel)
+
+
+def cdiv(a: int, b: int) -> int:
+    # plain ints: triton.cdiv is a constexpr function, ~5 us per call on the host (cProfile, H100)
+    return -(-a // b)
+
+
+def split_k(cfg: dict, k: int) -> tuple[int, int]:
+    """(splits, chunks per split) for a config's SPLIT_K: no split is left empty (K = 768 is 12
+    chunks of 64: SPLIT_K 8 gives 6 splits of 2)."""
+    chunks = k // 64
+    # cdiv spelled out: this runs on every launch, and each call of ours is a Python frame
+    per_split = -(-chunks // min(cfg.get("SPLIT_K", 1), chunks))
+    return -(-chunks // per_split), per_split
+
+
+def workspace(splits: int, y: torch.Tensor) -> torch.Tensor:
+    """The float32 partial sums [splits, M, N] of a split launch (unsplit, the kernel writes y)."""
+    return torch.empty((splits, y.shape[0], y.shape[1]), dtype=torch.float32, device=y.device)
+
+
+def reduce(partial, bias, y, activation: int, splits: int) -> None:
+    """y = act(sum of the splits' partials + bias), after a split launch."""
+    m, n = y.shape
+    block = 1024
+    _reduce_launch(
+        (cdiv(m * n, block), 1, 1), (partial, bias if bias is not None else y, y, m, n, y.stride(0)),
+        (splits, block, bias is not None, activation), num_warps=4, num_stages=1,
+    )

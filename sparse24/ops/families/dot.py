@@ -1,0 +1,74 @@
+"""The "dot" family: unpack the 2:4 weight in registers and multiply with tl.dot
+(sparse24/kernels/sparse_dot.py), with split-K, for few tokens, where moving the weight dominates
+(the packed weight is 9/16 of the dense bytes), and for N not a multiple of 64 (the mma family's
+feature blocks). It is the family the Triton interpreter can run (inline asm cannot), so the CPU
+runs it and CPU tests exercise it.
+
+A config tiles [BLOCK_M tokens x BLOCK_N features] per program: {"family": "dot", "BLOCK_M",
+"BLOCK_N", "SPLIT_K", "num_warps", "num_stages"}.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from sparse24.kernels.sparse_dot import _sparse_dot_kernel
+from sparse24.ops.families._splitk import cdiv, reduce, split_k, workspace
+from sparse24.ops.triton_internals import CachedLaunch
+
+NAME = "dot"
+FIELDS = ("BLOCK_M", "BLOCK_N", "SPLIT_K", "num_warps", "num_stages")
+
+
+def candidates(m: int, n: int, k: int) -> list[dict]:
+    """Every dot config worth timing for [m, k] x [n, k]^T."""
+    configs = []
+    chunks = k // 64
+    for block_m, block_n, split, stages in itertools.product((16, 32, 64), (32, 64, 128),
+                                                             (1, 2, 4, 8, 16), (2, 3, 4)):
+        if n % block_n or split > chunks or block_m > max(16, 2 * m):
+            continue
+        if split > 1 and m > 256:  # the fp32 workspace would cost more than it saves
+            continue
+        configs.append({"family": "dot", "BLOCK_M": block_m, "BLOCK_N": block_n,
+                        "SPLIT_K": split, "num_warps": 4, "num_stages": stages})
+    return configs
+
+
+def heuristic(m: int, n: int, k: int, sms: int) -> dict:
+    """A config without tuning: the widest feature block dividing N, 16/32/64 tokens; up to 32
+    tokens, K split so that about two programs per SM stream the weight (sms: 1 on the CPU)."""
+    block_n = next(b for b in (128, 64, 32, 16) if n % b == 0)
+    block_m = 16 if m <= 16 else 32 if m <= 32 else 64
+    split = 1
+    if m <= 32:
+        programs = max(1, (n // block_n) * cdiv(m, block_m))
+        split = max(1, min(k // 64 // 4, cdiv(2 * sms, programs)))
+    return {"family": "dot", "BLOCK_M": block_m, "BLOCK_N": block_n, "SPLIT_K": split,
+            "num_warps": 4, "num_stages": 3}
+
+
+def fits(config: dict, n: int, k: int) -> bool:
+    """Whole feature blocks, and no more splits than 64-wide chunks of K."""
+    return n % config["BLOCK_N"] == 0 and config.get("SPLIT_K", 1) <= k // 64
+
+
+_dot_launch = CachedLaunch(_sparse_dot_kernel)
+
+
+def launch(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
+    """y[M, N] = act(x2 @ W^T + bias); x2 [M, K] with unit stride along K."""
+    m, k = x2.shape
+    n = values.shape[0]
+    splits, _ = split_k(cfg, k)
+    partial = y if splits == 1 else workspace(splits, y)  # unsplit: straight into y
+    grid = (n // cfg["BLOCK_N"], -(-m // cfg["BLOCK_M"]), splits)
+    _dot_launch(
+        grid,
+        (x2, values, meta, bias if bias is not None else y, y, partial,
+         m, n, k, x2.stride(0), y.stride(0)),
+        (cfg["BLOCK_M"], cfg["BLOCK_N"], splits, bias is not None, activation, not x2.is_cuda),
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+    )
+    if splits > 1:
+        reduce(partial, bias, y, activation, splits)

@@ -1,0 +1,105 @@
+"""The "mma" family: the sparse tensor cores through the sm80 instruction (mma.sp, inline asm in
+sparse24/kernels/sparse_mma.py). On sm80-sm89 it serves every token count; on sm90 the few-token
+calls (up to gemm.MMA_MAX_TOKENS_SM90), where split-K streams the weight. It needs a GPU.
+
+A config tiles [BLOCK_F features x BLOCK_T tokens] per program: {"family": "mma", "BLOCK_F",
+"BLOCK_T", "GROUP_T": token blocks per feature block in the tile order, "PREFETCH": chunks of K
+loaded ahead, "SPLIT_K", "A_TILE": how A is loaded (1: from coalesced tiles, the default),
+"num_warps", "num_stages"}.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from sparse24.kernels.sparse_mma import _sparse_mma_kernel
+from sparse24.ops.families._splitk import cdiv, reduce, split_k, workspace
+from sparse24.ops.triton_internals import CachedLaunch
+
+NAME = "mma"
+# What the launcher reads; configs tuned before split-K existed lack SPLIT_K and run unsplit, and
+# A_TILE is 1 where absent
+FIELDS = ("BLOCK_F", "BLOCK_T", "GROUP_T", "PREFETCH", "num_warps", "num_stages")
+
+# fp32 accumulator registers a thread (BLOCK_F * BLOCK_T / (32 * num_warps)) at most 128 of 255:
+# the A fragments and x tiles of two chunks (prefetch) must fit beside them
+_MAX_ACC_REGS = 128
+
+# split-K only where token blocks leave too few programs (16 x 4096 x 4096: 32 for 132 SMs)
+_SPLIT_MAX_M = 128
+
+
+def candidates(m: int, n: int, k: int) -> list[dict]:
+    """Every mma config worth timing for [m, k] x [n, k]^T."""
+    configs = []
+    for block_f, block_t, warps, prefetch in itertools.product((64, 128, 256), (16, 32, 64, 128),
+                                                               (4, 8), (1, 2)):
+        if n % block_f or block_t > max(16, 2 * m):
+            continue
+        if block_f * block_t // (32 * warps) > _MAX_ACC_REGS or block_f < 16 * warps:
+            continue
+        configs.append({"family": "mma", "BLOCK_F": block_f, "BLOCK_T": block_t, "GROUP_T": 8,
+                        "PREFETCH": prefetch, "SPLIT_K": 1, "num_warps": warps, "num_stages": 1})
+    if m <= _SPLIT_MAX_M:
+        for block_f, block_t, split in itertools.product((64, 128, 256), (16, 32), (2, 4, 8, 16)):
+            if n % block_f or block_t > max(16, 2 * m) or split > k // 64:
+                continue
+            configs.append({"family": "mma", "BLOCK_F": block_f, "BLOCK_T": block_t, "GROUP_T": 8,
+                            "PREFETCH": 1, "SPLIT_K": split, "num_warps": 4, "num_stages": 1})
+    return configs
+
+
+def heuristic(m: int, n: int, k: int, sms: int) -> dict:
+    """A config without tuning for N a multiple of 64, shaped after the H100 sweep in
+    bench/results/h100/gemm_variants.jsonl.
+
+    Up to 64 tokens (weight streaming): 128 (else 64) features x 16 (32 from 17 tokens) per
+    program and split-K, so that about four programs per SM stream the weight with at least 8
+    chunks of 64 columns each (the sweep's best at 16 x 4096 x 4096: 128 x 16, SPLIT_K 8; at
+    16 x 14336 x 4096: SPLIT_K 4; at 16 x 4096 x 11008: SPLIT_K 16). More tokens: 256 (else 128)
+    features x 32 tokens, 4 warps, register prefetch; 64 tokens with 8 warps from 16384 tokens on.
+    A_TILE 1 (A from coalesced tiles): equal or 2-9% faster than per-lane loads at each shape's
+    best split, 1-64 tokens on the LLM shapes (bench/results/h200/levers_8821ead.jsonl)."""
+    if m <= 64:
+        block_f = 128 if n % 128 == 0 else 64
+        block_t = 16 if m <= 16 else 32
+        # max(1, ...): m = 0 makes no programs (linear returns first; a bench or tool may ask)
+        programs = max(1, (n // block_f) * cdiv(m, block_t))
+        most = max(1, min(k // 64 // 8, 4 * sms // programs))
+        split = 1 << (most.bit_length() - 1)  # a power of two, at most `most`
+        return {"family": "mma", "BLOCK_F": block_f, "BLOCK_T": block_t, "GROUP_T": 8,
+                "PREFETCH": 1, "SPLIT_K": split, "A_TILE": 1, "num_warps": 4, "num_stages": 1}
+    block_f = next(b for b in (256, 128, 64) if n % b == 0)
+    big = m >= 16384 and block_f == 256
+    return {"family": "mma", "BLOCK_F": block_f, "BLOCK_T": 64 if big else 32, "GROUP_T": 8,
+            "PREFETCH": 1, "SPLIT_K": 1, "A_TILE": 1, "num_warps": 8 if big else 4, "num_stages": 1}
+
+
+def fits(config: dict, n: int, k: int) -> bool:
+    """Whole feature blocks, and no more splits than 64-wide chunks of K."""
+    return n % config["BLOCK_F"] == 0 and config.get("SPLIT_K", 1) <= k // 64
+
+
+_mma_launch = CachedLaunch(_sparse_mma_kernel)
+
+
+def launch(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
+    """y[M, N] = act(x2 @ W^T + bias); x2 [M, K] with unit stride along K and even row stride."""
+    m, k = x2.shape
+    n = values.shape[0]
+    splits, per_split = split_k(cfg, k)
+    partial = y if splits == 1 else workspace(splits, y)  # unsplit: straight into y
+    grid = (-(-m // cfg["BLOCK_T"]) * (n // cfg["BLOCK_F"]), splits, 1)
+    _mma_launch(
+        grid,
+        (x2.view(torch.int32), values.view(torch.int32), values.data_ptr(), meta.data_ptr(),
+         bias if bias is not None else y, y, partial, m, n, k, x2.stride(0) // 2, y.stride(0),
+         per_split),
+        (cfg["BLOCK_F"], cfg["BLOCK_T"], cfg["GROUP_T"], cfg["PREFETCH"], splits,
+         bias is not None, activation, x2.dtype == torch.bfloat16, cfg.get("A_TILE", 1)),
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+    )
+    if splits > 1:
+        reduce(partial, bias, y, activation, splits)

@@ -1,0 +1,265 @@
+"""The kernel families behind one interface (sparse24/ops/families), and linear's launch plans.
+
+Launch arguments, golden: the mma family cannot run here (inline asm) and neither family's
+compiled launch path runs without a GPU, so the launch objects are replaced by recorders and each
+family's launch is checked to pass exactly the grid, arguments, constexprs, warps and stages that
+the launchers passed before they moved out of gemm.py (the expected values below are written out
+from that code, and these tests passed against it first). Plans: made once per problem, emptied
+when the tuned configs change and when full; a repeated call enters few Python frames of ours.
+"""
+
+import inspect
+import sys
+
+import pytest
+import torch
+
+import sparse24.ops as ops
+from sparse24 import tuning
+from sparse24.activations import EPILOGUE_CODES
+from sparse24.ops import configs, gemm
+from sparse24.ops.families import FAMILIES, _splitk, dot, mma
+from sparse24.tuning import cache as cache_mod
+
+M, N, K = 5, 128, 256
+MMA = {"family": "mma", "BLOCK_F": 128, "BLOCK_T": 16, "GROUP_T": 8, "PREFETCH": 1, "SPLIT_K": 1,
+       "A_TILE": 1, "num_warps": 4, "num_stages": 1}
+DOT = {"family": "dot", "BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_K": 1, "num_warps": 4, "num_stages": 3}
+
+
+class Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, grid, args, constexprs, num_warps, num_stages):
+        self.calls.append((grid, args, constexprs, num_warps, num_stages))
+
+
+def same(value):
+    """A comparable form: tensors by address, shape, strides and dtype; anything else by value."""
+    if isinstance(value, torch.Tensor):
+        return ("tensor", value.data_ptr(), tuple(value.shape), value.stride(), value.dtype)
+    if isinstance(value, tuple):
+        return tuple(same(v) for v in value)
+    return type(value).__name__, value
+
+
+@pytest.fixture
+def recorders(monkeypatch):
+    found = {name: Recorder() for name in ("mma", "dot", "reduce")}
+    monkeypatch.setattr(mma, "_mma_launch", found["mma"])
+    monkeypatch.setattr(dot, "_dot_launch", found["dot"])
+    monkeypatch.setattr(_splitk, "_reduce_launch", found["reduce"])
+    return found
+
+
+def family_launch(name):
+    return FAMILIES[name].launch
+
+
+def problem(dtype, with_bias):
+    """x2 with rows wider than K (stride 320: the launches must pass strides, not K), a packed
+    weight, an optional float32 bias and the output."""
+    values, meta = ops.compress(ops.prune_24(torch.randn(N, K, dtype=dtype)))
+    x2 = torch.randn(M, 320, dtype=dtype)[:, :K]
+    bias = torch.randn(N) if with_bias else None
+    y = torch.empty(M, N, dtype=dtype)
+    return x2, values, meta, bias, y
+
+
+CASES = [  # (split K, dtype, bias, activation)
+    (1, torch.float16, False, None),
+    (4, torch.bfloat16, True, "gelu"),
+]
+
+
+@pytest.mark.parametrize("split_k, dtype, with_bias, activation", CASES)
+def test_mma_launch_arguments(recorders, split_k, dtype, with_bias, activation):
+    x2, values, meta, bias, y = problem(dtype, with_bias)
+    act = EPILOGUE_CODES[activation]
+    family_launch("mma")(x2, values, meta, bias, y, act, MMA | {"SPLIT_K": split_k})
+    [(grid, args, constexprs, warps, stages)] = recorders["mma"].calls
+    assert not recorders["dot"].calls
+    partial = args[6]
+    # K = 256 is 4 chunks of 64: SPLIT_K 4 is 4 splits of 1 chunk
+    assert grid == (1, split_k, 1)  # ceil(5 / 16) token blocks x 128 / 128 feature blocks
+    assert same(args) == same((
+        x2.view(torch.int32), values.view(torch.int32), values.data_ptr(), meta.data_ptr(),
+        bias if with_bias else y, y, partial, M, N, K, 160, N, 4 // split_k))
+    assert constexprs == (128, 16, 8, 1, split_k, with_bias, act, dtype == torch.bfloat16, 1)
+    assert (warps, stages) == (4, 1)
+    check_reduce(recorders, split_k, partial, bias, y, act)
+
+
+@pytest.mark.parametrize("split_k, dtype, with_bias, activation", [
+    (1, torch.float16, False, None), (2, torch.bfloat16, True, "relu")])
+def test_dot_launch_arguments(recorders, split_k, dtype, with_bias, activation):
+    x2, values, meta, bias, y = problem(dtype, with_bias)
+    act = EPILOGUE_CODES[activation]
+    family_launch("dot")(x2, values, meta, bias, y, act, DOT | {"SPLIT_K": split_k})
+    [(grid, args, constexprs, warps, stages)] = recorders["dot"].calls
+    assert not recorders["mma"].calls
+    partial = args[5]
+    assert grid == (N // 32, 1, split_k)
+    assert same(args) == same((x2, values, meta, bias if with_bias else y, y, partial,
+                               M, N, K, 320, N))
+    assert constexprs == (16, 32, split_k, with_bias, act, True)  # True: not on CUDA
+    assert (warps, stages) == (4, 3)
+    check_reduce(recorders, split_k, partial, bias, y, act)
+
+
+def check_reduce(recorders, split_k, partial, bias, y, act):
+    """Unsplit: the kernel writes y itself. Split: float32 partials [splits, M, N], then one
+    reduce launch over M * N elements in blocks of 1024 applies bias and activation."""
+    if split_k == 1:
+        assert partial is y and not recorders["reduce"].calls
+        return
+    assert partial.shape == (split_k, M, N) and partial.dtype == torch.float32
+    [(grid, args, constexprs, warps, stages)] = recorders["reduce"].calls
+    assert grid == (1, 1, 1)
+    assert same(args) == same((partial, bias if bias is not None else y, y, M, N, N))
+    assert constexprs == (split_k, 1024, bias is not None, act)
+    assert (warps, stages) == (4, 1)
+
+
+# --------------------------------------------------------------------------------- interface
+SHAPES = [(1, 768, 768), (16, 4096, 4096), (65, 3072, 768), (4096, 768, 3072)]
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_every_family_has_the_interface(name):
+    family = FAMILIES[name]
+    assert family.NAME == name
+    assert isinstance(family.FIELDS, tuple) and all(isinstance(f, str) for f in family.FIELDS)
+    interface = {"candidates": ["m", "n", "k"], "heuristic": ["m", "n", "k", "sms"],
+                 "fits": ["config", "n", "k"],
+                 "launch": ["x2", "values", "meta", "bias", "y", "activation", "cfg"]}
+    for function, params in interface.items():
+        found = inspect.signature(getattr(family, function)).parameters.values()
+        # a family may take more, optional, arguments (the tuner's or a bench's), never fewer
+        assert [p.name for p in found][:len(params)] == params, function
+        assert all(p.default is not p.empty for p in list(found)[len(params):]), function
+    for m, n, k in SHAPES:  # N a multiple of 64: every family takes these
+        for cfg in [family.heuristic(m, n, k, 132), *family.candidates(m, n, k)]:
+            assert cfg["family"] == name and configs.well_formed(cfg), cfg
+            assert family.fits(cfg, n, k) and gemm.config_fits(cfg, n, k), cfg
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_well_formed_wants_every_field_of_the_family(name):
+    cfg = FAMILIES[name].heuristic(16, 768, 768, 132)
+    assert configs.well_formed(cfg)
+    for field in FAMILIES[name].FIELDS:
+        assert not configs.well_formed({k: v for k, v in cfg.items() if k != field}), field
+        assert not configs.well_formed(cfg | {field: 0 if field != "PREFETCH" else -1}), field
+
+
+def test_dispatch_is_the_table(monkeypatch):
+    """run_config launches through FAMILIES[cfg["family"]], whatever the family."""
+    seen = []
+    fake = type("Family", (), {"launch": staticmethod(lambda *args: seen.append(args[-1]))})
+    monkeypatch.setitem(FAMILIES, "fake", fake)
+    x = torch.randn(3, 64, dtype=torch.float16)
+    values, meta = ops.compress(ops.prune_24(torch.randn(16, 64, dtype=torch.float16)))
+    cfg = {"family": "fake"}
+    y = gemm.run_config(x, values, meta, None, 0, cfg)
+    assert seen == [cfg] and y.shape == (3, 16)
+
+
+# ------------------------------------------------------------------------------------- plans
+DOT_64 = DOT | {"BLOCK_N": 64}
+
+
+@pytest.fixture
+def plans(monkeypatch, recorders):
+    """linear on the CPU with the kernels' launches recorded and a fresh plan table."""
+    monkeypatch.setattr(gemm, "_plans", {})
+    monkeypatch.setattr(gemm, "use_triton", lambda t: True)
+    return gemm._plans
+
+
+def packed(n=N, k=K):
+    return ops.compress(ops.prune_24(torch.randn(n, k, dtype=torch.float16)))
+
+
+def test_a_plan_is_made_once_per_problem(plans, recorders, monkeypatch):
+    values, meta = packed()
+    x = torch.randn(M, K, dtype=torch.float16)
+    asked = []
+    real = gemm.choose_config
+    monkeypatch.setattr(gemm, "choose_config", lambda *key: asked.append(key) or real(*key))
+    for _ in range(3):
+        ops.linear(x, values, meta)
+    ops.linear(x[:3], values, meta)  # another M: another plan
+    assert asked == [(M, N, K, torch.float16, x.device), (3, N, K, torch.float16, x.device)]
+    assert plans[asked[0]] == (dot.launch, gemm.heuristic_config(M, N, K, x.device))
+    assert len(recorders["dot"].calls) == 4
+
+
+@pytest.fixture
+def user_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(cache_mod.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(cache_mod, "_default_cache", None)
+    return tmp_path / "cache"
+
+
+def test_a_tuning_put_empties_the_plans(plans, recorders, monkeypatch, user_cache):
+    """A put (tune() storing its winner) empties the plans, so the next call asks choose_config
+    again and runs the new config. On the CPU the tuned lookup answers None, so choose_config
+    stands in for it here; tests/test_tune_wiring.py checks that it returns the tuned config."""
+    values, meta = packed()
+    x = torch.randn(M, K, dtype=torch.float16)
+    answer = {"cfg": DOT}
+    monkeypatch.setattr(gemm, "choose_config", lambda *key: answer["cfg"])
+    ops.linear(x, values, meta)
+    answer["cfg"] = DOT_64  # "tuned", not yet stored: the plan still holds
+    ops.linear(x, values, meta)
+    assert [call[0][0] for call in recorders["dot"].calls] == [N // 32, N // 32]
+    key = tuning.TuningKey("Fake GPU", tuning.triton_version(), "float16", N, K, 8)
+    tuning.default_cache().put(tuning.CacheEntry(key=key, config=DOT_64, ms=0.01))
+    assert plans == {}
+    ops.linear(x, values, meta)
+    assert recorders["dot"].calls[-1][0][0] == N // 64  # the new config's grid
+    # another cache directory is another set of tuned configs: replanned too
+    monkeypatch.setenv(cache_mod.CACHE_DIR_ENV, str(user_cache / "other"))
+    tuning.default_cache()
+    assert plans == {}
+
+
+def test_the_plans_stay_bounded(plans, monkeypatch):
+    monkeypatch.setattr(gemm, "_MAX_PLANS", 4)
+    values, meta = packed()
+    for m in range(1, 11):
+        ops.linear(torch.randn(m, K, dtype=torch.float16), values, meta)
+        assert 1 <= len(plans) <= 4
+        assert (m, N, K, torch.float16, torch.device("cpu")) in plans
+
+
+def sparse24_frames(fn) -> list[str]:
+    """The functions of sparse24 modules one call of fn enters (sys.setprofile)."""
+    seen = []
+
+    def tracer(frame, event, arg):
+        if event == "call" and frame.f_globals.get("__name__", "").startswith("sparse24"):
+            seen.append(frame.f_code.co_name)
+
+    sys.setprofile(tracer)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return seen
+
+
+def test_a_repeated_call_checks_looks_up_and_launches(plans):
+    """Code shape, not speed: the second call of a problem enters the input checks, the plan
+    look-up in _linear_impl and the family's launch (split_k: its one helper unsplit), and
+    nothing that chooses a config. 19 frames of ours before the plans (bench/NOTES.md,
+    2026-12-04)."""
+    values, meta = packed()
+    x = torch.randn(M, K, dtype=torch.float16)
+    with torch.no_grad():
+        ops.linear(x, values, meta)
+        frames = sparse24_frames(lambda: ops.linear(x, values, meta))
+    assert frames[0] == "linear" and frames[-3:] == ["_linear_impl", "launch", "split_k"], frames
+    assert len(frames) <= 11, frames
