@@ -10,11 +10,10 @@ op-side search ``sparse24.ops.tune.tune`` times; neither searches nor writes."""
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from sparse24 import tuning
+from sparse24.ops.device import device_info  # looked up as configs.device_info: tests fake it here
 from sparse24.ops.families import FAMILIES
 
 # Fields that must be powers of two (tile sizes, warps), whichever family reads them.
@@ -77,10 +76,3 @@ def tuned(m: int, n: int, k: int, dtype: torch.dtype, device: torch.device) -> d
         return _answers[memo]
     except Exception:  # noqa: BLE001 - a cache problem (or a warning made an error): heuristic
         return None
-
-
-@functools.cache
-def device_info(index: int) -> tuple[str, str, int]:
-    """(name, compute capability "9.0", SM count) of a CUDA device."""
-    props = torch.cuda.get_device_properties(index)
-    return props.name, f"{props.major}.{props.minor}", props.multi_processor_count

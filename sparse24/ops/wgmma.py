@@ -25,6 +25,7 @@ import functools
 import torch
 
 from sparse24.ops import triton_internals, wgmma_asm
+from sparse24.ops.device import device_info
 
 # Registers per thread after setmaxnreg: the two math warpgroups take 232, the loader warp's
 # warpgroup 40 (4 * 232 + 4 * 232 + 4 * 40 = 2016 <= 2048 = 65536 registers / 32 lanes).
@@ -89,9 +90,8 @@ def supported(device_index: int) -> bool:
     return torch.cuda.is_available() and torch.cuda.get_device_capability(device_index) == (9, 0)
 
 
-@functools.lru_cache(maxsize=None)
 def _sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
+    return device_info(device_index)[2]  # memoized there, the one source gemm's heuristic reads too
 
 
 @functools.lru_cache(maxsize=None)
