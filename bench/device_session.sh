@@ -2,7 +2,7 @@
 # The GPU-machine runs behind bench/results/h200 (one call each, stages chosen by argument):
 #   bash bench/device_session.sh OUT_DIR tests gemm16      # GPU suite, then the fp16 GEMM table
 #   bash bench/device_session.sh OUT_DIR gemmbf16 bert bertprofile bertbf16 overhead pack profile
-#   bash bench/device_session.sh OUT_DIR asmloop   # the sm90 asm k-loop (ASM_LOOP): GPU checks, then its A/B (bench.gemm_variants --asm-loop)
+#   bash bench/device_session.sh OUT_DIR asmloop   # the sm90 asm k-loop (ASM_LOOP) and split-K (SPLIT_K): GPU checks, then their A/Bs (bench.gemm_variants --asm-loop / --split-k)
 #   bash bench/device_session.sh OUT_DIR llm     # the Llama-8B-shaped decoder (python3 -m bench.llm)
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
 #   bash bench/device_session.sh OUT_DIR levers                  # the finished lever A/B runs (bench/investigations)
@@ -27,7 +27,10 @@ for stage in "$@"; do
              >"$out/pytest_wgmma_asm_loop.txt" 2>&1; tail -8 "$out/pytest_wgmma_asm_loop.txt"
              timeout 280 python3 -m bench.gemm_variants --family wgmma --asm-loop --mode graph --top 4 \
              --shapes 24576x3072x768,6144x768x768,6144x768x3072,4096x4096x4096,4096x14336x4096,8192x8192x8192 \
-             --out "$out/gemm_variants_asm_loop.jsonl" 2>&1 | tail -40 ;;  # the ASM_LOOP lever: check, then A/B
+             --out "$out/gemm_variants_asm_loop.jsonl" 2>&1 | tail -40  # the ASM_LOOP lever: check, then A/B
+             timeout 200 python3 -m bench.gemm_variants --family wgmma --split-k --mode graph --top 4 \
+             --shapes 384x3072x768,384x768x3072,1000x4096x4096,512x4096x14336,6144x768x768,6144x768x3072 \
+             --out "$out/gemm_variants_split_k.jsonl" 2>&1 | tail -30 ;;  # the SPLIT_K lever, few-tile shapes
     gemm16) mkdir -p "$out/fp16"; timeout 280 python3 -m bench.gemm --out-dir "$out/fp16" 2>&1 | tail -45 ;;
     gemmbf16) mkdir -p "$out/bf16"; timeout 150 python3 -m bench.gemm --dtype bfloat16 --modes graph \
              --no-plot --out-dir "$out/bf16" 2>&1 | tail -30 ;;

@@ -8,13 +8,14 @@ python -m bench.make_defaults.
 
     python -m bench.gemm_variants [--shapes 24576x3072x768,...] [--family mma|dot|wgmma]
                                   [--top 5] [--mode eager|graph] [--min-tile-tokens 128]
-                                  [--asm-loop]
+                                  [--asm-loop] [--split-k]
 
 --asm-loop adds, beside each sm90 config, its forms with the whole k-loop in one asm statement
 (ASM_LOOP 1, 2, 4: wgmma groups kept in flight, drained every 1, 2 or 4 k-blocks;
 sparse24/ops/wgmma_asm.py), and the summary gives the best of each form: ASM_LOOP 1 against the
 Gluon loop is the asm loop's own cost or gain, 2 and 4 against 1 the groups in flight. Every form
-is checked before it is timed.
+is checked before it is timed. --split-k adds the sm90 configs that split K (SPLIT_K 2, 4, 8, where
+the tiles are fewer than two waves): the A/B of split-K for few-tile shapes.
 
 eager: do_bench, L2 flushed before each call; the time includes any host gap between the two
 launches of a split-K config (its reduction). graph: the calls captured in a CUDA graph, operands
@@ -47,6 +48,8 @@ def main() -> int:
     parser.add_argument("--family", choices=["mma", "dot", "wgmma", "all"], default="all")
     parser.add_argument("--asm-loop", action="store_true",
                         help="also time the sm90 configs' asm k-loop forms (ASM_LOOP 1, 2, 4)")
+    parser.add_argument("--split-k", action="store_true",
+                        help="also time the sm90 configs that split K (SPLIT_K 2, 4, 8)")
     parser.add_argument("--top", type=int, default=5)
     parser.add_argument("--min-tile-tokens", type=int, default=0,
                         help="skip configs whose token tile (BLOCK_M or BLOCK_T) is smaller")
@@ -88,8 +91,11 @@ def main() -> int:
                                                return_mode="median")
         flops = 2.0 * m * n * k
         side = gemm.uses_wgmma(m, device)
-        pool = (wgmma.candidates(m, n, k, asm_loops=(0, *wgmma.ASM_LOOPS)) if side and args.asm_loop
-                else configs.candidates(m, n, k, on_gpu=True, wgmma_side=side))
+        if side and (args.asm_loop or args.split_k):
+            pool = wgmma.candidates(m, n, k, asm_loops=(0, *wgmma.ASM_LOOPS) if args.asm_loop else (0,),
+                                    split_ks=(1, *wgmma.SPLIT_KS) if args.split_k else (1,))
+        else:
+            pool = configs.candidates(m, n, k, on_gpu=True, wgmma_side=side)
         cands = [cfg for cfg in pool
                  if args.family in ("all", cfg["family"])
                  and cfg.get("BLOCK_M", cfg.get("BLOCK_T", cfg.get("BT"))) >= args.min_tile_tokens]
@@ -126,19 +132,21 @@ def main() -> int:
             print("   FAILED", r["cfg"], r["error"], flush=True)
         for r in ok[: args.top]:
             print(f"   {dense_ms / r['ms']:.2f}x  {r['ms'] * 1e3:8.1f} us  {flops / r['ms'] / 1e9:6.0f} TFLOP/s  {r['cfg']}", flush=True)
-        def best(family, asm_loop=None):
+        def best(family, asm_loop=None, split=False):
             return next((r for r in ok if r["cfg"]["family"] == family and (
-                asm_loop is None or r["cfg"].get("ASM_LOOP", 0) == asm_loop)), None)
+                asm_loop is None or r["cfg"].get("ASM_LOOP", 0) == asm_loop)
+                and (split is None or (r["cfg"].get("SPLIT_K", 1) > 1) == split)), None)
 
-        summary.append((shape, dense_ms, best("mma"), best("dot"), best("wgmma", 0),
-                        *(best("wgmma", d) for d in wgmma.ASM_LOOPS)))
+        summary.append((shape, dense_ms, best("mma", split=None), best("dot", split=None),
+                        best("wgmma", 0), *(best("wgmma", d) for d in wgmma.ASM_LOOPS),
+                        best("wgmma", split=True)))
 
     def cell(r, dense_ms):
         return "-" if r is None else f"{dense_ms / r['ms']:.2f}x ({r['ms'] * 1e3:.1f} us)"
 
     print("\n" + common.markdown_table(
         ["M x N x K", "cuBLAS us", "best mma.sp", "best dot", "best wgmma.sp",
-         *(f"best wgmma.sp ASM_LOOP {d}" for d in wgmma.ASM_LOOPS)],
+         *(f"best wgmma.sp ASM_LOOP {d}" for d in wgmma.ASM_LOOPS), "best wgmma.sp split-K"],
         [[shape, f"{dense_ms * 1e3:.1f}", *(cell(r, dense_ms) for r in bests)]
          for shape, dense_ms, *bests in summary]))
     print(f"appended to {args.out} (run {run_id})")

@@ -117,7 +117,8 @@ def check_reduce(recorders, split_k, partial, bias, y, act):
     assert partial.shape == (split_k, M, N) and partial.dtype == torch.float32
     [(grid, args, constexprs, warps, stages)] = recorders["reduce"].calls
     assert grid == (1, 1, 1)
-    assert same(args) == same((partial, bias if bias is not None else y, y, M, N, N))
+    # the split stride (elements between splits' partial sums) is M * N for these families
+    assert same(args) == same((partial, bias if bias is not None else y, y, M, N, N, M * N))
     assert constexprs == (split_k, 1024, bias is not None, act)
     assert (warps, stages) == (4, 1)
 
@@ -263,3 +264,73 @@ def test_a_repeated_call_checks_looks_up_and_launches(plans):
         frames = sparse24_frames(lambda: ops.linear(x, values, meta))
     assert frames[0] == "linear" and frames[-3:] == ["_linear_impl", "launch", "split_k"], frames
     assert len(frames) <= 11, frames
+
+
+def test_reduce_reads_splits_at_their_stride():
+    """The split-K reduction (run by the interpreter here) with a split stride larger than M * N,
+    as the sm90 family pads each split's rows to whole token tiles: the padding rows (NaN here)
+    are never read, and y = act(sum of the splits + bias)."""
+    import torch.nn.functional as F
+
+    m, n, rows, splits = 5, 64, 8, 3
+    partial = torch.full((splits, rows, n), float("nan"))
+    partial[:, :m] = torch.randn(splits, m, n)
+    bias = torch.randn(n)
+    y = torch.empty(m, n, dtype=torch.float16)
+    _splitk.reduce(partial, bias, y, EPILOGUE_CODES["relu"], splits, split_stride=rows * n)
+    expected = F.relu(partial[:, :m].sum(0) + bias)
+    assert torch.allclose(y.float(), expected, rtol=2e-3, atol=2e-3)
+
+
+def test_a_plan_chosen_while_the_tuned_configs_change_is_not_kept(plans, recorders, monkeypatch):
+    """Another thread's put between choosing and storing: the config chosen from the old
+    answers runs this once, but is not kept as the plan (the next call chooses again)."""
+    values, meta = packed()
+    x = torch.randn(M, K, dtype=torch.float16)
+    real = gemm.choose_config
+
+    def choose_while_a_put_lands(*key):
+        config = real(*key)
+        tuning.cache.changed()  # what a put does
+        return config
+
+    monkeypatch.setattr(gemm, "choose_config", choose_while_a_put_lands)
+    ops.linear(x, values, meta)
+    assert plans == {} and len(recorders["dot"].calls) == 1
+    monkeypatch.setattr(gemm, "choose_config", real)
+    ops.linear(x, values, meta)
+    assert list(plans) == [(M, N, K, torch.float16, x.device)]
+
+
+def test_a_tuned_answer_looked_up_while_the_configs_change_is_not_kept(monkeypatch):
+    """configs.tuned's memo follows the same rule as the plans."""
+    monkeypatch.setattr(configs, "_answers", {})
+    monkeypatch.setattr(configs, "device_info", lambda index: ("Fake GPU", "9.0", 132))
+
+    class Cache:
+        def lookup(self, key):
+            tuning.cache.changed()  # a put lands during the lookup
+            return None
+
+        def shipped_gpus(self, *gpu):
+            return []
+
+    monkeypatch.setattr(tuning, "default_cache", lambda: Cache())
+    assert configs.tuned(64, 256, 256, torch.float16, torch.device("cuda", 0)) is None
+    assert configs._answers == {}
+
+
+@pytest.mark.parametrize("config, runnable", [
+    ({"BT": 128, "STAGES": 4, "GROUP": 8}, True),
+    ({"BT": 128, "STAGES": 4, "GROUP": 8, "ASM_LOOP": 2}, True),
+    ({"BT": 32, "STAGES": 4, "GROUP": 8}, False),  # no m64n32 tile in the kernel
+    ({"BT": 128, "STAGES": 1, "GROUP": 8, "ASM_LOOP": 2}, False),  # the asm loop needs 2 stages
+    ({"BT": 64, "STAGES": 9, "GROUP": 8, "ASM_LOOP": 1}, False),  # ... and at most 8
+    ({"BT": 256, "STAGES": 3, "GROUP": 8}, False),  # 3 x 80 KB of rings: past 227 KB
+    ({"BT": 128, "STAGES": 4, "GROUP": 8, "SPLIT_K": 2}, False),  # float32 epilogue tiles too
+    ({"BT": 128, "STAGES": 3, "GROUP": 8, "SPLIT_K": 2}, True),
+])
+def test_a_tuned_sm90_config_that_cannot_run_is_not_well_formed(config, runnable):
+    """A tuned config read from a file is used only if the kernel can run it: otherwise the
+    heuristic serves (configs.tuned never raises, so linear must not either)."""
+    assert configs.well_formed({"family": "wgmma", **config}) is runnable

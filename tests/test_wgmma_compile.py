@@ -198,6 +198,8 @@ def compile_in_child(cfg, dtype, activation) -> dict:
     ({"family": "wgmma", "BT": 128, "STAGES": 3, "GROUP": 8, "ASM_LOOP": 4}, "bfloat16", 1),
     ({"family": "wgmma", "BT": 128, "STAGES": 4, "GROUP": 8, "ASM_LOOP": 4}, "float16", 2),
     ({"family": "wgmma", "BT": 64, "STAGES": 6, "GROUP": 8, "ASM_LOOP": 1}, "float16", 0),
+    ({"family": "wgmma", "BT": 128, "STAGES": 3, "GROUP": 8, "SPLIT_K": 4}, "float16", 2),
+    ({"family": "wgmma", "BT": 64, "STAGES": 5, "GROUP": 8, "SPLIT_K": 2, "ASM_LOOP": 2}, "bfloat16", 0),
 ])
 def test_kernel_compiles_for_sm90a_with_verified_offsets(cfg, dtype, activation):
     facts = compile_in_child(cfg, dtype, activation)
@@ -225,6 +227,10 @@ def test_kernel_compiles_for_sm90a_with_verified_offsets(cfg, dtype, activation)
     assert f"add.u32 sb0, sb0, {x_off};" in ptx
     assert f"add.u32 sa, sa, {a_off};" in ptx and f"add.u32 sa, sa, {a_off + 8192};" in ptx
     assert facts["shared"] <= wgmma.MAX_SHARED_BYTES
+    assert facts["shared"] <= wgmma.shared_bytes(cfg["BT"], cfg["STAGES"], cfg.get("SPLIT_K", 1) > 1)
+    if cfg.get("SPLIT_K", 1) > 1:  # float32 partial sums, stored unswizzled; no epilogue math
+        assert "cvt.rn.f16.f32" not in ptx and "cvt.rn.bf16.f32" not in ptx
+        assert "ex2.approx" not in ptx
     # warp specialization: 3 warpgroups (two math, one holding the loader warp)
     assert ".reqntid 384" in ptx
     # no spills, the GELU epilogue of the 128 x 256 tile included (libdevice's erf spilled 272
@@ -419,3 +425,41 @@ def test_constexprs_follow_the_kernel_signature(asm_loop):
     constexprs = wgmma._constexprs(cfg, "float16", True, 1, (0, 98304, 200000, 200032))
     assert _sparse_wgmma_kernel.arg_names[7:] == list(constexprs)
     assert constexprs["ASM_LOOP"] is bool(asm_loop)
+
+
+def test_split_k_launch_writes_padded_partials_then_reduces(monkeypatch):
+    """A SPLIT_K config: the kernel gets a float32 workspace of splits x (M rounded up to whole
+    token tiles) rows in unswizzled [BT, 64] boxes, no bias and no activation (the constexprs
+    say so), one program per work unit up to the SM count; then the shared split-K reduction
+    adds the splits up with the bias and activation, split s at s * rows * N elements."""
+    import torch
+
+    verified, launches, direct_calls = _fake_launch_path(monkeypatch)
+    reductions = []
+    monkeypatch.setattr(wgmma, "_reduce", lambda: lambda *a, **kw: reductions.append((a, kw)))
+    cfg = {"family": "wgmma", "BT": 128, "STAGES": 3, "GROUP": 8, "SPLIT_K": 4}
+    x, values, meta, y = _launch_operands()  # M 300, N 512, K 256: 2 k-blocks, 4 x 3 tiles
+    bias = torch.randn(512)
+    wgmma.launch(x, values, meta, bias, y, 2, cfg)
+    assert wgmma.splits_of(cfg, 256) == 2  # 2 k-blocks: SPLIT_K 4 leaves 2 splits of 1
+    [(grid, args, constexprs)] = launches
+    assert grid == (4 * 3 * 2, 1, 1)
+    partial = args[2].base
+    assert partial.dtype == torch.float32 and partial.shape == (2 * 384, 512)
+    assert args[2].block_shape == [128, 64] and args[2].layout == wgmma._partials_layout()
+    assert args[4] is y  # the bias pointer is unused: y stands in
+    named = dict(zip(wgmma._constexprs(cfg, "float16", False, 0, (4096, 0, 90000, 90032)), constexprs))
+    assert named["HAS_BIAS"] is False and named["ACTIVATION"] == 0 and named["SPLIT_K"] == 4
+    [((r_partial, r_bias, r_y, r_act, r_splits), kw)] = reductions
+    assert r_partial is partial and r_bias is bias and r_y is y and (r_act, r_splits) == (2, 2)
+    assert kw == {"split_stride": 384 * 512}
+
+
+def test_split_k_candidates_only_for_few_tiles():
+    few = wgmma.candidates(384, 768, 768, split_ks=(1, *wgmma.SPLIT_KS))
+    assert {c.get("SPLIT_K", 1) for c in few} == {1, 2, 4}  # 6 k-blocks: 8 splits would idle
+    assert all(wgmma.shared_bytes(c["BT"], c["STAGES"], c.get("SPLIT_K", 1) > 1)
+               <= wgmma.MAX_SHARED_BYTES for c in few)
+    many = wgmma.candidates(24576, 3072, 768, split_ks=(1, *wgmma.SPLIT_KS))
+    assert all("SPLIT_K" not in c for c in many)  # 2304+ tiles: no split
+    assert all("SPLIT_K" not in c for c in wgmma.candidates(384, 768, 768))

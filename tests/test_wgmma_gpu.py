@@ -1,5 +1,5 @@
 """The sm90 family (wgmma.sp, Gluon) on a Hopper GPU: every candidate config in both mainloop forms
-(the Gluon k-loop, and the asm k-loop of each ASM_LOOP), both dtypes, every epilogue, odd token counts, on the bench's weight
+(the Gluon k-loop, and the asm k-loop of each ASM_LOOP) and split of K, both dtypes, every epilogue, odd token counts, on the bench's weight
 shapes, against a float64 reference; outputs are poisoned with NaN first, so every element must
 be written. A deadlock of the asm k-loop's mbarrier bookkeeping would hang: run this file
 under ``timeout`` (bench/device_session.sh does)."""
@@ -41,8 +41,10 @@ def expected(x, w, bias, activation):
 
 @pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("cfg", wgmma.candidates(4096, 768, 768, asm_loops=(0, *wgmma.ASM_LOOPS)),
-                         ids=lambda c: f"BT{c['BT']}-S{c['STAGES']}-L{c.get('ASM_LOOP', 0)}")
+@pytest.mark.parametrize("cfg", wgmma.candidates(4096, 768, 768, asm_loops=(0, *wgmma.ASM_LOOPS),
+                                                 split_ks=(1, *wgmma.SPLIT_KS)),
+                         ids=lambda c: f"BT{c['BT']}-S{c['STAGES']}-L{c.get('ASM_LOOP', 0)}"
+                                       f"-K{c.get('SPLIT_K', 1)}")
 def test_every_config_every_epilogue(cfg, dtype):
     gen = torch.Generator(device="cuda").manual_seed(cfg["BT"] * 10 + cfg["STAGES"])
     failures = []

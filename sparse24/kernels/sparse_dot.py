@@ -64,14 +64,16 @@ def _sparse_dot_kernel(
 
 @triton.jit
 def _splitk_reduce_kernel(
-    partial_ptr, bias_ptr, y_ptr, M, N, stride_ym,
+    partial_ptr, bias_ptr, y_ptr, M, N, stride_ym, split_stride,
     SPLIT_K: tl.constexpr, BLOCK: tl.constexpr, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
 ):
+    """y = act(sum over splits of partial[split] + bias); split s's row-major [M, N] float32 sums
+    start split_stride elements after split s - 1's."""
     offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     inside = offsets < M * N
     acc = tl.zeros([BLOCK], dtype=tl.float32)
     for split in range(SPLIT_K):
-        acc += tl.load(partial_ptr + split * M * N + offsets, mask=inside, other=0.0)
+        acc += tl.load(partial_ptr + split * split_stride + offsets, mask=inside, other=0.0)
     row = offsets // N
     feature = offsets % N
     y = _epilogue(acc, bias_ptr, feature, HAS_BIAS, ACTIVATION)

@@ -56,12 +56,49 @@ def _tile_coords(tile, tiles_f, tiles_t, GROUP: gl.constexpr):
 
 
 @gluon.jit
+def _work_units(tiles_f, tiles_t, k_blocks, SPLIT_K: gl.constexpr):
+    """(work units, k-blocks per split). Unsplit, the units are the tiles. Split, no split is
+    left empty (as sparse24/ops/wgmma.py sizes the workspace): 6 k-blocks in SPLIT_K 4 are 3
+    splits of 2. Each partition computes them itself: arguments passed into warp_specialize
+    partitions change the unsplit kernel's code."""
+    if SPLIT_K == 1:
+        units = tiles_f * tiles_t
+        per_split = k_blocks
+    else:
+        per_split = gl.cdiv(k_blocks, SPLIT_K)
+        units = tiles_f * tiles_t * gl.cdiv(k_blocks, per_split)
+    return units, per_split
+
+
+@gluon.jit
+def _work_unit(unit, tiles_f, tiles_t, k_blocks, per_split, GROUP: gl.constexpr,
+               SPLIT_K: gl.constexpr):
+    """(feature tile, token tile, first k-block, end k-block, split) of work unit ``unit``.
+    Unsplit, a unit is a tile and covers every k-block. Split (SPLIT_K > 1: few tiles for the
+    SMs), unit = split * tiles + tile covers the split's ``per_split`` k-blocks."""
+    if SPLIT_K == 1:
+        pid_f, pid_t = _tile_coords(unit, tiles_f, tiles_t, GROUP)
+        kb_first = 0
+        kb_end = k_blocks
+        split = 0
+    else:
+        tiles = tiles_f * tiles_t
+        split = unit // tiles
+        pid_f, pid_t = _tile_coords(unit % tiles, tiles_f, tiles_t, GROUP)
+        kb_first = split * per_split
+        kb_end = gl.minimum(kb_first + per_split, k_blocks)
+    return pid_f, pid_t, kb_first, kb_end, split
+
+
+@gluon.jit
 def _loader(a_desc, x_desc, a_ring, x_ring, full, empty, tiles_f, tiles_t, k_blocks,
-            BT: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr):
+            BT: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr, SPLIT_K: gl.constexpr):
+    units, per_split = _work_units(tiles_f, tiles_t, k_blocks, SPLIT_K)
     step = 0
-    for tile in range(gl.program_id(0), tiles_f * tiles_t, gl.num_programs(0)):
-        pid_f, pid_t = _tile_coords(tile, tiles_f, tiles_t, GROUP)
-        for kb in range(k_blocks):
+    for unit in range(gl.program_id(0), units, gl.num_programs(0)):
+        pid_f, pid_t, kb_first, kb_end, split = _work_unit(unit, tiles_f, tiles_t, k_blocks,
+                                                           per_split, GROUP, SPLIT_K)
+        for kb in range(kb_first, kb_end):
             s = step % STAGES
             # the first pass over the ring waits for the phase before init, which has completed
             mbarrier.wait(empty.index(s), ((step // STAGES) & 1) ^ 1)
@@ -112,7 +149,8 @@ def _math_warpgroup(meta_addr, bias_ptr, y_desc, y_smem, full, empty, N, K, tile
                     k_blocks, WARPGROUP: gl.constexpr, MMA_ASM: gl.constexpr,
                     MMA_CON: gl.constexpr, META_ASM: gl.constexpr, META_CON: gl.constexpr,
                     BT: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr,
-                    HAS_BIAS: gl.constexpr, ACTIVATION: gl.constexpr, ASM_LOOP: gl.constexpr):
+                    HAS_BIAS: gl.constexpr, ACTIVATION: gl.constexpr, ASM_LOOP: gl.constexpr,
+                    SPLIT_K: gl.constexpr):
     P: gl.constexpr = BT // 2
     acc_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BT, 16])
@@ -125,9 +163,11 @@ def _math_warpgroup(meta_addr, bias_ptr, y_desc, y_smem, full, empty, N, K, tile
     odd_chunk = (n % 2)[None, :]
     chunks = K // 64
     stage_zero = gl.zeros([64, BT], gl.int32, layout=acc_layout)
+    units, per_split = _work_units(tiles_f, tiles_t, k_blocks, SPLIT_K)
     step = 0
-    for tile in range(gl.program_id(0), tiles_f * tiles_t, gl.num_programs(0)):
-        pid_f, pid_t = _tile_coords(tile, tiles_f, tiles_t, GROUP)
+    for unit in range(gl.program_id(0), units, gl.num_programs(0)):
+        pid_f, pid_t, kb_first, kb_end, split = _work_unit(unit, tiles_f, tiles_t, k_blocks,
+                                                           per_split, GROUP, SPLIT_K)
         first_feature = pid_f * 128 + WARPGROUP * 64
         band = gl.minimum(first_feature // 16 + f // 16, N // 16 - 1).to(gl.int64)[:, None]
         row_words = (band * chunks) * 32 + lane
@@ -135,17 +175,26 @@ def _math_warpgroup(meta_addr, bias_ptr, y_desc, y_smem, full, empty, N, K, tile
         if ASM_LOOP:
             # the whole k-loop in one asm statement (waits, wgmmas, releases, metadata loads),
             # which keeps wgmma groups in flight: ptxas allows that only within one statement
-            acc = gl.inline_asm_elementwise(
-                MMA_ASM, MMA_CON, [acc, meta_addr + row_words * 4, stage_zero + step,
-                                   stage_zero + chunks],
-                dtype=gl.float32, is_pure=False, pack=P)
-            step += k_blocks
+            if SPLIT_K == 1:
+                acc = gl.inline_asm_elementwise(
+                    MMA_ASM, MMA_CON, [acc, meta_addr + row_words * 4, stage_zero + step,
+                                       stage_zero + chunks],
+                    dtype=gl.float32, is_pure=False, pack=P)
+            else:
+                # the split's chunks: its first is chunk 2 * kb_first, and the asm clamps to its
+                # last (the weight's last where the split ends at K)
+                split_chunks = gl.minimum(chunks - 2 * kb_first, 2 * (kb_end - kb_first))
+                acc = gl.inline_asm_elementwise(
+                    MMA_ASM, MMA_CON, [acc, meta_addr + (row_words + 64 * kb_first) * 4,
+                                       stage_zero + step, stage_zero + split_chunks],
+                    dtype=gl.float32, is_pure=False, pack=P)
+            step += kb_end - kb_first
         else:
-            chunk = gl.minimum(odd_chunk, chunks - 1)
+            chunk = gl.minimum(2 * kb_first + odd_chunk, chunks - 1)
             meta = gl.inline_asm_elementwise(META_ASM, META_CON,
                                              [meta_addr + (row_words + chunk * 32) * 4],
                                              dtype=gl.int32, is_pure=False, pack=P)
-            for kb in range(k_blocks):
+            for kb in range(kb_first, kb_end):
                 # the next k-block's metadata is in flight during this one's wgmmas
                 chunk = gl.minimum(2 * (kb + 1) + odd_chunk, chunks - 1)
                 meta_next = gl.inline_asm_elementwise(
@@ -159,15 +208,23 @@ def _math_warpgroup(meta_addr, bias_ptr, y_desc, y_smem, full, empty, N, K, tile
                 meta = meta_next
                 step += 1
 
-        features = first_feature + f
-        if HAS_BIAS:
-            bias = gl.load(bias_ptr + features, mask=features < N, other=0.0)
-            acc = acc + bias.to(gl.float32)[:, None]
-        out = _activate(acc, ACTIVATION).to(y_desc.dtype)
+        if SPLIT_K == 1:
+            features = first_feature + f
+            if HAS_BIAS:
+                bias = gl.load(bias_ptr + features, mask=features < N, other=0.0)
+                acc = acc + bias.to(gl.float32)[:, None]
+            out = _activate(acc, ACTIVATION).to(y_desc.dtype)
+            row = pid_t * BT
+        else:
+            # the split's float32 partial sums; bias and activation come after the reduction.
+            # Each split's rows are padded to whole token tiles, so a tile never writes into
+            # the next split's rows.
+            out = acc
+            row = (split * tiles_t + pid_t) * BT
         tma.store_wait(0)  # the previous tile's store has left y_smem
         y_smem.store(gl.permute(out, [1, 0]))
         fence_async_shared()
-        tma_store(y_desc, [pid_t * BT, first_feature], y_smem)
+        tma_store(y_desc, [row, first_feature], y_smem)
     tma.store_wait(0)
 
 
@@ -178,7 +235,7 @@ def _sparse_wgmma_kernel(
     META_ASM: gl.constexpr, META_CON: gl.constexpr,
     BT: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr,
     HAS_BIAS: gl.constexpr, ACTIVATION: gl.constexpr, ASM_LOOP: gl.constexpr,
-    LOADER_REGS: gl.constexpr, MATH_REGS: gl.constexpr,
+    SPLIT_K: gl.constexpr, LOADER_REGS: gl.constexpr, MATH_REGS: gl.constexpr,
 ):
     """a_desc: values [N, K/2] in [128, 64] boxes; x_desc: x [M, K] in [BT, 64] boxes; y_desc: y
     [M, N] in [BT, 64] boxes; meta_addr: the metadata's device address (int64). Launch with
@@ -203,10 +260,10 @@ def _sparse_wgmma_kernel(
     gl.warp_specialize([
         (_math_warpgroup, (meta_addr, bias_ptr, y_desc, y_smem_0, ring_full, ring_empty, N, K, tiles_f,
                            tiles_t, k_blocks, 0, MMA_ASM_0, MMA_CON, META_ASM, META_CON, BT,
-                           STAGES, GROUP, HAS_BIAS, ACTIVATION, ASM_LOOP)),
+                           STAGES, GROUP, HAS_BIAS, ACTIVATION, ASM_LOOP, SPLIT_K)),
         (_math_warpgroup, (meta_addr, bias_ptr, y_desc, y_smem_1, ring_full, ring_empty, N, K, tiles_f,
                            tiles_t, k_blocks, 1, MMA_ASM_1, MMA_CON, META_ASM, META_CON, BT,
-                           STAGES, GROUP, HAS_BIAS, ACTIVATION, ASM_LOOP)),
+                           STAGES, GROUP, HAS_BIAS, ACTIVATION, ASM_LOOP, SPLIT_K)),
         (_loader, (a_desc, x_desc, operand_ring_a, operand_ring_x, ring_full, ring_empty, tiles_f, tiles_t,
-                   k_blocks, BT, STAGES, GROUP)),
+                   k_blocks, BT, STAGES, GROUP, SPLIT_K)),
     ], [4, 1], [MATH_REGS, LOADER_REGS])

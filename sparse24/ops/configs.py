@@ -45,8 +45,15 @@ def well_formed(config: dict) -> bool:
         if name in _POWERS_OF_TWO and value & (value - 1):
             return False
     # optional fields with a few allowed values (wgmma's ASM_LOOP)
-    return all(type(config[name]) is int and config[name] in allowed
-               for name, allowed in getattr(family, "CHOICES", {}).items() if name in config)
+    if not all(type(config[name]) is int and config[name] in allowed
+               for name, allowed in getattr(family, "CHOICES", {}).items() if name in config):
+        return False
+    # rules across fields (wgmma: stages the asm loop takes, shared memory)
+    return getattr(family, "valid", _any_config)(config)
+
+
+def _any_config(config: dict) -> bool:
+    return True
 
 
 # tuned's answers by (tuning cache, GPU, dtype, N, K, M bucket): without them a lookup took 9-13 us
@@ -66,13 +73,17 @@ def tuned(m: int, n: int, k: int, dtype: torch.dtype, device: torch.device) -> d
         cache = tuning.default_cache()
         gpu = device_info(torch.cuda.current_device() if device.index is None else device.index)
         memo = (cache, gpu, dtype, n, k, tuning.m_bucket(m))
-        if memo not in _answers:
+        answer = _answers.get(memo, _answers)  # _answers itself: not memoized yet
+        if answer is _answers:
+            generation = tuning.generation()
             key = tuning.TuningKey(gpu[0], tuning.triton_version(), tuning.dtype_name(dtype), n, k,
                                    memo[-1])
             entries = (cache.lookup(key._replace(gpu=name))
                        for name in (gpu[0], *cache.shipped_gpus(*gpu[1:])))
-            _answers[memo] = next((e.config for e in entries
-                                   if e is not None and well_formed(e.config)), None)
-        return _answers[memo]
+            answer = next((e.config for e in entries
+                           if e is not None and well_formed(e.config)), None)
+            if tuning.generation() == generation:  # no put (another thread's) meanwhile
+                _answers[memo] = answer
+        return answer
     except Exception:  # noqa: BLE001 - a cache problem (or a warning made an error): heuristic
         return None

@@ -110,8 +110,9 @@ def run_config(x2, values, meta, bias, activation: int, cfg: dict, out=None) -> 
 # 3 of its 19 Python frames on a CPU, bench/NOTES.md 2026-12-04). Exact M, not its bucket: the
 # heuristic sizes split-K and the wgmma grid by M. Emptied when the tuned configs change
 # (tuning.on_change: a put, so the next call runs a newly tuned config; a new cache directory,
-# noticed at the next lookup, i.e. the next new problem), and when full, so that token counts
-# without end (every sequence length of a server) cannot grow it without bound.
+# noticed when a new problem is planned or tuning.default_cache() is called: a planned problem
+# does not read $SPARSE24_CACHE_DIR again), and when full, so that token counts without end
+# (every sequence length of a server) cannot grow it without bound.
 _plans: dict[tuple, tuple] = {}
 _MAX_PLANS = 4096
 
@@ -124,8 +125,11 @@ def _forget_plans() -> None:
 def _plan(key: tuple) -> tuple:
     if len(_plans) >= _MAX_PLANS:
         _plans.clear()
+    generation = tuning.generation()
     cfg = choose_config(*key)
-    plan = _plans[key] = (FAMILIES[cfg["family"]].launch, cfg)
+    plan = (FAMILIES[cfg["family"]].launch, cfg)
+    if tuning.generation() == generation:  # no put (another thread's) while choosing
+        _plans[key] = plan
     return plan
 
 

@@ -36,9 +36,13 @@ LOADER_REGS = 40
 MAX_SHARED_BYTES = 232448
 
 
-def shared_bytes(bt: int, stages: int) -> int:
-    """Shared memory of one program: the A and x rings, two [bt, 64] epilogue tiles, barriers."""
-    return stages * (wgmma_asm.A_STAGE_BYTES + 2 * wgmma_asm.x_stage_bytes(bt)) + 2 * bt * 128 + 64
+def shared_bytes(bt: int, stages: int, split: bool = False) -> int:
+    """Shared memory of one program: the A and x rings, two [bt, 64] epilogue tiles (float32 for
+    split-K partial sums), barriers."""
+    epilogue = 2 * bt * 64 * (4 if split else 2)
+    # barriers and the allocator's padding: 200-232 bytes in the kernels compiled by
+    # tests/test_wgmma_compile.py (Triton 3.6 and 3.9)
+    return stages * (wgmma_asm.A_STAGE_BYTES + 2 * wgmma_asm.x_stage_bytes(bt)) + epilogue + 512
 
 
 # ASM_LOOP values the asm k-loop takes (k-blocks between drains), and those worth timing: drained
@@ -47,20 +51,47 @@ ASM_LOOP_VALUES = (1, 2, 4, 8)
 ASM_LOOPS = (1, 2, 4)
 
 
-def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,)) -> list[dict]:
+def runnable(cfg: dict) -> bool:
+    """Whether a well-formed sm90 config (positive int BT, STAGES, GROUP; ASM_LOOP one of its
+    values) can run: a token tile wgmma has, the asm k-loop's 2-8 stages, and shared memory
+    (a tuned config read from a file may ask for anything)."""
+    if cfg["BT"] not in (64, 128, 256):
+        return False
+    if cfg.get("ASM_LOOP", 0) and not 2 <= cfg["STAGES"] <= 8:
+        return False
+    return shared_bytes(cfg["BT"], cfg["STAGES"], cfg.get("SPLIT_K", 1) > 1) <= MAX_SHARED_BYTES
+
+
+# Split-K counts worth timing where tiles are few (SPLIT_K > 1 is not yet checked on a GPU).
+SPLIT_KS = (2, 4, 8)
+
+
+def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
+               split_ks: tuple[int, ...] = (1,)) -> list[dict]:
     """Every sm90 config worth timing for [m, k] x [n, k]^T, in each mainloop form of
-    ``asm_loops`` (0: the Gluon k-loop; D: the asm k-loop draining every D k-blocks, not yet
-    checked on a GPU)."""
+    ``asm_loops`` (0: the Gluon k-loop; D: the asm k-loop draining every D k-blocks) and each
+    split of K in ``split_ks`` (1: none; S: S splits of the k-blocks, float32 partial sums and a
+    reduction launch; only where there are fewer tiles than two waves of 132 SMs). Neither
+    ASM_LOOP nor SPLIT_K > 1 has been checked on a GPU yet: both are offered only on request."""
     configs = []
+    k_blocks = -(-k // 128)
     for bt in (64, 128, 256):
         if bt > max(64, 2 * m):
             continue
-        for stages in (2, 3, 4, 5, 6):
-            if shared_bytes(bt, stages) > MAX_SHARED_BYTES:
+        tiles = -(-n // 128) * -(-m // bt)
+        for split in split_ks:
+            if split > 1 and (split > k_blocks or tiles >= 2 * 132):
                 continue
-            for drain in asm_loops:
-                cfg = {"family": "wgmma", "BT": bt, "STAGES": stages, "GROUP": 8}
-                configs.append(cfg | {"ASM_LOOP": drain} if drain else cfg)
+            for stages in (2, 3, 4, 5, 6):
+                if shared_bytes(bt, stages, split > 1) > MAX_SHARED_BYTES:
+                    continue
+                for drain in asm_loops:
+                    cfg = {"family": "wgmma", "BT": bt, "STAGES": stages, "GROUP": 8}
+                    if drain:
+                        cfg["ASM_LOOP"] = drain
+                    if split > 1:
+                        cfg["SPLIT_K"] = split
+                    configs.append(cfg)
     return configs
 
 
@@ -101,17 +132,41 @@ def _nvmma_layout():
     return gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
 
 
+@functools.lru_cache(maxsize=None)
+def _partials_layout():
+    # float32 [bt, 64] boxes are 256 bytes a row, more than a 128-byte swizzle spans: unswizzled
+    from triton.experimental.gluon import language as gl
+
+    return gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=2)
+
+
+def splits_of(cfg: dict, k: int) -> int:
+    """Splits of a SPLIT_K config's k-blocks of 128, none left empty (the kernel's own rule)."""
+    k_blocks = -(-k // 128)
+    per_split = -(-k_blocks // cfg.get("SPLIT_K", 1))
+    return -(-k_blocks // per_split)
+
+
+@functools.lru_cache(maxsize=None)
+def _reduce():
+    # imported on first use: sparse24.ops.families imports this module
+    from sparse24.ops.families import _splitk
+
+    return _splitk.reduce
+
+
 class SharedMemoryOffsetError(RuntimeError):
     """Triton placed the operand rings where the asm does not look for them."""
 
 
 def _constexprs(cfg: dict, dtype: str, has_bias: bool, activation: int, offsets: tuple) -> dict:
     return _constexprs_cached(cfg["BT"], cfg["STAGES"], cfg["GROUP"], cfg.get("ASM_LOOP", 0),
-                              dtype, has_bias, activation, tuple(offsets))
+                              cfg.get("SPLIT_K", 1), dtype, has_bias, activation, tuple(offsets))
 
 
 @functools.lru_cache(maxsize=None)
-def _constexprs_cached(bt, stages, group, asm_loop, dtype, has_bias, activation, offsets) -> dict:
+def _constexprs_cached(bt, stages, group, asm_loop, split_k, dtype, has_bias, activation,
+                       offsets) -> dict:
     # memoized: the asm text is a few KB of string formatting, too slow to redo per call; the
     # order is the kernel's (CachedLaunch passes them positionally)
     a_off, x_off, full_off, empty_off = offsets
@@ -127,7 +182,7 @@ def _constexprs_cached(bt, stages, group, asm_loop, dtype, has_bias, activation,
         META_ASM=wgmma_asm.meta_asm(bt),
         META_CON=wgmma_asm.meta_constraints(bt),
         BT=bt, STAGES=stages, GROUP=group, HAS_BIAS=has_bias,
-        ACTIVATION=activation, ASM_LOOP=bool(asm_loop), LOADER_REGS=LOADER_REGS,
+        ACTIVATION=activation, ASM_LOOP=bool(asm_loop), SPLIT_K=split_k, LOADER_REGS=LOADER_REGS,
         MATH_REGS=MATH_REGS,
     )
 
@@ -167,7 +222,8 @@ def _cached_launch():
     return triton_internals.CachedLaunch(_sparse_wgmma_kernel)
 
 
-# (BT, STAGES, GROUP, ASM_LOOP, x dtype, bias dtype or None, ACTIVATION) -> the kernel's constexpr values,
+# (BT, STAGES, GROUP, ASM_LOOP, SPLIT_K, x dtype, bias dtype or None, ACTIVATION) -> the kernel's
+# constexpr values,
 # with the ring offsets verified on the compiled kernel (one look-up per call after the first)
 _plans: dict[tuple, tuple] = {}
 # (device, plan key, what Triton specializes meta_addr, the bias pointer, N and K on) -> the
@@ -180,27 +236,47 @@ _direct: dict[tuple, object] = {}
 def launch(x2: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias, y: torch.Tensor,
            activation: int, cfg: dict) -> None:
     """y[M, N] = act(x2 @ W^T + bias). x2 [M, K] with unit stride along K, 16-byte aligned rows
-    (the caller copies otherwise: TMA needs it); values [N, K/2] and y [M, N] contiguous."""
+    (the caller copies otherwise: TMA needs it); values [N, K/2] and y [M, N] contiguous.
+    SPLIT_K > 1: the kernel writes each split's float32 partial sums, each split's rows padded to
+    whole token tiles, and the split-K reduction of the mma and dot families adds them up with
+    the bias and activation."""
+    if cfg.get("SPLIT_K", 1) == 1:
+        _launch_kernel(x2, values, meta, bias, y, activation, cfg, 1, y)
+        return
+    m, k = x2.shape
+    n = values.shape[0]
+    splits = splits_of(cfg, k)
+    rows = -(-m // cfg["BT"]) * cfg["BT"]
+    partial = torch.empty((splits * rows, n), dtype=torch.float32, device=y.device)
+    _launch_kernel(x2, values, meta, None, partial, 0, cfg, splits, y)
+    _reduce()(partial, bias, y, activation, splits, split_stride=rows * n)
+
+
+def _launch_kernel(x2, values, meta, bias, out, activation: int, cfg: dict, splits: int,
+                   y) -> None:
+    """One launch: out is y, or the float32 partial sums of a SPLIT_K config (then bias is None
+    and activation 0: the reduction applies them); y stands in for the unused bias pointer."""
     m, k = x2.shape
     n = values.shape[0]
     bt = cfg["BT"]
     device = triton_internals.current_device()
-    grid0 = min(-(-n // 128) * -(-m // bt), _sm_count(device))
+    grid0 = min(-(-n // 128) * -(-m // bt) * splits, _sm_count(device))
     meta_addr = meta.data_ptr()
     bias_arg = y if bias is None else bias
-    plan_key = (bt, cfg["STAGES"], cfg["GROUP"], cfg.get("ASM_LOOP", 0), x2.dtype,
-                None if bias is None else bias.dtype, activation)
+    plan_key = (bt, cfg["STAGES"], cfg["GROUP"], cfg.get("ASM_LOOP", 0), cfg.get("SPLIT_K", 1),
+                x2.dtype, None if bias is None else bias.dtype, activation)
     spec = triton_internals.spec
     direct_key = (device, plan_key, spec(meta_addr), spec(bias_arg), spec(n), spec(k))
     direct = _direct.get(direct_key)
     if direct and triton_internals.direct_launch_allowed():
-        direct(grid0, triton_internals.current_stream(device), (values, x2, y),
+        direct(grid0, triton_internals.current_stream(device), (values, x2, out),
                (meta_addr, bias_arg, n, k), _plans[plan_key])
         return
     layout = _nvmma_layout()
+    out_layout = layout if out is y else _partials_layout()
     args = (triton_internals.tensor_descriptor(values, [128, 64], layout),
             triton_internals.tensor_descriptor(x2, [bt, 64], layout),
-            triton_internals.tensor_descriptor(y, [bt, 64], layout),
+            triton_internals.tensor_descriptor(out, [bt, 64], out_layout),
             meta_addr, bias_arg, n, k)
     constexprs = _plans.get(plan_key)
     grid = (grid0, 1, 1)
@@ -244,10 +320,14 @@ def compile_sm90(cfg: dict, dtype: str = "float16", has_bias: bool = True, activ
     elem = {"float16": "fp16", "bfloat16": "bf16"}[dtype]
     layout = _nvmma_layout()
 
-    def desc(rows):
-        return f"tensordesc<{elem}[{rows}, 64],{layout!r}>"
+    def desc(rows, element=elem, box_layout=layout):
+        return f"tensordesc<{element}[{rows}, 64],{box_layout!r}>"
 
-    signature = {"a_desc": desc(128), "x_desc": desc(cfg["BT"]), "y_desc": desc(cfg["BT"]),
+    y_desc = desc(cfg["BT"])
+    if cfg.get("SPLIT_K", 1) > 1:  # as launch runs it: float32 partials, no bias or activation
+        y_desc = desc(cfg["BT"], "fp32", _partials_layout())
+        has_bias, activation = False, 0
+    signature = {"a_desc": desc(128), "x_desc": desc(cfg["BT"]), "y_desc": y_desc,
                  "meta_addr": "i64", "bias_ptr": f"*{bias_dtype if has_bias else elem}",
                  "N": "i32", "K": "i32"}
     guess = guessed_offsets(cfg)

@@ -10,9 +10,9 @@ plans a problem."""
 from sparse24.tuning.autotune import NoValidConfigError, Rejected, TuneResult, autotune
 from sparse24.tuning.cache import (CacheEntry, TuningCache, TuningCacheWarning, TuningKey, cache_dir,
                                    current_gpu_name, default_cache, dtype_name, m_bucket,
-                                   on_change, triton_version, write_defaults)
+                                   on_change, triton_version, write_defaults, generation)
 
 __all__ = ["CacheEntry", "NoValidConfigError", "Rejected", "TuneResult", "TuningCache",
            "TuningCacheWarning", "TuningKey", "autotune", "cache_dir", "current_gpu_name",
-           "default_cache", "dtype_name", "m_bucket", "on_change", "triton_version",
+           "default_cache", "dtype_name", "generation", "m_bucket", "on_change", "triton_version",
            "write_defaults"]

@@ -266,6 +266,7 @@ class TuningCache:
             merged = read_file(path, key.gpu, key.triton)["entries"]
             merged.update({e.key: e for bucket in mine.values() for e in bucket.values()})
             self._entries[key.gpu, key.triton] = _index(merged.values())
+            changed()  # again: other processes' entries just arrived too
             write_file(path, {"gpu": key.gpu, "triton": key.triton}, merged)
 
 
@@ -289,7 +290,19 @@ def on_change(forget: Callable[[], None]) -> Callable[[], None]:
     return forget
 
 
+_generation = 0  # how many times the tuned configs may have changed
+
+
+def generation() -> int:
+    """A number that grows whenever ``changed`` runs: a memo computed from the tuned configs is
+    stored only if the generation read before computing it is still current (another thread's
+    ``put`` in between would otherwise leave a stale answer behind)."""
+    return _generation
+
+
 def changed() -> None:
+    global _generation
+    _generation += 1
     for forget in _forgetters:
         forget()
 

@@ -6,6 +6,7 @@ The interface, as module-level names:
 - ``NAME``: the "family" value of its configs;
 - ``FIELDS``: the config fields its launcher reads (``configs.well_formed`` wants them);
 - ``CHOICES`` (optional): {optional field: its allowed values};
+- ``valid(config) -> bool`` (optional): rules across fields, checked after the ones above;
 - ``candidates(m, n, k) -> list[dict]``: the configs worth timing (the tuner's search space);
 - ``heuristic(m, n, k, sms) -> dict``: a config without tuning; ``sms``, the SM count (1 off
   CUDA), is passed in, so it is a pure function of ints;
@@ -33,6 +34,7 @@ wgmma_family = SimpleNamespace(
     NAME="wgmma",
     FIELDS=("BT", "STAGES", "GROUP"),
     CHOICES={"ASM_LOOP": (0, *wgmma.ASM_LOOP_VALUES)},
+    valid=wgmma.runnable,
     candidates=wgmma.candidates,
     heuristic=wgmma.heuristic_config,
     fits=_any_shape,

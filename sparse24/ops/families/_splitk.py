@@ -30,11 +30,15 @@ def workspace(splits: int, y: torch.Tensor) -> torch.Tensor:
     return torch.empty((splits, y.shape[0], y.shape[1]), dtype=torch.float32, device=y.device)
 
 
-def reduce(partial, bias, y, activation: int, splits: int) -> None:
-    """y = act(sum of the splits' partials + bias), after a split launch."""
+def reduce(partial, bias, y, activation: int, splits: int, split_stride: int | None = None) -> None:
+    """y = act(sum of the splits' partials + bias), after a split launch. Split s's [M, N] sums
+    start at partial + s * split_stride elements (M * N by default; the sm90 family pads each
+    split's rows to whole token tiles)."""
     m, n = y.shape
     block = 1024
     _reduce_launch(
-        (cdiv(m * n, block), 1, 1), (partial, bias if bias is not None else y, y, m, n, y.stride(0)),
+        (cdiv(m * n, block), 1, 1),
+        (partial, bias if bias is not None else y, y, m, n, y.stride(0),
+         m * n if split_stride is None else split_stride),
         (splits, block, bias is not None, activation), num_warps=4, num_stages=1,
     )
