@@ -3,6 +3,7 @@
 #   bash bench/device_session.sh OUT_DIR tests gemm16      # GPU suite, then the fp16 GEMM table
 #   bash bench/device_session.sh OUT_DIR gemmbf16 bert bertprofile bertbf16 overhead pack profile
 #   bash bench/device_session.sh OUT_DIR asmloop   # the sm90 asm k-loop (ASM_LOOP) and split-K (SPLIT_K): GPU checks, then their A/Bs (bench.gemm_variants --asm-loop / --split-k)
+#   bash bench/device_session.sh OUT_DIR versions   # carry .ab (git archive trees): a commit's GEMMs against this one's, in turns
 #   bash bench/device_session.sh OUT_DIR llm     # the Llama-8B-shaped decoder (python3 -m bench.llm)
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
 #   bash bench/device_session.sh OUT_DIR levers                  # the finished lever A/B runs (bench/investigations)
@@ -31,6 +32,8 @@ for stage in "$@"; do
              timeout 200 python3 -m bench.gemm_variants --family wgmma --split-k --mode graph --top 4 \
              --shapes 384x3072x768,384x768x3072,1000x4096x4096,512x4096x14336,6144x768x768,6144x768x3072 \
              --out "$out/gemm_variants_split_k.jsonl" 2>&1 | tail -30 ;;  # the SPLIT_K lever, few-tile shapes
+    versions) for base in .ab/*/; do timeout 280 python3 -m bench.versions "$base" --rounds 2 --out-dir "$out" 2>&1 \
+             | grep -v Warning | tail -20; done ;;  # carry .ab: trees made by git archive (bench/versions.py)
     gemm16) mkdir -p "$out/fp16"; timeout 280 python3 -m bench.gemm --out-dir "$out/fp16" 2>&1 | tail -45 ;;
     gemmbf16) mkdir -p "$out/bf16"; timeout 150 python3 -m bench.gemm --dtype bfloat16 --modes graph \
              --no-plot --out-dir "$out/bf16" 2>&1 | tail -30 ;;

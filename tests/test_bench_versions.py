@@ -1,0 +1,65 @@
+"""bench/versions.py without a GPU: each worker imports the tree it was given (not this checkout
+or an installed sparse24), the turns alternate, and the summary is per shape and tree."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from bench import versions
+
+
+def fake_tree(root, name):
+    package = root / name / "sparse24"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(f"TREE = {name!r}\n")
+    return root / name
+
+
+def test_a_worker_imports_the_tree_it_is_given(tmp_path):
+    tree = fake_tree(tmp_path, "base")
+    done = subprocess.run([sys.executable, "-c", "import sparse24; print(sparse24.TREE, sparse24.__file__)"],
+                          capture_output=True, text=True, cwd=tmp_path,
+                          env=versions.tree_env(tree, str(tmp_path / "cache")))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0] == "base" and str(tree) in done.stdout
+
+
+def test_a_failing_worker_is_reported_with_its_error(tmp_path):
+    tree = fake_tree(tmp_path, "broken")  # no sparse24.ops: the worker cannot start
+    with pytest.raises(RuntimeError, match="the worker for .*broken failed"):
+        versions.run_worker(tree, [(1, 64, 64)], "float16", str(tmp_path / "cache"), timeout=120)
+
+
+def test_turns_alternate_which_tree_goes_first():
+    assert versions.turns(3) == ["base", "head", "head", "base", "base", "head"]
+
+
+def test_summary_takes_medians_per_shape_and_tree():
+    def row(tree, sparse, dense, m=16):
+        return {"tree": tree, "m": m, "n": 4096, "k": 4096, "sparse_us": sparse, "dense_us": dense,
+                "err": 1e-4, "bytes": 20e6}
+
+    rows = [row("base", 10, 15), row("base", 12, 15), row("base", 11, 16),
+            row("head", 20, 15), row("head", 21, 16), row("head", 19, 15), row("head", 5, 5, m=1)]
+    first, second = versions.summarize(rows)
+    # the median of each round's ratio to its own cuBLAS, not a ratio of medians
+    assert first["base"]["speedup"] == pytest.approx(16 / 11)
+    assert first["head"]["speedup"] == pytest.approx(16 / 21)
+    assert first["head_over_base"] == pytest.approx((16 / 21) / (16 / 11))
+    assert first["base"]["tb_per_s"] == pytest.approx(20e6 / 11 / 1e6)
+    assert "base" not in second and "head_over_base" not in second
+
+
+def test_shapes_are_parsed_or_refused():
+    assert versions.parse_shapes("1x4096x4096, 16x768x3072") == [(1, 4096, 4096), (16, 768, 3072)]
+    with pytest.raises(Exception, match="not MxNxK"):
+        versions.parse_shapes("16x4096")
+
+
+def test_the_worker_is_python_that_imports_only_torch_triton_and_sparse24():
+    code = compile(versions.WORKER, "versions-worker", "exec")
+    imported = {name.split(".")[0] for name in code.co_names} & {"bench", "numpy", "pandas"}
+    assert not imported  # an old tree's environment need not have today's bench helpers
