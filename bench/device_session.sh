@@ -34,7 +34,7 @@ for stage in "$@"; do
              --out "$out/gemm_variants_split_k.jsonl" 2>&1 | tail -30 ;;  # the SPLIT_K lever, few-tile shapes
     versions) for base in .ab/*/; do timeout 280 python3 -m bench.versions "$base" --rounds 2 --out-dir "$out" 2>&1 \
              | grep -v Warning | tail -20; done ;;  # carry .ab: trees made by git archive (bench/versions.py)
-    gemm16) mkdir -p "$out/fp16"; timeout 280 python3 -m bench.gemm --out-dir "$out/fp16" 2>&1 | tail -45 ;;
+    gemm16) mkdir -p "$out/fp16"; timeout 400 python3 -m bench.gemm --out-dir "$out/fp16" 2>&1 | tail -45 ;;
     gemmbf16) mkdir -p "$out/bf16"; timeout 150 python3 -m bench.gemm --dtype bfloat16 --modes graph \
              --no-plot --out-dir "$out/bf16" 2>&1 | tail -30 ;;
     bert) mkdir -p "$out/bert"; timeout 560 python3 -m bench.bert --out-dir "$out/bert" 2>&1 \

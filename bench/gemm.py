@@ -27,9 +27,10 @@ from sparse24.reference import REL_TOL, linear_flops
 
 BENCH = "gemm"
 BERT_SHAPES = common.BERT_SHAPES
-BERT_M = [384 * b for b in (1, 4, 16, 64, 256)]  # sequence length 384 x batch size
+# few tokens (issue 25: every shape at M <= 64 >= 1.0x cuBLAS), then sequence length 384 x batch size
+BERT_M = [1, 16, 64] + [384 * b for b in (1, 4, 16, 64, 256)]
 LLM_SHAPES = common.LLM_SHAPES
-LLM_M = [1, 16, 64, 256, 4096]  # decode ... prefill
+LLM_M = [1, 16, 32, 64, 256, 1024, 4096]  # decode ... prefill (issues 22 and 25's goal classes)
 QUICK = {(3072, 768): [384, 24576], (4096, 4096): [16, 4096]}
 # BERT's intermediate dense (768 -> 3072) is followed by bias + erf-GELU: the fused-epilogue rows.
 EPILOGUE_SHAPE = (3072, 768)
@@ -241,8 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", type=common.parse_shapes, default=None,
                         help="comma list of NxK (out x in features), or 'bert' / 'llm'")
     parser.add_argument("--m", type=common.parse_int_list, default=None,
-                        help="comma list of M for every shape (default: 384 x {1,4,16,64,256} for "
-                             "BERT shapes, {1,16,64,256,4096} for LLM shapes)")
+                        help="comma list of M for every shape (default: 1, 16, 64 and 384 x "
+                             "{1,4,16,64,256} for BERT shapes, {1,16,32,64,256,1024,4096} for LLM "
+                             "shapes)")
     parser.add_argument("--dtype", type=common.parse_dtype, default=torch.float16,
                         help="float16 (default) or bfloat16")
     parser.add_argument("--modes", default="eager,graph", help="timing modes (default eager,graph)")

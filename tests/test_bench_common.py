@@ -307,9 +307,11 @@ def test_goals_gemm_ranges_come_from_the_rows():
 
     report = goals.report([_gemm_goal_rows()])
     run = "`g1` (abcdef0)"
-    assert _cells(report, ("float16", run, "LLM shapes (N, K >= 4096), M >= 1000")) == [
-        "float16", run, "LLM shapes (N, K >= 4096), M >= 1000", "2", "1.40-1.60x", ">= 1.5x",
-        "0.90-1.10x", ">= 1.05x", "4096x4096x4096 0.90x"]
+    assert _cells(report, ("float16", run, "LLM shapes (N, K >= 4096), M >= 4096")) == [
+        "float16", run, "LLM shapes (N, K >= 4096), M >= 4096", "2", "1.40-1.60x", ">= 1.5x",
+        "0.90-1.10x", "-", "4096x4096x4096 1.40x cuBLAS"]
+    assert _cells(report, ("float16", run, "every shape, M >= 256"))[3:] == [
+        "2", "1.40-1.60x", ">= 1.0x", "0.90-1.10x", ">= 1.0x", "4096x4096x4096 0.90x cuSPARSELt"]
     assert _cells(report, ("float16", run, "LLM shapes, M <= 16"))[3:5] == ["0", "-"]
     assert _cells(report, ("float16", run, "eager vs graph ratio, M >= 4096"))[3:] == [
         "1", "1 within 10%", "within 10%", "-", "-", "off by more: -"]
@@ -323,8 +325,12 @@ def test_goals_bert_per_batch_size_and_met_only_when_all_are():
     run = "`b1` (abcdef0)"
     assert _cells(report, ("float16", run, "eager, batch >= 16"))[3:] == [
         ">= 1.25x", "16: 1.30x, 64: 1.20x", "no"]  # 64 misses it
-    assert _cells(report, ("float16", run, "compiled reduce-overhead, batch >= 16"))[3:] == [
-        ">= 1.15x", "16: 1.20x, 64: 1.30x", "yes"]
+    assert _cells(report, ("float16", run, "eager, batch 16 (issue 23's floor)"))[3:] == [
+        ">= 1.1x", "16: 1.30x", "yes"]
+    assert _cells(report, ("float16", run, "compiled reduce-overhead, batch 16"))[3:] == [
+        ">= 1.15x", "16: 1.20x", "yes"]
+    assert _cells(report, ("float16", run, "compiled reduce-overhead, batch 64"))[3:] == [
+        ">= 1.3x", "64: 1.30x", "yes"]
     assert _cells(report, ("float16", run, "compiled default, batch 4"))[3:] == [">= 1.0x", "4: 0.50x", "no"]
     assert _cells(report, ("bfloat16", "`b2` (abcdef0)", "eager, batch 4"))[3:] == [">= 1.0x", "4: 1.10x", "yes"]
     assert "## GEMM" not in report
