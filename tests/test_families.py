@@ -67,54 +67,74 @@ def problem(dtype, with_bias):
     return x2, values, meta, bias, y
 
 
-CASES = [  # (split K, dtype, bias, activation)
-    (1, torch.float16, False, None),
-    (4, torch.bfloat16, True, "gelu"),
+CASES = [  # (split K, dtype, bias, activation, FUSED_REDUCE)
+    (1, torch.float16, False, None, 0),
+    (4, torch.bfloat16, True, "gelu", 0),
+    (4, torch.float16, True, "relu", 1),
 ]
 
 
-@pytest.mark.parametrize("split_k, dtype, with_bias, activation", CASES)
-def test_mma_launch_arguments(recorders, split_k, dtype, with_bias, activation):
+def check_counters(counter, meta, fused, tiles):
+    """FUSED_REDUCE: the kernel gets zeroed int32 tile counters, enough for its tiles; else meta
+    stands in for the unused pointer."""
+    if not fused:
+        assert counter is meta
+        return
+    assert counter.dtype == torch.int32 and counter.numel() >= tiles and not counter.any()
+
+
+@pytest.mark.parametrize("split_k, dtype, with_bias, activation, fused", CASES)
+def test_mma_launch_arguments(recorders, split_k, dtype, with_bias, activation, fused):
     x2, values, meta, bias, y = problem(dtype, with_bias)
     act = EPILOGUE_CODES[activation]
-    family_launch("mma")(x2, values, meta, bias, y, act, MMA | {"SPLIT_K": split_k})
+    family_launch("mma")(x2, values, meta, bias, y, act,
+                         MMA | {"SPLIT_K": split_k, "FUSED_REDUCE": fused})
     [(grid, args, constexprs, warps, stages)] = recorders["mma"].calls
     assert not recorders["dot"].calls
-    partial = args[6]
+    partial, counter = args[6], args[7]
     # K = 256 is 4 chunks of 64: SPLIT_K 4 is 4 splits of 1 chunk
     assert grid == (1, split_k, 1)  # ceil(5 / 16) token blocks x 128 / 128 feature blocks
     assert same(args) == same((
         x2.view(torch.int32), values.view(torch.int32), values.data_ptr(), meta.data_ptr(),
-        bias if with_bias else y, y, partial, M, N, K, 160, N, 4 // split_k))
-    assert constexprs == (128, 16, 8, 1, split_k, with_bias, act, dtype == torch.bfloat16, 1)
+        bias if with_bias else y, y, partial, counter, M, N, K, 160, N, 4 // split_k))
+    check_counters(counter, meta, fused, 1)
+    assert constexprs == (128, 16, 8, 1, split_k, with_bias, act, dtype == torch.bfloat16, 1,
+                          bool(fused))
     assert (warps, stages) == (4, 1)
-    check_reduce(recorders, split_k, partial, bias, y, act)
+    check_reduce(recorders, split_k, partial, bias, y, act, fused)
 
 
-@pytest.mark.parametrize("split_k, dtype, with_bias, activation", [
-    (1, torch.float16, False, None), (2, torch.bfloat16, True, "relu")])
-def test_dot_launch_arguments(recorders, split_k, dtype, with_bias, activation):
+@pytest.mark.parametrize("split_k, dtype, with_bias, activation, fused", [
+    (1, torch.float16, False, None, 0), (2, torch.bfloat16, True, "relu", 0),
+    (2, torch.float16, False, "gelu", 1)])
+def test_dot_launch_arguments(recorders, split_k, dtype, with_bias, activation, fused):
     x2, values, meta, bias, y = problem(dtype, with_bias)
     act = EPILOGUE_CODES[activation]
-    family_launch("dot")(x2, values, meta, bias, y, act, DOT | {"SPLIT_K": split_k})
+    family_launch("dot")(x2, values, meta, bias, y, act,
+                         DOT | {"SPLIT_K": split_k, "FUSED_REDUCE": fused})
     [(grid, args, constexprs, warps, stages)] = recorders["dot"].calls
     assert not recorders["mma"].calls
-    partial = args[5]
+    partial, counter = args[5], args[6]
     assert grid == (N // 32, 1, split_k)
-    assert same(args) == same((x2, values, meta, bias if with_bias else y, y, partial,
+    assert same(args) == same((x2, values, meta, bias if with_bias else y, y, partial, counter,
                                M, N, K, 320, N))
-    assert constexprs == (16, 32, split_k, with_bias, act, True)  # True: not on CUDA
+    check_counters(counter, meta, fused, N // 32)
+    assert constexprs == (16, 32, split_k, with_bias, act, True, bool(fused))  # True: not CUDA
     assert (warps, stages) == (4, 3)
-    check_reduce(recorders, split_k, partial, bias, y, act)
+    check_reduce(recorders, split_k, partial, bias, y, act, fused)
 
 
-def check_reduce(recorders, split_k, partial, bias, y, act):
+def check_reduce(recorders, split_k, partial, bias, y, act, fused=0):
     """Unsplit: the kernel writes y itself. Split: float32 partials [splits, M, N], then one
-    reduce launch over M * N elements in blocks of 1024 applies bias and activation."""
+    reduce launch over M * N elements in blocks of 1024 applies bias and activation, unless the
+    kernel reduces them itself (FUSED_REDUCE)."""
     if split_k == 1:
         assert partial is y and not recorders["reduce"].calls
         return
     assert partial.shape == (split_k, M, N) and partial.dtype == torch.float32
+    if fused:
+        assert not recorders["reduce"].calls
+        return
     [(grid, args, constexprs, warps, stages)] = recorders["reduce"].calls
     assert grid == (1, 1, 1)
     # the split stride (elements between splits' partial sums) is M * N for these families
@@ -334,3 +354,29 @@ def test_a_tuned_sm90_config_that_cannot_run_is_not_well_formed(config, runnable
     """A tuned config read from a file is used only if the kernel can run it: otherwise the
     heuristic serves (configs.tuned never raises, so linear must not either)."""
     assert configs.well_formed({"family": "wgmma", **config}) is runnable
+
+
+@pytest.mark.parametrize("m, n, k, split, activation, with_bias", [
+    (5, 64, 256, 4, "gelu", True), (33, 96, 192, 3, None, False), (17, 32, 512, 8, "relu", True),
+    (1, 128, 128, 2, "gelu_tanh", False)])
+def test_fused_reduce_equals_the_reduce_launch(m, n, k, split, activation, with_bias, monkeypatch):
+    """The dot kernel run by the interpreter, split K: the in-kernel reduction (FUSED_REDUCE, the
+    tile's last split adds the partials) gives y bit for bit as the separate reduce launch, over
+    several token blocks, and leaves every tile counter at zero for the next launch. The
+    workspace is poisoned with NaN: a split that reduced before the others wrote would show."""
+    real_workspace = _splitk.workspace
+    monkeypatch.setattr(dot, "workspace", lambda splits, y: real_workspace(splits, y).fill_(float("nan")))
+    torch.manual_seed(m * 1000 + n)
+    values, meta = ops.compress(ops.prune_24(torch.randn(n, k, dtype=torch.float16)))
+    x = torch.randn(m, k, dtype=torch.float16) / k ** 0.5
+    bias = torch.randn(n) if with_bias else None
+    code = EPILOGUE_CODES[activation]
+    cfg = {"family": "dot", "BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_K": split, "num_warps": 4,
+           "num_stages": 2}
+    two_pass = gemm.run_config(x, values, meta, bias, code, cfg)
+    for _ in range(2):  # the second launch finds the counters the first left
+        fused = gemm.run_config(x, values, meta, bias, code, cfg | {"FUSED_REDUCE": 1},
+                                out=torch.full((m, n), float("nan"), dtype=torch.float16))
+        assert torch.equal(fused, two_pass)
+    assert not _splitk.counters(torch.device("cpu"), 1).any()
+    assert gemm.run_config(x, values, meta, bias, code, cfg | {"SPLIT_K": 1}).sub(two_pass).abs().max() < 2e-2

@@ -35,3 +35,35 @@ def _epilogue(acc, bias_ptr, features, HAS_BIAS: tl.constexpr, ACTIVATION: tl.co
     if HAS_BIAS:
         acc = acc + tl.load(bias_ptr + features).to(tl.float32)
     return _activate(acc, ACTIVATION)
+
+
+@triton.jit
+def _store_split(acc, partial_ptr, counter_ptr, tile, split, tokens, features, M, N, bias_ptr,
+                 y_ptr, stride_ym, SPLIT_K: tl.constexpr, HAS_BIAS: tl.constexpr,
+                 ACTIVATION: tl.constexpr, FUSED_REDUCE: tl.constexpr):
+    """One split's float32 partial sums acc[features, tokens] into partial[split, token, feature]
+    (features [F, 1], tokens [1, T]).
+
+    FUSED_REDUCE: the tile's last split to finish adds all SPLIT_K partials (in split order, as
+    ``_splitk_reduce_kernel`` does, so the result is the same) and writes y through the epilogue,
+    instead of a second launch doing it. Each program counts itself in ``counter_ptr[tile]`` with
+    an acq_rel atomic after a CTA barrier (every thread's partial is written before the count
+    says so; the last program reads the others' after seeing it, bypassing L1), and the last one
+    sets the counter back to zero for the next launch."""
+    inside = tokens < M
+    # 32-bit offsets within a split (one split's M * N sums fit), 64-bit split bases: 64-bit
+    # offset tensors kept live across the count cost the sm80 build 20 registers a thread
+    within = tokens * N + features
+    tl.store(partial_ptr + (split * M).to(tl.int64) * N + within, acc, mask=inside)
+    if FUSED_REDUCE:
+        tl.debug_barrier()
+        arrived = tl.atomic_add(counter_ptr + tile, 1, sem="acq_rel")
+        if arrived == SPLIT_K - 1:
+            total = tl.zeros_like(acc)
+            for s in range(SPLIT_K):  # a loop, not unrolled: 8 splits unrolled took 55-115 registers more
+                total += tl.load(partial_ptr + (s * M).to(tl.int64) * N + within, mask=inside,
+                                 other=0.0, cache_modifier=".cg")
+            y = _epilogue(total, bias_ptr, features, HAS_BIAS, ACTIVATION)
+            tl.store(y_ptr + tokens * stride_ym + features, y.to(y_ptr.dtype.element_ty),
+                     mask=inside)
+            tl.atomic_xchg(counter_ptr + tile, 0)

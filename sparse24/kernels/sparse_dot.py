@@ -8,23 +8,25 @@ crashed on the transposed register operand). This family runs on the dense tenso
 cannot beat the dense math rate; it wins where moving the weight dominates (few tokens): the
 packed weight is 9/16 of the dense bytes. Split-K spreads a small-M
 problem over enough programs to keep every SM streaming weight bytes; partial sums go to a float32
-workspace and ``_splitk_reduce_kernel`` adds them up and applies the epilogue (deterministic: no
-atomics). Packed layout: sparse24/kernels/pack.py.
+workspace and ``_splitk_reduce_kernel`` adds them up and applies the epilogue, or (FUSED_REDUCE)
+the tile's last split does (epilogue.py, ``_store_split``); both add the splits in order, so the
+result is deterministic and the same. Packed layout: sparse24/kernels/pack.py.
 """
 
 import triton
 import triton.language as tl
 
-from sparse24.kernels.epilogue import _epilogue
+from sparse24.kernels.epilogue import _epilogue, _store_split
 from sparse24.kernels.pack import _decode_meta, _expand, _load_kept
 
 
 @triton.jit
 def _sparse_dot_kernel(
-    x_ptr, values_ptr, meta_ptr, bias_ptr, y_ptr, partial_ptr,
+    x_ptr, values_ptr, meta_ptr, bias_ptr, y_ptr, partial_ptr, counter_ptr,
     M, N, K, stride_xm, stride_ym,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr,
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+    FUSED_REDUCE: tl.constexpr,
 ):
     """DOT_IN_FP32 is set only under the Triton interpreter: its bf16 tl.dot returns garbage
     (Triton 3.9, relative error ~1e9 on a 16x16 product) while its fp32 dot is exact."""
@@ -58,8 +60,9 @@ def _sparse_dot_kernel(
         tl.store(y_ptr + rows[None, :] * stride_ym + features[:, None],
                  y.to(y_ptr.dtype.element_ty), mask=inside)
     else:
-        part = partial_ptr + (pid_k * M + rows[None, :]) * N + features[:, None]
-        tl.store(part, acc, mask=inside)
+        _store_split(acc, partial_ptr, counter_ptr, pid_m * tl.num_programs(0) + pid_n, pid_k,
+                     rows[None, :], features[:, None], M, N, bias_ptr, y_ptr, stride_ym, SPLIT_K,
+                     HAS_BIAS, ACTIVATION, FUSED_REDUCE)
 
 
 @triton.jit

@@ -33,7 +33,7 @@ Pruned weights are skipped, never multiplied: an Inf in x meets only the kept we
 import triton
 import triton.language as tl
 
-from sparse24.kernels.epilogue import _epilogue
+from sparse24.kernels.epilogue import _epilogue, _store_split
 
 
 @triton.jit
@@ -181,11 +181,11 @@ def _mma_chunk(acc, operands, BLOCK_F: tl.constexpr, BLOCK_T: tl.constexpr, IS_B
 
 @triton.jit
 def _sparse_mma_kernel(
-    x32_ptr, values32_ptr, values_addr, meta_addr, bias_ptr, y_ptr, partial_ptr,
+    x32_ptr, values32_ptr, values_addr, meta_addr, bias_ptr, y_ptr, partial_ptr, counter_ptr,
     M, N, K, stride_x32, stride_ym, chunks_per_split,
     BLOCK_F: tl.constexpr, BLOCK_T: tl.constexpr, GROUP_T: tl.constexpr, PREFETCH: tl.constexpr,
     SPLIT_K: tl.constexpr, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, IS_BF16: tl.constexpr,
-    A_TILE: tl.constexpr,
+    A_TILE: tl.constexpr, FUSED_REDUCE: tl.constexpr,
 ):
     """x32: x seen as int32 (pairs of halves); values32: the values seen as int32 [N, K / 4] (the
     A tiles of A_TILE 1). values_addr / meta_addr: raw device addresses (int64) of the values and
@@ -197,7 +197,8 @@ def _sparse_mma_kernel(
     Split-K (few tokens): program axis 1 takes ``chunks_per_split`` chunks of 64 columns (the host
     sizes the grid so that no split is empty) and writes float32 partial sums to
     partial[split, token, feature]; ``_splitk_reduce_kernel`` (sparse_dot.py) adds them and applies
-    the epilogue. Without it a 4096 x 4096 weight at 16 tokens gives 32 programs of 128 features
+    the epilogue, or (FUSED_REDUCE) the tile's last split does, in the same order (epilogue.py,
+    ``_store_split``): one launch instead of two. Without it a 4096 x 4096 weight at 16 tokens gives 32 programs of 128 features
     for 132 SMs, and the kernel cannot stream the weight at memory speed.
     """
     pid = tl.program_id(0)
@@ -266,5 +267,5 @@ def _sparse_mma_kernel(
         tl.store(y_ptr + tokens[None, :] * stride_ym + features, y.to(y_ptr.dtype.element_ty),
                  mask=tokens[None, :] < M)
     else:
-        part = partial_ptr + (pid_k * M + tokens[None, :]).to(tl.int64) * N + features
-        tl.store(part, acc, mask=tokens[None, :] < M)
+        _store_split(acc, partial_ptr, counter_ptr, pid, pid_k, tokens[None, :], features, M, N,
+                     bias_ptr, y_ptr, stride_ym, SPLIT_K, HAS_BIAS, ACTIVATION, FUSED_REDUCE)

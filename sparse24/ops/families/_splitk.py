@@ -1,5 +1,6 @@
-"""What the mma and dot families share: split-K sizing, the float32 workspace of partial sums, and
-the launch of the kernel that reduces them (sparse24/kernels/sparse_dot.py)."""
+"""What the mma and dot families share: split-K sizing, the float32 workspace of partial sums, the
+launch of the kernel that reduces them (sparse24/kernels/sparse_dot.py), and the tile counters of
+the in-kernel reduction (FUSED_REDUCE: the last split of a tile reduces, no second launch)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,30 @@ def reduce(partial, bias, y, activation: int, splits: int, split_stride: int | N
          m * n if split_stride is None else split_stride),
         (splits, block, bias is not None, activation), num_warps=4, num_stages=1,
     )
+
+
+# (device, stream) -> int32 zeros, one counter per tile of a FUSED_REDUCE launch. A launch leaves
+# every counter it used at zero again (its last split resets it), so one buffer serves every launch
+# of a stream, in stream order. Per stream: launches on two streams may run at once (a CUDA graph
+# replayed on another stream than it was captured on, next to eager calls on that one, would
+# share a buffer with them).
+_counters: dict[tuple, torch.Tensor] = {}
+
+
+def counters(device: torch.device, tiles: int) -> torch.Tensor:
+    """At least ``tiles`` zeroed int32 tile counters for a FUSED_REDUCE launch on this device's
+    current stream. While a CUDA graph is being captured and the stream has none yet, fresh zeros
+    that are not kept: their zeroing runs only when the graph replays, so an eager launch must
+    never see them."""
+    if device.type != "cuda":
+        key, capturing = (device.type, None), False
+    else:
+        key = (device.index, torch.cuda.current_stream(device).cuda_stream)
+        capturing = torch.cuda.is_current_stream_capturing()
+    held = _counters.get(key)
+    if held is not None and held.numel() >= tiles:
+        return held
+    fresh = torch.zeros(max(tiles, 1024), dtype=torch.int32, device=device)
+    if not capturing:
+        _counters[key] = fresh
+    return fresh

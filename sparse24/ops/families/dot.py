@@ -5,7 +5,8 @@ feature blocks). It is the family the Triton interpreter can run (inline asm can
 runs it and CPU tests exercise it.
 
 A config tiles [BLOCK_M tokens x BLOCK_N features] per program: {"family": "dot", "BLOCK_M",
-"BLOCK_N", "SPLIT_K", "num_warps", "num_stages"}.
+"BLOCK_N", "SPLIT_K", "num_warps", "num_stages", optional "FUSED_REDUCE": 1 (a split tile's last
+program reduces the splits, instead of a second launch)}.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from __future__ import annotations
 import itertools
 
 from sparse24.kernels.sparse_dot import _sparse_dot_kernel
-from sparse24.ops.families._splitk import cdiv, reduce, split_k, workspace
+from sparse24.ops.families._splitk import cdiv, counters, reduce, split_k, workspace
 from sparse24.ops.triton_internals import CachedLaunch
 
 NAME = "dot"
 FIELDS = ("BLOCK_M", "BLOCK_N", "SPLIT_K", "num_warps", "num_stages")
+CHOICES = {"FUSED_REDUCE": (0, 1)}
 
 
 def candidates(m: int, n: int, k: int) -> list[dict]:
@@ -30,8 +32,11 @@ def candidates(m: int, n: int, k: int) -> list[dict]:
             continue
         if split > 1 and m > 256:  # the fp32 workspace would cost more than it saves
             continue
-        configs.append({"family": "dot", "BLOCK_M": block_m, "BLOCK_N": block_n,
-                        "SPLIT_K": split, "num_warps": 4, "num_stages": stages})
+        cfg = {"family": "dot", "BLOCK_M": block_m, "BLOCK_N": block_n, "SPLIT_K": split,
+               "num_warps": 4, "num_stages": stages}
+        configs.append(cfg)
+        if split > 1:
+            configs.append(cfg | {"FUSED_REDUCE": 1})
     return configs
 
 
@@ -63,12 +68,16 @@ def launch(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
     splits, _ = split_k(cfg, k)
     partial = y if splits == 1 else workspace(splits, y)  # unsplit: straight into y
     grid = (n // cfg["BLOCK_N"], -(-m // cfg["BLOCK_M"]), splits)
+    fused = splits > 1 and cfg.get("FUSED_REDUCE", 0) == 1
+    # the tile counters of the in-kernel reduction; meta (int32) stands in where there are none
+    count = counters(y.device, grid[0] * grid[1]) if fused else meta
     _dot_launch(
         grid,
-        (x2, values, meta, bias if bias is not None else y, y, partial,
+        (x2, values, meta, bias if bias is not None else y, y, partial, count,
          m, n, k, x2.stride(0), y.stride(0)),
-        (cfg["BLOCK_M"], cfg["BLOCK_N"], splits, bias is not None, activation, not x2.is_cuda),
+        (cfg["BLOCK_M"], cfg["BLOCK_N"], splits, bias is not None, activation, not x2.is_cuda,
+         fused),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
-    if splits > 1:
+    if splits > 1 and not fused:
         reduce(partial, bias, y, activation, splits)

@@ -5,7 +5,8 @@ calls (up to gemm.MMA_MAX_TOKENS_SM90), where split-K streams the weight. It nee
 A config tiles [BLOCK_F features x BLOCK_T tokens] per program: {"family": "mma", "BLOCK_F",
 "BLOCK_T", "GROUP_T": token blocks per feature block in the tile order, "PREFETCH": chunks of K
 loaded ahead, "SPLIT_K", "A_TILE": how A is loaded (1: from coalesced tiles, the default),
-"num_warps", "num_stages"}.
+"num_warps", "num_stages", optional "FUSED_REDUCE": 1 (a split tile's last program reduces the
+splits, instead of a second launch; not yet timed on a GPU)}.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import itertools
 import torch
 
 from sparse24.kernels.sparse_mma import _sparse_mma_kernel
-from sparse24.ops.families._splitk import cdiv, reduce, split_k, workspace
+from sparse24.ops.families._splitk import cdiv, counters, reduce, split_k, workspace
 from sparse24.ops.triton_internals import CachedLaunch
 
 NAME = "mma"
 # What the launcher reads; configs tuned before split-K existed lack SPLIT_K and run unsplit, and
 # A_TILE is 1 where absent
 FIELDS = ("BLOCK_F", "BLOCK_T", "GROUP_T", "PREFETCH", "num_warps", "num_stages")
+CHOICES = {"FUSED_REDUCE": (0, 1)}
 
 # fp32 accumulator registers a thread (BLOCK_F * BLOCK_T / (32 * num_warps)) at most 128 of 255:
 # the A fragments and x tiles of two chunks (prefetch) must fit beside them
@@ -46,8 +48,9 @@ def candidates(m: int, n: int, k: int) -> list[dict]:
         for block_f, block_t, split in itertools.product((64, 128, 256), (16, 32), (2, 4, 8, 16)):
             if n % block_f or block_t > max(16, 2 * m) or split > k // 64:
                 continue
-            configs.append({"family": "mma", "BLOCK_F": block_f, "BLOCK_T": block_t, "GROUP_T": 8,
-                            "PREFETCH": 1, "SPLIT_K": split, "num_warps": 4, "num_stages": 1})
+            cfg = {"family": "mma", "BLOCK_F": block_f, "BLOCK_T": block_t, "GROUP_T": 8,
+                   "PREFETCH": 1, "SPLIT_K": split, "num_warps": 4, "num_stages": 1}
+            configs += [cfg, cfg | {"FUSED_REDUCE": 1}]
     return configs
 
 
@@ -92,14 +95,17 @@ def launch(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
     splits, per_split = split_k(cfg, k)
     partial = y if splits == 1 else workspace(splits, y)  # unsplit: straight into y
     grid = (-(-m // cfg["BLOCK_T"]) * (n // cfg["BLOCK_F"]), splits, 1)
+    fused = splits > 1 and cfg.get("FUSED_REDUCE", 0) == 1
+    # the tile counters of the in-kernel reduction; meta (int32) stands in where there are none
+    count = counters(y.device, grid[0]) if fused else meta
     _mma_launch(
         grid,
         (x2.view(torch.int32), values.view(torch.int32), values.data_ptr(), meta.data_ptr(),
-         bias if bias is not None else y, y, partial, m, n, k, x2.stride(0) // 2, y.stride(0),
-         per_split),
+         bias if bias is not None else y, y, partial, count, m, n, k, x2.stride(0) // 2,
+         y.stride(0), per_split),
         (cfg["BLOCK_F"], cfg["BLOCK_T"], cfg["GROUP_T"], cfg["PREFETCH"], splits,
-         bias is not None, activation, x2.dtype == torch.bfloat16, cfg.get("A_TILE", 1)),
+         bias is not None, activation, x2.dtype == torch.bfloat16, cfg.get("A_TILE", 1), fused),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
-    if splits > 1:
+    if splits > 1 and not fused:
         reduce(partial, bias, y, activation, splits)
