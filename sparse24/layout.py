@@ -38,6 +38,8 @@ def meta_shape(n: int, k: int) -> tuple[int, int, int]:
 
 def granularity_error(n: int, k: int) -> str | None:
     """None when [n, k] can be packed, else the rule that it breaks, for error messages."""
+    if n <= 0 or k <= 0:  # nothing to pack (nn.Linear takes 0 features; a 2:4 GEMM has no groups)
+        return f"[{n}, {k}] has no 2:4 groups: out_features and in_features must be positive"
     problems = []
     if n % N_MULTIPLE:
         problems.append(f"N={n} (out_features) must be a multiple of {N_MULTIPLE}")

@@ -241,3 +241,36 @@ def test_sparse24_weight_from_safetensors_on_cpu(tmp_path, seed):
     loaded = Sparse24Weight.load(tmp_path / "w.safetensors")
     x = torch.randn(K, M, dtype=DTYPE).t()
     assert torch.equal(loaded.linear(x), w.linear(x.contiguous()))
+
+
+@pytest.mark.parametrize("argument", ["x", "values", "meta", "bias"])
+def test_a_non_tensor_argument_is_named(argument):
+    values, meta = ops.compress(ops.prune_24(torch.randn(N, K, dtype=DTYPE)))
+    args = {"x": torch.randn(M, K, dtype=DTYPE), "values": values, "meta": meta, "bias": None}
+    args[argument] = [[0.0] * K]
+    with pytest.raises(TypeError, match=f"sparse24.linear: {argument} must be a torch.Tensor, got list"):
+        ops.linear(**args)
+
+
+def test_meta_tensors_give_shapes_like_nn_linear():
+    """Shape inference on the meta device (accelerate's init_empty_weights): the op's fake
+    kernel answers; there is no data to compute with."""
+    layer = SparseLinear(K, N, device="meta", dtype=DTYPE)
+    y = layer(torch.empty(3, 7, K, device="meta", dtype=DTYPE))
+    assert y.shape == (3, 7, N) and y.is_meta
+    assert ops.linear(torch.empty(2, K, device="meta", dtype=DTYPE), layer.values,
+                      layer.meta).shape == (2, N)
+
+
+@pytest.mark.parametrize("n, k", [(0, 64), (16, 0), (0, 0)])
+def test_a_weight_without_features_is_refused_or_skipped(n, k):
+    """nn.Linear takes 0 features; there is nothing to pack: SparseLinear refuses it with the
+    reason, sparsify_ leaves such a layer dense (it works there) and says why."""
+    from sparse24.nn import sparsify_
+
+    with pytest.raises(ValueError, match="no 2:4 groups"):
+        SparseLinear(k, n)
+    model = nn.Sequential(nn.Linear(k, n))
+    report = sparsify_(model)
+    assert report.swapped == [] and isinstance(model[0], nn.Linear)
+    assert model(torch.randn(2, k)).shape == (2, n)

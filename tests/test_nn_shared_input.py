@@ -116,6 +116,27 @@ def test_a_refilled_input_buffer_never_gets_a_stale_result(seed):
         assert rel_err(sparse(buffer), dense(buffer)) < REL_TOL[torch.float32]
 
 
+class ScalesItsInputMidway(SelfAttentionLike):
+    """Modifies its own input in place between query and key (a user's block can)."""
+
+    def forward(self, x, encoder_hidden_states=None):
+        q = self.query(x)
+        x.mul_(2)
+        return q + self.key(x) + self.value(x)
+
+
+def test_an_input_changed_in_place_between_projections_is_not_served_stale(seed):
+    """Eager: the fused output computed for query is not reused for key and value once x has
+    changed in place (its version counter moved): the GEMM runs again on the new values."""
+    dense, sparse, report = fused_pair(cls=ScalesItsInputMidway)
+    assert report.grouped
+    calls = count_fused_calls(sparse)
+    x = torch.randn(4, IN)
+    with torch.no_grad():
+        assert rel_err(sparse(x.clone()), dense(x.clone())) < REL_TOL[torch.float32]
+    assert len(calls) == 2  # once for query, once more for key and value
+
+
 def test_direct_calls_never_reuse_a_result(seed):
     dense, sparse, _ = fused_pair()
     calls = count_fused_calls(sparse)

@@ -22,8 +22,11 @@ call of the block, never to a tensor's identity alone:
   module's forward so that hooks on it (accelerate's offloading) run.
 
 So a result can only be reused within the one block call that computed it, on the tensor it was
-computed from. (A block that modified its own input in place between the three projections would
-defeat that; the attention blocks of transformers that match the patterns below do not.)
+computed from, unchanged: in eager mode a block that modifies its input in place between its
+projections gets the fused output computed again (the tensor's version counter moved). Under
+torch.compile that check cannot be made (Dynamo does not branch on version counters), so such a
+block would read the earlier output there; the attention and MLP blocks of transformers that
+match the patterns below do not modify their input.
 
 Names agree: the packed tensors exist once, as ``qkv.values``, ``qkv.meta``, ``qkv.bias``, in
 ``named_buffers()``, ``named_parameters()`` and ``state_dict()``. Checkpoints with one entry per
@@ -89,7 +92,8 @@ class FusionWindow:
         x = args[0] if args else kwargs.get(self.first_name)
         one_input = isinstance(x, torch.Tensor) and self._one_input(x, args, kwargs)
         fused = block._modules[self.fused_name]
-        slot = [x, None] if one_input else None  # [input, fused output once computed]
+        # [input, fused output once computed, input's version then]
+        slot = [x, None, None] if one_input else None
         for name in self.bounds:
             piece = block._modules[name]
             if piece._fused is not fused:  # a replica of the block (nn.DataParallel): its own
@@ -128,15 +132,19 @@ class ProjectionSlice(nn.Module):
         # Not registered as a child: the block holds the fused module once, under fused_name, so
         # its tensors have one name. The block's pre-hook re-points it at each call (replicas).
         object.__setattr__(self, "_fused", fused)
-        self._slot = None  # [input, fused output] during the block's call: see FusionWindow
+        self._slot = None  # [input, fused output, version] during the block's call: FusionWindow
         self.start, self.stop, self.fused_name = start, stop, fused_name
         self.in_features, self.out_features = fused.in_features, stop - start
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         slot = self._slot
         if slot is not None and slot[0] is x:
-            if slot[1] is None:
-                slot[1] = self._fused(x)
+            # Eager: x changed in place since the fused output was computed (its version moved)
+            # -> compute it again. Dynamo cannot branch on a version counter, so a compiled block
+            # that modifies its input between its projections is not caught (module docstring).
+            version = None if torch.compiler.is_compiling() else x._version
+            if slot[1] is None or slot[2] != version:
+                slot[1], slot[2] = self._fused(x), version
             return slot[1][..., self.start:self.stop]
         return self._fused(x, rows=(self.start, self.stop))
 

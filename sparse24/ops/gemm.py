@@ -229,6 +229,8 @@ def _plain_eager_call(x, values, meta, bias) -> bool:
     if torch.is_grad_enabled() and (x.requires_grad or values.requires_grad
                                     or (bias is not None and bias.requires_grad)):
         return False
+    if x.is_meta:  # shapes only (accelerate's init_empty_weights): the op's fake kernel answers
+        return False
     return not torch.compiler.is_compiling()
 
 
@@ -238,6 +240,9 @@ def _(x, values, meta, bias, activation):
 
 
 def check_linear_inputs(x, values, meta, bias, activation) -> None:
+    if not isinstance(x, torch.Tensor) or not (bias is None or isinstance(bias, torch.Tensor)):
+        name, value = ("x", x) if not isinstance(x, torch.Tensor) else ("bias", bias)
+        raise TypeError(f"sparse24.linear: {name} must be a torch.Tensor, got {type(value).__name__}")
     n, k = check_packed("linear", values, meta)
     if activation not in EPILOGUE_CODES:
         raise ValueError(
