@@ -266,3 +266,13 @@ def test_not_grouped_when_a_projection_stays_dense(seed):
         SelfAttentionLike())
     assert "" in report.not_grouped and not report.grouped
     assert isinstance(sparse.query, SparseLinear) and type(sparse.key) is nn.Linear
+
+
+def test_inference_mode_keeps_the_fusion(seed):
+    """Inference tensors have no version counter: the fused GEMM still runs once per block call."""
+    dense, sparse, _ = fused_pair()
+    calls = count_fused_calls(sparse)
+    x = torch.randn(4, IN)
+    with torch.inference_mode():
+        assert rel_err(sparse(x), dense(x)) < REL_TOL[torch.float32]
+    assert len(calls) == 1

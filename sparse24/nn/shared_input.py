@@ -22,11 +22,11 @@ call of the block, never to a tensor's identity alone:
   module's forward so that hooks on it (accelerate's offloading) run.
 
 So a result can only be reused within the one block call that computed it, on the tensor it was
-computed from, unchanged: in eager mode a block that modifies its input in place between its
-projections gets the fused output computed again (the tensor's version counter moved). Under
-torch.compile that check cannot be made (Dynamo does not branch on version counters), so such a
-block would read the earlier output there; the attention and MLP blocks of transformers that
-match the patterns below do not modify their input.
+computed from, unchanged: a block that modifies its input in place between its projections
+gets the fused output computed again (the tensor's version counter moved). That check cannot be
+made under torch.inference_mode (inference tensors keep no version counter) or torch.compile
+(Dynamo does not branch on one), where such a block would read the earlier output; the attention
+and MLP blocks of transformers that match the patterns below do not modify their input.
 
 Names agree: the packed tensors exist once, as ``qkv.values``, ``qkv.meta``, ``qkv.bias``, in
 ``named_buffers()``, ``named_parameters()`` and ``state_dict()``. Checkpoints with one entry per
@@ -139,10 +139,11 @@ class ProjectionSlice(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         slot = self._slot
         if slot is not None and slot[0] is x:
-            # Eager: x changed in place since the fused output was computed (its version moved)
-            # -> compute it again. Dynamo cannot branch on a version counter, so a compiled block
-            # that modifies its input between its projections is not caught (module docstring).
-            version = None if torch.compiler.is_compiling() else x._version
+            # x changed in place since the fused output was computed (its version moved): compute
+            # it again. Not caught where there is no version to read: inference tensors have
+            # none, and Dynamo cannot branch on one (module docstring).
+            version = (None if torch.compiler.is_compiling() or x.is_inference()
+                       else x._version)
             if slot[1] is None or slot[2] != version:
                 slot[1], slot[2] = self._fused(x), version
             return slot[1][..., self.start:self.stop]
