@@ -24,7 +24,7 @@ for stage in "$@"; do
   case $stage in
     tests) timeout 450 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests \
              >"$out/pytest_gpu.txt" 2>&1; tail -15 "$out/pytest_gpu.txt" ;;
-    asmloop) timeout 300 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_wgmma_gpu.py \
+    asmloop) timeout 300 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests/test_wgmma_gpu.py \
              >"$out/pytest_wgmma_asm_loop.txt" 2>&1; tail -8 "$out/pytest_wgmma_asm_loop.txt"
              timeout 280 python3 -m bench.gemm_variants --family wgmma --asm-loop --mode graph --top 4 \
              --shapes 24576x3072x768,6144x768x768,6144x768x3072,4096x4096x4096,4096x14336x4096,8192x8192x8192 \
