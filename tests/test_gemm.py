@@ -413,3 +413,39 @@ def test_plain_eager_calls_skip_the_op_dispatch():
         pass
 
     assert not gemm._plain_eager_call(x.as_subclass(Sub), values, meta, None)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("family", ["mma", "dot"])
+def test_fused_reduce_eager_and_in_cuda_graphs_gpu(family, seed):
+    """FUSED_REDUCE (the tile's last split reduces): the same y as the reduce launch, call after
+    call (the tile counters reset themselves), and replayed from a CUDA graph captured with fresh
+    counters, on new inputs; the kept counters end at zero."""
+    from sparse24.ops.families import _splitk
+
+    n, k = 3072, 768
+    values, meta = packed_weight(n, k, torch.float16, "cuda")
+    bias = torch.randn(n, dtype=torch.float16, device="cuda")
+    cfg = ({"family": "mma", "BLOCK_F": 128, "BLOCK_T": 16, "GROUP_T": 8, "PREFETCH": 1,
+            "SPLIT_K": 4, "A_TILE": 1, "num_warps": 4, "num_stages": 1} if family == "mma" else
+           {"family": "dot", "BLOCK_M": 16, "BLOCK_N": 64, "SPLIT_K": 4, "num_warps": 4,
+            "num_stages": 3})
+    code = gemm.EPILOGUE_CODES["gelu"]
+    xs = [torch.randn(9, k, dtype=torch.float16, device="cuda") for _ in range(3)]
+    two_pass = [gemm.run_config(x, values, meta, bias, code, cfg) for x in xs]
+    fused_cfg = cfg | {"FUSED_REDUCE": 1}
+    for x, expected in zip(xs, two_pass):
+        for _ in range(2):
+            y = run_poisoned(x, values, meta, bias, "gelu", fused_cfg)
+            assert rel_err(y, expected) < 1e-3
+    static_x = xs[0].clone()
+    gemm.run_config(static_x, values, meta, bias, code, fused_cfg)  # compiled before capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_y = gemm.run_config(static_x, values, meta, bias, code, fused_cfg)
+    for x, expected in zip(xs[1:], two_pass[1:]):
+        static_x.copy_(x)
+        graph.replay()
+        torch.cuda.synchronize()
+        assert rel_err(static_y, expected) < 1e-3
+    assert all(not c.any() for c in _splitk._counters.values())
