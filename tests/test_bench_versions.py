@@ -63,3 +63,13 @@ def test_the_worker_is_python_that_imports_only_torch_triton_and_sparse24():
     code = compile(versions.WORKER, "versions-worker", "exec")
     imported = {name.split(".")[0] for name in code.co_names} & {"bench", "numpy", "pandas"}
     assert not imported  # an old tree's environment need not have today's bench helpers
+
+
+def test_a_wrong_answer_is_reported_not_compared():
+    rows = [{"tree": "base", "m": 1, "n": 64, "k": 64, "sparse_us": 5, "dense_us": 5, "err": 0.5,
+             "bytes": 1, "wrong": True},
+            {"tree": "head", "m": 1, "n": 64, "k": 64, "sparse_us": 5, "dense_us": 5, "err": 1e-3,
+             "bytes": 1, "wrong": False}]
+    [entry] = versions.summarize(rows)
+    assert entry["base"] == {"wrong": True, "err": 0.5}
+    assert entry["head"]["speedup"] == 1 and "head_over_base" not in entry

@@ -419,9 +419,15 @@ def test_plain_eager_calls_skip_the_op_dispatch():
 @pytest.mark.parametrize("family", ["mma", "dot"])
 def test_fused_reduce_eager_and_in_cuda_graphs_gpu(family, seed):
     """FUSED_REDUCE (the tile's last split reduces): the same y as the reduce launch, call after
-    call (the tile counters reset themselves), and replayed from a CUDA graph captured with fresh
-    counters, on new inputs; the kept counters end at zero."""
+    call (the tile counters reset themselves) with the workspace poisoned with NaN (a split that
+    reduced before the others wrote would show), and replayed from a CUDA graph captured with
+    its own counters, on new inputs, also after an eager call has grown the kept counters (which
+    frees the old buffer); the kept counters end at zero."""
     from sparse24.ops.families import _splitk
+
+    real_workspace = _splitk.workspace
+    family_module = FAMILIES[family]
+    poisoned = lambda splits, y: real_workspace(splits, y).fill_(float("nan"))  # noqa: E731
 
     n, k = 3072, 768
     values, meta = packed_weight(n, k, torch.float16, "cuda")
@@ -434,18 +440,25 @@ def test_fused_reduce_eager_and_in_cuda_graphs_gpu(family, seed):
     xs = [torch.randn(9, k, dtype=torch.float16, device="cuda") for _ in range(3)]
     two_pass = [gemm.run_config(x, values, meta, bias, code, cfg) for x in xs]
     fused_cfg = cfg | {"FUSED_REDUCE": 1}
-    for x, expected in zip(xs, two_pass):
-        for _ in range(2):
-            y = run_poisoned(x, values, meta, bias, "gelu", fused_cfg)
-            assert rel_err(y, expected) < 1e-3
-    static_x = xs[0].clone()
-    gemm.run_config(static_x, values, meta, bias, code, fused_cfg)  # compiled before capture
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_y = gemm.run_config(static_x, values, meta, bias, code, fused_cfg)
-    for x, expected in zip(xs[1:], two_pass[1:]):
-        static_x.copy_(x)
-        graph.replay()
-        torch.cuda.synchronize()
-        assert rel_err(static_y, expected) < 1e-3
+    family_module.workspace, saved = poisoned, family_module.workspace
+    try:
+        for x, expected in zip(xs, two_pass):
+            for _ in range(2):
+                y = run_poisoned(x, values, meta, bias, "gelu", fused_cfg)
+                assert rel_err(y, expected) < 1e-3
+        static_x = xs[0].clone()
+        gemm.run_config(static_x, values, meta, bias, code, fused_cfg)  # compiled before capture
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_y = gemm.run_config(static_x, values, meta, bias, code, fused_cfg)
+        big = torch.randn(4096, k, dtype=torch.float16, device="cuda")  # more tiles: regrown
+        assert rel_err(gemm.run_config(big, values, meta, bias, code, fused_cfg),
+                       gemm.run_config(big, values, meta, bias, code, cfg)) < 1e-3
+        for x, expected in zip(xs[1:], two_pass[1:]):
+            static_x.copy_(x)
+            graph.replay()
+            torch.cuda.synchronize()
+            assert rel_err(static_y, expected) < 1e-3
+    finally:
+        family_module.workspace = saved
     assert all(not c.any() for c in _splitk._counters.values())

@@ -137,3 +137,27 @@ def test_direct_launch_matches_the_cached_launch_path(dtype):
     static_x.copy_(xs[1])
     graph.replay()
     assert torch.equal(static_y, cached[1])
+
+
+@pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
+@pytest.mark.parametrize("k", [320, 704, 1216])  # 5, 11, 19 chunks: odd, and splits of unequal length
+def test_split_k_with_uneven_splits(k):
+    """SPLIT_K where the k-blocks do not divide evenly, K is an odd number of 64-wide chunks (the
+    last k-block half empty) and SPLIT_K 8 may leave fewer splits: every split config the
+    candidates offer at this K, with the Gluon loop and the asm loop, against float64."""
+    gen = torch.Generator(device="cuda").manual_seed(k)
+    n = 768
+    w, values, meta = packed(n, k, torch.float16, gen)
+    bias = torch.randn(n, device="cuda", generator=gen) * 0.5
+    failures, cases = [], 0
+    for m in (5, 333):
+        x = (torch.randn(m, k, device="cuda", generator=gen) / k ** 0.5).half()
+        want = expected(x, w, bias, "gelu")
+        for cfg in wgmma.candidates(m, n, k, asm_loops=(0, 2), split_ks=wgmma.SPLIT_KS):
+            y = torch.full((m, n), float("nan"), dtype=torch.float16, device="cuda")
+            wgmma.launch(x, values, meta, bias, y, EPILOGUE_CODES["gelu"], cfg)
+            cases += 1
+            err = rel_err(y, want)
+            if torch.isnan(y).any() or not err < REL_TOL[torch.float16]:
+                failures.append((m, cfg, err))
+    assert cases and not failures, failures[:5]

@@ -82,8 +82,9 @@ def tuned(m: int, n: int, k: int, dtype: torch.dtype, device: torch.device) -> d
                        for name in (gpu[0], *cache.shipped_gpus(*gpu[1:])))
             answer = next((e.config for e in entries
                            if e is not None and well_formed(e.config)), None)
-            if tuning.generation() == generation:  # no put (another thread's) meanwhile
-                _answers[memo] = answer
+            _answers[memo] = answer
+            if tuning.generation() != generation:  # a put (another thread's) landed meanwhile
+                _answers.pop(memo, None)
         return answer
     except Exception:  # noqa: BLE001 - a cache problem (or a warning made an error): heuristic
         return None

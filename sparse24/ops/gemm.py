@@ -127,9 +127,9 @@ def _plan(key: tuple) -> tuple:
         _plans.clear()
     generation = tuning.generation()
     cfg = choose_config(*key)
-    plan = (FAMILIES[cfg["family"]].launch, cfg)
-    if tuning.generation() == generation:  # no put (another thread's) while choosing
-        _plans[key] = plan
+    plan = _plans[key] = (FAMILIES[cfg["family"]].launch, cfg)
+    if tuning.generation() != generation:  # a put (another thread's) landed while choosing
+        _plans.pop(key, None)  # stored, then checked: a put between check and store is seen too
     return plan
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from sparse24.kernels.sparse_dot import _splitk_reduce_kernel
-from sparse24.ops.triton_internals import CachedLaunch
+from sparse24.ops.triton_internals import CachedLaunch, current_stream
 
 _reduce_launch = CachedLaunch(_splitk_reduce_kernel)
 
@@ -45,28 +45,30 @@ def reduce(partial, bias, y, activation: int, splits: int, split_stride: int | N
     )
 
 
-# (device, stream) -> int32 zeros, one counter per tile of a FUSED_REDUCE launch. A launch leaves
-# every counter it used at zero again (its last split resets it), so one buffer serves every launch
-# of a stream, in stream order. Per stream: launches on two streams may run at once (a CUDA graph
-# replayed on another stream than it was captured on, next to eager calls on that one, would
-# share a buffer with them).
+# (device, stream) -> int32 zeros, one counter per tile of an eager FUSED_REDUCE launch. A launch
+# leaves every counter it used at zero again (its last split resets it), so one buffer serves
+# every eager launch of a stream, in stream order; per stream, because launches on two streams
+# may run at once. A CUDA graph never uses these (see counters()).
 _counters: dict[tuple, torch.Tensor] = {}
 
 
 def counters(device: torch.device, tiles: int) -> torch.Tensor:
     """At least ``tiles`` zeroed int32 tile counters for a FUSED_REDUCE launch on this device's
-    current stream. While a CUDA graph is being captured and the stream has none yet, fresh zeros
-    that are not kept: their zeroing runs only when the graph replays, so an eager launch must
-    never see them."""
-    if device.type != "cuda":
-        key, capturing = (device.type, None), False
+    current stream.
+
+    While a CUDA graph is being captured: fresh zeros every time, never a kept buffer. The graph
+    then zeroes its own counters before each replay (the captured memset), whatever stream it is
+    replayed on, and no later eager call can free or share them: a kept buffer captured into a
+    graph would be freed when an eager call on the stream needs a larger one, and shared with
+    eager calls when the graph is replayed on another stream (a reviewer's finding)."""
+    if device.type == "cuda":
+        if torch.cuda.is_current_stream_capturing():
+            return torch.zeros(max(tiles, 1024), dtype=torch.int32, device=device)
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        key = (index, current_stream(index))
     else:
-        key = (device.index, torch.cuda.current_stream(device).cuda_stream)
-        capturing = torch.cuda.is_current_stream_capturing()
+        key = (device.type, None)
     held = _counters.get(key)
-    if held is not None and held.numel() >= tiles:
-        return held
-    fresh = torch.zeros(max(tiles, 1024), dtype=torch.int32, device=device)
-    if not capturing:
-        _counters[key] = fresh
-    return fresh
+    if held is None or held.numel() < tiles:
+        held = _counters[key] = torch.zeros(max(tiles, 1024), dtype=torch.int32, device=device)
+    return held
