@@ -15,7 +15,7 @@ python -m bench.make_defaults.
 sparse24/ops/wgmma_asm.py), and the summary gives the best of each form: ASM_LOOP 1 against the
 Gluon loop is the asm loop's own cost or gain, 2 and 4 against 1 the groups in flight. Every form
 is checked before it is timed. --split-k adds the sm90 configs that split K (SPLIT_K 2, 4, 8, where
-the tiles are fewer than two waves): the A/B of split-K for few-tile shapes.
+the tiles are fewer than four waves): the A/B of split-K for few-tile shapes.
 
 eager: do_bench, L2 flushed before each call; the time includes any host gap between the two
 launches of a split-K config (its reduction). graph: the calls captured in a CUDA graph, operands

@@ -62,8 +62,10 @@ def runnable(cfg: dict) -> bool:
     return shared_bytes(cfg["BT"], cfg["STAGES"], cfg.get("SPLIT_K", 1) > 1) <= MAX_SHARED_BYTES
 
 
-# Split-K counts worth timing where tiles are few (SPLIT_K > 1 is not yet checked on a GPU).
+# Split-K counts worth timing where tiles are few (SPLIT_K > 1 is not yet checked on a GPU), and
+# the tile count from which no split is offered (four waves of an H100/H200's 132 SMs).
 SPLIT_KS = (2, 4, 8)
+_SPLIT_MAX_TILES = 4 * 132
 
 
 def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
@@ -71,7 +73,9 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
     """Every sm90 config worth timing for [m, k] x [n, k]^T, in each mainloop form of
     ``asm_loops`` (0: the Gluon k-loop; D: the asm k-loop draining every D k-blocks) and each
     split of K in ``split_ks`` (1: none; S: S splits of the k-blocks, float32 partial sums and a
-    reduction launch; only where there are fewer tiles than two waves of 132 SMs). Neither
+    reduction launch; only where there are fewer tiles than four waves of 132 SMs: below two the
+    SMs idle, and up to four a partial last wave idles a share of them, as the 288 tiles of
+    6144 x 768 at 128 x 128 fill 2.2 waves). Neither
     ASM_LOOP nor SPLIT_K > 1 has been checked on a GPU yet: both are offered only on request."""
     configs = []
     k_blocks = -(-k // 128)
@@ -80,7 +84,7 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
             continue
         tiles = -(-n // 128) * -(-m // bt)
         for split in split_ks:
-            if split > 1 and (split > k_blocks or tiles >= 2 * 132):
+            if split > 1 and (split > k_blocks or tiles >= _SPLIT_MAX_TILES):
                 continue
             for stages in (2, 3, 4, 5, 6):
                 if shared_bytes(bt, stages, split > 1) > MAX_SHARED_BYTES:
