@@ -21,6 +21,14 @@ L2), with three partitions:
 The asm addresses the rings from ``global_smem`` plus offsets that the launcher checks against the
 compiled kernel (sparse24/ops/wgmma.py): Gluon cannot pass shared-memory descriptors to asm.
 
+Two opt-in forms (constexprs; sparse24/ops/wgmma.py says which configs use them):
+  - ASM_LOOP: each math warpgroup runs a tile's whole k-loop in one asm statement (waits on
+    ``full``, wgmmas, releases of ``empty``, metadata loads), keeping a wgmma group in flight
+    between drains (wgmma_asm.loop_asm); the Gluon k-loop below is the other form.
+  - SPLIT_K > 1: work units are (split, tile), each covering its split's k-blocks; the epilogue
+    stores float32 partial sums (no bias or activation) at row (split * tiles_t + token tile) * BT
+    of a workspace that a reduction kernel adds up.
+
 Tails: TMA fills out-of-bounds rows and columns of a box with zeros and clips out-of-bounds rows
 of a store, so M, N (a multiple of 16) and K (a multiple of 64) need no masks; metadata reads of
 feature bands or chunks past the weight are clamped to the last one (valid nibbles over zero
