@@ -73,3 +73,18 @@ def test_a_wrong_answer_is_reported_not_compared():
     [entry] = versions.summarize(rows)
     assert entry["base"] == {"wrong": True, "err": 0.5}
     assert entry["head"]["speedup"] == 1 and "head_over_base" not in entry
+
+
+def test_ptx_diff_tells_identical_reordered_and_different_code():
+    from bench.diag import ptx_diff
+
+    ptx = ("\t.loc\t1 165 0\n\tmov.u32 %r1, %tid.x;\n$L__tmp3:\n\tadd.s32 %r2, %r1, 1; // x\n"
+           "\tmul.lo.s32 %r3, %r2, %r2;\n.section .debug_info\n\t.b8 177\n")
+    base = ptx_diff.normalized(ptx)
+    assert base == ["\tmov.u32 %r1, %tid.x;", "\tadd.s32 %r2, %r1, 1;", "\tmul.lo.s32 %r3, %r2, %r2;",
+                    ".section .debug_info"]
+    moved_line = ptx_diff.normalized(ptx.replace(".loc\t1 165", ".loc\t1 175").replace("177", "187"))
+    assert ptx_diff.compare(base, moved_line) == "identical"  # source lines only
+    swapped = [base[1], base[0], *base[2:]]
+    assert ptx_diff.compare(base, swapped).startswith("the same instructions")
+    assert ptx_diff.compare(base, base[:-2] + ["\tmul.lo.s32 %r3, %r2, 3;", base[-1]]).startswith("differs: 2 lines")
