@@ -227,8 +227,8 @@ def _cached_launch():
 
 
 # (BT, STAGES, GROUP, ASM_LOOP, SPLIT_K, x dtype, bias dtype or None, ACTIVATION) -> the kernel's
-# constexpr values,
-# with the ring offsets verified on the compiled kernel (one look-up per call after the first)
+# constexpr values, with the shared-memory offsets verified on the compiled kernel (one look-up
+# per call after the first)
 _plans: dict[tuple, tuple] = {}
 # (device, plan key, what Triton specializes meta_addr, the bias pointer, N and K on) -> the
 # DescriptorLauncher of that specialization, or False where Triton's launcher is not one it can
@@ -297,7 +297,7 @@ def _launch_kernel(x2, values, meta, bias, out, activation: int, cfg: dict, spli
             triton_internals.DescriptorLauncher.of(compiled, 3) or False)
 
 
-def _verify(args, grid, cfg, dtype, has_bias, activation) -> tuple[int, int]:
+def _verify(args, grid, cfg, dtype, has_bias, activation) -> tuple[int, int, int, int]:
     from sparse24.kernels.sparse_wgmma import _sparse_wgmma_kernel
 
     guess = guessed_offsets(cfg)
