@@ -5,12 +5,20 @@ names used by sparse24's sm90 family changed as follows; everything else it uses
 same in both:
   tma.async_copy_global_to_shared -> tma.async_load
   tma.async_copy_shared_to_global -> tma.async_store
+  triton.language.core._aggregate -> triton.experimental.gluon.aggregate (3.6's Gluon uses the
+    former itself; 3.9 makes it public)
 (3.9 keeps the old names as aliases; the new ones are preferred where they exist.)
 """
 
+from triton.experimental import gluon
 from triton.experimental.gluon.language.nvidia.hopper import tma
+
+try:
+    aggregate = gluon.aggregate
+except AttributeError:  # Triton 3.6
+    from triton.language.core import _aggregate as aggregate
 
 tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
 tma_store = getattr(tma, "async_store", None) or tma.async_copy_shared_to_global
 
-__all__ = ["tma_load", "tma_store"]
+__all__ = ["aggregate", "tma_load", "tma_store"]

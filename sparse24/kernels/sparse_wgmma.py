@@ -20,6 +20,9 @@ L2), with three partitions:
     through its own shared-memory buffer, while the loader already fills the next tile's stages.
 The asm addresses the rings from ``global_smem`` plus offsets that the launcher checks against the
 compiled kernel (sparse24/ops/wgmma.py): Gluon cannot pass shared-memory descriptors to asm.
+The partitions share their state as aggregates (as in Gluon's tutorials): the ``Ring`` (stages
+and mbarriers), the ``Schedule`` (which tiles and k-blocks a program works on), a warpgroup's
+``WgmmaAsm`` and the ``Epilogue``.
 
 Two opt-in forms (constexprs; sparse24/ops/wgmma.py says which configs use them):
   - ASM_LOOP: each math warpgroup runs a tile's whole k-loop in one asm statement (waits on
@@ -41,7 +44,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
 
 from sparse24.activations import EPILOGUE_CODES
-from sparse24.kernels.gluon_compat import tma_load, tma_store
+from sparse24.kernels.gluon_compat import aggregate, tma_load, tma_store
 
 # The ACTIVATION codes, as sparse24/activations.py defines them (0 is no activation).
 _RELU = gl.constexpr(EPILOGUE_CODES["relu"])
@@ -63,58 +66,98 @@ def _tile_coords(tile, tiles_f, tiles_t, GROUP: gl.constexpr):
     return pid_f, pid_t
 
 
-@gluon.jit
-def _work_units(tiles_f, tiles_t, k_blocks, SPLIT_K: gl.constexpr):
-    """(work units, k-blocks per split). Unsplit, the units are the tiles. Split, no split is
-    left empty (as sparse24/ops/wgmma.py sizes the workspace): 6 k-blocks in SPLIT_K 4 are 3
-    splits of 2. Each partition computes them itself: arguments passed into warp_specialize
-    partitions change the unsplit kernel's code."""
-    if SPLIT_K == 1:
-        units = tiles_f * tiles_t
-        per_split = k_blocks
-    else:
-        per_split = gl.cdiv(k_blocks, SPLIT_K)
-        units = tiles_f * tiles_t * gl.cdiv(k_blocks, per_split)
-    return units, per_split
+@aggregate
+class Schedule:
+    """A program's work: tiles of 128 features x BT tokens (GROUP token tiles per feature tile,
+    see ``_tile_coords``), and with SPLIT_K > 1 each tile's k-blocks in splits: the work units
+    are then (split, tile). The loader and both math warpgroups walk the same units, each
+    computing them itself (values passed into warp_specialize partitions change the unsplit
+    kernel's code)."""
+
+    tiles_f: gl.tensor
+    tiles_t: gl.tensor
+    k_blocks: gl.tensor
+    BT: gl.constexpr
+    GROUP: gl.constexpr
+    SPLIT_K: gl.constexpr
+
+    @gluon.constexpr_function
+    def __init__(self, tiles_f, tiles_t, k_blocks, BT, GROUP, SPLIT_K):
+        self.tiles_f = tiles_f
+        self.tiles_t = tiles_t
+        self.k_blocks = k_blocks
+        self.BT = gl.constexpr(BT)
+        self.GROUP = gl.constexpr(GROUP)
+        self.SPLIT_K = gl.constexpr(SPLIT_K)
+
+    @gluon.jit
+    def units(self):
+        """(work units, k-blocks per split). Split, no split is left empty (as
+        sparse24/ops/wgmma.py sizes the workspace): 6 k-blocks in SPLIT_K 4 are 3 splits of 2."""
+        if self.SPLIT_K == 1:
+            units = self.tiles_f * self.tiles_t
+            per_split = self.k_blocks
+        else:
+            per_split = gl.cdiv(self.k_blocks, self.SPLIT_K)
+            units = self.tiles_f * self.tiles_t * gl.cdiv(self.k_blocks, per_split)
+        return units, per_split
+
+    @gluon.jit
+    def unit(self, unit, per_split):
+        """(feature tile, token tile, first k-block, end k-block, split) of work unit ``unit``:
+        unsplit, a tile and every k-block; split, unit = split * tiles + tile and the split's
+        ``per_split`` k-blocks."""
+        if self.SPLIT_K == 1:
+            pid_f, pid_t = _tile_coords(unit, self.tiles_f, self.tiles_t, self.GROUP)
+            kb_first = 0
+            kb_end = self.k_blocks
+            split = 0
+        else:
+            tiles = self.tiles_f * self.tiles_t
+            split = unit // tiles
+            pid_f, pid_t = _tile_coords(unit % tiles, self.tiles_f, self.tiles_t, self.GROUP)
+            kb_first = split * per_split
+            kb_end = gl.minimum(kb_first + per_split, self.k_blocks)
+        return pid_f, pid_t, kb_first, kb_end, split
+
+
+@aggregate
+class Ring:
+    """The operand ring: STAGES stages of A ([128, 64] values) and x (two [BT, 64] halves), the
+    ``full`` mbarriers (the loader's TMA bytes arrived) and ``empty`` ones (both math warpgroups
+    are done with the stage)."""
+
+    a: gl.shared_memory_descriptor
+    x: gl.shared_memory_descriptor
+    full: gl.shared_memory_descriptor
+    empty: gl.shared_memory_descriptor
+    STAGES: gl.constexpr
+
+    @gluon.constexpr_function
+    def __init__(self, a, x, full, empty, STAGES):
+        self.a = a
+        self.x = x
+        self.full = full
+        self.empty = empty
+        self.STAGES = gl.constexpr(STAGES)
 
 
 @gluon.jit
-def _work_unit(unit, tiles_f, tiles_t, k_blocks, per_split, GROUP: gl.constexpr,
-               SPLIT_K: gl.constexpr):
-    """(feature tile, token tile, first k-block, end k-block, split) of work unit ``unit``.
-    Unsplit, a unit is a tile and covers every k-block. Split (SPLIT_K > 1: few tiles for the
-    SMs), unit = split * tiles + tile covers the split's ``per_split`` k-blocks."""
-    if SPLIT_K == 1:
-        pid_f, pid_t = _tile_coords(unit, tiles_f, tiles_t, GROUP)
-        kb_first = 0
-        kb_end = k_blocks
-        split = 0
-    else:
-        tiles = tiles_f * tiles_t
-        split = unit // tiles
-        pid_f, pid_t = _tile_coords(unit % tiles, tiles_f, tiles_t, GROUP)
-        kb_first = split * per_split
-        kb_end = gl.minimum(kb_first + per_split, k_blocks)
-    return pid_f, pid_t, kb_first, kb_end, split
-
-
-@gluon.jit
-def _loader(a_desc, x_desc, a_ring, x_ring, full, empty, tiles_f, tiles_t, k_blocks,
-            BT: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr, SPLIT_K: gl.constexpr):
-    units, per_split = _work_units(tiles_f, tiles_t, k_blocks, SPLIT_K)
+def _loader(a_desc, x_desc, ring: Ring, schedule: Schedule):
+    units, per_split = schedule.units()
+    STAGES: gl.constexpr = ring.STAGES
     step = 0
     for unit in range(gl.program_id(0), units, gl.num_programs(0)):
-        pid_f, pid_t, kb_first, kb_end, split = _work_unit(unit, tiles_f, tiles_t, k_blocks,
-                                                           per_split, GROUP, SPLIT_K)
+        pid_f, pid_t, kb_first, kb_end, split = schedule.unit(unit, per_split)
         for kb in range(kb_first, kb_end):
             s = step % STAGES
             # the first pass over the ring waits for the phase before init, which has completed
-            mbarrier.wait(empty.index(s), ((step // STAGES) & 1) ^ 1)
-            bar = full.index(s)
+            mbarrier.wait(ring.empty.index(s), ((step // STAGES) & 1) ^ 1)
+            bar = ring.full.index(s)
             mbarrier.expect(bar, a_desc.block_type.nbytes + 2 * x_desc.block_type.nbytes)
-            tma_load(a_desc, [pid_f * 128, kb * 64], bar, a_ring.index(s))
-            tma_load(x_desc, [pid_t * BT, kb * 128], bar, x_ring.index(2 * s))
-            tma_load(x_desc, [pid_t * BT, kb * 128 + 64], bar, x_ring.index(2 * s + 1))
+            tma_load(a_desc, [pid_f * 128, kb * 64], bar, ring.a.index(s))
+            tma_load(x_desc, [pid_t * schedule.BT, kb * 128], bar, ring.x.index(2 * s))
+            tma_load(x_desc, [pid_t * schedule.BT, kb * 128 + 64], bar, ring.x.index(2 * s + 1))
             step += 1
 
 
@@ -152,13 +195,56 @@ def _activate(y, ACTIVATION: gl.constexpr):
     return y
 
 
+@aggregate
+class WgmmaAsm:
+    """The inline asm a math warpgroup issues (sparse24/ops/wgmma_asm.py generates the text for
+    its offsets and shape): MMA one k-block (ASM_LOOP off) or a tile's whole k-loop (on), META
+    the metadata loads of the Gluon k-loop; CON their constraint strings."""
+
+    MMA: gl.constexpr
+    MMA_CON: gl.constexpr
+    META: gl.constexpr
+    META_CON: gl.constexpr
+    ASM_LOOP: gl.constexpr
+
+    @gluon.constexpr_function
+    def __init__(self, MMA, MMA_CON, META, META_CON, ASM_LOOP):
+        self.MMA = gl.constexpr(MMA)
+        self.MMA_CON = gl.constexpr(MMA_CON)
+        self.META = gl.constexpr(META)
+        self.META_CON = gl.constexpr(META_CON)
+        self.ASM_LOOP = gl.constexpr(ASM_LOOP)
+
+
+@aggregate
+class Epilogue:
+    """What happens to a finished [64, BT] accumulator: + bias, the activation, the cast, and the
+    TMA store into y (or, split, the float32 partials)."""
+
+    bias_ptr: gl.tensor
+    y_desc: tma.tensor_descriptor
+    HAS_BIAS: gl.constexpr
+    ACTIVATION: gl.constexpr
+
+    @gluon.constexpr_function
+    def __init__(self, bias_ptr, y_desc, HAS_BIAS, ACTIVATION):
+        self.bias_ptr = bias_ptr
+        self.y_desc = y_desc
+        self.HAS_BIAS = gl.constexpr(HAS_BIAS)
+        self.ACTIVATION = gl.constexpr(ACTIVATION)
+
+
 @gluon.jit
-def _math_warpgroup(meta_addr, bias_ptr, y_desc, y_smem, full, empty, N, K, tiles_f, tiles_t,
-                    k_blocks, WARPGROUP: gl.constexpr, MMA_ASM: gl.constexpr,
-                    MMA_CON: gl.constexpr, META_ASM: gl.constexpr, META_CON: gl.constexpr,
-                    BT: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr,
-                    HAS_BIAS: gl.constexpr, ACTIVATION: gl.constexpr, ASM_LOOP: gl.constexpr,
-                    SPLIT_K: gl.constexpr):
+def _math_warpgroup(meta_addr, N, K, ring: Ring, schedule: Schedule, asm: WgmmaAsm,
+                    epilogue: Epilogue, y_smem, WARPGROUP: gl.constexpr):
+    BT: gl.constexpr = schedule.BT
+    STAGES: gl.constexpr = ring.STAGES
+    SPLIT_K: gl.constexpr = schedule.SPLIT_K
+    MMA_ASM: gl.constexpr = asm.MMA
+    MMA_CON: gl.constexpr = asm.MMA_CON
+    META_ASM: gl.constexpr = asm.META
+    META_CON: gl.constexpr = asm.META_CON
+    y_desc = epilogue.y_desc
     P: gl.constexpr = BT // 2
     acc_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BT, 16])
@@ -171,16 +257,15 @@ def _math_warpgroup(meta_addr, bias_ptr, y_desc, y_smem, full, empty, N, K, tile
     odd_chunk = (n % 2)[None, :]
     chunks = K // 64
     stage_zero = gl.zeros([64, BT], gl.int32, layout=acc_layout)
-    units, per_split = _work_units(tiles_f, tiles_t, k_blocks, SPLIT_K)
+    units, per_split = schedule.units()
     step = 0
     for unit in range(gl.program_id(0), units, gl.num_programs(0)):
-        pid_f, pid_t, kb_first, kb_end, split = _work_unit(unit, tiles_f, tiles_t, k_blocks,
-                                                           per_split, GROUP, SPLIT_K)
+        pid_f, pid_t, kb_first, kb_end, split = schedule.unit(unit, per_split)
         first_feature = pid_f * 128 + WARPGROUP * 64
         band = gl.minimum(first_feature // 16 + f // 16, N // 16 - 1).to(gl.int64)[:, None]
         row_words = (band * chunks) * 32 + lane
         acc = gl.zeros([64, BT], gl.float32, layout=acc_layout)
-        if ASM_LOOP:
+        if asm.ASM_LOOP:
             # the whole k-loop in one asm statement (waits, wgmmas, releases, metadata loads),
             # which keeps wgmma groups in flight: ptxas allows that only within one statement
             if SPLIT_K == 1:
@@ -209,26 +294,26 @@ def _math_warpgroup(meta_addr, bias_ptr, y_desc, y_smem, full, empty, N, K, tile
                     META_ASM, META_CON, [meta_addr + (row_words + chunk * 32) * 4],
                     dtype=gl.int32, is_pure=False, pack=P)
                 s = step % STAGES
-                mbarrier.wait(full.index(s), (step // STAGES) & 1)
+                mbarrier.wait(ring.full.index(s), (step // STAGES) & 1)
                 acc = gl.inline_asm_elementwise(MMA_ASM, MMA_CON, [acc, meta, stage_zero + s],
                                                 dtype=gl.float32, is_pure=False, pack=P)
-                mbarrier.arrive(empty.index(s))
+                mbarrier.arrive(ring.empty.index(s))
                 meta = meta_next
                 step += 1
 
         if SPLIT_K == 1:
             features = first_feature + f
-            if HAS_BIAS:
-                bias = gl.load(bias_ptr + features, mask=features < N, other=0.0)
+            if epilogue.HAS_BIAS:
+                bias = gl.load(epilogue.bias_ptr + features, mask=features < N, other=0.0)
                 acc = acc + bias.to(gl.float32)[:, None]
-            out = _activate(acc, ACTIVATION).to(y_desc.dtype)
+            out = _activate(acc, epilogue.ACTIVATION).to(y_desc.dtype)
             row = pid_t * BT
         else:
             # the split's float32 partial sums; bias and activation come after the reduction.
             # Each split's rows are padded to whole token tiles, so a tile never writes into
             # the next split's rows.
             out = acc
-            row = (split * tiles_t + pid_t) * BT
+            row = (split * schedule.tiles_t + pid_t) * BT
         tma.store_wait(0)  # the previous tile's store has left y_smem
         y_smem.store(gl.permute(out, [1, 0]))
         fence_async_shared()
@@ -265,13 +350,13 @@ def _sparse_wgmma_kernel(
         mbarrier.init(ring_empty.index(i), count=2)  # one arrival per math warpgroup
     fence_async_shared()
 
+    ring = Ring(operand_ring_a, operand_ring_x, ring_full, ring_empty, STAGES)
+    schedule = Schedule(tiles_f, tiles_t, k_blocks, BT, GROUP, SPLIT_K)
+    epilogue = Epilogue(bias_ptr, y_desc, HAS_BIAS, ACTIVATION)
+    asm_0 = WgmmaAsm(MMA_ASM_0, MMA_CON, META_ASM, META_CON, ASM_LOOP)
+    asm_1 = WgmmaAsm(MMA_ASM_1, MMA_CON, META_ASM, META_CON, ASM_LOOP)
     gl.warp_specialize([
-        (_math_warpgroup, (meta_addr, bias_ptr, y_desc, y_smem_0, ring_full, ring_empty, N, K, tiles_f,
-                           tiles_t, k_blocks, 0, MMA_ASM_0, MMA_CON, META_ASM, META_CON, BT,
-                           STAGES, GROUP, HAS_BIAS, ACTIVATION, ASM_LOOP, SPLIT_K)),
-        (_math_warpgroup, (meta_addr, bias_ptr, y_desc, y_smem_1, ring_full, ring_empty, N, K, tiles_f,
-                           tiles_t, k_blocks, 1, MMA_ASM_1, MMA_CON, META_ASM, META_CON, BT,
-                           STAGES, GROUP, HAS_BIAS, ACTIVATION, ASM_LOOP, SPLIT_K)),
-        (_loader, (a_desc, x_desc, operand_ring_a, operand_ring_x, ring_full, ring_empty, tiles_f, tiles_t,
-                   k_blocks, BT, STAGES, GROUP, SPLIT_K)),
+        (_math_warpgroup, (meta_addr, N, K, ring, schedule, asm_0, epilogue, y_smem_0, 0)),
+        (_math_warpgroup, (meta_addr, N, K, ring, schedule, asm_1, epilogue, y_smem_1, 1)),
+        (_loader, (a_desc, x_desc, ring, schedule)),
     ], [4, 1], [MATH_REGS, LOADER_REGS])
