@@ -176,3 +176,55 @@ def test_llama_with_gate_up_groups_round_trips(seed, tmp_path):
     ids = torch.randint(0, 100, (2, 7))
     with torch.no_grad():
         assert torch.equal(loaded(ids).logits, model(ids).logits)
+
+
+def test_a_packed_layer_the_checkpoint_did_not_fill_is_refused(seed, tmp_path):
+    """A head of another size (ignore_mismatched_sizes=True): transformers would "initialize" the
+    packed classifier with _init_weights, which knows no SparseLinear, leaving zeros or garbage
+    (NaN logits); loading refuses, naming the layer. The same checkpoint loads at its own size."""
+    model = pruned("roberta", num_labels=16)  # 16 outputs: the head's out_proj packs too
+    sparsify_(model)
+    assert isinstance(model.classifier.out_proj, SparseLinear)
+    model.save_pretrained(tmp_path)
+    cls = type(model)
+    cls.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="was not filled from the checkpoint"):
+        cls.from_pretrained(tmp_path, num_labels=2 * model.config.num_labels,
+                            ignore_mismatched_sizes=True)
+
+
+def test_t5_packs_what_it_can_and_reloads(seed, tmp_path):
+    """T5 reads its feed-forward output layer's .weight in forward (wo: left dense, with the
+    reason) and its _init_weights reads the projections' .weight on loading (kept off the
+    packed layers' owners): the sparsified model runs as the dense one and reloads bit for bit."""
+    from sparse24.nn import prune_, squash_
+
+    config = transformers.T5Config(d_model=64, d_kv=32, d_ff=128, num_layers=1, num_heads=2,
+                                   vocab_size=128)
+    dense = transformers.T5ForConditionalGeneration(config).eval()
+    prune_(dense)
+    squash_(dense)
+    model = copy.deepcopy(dense)
+    report = sparsify_(model)
+    assert "reads .wo.weight" in report.skipped["encoder.block.0.layer.1.DenseReluDense.wo"]
+    assert "encoder.block.0.layer.1.DenseReluDense.wi" in report.swapped
+    ids = torch.randint(0, 128, (2, 7))
+    with torch.no_grad():
+        out = model(input_ids=ids, decoder_input_ids=ids).logits
+        assert torch.allclose(out, dense(input_ids=ids, decoder_input_ids=ids).logits, atol=1e-5)
+        model.save_pretrained(tmp_path)
+        loaded = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path).eval()
+        assert torch.equal(loaded(input_ids=ids, decoder_input_ids=ids).logits, out)
+
+
+def test_gpt2_conv1d_layers_are_named_as_left_dense(seed):
+    """GPT-2's projections are transformers' Conv1D, not nn.Linear: prune_ and sparsify_ name each
+    one as left dense, with the reason, instead of saying nothing."""
+    from sparse24.nn import prune_
+
+    config = transformers.GPT2Config(n_embd=64, n_layer=1, n_head=2, vocab_size=128, n_positions=32)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    for report in (prune_(model), sparsify_(model)):
+        conv = {fqn: why for fqn, why in report.skipped.items() if "Conv1D" in why}
+        assert set(conv) == {"transformer.h.0.attn.c_attn", "transformer.h.0.attn.c_proj",
+                             "transformer.h.0.mlp.c_fc", "transformer.h.0.mlp.c_proj"}

@@ -355,3 +355,23 @@ def test_bfloat16_model(zoo, seed):
     got = logits(model, batch)
     assert got.dtype == torch.bfloat16
     assert rel_err(got, want) < REL_TOL[torch.bfloat16]
+
+
+@pytest.mark.parametrize("hooked", ["dense", "intermediate_act_fn"])
+def test_a_hooked_linear_or_activation_is_not_fused(zoo, seed, hooked):
+    """A forward hook on the FFN's Linear or on its activation: fusing would hand the Linear's
+    hook the activated output and drop the activation's hooks, so the pair stays unfused (the
+    Linear is still packed) and the hooks see what they saw before."""
+    dense = copy.deepcopy(zoo("bert")[0])
+    model = copy.deepcopy(dense)
+    seen = []
+    for net in (dense, model):
+        block = net.bert.encoder.layer[0].intermediate
+        getattr(block, hooked).register_forward_hook(
+            lambda module, args, out, net=net: seen.append(net) or out * 2)
+    report = sparsify_(model, filter_fn=_ffn_only)
+    assert "forward hooks" in report.not_fused["bert.encoder.layer.0.intermediate"]
+    assert "bert.encoder.layer.0.intermediate.dense" in report.swapped
+    batch = inputs()
+    assert rel_err(logits(model, batch), logits(dense, batch)) < REL_TOL[torch.float32]
+    assert seen.count(model) == seen.count(dense) == 1

@@ -6,6 +6,9 @@ layers by default: a model pruned with the defaults packs with the defaults.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -48,6 +51,14 @@ def linear_sites(model: nn.Module) -> list[LinearSite]:
     return list(sites.values())
 
 
+def unhandled_layers(model: nn.Module) -> dict[str, str]:
+    """Layers with a weight matrix that are not nn.Linear, so sparse24 never sees them otherwise,
+    with why: transformers' Conv1D (GPT-2 style: x @ W + b with W [in, out])."""
+    return {fqn: ("transformers' Conv1D (GPT-2 style, weight [in, out]) is not an nn.Linear; "
+                  "sparse24 leaves it dense")
+            for fqn, module in model.named_modules() if type(module).__name__ == "Conv1D"}
+
+
 def parameter_owners(model: nn.Module) -> dict[int, list[str]]:
     """id(parameter) -> "module_fqn.name" for every distinct module that holds it directly."""
     owners: dict[int, list[str]] = {}
@@ -64,6 +75,27 @@ def tied_reason(site: LinearSite, owners: dict[int, list[str]]) -> str | None:
     others = [h for h in holders if h != f"{site.fqn}.weight"]
     if others:
         return f"weight is tied to {', '.join(others)}; packing it would untie them"
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _source(function) -> str:
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):  # built in, or defined where no source is kept
+        return ""
+
+
+def weight_reader_reason(site: LinearSite) -> str | None:
+    """An owner whose ``forward`` reads the Linear's ``.weight`` by its attribute name would find
+    none on a SparseLinear (it holds packed values): T5's feed-forward reads
+    ``self.wo.weight.dtype``. Read off the source text of the owner's forward. (The model's
+    ``_init_weights``, which reads ``module.q.weight`` in T5, is kept off the packed layers'
+    owners when a checkpoint loads: sparse24/nn/hf.py.)"""
+    for parent, name in site.parents:
+        if re.search(rf"\.{re.escape(name)}\.weight\b", _source(type(parent).forward)):
+            return (f"{type(parent).__name__}.forward reads .{name}.weight, which a packed layer "
+                    "does not have; it is left dense")
     return None
 
 

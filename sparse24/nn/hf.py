@@ -26,7 +26,7 @@ from typing import Any
 
 from torch import nn
 
-from sparse24.layout import LAYOUT_VERSION
+from sparse24.layout import LAYOUT_VERSION, invalid_meta_words
 
 QUANT_METHOD = "sparse24"
 
@@ -106,6 +106,26 @@ def record_structure(model: nn.Module, report, identity_at: list[tuple[nn.Module
         base=structure_of(base, identities["base"]), head=head)
 
 
+def refuse_unfilled(model: nn.Module) -> None:
+    """Every packed layer must have come from the checkpoint: transformers "initializes" a layer
+    whose entries are missing or had another shape (``ignore_mismatched_sizes``) by calling the
+    model's ``_init_weights``, which knows no SparseLinear, so its tensors would stay as they were
+    (zeros, or uninitialized memory: NaN logits, no error). A metadata word no packed weight has
+    gives it away."""
+    from sparse24.nn.linear import SparseLinear
+
+    for fqn, module in model.named_modules():
+        meta = getattr(module, "meta", None)
+        if not isinstance(module, SparseLinear) or meta is None or meta.is_meta:
+            continue
+        if invalid_meta_words(meta):
+            raise ValueError(
+                f"sparse24: the packed weight of {fqn or 'the model'} was not filled from the "
+                "checkpoint (its entries are missing, or have another shape and were re-initialized, "
+                "e.g. with ignore_mismatched_sizes=True); a packed layer has no random init. Load "
+                "a checkpoint of the same shapes, or load the dense model and sparsify_ it")
+
+
 def rebuild_(model: nn.Module, config: Any) -> None:
     """Apply a recorded structure (a Sparse24Config) to a dense skeleton: the Linear layers
     become SparseLinear layers of the same shapes, dtype and device, holding an all-zero packed
@@ -119,8 +139,22 @@ def rebuild_(model: nn.Module, config: Any) -> None:
             warnings.warn("sparse24: the checkpoint's head layers are not part of this base model; "
                           "they are left out", stacklevel=3)
         config.head = {}  # this model's record: what it saves must not name layers it lacks
-        return
-    _rebuild_part(model, config.head, missing_ok=True)
+    else:
+        _rebuild_part(model, config.head, missing_ok=True)
+    _keep_init_off_packed_owners(model)
+
+
+def _keep_init_off_packed_owners(model: nn.Module) -> None:
+    """Mark the modules that hold packed layers as initialized: transformers then does not run
+    the model's ``_init_weights`` on them, which reads their projections' ``.weight`` by name in
+    some models (T5: ``module.q.weight``) and would fail on a SparseLinear. What it would have
+    initialized are the packed layers, which the checkpoint fills (refuse_unfilled checks)."""
+    from sparse24.nn.linear import SparseLinear
+    from sparse24.nn.shared_input import ProjectionSlice
+
+    for module in model.modules():
+        if any(isinstance(child, (SparseLinear, ProjectionSlice)) for child in module.children()):
+            module._is_hf_initialized = True
 
 
 def _rebuild_part(model: nn.Module, structure: dict[str, Any], missing_ok: bool) -> None:
@@ -226,6 +260,7 @@ if _transformers_available():
             # The record as rebuilt (a base model drops its checkpoint's head part), also where
             # transformers left the config's raw dict from config.json (4.57).
             model.config.quantization_config = self.quantization_config
+            refuse_unfilled(model)
             return model
 
         def is_serializable(self, *args: Any, **kwargs: Any) -> bool:

@@ -19,7 +19,7 @@ from torch.nn.utils import parametrize
 
 from sparse24.nn._select import (
     FilterFn, LinearSite, filtered_out, format_section, is_parametrized, linear_sites,
-    parameter_owners, tied_reason, unsupported_reason,
+    parameter_owners, tied_reason, unhandled_layers, unsupported_reason,
 )
 from sparse24.ops import mask_24
 
@@ -69,6 +69,7 @@ def prune_(model: nn.Module, filter_fn: FilterFn | None = None) -> PruneReport:
     parametrization; the dense values live on in ``module.parametrizations.weight.original``.
     """
     report = PruneReport()
+    report.skipped.update(unhandled_layers(model))
     owners = parameter_owners(model)
     for site in linear_sites(model):
         reason = _skip_reason(site, filter_fn, owners)

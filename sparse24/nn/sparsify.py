@@ -10,7 +10,8 @@ from torch import nn
 from sparse24.nn._activations import describe, ffn_pattern, fusable_activation
 from sparse24.nn._select import (
     FilterFn, LinearSite, filtered_out, format_section, is_parametrized, linear_sites,
-    not_24_reason, parameter_owners, tied_reason, unsupported_reason,
+    not_24_reason, parameter_owners, tied_reason, unhandled_layers, unsupported_reason,
+    weight_reader_reason,
 )
 from sparse24.nn.hf import record_structure
 from sparse24.nn.linear import SparseLinear
@@ -84,12 +85,13 @@ def sparsify_(
         report.skipped[""] = "the model itself is a Linear; use SparseLinear.from_linear(model)"
         return report
 
+    report.skipped.update(unhandled_layers(model))
     owners = parameter_owners(model)
     chosen: list[LinearSite] = []
     not_24: list[str] = []
     sites = linear_sites(model)
     for site in sites:
-        reason = _skip_reason(site, filter_fn, owners)
+        reason = _skip_reason(site, filter_fn, owners) or weight_reader_reason(site)
         if reason is None:
             reason = not_24_reason(site.module.weight.detach())
             if reason:
@@ -192,6 +194,15 @@ def _plan_fusion(
             # Not swapped (reported as skipped), or also used elsewhere without the activation.
             continue
         act = getattr(block, act_attr)
+        hooked = [n for n, m in ((linear_attr, lin), (act_attr, act))  # act may be a function
+                  if getattr(m, "_forward_hooks", None) or getattr(m, "_forward_pre_hooks", None)]
+        if hooked:
+            # A hook on the Linear would see the activated output once it moved to the fused
+            # layer, and the activation's hooks would be dropped with it: outputs would change.
+            verb = "has" if len(hooked) == 1 else "have"
+            report.not_fused[fqn] = (f"{' and '.join(hooked)} {verb} forward hooks; fusing the "
+                                     "activation would change what they see")
+            continue
         name = fusable_activation(act)
         if name is None:
             report.not_fused[fqn] = (f"{act_attr} is {describe(act)}; SparseLinear fuses only "
