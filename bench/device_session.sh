@@ -2,7 +2,7 @@
 # The GPU-machine runs behind bench/results/h200 (one call each, stages chosen by argument):
 #   bash bench/device_session.sh OUT_DIR tests gemm16      # GPU suite, then the fp16 GEMM table
 #   bash bench/device_session.sh OUT_DIR gemmbf16 bert bertprofile bertbf16 overhead pack profile
-#   bash bench/device_session.sh OUT_DIR asmloop   # the sm90 asm k-loop (ASM_LOOP) and split-K (SPLIT_K): GPU checks, then their A/Bs (bench.gemm_variants --asm-loop / --split-k)
+#   bash bench/device_session.sh OUT_DIR asmloop   # the A/Bs of the sm90 asm k-loop (ASM_LOOP) and split-K (SPLIT_K): bench.gemm_variants --asm-loop / --split-k (the tests stage checks them first)
 #   bash bench/device_session.sh OUT_DIR versions   # carry .ab (git archive trees): a commit's GEMMs against this one's, in turns
 #   bash bench/device_session.sh OUT_DIR llm     # the Llama-8B-shaped decoder (python3 -m bench.llm)
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
@@ -22,13 +22,11 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu --format=csv,no
 for stage in "$@"; do
   echo "=== $stage $(date -u +%H:%M:%S)"
   case $stage in
-    tests) timeout 450 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests \
+    tests) timeout 540 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests \
              >"$out/pytest_gpu.txt" 2>&1; tail -15 "$out/pytest_gpu.txt" ;;
-    asmloop) timeout 300 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests/test_wgmma_gpu.py \
-             >"$out/pytest_wgmma_asm_loop.txt" 2>&1; tail -8 "$out/pytest_wgmma_asm_loop.txt"
-             timeout 280 python3 -m bench.gemm_variants --family wgmma --asm-loop --mode graph --top 4 \
+    asmloop) timeout 280 python3 -m bench.gemm_variants --family wgmma --asm-loop --mode graph --top 4 \
              --shapes 24576x3072x768,6144x768x768,6144x768x3072,4096x4096x4096,4096x14336x4096,8192x8192x8192 \
-             --out "$out/gemm_variants_asm_loop.jsonl" 2>&1 | tail -40  # the ASM_LOOP lever: check, then A/B
+             --out "$out/gemm_variants_asm_loop.jsonl" 2>&1 | tail -40  # the ASM_LOOP lever: each config checked, then timed
              timeout 200 python3 -m bench.gemm_variants --family wgmma --split-k --mode graph --top 4 \
              --shapes 384x3072x768,384x768x3072,1000x4096x4096,512x4096x14336,6144x768x768,6144x768x3072 \
              --out "$out/gemm_variants_split_k.jsonl" 2>&1 | tail -30 ;;  # the SPLIT_K lever, few-tile shapes
