@@ -76,16 +76,3 @@ def placement_error(values: torch.Tensor, meta: torch.Tensor) -> str | None:
             "transpose or other strided view of them is not another packed weight)"
         )
     return None
-
-
-def invalid_meta_words(meta: torch.Tensor) -> int:
-    """How many int32 metadata words hold a nibble that no packed weight has: every 4-bit nibble
-    names the two kept positions of a group of 4, idx0 (bits 0-1) < idx1 (bits 2-3), so zeros or
-    uninitialized memory (a packed layer the checkpoint did not fill) fail; compress never
-    writes one (an all-zero group keeps positions 0 and 1)."""
-    words = meta.reshape(-1).to(torch.int64) & 0xFFFFFFFF
-    bad = torch.zeros_like(words, dtype=torch.bool)
-    for shift in range(0, 32, 4):
-        nibble = (words >> shift) & 0xF
-        bad |= (nibble & 3) >= (nibble >> 2)
-    return int(bad.sum())

@@ -105,6 +105,14 @@ def _meta_positions(meta: torch.Tensor) -> torch.Tensor:
     return torch.stack([nibble & 3, nibble >> 2], dim=-1)
 
 
+def invalid_meta_groups(meta: torch.Tensor) -> int:
+    """How many groups of 4 the metadata gives positions no packed weight has: compress keeps
+    idx0 < idx1 (an all-zero group keeps positions 0 and 1), so zeros or uninitialized memory (a
+    packed layer a checkpoint did not fill) fail."""
+    positions = _meta_positions(meta)
+    return int((positions[..., 0] >= positions[..., 1]).sum())
+
+
 def compress_ref(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Dense 2:4 weight [N, K] -> (values [N, K/2], natural order; meta int32 [N/16, K/64, 32])."""
     n, k = w.shape

@@ -9,7 +9,6 @@ when the tuned configs change and when full; a repeated call enters few Python f
 """
 
 import inspect
-import sys
 
 import pytest
 import torch
@@ -257,19 +256,10 @@ def test_the_plans_stay_bounded(plans, monkeypatch):
 
 
 def sparse24_frames(fn) -> list[str]:
-    """The functions of sparse24 modules one call of fn enters (sys.setprofile)."""
-    seen = []
+    """The functions of sparse24 modules one call of fn enters (bench.diag.eager_frames' tracer)."""
+    from bench.diag.eager_frames import frames_of
 
-    def tracer(frame, event, arg):
-        if event == "call" and frame.f_globals.get("__name__", "").startswith("sparse24"):
-            seen.append(frame.f_code.co_name)
-
-    sys.setprofile(tracer)
-    try:
-        fn()
-    finally:
-        sys.setprofile(None)
-    return seen
+    return [function for _, function in frames_of(fn)]
 
 
 def test_a_repeated_call_checks_looks_up_and_launches(plans):

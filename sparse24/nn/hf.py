@@ -26,7 +26,7 @@ from typing import Any
 
 from torch import nn
 
-from sparse24.layout import LAYOUT_VERSION, invalid_meta_words
+from sparse24.layout import LAYOUT_VERSION
 
 QUANT_METHOD = "sparse24"
 
@@ -110,15 +110,16 @@ def refuse_unfilled(model: nn.Module) -> None:
     """Every packed layer must have come from the checkpoint: transformers "initializes" a layer
     whose entries are missing or had another shape (``ignore_mismatched_sizes``) by calling the
     model's ``_init_weights``, which knows no SparseLinear, so its tensors would stay as they were
-    (zeros, or uninitialized memory: NaN logits, no error). A metadata word no packed weight has
-    gives it away."""
+    (zeros, or uninitialized memory: NaN logits, no error). Metadata no packed weight has gives
+    it away."""
     from sparse24.nn.linear import SparseLinear
+    from sparse24.reference import invalid_meta_groups
 
     for fqn, module in model.named_modules():
         meta = getattr(module, "meta", None)
         if not isinstance(module, SparseLinear) or meta is None or meta.is_meta:
             continue
-        if invalid_meta_words(meta):
+        if invalid_meta_groups(meta):
             raise ValueError(
                 f"sparse24: the packed weight of {fqn or 'the model'} was not filled from the "
                 "checkpoint (its entries are missing, or have another shape and were re-initialized, "

@@ -55,9 +55,9 @@ def check_weight(op: str, w: torch.Tensor, *, pack: bool) -> None:
 
 def check_packed(op: str, values: torch.Tensor, meta: torch.Tensor) -> tuple[int, int]:
     """Validate a (values, meta) pair; return the dense shape (N, K)."""
-    for name, tensor in (("values", values), ("meta", meta)):
-        if not isinstance(tensor, torch.Tensor):
-            raise TypeError(f"sparse24.{op}: {name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if not isinstance(values, torch.Tensor) or not isinstance(meta, torch.Tensor):
+        name, value = ("values", values) if not isinstance(values, torch.Tensor) else ("meta", meta)
+        raise TypeError(f"sparse24.{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
     if values.dim() != 2:
         raise ValueError(
             f"sparse24.{op}: values must be 2-D [N, K/2], got shape {tuple(values.shape)}"
