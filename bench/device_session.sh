@@ -12,6 +12,16 @@
 # Run from the repository root: the benches are modules of bench/ (python3 -m bench.gemm, ...).
 # Every stage has its own time limit so one slow stage cannot eat the others' time.
 set -u
+# One device call may run 600 s: every stage's own limit is cut to what is left of
+# DEVICE_SESSION_BUDGET_S (default 570 s, leaving time to pack the results).
+started=$(date +%s)
+budget=${DEVICE_SESSION_BUDGET_S:-570}
+limit() {  # limit SECONDS COMMAND...: timeout with the stage's limit or what is left, whichever is less
+  local left=$(( started + budget - $(date +%s) ))
+  (( left < $1 )) && set -- "$left" "${@:2}"
+  (( $1 > 5 )) || { echo "skipped (no time left): ${*:2}" >&2; return 124; }
+  timeout "$@"
+}
 # Results are written to a scratch folder and come back as one archive, OUT_DIR/results.tgz: the
 # device tool returns only a few files per call (a run on 2026-12-02 lost its GEMM tables so).
 final=$1; shift
@@ -22,40 +32,40 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu --format=csv,no
 for stage in "$@"; do
   echo "=== $stage $(date -u +%H:%M:%S)"
   case $stage in
-    tests) timeout 540 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests \
+    tests) limit 400 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests \
              >"$out/pytest_gpu.txt" 2>&1; tail -15 "$out/pytest_gpu.txt" ;;
-    asmloop) timeout 280 python3 -m bench.gemm_variants --family wgmma --asm-loop --mode graph --top 4 \
+    asmloop) limit 280 python3 -m bench.gemm_variants --family wgmma --asm-loop --mode graph --top 4 \
              --shapes 24576x3072x768,6144x768x768,6144x768x3072,4096x4096x4096,4096x14336x4096,8192x8192x8192 \
              --out "$out/gemm_variants_asm_loop.jsonl" 2>&1 | tail -40  # the ASM_LOOP lever: each config checked, then timed
-             timeout 200 python3 -m bench.gemm_variants --family wgmma --split-k --mode graph --top 4 \
+             limit 200 python3 -m bench.gemm_variants --family wgmma --split-k --mode graph --top 4 \
              --shapes 384x3072x768,384x768x3072,1000x4096x4096,512x4096x14336,6144x768x768,6144x768x3072 \
              --out "$out/gemm_variants_split_k.jsonl" 2>&1 | tail -30 ;;  # the SPLIT_K lever, few-tile shapes
-    versions) for base in .ab/*/; do timeout 280 python3 -m bench.versions "$base" --rounds 2 --out-dir "$out" 2>&1 \
+    versions) for base in .ab/*/; do limit 280 python3 -m bench.versions "$base" --rounds 2 --out-dir "$out" 2>&1 \
              | grep -v Warning | tail -20; done ;;  # carry .ab: trees made by git archive (bench/versions.py)
-    gemm16) mkdir -p "$out/fp16"; timeout 400 python3 -m bench.gemm --out-dir "$out/fp16" 2>&1 | tail -45 ;;
-    gemmbf16) mkdir -p "$out/bf16"; timeout 150 python3 -m bench.gemm --dtype bfloat16 --modes graph \
+    gemm16) mkdir -p "$out/fp16"; limit 400 python3 -m bench.gemm --out-dir "$out/fp16" 2>&1 | tail -45 ;;
+    gemmbf16) mkdir -p "$out/bf16"; limit 150 python3 -m bench.gemm --dtype bfloat16 --modes graph \
              --no-plot --out-dir "$out/bf16" 2>&1 | tail -30 ;;
-    bert) mkdir -p "$out/bert"; timeout 560 python3 -m bench.bert --out-dir "$out/bert" 2>&1 \
+    bert) mkdir -p "$out/bert"; limit 560 python3 -m bench.bert --out-dir "$out/bert" 2>&1 \
              | grep -v Warning | tail -60 ;;
-    bertprofile) mkdir -p "$out/bert"; timeout 300 python3 -m bench.bert --profile-only --profile 16,64 \
+    bertprofile) mkdir -p "$out/bert"; limit 300 python3 -m bench.bert --profile-only --profile 16,64 \
              --variants dense,sparse24 --out-dir "$out/bert" 2>&1 | grep -v Warning | tail -15 ;;  # its own process: the profiler slows the launches after it
-    bertbf16) mkdir -p "$out/bertbf16"; timeout 300 python3 -m bench.bert --dtype bfloat16 \
+    bertbf16) mkdir -p "$out/bertbf16"; limit 300 python3 -m bench.bert --dtype bfloat16 \
              --variants dense,sparse24 --min-run-time 0.5 --out-dir "$out/bertbf16" 2>&1 | grep -v Warning | tail -30 ;;
     notebook) python3 -m pip install -q --no-index --no-deps .whl/*.whl 2>&1 | tail -2  # debugpy and jedi left out (10 MB of the 64 MiB a call carries): ipykernel and IPython run without them
-             SPARSE24_NOTEBOOK_MODEL=$PWD/.models/all-MiniLM-L6-v2-fp16 timeout 420 python3 notebooks/execute.py \
+             SPARSE24_NOTEBOOK_MODEL=$PWD/.models/all-MiniLM-L6-v2-fp16 limit 420 python3 notebooks/execute.py \
              --out "$out/semi_structured_sparse.ipynb" 2>&1 | tail -5 ;;
-    levers) timeout 300 python3 -m bench.investigations.2026-12-gemm-levers.levers mma-a-tile wgmma-tile gelu --out-dir "$out" 2>&1 \
+    levers) limit 300 python3 -m bench.investigations.2026-12-gemm-levers.levers mma-a-tile wgmma-tile gelu --out-dir "$out" 2>&1 \
              | grep -v Warning | tail -40 ;;
-    overhead) timeout 90 python3 -m bench.overhead --out-dir "$out" 2>&1 | tail -30 ;;
-    llm) mkdir -p "$out/llm"; timeout 500 python3 -m bench.llm --out-dir "$out/llm" 2>&1 \
+    overhead) limit 90 python3 -m bench.overhead --out-dir "$out" 2>&1 | tail -30 ;;
+    llm) mkdir -p "$out/llm"; limit 500 python3 -m bench.llm --out-dir "$out/llm" 2>&1 \
              | grep -v Warning | tail -30 ;;
-    hostpaths) timeout 240 python3 -m bench.diag.host_paths >"$out/host_paths.txt" 2>&1; grep "===" "$out/host_paths.txt" ;;
-    eagerdiag) timeout 300 python3 -m bench.investigations.2026-12-bert-eager-host-time.eager_steady >"$out/eager_steady.txt" 2>&1; grep -v Warning "$out/eager_steady.txt" | tail -30 ;;
-    opcost) timeout 150 python3 -m bench.diag.compiled_op_cost >"$out/compiled_op_cost.txt" 2>&1; head -8 "$out/compiled_op_cost.txt" ;;
-    breakdown) timeout 560 python3 -m bench.diag.gpu_breakdown >"$out/gpu_breakdown.txt" 2>&1; grep -v -E "Warning|^    " "$out/gpu_breakdown.txt" | tail -70 ;;
-    abturns) timeout 400 python3 -m bench.diag.ab_interleaved >"$out/ab_interleaved.txt" 2>&1; grep -v -E "Warning|warn" "$out/ab_interleaved.txt" | tail -12 ;;
-    pack) timeout 60 python3 -m bench.pack --out-dir "$out" 2>&1 | tail -12 ;;
-    profile) timeout 120 ncu --clock-control none -k regex:_sparse_wgmma_kernel --launch-skip 1 \
+    hostpaths) limit 240 python3 -m bench.diag.host_paths >"$out/host_paths.txt" 2>&1; grep "===" "$out/host_paths.txt" ;;
+    eagerdiag) limit 300 python3 -m bench.investigations.2026-12-bert-eager-host-time.eager_steady >"$out/eager_steady.txt" 2>&1; grep -v Warning "$out/eager_steady.txt" | tail -30 ;;
+    opcost) limit 150 python3 -m bench.diag.compiled_op_cost >"$out/compiled_op_cost.txt" 2>&1; head -8 "$out/compiled_op_cost.txt" ;;
+    breakdown) limit 560 python3 -m bench.diag.gpu_breakdown >"$out/gpu_breakdown.txt" 2>&1; grep -v -E "Warning|^    " "$out/gpu_breakdown.txt" | tail -70 ;;
+    abturns) limit 400 python3 -m bench.diag.ab_interleaved >"$out/ab_interleaved.txt" 2>&1; grep -v -E "Warning|warn" "$out/ab_interleaved.txt" | tail -12 ;;
+    pack) limit 60 python3 -m bench.pack --out-dir "$out" 2>&1 | tail -12 ;;
+    profile) limit 120 ncu --clock-control none -k regex:_sparse_wgmma_kernel --launch-skip 1 \
              --launch-count 1 --section SpeedOfLight --section WarpStateStats \
              python3 -m bench.investigations.2026-12-sm90-ncu.profile_wgmma >"$out/ncu_wgmma.txt" 2>&1; grep -E "Duration|Throughput|Stall|Issue" "$out/ncu_wgmma.txt" | head -30 ;;
   esac
