@@ -34,6 +34,9 @@ for stage in "$@"; do
   case $stage in
     tests) limit 400 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests \
              >"$out/pytest_gpu.txt" 2>&1; tail -15 "$out/pytest_gpu.txt" ;;
+    wgmmatests) limit 300 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests/test_wgmma_gpu.py \
+             tests/test_gemm.py::test_fused_reduce_eager_and_in_cuda_graphs_gpu >"$out/pytest_gpu_wgmma.txt" 2>&1
+             tail -15 "$out/pytest_gpu_wgmma.txt" ;;  # the sm90 forms and the fused reduction only
     asmloop) limit 280 python3 -m bench.gemm_variants --family wgmma --asm-loop --mode graph --top 4 \
              --shapes 24576x3072x768,6144x768x768,6144x768x3072,4096x4096x4096,4096x14336x4096,8192x8192x8192 \
              --out "$out/gemm_variants_asm_loop.jsonl" 2>&1 | tail -40  # the ASM_LOOP lever: each config checked, then timed

@@ -39,8 +39,6 @@ def expected(x, w, bias, activation):
     return REFERENCE_ACTIVATIONS[activation](y)
 
 
-@pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def deepest_of_each_form(configs: list[dict]) -> list[dict]:
     """Per (BT, ASM_LOOP, SPLIT_K), the config with the most stages: the opt-in forms are checked
     at one ring depth each (every depth of each would be 92 configs a dtype, too many compiles
@@ -59,6 +57,8 @@ GPU_CONFIGS = wgmma.candidates(4096, 768, 768) + [
     if cfg.get("ASM_LOOP", 0) or cfg.get("SPLIT_K", 1) > 1]
 
 
+@pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("cfg", GPU_CONFIGS,
                          ids=lambda c: f"BT{c['BT']}-S{c['STAGES']}-L{c.get('ASM_LOOP', 0)}"
                                        f"-K{c.get('SPLIT_K', 1)}")
