@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -46,7 +47,8 @@ import sparse24, sparse24.ops as ops
 shapes, dtype_name = json.loads(sys.argv[1]), sys.argv[2]
 dtype = getattr(torch, dtype_name)
 l2 = torch.cuda.get_device_properties(0).L2_cache_size or 50 * 2**20
-print(json.dumps({"package": sparse24.__file__}), flush=True)
+print(json.dumps({"package": sparse24.__file__, "kernels": sys.modules["sparse24.kernels"].__file__}),
+      flush=True)
 for m, n, k in shapes:
     torch.manual_seed(0)
     w = ops.prune_24(torch.randn(n, k, device="cuda", dtype=dtype))
@@ -92,6 +94,20 @@ def tree_env(tree: Path, cache_dir: str) -> dict[str, str]:
     return env
 
 
+def importable(tree: Path, scratch: Path) -> Path:
+    """``tree`` itself where its kernels are in sparse24/kernels/; for a tree from before
+    2026-12-04, whose kernels were a top-level kernels/ that pyproject.toml mapped to
+    sparse24.kernels (3f7bd99, ce650da), a copy under ``scratch`` with them moved there. On
+    PYTHONPATH alone that mapping is lost, and ``import sparse24.kernels`` found this checkout's
+    kernels instead (editable install): the first run on the H200 failed so."""
+    if (tree / "sparse24" / "kernels").is_dir() or not (tree / "kernels" / "__init__.py").is_file():
+        return tree
+    staged = scratch / tree.resolve().name
+    shutil.copytree(tree / "sparse24", staged / "sparse24")
+    shutil.copytree(tree / "kernels", staged / "sparse24" / "kernels")
+    return staged
+
+
 def run_worker(tree: Path, shapes, dtype: str, cache_dir: str, timeout: float) -> list[dict]:
     with tempfile.TemporaryDirectory() as scratch:
         done = subprocess.run([sys.executable, "-c", WORKER, json.dumps(shapes), dtype],
@@ -101,9 +117,10 @@ def run_worker(tree: Path, shapes, dtype: str, cache_dir: str, timeout: float) -
     if done.returncode or not rows:
         raise RuntimeError(f"the worker for {tree} failed (exit {done.returncode}):\n"
                            f"{done.stderr[-2000:]}")
-    package = Path(rows[0]["package"]).resolve()
-    if tree.resolve() not in package.parents:  # the tree we meant, not an installed sparse24
-        raise RuntimeError(f"the worker for {tree} imported sparse24 from {package}")
+    for part in ("package", "kernels"):  # the tree we meant, not an installed sparse24
+        found = Path(rows[0][part]).resolve()
+        if tree.resolve() not in found.parents:
+            raise RuntimeError(f"the worker for {tree} imported sparse24's {part} from {found}")
     return rows[1:]
 
 
@@ -166,11 +183,11 @@ def main() -> int:
     if args.base is None or not (args.base / "sparse24" / "__init__.py").is_file():
         parser.error(f"{args.base} holds no sparse24/ package (see the usage above)")
     label = args.label or args.base.resolve().name
-    trees = {"base": args.base, "head": REPO}
     env, run_id = common.env_record(), common.new_run_id()
     out_dir = args.out_dir or common.DEFAULT_OUT_DIR
     rows = []
-    with tempfile.TemporaryDirectory() as cache_dir:
+    with tempfile.TemporaryDirectory() as cache_dir, tempfile.TemporaryDirectory() as scratch:
+        trees = {"base": importable(args.base, Path(scratch)), "head": REPO}
         for i, tree in enumerate(turns(args.rounds)):
             common.progress(f"round {i // 2 + 1}: {tree} ({trees[tree]})")
             mine = [{**row, "tree": tree, "round": i // 2, "wrong": not row["err"] < MAX_ERROR}

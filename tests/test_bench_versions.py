@@ -27,6 +27,21 @@ def test_a_worker_imports_the_tree_it_is_given(tmp_path):
     assert done.stdout.split()[0] == "base" and str(tree) in done.stdout
 
 
+def test_a_tree_with_top_level_kernels_imports_its_own_kernels(tmp_path):
+    """Before 2026-12-04 the kernels were a top-level kernels/ that pyproject mapped to
+    sparse24.kernels: staged, the tree's sparse24.kernels is its own, not this checkout's."""
+    tree = fake_tree(tmp_path, "old")
+    (tree / "kernels").mkdir()
+    (tree / "kernels" / "__init__.py").write_text("TREE = 'old kernels'\n")
+    staged = versions.importable(tree, tmp_path / "scratch")
+    assert versions.importable(staged, tmp_path / "again") == staged  # already importable
+    done = subprocess.run([sys.executable, "-c", "import sparse24.kernels as k; print(k.TREE)"],
+                          capture_output=True, text=True, cwd=tmp_path,
+                          env=versions.tree_env(staged, str(tmp_path / "cache")))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "old kernels"
+
+
 def test_a_failing_worker_is_reported_with_its_error(tmp_path):
     tree = fake_tree(tmp_path, "broken")  # no sparse24.ops: the worker cannot start
     with pytest.raises(RuntimeError, match="the worker for .*broken failed"):
