@@ -37,6 +37,13 @@ for stage in "$@"; do
     wgmmatests) limit 300 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests/test_wgmma_gpu.py \
              tests/test_gemm.py::test_fused_reduce_eager_and_in_cuda_graphs_gpu >"$out/pytest_gpu_wgmma.txt" 2>&1
              tail -15 "$out/pytest_gpu_wgmma.txt" ;;  # the sm90 forms and the fused reduction only
+    decode) limit 230 python3 -m bench.gemm_variants --family mma --mode graph --top 6 \
+             --only BLOCK_F=128,SPLIT_K=2/4/8/16 --out "$out/gemm_variants_decode.jsonl" \
+             --shapes 1x4096x4096,16x4096x4096,64x4096x4096,1x14336x4096,16x4096x14336,16x3072x768 \
+             2>&1 | grep -v Warning | tail -60  # A_TILE 2 and FUSED_REDUCE against the split mma configs, each checked first
+             limit 300 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests/test_gemm.py \
+             -k "few_chunks or (every_candidate and mma)" >"$out/pytest_gpu_mma.txt" 2>&1
+             tail -8 "$out/pytest_gpu_mma.txt" ;;
     asmloop) limit 280 python3 -m bench.gemm_variants --family wgmma --asm-loop --mode graph --top 4 \
              --shapes 24576x3072x768,6144x768x768,6144x768x3072,4096x4096x4096,4096x14336x4096,8192x8192x8192 \
              --out "$out/gemm_variants_asm_loop.jsonl" 2>&1 | tail -40  # the ASM_LOOP lever: each config checked, then timed

@@ -8,7 +8,7 @@ python -m bench.make_defaults.
 
     python -m bench.gemm_variants [--shapes 24576x3072x768,...] [--family mma|dot|wgmma]
                                   [--top 5] [--mode eager|graph] [--min-tile-tokens 128]
-                                  [--asm-loop] [--split-k]
+                                  [--asm-loop] [--split-k] [--only BLOCK_F=128,SPLIT_K=2/4]
 
 --asm-loop adds, beside each sm90 config, its forms with the whole k-loop in one asm statement
 (ASM_LOOP 1, 2, 4: wgmma groups kept in flight, drained every 1, 2 or 4 k-blocks;
@@ -42,6 +42,26 @@ from sparse24.ops import configs, gemm, wgmma
 DEFAULT_SHAPES = "24576x3072x768,24576x768x3072,6144x768x768,1536x3072x768,16x4096x4096,64x11008x4096"
 
 
+# what a config without the field runs as (the launchers' defaults)
+FIELD_DEFAULTS = {"A_TILE": 1, "SPLIT_K": 1, "FUSED_REDUCE": 0, "ASM_LOOP": 0}
+
+
+def parse_only(text: str) -> dict[str, set[int]]:
+    """"BLOCK_F=128,SPLIT_K=2/4" -> {"BLOCK_F": {128}, "SPLIT_K": {2, 4}}."""
+    only = {}
+    for item in filter(None, text.replace(" ", "").split(",")):
+        try:
+            name, values = item.split("=")
+            only[name] = {int(v) for v in values.split("/")}
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r} is not FIELD=V1/V2/...") from None
+    return only
+
+
+def kept(cfg: dict, only: dict[str, set[int]]) -> bool:
+    return all(cfg.get(name, FIELD_DEFAULTS.get(name)) in values for name, values in only.items())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default=DEFAULT_SHAPES, help="MxNxK list")
@@ -50,6 +70,9 @@ def main() -> int:
                         help="also time the sm90 configs' asm k-loop forms (ASM_LOOP 1, 2, 4)")
     parser.add_argument("--split-k", action="store_true",
                         help="also time the sm90 configs that split K (SPLIT_K 2, 4, 8)")
+    parser.add_argument("--only", type=parse_only, default={},
+                        help="keep configs whose fields take these values, e.g. "
+                             "BLOCK_F=128,SPLIT_K=2/4/8 (a field a config lacks takes its default)")
     parser.add_argument("--top", type=int, default=5)
     parser.add_argument("--min-tile-tokens", type=int, default=0,
                         help="skip configs whose token tile (BLOCK_M or BLOCK_T) is smaller")
@@ -98,7 +121,8 @@ def main() -> int:
             pool = configs.candidates(m, n, k, on_gpu=True, wgmma_side=side)
         cands = [cfg for cfg in pool
                  if args.family in ("all", cfg["family"])
-                 and cfg.get("BLOCK_M", cfg.get("BLOCK_T", cfg.get("BT"))) >= args.min_tile_tokens]
+                 and cfg.get("BLOCK_M", cfg.get("BLOCK_T", cfg.get("BT"))) >= args.min_tile_tokens
+                 and kept(cfg, args.only)]
         errs = {}
 
         def check(cfg):

@@ -302,8 +302,10 @@ def test_every_candidate_config_is_correct_gpu(m, n, k, dtype, family, seed):
     for cfg in configs.candidates(m, n, k, on_gpu=True):
         if cfg["family"] != family:
             continue
-        # both ways of loading the mma family's A operand (sparse24/kernels/sparse_mma.py, A_TILE)
-        for variant in ([{**cfg, "A_TILE": 0}, {**cfg, "A_TILE": 1}] if family == "mma" else [cfg]):
+        # every way of loading the mma family's A operand (sparse24/kernels/sparse_mma.py, A_TILE);
+        # a candidate that names one runs as it is
+        loads = [{**cfg, "A_TILE": a} for a in (0, 1, 2)] if family == "mma" and "A_TILE" not in cfg else [cfg]
+        for variant in loads:
             y = run_poisoned(x, values, meta, bias, "gelu", variant)
             err = rel_err(y.cpu(), expected)
             if not err < TOLERANCE[dtype]:
@@ -324,7 +326,7 @@ def test_mma_programs_of_few_chunks_gpu(n, k, seed):
         x = torch.randn(m, k, dtype=torch.float16, device="cuda")
         expected = reference_output(x, values, meta, None, None)
         for block_f, block_t, prefetch, split_k, a_tile in itertools.product(
-                (64, 128), (16, 32), (1, 2), (1, 2, 4), (0, 1)):
+                (64, 128), (16, 32), (1, 2), (1, 2, 4), (0, 1, 2)):
             cfg = {"family": "mma", "BLOCK_F": block_f, "BLOCK_T": block_t, "GROUP_T": 8,
                    "PREFETCH": prefetch, "SPLIT_K": split_k, "A_TILE": a_tile, "num_warps": 4,
                    "num_stages": 1}

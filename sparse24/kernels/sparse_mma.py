@@ -75,13 +75,26 @@ def _load_a(addr):
 
 
 @triton.jit
-def _a_tile_pointers(values32_ptr, f_local, first_row, K):
-    """[BLOCK_F, 8] pointers to the first atom's 8 words (32 bytes) of each of the program's rows
-    of values: a plain row-major tile, loaded coalesced (16-byte vectors) and rearranged into the
-    mma layout by ``_a_operand``. Rows of values are K / 4 words apart."""
-    words = tl.arange(0, 8)
+def _a_tile_pointers(values32_ptr, f_local, first_row, K, WORDS: tl.constexpr):
+    """[BLOCK_F, WORDS] pointers to the first WORDS words of each of the program's rows of values:
+    a plain row-major tile, loaded coalesced (16-byte vectors) and rearranged into the mma layout
+    by ``_a_operand``. WORDS 8: one atom (32 bytes a row, A_TILE 1); 32: two chunks (128 bytes a
+    row, A_TILE 2). Rows of values are K / 4 words apart."""
+    words = tl.arange(0, WORDS)
     rows = (first_row + f_local).to(tl.int64)[:, None]
     return values32_ptr + rows * (K // 4) + words[None, :]
+
+
+@triton.jit
+def _pair_atoms(tile, BLOCK_F: tl.constexpr):
+    """A [BLOCK_F, 32] word tile of two chunks (word w: chunk w // 16, atom (w % 16) // 8, word
+    w % 8 of the atom's row segment) as its four [BLOCK_F, 8] atom tiles, in the order
+    chunk 0 atom 0, chunk 0 atom 1, chunk 1 atom 0, chunk 1 atom 1."""
+    a = tl.permute(tl.reshape(tile, [BLOCK_F, 4, 8]), [0, 2, 1])  # row, word, 2 * chunk + atom
+    atom0, atom1 = tl.split(tl.reshape(a, [BLOCK_F, 8, 2, 2]))  # last axis: the atom
+    first0, second0 = tl.split(atom0)  # last axis: the chunk
+    first1, second1 = tl.split(atom1)
+    return first0, first1, second0, second1
 
 
 @triton.jit
@@ -155,7 +168,8 @@ def _load_chunk(x32_ptr, a_addr, a_ptrs, e_addr, tokens, chunk, step, M, stride_
     a_addr / a_ptrs / e_addr point at the split's first chunk; ``step`` chunks past it is
     ``chunk``. A chunk is 32 values (64 bytes, 16 words) of each row of values, an atom 32 bytes.
     A_TILE 0: A straight into the mma layout, four 4-byte asm loads per lane and atom; A_TILE 1:
-    two coalesced [BLOCK_F, 8] word tiles, rearranged when used (_mma_chunk)."""
+    two coalesced [BLOCK_F, 8] word tiles, rearranged when used (_mma_chunk); A_TILE 2 loads two
+    chunks at a time (_load_pair)."""
     e = _load_e(e_addr + step * 128)
     if A_TILE:
         a0 = tl.load(a_ptrs + step * 16)
@@ -177,6 +191,57 @@ def _mma_chunk(acc, operands, BLOCK_F: tl.constexpr, BLOCK_T: tl.constexpr, IS_B
         a1 = _a_operand(a1, BLOCK_F, BLOCK_T)
     acc = _mma_sp(a0, _b_operand(x0, BLOCK_F, BLOCK_T), acc, e, 0, IS_BF16)
     return _mma_sp(a1, _b_operand(x1, BLOCK_F, BLOCK_T), acc, e, 1, IS_BF16)
+
+
+@triton.jit
+def _load_pair(x32_ptr, a_ptrs, e_addr, tokens, chunk, step, last, M, stride_x32):
+    """The operands of chunks ``chunk`` and ``chunk + 1`` (A_TILE 2): both metadata words, one
+    [BLOCK_F, 32] word tile of values (128 contiguous bytes of each row: a whole cache line per
+    row, where A_TILE 1 asks for 32-byte pieces of 16 rows per load), and the four x tiles.
+    Where the second chunk is past the split's end (``last``), its values and x tiles load as
+    zeros and its metadata word is the first's: it adds exactly 0 (no memory past the end is read).
+    """
+    second = chunk + 1 < last
+    e0 = _load_e(e_addr + step * 128)
+    e1 = _load_e(e_addr + (step + second.to(tl.int32)) * 128)
+    words = tl.arange(0, 32)
+    a = tl.load(a_ptrs + step * 16, mask=(words < 16)[None, :] | second, other=0)
+    x0 = _load_x_tile(x32_ptr, tokens, 2 * chunk, M, stride_x32)
+    x1 = _load_x_tile(x32_ptr, tokens, 2 * chunk + 1, M, stride_x32)
+    m_second = tl.where(second, M, 0)  # no token row of a missing chunk is read
+    x2 = _load_x_tile(x32_ptr, tokens, 2 * chunk + 2, m_second, stride_x32)
+    x3 = _load_x_tile(x32_ptr, tokens, 2 * chunk + 3, m_second, stride_x32)
+    return e0, e1, a, x0, x1, x2, x3
+
+
+@triton.jit
+def _mma_pair(acc, operands, BLOCK_F: tl.constexpr, BLOCK_T: tl.constexpr, IS_BF16: tl.constexpr):
+    e0, e1, a, x0, x1, x2, x3 = operands
+    a00, a01, a10, a11 = _pair_atoms(a, BLOCK_F)
+    acc = _mma_chunk(acc, (e0, a00, a01, x0, x1), BLOCK_F, BLOCK_T, IS_BF16, 1)
+    return _mma_chunk(acc, (e1, a10, a11, x2, x3), BLOCK_F, BLOCK_T, IS_BF16, 1)
+
+
+@triton.jit
+def _load_step(x32_ptr, a_addr, a_ptrs, e_addr, tokens, chunk, step, last, M, stride_x32,
+               A_TILE: tl.constexpr):
+    """The operands of one step of the k-loop: one chunk, or two with A_TILE 2."""
+    if A_TILE == 2:
+        ops = _load_pair(x32_ptr, a_ptrs, e_addr, tokens, chunk, step, last, M, stride_x32)
+    else:
+        ops = _load_chunk(x32_ptr, a_addr, a_ptrs, e_addr, tokens, chunk, step, M, stride_x32,
+                          A_TILE)
+    return ops
+
+
+@triton.jit
+def _mma_step(acc, operands, BLOCK_F: tl.constexpr, BLOCK_T: tl.constexpr, IS_BF16: tl.constexpr,
+              A_TILE: tl.constexpr):
+    if A_TILE == 2:
+        acc = _mma_pair(acc, operands, BLOCK_F, BLOCK_T, IS_BF16)
+    else:
+        acc = _mma_chunk(acc, operands, BLOCK_F, BLOCK_T, IS_BF16, A_TILE)
+    return acc
 
 
 @triton.jit
@@ -217,7 +282,7 @@ def _sparse_mma_kernel(
     atom_row = (pid_f * (BLOCK_F // 16) + f_local // 16)[:, None].to(tl.int64)
     # byte addresses of chunk 0; one chunk = 64 columns = 2 atoms
     a_addr = values_addr + _a_word_offsets(f_local, n_local, pid_f * BLOCK_F, K) * 4
-    a_ptrs = _a_tile_pointers(values32_ptr, f_local, pid_f * BLOCK_F, K)
+    a_ptrs = _a_tile_pointers(values32_ptr, f_local, pid_f * BLOCK_F, K, 32 if A_TILE == 2 else 8)
     e_addr = meta_addr + (atom_row * (K // 64) * 32 + lane) * 4
     tokens = pid_t * BLOCK_T + n_local
 
@@ -235,31 +300,35 @@ def _sparse_mma_kernel(
     a_addr += first * 64
     a_ptrs += first * 16
     e_addr += first * 128
+    # One step of the k-loop is one chunk, or two (A_TILE 2: a step past the split's end adds 0).
+    STEP: tl.constexpr = 2 if A_TILE == 2 else 1
     if PREFETCH == 1:
-        # Registers double-buffer one chunk: the loads of chunk i+1 are in flight during the
-        # mma of chunk i (a loop iteration is a scheduling barrier for ptxas).
-        cur = _load_chunk(x32_ptr, a_addr, a_ptrs, e_addr, tokens, first, 0, M, stride_x32, A_TILE)
-        for chunk in range(first + 1, last):
-            nxt = _load_chunk(x32_ptr, a_addr, a_ptrs, e_addr, tokens, chunk, chunk - first, M,
-                              stride_x32, A_TILE)
-            acc = _mma_chunk(acc, cur, BLOCK_F, BLOCK_T, IS_BF16, A_TILE)
+        # Registers double-buffer one step: the loads of step i+1 are in flight during the
+        # mma of step i (a loop iteration is a scheduling barrier for ptxas).
+        cur = _load_step(x32_ptr, a_addr, a_ptrs, e_addr, tokens, first, 0, last, M, stride_x32,
+                         A_TILE)
+        for chunk in range(first + STEP, last, STEP):
+            nxt = _load_step(x32_ptr, a_addr, a_ptrs, e_addr, tokens, chunk, chunk - first, last,
+                             M, stride_x32, A_TILE)
+            acc = _mma_step(acc, cur, BLOCK_F, BLOCK_T, IS_BF16, A_TILE)
             cur = nxt
-        acc = _mma_chunk(acc, cur, BLOCK_F, BLOCK_T, IS_BF16, A_TILE)
+        acc = _mma_step(acc, cur, BLOCK_F, BLOCK_T, IS_BF16, A_TILE)
     else:
-        # Two chunks in flight. A split of one chunk loads it twice and adds it once.
-        second = tl.minimum(first + 1, last - 1)
-        cur = _load_chunk(x32_ptr, a_addr, a_ptrs, e_addr, tokens, first, 0, M, stride_x32, A_TILE)
-        nxt = _load_chunk(x32_ptr, a_addr, a_ptrs, e_addr, tokens, second, second - first, M,
-                          stride_x32, A_TILE)
-        for chunk in range(first + 2, last):
-            after = _load_chunk(x32_ptr, a_addr, a_ptrs, e_addr, tokens, chunk, chunk - first, M,
-                                stride_x32, A_TILE)
-            acc = _mma_chunk(acc, cur, BLOCK_F, BLOCK_T, IS_BF16, A_TILE)
+        # Two steps in flight. A split of one step loads it twice and adds it once.
+        second = tl.where(first + STEP < last, first + STEP, first)
+        cur = _load_step(x32_ptr, a_addr, a_ptrs, e_addr, tokens, first, 0, last, M, stride_x32,
+                         A_TILE)
+        nxt = _load_step(x32_ptr, a_addr, a_ptrs, e_addr, tokens, second, second - first, last, M,
+                         stride_x32, A_TILE)
+        for chunk in range(first + 2 * STEP, last, STEP):
+            after = _load_step(x32_ptr, a_addr, a_ptrs, e_addr, tokens, chunk, chunk - first,
+                               last, M, stride_x32, A_TILE)
+            acc = _mma_step(acc, cur, BLOCK_F, BLOCK_T, IS_BF16, A_TILE)
             cur = nxt
             nxt = after
-        acc = _mma_chunk(acc, cur, BLOCK_F, BLOCK_T, IS_BF16, A_TILE)
+        acc = _mma_step(acc, cur, BLOCK_F, BLOCK_T, IS_BF16, A_TILE)
         if second > first:
-            acc = _mma_chunk(acc, nxt, BLOCK_F, BLOCK_T, IS_BF16, A_TILE)
+            acc = _mma_step(acc, nxt, BLOCK_F, BLOCK_T, IS_BF16, A_TILE)
 
     features = (pid_f * BLOCK_F + f_local)[:, None]
     if SPLIT_K == 1:

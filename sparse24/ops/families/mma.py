@@ -4,7 +4,9 @@ calls (up to gemm.MMA_MAX_TOKENS_SM90), where split-K streams the weight. It nee
 
 A config tiles [BLOCK_F features x BLOCK_T tokens] per program: {"family": "mma", "BLOCK_F",
 "BLOCK_T", "GROUP_T": token blocks per feature block in the tile order, "PREFETCH": chunks of K
-loaded ahead, "SPLIT_K", "A_TILE": how A is loaded (1: from coalesced tiles, the default),
+loaded ahead, "SPLIT_K", "A_TILE": how A is loaded (0: per-lane asm loads; 1: from coalesced
+[BLOCK_F, 8]-word tiles, one atom at a time, the default; 2: [BLOCK_F, 32]-word tiles, two chunks
+of K at a time, 128 contiguous bytes of each row),
 "num_warps", "num_stages", optional "FUSED_REDUCE": 1 (a split tile's last program reduces the
 splits, instead of a second launch; not yet timed on a GPU)}.
 """
@@ -23,7 +25,7 @@ NAME = "mma"
 # What the launcher reads; configs tuned before split-K existed lack SPLIT_K and run unsplit, and
 # A_TILE is 1 where absent
 FIELDS = ("BLOCK_F", "BLOCK_T", "GROUP_T", "PREFETCH", "num_warps", "num_stages")
-CHOICES = {"FUSED_REDUCE": (0, 1)}
+CHOICES = {"FUSED_REDUCE": (0, 1), "A_TILE": (0, 1, 2)}
 
 # fp32 accumulator registers a thread (BLOCK_F * BLOCK_T / (32 * num_warps)) at most 128 of 255:
 # the A fragments and x tiles of two chunks (prefetch) must fit beside them
@@ -50,7 +52,9 @@ def candidates(m: int, n: int, k: int) -> list[dict]:
                 continue
             cfg = {"family": "mma", "BLOCK_F": block_f, "BLOCK_T": block_t, "GROUP_T": 8,
                    "PREFETCH": 1, "SPLIT_K": split, "num_warps": 4, "num_stages": 1}
-            configs += [cfg, cfg | {"FUSED_REDUCE": 1}]
+            # the split reduced in the kernel, and A loaded two chunks at a time (each one lever
+            # against cfg; not both at once: the candidates stay 3 per tile and split)
+            configs += [cfg, cfg | {"FUSED_REDUCE": 1}, cfg | {"A_TILE": 2}]
     return configs
 
 
