@@ -59,25 +59,28 @@ def candidates(m: int, n: int, k: int) -> list[dict]:
 
 
 def heuristic(m: int, n: int, k: int, sms: int) -> dict:
-    """A config without tuning for N a multiple of 64, shaped after the H100 sweep in
-    bench/results/h100/gemm_variants.jsonl.
+    """A config without tuning for N a multiple of 64.
 
     Up to 64 tokens (weight streaming): 128 (else 64) features x 16 (32 from 17 tokens) per
-    program and split-K, so that about four programs per SM stream the weight with at least 8
-    chunks of 64 columns each (the sweep's best at 16 x 4096 x 4096: 128 x 16, SPLIT_K 8; at
-    16 x 14336 x 4096: SPLIT_K 4; at 16 x 4096 x 11008: SPLIT_K 16). More tokens: 256 (else 128)
-    features x 32 tokens, 4 warps, register prefetch; 64 tokens with 8 warps from 16384 tokens on.
-    A_TILE 1 (A from coalesced tiles): equal or 2-9% faster than per-lane loads at each shape's
-    best split, 1-64 tokens on the LLM shapes (bench/results/h200/levers_8821ead.jsonl)."""
+    program, values loaded two chunks of K at a time (A_TILE 2: 128 contiguous bytes of each row),
+    and K split so that every SM holds two programs (A_TILE 2 takes 168-174 registers a thread,
+    so two programs of 128 threads fit an SM), each split at least one pair of chunks. H200, CUDA
+    graphs, against the rule before it (A_TILE 1, four programs an SM, splits of at least 8 chunks),
+    same run (bench/results/h200/gemm_variants.jsonl, run 20261205T021452Z-94a792): 1 x 4096 x 4096
+    1.07x -> 1.22x cuBLAS, 16 x 4096 x 4096 1.10x -> 1.23x, 64 x 4096 x 4096 0.61x -> 0.71x,
+    1 x 14336 x 4096 1.11x -> 1.31x, 16 x 4096 x 14336 1.04x -> 1.28x; 16 x 3072 x 768, which the
+    old floor of 8 chunks left unsplit (0.44x, bench.versions), 0.77x. Measured on the H200 only.
+    More tokens: 256 (else 128) features x 32 tokens, 4 warps, register prefetch; 64 tokens with
+    8 warps from 16384 tokens on (shaped after the H100 sweep, bench/results/h100)."""
     if m <= 64:
         block_f = 128 if n % 128 == 0 else 64
         block_t = 16 if m <= 16 else 32
         # max(1, ...): m = 0 makes no programs (linear returns first; a bench or tool may ask)
         programs = max(1, (n // block_f) * cdiv(m, block_t))
-        most = max(1, min(k // 64 // 8, 4 * sms // programs))
+        most = max(1, min(k // 64 // 2, 2 * sms // programs))
         split = 1 << (most.bit_length() - 1)  # a power of two, at most `most`
         return {"family": "mma", "BLOCK_F": block_f, "BLOCK_T": block_t, "GROUP_T": 8,
-                "PREFETCH": 1, "SPLIT_K": split, "A_TILE": 1, "num_warps": 4, "num_stages": 1}
+                "PREFETCH": 1, "SPLIT_K": split, "A_TILE": 2, "num_warps": 4, "num_stages": 1}
     block_f = next(b for b in (256, 128, 64) if n % b == 0)
     big = m >= 16384 and block_f == 256
     return {"family": "mma", "BLOCK_F": block_f, "BLOCK_T": 64 if big else 32, "GROUP_T": 8,
