@@ -21,7 +21,10 @@ with it; none without the epilogue).
 Element (f, n) of the [BLOCK_F, BLOCK_T] tile, with g = f % 8, h = (f % 16) // 8, t = (n % 8) // 2,
 c = n % 2, is register r = 2h + c of lane 4g + t in tile (f // 16, n // 8). Its operands:
   A  values word  (row g + 8c, word t + 4h of the atom's row segment; _a_word_offsets): four
-     4-byte asm loads per lane from the natural-order values (sparse24/kernels/pack.py)
+     4-byte asm loads per lane from the natural-order values (sparse24/kernels/pack.py, A_TILE
+     0), or coalesced row-major tiles rearranged through shared memory (_a_operand): one atom
+     (32 bytes a row, A_TILE 1) or two chunks (128 bytes a row, A_TILE 2, the default up to 64
+     tokens: a warp reads whole lines; bench/NOTES.md 2026-12-05)
   B  x word       (token 8 * (n // 8) + g, word 16 * atom + t + 4r): two halves, k = 2t + 8r, +1;
      loaded as a coalesced tile and rearranged by Triton through shared memory (_b_operand)
   E  meta word    (atom pair, lane), shared by the 4 registers; selector 0 / 1 for even / odd atom
