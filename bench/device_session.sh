@@ -3,6 +3,7 @@
 #   bash bench/device_session.sh OUT_DIR tests gemm16      # GPU suite, then the fp16 GEMM table
 #   bash bench/device_session.sh OUT_DIR gemmbf16 bert bertprofile bertbf16 overhead pack profile
 #   bash bench/device_session.sh OUT_DIR asmloop   # the A/Bs of the sm90 asm k-loop (ASM_LOOP) and split-K (SPLIT_K): bench.gemm_variants --asm-loop / --split-k (the tests stage checks them first)
+#   bash bench/device_session.sh OUT_DIR decode     # the mma family's A_TILE 2 GPU tests, then the MAXNREG A/B at few tokens
 #   bash bench/device_session.sh OUT_DIR versions   # carry .ab (git archive trees): a commit's GEMMs against this one's, in turns
 #   bash bench/device_session.sh OUT_DIR llm     # the Llama-8B-shaped decoder (python3 -m bench.llm)
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
@@ -37,13 +38,13 @@ for stage in "$@"; do
     wgmmatests) limit 300 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests/test_wgmma_gpu.py \
              tests/test_gemm.py::test_fused_reduce_eager_and_in_cuda_graphs_gpu >"$out/pytest_gpu_wgmma.txt" 2>&1
              tail -15 "$out/pytest_gpu_wgmma.txt" ;;  # the sm90 forms and the fused reduction only
-    decode) limit 230 python3 -m bench.gemm_variants --family mma --mode graph --top 6 \
-             --only BLOCK_F=128,SPLIT_K=2/4/8/16 --out "$out/gemm_variants_decode.jsonl" \
-             --shapes 1x4096x4096,16x4096x4096,64x4096x4096,1x14336x4096,16x4096x14336,16x3072x768 \
-             2>&1 | grep -v Warning | tail -60  # A_TILE 2 and FUSED_REDUCE against the split mma configs, each checked first
-             limit 300 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests/test_gemm.py \
+    decode) limit 300 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests/test_gemm.py \
              -k "few_chunks or (every_candidate and mma)" >"$out/pytest_gpu_mma.txt" 2>&1
-             tail -8 "$out/pytest_gpu_mma.txt" ;;
+             tail -8 "$out/pytest_gpu_mma.txt"  # A_TILE 2 in every form first (cut short on 2026-12-05)
+             limit 230 python3 -m bench.gemm_variants --family mma --mode graph --top 6 \
+             --only BLOCK_F=128,BLOCK_T=16,A_TILE=2,SPLIT_K=2/4/8/16 --out "$out/gemm_variants_decode.jsonl" \
+             --shapes 1x4096x4096,16x4096x4096,1x14336x4096,16x14336x4096,16x4096x14336,16x3072x768 \
+             2>&1 | grep -v Warning | tail -50 ;;  # MAXNREG 168 (three programs an SM) against none, each checked first
     asmloop) limit 280 python3 -m bench.gemm_variants --family wgmma --asm-loop --mode graph --top 4 \
              --shapes 24576x3072x768,6144x768x768,6144x768x3072,4096x4096x4096,4096x14336x4096,8192x8192x8192 \
              --out "$out/gemm_variants_asm_loop.jsonl" 2>&1 | tail -40  # the ASM_LOOP lever: each config checked, then timed

@@ -29,9 +29,11 @@ DOT = {"family": "dot", "BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_K": 1, "num_warps":
 class Recorder:
     def __init__(self):
         self.calls = []
+        self.maxnregs = []
 
-    def __call__(self, grid, args, constexprs, num_warps, num_stages):
+    def __call__(self, grid, args, constexprs, num_warps, num_stages, maxnreg=None):
         self.calls.append((grid, args, constexprs, num_warps, num_stages))
+        self.maxnregs.append(maxnreg)
 
 
 def same(value):
@@ -99,8 +101,16 @@ def test_mma_launch_arguments(recorders, split_k, dtype, with_bias, activation, 
     check_counters(counter, meta, fused, 1)
     assert constexprs == (128, 16, 8, 1, split_k, with_bias, act, dtype == torch.bfloat16, 1,
                           bool(fused))
-    assert (warps, stages) == (4, 1)
+    assert (warps, stages) == (4, 1) and recorders["mma"].maxnregs == [None]
     check_reduce(recorders, split_k, partial, bias, y, act, fused)
+
+
+def test_mma_launch_passes_the_register_cap(recorders):
+    x2, values, meta, bias, y = problem(torch.float16, False)
+    family_launch("mma")(x2, values, meta, bias, y, 0,
+                         MMA | {"SPLIT_K": 2, "A_TILE": 2, "MAXNREG": 168})
+    [(grid, args, constexprs, warps, stages)] = recorders["mma"].calls
+    assert constexprs[8] == 2 and recorders["mma"].maxnregs == [168]
 
 
 @pytest.mark.parametrize("split_k, dtype, with_bias, activation, fused", [

@@ -112,6 +112,20 @@ def test_cached_launch_binds_once_per_specialization(monkeypatch):
     assert kernel.log[-1][0] == "bind" and kernel.log[-1][3] == {"num_warps": 4, "num_stages": 2}
 
 
+def test_cached_launch_keeps_a_register_cap_apart(monkeypatch):
+    """maxnreg is a compile option: passed to kernel[grid], and a capped launch is its own
+    compiled kernel (the uncapped one is not reused for it, nor it for the uncapped)."""
+    kernel, launch = _cached_fake(monkeypatch, 2, 1)
+    t = torch.zeros(8)
+    launch((3, 1, 1), (t, 16), (True,), num_warps=4, num_stages=1)
+    launch((3, 1, 1), (t, 16), (True,), num_warps=4, num_stages=1, maxnreg=168)
+    launch((3, 1, 1), (t, 16), (True,), num_warps=4, num_stages=1, maxnreg=168)
+    assert [entry[0] for entry in kernel.log] == ["bind", "bind", "run"]
+    assert kernel.log[1][3] == {"num_warps": 4, "num_stages": 1, "maxnreg": 168}
+    assert launch.compiled_for((t, 16), (True,), num_warps=4, num_stages=1, maxnreg=168) is not \
+        launch.compiled_for((t, 16), (True,), num_warps=4, num_stages=1)
+
+
 def test_cached_launch_passes_registered_hooks(monkeypatch):
     """With a launch hook registered (a profiler), the cached path builds the launch metadata and
     passes the hooks, as kernel[grid] would."""

@@ -17,7 +17,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from sparse24.kernels.sparse_mma import _sparse_mma_kernel
-capability, fused, a_tile = json.loads(sys.argv[1])
+capability, fused, a_tile, maxnreg = json.loads(sys.argv[1])
 signature = {"x32_ptr": "*i32", "values32_ptr": "*i32", "values_addr": "i64", "meta_addr": "i64",
              "bias_ptr": "*fp32", "y_ptr": "*fp16", "partial_ptr": "*fp32", "counter_ptr": "*i32",
              "M": "i32", "N": "i32", "K": "i32", "stride_x32": "i32", "stride_ym": "i32",
@@ -32,7 +32,8 @@ attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in aligned}
 signature.update(dict.fromkeys(constexprs, "constexpr"))
 compiled = triton.compile(ASTSource(fn=_sparse_mma_kernel, signature=signature, constexprs=constexprs,
                                     attrs=attrs),
-                          target=GPUTarget("cuda", capability, 32), options={"num_warps": 4, "num_stages": 1})
+                          target=GPUTarget("cuda", capability, 32),
+                          options={"num_warps": 4, "num_stages": 1, **({"maxnreg": maxnreg} if maxnreg else {})})
 tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
     cubin.write(compiled.asm["cubin"])
@@ -43,9 +44,9 @@ print(json.dumps({"ptx": compiled.asm["ptx"], "usage": usage, "sass": sass}))
 """
 
 
-def compile_in_child(capability, fused, a_tile=1):
+def compile_in_child(capability, fused, a_tile=1, maxnreg=None):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-c", _COMPILE_IN_CHILD, json.dumps([capability, fused, a_tile])],
+    done = subprocess.run([sys.executable, "-c", _COMPILE_IN_CHILD, json.dumps([capability, fused, a_tile, maxnreg])],
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     facts = json.loads(done.stdout.strip().splitlines()[-1])
@@ -84,3 +85,14 @@ def test_a_tile_2_loads_whole_lines_without_spilling(capability):
     assert wide[1] == 2 * wide[0] and wide[0] > 0, wide
     assert re.search(r"STACK:0\b", two["usage"]), two["usage"]
     assert "LDL" not in two["sass"] and "STL" not in two["sass"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("capability", [80, 90])
+def test_a_tile_2_fits_168_registers_without_spilling(capability):
+    """The tuner's MAXNREG 168 form of A_TILE 2 (128 x 16 tiles): three programs of 128 threads
+    an SM instead of two, and still no local memory (Triton 3.6 and 3.9)."""
+    capped = compile_in_child(capability, False, 2, maxnreg=168)
+    assert capped["registers"] <= 168, capped["registers"]
+    assert re.search(r"STACK:0\b", capped["usage"]), capped["usage"]
+    assert "LDL" not in capped["sass"] and "STL" not in capped["sass"]

@@ -125,7 +125,7 @@ spec = _spec
 
 
 class CachedLaunch:
-    """``CachedLaunch(kernel)(grid, args, constexprs, num_warps=, num_stages=)``.
+    """``CachedLaunch(kernel)(grid, args, constexprs, num_warps=, num_stages=, maxnreg=)``.
 
     ``args``: the runtime arguments (tensors and ints) and ``constexprs``: the values of the
     constexpr parameters, each a tuple in signature order; the kernel must declare every runtime
@@ -141,12 +141,12 @@ class CachedLaunch:
         self._interpreted = interpreter_active()  # set before any kernel exists (tests/conftest.py)
 
     def __call__(self, grid: tuple[int, int, int], args: tuple, constexprs: tuple, *,
-                 num_warps: int, num_stages: int | None = None) -> None:
+                 num_warps: int, num_stages: int | None = None, maxnreg: int | None = None) -> None:
         # The hot path first, in as few Python calls as it takes: each costs about 0.3-1 us on
         # the H200 machine's host, and a BERT-base forward makes 72 launches.
         if CachedLaunch.enabled and not self._interpreted:
             device = _current_device()
-            key = (device, num_warps, num_stages, constexprs, *map(_spec, args))
+            key = (device, num_warps, num_stages, maxnreg, constexprs, *map(_spec, args))
             compiled = self._compiled.get(key)
             if compiled is not None:
                 stream = _current_stream(device)
@@ -162,15 +162,17 @@ class CachedLaunch:
         options = {"num_warps": num_warps}
         if num_stages is not None:
             options["num_stages"] = num_stages
+        if maxnreg is not None:  # a register cap a thread (ptxas .maxnreg), e.g. for 3 programs an SM
+            options["maxnreg"] = maxnreg
         compiled = self.kernel[grid](*args, *constexprs, **options)
         if CachedLaunch.enabled and not self._interpreted:  # interpreter: no compiled handle
             self._check_signature(len(args), len(constexprs))
             self._compiled[key] = compiled
 
     def compiled_for(self, args: tuple, constexprs: tuple, *, num_warps: int,
-                     num_stages: int | None = None):
+                     num_stages: int | None = None, maxnreg: int | None = None):
         """The CompiledKernel a call with these arguments launches, None before its first call."""
-        key = (_current_device(), num_warps, num_stages, constexprs, *map(_spec, args))
+        key = (_current_device(), num_warps, num_stages, maxnreg, constexprs, *map(_spec, args))
         return self._compiled.get(key)
 
     def _check_signature(self, n_args: int, n_constexprs: int) -> None:

@@ -6,7 +6,8 @@ A config tiles [BLOCK_F features x BLOCK_T tokens] per program: {"family": "mma"
 "BLOCK_T", "GROUP_T": token blocks per feature block in the tile order, "PREFETCH": chunks of K
 loaded ahead, "SPLIT_K", "A_TILE": how A is loaded (0: per-lane asm loads; 1: from coalesced
 [BLOCK_F, 8]-word tiles, one atom at a time, the default; 2: [BLOCK_F, 32]-word tiles, two chunks
-of K at a time, 128 contiguous bytes of each row),
+of K at a time, 128 contiguous bytes of each row), optional "MAXNREG": registers a thread at
+most (ptxas; 168: three programs of 128 threads an SM instead of two, not yet timed),
 "num_warps", "num_stages", optional "FUSED_REDUCE": 1 (a split tile's last program reduces the
 splits, instead of a second launch; not yet timed on a GPU)}.
 """
@@ -25,7 +26,7 @@ NAME = "mma"
 # What the launcher reads; configs tuned before split-K existed lack SPLIT_K and run unsplit, and
 # A_TILE is 1 where absent
 FIELDS = ("BLOCK_F", "BLOCK_T", "GROUP_T", "PREFETCH", "num_warps", "num_stages")
-CHOICES = {"FUSED_REDUCE": (0, 1), "A_TILE": (0, 1, 2)}
+CHOICES = {"FUSED_REDUCE": (0, 1), "A_TILE": (0, 1, 2), "MAXNREG": (128, 168)}
 
 # fp32 accumulator registers a thread (BLOCK_F * BLOCK_T / (32 * num_warps)) at most 128 of 255:
 # the A fragments and x tiles of two chunks (prefetch) must fit beside them
@@ -55,6 +56,11 @@ def candidates(m: int, n: int, k: int) -> list[dict]:
             # the split reduced in the kernel, and A loaded two chunks at a time (each one lever
             # against cfg; not both at once: the candidates stay 3 per tile and split)
             configs += [cfg, cfg | {"FUSED_REDUCE": 1}, cfg | {"A_TILE": 2}]
+            if block_f == 128 and block_t == 16:
+                # A_TILE 2 takes 174 registers under Triton 3.6 (two programs an SM), 168 under
+                # 3.9 (three); capped at 168 it compiles without spills under both (sm_80 and
+                # sm_90, tests/test_mma_compile.py). 128 x 32 spills at that cap: not offered.
+                configs.append(cfg | {"A_TILE": 2, "MAXNREG": 168})
     return configs
 
 
@@ -112,7 +118,7 @@ def launch(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
          y.stride(0), per_split),
         (cfg["BLOCK_F"], cfg["BLOCK_T"], cfg["GROUP_T"], cfg["PREFETCH"], splits,
          bias is not None, activation, x2.dtype == torch.bfloat16, cfg.get("A_TILE", 1), fused),
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], maxnreg=cfg.get("MAXNREG"),
     )
     if splits > 1 and not fused:
         reduce(partial, bias, y, activation, splits)
