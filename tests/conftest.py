@@ -50,7 +50,7 @@ def undefined_fixtures(item) -> set[str]:
     parametrize mark once left on a helper cost a device run 34 tests. Empty where pytest's
     (private) fixture info is not there to read."""
     info = getattr(item, "_fixtureinfo", None)
-    if info is None or not hasattr(info, "name2fixturedefs"):
+    if not (hasattr(info, "name2fixturedefs") and hasattr(info, "names_closure")):
         return set()
     return set(info.names_closure) - set(info.name2fixturedefs) - {"request"}
 

@@ -208,7 +208,9 @@ def _load_pair(x32_ptr, a_ptrs, e_addr, tokens, chunk, step, last, M, stride_x32
     e0 = _load_e(e_addr + step * 128)
     e1 = _load_e(e_addr + (step + second.to(tl.int32)) * 128)
     words = tl.arange(0, 32)
-    a = tl.load(a_ptrs + step * 16, mask=(words < 16)[None, :] | second, other=0)
+    # words 16-31 (the second chunk) only where it exists; spelled as one comparison, which the
+    # interpreter takes too (a bool block | a scalar comparison is int32 there, Triton 3.9)
+    a = tl.load(a_ptrs + step * 16, mask=(words < 16 + 16 * second.to(tl.int32))[None, :], other=0)
     x0 = _load_x_tile(x32_ptr, tokens, 2 * chunk, M, stride_x32)
     x1 = _load_x_tile(x32_ptr, tokens, 2 * chunk + 1, M, stride_x32)
     m_second = tl.where(second, M, 0)  # no token row of a missing chunk is read

@@ -3,8 +3,8 @@ sparse24/kernels/sparse_mma.py). On sm80-sm89 it serves every token count; on sm
 calls (up to gemm.MMA_MAX_TOKENS_SM90), where split-K streams the weight. It needs a GPU.
 
 A config tiles [BLOCK_F features x BLOCK_T tokens] per program: {"family": "mma", "BLOCK_F",
-"BLOCK_T", "GROUP_T": token blocks per feature block in the tile order, "PREFETCH": chunks of K
-loaded ahead, "SPLIT_K", "A_TILE": how A is loaded (0: per-lane asm loads; 1: from coalesced
+"BLOCK_T", "GROUP_T": token blocks per feature block in the tile order, "PREFETCH": steps of the
+k-loop loaded ahead (a step: a chunk of 64 columns of K, or two with A_TILE 2), "SPLIT_K", "A_TILE": how A is loaded (0: per-lane asm loads; 1: from coalesced
 [BLOCK_F, 8]-word tiles, one atom at a time, the default; 2: [BLOCK_F, 32]-word tiles, two chunks
 of K at a time, 128 contiguous bytes of each row), optional "MAXNREG": registers a thread at
 most (ptxas; 168: three programs of 128 threads an SM instead of two, not yet timed),
@@ -70,7 +70,7 @@ def heuristic(m: int, n: int, k: int, sms: int) -> dict:
     Up to 64 tokens (weight streaming): 128 (else 64) features x 16 (32 from 17 tokens) per
     program, values loaded two chunks of K at a time (A_TILE 2: 128 contiguous bytes of each row),
     and K split so that every SM holds two programs (A_TILE 2 takes 168-174 registers a thread,
-    so two programs of 128 threads fit an SM), each split at least one pair of chunks. H200, CUDA
+    so two programs of 128 threads fit an SM), with no more splits than pairs of chunks. H200, CUDA
     graphs, against the rule before it (A_TILE 1, four programs an SM, splits of at least 8 chunks),
     same run (bench/results/h200/gemm_variants.jsonl, run 20261205T021452Z-94a792): 1 x 4096 x 4096
     1.07x -> 1.22x cuBLAS, 16 x 4096 x 4096 1.10x -> 1.23x, 64 x 4096 x 4096 0.61x -> 0.71x,
