@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU-machine runs behind bench/results/h200 (one call each, stages chosen by argument):
 #   bash bench/device_session.sh OUT_DIR tests gemm16      # GPU suite, then the fp16 GEMM table
+#   (the GPU suite in three calls that fit: testsrest, wgmmatests, decode)
 #   bash bench/device_session.sh OUT_DIR gemmbf16 bert bertprofile bertbf16 overhead pack profile
 #   bash bench/device_session.sh OUT_DIR asmloop   # the A/Bs of the sm90 asm k-loop (ASM_LOOP) and split-K (SPLIT_K): bench.gemm_variants --asm-loop / --split-k (the tests stage checks them first)
 #   bash bench/device_session.sh OUT_DIR decode     # the mma family's A_TILE 2 GPU tests, then the MAXNREG A/B at few tokens
@@ -34,7 +35,10 @@ for stage in "$@"; do
   echo "=== $stage $(date -u +%H:%M:%S)"
   case $stage in
     tests) limit 400 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests \
-             >"$out/pytest_gpu.txt" 2>&1; tail -15 "$out/pytest_gpu.txt" ;;
+             >"$out/pytest_gpu.txt" 2>&1; tail -15 "$out/pytest_gpu.txt" ;;  # the whole GPU suite (over 300 s)
+    testsrest) limit 300 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests \
+             --deselect tests/test_wgmma_gpu.py -k "not every_candidate and not few_chunks" \
+             >"$out/pytest_gpu_rest.txt" 2>&1; tail -15 "$out/pytest_gpu_rest.txt" ;;  # all but what wgmmatests and decode run
     wgmmatests) limit 300 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests/test_wgmma_gpu.py \
              tests/test_gemm.py::test_fused_reduce_eager_and_in_cuda_graphs_gpu >"$out/pytest_gpu_wgmma.txt" 2>&1
              tail -15 "$out/pytest_gpu_wgmma.txt" ;;  # the sm90 forms and the fused reduction only
