@@ -80,6 +80,11 @@ for stage in "$@"; do
     breakdown) limit 560 python3 -m bench.diag.gpu_breakdown >"$out/gpu_breakdown.txt" 2>&1; grep -v -E "Warning|^    " "$out/gpu_breakdown.txt" | tail -70 ;;
     abturns) limit 400 python3 -m bench.diag.ab_interleaved >"$out/ab_interleaved.txt" 2>&1; grep -v -E "Warning|warn" "$out/ab_interleaved.txt" | tail -12 ;;
     pack) limit 60 python3 -m bench.pack --out-dir "$out" 2>&1 | tail -12 ;;
+    profiledecode) for a_tile in 1 2; do limit 100 ncu --clock-control none -k regex:_sparse_mma_kernel \
+             --launch-skip 1 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
+             --section Occupancy --section WarpStateStats \
+             python3 -m bench.investigations.2026-12-decode-ncu.profile_decode $a_tile >"$out/ncu_decode_a$a_tile.txt" 2>&1
+             grep -E "Duration|Memory Throughput|DRAM Throughput|Achieved Occupancy|Registers" "$out/ncu_decode_a$a_tile.txt" | head -8; done ;;  # issue 25's M = 1 profile, A_TILE 1 against 2
     profile) limit 120 ncu --clock-control none -k regex:_sparse_wgmma_kernel --launch-skip 1 \
              --launch-count 1 --section SpeedOfLight --section WarpStateStats \
              python3 -m bench.investigations.2026-12-sm90-ncu.profile_wgmma >"$out/ncu_wgmma.txt" 2>&1; grep -E "Duration|Throughput|Stall|Issue" "$out/ncu_wgmma.txt" | head -30 ;;
