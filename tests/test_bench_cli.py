@@ -120,3 +120,16 @@ def test_overhead_counts_the_python_frames_of_one_call():
     values, meta = ops.compress(w)
     frames, modules = python_frames(lambda: ops.linear(torch.randn(4, 64), values, meta))
     assert frames > 3 and "sparse24.ops.gemm" in modules
+
+
+def test_gemm_variants_only_keeps_configs_by_field_values_and_defaults():
+    from bench import gemm_variants
+
+    only = gemm_variants.parse_only("BLOCK_F=128,A_TILE=1/2")
+    assert only == {"BLOCK_F": {128}, "A_TILE": {1, 2}}
+    assert gemm_variants.kept({"BLOCK_F": 128}, only)  # no A_TILE: runs as 1
+    assert gemm_variants.kept({"BLOCK_F": 128, "A_TILE": 2}, only)
+    assert not gemm_variants.kept({"BLOCK_F": 128, "A_TILE": 0}, only)
+    assert not gemm_variants.kept({"BLOCK_F": 64}, only)
+    with pytest.raises(Exception, match="FIELD=V1/V2"):
+        gemm_variants.parse_only("BLOCK_F")

@@ -104,15 +104,3 @@ def test_ptx_diff_tells_identical_reordered_and_different_code():
     assert ptx_diff.compare(base, swapped).startswith("the same instructions")
     assert ptx_diff.compare(base, base[:-2] + ["\tmul.lo.s32 %r3, %r2, 3;", base[-1]]).startswith("differs: 2 lines")
 
-
-def test_gemm_variants_only_keeps_configs_by_field_values_and_defaults():
-    from bench import gemm_variants
-
-    only = gemm_variants.parse_only("BLOCK_F=128,A_TILE=1/2")
-    assert only == {"BLOCK_F": {128}, "A_TILE": {1, 2}}
-    assert gemm_variants.kept({"BLOCK_F": 128}, only)  # no A_TILE: runs as 1
-    assert gemm_variants.kept({"BLOCK_F": 128, "A_TILE": 2}, only)
-    assert not gemm_variants.kept({"BLOCK_F": 128, "A_TILE": 0}, only)
-    assert not gemm_variants.kept({"BLOCK_F": 64}, only)
-    with pytest.raises(Exception, match="FIELD=V1/V2"):
-        gemm_variants.parse_only("BLOCK_F")

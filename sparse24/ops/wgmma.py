@@ -75,8 +75,9 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
     split of K in ``split_ks`` (1: none; S: S splits of the k-blocks, float32 partial sums and a
     reduction launch; only where there are fewer tiles than four waves of 132 SMs: below two the
     SMs idle, and up to four a partial last wave idles a share of them, as the 288 tiles of
-    6144 x 768 at 128 x 128 fill 2.2 waves). Neither
-    ASM_LOOP nor SPLIT_K > 1 has been checked on a GPU yet: both are offered only on request."""
+    6144 x 768 at 128 x 128 fill 2.2 waves). Both forms pass the GPU suite, and both lost on the
+    H200 where they were meant to win (ASM_LOOP 3-9% slower on large GEMMs; SPLIT_K faster only
+    at 384 x 768 x 3072; bench/NOTES.md 2026-12-05): they are offered only on request."""
     configs = []
     k_blocks = -(-k // 128)
     for bt in (64, 128, 256):

@@ -4,12 +4,13 @@ calls (up to gemm.MMA_MAX_TOKENS_SM90), where split-K streams the weight. It nee
 
 A config tiles [BLOCK_F features x BLOCK_T tokens] per program: {"family": "mma", "BLOCK_F",
 "BLOCK_T", "GROUP_T": token blocks per feature block in the tile order, "PREFETCH": steps of the
-k-loop loaded ahead (a step: a chunk of 64 columns of K, or two with A_TILE 2), "SPLIT_K", "A_TILE": how A is loaded (0: per-lane asm loads; 1: from coalesced
-[BLOCK_F, 8]-word tiles, one atom at a time, the default; 2: [BLOCK_F, 32]-word tiles, two chunks
-of K at a time, 128 contiguous bytes of each row), optional "MAXNREG": registers a thread at
-most (ptxas; 168: three programs of 128 threads an SM instead of two, not yet timed),
-"num_warps", "num_stages", optional "FUSED_REDUCE": 1 (a split tile's last program reduces the
-splits, instead of a second launch; not yet timed on a GPU)}.
+k-loop loaded ahead (a step: a chunk of 64 columns of K, or two with A_TILE 2), "SPLIT_K",
+"A_TILE": how A is loaded (0: per-lane asm loads; 1: from coalesced [BLOCK_F, 8]-word tiles, one
+atom at a time, where absent; 2: [BLOCK_F, 32]-word tiles, two chunks of K at a time, 128
+contiguous bytes of each row, the default up to 64 tokens), "num_warps", "num_stages", optional
+"MAXNREG": registers a thread at most (ptxas; 168: three programs of 128 threads an SM instead of
+two, not yet timed), optional "FUSED_REDUCE": 1 (a split tile's last program reduces the splits
+instead of a second launch; 4-10% slower at few tokens on the H200, bench/NOTES.md 2026-12-05)}.
 """
 
 from __future__ import annotations
