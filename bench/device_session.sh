@@ -4,6 +4,7 @@
 #   (the GPU suite in three calls that fit: testsrest, wgmmatests, decode)
 #   bash bench/device_session.sh OUT_DIR gemmbf16 bert bertprofile bertbf16 overhead pack profile
 #   bash bench/device_session.sh OUT_DIR asmloop   # the A/Bs of the sm90 asm k-loop (ASM_LOOP) and split-K (SPLIT_K): bench.gemm_variants --asm-loop / --split-k (the tests stage checks them first)
+#   bash bench/device_session.sh OUT_DIR streaming  # the sm90 few-token tiles (BT 8-32): GPU tests, then the A/B against the mma rule
 #   bash bench/device_session.sh OUT_DIR decode     # the mma family's A_TILE 2 GPU tests, then the MAXNREG A/B at few tokens
 #   bash bench/device_session.sh OUT_DIR versions   # carry .ab (git archive trees): a commit's GEMMs against this one's, in turns
 #   bash bench/device_session.sh OUT_DIR llm     # the Llama-8B-shaped decoder (python3 -m bench.llm)
@@ -49,6 +50,12 @@ for stage in "$@"; do
              --only BLOCK_F=128,BLOCK_T=16,A_TILE=2,SPLIT_K=2/4/8/16 --out "$out/gemm_variants_decode.jsonl" \
              --shapes 1x4096x4096,16x4096x4096,1x14336x4096,16x14336x4096,16x4096x14336,16x3072x768 \
              2>&1 | grep -v Warning | tail -50 ;;  # MAXNREG 168 (three programs an SM) against none, each checked first
+    streaming) limit 200 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests/test_wgmma_gpu.py -k few_token \
+             >"$out/pytest_gpu_few_token.txt" 2>&1; tail -8 "$out/pytest_gpu_few_token.txt"  # the sm90 few-token tiles, checked first
+             limit 330 python3 -m bench.gemm_variants --family wgmma --split-k --split-ks 2,3,4,6,8,16 --with-heuristic \
+             --only BT=8/16,STAGES=10/12 --mode graph --top 5 --out "$out/gemm_variants_streaming.jsonl" \
+             --shapes 1x4096x4096,16x4096x4096,1x14336x4096,16x14336x4096,16x4096x14336,16x3072x768 \
+             2>&1 | grep -v Warning | tail -50 ;;  # the sm90 kernel's TMA ring (BT 8/16, deepest ring, splits) against the mma heuristic
     asmloop) limit 280 python3 -m bench.gemm_variants --family wgmma --asm-loop --mode graph --top 4 \
              --shapes 24576x3072x768,6144x768x768,6144x768x3072,4096x4096x4096,4096x14336x4096,8192x8192x8192 \
              --out "$out/gemm_variants_asm_loop.jsonl" 2>&1 | tail -40  # the ASM_LOOP lever: each config checked, then timed

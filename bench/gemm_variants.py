@@ -8,14 +8,17 @@ python -m bench.make_defaults.
 
     python -m bench.gemm_variants [--shapes 24576x3072x768,...] [--family mma|dot|wgmma]
                                   [--top 5] [--mode eager|graph] [--min-tile-tokens 128]
-                                  [--asm-loop] [--split-k] [--only BLOCK_F=128,SPLIT_K=2/4]
+                                  [--asm-loop] [--split-k] [--split-ks 2,4,8] [--with-heuristic]
+                                  [--only BLOCK_F=128,SPLIT_K=2/4]
 
 --asm-loop adds, beside each sm90 config, its forms with the whole k-loop in one asm statement
 (ASM_LOOP 1, 2, 4: wgmma groups kept in flight, drained every 1, 2 or 4 k-blocks;
 sparse24/ops/wgmma_asm.py), and the summary gives the best of each form: ASM_LOOP 1 against the
 Gluon loop is the asm loop's own cost or gain, 2 and 4 against 1 the groups in flight. Every form
-is checked before it is timed. --split-k adds the sm90 configs that split K (SPLIT_K 2, 4, 8, where
-the tiles are fewer than four waves): the A/B of split-K for few-tile shapes.
+is checked before it is timed. --split-k adds the sm90 configs that split K (SPLIT_K 2, 4, 8, or
+--split-ks, where the tiles are fewer than four waves): the A/B of split-K for few-tile shapes.
+--family wgmma offers the sm90 family below its token rule too (the few-token tiles, BT 8-32), and
+--with-heuristic adds the config linear runs untuned, past every filter: the baseline of an A/B.
 
 eager: do_bench, L2 flushed before each call; the time includes any host gap between the two
 launches of a split-K config (its reduction). graph: the calls captured in a CUDA graph, operands
@@ -70,6 +73,10 @@ def main() -> int:
                         help="also time the sm90 configs' asm k-loop forms (ASM_LOOP 1, 2, 4)")
     parser.add_argument("--split-k", action="store_true",
                         help="also time the sm90 configs that split K (SPLIT_K 2, 4, 8)")
+    parser.add_argument("--split-ks", type=lambda t: tuple(int(v) for v in t.split(",")),
+                        default=wgmma.SPLIT_KS, help="the splits --split-k offers (default 2,4,8)")
+    parser.add_argument("--with-heuristic", action="store_true",
+                        help="also time the config linear runs untuned (the A/B's baseline)")
     parser.add_argument("--only", type=parse_only, default={},
                         help="keep configs whose fields take these values, e.g. "
                              "BLOCK_F=128,SPLIT_K=2/4/8 (a field a config lacks takes its default)")
@@ -114,15 +121,20 @@ def main() -> int:
                                                return_mode="median")
         flops = 2.0 * m * n * k
         side = gemm.uses_wgmma(m, device)
-        if side and (args.asm_loop or args.split_k):
+        if (side or args.family == "wgmma") and (args.asm_loop or args.split_k):
             pool = wgmma.candidates(m, n, k, asm_loops=(0, *wgmma.ASM_LOOPS) if args.asm_loop else (0,),
-                                    split_ks=(1, *wgmma.SPLIT_KS) if args.split_k else (1,))
+                                    split_ks=(1, *args.split_ks) if args.split_k else (1,))
+        elif args.family == "wgmma":  # the sm90 family below its token rule too (few-token tiles)
+            pool = wgmma.candidates(m, n, k)
         else:
             pool = configs.candidates(m, n, k, on_gpu=True, wgmma_side=side)
-        cands = [cfg for cfg in pool
-                 if args.family in ("all", cfg["family"])
+        if args.with_heuristic:  # the config linear runs untuned, whatever the filters
+            pool = [dict(gemm.heuristic_config(m, n, k, device))] + pool
+        cands = [cfg for i, cfg in enumerate(pool) if (args.with_heuristic and i == 0) or (
+                 args.family in ("all", cfg["family"])
                  and cfg.get("BLOCK_M", cfg.get("BLOCK_T", cfg.get("BT"))) >= args.min_tile_tokens
-                 and kept(cfg, args.only)]
+                 and kept(cfg, args.only))]
+        cands = list({json.dumps(cfg, sort_keys=True): cfg for cfg in cands}.values())
         errs = {}
 
         def check(cfg):

@@ -343,7 +343,10 @@ def test_a_tuned_answer_looked_up_while_the_configs_change_is_not_kept(monkeypat
 @pytest.mark.parametrize("config, runnable", [
     ({"BT": 128, "STAGES": 4, "GROUP": 8}, True),
     ({"BT": 128, "STAGES": 4, "GROUP": 8, "ASM_LOOP": 2}, True),
-    ({"BT": 32, "STAGES": 4, "GROUP": 8}, False),  # no m64n32 tile in the kernel
+    ({"BT": 32, "STAGES": 4, "GROUP": 8}, True),  # a few-token tile
+    ({"BT": 48, "STAGES": 4, "GROUP": 8}, False),  # no m64n48 tile in the kernel
+    ({"BT": 16, "STAGES": 4, "GROUP": 8, "ASM_LOOP": 2}, False),  # no asm loop for it
+    ({"BT": 16, "STAGES": 12, "GROUP": 8}, False),  # 12 x 20 KB of rings: past 227 KB
     ({"BT": 128, "STAGES": 1, "GROUP": 8, "ASM_LOOP": 2}, False),  # the asm loop needs 2 stages
     ({"BT": 64, "STAGES": 9, "GROUP": 8, "ASM_LOOP": 1}, False),  # ... and at most 8
     ({"BT": 256, "STAGES": 3, "GROUP": 8}, False),  # 3 x 80 KB of rings: past 227 KB

@@ -13,7 +13,7 @@ import pytest
 from sparse24.ops import wgmma, wgmma_asm
 
 
-@pytest.mark.parametrize("bt", [64, 128, 256])
+@pytest.mark.parametrize("bt", [8, 16, 32, 64, 128, 256])
 def test_mma_asm_issues_four_k32_steps_with_both_selectors(bt):
     text = wgmma_asm.mma_asm(bt, "bfloat16", 1, a_offset=4096, x_offset=0)
     p = bt // 2
@@ -145,7 +145,14 @@ def test_candidates_fit_shared_memory():
     configs = wgmma.candidates(4096, 768, 768)
     assert {c["BT"] for c in configs} == {64, 128, 256}
     assert all(wgmma.shared_bytes(c["BT"], c["STAGES"]) <= wgmma.MAX_SHARED_BYTES for c in configs)
-    assert {c["BT"] for c in wgmma.candidates(40, 768, 768)} == {64}
+    assert {c["BT"] for c in wgmma.candidates(40, 768, 768)} == {16, 32, 64}
+    # few tokens: tiles of 8-32 with deep rings, small tiles never where they re-read the
+    # weight many times
+    assert {c["BT"] for c in wgmma.candidates(1, 768, 768)} == {8}
+    assert max(c["STAGES"] for c in wgmma.candidates(1, 768, 768)) == 12
+    assert min(c["BT"] for c in wgmma.candidates(300, 768, 768)) == 64
+    assert all("ASM_LOOP" not in c or c["BT"] >= 64 for c in wgmma.candidates(
+        16, 768, 768, asm_loops=(0, *wgmma.ASM_LOOPS)))
 
 
 # The compile runs in a fresh process: once the Triton interpreter has run kernels in a process
@@ -200,6 +207,10 @@ def compile_in_child(cfg, dtype, activation) -> dict:
     ({"family": "wgmma", "BT": 64, "STAGES": 6, "GROUP": 8, "ASM_LOOP": 1}, "float16", 0),
     ({"family": "wgmma", "BT": 128, "STAGES": 3, "GROUP": 8, "SPLIT_K": 4}, "float16", 2),
     ({"family": "wgmma", "BT": 64, "STAGES": 5, "GROUP": 8, "SPLIT_K": 2, "ASM_LOOP": 2}, "bfloat16", 0),
+    # the few-token tiles at their deepest rings (weight streaming)
+    ({"family": "wgmma", "BT": 8, "STAGES": 12, "GROUP": 8, "SPLIT_K": 4}, "float16", 0),
+    ({"family": "wgmma", "BT": 16, "STAGES": 10, "GROUP": 8}, "bfloat16", 2),
+    ({"family": "wgmma", "BT": 32, "STAGES": 8, "GROUP": 8, "SPLIT_K": 3}, "bfloat16", 0),
 ])
 def test_kernel_compiles_for_sm90a_with_verified_offsets(cfg, dtype, activation):
     facts = compile_in_child(cfg, dtype, activation)

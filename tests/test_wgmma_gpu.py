@@ -80,6 +80,37 @@ def test_every_config_every_epilogue(cfg, dtype):
     assert not failures, failures[:6]
 
 
+# The few-token tiles (BT 8-32, weight streaming): every ring depth unsplit, and splits of K (even,
+# odd, and more splits than some weights have k-blocks) at each tile's deepest ring.
+FEW_TOKEN_CONFIGS = [cfg for cfg in wgmma.candidates(16, 4096, 4096) if cfg["BT"] < 64] + [
+    cfg for cfg in deepest_of_each_form(wgmma.candidates(16, 4096, 4096, split_ks=(2, 3, 16)))
+    if cfg["BT"] < 64 and cfg.get("SPLIT_K", 1) > 1]
+
+
+@pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("cfg", FEW_TOKEN_CONFIGS,
+                         ids=lambda c: f"BT{c['BT']}-S{c['STAGES']}-K{c.get('SPLIT_K', 1)}")
+def test_few_token_tiles(cfg, dtype):
+    """Token counts below, at and past the tile (several token tiles), weights of 6-32 k-blocks
+    and one whose last k-block is half empty (K = 704), every epilogue."""
+    gen = torch.Generator(device="cuda").manual_seed(cfg["BT"] * 100 + cfg["STAGES"])
+    failures = []
+    shapes = [(768, 768), (3072, 768), (768, 3072), (4096, 4096), (768, 704)]
+    cases = list(itertools.product([1, 3, 8, 13, 31, 64], shapes))
+    for i, (m, (n, k)) in enumerate(cases):
+        w, values, meta = packed(n, k, dtype, gen)
+        x = (torch.randn(m, k, device="cuda", generator=gen) / k ** 0.5).to(dtype)
+        has_bias, activation = EPILOGUES[i % len(EPILOGUES)]
+        bias = torch.randn(n, device="cuda", generator=gen) * 0.5 if has_bias else None
+        y = torch.full((m, n), float("nan"), dtype=dtype, device="cuda")
+        wgmma.launch(x, values, meta, bias, y, EPILOGUE_CODES[activation], cfg)
+        err = rel_err(y, expected(x, w, bias, activation))
+        if torch.isnan(y).any() or not err < REL_TOL[dtype]:
+            failures.append((m, n, k, has_bias, activation, err, int(torch.isnan(y).sum())))
+    assert not failures, failures[:6]
+
+
 @pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
 def test_inf_in_x_meets_only_kept_weights():
     gen = torch.Generator(device="cuda").manual_seed(7)

@@ -8,7 +8,8 @@ right after it, the order of a largest-first allocator), reads the real offsets 
 kernel (sparse24/ops/triton_internals.py), recompiles with those if the guess was wrong, and
 refuses to run if they still disagree: a wrong offset would compute garbage, never crash.
 
-A config: {"family": "wgmma", "BT": tokens per tile (64, 128, 256), "STAGES": ring depth,
+A config: {"family": "wgmma", "BT": tokens per tile (8, 16, 32: few tokens; 64, 128, 256),
+"STAGES": ring depth,
 "GROUP": token tiles per feature tile in the tile order, "ASM_LOOP": 0 (or absent) for the Gluon
 k-loop, one asm statement a k-block, or D = 1, 2, 4, 8 for the whole k-loop in one asm statement
 that keeps a wgmma group in flight and drains every D k-blocks (sparse24/ops/wgmma_asm.py)}.
@@ -55,9 +56,10 @@ def runnable(cfg: dict) -> bool:
     """Whether a well-formed sm90 config (positive int BT, STAGES, GROUP; ASM_LOOP one of its
     values) can run: a token tile wgmma has, the asm k-loop's 2-8 stages, and shared memory
     (a tuned config read from a file may ask for anything)."""
-    if cfg["BT"] not in (64, 128, 256):
+    if cfg["BT"] not in wgmma_asm.TOKEN_TILES:
         return False
-    if cfg.get("ASM_LOOP", 0) and not 2 <= cfg["STAGES"] <= 8:
+    if cfg.get("ASM_LOOP", 0) and not (2 <= cfg["STAGES"] <= 8
+                                       and cfg["BT"] in wgmma_asm.LOOP_TOKEN_TILES):
         return False
     return shared_bytes(cfg["BT"], cfg["STAGES"], cfg.get("SPLIT_K", 1) > 1) <= MAX_SHARED_BYTES
 
@@ -66,6 +68,21 @@ def runnable(cfg: dict) -> bool:
 # the tile count from which no split is offered (four waves of an H100/H200's 132 SMs).
 SPLIT_KS = (2, 4, 8)
 _SPLIT_MAX_TILES = 4 * 132
+
+
+# Ring depths worth timing. A small token tile is mostly a 16 KB stage of weight: a deep ring keeps
+# up to ten of them in flight an SM (BT 16: 20 KB a stage, 10 fit), which few-token calls need to
+# stream the weight at memory speed.
+_STAGES = (2, 3, 4, 5, 6)
+_STREAMING_STAGES = (4, 6, 8, 10, 12)
+
+
+def _worth_timing(bt: int, m: int) -> bool:
+    """Token tiles up to twice the tokens (8 at least); the small ones (8-32, weight streaming)
+    only where they are at least a quarter of the tokens: each token tile reads the weight again."""
+    if bt > max(8, 2 * m):
+        return False
+    return bt >= 64 or 4 * bt >= m
 
 
 def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
@@ -80,17 +97,19 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
     at 384 x 768 x 3072; bench/NOTES.md 2026-12-05): they are offered only on request."""
     configs = []
     k_blocks = -(-k // 128)
-    for bt in (64, 128, 256):
-        if bt > max(64, 2 * m):
+    for bt in wgmma_asm.TOKEN_TILES:
+        if not _worth_timing(bt, m):
             continue
         tiles = -(-n // 128) * -(-m // bt)
         for split in split_ks:
             if split > 1 and (split > k_blocks or tiles >= _SPLIT_MAX_TILES):
                 continue
-            for stages in (2, 3, 4, 5, 6):
+            for stages in _STAGES if bt >= 64 else _STREAMING_STAGES:
                 if shared_bytes(bt, stages, split > 1) > MAX_SHARED_BYTES:
                     continue
                 for drain in asm_loops:
+                    if drain and bt not in wgmma_asm.LOOP_TOKEN_TILES:
+                        continue
                     cfg = {"family": "wgmma", "BT": bt, "STAGES": stages, "GROUP": 8}
                     if drain:
                         cfg["ASM_LOOP"] = drain

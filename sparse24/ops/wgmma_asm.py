@@ -39,6 +39,12 @@ DESCRIPTOR_HIGH_BITS = 0x40000040_00010000  # 128B swizzle | SBO 1024 B | LBO 16
 
 DTYPES = {"float16": "f16", "bfloat16": "bf16"}
 
+# Token tiles (the N of m64nNk32; PTX allows multiples of 8 up to 256). 8-32 serve few tokens
+# (decode), where a tile is a stream of weight bytes through the TMA ring; the asm k-loop
+# (ASM_LOOP, opt-in) was only built and checked for the large ones.
+TOKEN_TILES = (8, 16, 32, 64, 128, 256)
+LOOP_TOKEN_TILES = (64, 128, 256)
+
 
 def accumulator_registers(bt: int) -> int:
     """float32 accumulator registers per thread of one warpgroup's [64, bt] tile."""
@@ -64,8 +70,8 @@ def mma_asm(bt: int, dtype: str, warpgroup: int, a_offset: int, x_offset: int) -
     """
     if dtype not in DTYPES:
         raise ValueError(f"wgmma.sp: unsupported dtype {dtype!r}; use one of {list(DTYPES)}")
-    if bt not in (64, 128, 256):
-        raise ValueError(f"wgmma.sp: BT={bt} tokens per tile is not 64, 128 or 256")
+    if bt not in TOKEN_TILES:
+        raise ValueError(f"wgmma.sp: BT={bt} tokens per tile is not one of {TOKEN_TILES}")
     ptx_type = DTYPES[dtype]
     p = accumulator_registers(bt)
     acc = ",".join(f"${i}" for i in range(p))
@@ -139,8 +145,9 @@ def loop_asm(bt: int, dtype: str, warpgroup: int, stages: int, drain: int, a_off
     """
     if dtype not in DTYPES:
         raise ValueError(f"wgmma.sp: unsupported dtype {dtype!r}; use one of {list(DTYPES)}")
-    if bt not in (64, 128, 256):
-        raise ValueError(f"wgmma.sp: BT={bt} tokens per tile is not 64, 128 or 256")
+    if bt not in LOOP_TOKEN_TILES:
+        raise ValueError(f"wgmma.sp: BT={bt} tokens per tile is not one the asm k-loop takes "
+                         f"{LOOP_TOKEN_TILES}")
     if not 2 <= stages <= 8:
         # a warpgroup holds two stages while a group is in flight: one stage would never refill
         raise ValueError(f"wgmma.sp: the asm k-loop needs 2 to 8 ring stages, got {stages}")
