@@ -46,7 +46,8 @@ DEFAULT_SHAPES = "24576x3072x768,24576x768x3072,6144x768x768,1536x3072x768,16x40
 
 
 # what a config without the field runs as (the launchers' defaults)
-FIELD_DEFAULTS = {"A_TILE": 1, "SPLIT_K": 1, "FUSED_REDUCE": 0, "ASM_LOOP": 0, "MAXNREG": 0}
+FIELD_DEFAULTS = {"A_TILE": 1, "SPLIT_K": 1, "FUSED_REDUCE": 0, "ASM_LOOP": 0, "MAXNREG": 0,
+                  "META_AHEAD": 1}
 
 
 def parse_only(text: str) -> dict[str, set[int]]:

@@ -210,6 +210,7 @@ def compile_in_child(cfg, dtype, activation) -> dict:
     # the few-token tiles at their deepest rings (weight streaming)
     ({"family": "wgmma", "BT": 8, "STAGES": 12, "GROUP": 8, "SPLIT_K": 4}, "float16", 0),
     ({"family": "wgmma", "BT": 16, "STAGES": 10, "GROUP": 8}, "bfloat16", 2),
+    ({"family": "wgmma", "BT": 16, "STAGES": 10, "GROUP": 8, "SPLIT_K": 4, "META_AHEAD": 2}, "float16", 0),
     ({"family": "wgmma", "BT": 32, "STAGES": 8, "GROUP": 8, "SPLIT_K": 3}, "bfloat16", 0),
 ])
 def test_kernel_compiles_for_sm90a_with_verified_offsets(cfg, dtype, activation):

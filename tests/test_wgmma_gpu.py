@@ -40,12 +40,12 @@ def expected(x, w, bias, activation):
 
 
 def deepest_of_each_form(configs: list[dict]) -> list[dict]:
-    """Per (BT, ASM_LOOP, SPLIT_K), the config with the most stages: the opt-in forms are checked
+    """Per (BT, ASM_LOOP, SPLIT_K, META_AHEAD), the config with the most stages: the opt-in forms are checked
     at one ring depth each (every depth of each would be 92 configs a dtype, too many compiles
     for one device call); the default form keeps every depth."""
     deepest = {}
     for cfg in configs:
-        form = (cfg["BT"], cfg.get("ASM_LOOP", 0), cfg.get("SPLIT_K", 1))
+        form = (cfg["BT"], cfg.get("ASM_LOOP", 0), cfg.get("SPLIT_K", 1), cfg.get("META_AHEAD", 1))
         if form not in deepest or cfg["STAGES"] > deepest[form]["STAGES"]:
             deepest[form] = cfg
     return list(deepest.values())
@@ -81,16 +81,19 @@ def test_every_config_every_epilogue(cfg, dtype):
 
 
 # The few-token tiles (BT 8-32, weight streaming): every ring depth unsplit, and splits of K (even,
-# odd, and more splits than some weights have k-blocks) at each tile's deepest ring.
-FEW_TOKEN_CONFIGS = [cfg for cfg in wgmma.candidates(16, 4096, 4096) if cfg["BT"] < 64] + [
-    cfg for cfg in deepest_of_each_form(wgmma.candidates(16, 4096, 4096, split_ks=(2, 3, 16)))
-    if cfg["BT"] < 64 and cfg.get("SPLIT_K", 1) > 1]
+# odd, and more splits than some weights have k-blocks) and the metadata two k-blocks ahead at each
+# tile's deepest ring.
+FEW_TOKEN_CONFIGS = [cfg for cfg in wgmma.candidates(16, 4096, 4096)
+                     if cfg["BT"] < 64 and "META_AHEAD" not in cfg] + [
+    cfg for cfg in deepest_of_each_form(wgmma.candidates(16, 4096, 4096, split_ks=(1, 2, 3, 16)))
+    if cfg["BT"] < 64 and (cfg.get("SPLIT_K", 1) > 1 or cfg.get("META_AHEAD", 1) == 2)]
 
 
 @pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("cfg", FEW_TOKEN_CONFIGS,
-                         ids=lambda c: f"BT{c['BT']}-S{c['STAGES']}-K{c.get('SPLIT_K', 1)}")
+                         ids=lambda c: f"BT{c['BT']}-S{c['STAGES']}-K{c.get('SPLIT_K', 1)}"
+                                       f"-A{c.get('META_AHEAD', 1)}")
 def test_few_token_tiles(cfg, dtype):
     """Token counts below, at and past the tile (several token tiles), weights of 6-32 k-blocks
     and one whose last k-block is half empty (K = 704), every epilogue."""

@@ -199,21 +199,24 @@ def _activate(y, ACTIVATION: gl.constexpr):
 class WgmmaAsm:
     """The inline asm a math warpgroup issues (sparse24/ops/wgmma_asm.py generates the text for
     its offsets and shape): MMA one k-block (ASM_LOOP off) or a tile's whole k-loop (on), META
-    the metadata loads of the Gluon k-loop; CON their constraint strings."""
+    the metadata loads of the Gluon k-loop, META_AHEAD (1 or 2) how many k-blocks ahead they
+    run; CON their constraint strings."""
 
     MMA: gl.constexpr
     MMA_CON: gl.constexpr
     META: gl.constexpr
     META_CON: gl.constexpr
     ASM_LOOP: gl.constexpr
+    META_AHEAD: gl.constexpr
 
     @gluon.constexpr_function
-    def __init__(self, MMA, MMA_CON, META, META_CON, ASM_LOOP):
+    def __init__(self, MMA, MMA_CON, META, META_CON, ASM_LOOP, META_AHEAD):
         self.MMA = gl.constexpr(MMA)
         self.MMA_CON = gl.constexpr(MMA_CON)
         self.META = gl.constexpr(META)
         self.META_CON = gl.constexpr(META_CON)
         self.ASM_LOOP = gl.constexpr(ASM_LOOP)
+        self.META_AHEAD = gl.constexpr(META_AHEAD)
 
 
 @aggregate
@@ -283,13 +286,22 @@ def _math_warpgroup(meta_addr, N, K, ring: Ring, schedule: Schedule, asm: WgmmaA
                     dtype=gl.float32, is_pure=False, pack=P)
             step += kb_end - kb_first
         else:
+            # The metadata of the next META_AHEAD k-blocks is in flight during this one's wgmmas
+            # (reads past the split stay inside the weight: clamped to its last chunk). Few
+            # tokens make a k-block's wgmmas short and the metadata's memory latency long
+            # against them: the weight streams only if it is hidden.
+            AHEAD: gl.constexpr = asm.META_AHEAD
             chunk = gl.minimum(2 * kb_first + odd_chunk, chunks - 1)
             meta = gl.inline_asm_elementwise(META_ASM, META_CON,
                                              [meta_addr + (row_words + chunk * 32) * 4],
                                              dtype=gl.int32, is_pure=False, pack=P)
+            if AHEAD == 2:
+                chunk = gl.minimum(2 * (kb_first + 1) + odd_chunk, chunks - 1)
+                meta_1 = gl.inline_asm_elementwise(META_ASM, META_CON,
+                                                   [meta_addr + (row_words + chunk * 32) * 4],
+                                                   dtype=gl.int32, is_pure=False, pack=P)
             for kb in range(kb_first, kb_end):
-                # the next k-block's metadata is in flight during this one's wgmmas
-                chunk = gl.minimum(2 * (kb + 1) + odd_chunk, chunks - 1)
+                chunk = gl.minimum(2 * (kb + AHEAD) + odd_chunk, chunks - 1)
                 meta_next = gl.inline_asm_elementwise(
                     META_ASM, META_CON, [meta_addr + (row_words + chunk * 32) * 4],
                     dtype=gl.int32, is_pure=False, pack=P)
@@ -298,7 +310,11 @@ def _math_warpgroup(meta_addr, N, K, ring: Ring, schedule: Schedule, asm: WgmmaA
                 acc = gl.inline_asm_elementwise(MMA_ASM, MMA_CON, [acc, meta, stage_zero + s],
                                                 dtype=gl.float32, is_pure=False, pack=P)
                 mbarrier.arrive(ring.empty.index(s))
-                meta = meta_next
+                if AHEAD == 2:
+                    meta = meta_1
+                    meta_1 = meta_next
+                else:
+                    meta = meta_next
                 step += 1
 
         if SPLIT_K == 1:
@@ -329,6 +345,7 @@ def _sparse_wgmma_kernel(
     BT: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr,
     HAS_BIAS: gl.constexpr, ACTIVATION: gl.constexpr, ASM_LOOP: gl.constexpr,
     SPLIT_K: gl.constexpr, LOADER_REGS: gl.constexpr, MATH_REGS: gl.constexpr,
+    META_AHEAD: gl.constexpr,
 ):
     """a_desc: values [N, K/2] in [128, 64] boxes; x_desc: x [M, K] in [BT, 64] boxes; y_desc: y
     [M, N] in [BT, 64] boxes; meta_addr: the metadata's device address (int64). Launch with
@@ -353,8 +370,8 @@ def _sparse_wgmma_kernel(
     ring = Ring(operand_ring_a, operand_ring_x, ring_full, ring_empty, STAGES)
     schedule = Schedule(tiles_f, tiles_t, k_blocks, BT, GROUP, SPLIT_K)
     epilogue = Epilogue(bias_ptr, y_desc, HAS_BIAS, ACTIVATION)
-    asm_0 = WgmmaAsm(MMA_ASM_0, MMA_CON, META_ASM, META_CON, ASM_LOOP)
-    asm_1 = WgmmaAsm(MMA_ASM_1, MMA_CON, META_ASM, META_CON, ASM_LOOP)
+    asm_0 = WgmmaAsm(MMA_ASM_0, MMA_CON, META_ASM, META_CON, ASM_LOOP, META_AHEAD)
+    asm_1 = WgmmaAsm(MMA_ASM_1, MMA_CON, META_ASM, META_CON, ASM_LOOP, META_AHEAD)
     gl.warp_specialize([
         (_math_warpgroup, (meta_addr, N, K, ring, schedule, asm_0, epilogue, y_smem_0, 0)),
         (_math_warpgroup, (meta_addr, N, K, ring, schedule, asm_1, epilogue, y_smem_1, 1)),

@@ -12,7 +12,9 @@ A config: {"family": "wgmma", "BT": tokens per tile (8, 16, 32: few tokens; 64, 
 "STAGES": ring depth,
 "GROUP": token tiles per feature tile in the tile order, "ASM_LOOP": 0 (or absent) for the Gluon
 k-loop, one asm statement a k-block, or D = 1, 2, 4, 8 for the whole k-loop in one asm statement
-that keeps a wgmma group in flight and drains every D k-blocks (sparse24/ops/wgmma_asm.py)}.
+that keeps a wgmma group in flight and drains every D k-blocks (sparse24/ops/wgmma_asm.py),
+optional "META_AHEAD": 1 (default) or 2, the k-blocks ahead whose metadata the Gluon k-loop has
+in flight (offered with the few-token tiles)}.
 Features per tile are always 128 (two warpgroups of 64). The grid is persistent: one program per
 SM, or fewer when there are fewer tiles. ASM_LOOP configs are offered by
 ``candidates(..., asm_loops=...)`` but not by default, and no heuristic picks them, until an H200
@@ -116,6 +118,8 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
                     if split > 1:
                         cfg["SPLIT_K"] = split
                     configs.append(cfg)
+                    if bt < 64 and not drain:  # weight streaming: metadata further ahead
+                        configs.append(cfg | {"META_AHEAD": 2})
     return configs
 
 
@@ -185,12 +189,13 @@ class SharedMemoryOffsetError(RuntimeError):
 
 def _constexprs(cfg: dict, dtype: str, has_bias: bool, activation: int, offsets: tuple) -> dict:
     return _constexprs_cached(cfg["BT"], cfg["STAGES"], cfg["GROUP"], cfg.get("ASM_LOOP", 0),
-                              cfg.get("SPLIT_K", 1), dtype, has_bias, activation, tuple(offsets))
+                              cfg.get("SPLIT_K", 1), dtype, has_bias, activation, tuple(offsets),
+                              cfg.get("META_AHEAD", 1))
 
 
 @functools.lru_cache(maxsize=None)
 def _constexprs_cached(bt, stages, group, asm_loop, split_k, dtype, has_bias, activation,
-                       offsets) -> dict:
+                       offsets, meta_ahead=1) -> dict:
     # memoized: the asm text is a few KB of string formatting, too slow to redo per call; the
     # order is the kernel's (CachedLaunch passes them positionally)
     a_off, x_off, full_off, empty_off = offsets
@@ -207,7 +212,7 @@ def _constexprs_cached(bt, stages, group, asm_loop, split_k, dtype, has_bias, ac
         META_CON=wgmma_asm.meta_constraints(bt),
         BT=bt, STAGES=stages, GROUP=group, HAS_BIAS=has_bias,
         ACTIVATION=activation, ASM_LOOP=bool(asm_loop), SPLIT_K=split_k, LOADER_REGS=LOADER_REGS,
-        MATH_REGS=MATH_REGS,
+        MATH_REGS=MATH_REGS, META_AHEAD=meta_ahead,
     )
 
 
@@ -246,7 +251,8 @@ def _cached_launch():
     return triton_internals.CachedLaunch(_sparse_wgmma_kernel)
 
 
-# (BT, STAGES, GROUP, ASM_LOOP, SPLIT_K, x dtype, bias dtype or None, ACTIVATION) -> the kernel's
+# (BT, STAGES, GROUP, ASM_LOOP, SPLIT_K, META_AHEAD, x dtype, bias dtype or None, ACTIVATION) ->
+# the kernel's
 # constexpr values, with the shared-memory offsets verified on the compiled kernel (one look-up
 # per call after the first)
 _plans: dict[tuple, tuple] = {}
@@ -288,6 +294,7 @@ def _launch_kernel(x2, values, meta, bias, out, activation: int, cfg: dict, spli
     meta_addr = meta.data_ptr()
     bias_arg = y if bias is None else bias
     plan_key = (bt, cfg["STAGES"], cfg["GROUP"], cfg.get("ASM_LOOP", 0), cfg.get("SPLIT_K", 1),
+                cfg.get("META_AHEAD", 1),
                 x2.dtype, None if bias is None else bias.dtype, activation)
     spec = triton_internals.spec
     direct_key = (device, plan_key, spec(meta_addr), spec(bias_arg), spec(n), spec(k))
