@@ -56,6 +56,15 @@ for stage in "$@"; do
              --only BT=8/16,STAGES=10/12 --mode graph --top 5 --out "$out/gemm_variants_streaming.jsonl" \
              --shapes 1x4096x4096,16x4096x4096,1x14336x4096,16x14336x4096,16x4096x14336,16x3072x768 \
              2>&1 | grep -v Warning | tail -50 ;;  # the sm90 kernel's TMA ring (BT 8/16, deepest ring, splits) against the mma heuristic
+    streaming2) limit 150 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests/test_wgmma_gpu.py -k few_token \
+             >"$out/pytest_gpu_few_token.txt" 2>&1; tail -4 "$out/pytest_gpu_few_token.txt"
+             limit 200 python3 -m bench.gemm_variants --family wgmma --split-k --split-ks 2,4,8 --with-heuristic \
+             --only BT=8/16,STAGES=10,META_AHEAD=2/4 --mode graph --top 4 --out "$out/gemm_variants_streaming.jsonl" \
+             --shapes 1x4096x4096,16x4096x4096,1x14336x4096,16x14336x4096,16x4096x14336,16x3072x768 \
+             2>&1 | grep -v Warning | tail -12  # META_AHEAD 4 against 2 (streaming stage: 2 beat 1 by 2-8%)
+             limit 200 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests/test_gemm.py \
+             -k "few_chunks or (every_candidate and mma)" >"$out/pytest_gpu_mma.txt" 2>&1
+             tail -4 "$out/pytest_gpu_mma.txt" ;;  # the mma family's A_TILE 2 in every form
     asmloop) limit 280 python3 -m bench.gemm_variants --family wgmma --asm-loop --mode graph --top 4 \
              --shapes 24576x3072x768,6144x768x768,6144x768x3072,4096x4096x4096,4096x14336x4096,8192x8192x8192 \
              --out "$out/gemm_variants_asm_loop.jsonl" 2>&1 | tail -40  # the ASM_LOOP lever: each config checked, then timed

@@ -211,6 +211,8 @@ def compile_in_child(cfg, dtype, activation) -> dict:
     ({"family": "wgmma", "BT": 8, "STAGES": 12, "GROUP": 8, "SPLIT_K": 4}, "float16", 0),
     ({"family": "wgmma", "BT": 16, "STAGES": 10, "GROUP": 8}, "bfloat16", 2),
     ({"family": "wgmma", "BT": 16, "STAGES": 10, "GROUP": 8, "SPLIT_K": 4, "META_AHEAD": 2}, "float16", 0),
+    ({"family": "wgmma", "BT": 8, "STAGES": 12, "GROUP": 8, "META_AHEAD": 4}, "bfloat16", 1),
+    ({"family": "wgmma", "BT": 32, "STAGES": 8, "GROUP": 8, "SPLIT_K": 2, "META_AHEAD": 3}, "float16", 0),
     ({"family": "wgmma", "BT": 32, "STAGES": 8, "GROUP": 8, "SPLIT_K": 3}, "bfloat16", 0),
 ])
 def test_kernel_compiles_for_sm90a_with_verified_offsets(cfg, dtype, activation):

@@ -199,7 +199,7 @@ def _activate(y, ACTIVATION: gl.constexpr):
 class WgmmaAsm:
     """The inline asm a math warpgroup issues (sparse24/ops/wgmma_asm.py generates the text for
     its offsets and shape): MMA one k-block (ASM_LOOP off) or a tile's whole k-loop (on), META
-    the metadata loads of the Gluon k-loop, META_AHEAD (1 or 2) how many k-blocks ahead they
+    the metadata loads of the Gluon k-loop, META_AHEAD (1-4) how many k-blocks ahead they
     run; CON their constraint strings."""
 
     MMA: gl.constexpr
@@ -295,9 +295,20 @@ def _math_warpgroup(meta_addr, N, K, ring: Ring, schedule: Schedule, asm: WgmmaA
             meta = gl.inline_asm_elementwise(META_ASM, META_CON,
                                              [meta_addr + (row_words + chunk * 32) * 4],
                                              dtype=gl.int32, is_pure=False, pack=P)
-            if AHEAD == 2:
+            # a queue of registers: meta (this k-block), meta_1 .. meta_3 (the next ones)
+            if AHEAD >= 2:
                 chunk = gl.minimum(2 * (kb_first + 1) + odd_chunk, chunks - 1)
                 meta_1 = gl.inline_asm_elementwise(META_ASM, META_CON,
+                                                   [meta_addr + (row_words + chunk * 32) * 4],
+                                                   dtype=gl.int32, is_pure=False, pack=P)
+            if AHEAD >= 3:
+                chunk = gl.minimum(2 * (kb_first + 2) + odd_chunk, chunks - 1)
+                meta_2 = gl.inline_asm_elementwise(META_ASM, META_CON,
+                                                   [meta_addr + (row_words + chunk * 32) * 4],
+                                                   dtype=gl.int32, is_pure=False, pack=P)
+            if AHEAD >= 4:
+                chunk = gl.minimum(2 * (kb_first + 3) + odd_chunk, chunks - 1)
+                meta_3 = gl.inline_asm_elementwise(META_ASM, META_CON,
                                                    [meta_addr + (row_words + chunk * 32) * 4],
                                                    dtype=gl.int32, is_pure=False, pack=P)
             for kb in range(kb_first, kb_end):
@@ -310,11 +321,20 @@ def _math_warpgroup(meta_addr, N, K, ring: Ring, schedule: Schedule, asm: WgmmaA
                 acc = gl.inline_asm_elementwise(MMA_ASM, MMA_CON, [acc, meta, stage_zero + s],
                                                 dtype=gl.float32, is_pure=False, pack=P)
                 mbarrier.arrive(ring.empty.index(s))
-                if AHEAD == 2:
+                if AHEAD == 1:
+                    meta = meta_next
+                elif AHEAD == 2:
                     meta = meta_1
                     meta_1 = meta_next
+                elif AHEAD == 3:
+                    meta = meta_1
+                    meta_1 = meta_2
+                    meta_2 = meta_next
                 else:
-                    meta = meta_next
+                    meta = meta_1
+                    meta_1 = meta_2
+                    meta_2 = meta_3
+                    meta_3 = meta_next
                 step += 1
 
         if SPLIT_K == 1:

@@ -13,8 +13,8 @@ A config: {"family": "wgmma", "BT": tokens per tile (8, 16, 32: few tokens; 64, 
 "GROUP": token tiles per feature tile in the tile order, "ASM_LOOP": 0 (or absent) for the Gluon
 k-loop, one asm statement a k-block, or D = 1, 2, 4, 8 for the whole k-loop in one asm statement
 that keeps a wgmma group in flight and drains every D k-blocks (sparse24/ops/wgmma_asm.py),
-optional "META_AHEAD": 1 (default) or 2, the k-blocks ahead whose metadata the Gluon k-loop has
-in flight (offered with the few-token tiles)}.
+optional "META_AHEAD": 1 (default) to 4, the k-blocks ahead whose metadata the Gluon k-loop has
+in flight (2 and 4 offered with the few-token tiles)}.
 Features per tile are always 128 (two warpgroups of 64). The grid is persistent: one program per
 SM, or fewer when there are fewer tiles. ASM_LOOP configs are offered by
 ``candidates(..., asm_loops=...)`` but not by default, and no heuristic picks them, until an H200
@@ -119,7 +119,7 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
                         cfg["SPLIT_K"] = split
                     configs.append(cfg)
                     if bt < 64 and not drain:  # weight streaming: metadata further ahead
-                        configs.append(cfg | {"META_AHEAD": 2})
+                        configs += [cfg | {"META_AHEAD": 2}, cfg | {"META_AHEAD": 4}]
     return configs
 
 
