@@ -369,6 +369,49 @@ def test_linear_op_gpu(m, seed):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_linear_few_tokens_default_configs_gpu(dtype, seed):
+    """linear's own choice (no tuning) at 1-17 tokens on shapes either side of the sm90 few-token
+    rule (wgmma.few_token_config: 14336 features, K = 768) and on a non-contiguous x, with bias
+    and GELU, eager and replayed from a CUDA graph; on Hopper the rule's shapes must have taken
+    the wgmma kernel, so that this test runs it."""
+    from sparse24.ops import wgmma
+
+    hopper = torch.cuda.get_device_capability() == (9, 0)
+    failures = []
+    for n, k in [(14336, 4096), (3072, 768), (2304, 768), (768, 768), (4096, 4096)]:
+        values, meta = packed_weight(n, k, dtype, "cuda")
+        bias = torch.randn(n, dtype=dtype, device="cuda")
+        for m in (1, 5, 8, 9, 16, 17):
+            x = unit_input(m, k, dtype, "cuda")
+            if m % 2 == 0:  # rows k + 64 apart: a slice of a wider tensor
+                wide = torch.randn(m, k + 64, dtype=dtype, device="cuda")
+                wide[:, :k] = x
+                x = wide[:, :k]
+            cfg = gemm.choose_config(m, n, k, dtype, x.device)
+            if hopper and wgmma.few_token_config(m, n, k, 132) is not None:
+                assert cfg["family"] == "wgmma", (m, n, k, cfg)
+            y = ops.linear(x, values, meta, bias, "gelu")
+            expected = reference_output(x, values, meta, bias, "gelu")
+            err = rel_err(y.cpu(), expected)
+            if not err < TOLERANCE[dtype]:
+                failures.append((m, n, k, cfg, err))
+        static_x = unit_input(3, k, dtype, "cuda")
+        graph, stream = torch.cuda.CUDAGraph(), torch.cuda.Stream()
+        with torch.cuda.stream(stream):
+            ops.linear(static_x, values, meta, bias, "gelu")  # compile and plan outside capture
+            with torch.cuda.graph(graph, stream=stream):
+                static_y = ops.linear(static_x, values, meta, bias, "gelu")
+        static_x.copy_(unit_input(3, k, dtype, "cuda"))
+        graph.replay()
+        torch.cuda.synchronize()
+        err = rel_err(static_y.cpu(), reference_output(static_x, values, meta, bias, "gelu"))
+        if not err < TOLERANCE[dtype]:
+            failures.append(("graph", n, k, err))
+    assert not failures, failures[:5]
+
+
+@pytest.mark.gpu
 def test_linear_compiles_fullgraph_and_cuda_graph_gpu(seed):
     values, meta = packed_weight(768, 768, torch.float16, "cuda")
     bias = torch.randn(768, dtype=torch.float16, device="cuda")

@@ -214,7 +214,7 @@ def test_make_defaults_picks_fastest_correct(tmp_path):
 # ------------------------------------------------------------------------------------ tune()
 @pytest.fixture
 def two_candidates(monkeypatch):
-    monkeypatch.setattr(configs, "candidates", lambda m, n, k, on_gpu, wgmma_side: [DOT_A, DOT_B])
+    monkeypatch.setattr(configs, "candidates", lambda m, n, k, on_gpu, wgmma_side, sm90: [DOT_A, DOT_B])
 
 
 def test_tune_picks_correct_config_and_stores_it(user_cache, two_candidates, monkeypatch, device):
@@ -291,7 +291,7 @@ def test_tune_follows_the_sm90_rule(user_cache, monkeypatch, device):
     """tune() asks for the candidates of the side of gemm.uses_wgmma that its M falls on."""
     asked = []
 
-    def candidates(m, n, k, on_gpu, wgmma_side):
+    def candidates(m, n, k, on_gpu, wgmma_side, sm90):
         asked.append(wgmma_side)
         return [DOT_A]
 

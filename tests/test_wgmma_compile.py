@@ -313,12 +313,45 @@ def test_dispatch_rule_sm90_many_tokens_take_wgmma(monkeypatch, sm90):
     cuda = _pretend_sm90(monkeypatch, sm90)
     try:
         for m in (1, 16, 64, 65, 384, 24576):
+            # 24 feature tiles and K = 4096: no few-token shape of the sm90 kernel
             want = "wgmma" if sm90 and m > gemm.MMA_MAX_TOKENS_SM90 else "mma"
-            assert gemm.heuristic_config(m, 3072, 768, cuda)["family"] == want, m
+            assert gemm.heuristic_config(m, 3072, 4096, cuda)["family"] == want, m
             side = gemm.uses_wgmma(m, cuda)  # what tune() passes
-            families = {c["family"] for c in configs.candidates(m, 3072, 768, on_gpu=True,
-                                                                 wgmma_side=side)}
-            assert families == {"wgmma"} if want == "wgmma" else "wgmma" not in families, (m, families)
+            families = {c["family"] for c in configs.candidates(m, 3072, 4096, on_gpu=True,
+                                                                 wgmma_side=side, sm90=sm90)}
+            if want == "wgmma":
+                assert families == {"wgmma"}, (m, families)
+            else:  # below the rule the sm90 kernel's few-token tiles compete, on sm90 only
+                assert ("wgmma" in families) is sm90 and "mma" in families, (m, families)
+    finally:
+        gemm.heuristic_config.cache_clear()
+
+
+@pytest.mark.parametrize("sm90", [True, False])
+def test_few_token_shapes_where_the_sm90_kernel_streams_faster(monkeypatch, sm90):
+    """Up to 16 tokens the sm90 kernel serves unsplit where its tiles fill most of the 132 SMs
+    (14336 features: 112 tiles) or K is short (768); the mma kernel's split-K elsewhere (4096
+    features: 32 tiles; 28672: 224 tiles, more than a wave) and from 17 tokens on."""
+    from sparse24.ops import gemm
+
+    cuda = _pretend_sm90(monkeypatch, sm90)
+    try:
+        def pick(m, n, k):
+            cfg = gemm.heuristic_config(m, n, k, cuda)
+            return cfg["family"], cfg.get("BT"), cfg.get("META_AHEAD"), cfg.get("SPLIT_K", 1)
+
+        def wgmma_or_mma(*fields):
+            return fields if sm90 else ("mma", None, None)
+
+        assert pick(1, 14336, 4096)[:3] == wgmma_or_mma("wgmma", 8, 2)
+        assert pick(16, 14336, 4096)[:3] == wgmma_or_mma("wgmma", 16, 2)
+        assert pick(16, 3072, 768)[:3] == wgmma_or_mma("wgmma", 16, 4)
+        assert pick(5, 768, 768)[:3] == wgmma_or_mma("wgmma", 8, 4)
+        for m, n, k in [(1, 4096, 4096), (16, 4096, 14336), (1, 28672, 4096), (17, 14336, 4096),
+                        (64, 3072, 768), (16, 768, 3072)]:
+            assert pick(m, n, k)[0] == "mma", (m, n, k)
+        if sm90:
+            assert pick(1, 14336, 4096)[3] == 1  # unsplit
     finally:
         gemm.heuristic_config.cache_clear()
 
@@ -338,7 +371,14 @@ def test_cached_config_across_the_rule_is_not_used(monkeypatch):
         assert gemm.choose_config(16, 768, 768, torch.float16, cuda) == old_mma
         monkeypatch.setattr(configs, "tuned", lambda *a: tuned)
         assert gemm.choose_config(4096, 768, 768, torch.float16, cuda) == tuned
-        assert gemm.choose_config(16, 768, 768, torch.float16, cuda)["family"] == "mma"
+        # below the rule: not a tile of 128 tokens for 16 (a near bucket's entry), but a
+        # few-token tile
+        assert gemm.choose_config(16, 768, 768, torch.float16, cuda) == gemm.heuristic_config(
+            16, 768, 768, cuda) != tuned
+        few = {**tuned, "BT": 16, "STAGES": 10}
+        monkeypatch.setattr(configs, "tuned", lambda *a: few)
+        assert gemm.choose_config(16, 768, 768, torch.float16, cuda) == few
+        assert gemm.choose_config(16, 3072, 4096, torch.float16, cuda) == few
         assert configs.well_formed(tuned)
         assert not configs.well_formed({**tuned, "BT": 96})
     finally:

@@ -20,14 +20,17 @@ from sparse24.ops.families import FAMILIES
 _POWERS_OF_TWO = ("BLOCK_F", "BLOCK_T", "BLOCK_M", "BLOCK_N", "num_warps", "BT")
 
 
-def candidates(m: int, n: int, k: int, on_gpu: bool, wgmma_side: bool = False) -> list[dict]:
+def candidates(m: int, n: int, k: int, on_gpu: bool, wgmma_side: bool = False,
+               sm90: bool = False) -> list[dict]:
     """Every config worth timing for an [m, k] x [n, k]^T problem (mma needs a GPU). With
     ``wgmma_side`` (the caller's ``gemm.uses_wgmma(m, device)``: the sm90 rule) only the wgmma
-    family serves."""
+    family serves; below it, on an sm90 GPU (``sm90``), the wgmma family's few-token tiles compete
+    with the others."""
     if wgmma_side:
         return FAMILIES["wgmma"].candidates(m, n, k)
     mma = FAMILIES["mma"].candidates(m, n, k) if on_gpu else []
-    return mma + FAMILIES["dot"].candidates(m, n, k)
+    few = FAMILIES["wgmma"].candidates(m, n, k) if on_gpu and sm90 else []
+    return mma + few + FAMILIES["dot"].candidates(m, n, k)
 
 
 def well_formed(config: dict) -> bool:

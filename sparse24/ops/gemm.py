@@ -55,22 +55,39 @@ def uses_wgmma(m: int, device: torch.device) -> bool:
     return device.type == "cuda" and m > MMA_MAX_TOKENS_SM90 and wgmma.supported(device.index or 0)
 
 
+def _may_serve(config: dict, m: int, device: torch.device) -> bool:
+    """Whether a (tuned) config may serve m tokens: past the sm90 rule only wgmma; below it any
+    other family, and on sm90 a wgmma token tile the family would offer for m (a config tuned
+    for a near M bucket may be one of 128 tokens)."""
+    if uses_wgmma(m, device):
+        return config["family"] == "wgmma"
+    if config["family"] != "wgmma":
+        return True
+    return (device.type == "cuda" and wgmma.supported(device.index or 0)
+            and wgmma.worth_timing(config["BT"], m))
+
+
 @functools.lru_cache(maxsize=4096)
 def heuristic_config(m: int, n: int, k: int, device: torch.device) -> dict:
-    """A config without tuning. The family: wgmma by ``uses_wgmma``; else mma on a GPU when its
+    """A config without tuning. The family: wgmma by ``uses_wgmma``, and on sm90 for the few-token
+    shapes where its weight streaming wins (``wgmma.few_token_config``); else mma on a GPU when its
     feature blocks (64, 128 or 256 wide) fit N; else dot (on CPU, where the Triton interpreter
     cannot run inline asm, and for N not a multiple of 64). Its fields: that family's
     ``heuristic``, given this GPU's SM count. Shipped defaults (sparse24/tuning/defaults) take
     precedence where they exist (``choose_config``). Memoized (``choose_config`` asks once per
     problem, benches and tools more): do not modify the returned dict.
     """
+    sms = _sm_count(device.index or 0) if device.type == "cuda" else 1
     if uses_wgmma(m, device):
         family = FAMILIES["wgmma"]
     elif device.type == "cuda" and n % 64 == 0:
+        # a few tokens on sm90: the wgmma kernel where it streams faster (wgmma.few_token_config)
+        streaming = wgmma.supported(device.index or 0) and wgmma.few_token_config(m, n, k, sms)
+        if streaming:
+            return streaming
         family = FAMILIES["mma"]
     else:
         family = FAMILIES["dot"]
-    sms = _sm_count(device.index or 0) if device.type == "cuda" else 1
     return family.heuristic(m, n, k, sms)
 
 
@@ -85,7 +102,7 @@ def choose_config(m: int, n: int, k: int, dtype: torch.dtype, device: torch.devi
     # a cached config of the other side of the sm90 rule (e.g. an mma entry tuned before the
     # wgmma family existed) is not used
     if (cached is not None and config_fits(cached, n, k)
-            and (cached["family"] == "wgmma") == uses_wgmma(m, device)):
+            and _may_serve(cached, m, device)):
         return cached
     config = heuristic_config(m, n, k, device)
     if device.type != "cuda" and config["family"] == "mma":

@@ -21,7 +21,7 @@ import torch
 
 from sparse24 import tuning
 from sparse24.layout import granularity_error
-from sparse24.ops import configs, gemm
+from sparse24.ops import configs, gemm, wgmma
 from sparse24.ops._checks import GEMM_DTYPES, use_triton
 from sparse24.ops.pack import compress, decompress, prune_24
 from sparse24.reference import REL_TOL as TOLERANCE  # against the float64 product
@@ -69,7 +69,10 @@ def tune(n: int, k: int, m: int, dtype: torch.dtype = torch.float16,
     on_gpu = device.type == "cuda"
     gpu = tuning.current_gpu_name(device) if on_gpu else CPU_GPU_NAME
     key = tuning.TuningKey(gpu, tuning.triton_version(), tuning.dtype_name(dtype), n, k, bucket)
-    candidates = configs.candidates(m, n, k, on_gpu, wgmma_side=gemm.uses_wgmma(m, device))
+    sm90 = on_gpu and wgmma.supported(device.index if device.index is not None
+                                      else torch.cuda.current_device())
+    candidates = configs.candidates(m, n, k, on_gpu, wgmma_side=gemm.uses_wgmma(m, device),
+                                    sm90=sm90)
     return tuning.autotune(key, candidates, run, check, progress=progress, store=store,
                            timer=timer or (None if on_gpu else wall_timer))
 
