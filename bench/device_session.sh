@@ -67,9 +67,9 @@ for stage in "$@"; do
              tail -4 "$out/pytest_gpu_mma.txt" ;;  # the mma family's A_TILE 2 in every form
     rule) limit 150 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests --deselect tests/test_wgmma_gpu.py \
              -k "not every_candidate and not few_chunks" >"$out/pytest_gpu_rest.txt" 2>&1; tail -3 "$out/pytest_gpu_rest.txt"
-             limit 330 python3 -m bench.versions .ab/1ac5c6c --rounds 3 --out-dir "$out" \
-             --shapes 1x14336x4096,8x14336x4096,16x14336x4096,1x3072x768,16x3072x768,16x2304x768,16x768x768,4x12288x1024,1x4096x4096,16x4096x14336 \
-             2>&1 | grep -v Warning | tail -16 ;;  # carry .ab/1ac5c6c: the few-token rule (this tree) against the mma kernel everywhere (1ac5c6c)
+             for base in .ab/rule-*/; do limit 170 python3 -m bench.versions "$base" --rounds 3 --out-dir "$out" \
+             --shapes 1x14336x4096,8x14336x4096,16x14336x4096,1x3072x768,16x3072x768,16x2304x768,16x768x768,1x4096x4096,16x4096x4096,16x4096x14336 \
+             2>&1 | grep -v Warning | tail -14; done ;;  # carry .ab: the few-token rule against 1ac5c6c without, then with, the H100 defaults
     asmloop) limit 280 python3 -m bench.gemm_variants --family wgmma --asm-loop --mode graph --top 4 \
              --shapes 24576x3072x768,6144x768x768,6144x768x3072,4096x4096x4096,4096x14336x4096,8192x8192x8192 \
              --out "$out/gemm_variants_asm_loop.jsonl" 2>&1 | tail -40  # the ASM_LOOP lever: each config checked, then timed
