@@ -329,9 +329,9 @@ def test_dispatch_rule_sm90_many_tokens_take_wgmma(monkeypatch, sm90):
 
 @pytest.mark.parametrize("sm90", [True, False])
 def test_few_token_shapes_where_the_sm90_kernel_streams_faster(monkeypatch, sm90):
-    """Up to 16 tokens the sm90 kernel serves unsplit where its tiles fill most of the 132 SMs
+    """At 9-16 tokens the sm90 kernel serves unsplit where its tiles fill most of the 132 SMs
     (14336 features: 112 tiles) or K is short (768); the mma kernel's split-K elsewhere (4096
-    features: 32 tiles; 28672: 224 tiles, more than a wave) and from 17 tokens on."""
+    features: 32 tiles; 28672: 224 tiles, more than a wave), below 9 tokens and from 17 on."""
     from sparse24.ops import gemm
 
     cuda = _pretend_sm90(monkeypatch, sm90)
@@ -343,15 +343,15 @@ def test_few_token_shapes_where_the_sm90_kernel_streams_faster(monkeypatch, sm90
         def wgmma_or_mma(*fields):
             return fields if sm90 else ("mma", None, None)
 
-        assert pick(1, 14336, 4096)[:3] == wgmma_or_mma("wgmma", 8, 2)
+        assert pick(9, 14336, 4096)[:3] == wgmma_or_mma("wgmma", 16, 2)
         assert pick(16, 14336, 4096)[:3] == wgmma_or_mma("wgmma", 16, 2)
         assert pick(16, 3072, 768)[:3] == wgmma_or_mma("wgmma", 16, 4)
-        assert pick(5, 768, 768)[:3] == wgmma_or_mma("wgmma", 8, 4)
-        for m, n, k in [(1, 4096, 4096), (16, 4096, 14336), (1, 28672, 4096), (17, 14336, 4096),
-                        (64, 3072, 768), (16, 768, 3072)]:
+        assert pick(12, 768, 768)[:3] == wgmma_or_mma("wgmma", 16, 4)
+        for m, n, k in [(1, 14336, 4096), (8, 768, 768), (1, 4096, 4096), (16, 4096, 14336),
+                        (16, 28672, 4096), (17, 14336, 4096), (64, 3072, 768), (16, 768, 3072)]:
             assert pick(m, n, k)[0] == "mma", (m, n, k)
         if sm90:
-            assert pick(1, 14336, 4096)[3] == 1  # unsplit
+            assert pick(16, 14336, 4096)[3] == 1  # unsplit
     finally:
         gemm.heuristic_config.cache_clear()
 

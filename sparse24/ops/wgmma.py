@@ -124,27 +124,27 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
 
 
 # The few-token calls the sm90 kernel takes from the mma kernel (below MMA_MAX_TOKENS_SM90 tokens,
-# sparse24/ops/gemm.py): up to 16 tokens, unsplit. H200, CUDA graphs, same run against the mma
+# sparse24/ops/gemm.py): 9 to 16 tokens, unsplit. H200, CUDA graphs, same run against the mma
 # rule (bench/results/h200/gemm_variants.jsonl, runs 20261205T034507Z-479fbb and
 # 20261205T035850Z-747d06): it wins where its 128-feature tiles fill most SMs without a split,
 # 16 x 14336 x 4096 1.16-1.18x -> 1.25-1.26x cuBLAS (1 x 14336 x 4096: 1.28-1.29x against
 # 1.30x), and where K is short, so that a split and its reduction launch cost more than idle SMs
 # do, 16 x 3072 x 768 0.76-0.77x -> 0.84-0.91x. Where it needs a split (4096 x 4096, 4096 x 14336)
 # the mma kernel's split is 7-14% faster: those stay there.
-FEW_TOKENS_MAX = 16
+FEW_TOKENS = range(9, 17)  # at 1 token it tied or lost: 1.28-1.29x against 1.30x (14336 x 4096)
 _FULL_ENOUGH = 0.75  # share of the SMs the unsplit tiles must fill
 _SHORT_K = 1024
 
 
 def few_token_config(m: int, n: int, k: int, sms: int) -> dict | None:
-    """The sm90 config for 1-16 tokens where this kernel streams the weight faster than the mma
-    kernel's split-K (see above), else None: token tile 8 or 16, 10 stages (20 KB each: 160 KB
-    of weight in flight an SM; 12 were 1-3% slower), unsplit, the metadata 2 k-blocks ahead (4
+    """The sm90 config for 9-16 tokens where this kernel streams the weight faster than the mma
+    kernel's split-K (see above), else None: token tile 16, 10 stages (20 KB each: 200 KB of
+    weight and x in flight an SM; 12 stages of 8 tokens were 1-3% slower than 10), unsplit, the metadata 2 k-blocks ahead (4
     where K <= 1024: 0.91x against 0.84x at 16 x 3072 x 768; mixed, -4% to +1%, at K = 4096)."""
     tiles = -(-n // 128)
-    if m > FEW_TOKENS_MAX or tiles > sms or not (tiles >= _FULL_ENOUGH * sms or k <= _SHORT_K):
+    if m not in FEW_TOKENS or tiles > sms or not (tiles >= _FULL_ENOUGH * sms or k <= _SHORT_K):
         return None
-    return {"family": "wgmma", "BT": 8 if m <= 8 else 16, "STAGES": 10, "GROUP": 8,
+    return {"family": "wgmma", "BT": 16, "STAGES": 10, "GROUP": 8,
             "META_AHEAD": 4 if k <= _SHORT_K else 2}
 
 
