@@ -128,7 +128,8 @@ def main() -> int:
         elif args.family == "wgmma":  # the sm90 family below its token rule too (few-token tiles)
             pool = wgmma.candidates(m, n, k)
         else:
-            pool = configs.candidates(m, n, k, on_gpu=True, wgmma_side=side)
+            pool = configs.candidates(m, n, k, on_gpu=True, wgmma_side=side,
+                                      sm90=wgmma.supported(device.index or 0))
         if args.with_heuristic:  # the config linear runs untuned, whatever the filters
             pool = [dict(gemm.heuristic_config(m, n, k, device))] + pool
         cands = [cfg for i, cfg in enumerate(pool) if (args.with_heuristic and i == 0) or (

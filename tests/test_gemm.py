@@ -370,14 +370,19 @@ def test_linear_op_gpu(m, seed):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_linear_few_tokens_default_configs_gpu(dtype, seed):
+def test_linear_few_tokens_default_configs_gpu(dtype, seed, tmp_path, monkeypatch):
     """linear's own choice (no tuning) at 1-17 tokens on shapes either side of the sm90 few-token
     rule (wgmma.few_token_config: 14336 features, K = 768) and on a non-contiguous x, with bias
     and GELU, eager and replayed from a CUDA graph; on Hopper the rule's shapes must have taken
     the wgmma kernel, so that this test runs it."""
     from sparse24.ops import wgmma
+    from sparse24.tuning import cache as cache_mod
 
+    # an empty tuning cache: the configs are linear's own choice, not a local tuning run's
+    monkeypatch.setenv(cache_mod.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(cache_mod, "_default_cache", None)
     hopper = torch.cuda.get_device_capability() == (9, 0)
+    sms = gemm._sm_count(torch.cuda.current_device())
     failures = []
     for n, k in [(14336, 4096), (3072, 768), (2304, 768), (768, 768), (4096, 4096)]:
         values, meta = packed_weight(n, k, dtype, "cuda")
@@ -389,20 +394,20 @@ def test_linear_few_tokens_default_configs_gpu(dtype, seed):
                 wide[:, :k] = x
                 x = wide[:, :k]
             cfg = gemm.choose_config(m, n, k, dtype, x.device)
-            if hopper and wgmma.few_token_config(m, n, k, 132) is not None:
+            if hopper and wgmma.few_token_config(m, n, k, sms) is not None:
                 assert cfg["family"] == "wgmma", (m, n, k, cfg)
             y = ops.linear(x, values, meta, bias, "gelu")
             expected = reference_output(x, values, meta, bias, "gelu")
             err = rel_err(y.cpu(), expected)
             if not err < TOLERANCE[dtype]:
                 failures.append((m, n, k, cfg, err))
-        static_x = unit_input(3, k, dtype, "cuda")
+        static_x = unit_input(16, k, dtype, "cuda")  # 16 tokens: the sm90 rule's shapes take wgmma
         graph, stream = torch.cuda.CUDAGraph(), torch.cuda.Stream()
         with torch.cuda.stream(stream):
             ops.linear(static_x, values, meta, bias, "gelu")  # compile and plan outside capture
             with torch.cuda.graph(graph, stream=stream):
                 static_y = ops.linear(static_x, values, meta, bias, "gelu")
-        static_x.copy_(unit_input(3, k, dtype, "cuda"))
+        static_x.copy_(unit_input(16, k, dtype, "cuda"))
         graph.replay()
         torch.cuda.synchronize()
         err = rel_err(static_y.cpu(), reference_output(static_x, values, meta, bias, "gelu"))

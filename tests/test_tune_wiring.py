@@ -134,6 +134,7 @@ def test_no_shipped_entry_from_before_the_a_tile_2_kernel():
     lost to the untuned rule by 7-23% (bench/results/h200/gemm_variants.jsonl, run
     20261205T021452Z-94a792); the H200 took them through the same-kind rule. A shipped mma entry
     must say which A load it was tuned with."""
+    assert cache_mod.DEFAULTS_DIR.is_dir()  # where the shipped files would be: the loop looks there
     for path in sorted(cache_mod.DEFAULTS_DIR.glob("*.json")):
         doc = json.loads(path.read_text())
         stale = [e["key"] for e in doc["entries"]

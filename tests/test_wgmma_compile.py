@@ -379,6 +379,10 @@ def test_cached_config_across_the_rule_is_not_used(monkeypatch):
         monkeypatch.setattr(configs, "tuned", lambda *a: few)
         assert gemm.choose_config(16, 768, 768, torch.float16, cuda) == few
         assert gemm.choose_config(16, 3072, 4096, torch.float16, cuda) == few
+        # and above the rule not a few-token tile (a near bucket's entry): each token tile would
+        # read the whole weight again
+        assert gemm.choose_config(256, 768, 768, torch.float16, cuda) == gemm.heuristic_config(
+            256, 768, 768, cuda) != few
         assert configs.well_formed(tuned)
         assert not configs.well_formed({**tuned, "BT": 96})
     finally:
@@ -436,6 +440,9 @@ def test_launch_verifies_once_per_plan_then_reuses_it(monkeypatch):
         wgmma.launch(x, values, meta, None, y, 2, cfg)
     wgmma.launch(x, values, meta, torch.randn(512), y, 2, cfg)
     assert len(verified) == 2 and len(launches) == 3 and not direct_calls
+    # the metadata queue's depth is part of the plan: its own constexprs, verified on its own
+    wgmma.launch(x, values, meta, None, y, 2, cfg | {"META_AHEAD": 2})
+    assert len(verified) == 3 and launches[3][2][-1] == 2 and launches[0][2][-1] == 1
     grid, args, constexprs = launches[1]
     assert grid == (4 * 3, 1, 1)  # 4 feature tiles x 3 token tiles of 128, fewer than 132 SMs
     assert constexprs == tuple(wgmma._constexprs(cfg, "float16", False, 2,

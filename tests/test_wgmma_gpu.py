@@ -81,12 +81,12 @@ def test_every_config_every_epilogue(cfg, dtype):
 
 
 # The few-token tiles (BT 8-32, weight streaming): every ring depth unsplit, and splits of K (even,
-# odd, and more splits than some weights have k-blocks) and the metadata two k-blocks ahead at each
-# tile's deepest ring.
+# odd, and more splits than some weights have k-blocks) and the metadata 2 or 4 k-blocks ahead
+# (META_AHEAD), split or not, at each tile's deepest ring.
 FEW_TOKEN_CONFIGS = [cfg for cfg in wgmma.candidates(16, 4096, 4096)
                      if cfg["BT"] < 64 and "META_AHEAD" not in cfg] + [
     cfg for cfg in deepest_of_each_form(wgmma.candidates(16, 4096, 4096, split_ks=(1, 2, 3, 16)))
-    if cfg["BT"] < 64 and (cfg.get("SPLIT_K", 1) > 1 or cfg.get("META_AHEAD", 1) == 2)]
+    if cfg["BT"] < 64 and (cfg.get("SPLIT_K", 1) > 1 or cfg.get("META_AHEAD", 1) > 1)]
 
 
 @pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")

@@ -24,8 +24,8 @@ def candidates(m: int, n: int, k: int, on_gpu: bool, wgmma_side: bool = False,
                sm90: bool = False) -> list[dict]:
     """Every config worth timing for an [m, k] x [n, k]^T problem (mma needs a GPU). With
     ``wgmma_side`` (the caller's ``gemm.uses_wgmma(m, device)``: the sm90 rule) only the wgmma
-    family serves; below it, on an sm90 GPU (``sm90``), the wgmma family's few-token tiles compete
-    with the others."""
+    family serves; below it, on an sm90 GPU (``sm90``), the wgmma family's candidates for m (its
+    token tiles of 8-128) compete with the others."""
     if wgmma_side:
         return FAMILIES["wgmma"].candidates(m, n, k)
     mma = FAMILIES["mma"].candidates(m, n, k) if on_gpu else []
@@ -47,7 +47,7 @@ def well_formed(config: dict) -> bool:
             return False
         if name in _POWERS_OF_TWO and value & (value - 1):
             return False
-    # optional fields with a few allowed values (wgmma's ASM_LOOP)
+    # optional fields with a few allowed values (wgmma's ASM_LOOP and META_AHEAD, mma's A_TILE...)
     if not all(type(config[name]) is int and config[name] in allowed
                for name, allowed in getattr(family, "CHOICES", {}).items() if name in config):
         return False

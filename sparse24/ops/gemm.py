@@ -7,10 +7,11 @@ to it):
 - "wgmma" (sparse24/ops/wgmma.py, kernel sparse24/kernels/sparse_wgmma.py): Hopper's sparse tensor
   cores (wgmma.mma_async.sp, a Gluon kernel) for more than ``MMA_MAX_TOKENS_SM90`` tokens on sm90
   (H100, H200): 1.24-1.53x cuBLAS on the bench shapes at M >= 24576 (BERT) and M >= 1024 (LLM) on
-  an H200 (bench/results/h200/wgmma_sweep_b50bc5c.log);
+  an H200 (bench/results/h200/wgmma_sweep_b50bc5c.log); and at 9-16 tokens on the shapes where
+  its TMA ring streams the weight faster than the mma kernel's split-K (wgmma.few_token_config);
 - "mma" (families/mma.py, kernel sparse_mma.py): the sparse tensor cores through the sm80
-  instruction (mma.sp), on sm80-sm89 for token counts where arithmetic dominates, and everywhere
-  for few tokens (split-K streams the weight);
+  instruction (mma.sp), on sm80-sm89 for token counts where arithmetic dominates, and for the other
+  few-token calls everywhere (split-K streams the weight);
 - "dot" (families/dot.py, kernel sparse_dot.py): unpack the weight in registers and tl.dot, with
   split-K, for few tokens where moving the weight dominates, and for N not a multiple of 64. It is
   also the family the Triton interpreter can run (inline asm cannot), so CPU tests exercise it.
@@ -50,19 +51,19 @@ MMA_MAX_TOKENS_SM90 = 64
 
 
 def uses_wgmma(m: int, device: torch.device) -> bool:
-    """The one dispatch rule for the sm90 family (the tuner and the heuristic both follow it):
-    wgmma for more than ``MMA_MAX_TOKENS_SM90`` tokens on an sm90 GPU."""
+    """The sm90 token rule (the tuner and the heuristic both follow it): only wgmma for more than
+    ``MMA_MAX_TOKENS_SM90`` tokens on an sm90 GPU. Below it the families compete (the heuristic:
+    wgmma.few_token_config; the tuner: every family's candidates)."""
     return device.type == "cuda" and m > MMA_MAX_TOKENS_SM90 and wgmma.supported(device.index or 0)
 
 
 def _may_serve(config: dict, m: int, device: torch.device) -> bool:
     """Whether a (tuned) config may serve m tokens: past the sm90 rule only wgmma; below it any
-    other family, and on sm90 a wgmma token tile the family would offer for m (a config tuned
-    for a near M bucket may be one of 128 tokens)."""
-    if uses_wgmma(m, device):
-        return config["family"] == "wgmma"
+    other family, and on sm90 wgmma too. A wgmma config only with a token tile the family would
+    offer for m: a near M bucket's entry may hold a tile of 128 tokens for 16, or of 16 for 256
+    (each token tile reads the whole weight again)."""
     if config["family"] != "wgmma":
-        return True
+        return not uses_wgmma(m, device)
     return (device.type == "cuda" and wgmma.supported(device.index or 0)
             and wgmma.worth_timing(config["BT"], m))
 
@@ -100,7 +101,7 @@ def choose_config(m: int, n: int, k: int, dtype: torch.dtype, device: torch.devi
     """The one function that decides a problem's config (``linear`` plans with it)."""
     cached = configs.tuned(m, n, k, dtype, device)  # None off CUDA
     # a cached config of the other side of the sm90 rule (e.g. an mma entry tuned before the
-    # wgmma family existed) is not used
+    # wgmma family existed), or with a wgmma token tile far from M, is not used (_may_serve)
     if (cached is not None and config_fits(cached, n, k)
             and _may_serve(cached, m, device)):
         return cached

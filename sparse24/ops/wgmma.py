@@ -16,9 +16,10 @@ that keeps a wgmma group in flight and drains every D k-blocks (sparse24/ops/wgm
 optional "META_AHEAD": 1 (default) to 4, the k-blocks ahead whose metadata the Gluon k-loop has
 in flight (2 and 4 offered with the few-token tiles)}.
 Features per tile are always 128 (two warpgroups of 64). The grid is persistent: one program per
-SM, or fewer when there are fewer tiles. ASM_LOOP configs are offered by
-``candidates(..., asm_loops=...)`` but not by default, and no heuristic picks them, until an H200
-run of tests/test_wgmma_gpu.py and bench/gemm_variants.py --asm-loop has checked and timed them.
+SM, or fewer when there are fewer tiles. ASM_LOOP and SPLIT_K configs are offered only on request
+(``candidates(..., asm_loops=..., split_ks=...)``) and no heuristic picks them: the H200 checked
+them and timed them slower where they were meant to win (bench/NOTES.md, 2026-12-05). The
+few-token tiles (BT 8-32) serve 9-16 tokens where ``few_token_config`` says so.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def runnable(cfg: dict) -> bool:
     if cfg["BT"] not in wgmma_asm.TOKEN_TILES:
         return False
     if cfg.get("ASM_LOOP", 0) and not (2 <= cfg["STAGES"] <= 8
-                                       and cfg["BT"] in wgmma_asm.LOOP_TOKEN_TILES):
+                                       and cfg["BT"] in wgmma_asm.LOOP_TOKEN_TILES
+                                       and cfg.get("META_AHEAD", 1) == 1):  # its own metadata loads
         return False
     return shared_bytes(cfg["BT"], cfg["STAGES"], cfg.get("SPLIT_K", 1) > 1) <= MAX_SHARED_BYTES
 
@@ -73,8 +75,8 @@ _SPLIT_MAX_TILES = 4 * 132
 
 
 # Ring depths worth timing. A small token tile is mostly a 16 KB stage of weight: a deep ring keeps
-# up to ten of them in flight an SM (BT 16: 20 KB a stage, 10 fit), which few-token calls need to
-# stream the weight at memory speed.
+# up to 10-12 of them in flight an SM (BT 16: 20 KB a stage, 11 fit; BT 8: 18 KB, 12), for
+# few-token calls to stream the weight.
 _STAGES = (2, 3, 4, 5, 6)
 _STREAMING_STAGES = (4, 6, 8, 10, 12)
 
@@ -96,7 +98,10 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
     SMs idle, and up to four a partial last wave idles a share of them, as the 288 tiles of
     6144 x 768 at 128 x 128 fill 2.2 waves). Both forms pass the GPU suite, and both lost on the
     H200 where they were meant to win (ASM_LOOP 3-9% slower on large GEMMs; SPLIT_K faster only
-    at 384 x 768 x 3072; bench/NOTES.md 2026-12-05): they are offered only on request."""
+    at 384 x 768 x 3072; bench/NOTES.md 2026-12-05): they are offered only on request.
+    Token tiles: those ``worth_timing`` for m (8-32 only for few tokens), with rings of 2-6
+    stages, or 4-12 for the small tiles, which also come with their metadata 2 and 4 k-blocks
+    ahead (META_AHEAD); the asm k-loop only for tiles of 64 tokens and more."""
     configs = []
     k_blocks = -(-k // 128)
     for bt in wgmma_asm.TOKEN_TILES:
@@ -138,8 +143,8 @@ _SHORT_K = 1024
 
 def few_token_config(m: int, n: int, k: int, sms: int) -> dict | None:
     """The sm90 config for 9-16 tokens where this kernel streams the weight faster than the mma
-    kernel's split-K (see above), else None: token tile 16, 10 stages (20 KB each: 200 KB of
-    weight and x in flight an SM; 12 stages of 8 tokens were 1-3% slower than 10), unsplit, the metadata 2 k-blocks ahead (4
+    kernel's split-K (see above), else None: token tile 16, 10 stages (20 KB each; with 8-token
+    tiles 12 stages were 1-3% slower than 10), unsplit, the metadata 2 k-blocks ahead (4
     where K <= 1024: 0.91x against 0.84x at 16 x 3072 x 768; mixed, -4% to +1%, at K = 4096)."""
     tiles = -(-n // 128)
     if m not in FEW_TOKENS or tiles > sms or not (tiles >= _FULL_ENOUGH * sms or k <= _SHORT_K):
@@ -259,14 +264,16 @@ def ring_offsets(ttgir: str) -> tuple[int, int, int, int]:
 
 
 def guessed_offsets(cfg: dict) -> tuple[int, int, int, int]:
-    """A largest-first allocator puts the x ring (2 * STAGES * BT * 128 bytes) at 0, then A, the
-    two epilogue tiles, then the mbarriers (8 bytes each). Only a first guess: the launch checks
-    it on the compiled kernel and recompiles once with the real offsets if it was wrong."""
+    """A largest-first allocator puts the larger ring at 0 (x, 2 * STAGES * BT * 128 bytes, from
+    64 tokens a tile; A, STAGES * 16 KB, below), then the other, the two epilogue tiles, then the
+    mbarriers (8 bytes each). Only a first guess: the launch checks it on the compiled kernel and
+    recompiles once with the real offsets if it was wrong."""
     x_ring = 2 * cfg["STAGES"] * wgmma_asm.x_stage_bytes(cfg["BT"])
     a_ring = cfg["STAGES"] * wgmma_asm.A_STAGE_BYTES
     full = x_ring + a_ring + 2 * cfg["BT"] * 128
     barriers = -(-8 * cfg["STAGES"] // 16) * 16  # padded to 16 bytes (Triton 3.9, 3 stages: 32)
-    return x_ring, 0, full, full + barriers
+    a_offset, x_offset = (x_ring, 0) if x_ring >= a_ring else (0, a_ring)
+    return a_offset, x_offset, full, full + barriers
 
 
 @functools.lru_cache(maxsize=None)

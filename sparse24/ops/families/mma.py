@@ -1,6 +1,7 @@
 """The "mma" family: the sparse tensor cores through the sm80 instruction (mma.sp, inline asm in
 sparse24/kernels/sparse_mma.py). On sm80-sm89 it serves every token count; on sm90 the few-token
-calls (up to gemm.MMA_MAX_TOKENS_SM90), where split-K streams the weight. It needs a GPU.
+calls (up to gemm.MMA_MAX_TOKENS_SM90), where split-K streams the weight, but for the shapes
+wgmma.few_token_config gives the sm90 kernel. It needs a GPU.
 
 A config tiles [BLOCK_F features x BLOCK_T tokens] per program: {"family": "mma", "BLOCK_F",
 "BLOCK_T", "GROUP_T": token blocks per feature block in the tile order, "PREFETCH": steps of the
@@ -9,8 +10,9 @@ k-loop loaded ahead (a step: a chunk of 64 columns of K, or two with A_TILE 2), 
 atom at a time, where absent; 2: [BLOCK_F, 32]-word tiles, two chunks of K at a time, 128
 contiguous bytes of each row, the default up to 64 tokens), "num_warps", "num_stages", optional
 "MAXNREG": registers a thread at most (ptxas; 168: three programs of 128 threads an SM instead of
-two, not yet timed), optional "FUSED_REDUCE": 1 (a split tile's last program reduces the splits
-instead of a second launch; 4-10% slower at few tokens on the H200, bench/NOTES.md 2026-12-05)}.
+two; a tuner candidate, not yet timed), optional "FUSED_REDUCE": 1 (a split tile's last program
+reduces the splits instead of a second launch; 4-10% slower at few tokens on the H200,
+bench/NOTES.md 2026-12-05)}.
 """
 
 from __future__ import annotations
