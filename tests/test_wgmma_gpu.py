@@ -39,6 +39,24 @@ def expected(x, w, bias, activation):
     return REFERENCE_ACTIVATIONS[activation](y)
 
 
+def failed_cases(cfg, dtype, cases, gen) -> list[tuple]:
+    """Run ``cfg`` on each (m, (n, k)) of ``cases`` with fresh operands, the epilogues in turn,
+    into NaN-poisoned outputs; the cases that left a NaN or missed the float64 reference."""
+    failures = []
+    for i, (m, (n, k)) in enumerate(cases):
+        w, values, meta = packed(n, k, dtype, gen)
+        # pre-activations of unit scale, where relu and both GELUs bend
+        x = (torch.randn(m, k, device="cuda", generator=gen) / k ** 0.5).to(dtype)
+        has_bias, activation = EPILOGUES[i % len(EPILOGUES)]
+        bias = torch.randn(n, device="cuda", generator=gen) * 0.5 if has_bias else None
+        y = torch.full((m, n), float("nan"), dtype=dtype, device="cuda")
+        wgmma.launch(x, values, meta, bias, y, EPILOGUE_CODES[activation], cfg)
+        err = rel_err(y, expected(x, w, bias, activation))
+        if torch.isnan(y).any() or not err < REL_TOL[dtype]:
+            failures.append((m, n, k, has_bias, activation, err, int(torch.isnan(y).sum())))
+    return failures
+
+
 def deepest_of_each_form(configs: list[dict]) -> list[dict]:
     """Per (BT, ASM_LOOP, SPLIT_K, META_AHEAD), the config with the most stages: the opt-in forms are checked
     at one ring depth each (every depth of each would be 92 configs a dtype, too many compiles
@@ -64,19 +82,7 @@ GPU_CONFIGS = wgmma.candidates(4096, 768, 768) + [
                                        f"-K{c.get('SPLIT_K', 1)}")
 def test_every_config_every_epilogue(cfg, dtype):
     gen = torch.Generator(device="cuda").manual_seed(cfg["BT"] * 10 + cfg["STAGES"])
-    failures = []
-    cases = list(itertools.product(M_VALUES, WEIGHT_SHAPES))
-    for i, (m, (n, k)) in enumerate(cases):
-        w, values, meta = packed(n, k, dtype, gen)
-        # pre-activations of unit scale, where relu and both GELUs bend
-        x = (torch.randn(m, k, device="cuda", generator=gen) / k ** 0.5).to(dtype)
-        has_bias, activation = EPILOGUES[i % len(EPILOGUES)]
-        bias = torch.randn(n, device="cuda", generator=gen) * 0.5 if has_bias else None
-        y = torch.full((m, n), float("nan"), dtype=dtype, device="cuda")
-        wgmma.launch(x, values, meta, bias, y, EPILOGUE_CODES[activation], cfg)
-        err = rel_err(y, expected(x, w, bias, activation))
-        if torch.isnan(y).any() or not err < REL_TOL[dtype]:
-            failures.append((m, n, k, has_bias, activation, err, int(torch.isnan(y).sum())))
+    failures = failed_cases(cfg, dtype, itertools.product(M_VALUES, WEIGHT_SHAPES), gen)
     assert not failures, failures[:6]
 
 
@@ -98,19 +104,8 @@ def test_few_token_tiles(cfg, dtype):
     """Token counts below, at and past the tile (several token tiles), weights of 6-32 k-blocks
     and one whose last k-block is half empty (K = 704), every epilogue."""
     gen = torch.Generator(device="cuda").manual_seed(cfg["BT"] * 100 + cfg["STAGES"])
-    failures = []
     shapes = [(768, 768), (3072, 768), (768, 3072), (4096, 4096), (768, 704)]
-    cases = list(itertools.product([1, 3, 8, 13, 31, 64], shapes))
-    for i, (m, (n, k)) in enumerate(cases):
-        w, values, meta = packed(n, k, dtype, gen)
-        x = (torch.randn(m, k, device="cuda", generator=gen) / k ** 0.5).to(dtype)
-        has_bias, activation = EPILOGUES[i % len(EPILOGUES)]
-        bias = torch.randn(n, device="cuda", generator=gen) * 0.5 if has_bias else None
-        y = torch.full((m, n), float("nan"), dtype=dtype, device="cuda")
-        wgmma.launch(x, values, meta, bias, y, EPILOGUE_CODES[activation], cfg)
-        err = rel_err(y, expected(x, w, bias, activation))
-        if torch.isnan(y).any() or not err < REL_TOL[dtype]:
-            failures.append((m, n, k, has_bias, activation, err, int(torch.isnan(y).sum())))
+    failures = failed_cases(cfg, dtype, itertools.product([1, 3, 8, 13, 31, 64], shapes), gen)
     assert not failures, failures[:6]
 
 

@@ -238,6 +238,16 @@ class Epilogue:
 
 
 @gluon.jit
+def _metadata(meta_addr, row_words, kb, odd_chunk, chunks, META_ASM: gl.constexpr,
+              META_CON: gl.constexpr, P: gl.constexpr):
+    """Each thread's metadata words of k-block ``kb`` (chunks 2kb and 2kb + 1 as elements 0 and 1
+    of its pack), clamped to the weight's last chunk: a read past a split stays in the weight."""
+    chunk = gl.minimum(2 * kb + odd_chunk, chunks - 1)
+    return gl.inline_asm_elementwise(META_ASM, META_CON, [meta_addr + (row_words + chunk * 32) * 4],
+                                     dtype=gl.int32, is_pure=False, pack=P)
+
+
+@gluon.jit
 def _math_warpgroup(meta_addr, N, K, ring: Ring, schedule: Schedule, asm: WgmmaAsm,
                     epilogue: Epilogue, y_smem, WARPGROUP: gl.constexpr):
     BT: gl.constexpr = schedule.BT
@@ -291,31 +301,21 @@ def _math_warpgroup(meta_addr, N, K, ring: Ring, schedule: Schedule, asm: WgmmaA
             # tokens make a k-block's wgmmas short and the metadata's memory latency long
             # against them: the weight streams only if it is hidden.
             AHEAD: gl.constexpr = asm.META_AHEAD
-            chunk = gl.minimum(2 * kb_first + odd_chunk, chunks - 1)
-            meta = gl.inline_asm_elementwise(META_ASM, META_CON,
-                                             [meta_addr + (row_words + chunk * 32) * 4],
-                                             dtype=gl.int32, is_pure=False, pack=P)
             # a queue of registers: meta (this k-block), meta_1 .. meta_3 (the next ones)
+            meta = _metadata(meta_addr, row_words, kb_first, odd_chunk, chunks, META_ASM,
+                             META_CON, P)
             if AHEAD >= 2:
-                chunk = gl.minimum(2 * (kb_first + 1) + odd_chunk, chunks - 1)
-                meta_1 = gl.inline_asm_elementwise(META_ASM, META_CON,
-                                                   [meta_addr + (row_words + chunk * 32) * 4],
-                                                   dtype=gl.int32, is_pure=False, pack=P)
+                meta_1 = _metadata(meta_addr, row_words, kb_first + 1, odd_chunk, chunks,
+                                   META_ASM, META_CON, P)
             if AHEAD >= 3:
-                chunk = gl.minimum(2 * (kb_first + 2) + odd_chunk, chunks - 1)
-                meta_2 = gl.inline_asm_elementwise(META_ASM, META_CON,
-                                                   [meta_addr + (row_words + chunk * 32) * 4],
-                                                   dtype=gl.int32, is_pure=False, pack=P)
+                meta_2 = _metadata(meta_addr, row_words, kb_first + 2, odd_chunk, chunks,
+                                   META_ASM, META_CON, P)
             if AHEAD >= 4:
-                chunk = gl.minimum(2 * (kb_first + 3) + odd_chunk, chunks - 1)
-                meta_3 = gl.inline_asm_elementwise(META_ASM, META_CON,
-                                                   [meta_addr + (row_words + chunk * 32) * 4],
-                                                   dtype=gl.int32, is_pure=False, pack=P)
+                meta_3 = _metadata(meta_addr, row_words, kb_first + 3, odd_chunk, chunks,
+                                   META_ASM, META_CON, P)
             for kb in range(kb_first, kb_end):
-                chunk = gl.minimum(2 * (kb + AHEAD) + odd_chunk, chunks - 1)
-                meta_next = gl.inline_asm_elementwise(
-                    META_ASM, META_CON, [meta_addr + (row_words + chunk * 32) * 4],
-                    dtype=gl.int32, is_pure=False, pack=P)
+                meta_next = _metadata(meta_addr, row_words, kb + AHEAD, odd_chunk, chunks,
+                                      META_ASM, META_CON, P)
                 s = step % STAGES
                 mbarrier.wait(ring.full.index(s), (step // STAGES) & 1)
                 acc = gl.inline_asm_elementwise(MMA_ASM, MMA_CON, [acc, meta, stage_zero + s],
