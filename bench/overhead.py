@@ -62,7 +62,8 @@ def run_uncached(fn):
 
 
 def run_wrapped(fn):
-    """With DescriptorLauncher off: Triton's CudaLauncher wrappers fill the TMA descriptors."""
+    """With the direct launches off (DescriptorLauncher.enabled = False): every launch through
+    Triton's CompiledKernel.run and its CudaLauncher wrappers (which fill the TMA descriptors)."""
     from sparse24.ops.triton_internals import DescriptorLauncher
 
     DescriptorLauncher.enabled = False
@@ -101,7 +102,8 @@ def main() -> int:
     rows, table = [], []
     from sparse24.nn import SparseLinear
 
-    for m, n, k in ((16, 768, 768), (1536, 768, 768), (8192, 4096, 4096)):
+    # 16 x 4096 x 4096: an LLM decode step's GEMM (the mma family, split-K and its reduction)
+    for m, n, k in ((16, 768, 768), (16, 4096, 4096), (1536, 768, 768), (8192, 4096, 4096)):
         w = ops.prune_24(torch.randn(n, k, dtype=torch.float16, device="cuda"))
         values, meta = ops.compress(w)
         x = torch.randn(m, k, dtype=torch.float16, device="cuda")

@@ -403,3 +403,134 @@ def test_mma_few_token_heuristic_fills_two_programs_an_sm(m, n, k, sms):
     assert split == 1 or (tiles * split <= 2 * sms and k // 64 // split >= 2)
     doubled = 2 * split  # the next power of two breaks one of the two limits
     assert max(1, tiles) * doubled > 2 * sms or k // 64 // doubled < 2
+
+
+# ---------------------------------------------------------------------- direct launches
+class FakeCompiled:
+    """What DirectLaunches asks of a CachedLaunch after its first launch."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def compiled_for(self, args, constexprs, **options):
+        return self.name
+
+
+def pointers(args):
+    """The arguments as the direct path passes them: tensors as their data_ptr()."""
+    return tuple(a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args)
+
+
+@pytest.fixture
+def direct(monkeypatch, recorders):
+    """Every family's DirectLaunches on: the first launch of a call shape goes to the recorders
+    (CachedLaunch), the next ones to a recording pointer launcher, as on a GPU."""
+    from sparse24.ops.families import _direct
+
+    launched = []
+
+    def pointer_launcher(name):
+        return lambda *grid_stream_args: launched.append((name, grid_stream_args))
+
+    monkeypatch.setattr(_direct, "pointer_launcher", pointer_launcher)
+    monkeypatch.setattr(_direct, "direct_launch_allowed", lambda: True)
+    for module, attribute, name in ((mma, "_direct", "mma"), (dot, "_direct", "dot"),
+                                    (_splitk, "_reduce_direct", "reduce")):
+        fresh = _direct.DirectLaunches(FakeCompiled(name))
+        fresh.off = False
+        monkeypatch.setattr(module, attribute, fresh)
+        monkeypatch.setattr(module, "current_device", lambda: 0)
+        monkeypatch.setattr(module, "current_stream", lambda device: "stream")
+    return launched
+
+
+@pytest.mark.parametrize("name", ["mma", "dot"])
+@pytest.mark.parametrize("split_k, dtype, with_bias, activation, fused", CASES)
+def test_direct_launch_passes_what_the_first_launch_did(direct, recorders, name, split_k, dtype,
+                                                          with_bias, activation, fused):
+    """The second call of a call shape launches straight through the compiled kernel's C
+    launcher with the first call's grid, ints and constexprs and its tensors' pointers (the
+    float32 partials are allocated per call); so does the split-K reduction. y with rows wider
+    than N: the row stride must reach both kernels."""
+    x2, values, meta, bias, _ = problem(dtype, with_bias)
+    y = torch.empty(M, N + 64, dtype=dtype)[:, :N]
+    act = EPILOGUE_CODES[activation]
+    cfg = (MMA if name == "mma" else DOT) | {"SPLIT_K": split_k, "FUSED_REDUCE": fused}
+    partial_at = 6 if name == "mma" else 5
+    family_launch(name)(x2, values, meta, bias, y, act, cfg)
+    assert not direct and len(recorders[name].calls) == 1
+    for _ in range(2):
+        family_launch(name)(x2, values, meta, bias, y, act, cfg)
+    assert len(recorders[name].calls) == 1  # no second CachedLaunch call
+    [(grid, args, constexprs, _, _)] = recorders[name].calls
+    kernel_calls = [call for who, call in direct if who == name]
+    assert len(kernel_calls) == 2
+    expected = list(pointers(args))
+    for call in kernel_calls:
+        found = list(call)
+        assert found[:4] == [*grid, "stream"]
+        found, expected[partial_at] = found[4:], found[4 + partial_at]  # a fresh workspace
+        if split_k == 1:
+            assert found[partial_at] == y.data_ptr()
+        assert tuple(found) == (*expected, *constexprs)
+    reduce_calls = [call for who, call in direct if who == "reduce"]
+    if split_k == 1 or fused:
+        assert not reduce_calls and not recorders["reduce"].calls
+    else:
+        [(rgrid, rargs, rconstexprs, _, _)] = recorders["reduce"].calls
+        assert len(reduce_calls) == 2
+        for call in reduce_calls:
+            rexpected = list(pointers(rargs))
+            rexpected[0] = call[4]  # the partials of that call
+            assert call == (*rgrid, "stream", *rexpected, *rconstexprs)
+
+
+def test_direct_launch_only_for_the_same_shape_config_and_alignment(direct, recorders):
+    """What is not in the key goes back to CachedLaunch: another config dict (even an equal
+    one), another row stride, a bias whose pointer is not 16-byte aligned (every such call), and
+    every call while direct launches are off (a launch hook)."""
+    from sparse24.ops.families import _direct
+
+    x2, values, meta, _, y = problem(torch.float16, False)
+    cfg = dict(MMA)
+    launch = family_launch("mma")
+    launch(x2, values, meta, None, y, 0, cfg)
+    launch(x2, values, meta, None, y, 0, cfg)
+    assert len(recorders["mma"].calls) == 1 and len(direct) == 1
+    launch(x2, values, meta, None, y, 0, dict(MMA))  # equal, but another dict
+    launch(x2.contiguous(), values, meta, None, y, 0, cfg)  # row stride 256, not 320
+    assert len(recorders["mma"].calls) == 3
+    bias = torch.randn(N + 1, dtype=torch.float16)[1:]  # 2 bytes past an aligned address
+    for _ in range(2):
+        launch(x2, values, meta, bias, y, 0, cfg)
+    assert len(recorders["mma"].calls) == 5 and len(direct) == 1
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_direct, "direct_launch_allowed", lambda: False)
+        launch(x2, values, meta, None, y, 0, cfg)
+    assert len(recorders["mma"].calls) == 6 and len(direct) == 1
+    launch(x2, values, meta, None, y, 0, cfg)
+    assert len(direct) == 2
+
+
+def test_direct_launches_keep_their_owner_and_a_bound(monkeypatch):
+    """An entry answers only the owner it was learned for (a config dict held by id(): a new
+    dict at a recycled address must not find another config's launcher); a launcher Triton's
+    launcher cannot give is remembered as False; the memo is emptied when full."""
+    from sparse24.ops.families import _direct
+
+    monkeypatch.setattr(_direct, "direct_launch_allowed", lambda: True)
+    monkeypatch.setattr(_direct, "pointer_launcher", lambda compiled: compiled and "launcher")
+    memo = _direct.DirectLaunches(FakeCompiled("kernel"))
+    owner, other = {"a": 1}, {"a": 1}
+    memo.learn(("key",), (), (), ("derived",), owner)
+    assert memo.get(("key",), owner) == ("launcher", "derived")
+    assert memo.get(("key",), other) is None and memo.get(("another",), owner) is None
+    memo.cached = FakeCompiled(None)  # no compiled kernel (the interpreter)
+    memo.learn(("none",), (), (), (), owner)
+    assert memo.get(("none",), owner) is False
+    monkeypatch.setattr(_direct, "direct_launch_allowed", lambda: False)
+    assert memo.get(("key",), owner) is False
+    monkeypatch.setattr(_direct, "direct_launch_allowed", lambda: True)
+    monkeypatch.setattr(_direct, "_MAX_SHAPES", 2)
+    memo.learn(("third",), (), (), (), owner)
+    assert list(memo.known) == [("third",)]

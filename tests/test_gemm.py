@@ -515,3 +515,68 @@ def test_fused_reduce_eager_and_in_cuda_graphs_gpu(family, seed):
     finally:
         family_module.workspace = saved
     assert all(not c.any() for c in _splitk._counters.values())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_direct_launches_gpu(dtype, seed, monkeypatch):
+    """From the second call of a call shape on, the mma and dot kernels and the split-K reduction
+    launch through Triton's C launcher with data pointers (families/_direct.py): the launcher
+    of the installed Triton must be one pointer_launcher drives, and every call must match the
+    float64 reference on fresh inputs and a NaN-poisoned output, for each split form, with and
+    without a float32 bias, on a strided x, and when the calls are replayed from a CUDA graph."""
+    from sparse24.ops.families import _direct, _splitk, dot, mma
+
+    real = _direct.pointer_launcher
+    launched = []
+
+    def counting(compiled):
+        launch = real(compiled)
+        assert launch is not None, "the installed Triton's launcher is not one pointer_launcher drives"
+
+        def counted(*args):
+            launched.append(args[:3])
+            launch(*args)
+        return counted
+
+    monkeypatch.setattr(_direct, "pointer_launcher", counting)
+    for module, attribute in ((mma, "_direct"), (dot, "_direct"), (_splitk, "_reduce_direct")):
+        monkeypatch.setattr(module, attribute, _direct.DirectLaunches(getattr(module, attribute).cached))
+    base_mma = {"family": "mma", "BLOCK_F": 128, "BLOCK_T": 16, "GROUP_T": 8, "PREFETCH": 1,
+                "SPLIT_K": 1, "A_TILE": 2, "num_warps": 4, "num_stages": 1}
+    base_dot = {"family": "dot", "BLOCK_M": 16, "BLOCK_N": 64, "SPLIT_K": 1, "num_warps": 4,
+                "num_stages": 3}
+    cases = [base_mma, base_mma | {"SPLIT_K": 4}, base_mma | {"SPLIT_K": 4, "FUSED_REDUCE": 1},
+             base_mma | {"SPLIT_K": 4, "A_TILE": 1}, base_dot, base_dot | {"SPLIT_K": 4}]
+    n, k = 1024, 768
+    values, meta = packed_weight(n, k, dtype, "cuda")
+    failures = []
+    for cfg in cases:
+        for bias in (None, torch.randn(n, device="cuda")):
+            before = len(launched)
+            for m in (9, 9, 9, 33, 33):
+                wide = unit_input(m, k + 64, dtype, "cuda")
+                x = wide[:, :k]  # rows k + 64 apart
+                y = run_poisoned(x, values, meta, bias, "gelu", cfg)
+                err = rel_err(y.cpu(), reference_output(x, values, meta, bias, "gelu"))
+                if not err < TOLERANCE[dtype]:
+                    failures.append((cfg, m, bias is not None, err))
+            # 9 tokens: the 2nd and 3rd call direct, 33: the 2nd; twice that where split
+            reduces = cfg.get("SPLIT_K", 1) > 1 and not cfg.get("FUSED_REDUCE")
+            assert len(launched) - before == 3 * (2 if reduces else 1), cfg
+        static_x = unit_input(9, k, dtype, "cuda")
+        code = gemm.EPILOGUE_CODES["gelu"]
+        gemm.run_config(static_x, values, meta, None, code, cfg)  # learned: the capture is direct
+        graph = torch.cuda.CUDAGraph()
+        before = len(launched)
+        with torch.cuda.graph(graph):
+            static_y = gemm.run_config(static_x, values, meta, None, code, cfg)
+        assert len(launched) > before, cfg
+        for _ in range(2):
+            static_x.copy_(unit_input(9, k, dtype, "cuda"))
+            graph.replay()
+            torch.cuda.synchronize()
+            err = rel_err(static_y.cpu(), reference_output(static_x, values, meta, None, "gelu"))
+            if not err < TOLERANCE[dtype]:
+                failures.append(("graph", cfg, err))
+    assert not failures, failures[:5]

@@ -370,3 +370,105 @@ def test_descriptor_launcher_calls_a_known_launcher_in_its_argument_order(monkey
         expanded += [filled, *t.shape, *t.stride()]
     assert calls == [(7, 1, 1, "stream", 1234, False, False, None, None, "packed", None, None, None,
                       *expanded, 4096, bias, 256, 128, 64)]
+
+
+# -------------------------------------------------------------------- pointer_launcher
+class _CLauncher:
+    """Stands in for a C launcher (not a Python function): records its arguments."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, *args):
+        self.calls.append(args)
+
+
+def _pointer_kernel(monkeypatch, launcher_class=None):
+    """A CompiledKernel without descriptor parameters whose launcher is the installed Triton's
+    CudaLauncher (its own __call__, nothing compiled), or an instance of ``launcher_class``, in
+    front of a recording C launcher."""
+    nvidia_driver = pytest.importorskip("triton.backends.nvidia.driver")
+    from triton.runtime import driver
+
+    monkeypatch.setattr(driver, "_active", type("Driver", (), {"utils": None})())
+    c_launch = _CLauncher()
+    run = object.__new__(launcher_class or nvidia_driver.CudaLauncher)
+    run.__dict__.update(
+        launch=c_launch, num_ctas=1, global_scratch_size=0, global_scratch_align=1,
+        profile_scratch_size=0, profile_scratch_align=1, launch_cooperative_grid=False,
+        launch_pdl=False, gsan_enabled=False, arg_annotations="annotations",
+        kernel_signature=b"signature")
+    compiled = type("Compiled", (), {"run": run, "function": 1234, "packed_metadata": "packed"})()
+    return compiled, c_launch.calls
+
+
+def test_pointer_launcher_passes_what_triton_would(monkeypatch):
+    """On the installed Triton (3.6 on the GPU machine, the newest in CI): the C launcher gets
+    exactly what CompiledKernel.run gives it for the same call without hooks, pointers and all."""
+    from sparse24.ops.triton_internals import pointer_launcher
+
+    compiled, calls = _pointer_kernel(monkeypatch)
+    launch = pointer_launcher(compiled)
+    assert launch is not None, "the installed Triton's launcher must be one pointer_launcher drives"
+    t = torch.zeros(8)
+    args = (t.data_ptr(), t, 5, 768, True, 3)  # a pointer as an int and as a tensor, ints, constexprs
+    compiled.run(7, 3, 2, "stream", compiled.function, compiled.packed_metadata, None, None, None,
+                 *args)
+    launch(7, 3, 2, "stream", *args)
+    assert len(calls) == 2 and calls[1] == calls[0]
+
+
+def _launcher_class(params):
+    """A class named CudaLauncher whose __call__ has these parameters (after self)."""
+    namespace = {}
+    exec(f"def __call__(self, {', '.join(params)}): pass", namespace)
+    return type("CudaLauncher", (), {"__call__": namespace["__call__"]})
+
+
+_SHAPE_3_6 = ["gridX", "gridY", "gridZ", "stream", "function", "*args"]
+_SHAPE_3_9 = ["gridX", "gridY", "gridZ", "stream", "function", "kernel_metadata",
+              "launch_metadata", "launch_enter_hook", "launch_exit_hook", "*args"]
+
+
+def test_pointer_launcher_calls_each_known_shape_in_its_order(monkeypatch):
+    """Whatever Triton is installed: Triton 3.6's launcher shape gets the 13 fixed arguments
+    (grid, stream, function, cooperative grid, PDL, no scratch, packed metadata, no launch
+    metadata or hooks) then the arguments spread out; 3.9's gets the packed metadata before the
+    two scratch buffers, then annotations, signature and the arguments as one tuple."""
+    nvidia_driver = pytest.importorskip("triton.backends.nvidia.driver")
+    from sparse24.ops.triton_internals import pointer_launcher
+
+    monkeypatch.setattr(nvidia_driver, "_BASE_ARGS_FORMAT_LEN", 13, raising=False)
+    compiled, calls = _pointer_kernel(monkeypatch, _launcher_class(_SHAPE_3_6))
+    pointer_launcher(compiled)(7, 3, 2, "stream", 4096, 5, True)
+    assert calls == [(7, 3, 2, "stream", 1234, False, False, None, None, "packed", None, None, None,
+                      4096, 5, True)]
+    compiled, calls = _pointer_kernel(monkeypatch, _launcher_class(_SHAPE_3_9))
+    pointer_launcher(compiled)(7, 3, 2, "stream", 4096, 5, True)
+    assert calls == [(7, 3, 2, "stream", 1234, False, False, "packed", None, None, None, None, None,
+                      "annotations", b"signature", (4096, 5, True))]
+
+
+def test_pointer_launcher_refuses_launchers_it_does_not_know(monkeypatch):
+    """Each case starts from a known shape and changes one thing pointer_launcher reads."""
+    nvidia_driver = pytest.importorskip("triton.backends.nvidia.driver")
+    from sparse24.ops.triton_internals import pointer_launcher
+
+    cases = {
+        "global scratch memory": lambda mp, c: mp.setattr(c.run, "global_scratch_size", 64),
+        "profile scratch memory": lambda mp, c: mp.setattr(c.run, "profile_scratch_size", 64),
+        "GSan instrumentation": lambda mp, c: mp.setattr(c.run, "gsan_enabled", True),
+        "a Python wrapper (descriptors)": lambda mp, c: mp.setattr(c.run, "launch", lambda *a: 0),
+        "another __call__": lambda mp, c: mp.setattr(
+            c, "run", _launcher_class(["gridX", "gridY", "stream", "*args"])()),
+        "other fixed C arguments": lambda mp, c: mp.setattr(
+            nvidia_driver, "_BASE_ARGS_FORMAT_LEN", 14, raising=False),
+        "not a CudaLauncher": lambda mp, c: mp.setattr(c, "run", object()),
+    }
+    for case, breaks in cases.items():
+        with monkeypatch.context() as mp:
+            mp.setattr(nvidia_driver, "_BASE_ARGS_FORMAT_LEN", 13, raising=False)
+            compiled, _ = _pointer_kernel(mp, _launcher_class(_SHAPE_3_6))
+            assert pointer_launcher(compiled) is not None, "the known shape must be accepted"
+            breaks(mp, compiled)
+            assert pointer_launcher(compiled) is None, case

@@ -1,6 +1,6 @@
 """The one place where sparse24 reaches into Triton below its public API (checked against Triton
 3.6, the GPU machine's, and 3.9, CI's; tests/test_launch.py and tests/test_wgmma_compile.py run
-every part of it on a CPU). Five things live here:
+every part of it on a CPU). Six things live here:
 
 1. ``CachedLaunch``: launch a kernel through its compiled handle, skipping Triton's per-call
    binding. ``kernel[grid](*args)`` binds and specializes every argument, builds a cache key and
@@ -39,6 +39,15 @@ every part of it on a CPU). Five things live here:
    checks that the compiled kernel's launcher has exactly the shape read here (Triton 3.6's: the
    C launcher behind a ``wrap_handle_tensordesc`` closure, no scratch memory) and returns None
    otherwise, so other Triton versions keep the ``CachedLaunch`` path.
+
+6. ``pointer_launcher``: the same for kernels without descriptors (the mma, dot and split-K
+   reduction kernels), on Triton 3.6's launcher and on 3.9's: a function that hands the C
+   launcher the grid, the stream and the arguments, with tensors passed as their ``data_ptr()``
+   (the C launcher takes an int as a pointer and skips its per-tensor ``data_ptr`` call and
+   ``cuPointerGetAttribute`` check). Triton's own ``CompiledKernel.run`` puts a Python frame, two
+   closures and two scratch allocations in front of the same call. The caller keys it by what
+   fixes the specialization (sparse24/ops/families/_direct.py), so it never sees other arguments.
+   ``DescriptorLauncher.enabled = False`` turns both direct paths off.
 """
 
 from __future__ import annotations
@@ -256,6 +265,58 @@ class DescriptorLauncher:
                          *shape, *strides)
         self._launcher(grid0, 1, 1, stream, self._function, self._cooperative, self._pdl, None, None,
                        self._packed, None, None, None, *expanded, *args, *constexprs)
+
+
+# Parameters of CudaLauncher.__call__ in the two launcher shapes pointer_launcher drives. 3.6: the
+# kernel's own compiled C launcher takes the 13 fixed arguments (_BASE_ARGS) then the kernel's,
+# spread out. 3.9: one generic C launcher takes 16: the packed metadata before the two scratch
+# buffers, then the argument annotations, the kernel signature and the kernel's arguments as one
+# tuple ("iiiKKpp(iii)OOOOOOy*O", driver.c).
+_CALL_3_6 = ["self", "gridX", "gridY", "gridZ", "stream", "function", "args"]
+_CALL_3_9 = ["self", "gridX", "gridY", "gridZ", "stream", "function", "kernel_metadata",
+             "launch_metadata", "launch_enter_hook", "launch_exit_hook", "args"]
+
+
+def pointer_launcher(compiled):
+    """``launch(grid0, grid1, grid2, stream, *args)``: run ``compiled`` (a CompiledKernel without
+    TMA descriptor parameters) on that grid with ``args`` (its runtime arguments,
+    tensors or their data_ptr(), then its constexprs, as CachedLaunch passes them), exactly as
+    its ``run`` would with no launch hooks (tests/test_launch.py compares the two on the installed
+    Triton). None unless the launcher has one of the two shapes described at _CALL_3_6 (a
+    Python wrapper around the C launcher, scratch memory or GSan instrumentation: None)."""
+    import inspect
+
+    run = getattr(compiled, "run", None)
+    if (type(run).__name__ != "CudaLauncher" or getattr(run, "global_scratch_size", 1)
+            or getattr(run, "profile_scratch_size", 1) or getattr(run, "gsan_enabled", False)):
+        return None
+    c_launch = getattr(run, "launch", None)
+    if c_launch is None or inspect.isfunction(c_launch):  # a wrapper (descriptors): not ours
+        return None
+    try:
+        params = list(inspect.signature(type(run).__call__).parameters)
+    except (TypeError, ValueError):
+        return None
+    function, packed = compiled.function, compiled.packed_metadata
+    cooperative, pdl = run.launch_cooperative_grid, run.launch_pdl
+    if params == _CALL_3_6:
+        from triton.backends.nvidia import driver as nvidia_driver
+
+        if getattr(nvidia_driver, "_BASE_ARGS_FORMAT_LEN", None) != _BASE_ARGS:
+            return None
+
+        def launch(grid0, grid1, grid2, stream, *args):
+            c_launch(grid0, grid1, grid2, stream, function, cooperative, pdl, None, None, packed,
+                     None, None, None, *args)
+    elif params == _CALL_3_9 and hasattr(run, "arg_annotations"):
+        annotations, signature = run.arg_annotations, run.kernel_signature
+
+        def launch(grid0, grid1, grid2, stream, *args):
+            c_launch(grid0, grid1, grid2, stream, function, cooperative, pdl, packed, None, None,
+                     None, None, None, annotations, signature, args)
+    else:
+        return None
+    return launch
 
 
 def tensor_descriptor(tensor, block_shape: list[int], layout):

@@ -15,7 +15,8 @@ import itertools
 
 from sparse24.kernels.sparse_dot import _sparse_dot_kernel
 from sparse24.ops.families._splitk import cdiv, counters, reduce, split_k, workspace
-from sparse24.ops.triton_internals import CachedLaunch
+from sparse24.ops.families._direct import DirectLaunches
+from sparse24.ops.triton_internals import CachedLaunch, current_device, current_stream
 
 NAME = "dot"
 FIELDS = ("BLOCK_M", "BLOCK_N", "SPLIT_K", "num_warps", "num_stages")
@@ -59,25 +60,41 @@ def fits(config: dict, n: int, k: int) -> bool:
 
 
 _dot_launch = CachedLaunch(_sparse_dot_kernel)
+# keyed as the mma family's (families/mma.py, families/_direct.py)
+_direct = DirectLaunches(_dot_launch)
 
 
 def launch(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
     """y[M, N] = act(x2 @ W^T + bias); x2 [M, K] with unit stride along K."""
     m, k = x2.shape
     n = values.shape[0]
-    splits, _ = split_k(cfg, k)
-    partial = y if splits == 1 else workspace(splits, y)  # unsplit: straight into y
-    grid = (n // cfg["BLOCK_N"], -(-m // cfg["BLOCK_M"]), splits)
-    fused = splits > 1 and cfg.get("FUSED_REDUCE", 0) == 1
-    # the tile counters of the in-kernel reduction; meta (int32) stands in where there are none
-    count = counters(y.device, grid[0] * grid[1]) if fused else meta
-    _dot_launch(
-        grid,
-        (x2, values, meta, bias if bias is not None else y, y, partial, count,
-         m, n, k, x2.stride(0), y.stride(0)),
-        (cfg["BLOCK_M"], cfg["BLOCK_N"], splits, bias is not None, activation, not x2.is_cuda,
-         fused),
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-    )
+    xp, vp, mp, yp = x2.data_ptr(), values.data_ptr(), meta.data_ptr(), y.data_ptr()
+    bp = yp if bias is None else bias.data_ptr()
+    # only 16-byte aligned pointers take the direct path (families/_direct.py)
+    key = None if _direct.off or (xp | vp | mp | yp | bp) & 15 else (
+        id(cfg), m, n, k, x2.stride(0), y.stride(0), x2.dtype, values.dtype, y.dtype,
+        bias is not None and bias.dtype, activation, current_device())
+    entry = key and _direct.get(key, cfg)
+    if entry:
+        direct, grid, splits, fused, constexprs = entry
+        partial = y if splits == 1 else workspace(splits, y)
+        count = counters(y.device, grid[0] * grid[1]).data_ptr() if fused else mp
+        direct(*grid, current_stream(key[-1]), xp, vp, mp, bp, yp, partial.data_ptr(), count,
+               m, n, k, x2.stride(0), y.stride(0), *constexprs)
+    else:
+        splits, _ = split_k(cfg, k)
+        partial = y if splits == 1 else workspace(splits, y)  # unsplit: straight into y
+        grid = (n // cfg["BLOCK_N"], -(-m // cfg["BLOCK_M"]), splits)
+        fused = splits > 1 and cfg.get("FUSED_REDUCE", 0) == 1
+        # the tile counters of the in-kernel reduction; meta (int32) stands in where there are none
+        count = counters(y.device, grid[0] * grid[1]) if fused else meta
+        args = (x2, values, meta, bias if bias is not None else y, y, partial, count,
+                m, n, k, x2.stride(0), y.stride(0))
+        constexprs = (cfg["BLOCK_M"], cfg["BLOCK_N"], splits, bias is not None, activation,
+                      not x2.is_cuda, fused)
+        options = {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]}
+        _dot_launch(grid, args, constexprs, **options)
+        if key and entry is None:
+            _direct.learn(key, args, constexprs, (grid, splits, fused, constexprs), cfg, **options)
     if splits > 1 and not fused:
         reduce(partial, bias, y, activation, splits)

@@ -23,7 +23,8 @@ import torch
 
 from sparse24.kernels.sparse_mma import _sparse_mma_kernel
 from sparse24.ops.families._splitk import cdiv, counters, reduce, split_k, workspace
-from sparse24.ops.triton_internals import CachedLaunch
+from sparse24.ops.families._direct import DirectLaunches
+from sparse24.ops.triton_internals import CachedLaunch, current_device, current_stream
 
 NAME = "mma"
 # What the launcher reads; configs tuned before split-K existed lack SPLIT_K and run unsplit, and
@@ -102,26 +103,48 @@ def fits(config: dict, n: int, k: int) -> bool:
 
 
 _mma_launch = CachedLaunch(_sparse_mma_kernel)
+# (id(config), M, N, K, x2's and y's row strides, x2's and y's dtypes, bias dtype or False,
+# activation, device)
+# -> the kernel's pointer launcher; the sizes and strides fix the grid, the split and every int
+# argument's specialization (families/_direct.py)
+_direct = DirectLaunches(_mma_launch)
 
 
 def launch(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
     """y[M, N] = act(x2 @ W^T + bias); x2 [M, K] with unit stride along K and even row stride."""
     m, k = x2.shape
     n = values.shape[0]
-    splits, per_split = split_k(cfg, k)
-    partial = y if splits == 1 else workspace(splits, y)  # unsplit: straight into y
-    grid = (-(-m // cfg["BLOCK_T"]) * (n // cfg["BLOCK_F"]), splits, 1)
-    fused = splits > 1 and cfg.get("FUSED_REDUCE", 0) == 1
-    # the tile counters of the in-kernel reduction; meta (int32) stands in where there are none
-    count = counters(y.device, grid[0]) if fused else meta
-    _mma_launch(
-        grid,
-        (x2.view(torch.int32), values.view(torch.int32), values.data_ptr(), meta.data_ptr(),
-         bias if bias is not None else y, y, partial, count, m, n, k, x2.stride(0) // 2,
-         y.stride(0), per_split),
-        (cfg["BLOCK_F"], cfg["BLOCK_T"], cfg["GROUP_T"], cfg["PREFETCH"], splits,
-         bias is not None, activation, x2.dtype == torch.bfloat16, cfg.get("A_TILE", 1), fused),
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], maxnreg=cfg.get("MAXNREG"),
-    )
+    xp, vp, mp, yp = x2.data_ptr(), values.data_ptr(), meta.data_ptr(), y.data_ptr()
+    bp = yp if bias is None else bias.data_ptr()
+    # only 16-byte aligned pointers take the direct path (families/_direct.py)
+    key = None if _direct.off or (xp | vp | mp | yp | bp) & 15 else (
+        id(cfg), m, n, k, x2.stride(0), y.stride(0), x2.dtype, y.dtype,
+        bias is not None and bias.dtype, activation, current_device())
+    entry = key and _direct.get(key, cfg)
+    if entry:
+        direct, tiles, splits, per_split, fused, constexprs = entry
+        partial = y if splits == 1 else workspace(splits, y)
+        count = counters(y.device, tiles).data_ptr() if fused else mp
+        direct(tiles, splits, 1, current_stream(key[-1]), xp, vp, vp, mp, bp, yp, partial.data_ptr(),
+               count, m, n, k, x2.stride(0) // 2, y.stride(0), per_split, *constexprs)
+    else:
+        splits, per_split = split_k(cfg, k)
+        fused = splits > 1 and cfg.get("FUSED_REDUCE", 0) == 1
+        tiles = -(-m // cfg["BLOCK_T"]) * (n // cfg["BLOCK_F"])
+        partial = y if splits == 1 else workspace(splits, y)  # unsplit: straight into y
+        # the tile counters of the in-kernel reduction; meta (int32) stands in where there are none
+        count = counters(y.device, tiles) if fused else meta
+        constexprs = (cfg["BLOCK_F"], cfg["BLOCK_T"], cfg["GROUP_T"], cfg["PREFETCH"], splits,
+                      bias is not None, activation, x2.dtype == torch.bfloat16,
+                      cfg.get("A_TILE", 1), fused)
+        args = (x2.view(torch.int32), values.view(torch.int32), vp, mp,
+                bias if bias is not None else y, y, partial, count, m, n, k, x2.stride(0) // 2,
+                y.stride(0), per_split)
+        options = {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"],
+                   "maxnreg": cfg.get("MAXNREG")}
+        _mma_launch((tiles, splits, 1), args, constexprs, **options)
+        if key and entry is None:
+            _direct.learn(key, args, constexprs, (tiles, splits, per_split, fused, constexprs),
+                          cfg, **options)
     if splits > 1 and not fused:
         reduce(partial, bias, y, activation, splits)
