@@ -467,13 +467,21 @@ def test_launch_goes_direct_from_the_second_call_of_a_specialization(monkeypatch
     grid0, stream, tensors, scalars, constexprs = direct_calls[0]
     assert (grid0, stream) == (12, "stream")
     assert all(a is b for a, b in zip(tensors, (values, x, y)))
-    assert scalars == (meta.data_ptr(), y, 512, 256)
+    assert scalars == (meta.data_ptr(), y.data_ptr(), 512, 256)  # the bias pointer as an int
     assert constexprs == launches[0][2]
     wgmma.launch(x[:, :248], values[:, :124], meta, None, y, 2, cfg)  # K = 248
     assert len(launches) == 2 and len(direct_calls) == 2
+    wgmma.launch(x, values, meta, None, y, 2, dict(cfg))  # an equal config, another dict
+    assert len(launches) == 3 and len(direct_calls) == 2
+    import torch
+
+    unaligned_bias = torch.randn(513)[1:]  # 4 bytes past an aligned address: every call cached
+    for _ in range(2):
+        wgmma.launch(x, values, meta, unaligned_bias, y, 2, cfg)
+    assert len(launches) == 5 and len(direct_calls) == 2
     monkeypatch.setattr(triton_internals.DescriptorLauncher, "enabled", False)
     wgmma.launch(x, values, meta, None, y, 2, cfg)
-    assert len(launches) == 3 and len(direct_calls) == 2
+    assert len(launches) == 6 and len(direct_calls) == 2
 
 
 @pytest.mark.parametrize("asm_loop", [0, 2])

@@ -284,15 +284,18 @@ def _cached_launch():
 
 
 # (BT, STAGES, GROUP, ASM_LOOP, SPLIT_K, META_AHEAD, x dtype, bias dtype or None, ACTIVATION) ->
-# the kernel's
-# constexpr values, with the shared-memory offsets verified on the compiled kernel (one look-up
-# per call after the first)
+# the kernel's constexpr values, with the shared-memory offsets verified on the compiled kernel
 _plans: dict[tuple, tuple] = {}
-# (device, plan key, what Triton specializes meta_addr, the bias pointer, N and K on) -> the
-# DescriptorLauncher of that specialization, or False where Triton's launcher is not one it can
-# drive (then every call takes CachedLaunch). A call through it costs ~15 us less host time than
-# through Triton's own wrappers (bench/overhead.py).
-_direct: dict[tuple, object] = {}
+# (id(config), M, N, K, x dtype, bias dtype or False, ACTIVATION, splits, device, whether meta's
+# address fits 32 bits) -> (config, its DescriptorLauncher, grid, constexprs), or (config, False)
+# where Triton's launcher is not one it can drive (then every call takes CachedLaunch). Only
+# calls whose meta and bias pointers are 16-byte aligned look here (Triton specializes a pointer
+# on that alone; the descriptors' tensors are aligned: TMA needs it); N and K are in the key by
+# value, so every int Triton specialized is fixed. The config is held by id() and kept in the
+# entry (a recycled id() never finds another config's launcher). A call through it costs ~15 us
+# less host time than through Triton's own wrappers (bench/overhead.py).
+_direct: dict[tuple, tuple] = {}
+_MAX_DIRECT = 4096
 
 
 def launch(x2: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias, y: torch.Tensor,
@@ -320,21 +323,24 @@ def _launch_kernel(x2, values, meta, bias, out, activation: int, cfg: dict, spli
     and activation 0: the reduction applies them); y stands in for the unused bias pointer."""
     m, k = x2.shape
     n = values.shape[0]
-    bt = cfg["BT"]
     device = triton_internals.current_device()
-    grid0 = min(-(-n // 128) * -(-m // bt) * splits, _sm_count(device))
     meta_addr = meta.data_ptr()
+    bias_addr = y.data_ptr() if bias is None else bias.data_ptr()
+    key = None if (meta_addr | bias_addr) & 15 else (
+        id(cfg), m, n, k, x2.dtype, bias is not None and bias.dtype, activation, splits, device,
+        meta_addr < 2**31)
+    entry = key and _direct.get(key)
+    if entry and entry[0] is cfg and entry[1] and triton_internals.direct_launch_allowed():
+        _, direct, grid0, constexprs = entry
+        direct(grid0, triton_internals.current_stream(device), (values, x2, out),
+               (meta_addr, bias_addr, n, k), constexprs)
+        return
+    bt = cfg["BT"]
+    grid0 = min(-(-n // 128) * -(-m // bt) * splits, _sm_count(device))
     bias_arg = y if bias is None else bias
     plan_key = (bt, cfg["STAGES"], cfg["GROUP"], cfg.get("ASM_LOOP", 0), cfg.get("SPLIT_K", 1),
                 cfg.get("META_AHEAD", 1),
                 x2.dtype, None if bias is None else bias.dtype, activation)
-    spec = triton_internals.spec
-    direct_key = (device, plan_key, spec(meta_addr), spec(bias_arg), spec(n), spec(k))
-    direct = _direct.get(direct_key)
-    if direct and triton_internals.direct_launch_allowed():
-        direct(grid0, triton_internals.current_stream(device), (values, x2, out),
-               (meta_addr, bias_arg, n, k), _plans[plan_key])
-        return
     layout = _nvmma_layout()
     out_layout = layout if out is y else _partials_layout()
     args = (triton_internals.tensor_descriptor(values, [128, 64], layout),
@@ -350,10 +356,12 @@ def _launch_kernel(x2, values, meta, bias, out, activation: int, cfg: dict, spli
         _plans[plan_key] = constexprs
     cached = _cached_launch()
     cached(grid, args, constexprs, num_warps=4)
-    if direct is None and triton_internals.direct_launch_allowed():
+    if key and (entry is None or entry[0] is not cfg) and triton_internals.direct_launch_allowed():
         compiled = cached.compiled_for(args, constexprs, num_warps=4)
-        _direct[direct_key] = compiled is not None and (
-            triton_internals.DescriptorLauncher.of(compiled, 3) or False)
+        direct = compiled is not None and triton_internals.DescriptorLauncher.of(compiled, 3)
+        if len(_direct) >= _MAX_DIRECT:
+            _direct.clear()
+        _direct[key] = (cfg, direct, grid0, constexprs) if direct else (cfg, False)
 
 
 def _verify(args, grid, cfg, dtype, has_bias, activation) -> tuple[int, int, int, int]:
