@@ -8,11 +8,12 @@ torch.ops.sparse24.linear (the path torch.compile and autograd use), and the lay
 SparseLinear, at few, some and many tokens. For each path it also counts the Python frames one
 call enters, and in how many modules (``sys.setprofile``): the host path's length in code.
 
-    python -m bench.overhead [--calls 2000] [--profile] [--out-dir DIR]
+    python -m bench.overhead [--calls 1000] [--rounds 5] [--profile] [--out-dir DIR]
 """
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 
@@ -89,7 +90,8 @@ def profile_calls(fn, label: str, calls: int = 500) -> None:
 
 def main() -> int:
     parser = common.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--calls", type=int, default=1000, help="calls per path and round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of every path in turn")
     parser.add_argument("--profile", action="store_true",
                         help="also print a cProfile of linear() calls (where the host time goes)")
     args = parser.parse_args()
@@ -131,13 +133,22 @@ def main() -> int:
             "  choose_config": lambda: gemm.choose_config(m, n, k, x.dtype, x.device),
         }
         with torch.no_grad():
+            # the paths in turns, ``--rounds`` times: a lent machine's host time drifts by 1.5x
+            # within a run (F.linear at 16 x 768 x 768: 15.8 and 26.2 us in two runs on one H100
+            # host), so each path's figure is its median over rounds spread across the run
+            times = {name: [] for name in paths}
+            for _ in range(args.rounds):
+                for name, fn in paths.items():
+                    times[name].append(per_call_us(fn, args.calls))
             for name, fn in paths.items():
-                us = per_call_us(fn, args.calls)
+                us = statistics.median(times[name])
                 frames, modules = python_frames(fn)
                 rows.append({"bench": "overhead", "run_id": run_id, "env": env, "m": m, "n": n,
-                             "k": k, "path": name, "us_per_call": us, "python_frames": frames,
-                             "modules": modules})
-                table.append([f"{m}x{n}x{k}", name, f"{us:.1f}", frames, len(modules)])
+                             "k": k, "path": name, "us_per_call": us, "rounds_us": times[name],
+                             "python_frames": frames, "modules": modules})
+                table.append([f"{m}x{n}x{k}", name, f"{us:.1f}",
+                              f"{min(times[name]):.1f}-{max(times[name]):.1f}", frames,
+                              len(modules)])
                 common.progress(f"[overhead] {m}x{n}x{k} {name}: {us:.1f} us per call, "
                                 f"{frames} Python frames in {len(modules)} modules")
         if args.profile:
@@ -145,9 +156,11 @@ def main() -> int:
     common.append_jsonl(args.out_dir / "overhead.jsonl", rows)
     _, text = common.write_markdown(
         args.out_dir, "overhead", "Host time per call (back-to-back eager calls, fp16)", env, run_id,
-        ["M x N x K", "path", "us per call", "Python frames", "modules"], table,
+        ["M x N x K", "path", "us per call", "rounds' range", "Python frames", "modules"], table,
         notes=["wall time of back-to-back calls divided by their number, one sync at the end; "
-               "where the GPU work is shorter than the host's, this is the host's cost per call",
+               "where the GPU work is shorter than the host's, this is the host's cost per call; "
+               f"the median of {args.rounds} rounds of {args.calls} calls, every path timed in "
+               "turn in each round",
                "Python frames: functions entered by one call (sys.setprofile), under no_grad; "
                "modules: how many modules they belong to (the JSON lines list them)"])
     print(text)

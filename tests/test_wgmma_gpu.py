@@ -171,7 +171,7 @@ def test_direct_launch_matches_the_cached_launch_path(dtype):
         triton_internals.DescriptorLauncher.enabled = True
     direct = [run(x) for x in xs]
     if triton.__version__.startswith("3.6"):
-        assert any(isinstance(entry, triton_internals.DescriptorLauncher)
+        assert any(isinstance(entry[1], triton_internals.DescriptorLauncher)
                    for entry in wgmma._direct.values())
     for a, b in zip(cached, direct):
         assert torch.equal(a, b)
