@@ -34,11 +34,13 @@ every part of it on a CPU). Six things live here:
 
 5. ``DescriptorLauncher``: launch a compiled kernel whose first parameters are TMA descriptors
    by filling the descriptors itself and calling Triton's C launcher, skipping the Python layers
-   Triton 3.6 puts in front of it (CudaLauncher.__call__ and a per-descriptor
+   Triton puts in front of it (CudaLauncher.__call__ and a per-descriptor
    ``make_tensordesc_arg``, plus the descriptor objects themselves). ``DescriptorLauncher.of``
-   checks that the compiled kernel's launcher has exactly the shape read here (Triton 3.6's: the
-   C launcher behind a ``wrap_handle_tensordesc`` closure, no scratch memory) and returns None
-   otherwise, so other Triton versions keep the ``CachedLaunch`` path.
+   checks that the compiled kernel's launcher has exactly one of the two shapes read here
+   (Triton 3.6's: a C launcher compiled for the kernel behind a ``wrap_handle_tensordesc``
+   closure; Triton 3.9's: the generic C launcher behind ``wrap_handle_tensordesc_impl``'s
+   closure; no scratch memory) and returns None otherwise, so another Triton keeps the
+   ``CachedLaunch`` path.
 
 6. ``pointer_launcher``: the same for kernels without descriptors (the mma, dot and split-K
    reduction kernels), on Triton 3.6's launcher and on 3.9's: a function that hands the C
@@ -197,8 +199,19 @@ class CachedLaunch:
 _BASE_ARGS = 13
 
 
+# Parameters of CudaLauncher.__call__ in the two launcher shapes DescriptorLauncher and
+# pointer_launcher drive. 3.6: the kernel's own compiled C launcher takes the 13 fixed arguments
+# (_BASE_ARGS), then the kernel's, spread out. 3.9: one generic C launcher takes 16: the packed
+# metadata before the two scratch buffers, then the argument annotations, the kernel signature
+# and the kernel's arguments as one sequence ("iiiKKpp(iii)OOOOOOy*O", driver.c).
+_CALL_3_6 = ["self", "gridX", "gridY", "gridZ", "stream", "function", "args"]
+_CALL_3_9 = ["self", "gridX", "gridY", "gridZ", "stream", "function", "kernel_metadata",
+             "launch_metadata", "launch_enter_hook", "launch_exit_hook", "args"]
+
+
 def direct_launch_allowed() -> bool:
-    """DescriptorLauncher may run: it and CachedLaunch enabled, no launch hook registered."""
+    """The direct launches (DescriptorLauncher, pointer_launcher) may run: DescriptorLauncher and
+    CachedLaunch enabled, no launch hook registered."""
     return DescriptorLauncher.enabled and CachedLaunch.enabled and not _hooks_active()
 
 
@@ -207,14 +220,15 @@ class DescriptorLauncher:
     launches ``compiled`` (a CompiledKernel whose first ``n_descriptors`` parameters are TMA
     descriptors) on ``tensors`` (2-D, one per descriptor, each with the box and layout the kernel
     was compiled for), then the runtime ``args`` and the ``constexprs``, on a 1-D grid. The
-    arguments reach the C launcher exactly as Triton 3.6's own wrapper would pass them
-    (tests/test_launch.py compares the two). No launch hooks: callers take the CachedLaunch path
-    while one is registered. ``DescriptorLauncher.enabled = False`` sends every call back through
-    CachedLaunch (bench/overhead.py times both)."""
+    arguments reach the C launcher exactly as the installed Triton's own wrapper would pass them,
+    on Triton 3.6 and on 3.9 (their two launcher shapes: _CALL_3_6; tests/test_launch.py
+    compares the two on the installed version). No launch hooks: callers take the CachedLaunch
+    path while one is registered. ``DescriptorLauncher.enabled = False`` sends every call back
+    through CachedLaunch (bench/overhead.py times both)."""
 
     enabled = True
 
-    def __init__(self, compiled, launcher, metas, fill):
+    def __init__(self, compiled, launcher, metas, fill, annotations=None, signature=None):
         self._function = compiled.function
         self._packed = compiled.packed_metadata
         self._cooperative = compiled.run.launch_cooperative_grid
@@ -223,10 +237,13 @@ class DescriptorLauncher:
         self._fill = fill
         # (swizzle, element bytes, host dtype enum, box) per descriptor, in parameter order
         self._metas = metas
+        # Triton 3.9's generic C launcher reads the argument annotations and the kernel
+        # signature; None on Triton 3.6 (a C launcher compiled for the kernel)
+        self._annotations, self._signature = annotations, signature
 
     @classmethod
     def of(cls, compiled, n_descriptors: int) -> DescriptorLauncher | None:
-        """None unless the launcher is Triton 3.6's (see the module docstring, item 5)."""
+        """None unless the launcher has one of the two shapes described at _CALL_3_6."""
         import inspect
 
         try:
@@ -235,26 +252,44 @@ class DescriptorLauncher:
             return None
         run = compiled.run
         if (type(run).__name__ != "CudaLauncher" or getattr(run, "global_scratch_size", 1)
-                or getattr(run, "profile_scratch_size", 1)
-                or getattr(nvidia_driver, "_BASE_ARGS_FORMAT_LEN", None) != _BASE_ARGS
-                or not hasattr(nvidia_driver, "TMA_DTYPE_DEVICE_TO_HOST")
-                or list(inspect.signature(nvidia_driver.make_tensordesc_arg).parameters)
-                != ["arg", "metadata"]):
+                or getattr(run, "profile_scratch_size", 1) or getattr(run, "gsan_enabled", False)
+                or not hasattr(nvidia_driver, "TMA_DTYPE_DEVICE_TO_HOST")):
             return None
         try:
             closure = inspect.getclosurevars(run.launch).nonlocals
-        except TypeError:  # not a Python closure: no wrapper to skip
+            params = list(inspect.signature(type(run).__call__).parameters)
+        except (TypeError, ValueError):  # not a Python closure: no wrapper to skip
             return None
-        if set(closure) != {"launcher", "tensordesc_indices", "tensordesc_meta"}:
+        if params == _CALL_3_6 and set(closure) == {"launcher", "tensordesc_indices",
+                                                    "tensordesc_meta"}:
+            if (getattr(nvidia_driver, "_BASE_ARGS_FORMAT_LEN", None) != _BASE_ARGS
+                    or list(inspect.signature(nvidia_driver.make_tensordesc_arg).parameters)
+                    != ["arg", "metadata"]
+                    or closure["tensordesc_indices"] != set(range(n_descriptors))):
+                return None
+            annotations = signature = None
+            fill = driver.active.utils.fill_tma_descriptor
+        elif (params == _CALL_3_9 and hasattr(run, "arg_annotations")
+              and set(closure) == {"launcher", "make_tensordesc_arg", "relevant_paths",
+                                   "signature", "tensordesc_meta"}):
+            # the descriptors at the top-level parameters 0..n-1, filled by Triton's own
+            # make_tensordesc_arg (tiled mode: what it does for metadata without fp4 padding
+            # or im2col)
+            if (closure["make_tensordesc_arg"] is not nvidia_driver.make_tensordesc_arg
+                    or closure["relevant_paths"] != {i: {} for i in range(n_descriptors)}):
+                return None
+            annotations, signature = run.arg_annotations, run.kernel_signature
+            fill = driver.active.utils.fill_tma_descriptor_tiled
+        else:
             return None
         metas = closure["tensordesc_meta"]
-        if (closure["tensordesc_indices"] != set(range(n_descriptors)) or len(metas) != n_descriptors
-                or any(m is None or m.get("fp4_padded") for m in metas)):
+        if len(metas) != n_descriptors or any(
+                m is None or m.get("fp4_padded") or m.get("is_im2col") for m in metas):
             return None
         to_host = nvidia_driver.TMA_DTYPE_DEVICE_TO_HOST
         metas = tuple((m["swizzle"], m["elem_size"], to_host[m["elem_type"]], m["block_size"])
                       for m in metas)
-        return cls(compiled, closure["launcher"], metas, driver.active.utils.fill_tma_descriptor)
+        return cls(compiled, closure["launcher"], metas, fill, annotations, signature)
 
     def __call__(self, grid0: int, stream, tensors: tuple, args: tuple, constexprs: tuple) -> None:
         fill = self._fill
@@ -263,18 +298,17 @@ class DescriptorLauncher:
             shape, strides = tensor.shape, tensor.stride()
             expanded += (fill(tensor.data_ptr(), swizzle, elem_size, dtype, box, shape, strides, 0),
                          *shape, *strides)
-        self._launcher(grid0, 1, 1, stream, self._function, self._cooperative, self._pdl, None, None,
-                       self._packed, None, None, None, *expanded, *args, *constexprs)
-
-
-# Parameters of CudaLauncher.__call__ in the two launcher shapes pointer_launcher drives. 3.6: the
-# kernel's own compiled C launcher takes the 13 fixed arguments (_BASE_ARGS) then the kernel's,
-# spread out. 3.9: one generic C launcher takes 16: the packed metadata before the two scratch
-# buffers, then the argument annotations, the kernel signature and the kernel's arguments as one
-# tuple ("iiiKKpp(iii)OOOOOOy*O", driver.c).
-_CALL_3_6 = ["self", "gridX", "gridY", "gridZ", "stream", "function", "args"]
-_CALL_3_9 = ["self", "gridX", "gridY", "gridZ", "stream", "function", "kernel_metadata",
-             "launch_metadata", "launch_enter_hook", "launch_exit_hook", "args"]
+        if self._annotations is None:  # Triton 3.6: 13 fixed arguments, then the kernel's
+            self._launcher(grid0, 1, 1, stream, self._function, self._cooperative, self._pdl, None,
+                           None, self._packed, None, None, None, *expanded, *args, *constexprs)
+            return
+        # Triton 3.9: the packed metadata before the scratch buffers, the kernel's arguments as
+        # one list (as its wrapper hands them over)
+        expanded += args
+        expanded += constexprs
+        self._launcher(grid0, 1, 1, stream, self._function, self._cooperative, self._pdl,
+                       self._packed, None, None, None, None, None, self._annotations,
+                       self._signature, expanded)
 
 
 def pointer_launcher(compiled):
