@@ -181,7 +181,10 @@ with tempfile.NamedTemporaryFile("w", suffix=".ptx") as ptx:
     ptx.flush()
     done = subprocess.run([ptxas, "-v", "--gpu-name=sm_90a", ptx.name, "-o", os.devnull],
                           capture_output=True, text=True)
-print(json.dumps({"ptx": compiled.asm["ptx"], "offsets": offsets, "shared": compiled.metadata.shared,
+# the guess a launch compiles with first (a split has no bias: compile_sm90 drops it)
+guess = wgmma.guessed_offsets(cfg, has_bias=cfg.get("SPLIT_K", 1) == 1)
+print(json.dumps({"ptx": compiled.asm["ptx"], "offsets": offsets, "guess": guess,
+                  "shared": compiled.metadata.shared,
                   "found": wgmma.ring_offsets(compiled.asm["ttgir"]), "usage": usage,
                   "sass": sass, "ptxas": done.stdout + done.stderr}))
 """
@@ -225,6 +228,8 @@ def test_kernel_compiles_for_sm90a_with_verified_offsets(cfg, dtype, activation)
     assert ptx.count(f"wgmma.mma_async.sp.sync.aligned.m64n{cfg['BT']}k32.f32.{ptx_type}.{ptx_type}") == 8 * max(1, drain)
     # the offsets baked into the asm are the ones the allocator gave the rings and mbarriers
     assert facts["found"] == [a_off, x_off, full_off, empty_off]
+    # and the first guess was right: a plan's first launch compiles once, not twice
+    assert facts["guess"] == facts["found"]
     assert abs(empty_off - full_off) >= 8 * cfg["STAGES"]  # 8 bytes an mbarrier, padded
     # ptxas keeps the wgmmas asynchronous: no C7512 / C7513 ("wgmma.mma_async instructions are
     # serialized"), which a register a wgmma reads written while a group is in flight causes

@@ -263,14 +263,27 @@ def ring_offsets(ttgir: str) -> tuple[int, int, int, int]:
             f"{sorted(offsets)}. The kernel source and sparse24/ops/wgmma.py disagree") from None
 
 
-def guessed_offsets(cfg: dict) -> tuple[int, int, int, int]:
-    """A largest-first allocator puts the larger ring at 0 (x, 2 * STAGES * BT * 128 bytes, from
-    64 tokens a tile; A, STAGES * 16 KB, below), then the other, the two epilogue tiles, then the
-    mbarriers (8 bytes each). Only a first guess: the launch checks it on the compiled kernel and
-    recompiles once with the real offsets if it was wrong."""
+# The bytes Triton places between the epilogue tiles and the mbarriers: the warp_specialize
+# op's captured partition arguments (meta_addr, N, K, the rings, the descriptors, ...), 144
+# bytes, 16 more with the bias pointer. Read from the allocation of compiled kernels, the same
+# under Triton 3.6 and 3.9 at every token tile, ring depth, k-loop form and split
+# (tests/test_wgmma_compile.py: the guess must equal the allocation).
+_CAPTURE_BYTES = 144
+_BIAS_CAPTURE_BYTES = 16
+
+
+def guessed_offsets(cfg: dict, has_bias: bool = False) -> tuple[int, int, int, int]:
+    """Where Triton's allocator places the ``ASM_ALLOCATIONS``: the larger ring at 0 (x,
+    2 * STAGES * BT * 128 bytes, from 64 tokens a tile; A, STAGES * 16 KB, below), then the
+    other, the two epilogue tiles (BT x 64 elements each, float32 partial sums where split), the
+    captured partition arguments, then the mbarriers (8 bytes each). A launch still checks the
+    guess on the compiled kernel and compiles again with the real offsets where it was wrong
+    (another Triton's allocator): the asm must never address bytes it only guessed."""
     x_ring = 2 * cfg["STAGES"] * wgmma_asm.x_stage_bytes(cfg["BT"])
     a_ring = cfg["STAGES"] * wgmma_asm.A_STAGE_BYTES
-    full = x_ring + a_ring + 2 * cfg["BT"] * 128
+    y_bytes = 4 if cfg.get("SPLIT_K", 1) > 1 else 2
+    full = (x_ring + a_ring + 2 * cfg["BT"] * 64 * y_bytes + _CAPTURE_BYTES
+            + (_BIAS_CAPTURE_BYTES if has_bias else 0))
     barriers = -(-8 * cfg["STAGES"] // 16) * 16  # padded to 16 bytes (Triton 3.9, 3 stages: 32)
     a_offset, x_offset = (x_ring, 0) if x_ring >= a_ring else (0, a_ring)
     return a_offset, x_offset, full, full + barriers
@@ -367,7 +380,7 @@ def _launch_kernel(x2, values, meta, bias, out, activation: int, cfg: dict, spli
 def _verify(args, grid, cfg, dtype, has_bias, activation) -> tuple[int, int, int, int]:
     from sparse24.kernels.sparse_wgmma import _sparse_wgmma_kernel
 
-    guess = guessed_offsets(cfg)
+    guess = guessed_offsets(cfg, has_bias)
     for attempt in range(2):
         compiled = _sparse_wgmma_kernel.warmup(
             *args, grid=grid, **_constexprs(cfg, dtype, has_bias, activation, guess), num_warps=4)
@@ -401,7 +414,7 @@ def compile_sm90(cfg: dict, dtype: str = "float16", has_bias: bool = True, activ
     signature = {"a_desc": desc(128), "x_desc": desc(cfg["BT"]), "y_desc": y_desc,
                  "meta_addr": "i64", "bias_ptr": f"*{bias_dtype if has_bias else elem}",
                  "N": "i32", "K": "i32"}
-    guess = guessed_offsets(cfg)
+    guess = guessed_offsets(cfg, has_bias)
     for _ in range(2):
         constexprs = _constexprs(cfg, dtype, has_bias, activation, guess)
         compiled = triton_internals.compile_gluon_for(_sparse_wgmma_kernel, signature, constexprs,
