@@ -8,6 +8,7 @@
 #   bash bench/device_session.sh OUT_DIR decode     # the mma family's A_TILE 2 GPU tests, then the MAXNREG A/B at few tokens
 #   bash bench/device_session.sh OUT_DIR versions   # carry .ab (git archive trees): a commit's GEMMs against this one's, in turns
 #   bash bench/device_session.sh OUT_DIR llm     # the Llama-8B-shaped decoder (python3 -m bench.llm)
+#   bash bench/device_session.sh OUT_DIR directtests hostab midtokens   # carry .ab/<commit>: the direct launches' GPU tests, host time and BERT eager against an older tree, the sm90 tiles at 17-64 tokens
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
 #   bash bench/device_session.sh OUT_DIR levers                  # the finished lever A/B runs (bench/investigations)
 #   bash bench/device_session.sh OUT_DIR opcost eagerdiag hostpaths   # host-time diagnostics (bench/diag; eagerdiag: bench/investigations)
@@ -101,6 +102,19 @@ for stage in "$@"; do
     breakdown) limit 560 python3 -m bench.diag.gpu_breakdown >"$out/gpu_breakdown.txt" 2>&1; grep -v -E "Warning|^    " "$out/gpu_breakdown.txt" | tail -70 ;;
     abturns) limit 400 python3 -m bench.diag.ab_interleaved >"$out/ab_interleaved.txt" 2>&1; grep -v -E "Warning|warn" "$out/ab_interleaved.txt" | tail -12 ;;
     pack) limit 60 python3 -m bench.pack --out-dir "$out" 2>&1 | tail -12 ;;
+    directtests) limit 120 python3 -m pytest -m gpu -q -n 4 -p no:cacheprovider tests/test_gemm.py \
+             tests/test_wgmma_gpu.py -k direct >"$out/pytest_gpu_direct.txt" 2>&1; tail -3 "$out/pytest_gpu_direct.txt" ;;  # the direct launches of every family
+    hostab) for base in .ab/*/; do tree=$(mktemp -d); cp -r "$base/sparse24" "$tree/"; cp -r bench "$tree/"
+             name=$(basename "$base"); mkdir -p "$out/host_$name" "$out/host_head"
+             (cd "$tree" && limit 90 python3 -m bench.overhead --out-dir "$out/host_$name" 2>&1 | grep -E "^\| [0-9]")
+             (cd "$tree" && limit 70 python3 -m bench.diag.ab_interleaved --modes eager --rounds 7 --min-run-time 0.2 2>&1 \
+             | grep -v Warn | tail -4); done
+             limit 90 python3 -m bench.overhead --out-dir "$out/host_head" 2>&1 | grep -E "^\| [0-9]"
+             limit 70 python3 -m bench.diag.ab_interleaved --modes eager --rounds 7 --min-run-time 0.2 2>&1 | grep -v Warn | tail -4 ;;  # carry .ab: host time and BERT eager turns of each tree's package (with this bench) against this commit's
+    midtokens) limit 250 python3 -m bench.gemm_variants --family wgmma --split-k --split-ks 2,4 --with-heuristic \
+             --only BT=32/64,STAGES=4/8 --mode graph --top 4 --out "$out/gemm_variants_midtokens.jsonl" \
+             --shapes 64x4096x4096,64x14336x4096,64x4096x14336,32x4096x4096,64x3072x768 \
+             2>&1 | grep -v Warning | tail -40 ;;  # issue 25: the sm90 tiles of 32 and 64 tokens against the mma heuristic at 17-64 tokens
     profiledecode) for a_tile in 1 2; do limit 100 ncu --clock-control none -k regex:_sparse_mma_kernel \
              --launch-skip 1 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
              --section Occupancy --section WarpStateStats \
