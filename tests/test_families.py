@@ -479,10 +479,12 @@ def test_direct_launch_passes_what_the_first_launch_did(direct, recorders, name,
     else:
         [(rgrid, rargs, rconstexprs, _, _)] = recorders["reduce"].calls
         assert len(reduce_calls) == 2
-        for call in reduce_calls:
+        for call, kernel_call in zip(reduce_calls, kernel_calls):
             rexpected = list(pointers(rargs))
             rexpected[0] = call[4]  # the partials of that call
             assert call == (*rgrid, "stream", *rexpected, *rconstexprs)
+            # the reduction reads the partials the kernel wrote, not y
+            assert call[4] == kernel_call[4 + partial_at] != y.data_ptr()
 
 
 def test_direct_launch_only_for_the_same_shape_config_and_alignment(direct, recorders):
@@ -534,3 +536,77 @@ def test_direct_launches_keep_their_owner_and_a_bound(monkeypatch):
     monkeypatch.setattr(_direct, "_MAX_SHAPES", 2)
     memo.learn(("third",), (), (), (), owner)
     assert list(memo.known) == [("third",)]
+
+
+def _one_field_apart(dtype=torch.float16, n=N, k=K, m=M, x_stride=320, y_cols=N, bias=None):
+    values, meta = ops.compress(ops.prune_24(torch.randn(n, k, dtype=dtype)))
+    x2 = torch.randn(m, x_stride, dtype=dtype)[:, :k]
+    y = torch.empty(m, y_cols, dtype=dtype)[:, :n]
+    return x2, values, meta, bias, y
+
+
+@pytest.mark.parametrize("name", ["mma", "dot"])
+def test_direct_launch_key_tells_apart_every_field(direct, recorders, monkeypatch, name):
+    """Each field of a family's key, changed alone, makes a call shape of its own: its first call
+    takes CachedLaunch (compiling what Triton specializes), its second goes direct. A field left
+    out of the key would send the first call of the changed shape straight to a launcher
+    compiled for another one."""
+    cfg = MMA | {"SPLIT_K": 2} if name == "mma" else DOT | {"SPLIT_K": 2}
+    launch = family_launch(name)
+    base = _one_field_apart()
+    variants = {
+        "M": _one_field_apart(m=M + 1),
+        "N": _one_field_apart(n=2 * N),
+        "K": _one_field_apart(k=2 * K),
+        "x2's row stride": _one_field_apart(x_stride=K),
+        "y's row stride": _one_field_apart(y_cols=N + 64),
+        "dtype": _one_field_apart(dtype=torch.bfloat16),
+        "a bias": _one_field_apart(bias=torch.randn(N, dtype=torch.float16)),
+        "a float32 bias": _one_field_apart(bias=torch.randn(N)),
+    }
+    launch(*base[:4], base[4], 0, cfg)
+    launch(*base[:4], base[4], 0, cfg)
+    assert len(recorders[name].calls) == 1
+    calls = 1
+    for field, args in [*variants.items(), ("activation", base), ("config", base)]:
+        act = 2 if field == "activation" else 0
+        config = dict(cfg) if field == "config" else cfg
+        for _ in range(2):
+            launch(*args[:4], args[4], act, config)
+        calls += 1
+        assert len(recorders[name].calls) == calls, field
+    y = base[4].to(torch.bfloat16)  # y's dtype alone
+    for _ in range(2):
+        launch(*base[:4], y, 0, cfg)
+    assert len(recorders[name].calls) == calls + 1, "y's dtype"
+    monkeypatch.setattr(FAMILIES[name], "current_device", lambda: 1)  # another device
+    for _ in range(2):
+        launch(*base[:4], base[4], 0, cfg)
+    assert len(recorders[name].calls) == calls + 2, "device"
+
+
+def test_reduce_direct_key_tells_apart_every_field(direct, recorders):
+    """The split-K reduction's key, one field at a time (as above)."""
+    y = torch.empty(M, N, dtype=torch.float16)
+    partial = torch.randn(4, M, N)
+
+    def call(partial=partial, bias=None, y=y, activation=0, splits=4, split_stride=None):
+        for _ in range(2):
+            _splitk.reduce(partial, bias, y, activation, splits, split_stride)
+
+    call()
+    assert len(recorders["reduce"].calls) == 1
+    variants = {
+        "M": dict(y=torch.empty(M - 1, N, dtype=torch.float16)),
+        "N": dict(y=torch.empty(M, N // 2, dtype=torch.float16)),
+        "y's row stride": dict(y=torch.empty(M, N + 64, dtype=torch.float16)[:, :N]),
+        "y's dtype": dict(y=torch.empty(M, N, dtype=torch.bfloat16)),
+        "the split stride": dict(split_stride=M * N + 128),
+        "splits": dict(splits=2),
+        "a bias": dict(bias=torch.randn(N, dtype=torch.float16)),
+        "a float32 bias": dict(bias=torch.randn(N)),
+        "activation": dict(activation=2),
+    }
+    for calls, (field, changed) in enumerate(variants.items(), start=2):
+        call(**changed)
+        assert len(recorders["reduce"].calls) == calls, field

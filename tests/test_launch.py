@@ -183,16 +183,17 @@ def _fake_triton_launcher(monkeypatch):
     fill = lambda *args: ("tensormap", args)  # noqa: E731
     # told apart, so that a direct launch must fill with the function Triton's own wrapper uses
     fill_tiled = lambda *args: ("tensormap", args, "tiled")  # noqa: E731
+    record = lambda *args: calls.append(args)  # noqa: E731  the C launcher (3.9: utils.launch)
     utils = type("Utils", (), {"fill_tma_descriptor": staticmethod(fill),
-                               "fill_tma_descriptor_tiled": staticmethod(fill_tiled)})()
+                               "fill_tma_descriptor_tiled": staticmethod(fill_tiled),
+                               "launch": staticmethod(record)})()
     monkeypatch.setattr(driver, "_active", type("Driver", (), {"utils": utils})())
     signature = {"a_desc": "tensordesc<fp16[128, 64]>", "x_desc": "tensordesc<fp16[64, 64]>",
                  "y_desc": "tensordesc<fp16[64, 64]>", "meta_addr": "i64", "bias_ptr": "*fp16",
                  "N": "i32", "K": "i32", "BT": "constexpr"}
     run = object.__new__(nvidia_driver.CudaLauncher)
     run.__dict__.update(
-        launch=nvidia_driver.wrap_handle_tensordesc(lambda *args: calls.append(args), signature,
-                                                    [dict(m) for m in _METAS]),
+        launch=nvidia_driver.wrap_handle_tensordesc(record, signature, [dict(m) for m in _METAS]),
         num_ctas=1, global_scratch_size=0, global_scratch_align=1, profile_scratch_size=0,
         profile_scratch_align=1, launch_cooperative_grid=False, launch_pdl=False, gsan_enabled=False,
         arg_annotations="annotations", kernel_signature=b"signature")
@@ -250,7 +251,9 @@ def _known_launcher(monkeypatch, shape="3.6"):
     run = object.__new__(_launcher_class(_SHAPE_3_6 if shape == "3.6" else _SHAPE_3_9))
     run.__dict__.update(compiled.run.__dict__)
     monkeypatch.setattr(compiled, "run", run)
-    record = lambda *args: calls.append(args)  # noqa: E731
+    from triton.runtime import driver
+
+    record = driver.active.utils.launch  # the recording C launcher, Triton's own (3.9)
     metas = [dict(m) for m in _METAS]
     if shape == "3.6":
         monkeypatch.setattr(nvidia_driver, "_BASE_ARGS_FORMAT_LEN", 13, raising=False)
@@ -372,6 +375,12 @@ def test_descriptor_launcher_refuses_launchers_it_does_not_know(monkeypatch, sha
         mp.setattr(compiled.run, "launch", _triton_3_9_wrapper(
             print, nonlocals["make_tensordesc_arg"], paths, ("sig",), [dict(m) for m in _METAS]))
 
+    def other_launcher(mp, compiled):
+        nonlocals = inspect.getclosurevars(compiled.run.launch).nonlocals
+        mp.setattr(compiled.run, "launch", _triton_3_9_wrapper(
+            lambda *args: None, nonlocals["make_tensordesc_arg"], {0: {}, 1: {}, 2: {}}, ("sig",),
+            [dict(m) for m in _METAS]))
+
     def another_class(mp, compiled):
         other = object.__new__(type("OtherLauncher", (), {}))
         other.__dict__.update(compiled.run.__dict__)
@@ -422,6 +431,7 @@ def test_descriptor_launcher_refuses_launchers_it_does_not_know(monkeypatch, sha
             "a descriptor inside a tuple argument": lambda mp, c: other_paths(
                 mp, c, {0: {}, 1: {}, 2: {0: {}}}),
             "no argument annotations": lambda mp, c: mp.delattr(c.run, "arg_annotations"),
+            "a C launcher other than Triton's": lambda mp, c: other_launcher(mp, c),
         }
     for case, breaks in cases.items():
         with monkeypatch.context() as mp:
@@ -472,8 +482,9 @@ def _pointer_kernel(monkeypatch, launcher_class=None):
     nvidia_driver = pytest.importorskip("triton.backends.nvidia.driver")
     from triton.runtime import driver
 
-    monkeypatch.setattr(driver, "_active", type("Driver", (), {"utils": None})())
     c_launch = _CLauncher()
+    utils = type("Utils", (), {"launch": c_launch})()  # Triton 3.9's generic C launcher
+    monkeypatch.setattr(driver, "_active", type("Driver", (), {"utils": utils})())
     run = object.__new__(launcher_class or nvidia_driver.CudaLauncher)
     run.__dict__.update(
         launch=c_launch, num_ctas=1, global_scratch_size=0, global_scratch_align=1,
@@ -519,7 +530,8 @@ def test_pointer_launcher_calls_each_known_shape_in_its_order(monkeypatch):
                       "annotations", b"signature", (4096, 5, True))]
 
 
-def test_pointer_launcher_refuses_launchers_it_does_not_know(monkeypatch):
+@pytest.mark.parametrize("shape", ["3.6", "3.9"])
+def test_pointer_launcher_refuses_launchers_it_does_not_know(monkeypatch, shape):
     """Each case starts from a known shape and changes one thing pointer_launcher reads."""
     nvidia_driver = pytest.importorskip("triton.backends.nvidia.driver")
     from sparse24.ops.triton_internals import pointer_launcher
@@ -531,14 +543,20 @@ def test_pointer_launcher_refuses_launchers_it_does_not_know(monkeypatch):
         "a Python wrapper (descriptors)": lambda mp, c: mp.setattr(c.run, "launch", lambda *a: 0),
         "another __call__": lambda mp, c: mp.setattr(
             c, "run", _launcher_class(["gridX", "gridY", "stream", "*args"])()),
-        "other fixed C arguments": lambda mp, c: mp.setattr(
-            nvidia_driver, "_BASE_ARGS_FORMAT_LEN", 14, raising=False),
         "not a CudaLauncher": lambda mp, c: mp.setattr(c, "run", object()),
     }
+    if shape == "3.6":
+        cases["other fixed C arguments"] = lambda mp, c: mp.setattr(
+            nvidia_driver, "_BASE_ARGS_FORMAT_LEN", 14, raising=False)
+    else:
+        cases["a C launcher other than Triton's"] = lambda mp, c: mp.setattr(
+            c.run, "launch", _CLauncher())
+        cases["no argument annotations"] = lambda mp, c: mp.delattr(c.run, "arg_annotations")
     for case, breaks in cases.items():
         with monkeypatch.context() as mp:
             mp.setattr(nvidia_driver, "_BASE_ARGS_FORMAT_LEN", 13, raising=False)
-            compiled, _ = _pointer_kernel(mp, _launcher_class(_SHAPE_3_6))
+            compiled, _ = _pointer_kernel(mp, _launcher_class(_SHAPE_3_6 if shape == "3.6"
+                                                              else _SHAPE_3_9))
             assert pointer_launcher(compiled) is not None, "the known shape must be accepted"
             breaks(mp, compiled)
             assert pointer_launcher(compiled) is None, case

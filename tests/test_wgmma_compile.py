@@ -537,3 +537,30 @@ def test_split_k_candidates_only_for_few_tiles():
     many = wgmma.candidates(24576, 3072, 768, split_ks=(1, *wgmma.SPLIT_KS))
     assert all("SPLIT_K" not in c for c in many)  # 2304+ tiles: no split
     assert all("SPLIT_K" not in c for c in wgmma.candidates(384, 768, 768))
+
+
+def test_direct_key_tells_apart_every_field(monkeypatch):
+    """Each field of the sm90 launch's direct key, changed alone, makes a specialization of its
+    own: its first call takes CachedLaunch, its second goes direct (a field left out of the key
+    would send the first call straight to a launcher compiled for another one)."""
+    import torch
+
+    verified, launches, direct_calls = _fake_launch_path(monkeypatch, direct_launcher=True)
+    cfg = {"family": "wgmma", "BT": 128, "STAGES": 4, "GROUP": 8}
+    x, values, meta, y = _launch_operands()
+    half = torch.empty(300, 256, dtype=torch.float16)
+    variants = {
+        "M": (x[:299], values, None, y[:299], 2),
+        "N": (x, values[:256], None, half, 2),
+        "a bias": (x, values, torch.randn(512, dtype=torch.float16), y, 2),
+        "a float32 bias": (x, values, torch.randn(512), y, 2),
+        "activation": (x, values, None, y, 0),
+        "dtype": (x.bfloat16(), values.bfloat16(), None, y.bfloat16(), 2),
+    }
+    for _ in range(2):
+        wgmma.launch(x, values, meta, None, y, 2, cfg)
+    assert len(launches) == 1 and len(direct_calls) == 1
+    for calls, (field, (xv, vv, bias, yv, act)) in enumerate(variants.items(), start=2):
+        for _ in range(2):
+            wgmma.launch(xv, vv, meta, bias, yv, act, cfg)
+        assert len(launches) == calls and len(direct_calls) == calls, field

@@ -145,9 +145,10 @@ def test_gelu_epilogues_elementwise(activation):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_direct_launch_matches_the_cached_launch_path(dtype):
     """From the second call of a specialization wgmma.launch fills the TMA descriptors itself and
-    calls Triton's C launcher (DescriptorLauncher, on Triton 3.6): the outputs must be bit for
-    bit those of the CachedLaunch path, on fresh tensors each call (the descriptors carry the
-    addresses), with bias and GELU, and replayed from a CUDA graph."""
+    calls Triton's C launcher (DescriptorLauncher, on Triton 3.6 and 3.9), and a split's
+    reduction goes through its pointer launcher: the outputs must be bit for bit those of the
+    CachedLaunch path, on fresh tensors each call (the descriptors carry the addresses), with
+    bias and GELU, unsplit and split, and replayed from a CUDA graph."""
     import triton
 
     from sparse24.ops import triton_internals
@@ -155,34 +156,35 @@ def test_direct_launch_matches_the_cached_launch_path(dtype):
     gen = torch.Generator(device="cuda").manual_seed(11)
     w, values, meta = packed(768, 768, dtype, gen)
     bias = torch.randn(768, device="cuda", generator=gen)
-    cfg = wgmma.heuristic_config(1000, 768, 768)
     code = EPILOGUE_CODES["gelu"]
+    heuristic = wgmma.heuristic_config(1000, 768, 768)
+    for cfg in (heuristic, heuristic | {"SPLIT_K": 2}):
+        def run(x):
+            y = torch.full((x.shape[0], 768), float("nan"), dtype=dtype, device="cuda")
+            wgmma.launch(x, values, meta, bias, y, code, cfg)
+            return y
 
-    def run(x):
-        y = torch.full((x.shape[0], 768), float("nan"), dtype=dtype, device="cuda")
-        wgmma.launch(x, values, meta, bias, y, code, cfg)
-        return y
-
-    xs = [(torch.randn(1000, 768, device="cuda", generator=gen) / 28).to(dtype) for _ in range(3)]
-    triton_internals.DescriptorLauncher.enabled = False
-    try:
-        cached = [run(x) for x in xs]
-    finally:
-        triton_internals.DescriptorLauncher.enabled = True
-    direct = [run(x) for x in xs]
-    if triton.__version__.startswith("3.6"):
-        assert any(isinstance(entry[1], triton_internals.DescriptorLauncher)
-                   for entry in wgmma._direct.values())
-    for a, b in zip(cached, direct):
-        assert torch.equal(a, b)
-    assert rel_err(direct[0], expected(xs[0], w, bias, "gelu")) < REL_TOL[dtype]
-    static_x = xs[0].clone()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_y = run(static_x)
-    static_x.copy_(xs[1])
-    graph.replay()
-    assert torch.equal(static_y, cached[1])
+        xs = [(torch.randn(1000, 768, device="cuda", generator=gen) / 28).to(dtype)
+              for _ in range(3)]
+        triton_internals.DescriptorLauncher.enabled = False  # every direct launch off
+        try:
+            cached = [run(x) for x in xs]
+        finally:
+            triton_internals.DescriptorLauncher.enabled = True
+        direct = [run(x) for x in xs]
+        if triton.__version__.startswith(("3.6", "3.9")):
+            assert any(entry[0] is cfg and isinstance(entry[1], triton_internals.DescriptorLauncher)
+                       for entry in wgmma._direct.values()), cfg
+        for a, b in zip(cached, direct):
+            assert torch.equal(a, b), cfg
+        assert rel_err(direct[0], expected(xs[0], w, bias, "gelu")) < REL_TOL[dtype]
+        static_x = xs[0].clone()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_y = run(static_x)
+        static_x.copy_(xs[1])
+        graph.replay()
+        assert torch.equal(static_y, cached[1]), cfg
 
 
 @pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")

@@ -229,6 +229,8 @@ class DescriptorLauncher:
     enabled = True
 
     def __init__(self, compiled, launcher, metas, fill, annotations=None, signature=None):
+        # kept: its module (the function handle) is unloaded when it is collected (Triton 3.9)
+        self._compiled = compiled
         self._function = compiled.function
         self._packed = compiled.packed_metadata
         self._cooperative = compiled.run.launch_cooperative_grid
@@ -271,7 +273,8 @@ class DescriptorLauncher:
             fill = driver.active.utils.fill_tma_descriptor
         elif (params == _CALL_3_9 and hasattr(run, "arg_annotations")
               and set(closure) == {"launcher", "make_tensordesc_arg", "relevant_paths",
-                                   "signature", "tensordesc_meta"}):
+                                   "signature", "tensordesc_meta"}
+              and closure["launcher"] is getattr(driver.active.utils, "launch", None)):
             # the descriptors at the top-level parameters 0..n-1, filled by Triton's own
             # make_tensordesc_arg (tiled mode: what it does for metadata without fp4 padding
             # or im2col)
@@ -342,7 +345,10 @@ def pointer_launcher(compiled):
         def launch(grid0, grid1, grid2, stream, *args):
             c_launch(grid0, grid1, grid2, stream, function, cooperative, pdl, None, None, packed,
                      None, None, None, *args)
-    elif params == _CALL_3_9 and hasattr(run, "arg_annotations"):
+    elif (params == _CALL_3_9 and hasattr(run, "arg_annotations")
+          and c_launch is getattr(driver.active.utils, "launch", None)):
+        # 3.9's generic C launcher does not check the arguments' count against the annotations:
+        # only the launcher Triton itself installed is driven
         annotations, signature = run.arg_annotations, run.kernel_signature
 
         def launch(grid0, grid1, grid2, stream, *args):
@@ -350,6 +356,9 @@ def pointer_launcher(compiled):
                      None, None, None, annotations, signature, args)
     else:
         return None
+    # the closure holds the CompiledKernel: its module (the function handle) is unloaded when it
+    # is collected (Triton 3.9's CompiledKernel.__del__)
+    launch.compiled = compiled
     return launch
 
 

@@ -78,9 +78,10 @@ def launch(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
     if entry:
         direct, grid, splits, fused, constexprs = entry
         partial = y if splits == 1 else workspace(splits, y)
-        count = counters(y.device, grid[0] * grid[1]).data_ptr() if fused else mp
-        direct(*grid, current_stream(key[-1]), xp, vp, mp, bp, yp, partial.data_ptr(), count,
-               m, n, k, x2.stride(0), y.stride(0), *constexprs)
+        # held until the launch is queued (under capture: fresh zeros, see counters)
+        count = counters(y.device, grid[0] * grid[1]) if fused else meta
+        direct(*grid, current_stream(key[-1]), xp, vp, mp, bp, yp, partial.data_ptr(),
+               count.data_ptr(), m, n, k, x2.stride(0), y.stride(0), *constexprs)
     else:
         splits, _ = split_k(cfg, k)
         partial = y if splits == 1 else workspace(splits, y)  # unsplit: straight into y

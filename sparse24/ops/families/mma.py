@@ -104,7 +104,7 @@ def fits(config: dict, n: int, k: int) -> bool:
 
 _mma_launch = CachedLaunch(_sparse_mma_kernel)
 # (id(config), M, N, K, x2's and y's row strides, x2's and y's dtypes, bias dtype or False,
-# activation, device)
+# activation, device, whether values' and meta's addresses fit 32 bits)
 # -> the kernel's pointer launcher; the sizes and strides fix the grid, the split and every int
 # argument's specialization (families/_direct.py)
 _direct = DirectLaunches(_mma_launch)
@@ -117,16 +117,20 @@ def launch(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
     xp, vp, mp, yp = x2.data_ptr(), values.data_ptr(), meta.data_ptr(), y.data_ptr()
     bp = yp if bias is None else bias.data_ptr()
     # only 16-byte aligned pointers take the direct path (families/_direct.py)
+    # values' and meta's addresses are also int arguments: Triton specializes those on their
+    # 32-bit range too
     key = None if _direct.off or (xp | vp | mp | yp | bp) & 15 else (
         id(cfg), m, n, k, x2.stride(0), y.stride(0), x2.dtype, y.dtype,
-        bias is not None and bias.dtype, activation, current_device())
+        bias is not None and bias.dtype, activation, current_device(), vp < 2**31, mp < 2**31)
     entry = key and _direct.get(key, cfg)
     if entry:
         direct, tiles, splits, per_split, fused, constexprs = entry
         partial = y if splits == 1 else workspace(splits, y)
-        count = counters(y.device, tiles).data_ptr() if fused else mp
-        direct(tiles, splits, 1, current_stream(key[-1]), xp, vp, vp, mp, bp, yp, partial.data_ptr(),
-               count, m, n, k, x2.stride(0) // 2, y.stride(0), per_split, *constexprs)
+        # held until the launch is queued (under capture: fresh zeros, see counters)
+        count = counters(y.device, tiles) if fused else meta
+        direct(tiles, splits, 1, current_stream(key[10]), xp, vp, vp, mp, bp, yp,
+               partial.data_ptr(), count.data_ptr(), m, n, k, x2.stride(0) // 2, y.stride(0),
+               per_split, *constexprs)
     else:
         splits, per_split = split_k(cfg, k)
         fused = splits > 1 and cfg.get("FUSED_REDUCE", 0) == 1
