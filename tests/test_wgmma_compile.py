@@ -556,6 +556,10 @@ def test_direct_key_tells_apart_every_field(monkeypatch):
         "a float32 bias": (x, values, torch.randn(512), y, 2),
         "activation": (x, values, None, y, 0),
         "dtype": (x.bfloat16(), values.bfloat16(), None, y.bfloat16(), 2),
+        # run_config's out= may be of another dtype than x (linear's never is): the descriptors'
+        # dtypes are each in the key
+        "y's dtype": (x, values, None, y.bfloat16(), 2),
+        "values' dtype": (x, values.bfloat16(), None, y, 2),
     }
     for _ in range(2):
         wgmma.launch(x, values, meta, None, y, 2, cfg)

@@ -299,8 +299,8 @@ def _cached_launch():
 # (BT, STAGES, GROUP, ASM_LOOP, SPLIT_K, META_AHEAD, x dtype, bias dtype or None, ACTIVATION) ->
 # the kernel's constexpr values, with the shared-memory offsets verified on the compiled kernel
 _plans: dict[tuple, tuple] = {}
-# (id(config), M, N, K, x dtype, bias dtype or False, ACTIVATION, splits, device, whether meta's
-# address fits 32 bits) -> (config, its DescriptorLauncher, grid, constexprs), or (config, False)
+# (id(config), M, N, K, the dtypes of x, values and the output (each a descriptor's), bias
+# dtype or False, ACTIVATION, splits, device, whether meta's address fits 32 bits) -> (config, its DescriptorLauncher, grid, constexprs), or (config, False)
 # where Triton's launcher is not one it can drive (then every call takes CachedLaunch). Only
 # calls whose meta and bias pointers are 16-byte aligned look here (Triton specializes a pointer
 # on that alone; the descriptors' tensors are aligned: TMA needs it); N and K are in the key by
@@ -340,8 +340,8 @@ def _launch_kernel(x2, values, meta, bias, out, activation: int, cfg: dict, spli
     meta_addr = meta.data_ptr()
     bias_addr = y.data_ptr() if bias is None else bias.data_ptr()
     key = None if (meta_addr | bias_addr) & 15 else (
-        id(cfg), m, n, k, x2.dtype, bias is not None and bias.dtype, activation, splits, device,
-        meta_addr < 2**31)
+        id(cfg), m, n, k, x2.dtype, values.dtype, out.dtype, bias is not None and bias.dtype,
+        activation, splits, device, meta_addr < 2**31)
     entry = key and _direct.get(key)
     if entry and entry[0] is cfg and entry[1] and triton_internals.direct_launch_allowed():
         _, direct, grid0, constexprs = entry
