@@ -95,3 +95,22 @@ def test_compile_for_returns_the_model_in_eager_and_a_compiled_wrapper_otherwise
     assert compiled is not model and compiled._orig_mod is model
     bert.compile_for(model, "default", fresh=False)
     assert resets == [1]  # only the fresh compile emptied dynamo's caches
+
+
+@pytest.mark.parametrize("stub", ["kernel", "family"])
+def test_eager_frames_runs_without_a_gpu(stub):
+    """bench.diag.eager_frames runs on a CPU without the interpreter (its own process: it unsets
+    TRITON_INTERPRET before sparse24 is imported), the second call through the direct launch
+    where the kernel is stubbed."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-m", "bench.diag.eager_frames", "--stub", stub],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in done.stdout.splitlines() if "frames of sparse24" in line]
+    assert len(lines) == 2, done.stdout
+    if stub == "kernel":
+        assert all(line.endswith("_linear_impl launch get") for line in lines), lines
