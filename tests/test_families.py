@@ -274,16 +274,17 @@ def sparse24_frames(fn) -> list[str]:
 
 def test_a_repeated_call_checks_looks_up_and_launches(plans):
     """Code shape, not speed: the second call of a problem enters the input checks, the plan
-    look-up in _linear_impl and the family's launch (split_k: its one helper unsplit), and
-    nothing that chooses a config. 19 frames of ours before the plans (bench/NOTES.md,
-    2026-12-04)."""
+    look-up in _linear_impl, the device guard's check and the family's launch (split_k: its one
+    helper unsplit), and nothing that chooses a config. 19 frames of ours before the plans
+    (bench/NOTES.md, 2026-12-04)."""
     values, meta = packed()
     x = torch.randn(M, K, dtype=torch.float16)
     with torch.no_grad():
         ops.linear(x, values, meta)
         frames = sparse24_frames(lambda: ops.linear(x, values, meta))
-    assert frames[0] == "linear" and frames[-3:] == ["_linear_impl", "launch", "split_k"], frames
-    assert len(frames) <= 11, frames
+    assert frames[0] == "linear" and frames[-4:] == ["_linear_impl", "launch_guard", "launch",
+                                                     "split_k"], frames
+    assert len(frames) <= 12, frames
 
 
 def test_reduce_reads_splits_at_their_stride():

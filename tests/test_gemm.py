@@ -583,3 +583,79 @@ def test_direct_launches_gpu(dtype, seed, monkeypatch):
             if not err < TOLERANCE[dtype]:
                 failures.append(("graph", cfg, err))
     assert not failures, failures[:5]
+
+
+# ------------------------------------------------------------------- a GPU other than the current
+def test_launch_guard_only_for_another_gpu(monkeypatch):
+    """Triton launches on the current CUDA device: a tensor on another GPU needs a guard, the
+    current GPU and the CPU do not (and the CPU never asks CUDA which device is current)."""
+    from sparse24.ops.device import launch_guard
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    guard = launch_guard(torch.device("cuda", 1))
+    assert isinstance(guard, torch.cuda.device) and guard.idx == 1
+    assert launch_guard(torch.device("cuda", 0)) is None
+
+    def no_cuda():
+        raise AssertionError("asked for the current CUDA device on a CPU tensor")
+
+    monkeypatch.setattr(torch.cuda, "current_device", no_cuda)
+    assert launch_guard(torch.device("cpu")) is None
+
+
+def test_linear_launches_under_the_guard_of_its_device(monkeypatch, seed):
+    """linear's kernel launch runs inside the guard launch_guard gives for x's device (the
+    interpreter stands in for the GPU; the guard is recorded, not a real device switch)."""
+    entered = []
+
+    class Guard:
+        def __enter__(self):
+            entered.append("enter")
+
+        def __exit__(self, *exc):
+            entered.append("exit")
+
+    real_launch = FAMILIES["dot"].launch
+
+    def launch(*args):
+        entered.append("launch")
+        real_launch(*args)
+
+    monkeypatch.setattr(gemm, "launch_guard", lambda device: Guard())
+    monkeypatch.setattr(FAMILIES["dot"], "launch", launch)
+    monkeypatch.setattr(gemm, "_plans", {})
+    values, meta = packed_weight(64, 128, torch.float16, "cpu")
+    x = unit_input(3, 128, torch.float16, "cpu")
+    if not gemm.use_triton(x):
+        pytest.skip("the kernels run on a CPU only under TRITON_INTERPRET=1")
+    y = ops.linear(x, values, meta)
+    assert entered == ["enter", "launch", "exit"]
+    assert rel_err(y, reference_output(x, values, meta, None, None)) < TOLERANCE[torch.float16]
+
+
+@pytest.mark.gpu
+def test_ops_on_a_gpu_that_is_not_current(seed):
+    """A model split across GPUs (device_map="auto") calls the ops on cuda:1 while cuda:0 is
+    current: pruning, packing, decompressing and linear (both the mma and the sm90 paths) must
+    run on the tensors' own GPU and give the reference's answers."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs")
+    torch.cuda.set_device(0)
+    dev = torch.device("cuda", 1)
+    w = ops.prune_24(torch.randn(1024, 768, dtype=torch.float16, device=dev))
+    assert w.device == dev
+    values, meta = ops.compress(w)
+    assert torch.equal(ops.decompress(values, meta), w)
+    bias = torch.randn(1024, dtype=torch.float16, device=dev)
+    for m in (16, 1000):  # few tokens (mma split or sm90 streaming) and many (sm90 on Hopper)
+        x = unit_input(m, 768, torch.float16, dev)
+        for _ in range(2):  # the second call through the direct launch
+            y = ops.linear(x, values, meta, bias, "gelu")
+            assert y.device == dev
+            err = rel_err(y.cpu(), reference_output(x, values, meta, bias, "gelu"))
+            assert err < TOLERANCE[torch.float16], (m, err)
+    from sparse24.ops.tune import tune
+
+    result = tune(768, 768, 16, device=dev, progress=False, store=False)  # every config checked
+    assert result.timings and not result.rejected, result.rejected[:3]
+    assert torch.cuda.current_device() == 0

@@ -32,6 +32,7 @@ from sparse24 import reference, tuning
 from sparse24.activations import EPILOGUE_CODES
 from sparse24.ops import configs, wgmma
 from sparse24.ops._checks import GEMM_DTYPES, check_packed, use_triton
+from sparse24.ops.device import launch_guard
 from sparse24.ops.families import FAMILIES, _splitk
 
 
@@ -171,7 +172,12 @@ def _linear_impl(
     key = (m, n, k, dtype, device)
     launch, cfg = _plans.get(key) or _plan(key)
     y = torch.empty((m, n), dtype=dtype, device=device)
-    launch(x2, values, meta, bias, y, EPILOGUE_CODES[activation], cfg)
+    guard = launch_guard(device)  # a GPU other than the current one: launch there
+    if guard is None:
+        launch(x2, values, meta, bias, y, EPILOGUE_CODES[activation], cfg)
+    else:
+        with guard:
+            launch(x2, values, meta, bias, y, EPILOGUE_CODES[activation], cfg)
     return y if flat else y.reshape(*x.shape[:-1], n)
 
 

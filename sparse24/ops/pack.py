@@ -8,6 +8,8 @@ plain-PyTorch references on CPU otherwise.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import triton
 import triton.language as tl
@@ -16,6 +18,7 @@ from sparse24 import reference
 from sparse24.kernels import pack as kernels
 from sparse24.layout import INT_VIEW, meta_shape, values_shape
 from sparse24.ops._checks import check_packed, check_weight, first_nan, raise_first_bad_group, use_triton
+from sparse24.ops.device import launch_guard
 
 # The kernel tells negative zeros from +0.0 through the weight's bits, seen as INT_VIEW's integer.
 _TRITON_INT = {torch.int16: tl.int16, torch.int32: tl.int32}
@@ -44,8 +47,9 @@ def _run_mask_kernel(w: torch.Tensor, prune: bool, op: str) -> torch.Tensor:
     block_n, block_k = 32, 128
     grid = (triton.cdiv(n, block_n), triton.cdiv(k, block_k))
     nans = torch.empty(grid[0] * grid[1], dtype=torch.int32, device=w.device)
-    kernels._mask_24_kernel[grid](w, out, nans, n, k, w.stride(0), out.stride(0),
-                                  BLOCK_N=block_n, BLOCK_K=block_k, PRUNE=prune)
+    with launch_guard(w.device) or nullcontext():  # on w's GPU, whichever is current
+        kernels._mask_24_kernel[grid](w, out, nans, n, k, w.stride(0), out.stride(0),
+                                      BLOCK_N=block_n, BLOCK_K=block_k, PRUNE=prune)
     if bool(nans.any()):  # one host sync; NaN has no magnitude order, so refuse it
         _refuse_nan(op, w)
     return out if prune else out.view(torch.bool)
@@ -115,8 +119,9 @@ def _compress_op(w: torch.Tensor, check: bool) -> tuple[torch.Tensor, torch.Tens
     # on an H200 (11008 x 4096 fp16: 35% of copy bandwidth against 39% for one chunk).
     grid = (n // rows, k // 64)
     flags = torch.empty((grid[0] * grid[1], 2), dtype=torch.int32, device=w.device)
-    kernels._compress_kernel[grid](w, values, meta, flags, n, k, w.stride(0),
-                                   BLOCK_N=rows, INT_DTYPE=_TRITON_INT[INT_VIEW[w.dtype]])
+    with launch_guard(w.device) or nullcontext():
+        kernels._compress_kernel[grid](w, values, meta, flags, n, k, w.stride(0),
+                                       BLOCK_N=rows, INT_DTYPE=_TRITON_INT[INT_VIEW[w.dtype]])
     if check and bool(flags.any()):
         raise_first_bad_group(w)
     return values, meta
@@ -149,7 +154,9 @@ def _decompress_op(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
     n, k = values.shape[0], values.shape[1] * 2
     w = torch.empty((n, k), dtype=values.dtype, device=values.device)
     rows = _rows_per_program(n)
-    kernels._decompress_kernel[(n // rows, k // 64)](values, meta, w, n, k, w.stride(0), BLOCK_N=rows)
+    with launch_guard(values.device) or nullcontext():
+        kernels._decompress_kernel[(n // rows, k // 64)](values, meta, w, n, k, w.stride(0),
+                                                         BLOCK_N=rows)
     return w
 
 

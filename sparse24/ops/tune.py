@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import timeit
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ from sparse24 import tuning
 from sparse24.layout import granularity_error
 from sparse24.ops import configs, gemm, wgmma
 from sparse24.ops._checks import GEMM_DTYPES, use_triton
+from sparse24.ops.device import launch_guard
 from sparse24.ops.pack import compress, decompress, prune_24
 from sparse24.reference import REL_TOL as TOLERANCE  # against the float64 product
 
@@ -73,8 +75,10 @@ def tune(n: int, k: int, m: int, dtype: torch.dtype = torch.float16,
                                       else torch.cuda.current_device())
     candidates = configs.candidates(m, n, k, on_gpu, wgmma_side=gemm.uses_wgmma(m, device),
                                     sm90=sm90)
-    return tuning.autotune(key, candidates, run, check, progress=progress, store=store,
-                           timer=timer or (None if on_gpu else wall_timer))
+    # on the problem's GPU: Triton launches, and do_bench's CUDA events time, the current one
+    with launch_guard(device) or nullcontext():
+        return tuning.autotune(key, candidates, run, check, progress=progress, store=store,
+                               timer=timer or (None if on_gpu else wall_timer))
 
 
 def wall_timer(fn: Callable[[], Any]) -> float:
