@@ -27,9 +27,14 @@ DOT = {"family": "dot", "BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_K": 1, "num_warps":
 
 
 class Recorder:
-    def __init__(self):
+    def __init__(self, name):
+        self.name = name
         self.calls = []
         self.maxnregs = []
+
+    def compiled_for(self, args, constexprs, **options):
+        """What the direct launches learn from (a CachedLaunch's compiled kernel): the name."""
+        return self.name
 
     def __call__(self, grid, args, constexprs, num_warps, num_stages, maxnreg=None):
         self.calls.append((grid, args, constexprs, num_warps, num_stages))
@@ -47,7 +52,7 @@ def same(value):
 
 @pytest.fixture
 def recorders(monkeypatch):
-    found = {name: Recorder() for name in ("mma", "dot", "reduce")}
+    found = {name: Recorder(name) for name in ("mma", "dot", "reduce")}
     monkeypatch.setattr(mma, "_mma_launch", found["mma"])
     monkeypatch.setattr(dot, "_dot_launch", found["dot"])
     monkeypatch.setattr(_splitk, "_reduce_launch", found["reduce"])
@@ -407,16 +412,6 @@ def test_mma_few_token_heuristic_fills_two_programs_an_sm(m, n, k, sms):
 
 
 # ---------------------------------------------------------------------- direct launches
-class FakeCompiled:
-    """What DirectLaunches asks of a CachedLaunch after its first launch."""
-
-    def __init__(self, name):
-        self.name = name
-
-    def compiled_for(self, args, constexprs, **options):
-        return self.name
-
-
 def pointers(args):
     """The arguments as the direct path passes them: tensors as their data_ptr()."""
     return tuple(a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args)
@@ -425,8 +420,9 @@ def pointers(args):
 @pytest.fixture
 def direct(monkeypatch, recorders):
     """Every family's DirectLaunches on: the first launch of a call shape goes to the recorders
-    (CachedLaunch), the next ones to a recording pointer launcher, as on a GPU."""
-    from sparse24.ops.families import _direct
+    (CachedLaunch; their compiled kernel is their name), the next ones to a recording pointer
+    launcher, as on a GPU."""
+    from sparse24.ops import direct as _direct
 
     launched = []
 
@@ -435,9 +431,8 @@ def direct(monkeypatch, recorders):
 
     monkeypatch.setattr(_direct, "pointer_launcher", pointer_launcher)
     monkeypatch.setattr(_direct, "direct_launch_allowed", lambda: True)
-    for module, attribute, name in ((mma, "_direct", "mma"), (dot, "_direct", "dot"),
-                                    (_splitk, "_reduce_direct", "reduce")):
-        fresh = _direct.DirectLaunches(FakeCompiled(name))
+    for module, attribute in ((mma, "_direct"), (dot, "_direct"), (_splitk, "_reduce_direct")):
+        fresh = _direct.DirectLaunches()
         fresh.off = False
         monkeypatch.setattr(module, attribute, fresh)
         monkeypatch.setattr(module, "current_device", lambda: 0)
@@ -492,7 +487,7 @@ def test_direct_launch_only_for_the_same_shape_config_and_alignment(direct, reco
     """What is not in the key goes back to CachedLaunch: another config dict (even an equal
     one), another row stride, a bias whose pointer is not 16-byte aligned (every such call), and
     every call while direct launches are off (a launch hook)."""
-    from sparse24.ops.families import _direct
+    from sparse24.ops import direct as _direct
 
     x2, values, meta, _, y = problem(torch.float16, False)
     cfg = dict(MMA)
@@ -519,23 +514,22 @@ def test_direct_launches_keep_their_owner_and_a_bound(monkeypatch):
     """An entry answers only the owner it was learned for (a config dict held by id(): a new
     dict at a recycled address must not find another config's launcher); a launcher Triton's
     launcher cannot give is remembered as False; the memo is emptied when full."""
-    from sparse24.ops.families import _direct
+    from sparse24.ops import direct as _direct
 
     monkeypatch.setattr(_direct, "direct_launch_allowed", lambda: True)
     monkeypatch.setattr(_direct, "pointer_launcher", lambda compiled: compiled and "launcher")
-    memo = _direct.DirectLaunches(FakeCompiled("kernel"))
+    memo = _direct.DirectLaunches()
     owner, other = {"a": 1}, {"a": 1}
-    memo.learn(("key",), (), (), ("derived",), owner)
+    memo.learn(("key",), "kernel", ("derived",), owner)
     assert memo.get(("key",), owner) == ("launcher", "derived")
     assert memo.get(("key",), other) is None and memo.get(("another",), owner) is None
-    memo.cached = FakeCompiled(None)  # no compiled kernel (the interpreter)
-    memo.learn(("none",), (), (), (), owner)
+    memo.learn(("none",), None, (), owner)  # no compiled kernel (the interpreter)
     assert memo.get(("none",), owner) is False
     monkeypatch.setattr(_direct, "direct_launch_allowed", lambda: False)
     assert memo.get(("key",), owner) is False
     monkeypatch.setattr(_direct, "direct_launch_allowed", lambda: True)
     monkeypatch.setattr(_direct, "_MAX_SHAPES", 2)
-    memo.learn(("third",), (), (), (), owner)
+    memo.learn(("third",), "kernel", (), owner)
     assert list(memo.known) == [("third",)]
 
 

@@ -521,11 +521,12 @@ def test_fused_reduce_eager_and_in_cuda_graphs_gpu(family, seed):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_direct_launches_gpu(dtype, seed, monkeypatch):
     """From the second call of a call shape on, the mma and dot kernels and the split-K reduction
-    launch through Triton's C launcher with data pointers (families/_direct.py): the launcher
+    launch through Triton's C launcher with data pointers (ops/direct.py): the launcher
     of the installed Triton must be one pointer_launcher drives, and every call must match the
     float64 reference on fresh inputs and a NaN-poisoned output, for each split form, with and
     without a float32 bias, on a strided x, and when the calls are replayed from a CUDA graph."""
-    from sparse24.ops.families import _direct, _splitk, dot, mma
+    from sparse24.ops import direct as _direct
+    from sparse24.ops.families import _splitk, dot, mma
 
     real = _direct.pointer_launcher
     launched = []
@@ -541,7 +542,7 @@ def test_direct_launches_gpu(dtype, seed, monkeypatch):
 
     monkeypatch.setattr(_direct, "pointer_launcher", counting)
     for module, attribute in ((mma, "_direct"), (dot, "_direct"), (_splitk, "_reduce_direct")):
-        monkeypatch.setattr(module, attribute, _direct.DirectLaunches(getattr(module, attribute).cached))
+        monkeypatch.setattr(module, attribute, _direct.DirectLaunches())
     base_mma = {"family": "mma", "BLOCK_F": 128, "BLOCK_T": 16, "GROUP_T": 8, "PREFETCH": 1,
                 "SPLIT_K": 1, "A_TILE": 2, "num_warps": 4, "num_stages": 1}
     base_dot = {"family": "dot", "BLOCK_M": 16, "BLOCK_N": 64, "SPLIT_K": 1, "num_warps": 4,

@@ -333,7 +333,7 @@ def test_wgmma_launch_goes_direct_on_known_tritons(monkeypatch):
 
     fake = FakeCached()
     monkeypatch.setattr(wgmma, "_plans", {})
-    monkeypatch.setattr(wgmma, "_direct", {})
+    monkeypatch.setattr(wgmma._direct, "known", {})
     monkeypatch.setattr(wgmma, "_sm_count", lambda index: 132)
     monkeypatch.setattr(wgmma, "_verify", lambda *args: (4096, 0, 200000, 200032))
     monkeypatch.setattr(wgmma, "_cached_launch", lambda: fake)
@@ -346,7 +346,8 @@ def test_wgmma_launch_goes_direct_on_known_tritons(monkeypatch):
     cfg = {"family": "wgmma", "BT": 128, "STAGES": 4, "GROUP": 8}  # one dict, as linear's plan holds
     for _ in range(3):
         wgmma.launch(x, values, meta, None, y, 0, cfg)
-    ((_, decision, *_),) = wgmma._direct.values()
+    ((_, entry),) = wgmma._direct.known.values()
+    decision = entry and entry[0]  # the launcher, or False
     if known:
         assert isinstance(decision, internals.DescriptorLauncher)
         assert len(cached_calls) == 1 and len(c_calls) == 2

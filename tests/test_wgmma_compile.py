@@ -409,7 +409,7 @@ def _fake_launch_path(monkeypatch, direct_launcher=None):
 
     fake = FakeCached()
     monkeypatch.setattr(wgmma, "_plans", {})
-    monkeypatch.setattr(wgmma, "_direct", {})
+    monkeypatch.setattr(wgmma._direct, "known", {})
     monkeypatch.setattr(wgmma, "_sm_count", lambda index: 132)
     monkeypatch.setattr(wgmma, "_verify", lambda *a: verified.append(a) or (4096, 0, 90000, 90032))
     monkeypatch.setattr(wgmma, "_cached_launch", lambda: fake)

@@ -173,8 +173,9 @@ def test_direct_launch_matches_the_cached_launch_path(dtype):
             triton_internals.DescriptorLauncher.enabled = True
         direct = [run(x) for x in xs]
         if triton.__version__.startswith(("3.6", "3.9")):
-            assert any(entry[0] is cfg and isinstance(entry[1], triton_internals.DescriptorLauncher)
-                       for entry in wgmma._direct.values()), cfg
+            assert any(owner is cfg and entry
+                       and isinstance(entry[0], triton_internals.DescriptorLauncher)
+                       for owner, entry in wgmma._direct.known.values()), cfg
         for a, b in zip(cached, direct):
             assert torch.equal(a, b), cfg
         assert rel_err(direct[0], expected(xs[0], w, bias, "gelu")) < REL_TOL[dtype]

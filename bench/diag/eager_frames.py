@@ -49,7 +49,7 @@ def main() -> int:
 
     gemm.use_triton = lambda t: True
     if args.stub == "kernel":
-        from sparse24.ops.families import _direct
+        from sparse24.ops import direct as _direct
 
         class Compiled:  # CachedLaunch after its first launch: a compiled kernel to launch
             def __call__(self, *args, **kwargs):
@@ -59,12 +59,12 @@ def main() -> int:
                 return "compiled"
 
         # as on a GPU: the first call of a shape through CachedLaunch, later ones through the
-        # direct launch (families/_direct.py) on device 0's stream
+        # direct launch (ops/direct.py) on device 0's stream
         dot._dot_launch = _splitk._reduce_launch = Compiled()
         _direct.pointer_launcher = lambda compiled: stub
         _direct.direct_launch_allowed = lambda: True
         for module, memo in ((dot, "_direct"), (_splitk, "_reduce_direct")):
-            setattr(module, memo, _direct.DirectLaunches(Compiled()))
+            setattr(module, memo, _direct.DirectLaunches())
             getattr(module, memo).off = False
             module.current_device = lambda: 0
             module.current_stream = lambda device: None

@@ -48,7 +48,7 @@ every part of it on a CPU). Six things live here:
    (the C launcher takes an int as a pointer and skips its per-tensor ``data_ptr`` call and
    ``cuPointerGetAttribute`` check). Triton's own ``CompiledKernel.run`` puts a Python frame, two
    closures and two scratch allocations in front of the same call. The caller keys it by what
-   fixes the specialization (sparse24/ops/families/_direct.py), so it never sees other arguments.
+   fixes the specialization (sparse24/ops/ops/direct.py), so it never sees other arguments.
    ``DescriptorLauncher.enabled = False`` turns both direct paths off.
 """
 

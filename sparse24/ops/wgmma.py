@@ -30,6 +30,7 @@ import torch
 
 from sparse24.ops import triton_internals, wgmma_asm
 from sparse24.ops.device import device_info
+from sparse24.ops.direct import DirectLaunches
 
 # Registers per thread after setmaxnreg: the two math warpgroups take 232, the loader warp's
 # warpgroup 40 (4 * 232 + 4 * 232 + 4 * 40 = 2016 <= 2048 = 65536 registers / 32 lanes).
@@ -300,15 +301,14 @@ def _cached_launch():
 # the kernel's constexpr values, with the shared-memory offsets verified on the compiled kernel
 _plans: dict[tuple, tuple] = {}
 # (id(config), M, N, K, the dtypes of x, values and the output (each a descriptor's), bias
-# dtype or False, ACTIVATION, splits, device, whether meta's address fits 32 bits) -> (config, its DescriptorLauncher, grid, constexprs), or (config, False)
-# where Triton's launcher is not one it can drive (then every call takes CachedLaunch). Only
+# dtype or False, ACTIVATION, splits, whether meta's address fits 32 bits, device) -> the
+# DescriptorLauncher of that specialization, its grid and constexprs (ops/direct.py; False
+# where Triton's launcher is not one it can drive: then every call takes CachedLaunch). Only
 # calls whose meta and bias pointers are 16-byte aligned look here (Triton specializes a pointer
 # on that alone; the descriptors' tensors are aligned: TMA needs it); N and K are in the key by
-# value, so every int Triton specialized is fixed. The config is held by id() and kept in the
-# entry (a recycled id() never finds another config's launcher). A call through it costs ~15 us
-# less host time than through Triton's own wrappers (bench/overhead.py).
-_direct: dict[tuple, tuple] = {}
-_MAX_DIRECT = 4096
+# value, so every int Triton specialized is fixed. A call through it costs ~15 us less host time
+# than through Triton's own wrappers (bench/overhead.py).
+_direct = DirectLaunches(lambda compiled: triton_internals.DescriptorLauncher.of(compiled, 3))
 
 
 def launch(x2: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias, y: torch.Tensor,
@@ -341,10 +341,10 @@ def _launch_kernel(x2, values, meta, bias, out, activation: int, cfg: dict, spli
     bias_addr = y.data_ptr() if bias is None else bias.data_ptr()
     key = None if (meta_addr | bias_addr) & 15 else (
         id(cfg), m, n, k, x2.dtype, values.dtype, out.dtype, bias is not None and bias.dtype,
-        activation, splits, device, meta_addr < 2**31)
-    entry = key and _direct.get(key)
-    if entry and entry[0] is cfg and entry[1] and triton_internals.direct_launch_allowed():
-        _, direct, grid0, constexprs = entry
+        activation, splits, meta_addr < 2**31, device)
+    entry = key and _direct.get(key, cfg)
+    if entry:
+        direct, grid0, constexprs = entry
         direct(grid0, triton_internals.current_stream(device), (values, x2, out),
                (meta_addr, bias_addr, n, k), constexprs)
         return
@@ -369,12 +369,9 @@ def _launch_kernel(x2, values, meta, bias, out, activation: int, cfg: dict, spli
         _plans[plan_key] = constexprs
     cached = _cached_launch()
     cached(grid, args, constexprs, num_warps=4)
-    if key and (entry is None or entry[0] is not cfg) and triton_internals.direct_launch_allowed():
-        compiled = cached.compiled_for(args, constexprs, num_warps=4)
-        direct = compiled is not None and triton_internals.DescriptorLauncher.of(compiled, 3)
-        if len(_direct) >= _MAX_DIRECT:
-            _direct.clear()
-        _direct[key] = (cfg, direct, grid0, constexprs) if direct else (cfg, False)
+    if key and entry is None:
+        _direct.learn(key, cached.compiled_for(args, constexprs, num_warps=4),
+                      (grid0, constexprs), cfg)
 
 
 def _verify(args, grid, cfg, dtype, has_bias, activation) -> tuple[int, int, int, int]:

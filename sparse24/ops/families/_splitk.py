@@ -7,13 +7,13 @@ from __future__ import annotations
 import torch
 
 from sparse24.kernels.sparse_dot import _splitk_reduce_kernel
-from sparse24.ops.families._direct import DirectLaunches
+from sparse24.ops.direct import DirectLaunches
 from sparse24.ops.triton_internals import CachedLaunch, current_device, current_stream
 
 _reduce_launch = CachedLaunch(_splitk_reduce_kernel)
 # (M, N, y's row stride, the split stride, splits, dtypes of partial, y and bias, activation,
-# device) -> the reduction's pointer launcher (families/_direct.py)
-_reduce_direct = DirectLaunches(_reduce_launch)
+# device) -> the reduction's pointer launcher (ops/direct.py)
+_reduce_direct = DirectLaunches()
 
 
 def cdiv(a: int, b: int) -> int:
@@ -43,7 +43,7 @@ def reduce(partial, bias, y, activation: int, splits: int, split_stride: int | N
     stride = m * n if split_stride is None else split_stride
     pp, yp = partial.data_ptr(), y.data_ptr()
     bp = yp if bias is None else bias.data_ptr()
-    # only 16-byte aligned pointers take the direct path (families/_direct.py)
+    # only 16-byte aligned pointers take the direct path (ops/direct.py)
     key = None if _reduce_direct.off or (pp | yp | bp) & 15 else (
         m, n, y.stride(0), stride, splits, partial.dtype, y.dtype,
         bias is not None and bias.dtype, activation, current_device())
@@ -59,8 +59,8 @@ def reduce(partial, bias, y, activation: int, splits: int, split_stride: int | N
     constexprs = (splits, block, bias is not None, activation)
     _reduce_launch((grid0, 1, 1), args, constexprs, num_warps=4, num_stages=1)
     if key and entry is None:
-        _reduce_direct.learn(key, args, constexprs, (grid0, constexprs), num_warps=4,
-                             num_stages=1)
+        _reduce_direct.learn(key, _reduce_launch.compiled_for(args, constexprs, num_warps=4,
+                                                              num_stages=1), (grid0, constexprs))
 
 
 # (device, stream) -> int32 zeros, one counter per tile of an eager FUSED_REDUCE launch. A launch

@@ -15,7 +15,7 @@ import itertools
 
 from sparse24.kernels.sparse_dot import _sparse_dot_kernel
 from sparse24.ops.families._splitk import cdiv, counters, reduce, split_k, workspace
-from sparse24.ops.families._direct import DirectLaunches
+from sparse24.ops.direct import DirectLaunches
 from sparse24.ops.triton_internals import CachedLaunch, current_device, current_stream
 
 NAME = "dot"
@@ -60,8 +60,8 @@ def fits(config: dict, n: int, k: int) -> bool:
 
 
 _dot_launch = CachedLaunch(_sparse_dot_kernel)
-# keyed as the mma family's (families/mma.py, families/_direct.py)
-_direct = DirectLaunches(_dot_launch)
+# keyed as the mma family's (families/mma.py, ops/direct.py)
+_direct = DirectLaunches()
 
 
 def launch(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
@@ -70,7 +70,7 @@ def launch(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
     n = values.shape[0]
     xp, vp, mp, yp = x2.data_ptr(), values.data_ptr(), meta.data_ptr(), y.data_ptr()
     bp = yp if bias is None else bias.data_ptr()
-    # only 16-byte aligned pointers take the direct path (families/_direct.py)
+    # only 16-byte aligned pointers take the direct path (ops/direct.py)
     key = None if _direct.off or (xp | vp | mp | yp | bp) & 15 else (
         id(cfg), m, n, k, x2.stride(0), y.stride(0), x2.dtype, values.dtype, y.dtype,
         bias is not None and bias.dtype, activation, current_device())
@@ -96,6 +96,7 @@ def launch(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
         options = {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]}
         _dot_launch(grid, args, constexprs, **options)
         if key and entry is None:
-            _direct.learn(key, args, constexprs, (grid, splits, fused, constexprs), cfg, **options)
+            _direct.learn(key, _dot_launch.compiled_for(args, constexprs, **options),
+                          (grid, splits, fused, constexprs), cfg)
     if splits > 1 and not fused:
         reduce(partial, bias, y, activation, splits)

@@ -23,7 +23,7 @@ import torch
 
 from sparse24.kernels.sparse_mma import _sparse_mma_kernel
 from sparse24.ops.families._splitk import cdiv, counters, reduce, split_k, workspace
-from sparse24.ops.families._direct import DirectLaunches
+from sparse24.ops.direct import DirectLaunches
 from sparse24.ops.triton_internals import CachedLaunch, current_device, current_stream
 
 NAME = "mma"
@@ -104,10 +104,10 @@ def fits(config: dict, n: int, k: int) -> bool:
 
 _mma_launch = CachedLaunch(_sparse_mma_kernel)
 # (id(config), M, N, K, x2's and y's row strides, x2's and y's dtypes, bias dtype or False,
-# activation, device, whether values' and meta's addresses fit 32 bits)
+# activation, whether values' and meta's addresses fit 32 bits, device)
 # -> the kernel's pointer launcher; the sizes and strides fix the grid, the split and every int
-# argument's specialization (families/_direct.py)
-_direct = DirectLaunches(_mma_launch)
+# argument's specialization (ops/direct.py)
+_direct = DirectLaunches()
 
 
 def launch(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
@@ -116,19 +116,19 @@ def launch(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
     n = values.shape[0]
     xp, vp, mp, yp = x2.data_ptr(), values.data_ptr(), meta.data_ptr(), y.data_ptr()
     bp = yp if bias is None else bias.data_ptr()
-    # only 16-byte aligned pointers take the direct path (families/_direct.py)
+    # only 16-byte aligned pointers take the direct path (ops/direct.py)
     # values' and meta's addresses are also int arguments: Triton specializes those on their
     # 32-bit range too
     key = None if _direct.off or (xp | vp | mp | yp | bp) & 15 else (
         id(cfg), m, n, k, x2.stride(0), y.stride(0), x2.dtype, y.dtype,
-        bias is not None and bias.dtype, activation, current_device(), vp < 2**31, mp < 2**31)
+        bias is not None and bias.dtype, activation, vp < 2**31, mp < 2**31, current_device())
     entry = key and _direct.get(key, cfg)
     if entry:
         direct, tiles, splits, per_split, fused, constexprs = entry
         partial = y if splits == 1 else workspace(splits, y)
         # held until the launch is queued (under capture: fresh zeros, see counters)
         count = counters(y.device, tiles) if fused else meta
-        direct(tiles, splits, 1, current_stream(key[10]), xp, vp, vp, mp, bp, yp,
+        direct(tiles, splits, 1, current_stream(key[-1]), xp, vp, vp, mp, bp, yp,
                partial.data_ptr(), count.data_ptr(), m, n, k, x2.stride(0) // 2, y.stride(0),
                per_split, *constexprs)
     else:
@@ -148,7 +148,7 @@ def launch(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
                    "maxnreg": cfg.get("MAXNREG")}
         _mma_launch((tiles, splits, 1), args, constexprs, **options)
         if key and entry is None:
-            _direct.learn(key, args, constexprs, (tiles, splits, per_split, fused, constexprs),
-                          cfg, **options)
+            _direct.learn(key, _mma_launch.compiled_for(args, constexprs, **options),
+                          (tiles, splits, per_split, fused, constexprs), cfg)
     if splits > 1 and not fused:
         reduce(partial, bias, y, activation, splits)
