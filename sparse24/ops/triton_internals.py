@@ -209,6 +209,26 @@ _CALL_3_9 = ["self", "gridX", "gridY", "gridZ", "stream", "function", "kernel_me
              "launch_metadata", "launch_enter_hook", "launch_exit_hook", "args"]
 
 
+def _launcher_shape(run) -> str | None:
+    """"3.6" or "3.9": which of the two CudaLauncher shapes (_CALL_3_6) ``run`` has, with no
+    scratch memory and no GSan instrumentation (neither direct launcher passes them); None for
+    anything else."""
+    import inspect
+
+    if (type(run).__name__ != "CudaLauncher" or getattr(run, "global_scratch_size", 1)
+            or getattr(run, "profile_scratch_size", 1) or getattr(run, "gsan_enabled", False)):
+        return None
+    try:
+        params = list(inspect.signature(type(run).__call__).parameters)
+    except (TypeError, ValueError):
+        return None
+    if params == _CALL_3_6:
+        return "3.6"
+    if params == _CALL_3_9 and hasattr(run, "arg_annotations"):
+        return "3.9"
+    return None
+
+
 def direct_launch_allowed() -> bool:
     """The direct launches (DescriptorLauncher, pointer_launcher) may run: DescriptorLauncher and
     CachedLaunch enabled, no launch hook registered."""
@@ -253,17 +273,15 @@ class DescriptorLauncher:
         except ImportError:
             return None
         run = compiled.run
-        if (type(run).__name__ != "CudaLauncher" or getattr(run, "global_scratch_size", 1)
-                or getattr(run, "profile_scratch_size", 1) or getattr(run, "gsan_enabled", False)
-                or not hasattr(nvidia_driver, "TMA_DTYPE_DEVICE_TO_HOST")):
+        shape = _launcher_shape(run)
+        if shape is None or not hasattr(nvidia_driver, "TMA_DTYPE_DEVICE_TO_HOST"):
             return None
         try:
             closure = inspect.getclosurevars(run.launch).nonlocals
-            params = list(inspect.signature(type(run).__call__).parameters)
-        except (TypeError, ValueError):  # not a Python closure: no wrapper to skip
+        except TypeError:  # not a Python closure: no wrapper to skip
             return None
-        if params == _CALL_3_6 and set(closure) == {"launcher", "tensordesc_indices",
-                                                    "tensordesc_meta"}:
+        if shape == "3.6" and set(closure) == {"launcher", "tensordesc_indices",
+                                               "tensordesc_meta"}:
             if (getattr(nvidia_driver, "_BASE_ARGS_FORMAT_LEN", None) != _BASE_ARGS
                     or list(inspect.signature(nvidia_driver.make_tensordesc_arg).parameters)
                     != ["arg", "metadata"]
@@ -271,7 +289,7 @@ class DescriptorLauncher:
                 return None
             annotations = signature = None
             fill = driver.active.utils.fill_tma_descriptor
-        elif (params == _CALL_3_9 and hasattr(run, "arg_annotations")
+        elif (shape == "3.9"
               and set(closure) == {"launcher", "make_tensordesc_arg", "relevant_paths",
                                    "signature", "tensordesc_meta"}
               and closure["launcher"] is getattr(driver.active.utils, "launch", None)):
@@ -324,19 +342,13 @@ def pointer_launcher(compiled):
     import inspect
 
     run = getattr(compiled, "run", None)
-    if (type(run).__name__ != "CudaLauncher" or getattr(run, "global_scratch_size", 1)
-            or getattr(run, "profile_scratch_size", 1) or getattr(run, "gsan_enabled", False)):
-        return None
+    shape = _launcher_shape(run)
     c_launch = getattr(run, "launch", None)
-    if c_launch is None or inspect.isfunction(c_launch):  # a wrapper (descriptors): not ours
-        return None
-    try:
-        params = list(inspect.signature(type(run).__call__).parameters)
-    except (TypeError, ValueError):
+    if shape is None or c_launch is None or inspect.isfunction(c_launch):  # a wrapper: not ours
         return None
     function, packed = compiled.function, compiled.packed_metadata
     cooperative, pdl = run.launch_cooperative_grid, run.launch_pdl
-    if params == _CALL_3_6:
+    if shape == "3.6":
         from triton.backends.nvidia import driver as nvidia_driver
 
         if getattr(nvidia_driver, "_BASE_ARGS_FORMAT_LEN", None) != _BASE_ARGS:
@@ -345,8 +357,7 @@ def pointer_launcher(compiled):
         def launch(grid0, grid1, grid2, stream, *args):
             c_launch(grid0, grid1, grid2, stream, function, cooperative, pdl, None, None, packed,
                      None, None, None, *args)
-    elif (params == _CALL_3_9 and hasattr(run, "arg_annotations")
-          and c_launch is getattr(driver.active.utils, "launch", None)):
+    elif c_launch is getattr(driver.active.utils, "launch", None):  # shape "3.9"
         # 3.9's generic C launcher does not check the arguments' count against the annotations:
         # only the launcher Triton itself installed is driven
         annotations, signature = run.arg_annotations, run.kernel_signature
