@@ -9,6 +9,7 @@
 #   bash bench/device_session.sh OUT_DIR versions   # carry .ab (git archive trees): a commit's GEMMs against this one's, in turns
 #   bash bench/device_session.sh OUT_DIR llm     # the Llama-8B-shaped decoder (python3 -m bench.llm)
 #   bash bench/device_session.sh OUT_DIR directtests hostab midtokens   # carry .ab/<commit>: the direct launches' GPU tests, host time and BERT eager against an older tree, the sm90 tiles at 17-64 tokens
+#   bash bench/device_session.sh OUT_DIR gated      # the gated (SwiGLU) epilogues: their GPU tests, then bench.gated
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
 #   bash bench/device_session.sh OUT_DIR levers                  # the finished lever A/B runs (bench/investigations)
 #   bash bench/device_session.sh OUT_DIR opcost eagerdiag hostpaths   # host-time diagnostics (bench/diag; eagerdiag: bench/investigations)
@@ -115,6 +116,10 @@ for stage in "$@"; do
              --only BT=32/64,STAGES=4/8 --mode graph --top 4 --out "$out/gemm_variants_midtokens.jsonl" \
              --shapes 64x4096x4096,64x14336x4096,64x4096x14336,32x4096x4096,64x3072x768 \
              2>&1 | grep -v Warning | tail -40 ;;  # issue 25: the sm90 tiles of 32 and 64 tokens against the mma heuristic at 17-64 tokens
+    gated) limit 300 python3 -m pytest -m gpu -q -n 6 -p no:cacheprovider tests/test_gemm.py \
+             tests/test_wgmma_gpu.py tests/test_epilogue_ulp.py -k "gated or epilogue or silu" \
+             >"$out/pytest_gpu_gated.txt" 2>&1; tail -3 "$out/pytest_gpu_gated.txt"
+             limit 200 python3 -m bench.gated --out-dir "$out" 2>&1 | grep -v Warning | tail -16 ;;  # the gated (SwiGLU) epilogues: GPU tests of every family, then against dense and the unfused product
     profiledecode) for a_tile in 1 2; do limit 100 ncu --clock-control none -k regex:_sparse_mma_kernel \
              --launch-skip 1 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
              --section Occupancy --section WarpStateStats \

@@ -76,3 +76,42 @@ def placement_error(values: torch.Tensor, meta: torch.Tensor) -> str | None:
             "transpose or other strided view of them is not another packed weight)"
         )
     return None
+
+
+# Gated epilogues (sparse24/activations.py, GATED): the gate's and the up projection's rows
+# alternate in blocks of GATE_BLOCK, so that each output's two sums sit in one thread's registers
+# (rows r and r + 8 of a 16-row block, in both mma.sp's and wgmma's accumulators).
+GATE_BLOCK = 8
+
+
+def gated_error(n: int) -> str | None:
+    """None when a weight of n rows can hold interleaved gate and up projections."""
+    if n % (2 * GATE_BLOCK):
+        return (f"a gated weight interleaves gate and up rows in blocks of {GATE_BLOCK}: its "
+                f"{n} rows must be a multiple of {2 * GATE_BLOCK}")
+    return None
+
+
+def interleave_gate_up(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """The rows of a gate and an up projection ([I, ...] each, I a multiple of 8: weights [I, K]
+    or biases [I]) in the gated epilogues' order: [2I, ...], 8 gate rows, then the same 8 up rows,
+    and so on. Pack the result (2:4 is along K, so rows move freely) and pass it to
+    ``sparse24.ops.linear`` with a gated activation ("swiglu", ...)."""
+    if gate.shape != up.shape or gate.dim() < 1 or gate.shape[0] % GATE_BLOCK:
+        raise ValueError(
+            f"interleave_gate_up: gate {tuple(gate.shape)} and up {tuple(up.shape)} must have the "
+            f"same shape, with a number of rows that is a multiple of {GATE_BLOCK}")
+    rest = gate.shape[1:]
+    blocks = torch.stack([gate.reshape(-1, GATE_BLOCK, *rest), up.reshape(-1, GATE_BLOCK, *rest)], 1)
+    return blocks.reshape(2 * gate.shape[0], *rest)
+
+
+def split_gate_up(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inverse of ``interleave_gate_up``: (gate, up), each [I, ...], copies."""
+    problem = gated_error(rows.shape[0]) if rows.dim() >= 1 else "a tensor without rows"
+    if problem:
+        raise ValueError(f"split_gate_up: {problem}")
+    blocks = rows.reshape(-1, 2, GATE_BLOCK, *rows.shape[1:])
+    half = rows.shape[0] // 2
+    return (blocks[:, 0].reshape(half, *rows.shape[1:]).clone(),
+            blocks[:, 1].reshape(half, *rows.shape[1:]).clone())

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from sparse24.activations import REFERENCE as ACTIVATIONS_REF
-from sparse24.layout import ATOM_N, INT_VIEW, LANES
+from sparse24.activations import GATED, REFERENCE as ACTIVATIONS_REF
+from sparse24.layout import ATOM_N, INT_VIEW, LANES, split_gate_up
 
 REL_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
 """Relative Frobenius error (norm of the difference / norm of the reference) that a kernel's output
@@ -131,6 +131,11 @@ def decompress_ref(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
 
 
 def activation_ref(y: torch.Tensor, activation: str | None) -> torch.Tensor:
+    """The epilogue on float sums y [..., N]; a gated one (sparse24/activations.py, GATED) pairs
+    the interleaved gate and up rows of the last dim and returns [..., N / 2]."""
+    if activation in GATED:
+        gate, up = split_gate_up(y.movedim(-1, 0))
+        return (ACTIVATIONS_REF[GATED[activation]](gate) * up).movedim(0, -1)
     return ACTIVATIONS_REF[activation](y)
 
 
@@ -161,7 +166,7 @@ def linear_ref(
     if bias is not None:
         y = y + bias.float()
     y = activation_ref(y, activation)
-    return y.to(x.dtype).reshape(*x.shape[:-1], n)
+    return y.to(x.dtype).reshape(*x.shape[:-1], y.shape[-1])
 
 
 def linear_flops(m: int, n: int, k: int) -> float:

@@ -162,7 +162,9 @@ class Sparse24Weight:
         self, x: torch.Tensor, bias: torch.Tensor | None = None, activation: str | None = None
     ) -> torch.Tensor:
         """``act(x @ W^T + bias)`` through ``sparse24.ops.linear`` (activation: None, "relu",
-        "gelu", "gelu_tanh"). x: [..., K] of the weight's dtype, on its device."""
+        "gelu", "gelu_tanh", "silu", or a gated form ("swiglu", ...) for a weight whose rows
+        ``sparse24.layout.interleave_gate_up`` ordered). x: [..., K] of the weight's dtype, on
+        its device."""
         return _ops().linear(x, self.values, self.meta, bias, activation)
 
     def to(

@@ -14,7 +14,7 @@ from sparse24.ops.families import FAMILIES
 
 # None and ReLU are exact; a GELU is computed in float32 and rounded once, so its output may sit one
 # ulp off the correctly rounded value where the exact one lies near a rounding boundary.
-ULPS = {None: 0, "relu": 0, "gelu": 1, "gelu_tanh": 1}
+ULPS = {None: 0, "relu": 0, "gelu": 1, "gelu_tanh": 1, "silu": 1}
 
 
 def ulp_index(t: torch.Tensor) -> torch.Tensor:

@@ -374,7 +374,8 @@ def test_fused_reduce_equals_the_reduce_launch(m, n, k, split, activation, with_
     several token blocks, and leaves every tile counter at zero for the next launch. The
     workspace is poisoned with NaN: a split that reduced before the others wrote would show."""
     real_workspace = _splitk.workspace
-    monkeypatch.setattr(dot, "workspace", lambda splits, y: real_workspace(splits, y).fill_(float("nan")))
+    monkeypatch.setattr(dot, "workspace",
+                        lambda splits, y, n: real_workspace(splits, y, n).fill_(float("nan")))
     torch.manual_seed(m * 1000 + n)
     values, meta = ops.compress(ops.prune_24(torch.randn(n, k, dtype=torch.float16)))
     x = torch.randn(m, k, dtype=torch.float16) / k ** 0.5

@@ -11,11 +11,14 @@ import torch
 
 import sparse24.ops as ops
 from sparse24 import reference as ref
+from sparse24.activations import ALL_CODES, GATED, REFERENCE
+from sparse24.layout import interleave_gate_up, split_gate_up
 from sparse24.ops import configs, gemm
 from sparse24.ops.families import FAMILIES
 from tolerances import REL_TOL as TOLERANCE, rel_err
 
-ACTIVATION_NAMES = [None, "relu", "gelu", "gelu_tanh"]
+ACTIVATION_NAMES = [None, "relu", "gelu", "gelu_tanh", "silu"]
+GATED_NAMES = list(GATED)
 
 
 def packed_weight(n, k, dtype, device):
@@ -36,8 +39,27 @@ def unit_input(m, k, dtype, device):
 
 
 def run_poisoned(x, values, meta, bias, activation, cfg):
-    out = torch.full((x.shape[0], values.shape[0]), float("nan"), dtype=x.dtype, device=x.device)
-    return gemm.run_config(x, values, meta, bias, gemm.EPILOGUE_CODES[activation], cfg, out=out)
+    width = values.shape[0] // 2 if activation in GATED else values.shape[0]
+    out = torch.full((x.shape[0], width), float("nan"), dtype=x.dtype, device=x.device)
+    return gemm.run_config(x, values, meta, bias, ALL_CODES[activation], cfg, out=out)
+
+
+def gated_weight(i, k, dtype, device):
+    """(gate, up) dense 2:4 projections [i, k], their biases [i], and the packed interleaved
+    weight and bias a gated epilogue takes."""
+    gate, up = (ops.prune_24(torch.randn(i, k, dtype=dtype, device=device)) for _ in range(2))
+    bias_gate, bias_up = ((0.5 * torch.randn(i, device=device)).to(dtype) for _ in range(2))
+    values, meta = ops.compress(interleave_gate_up(gate, up))
+    return gate, up, bias_gate, bias_up, values, meta, interleave_gate_up(bias_gate, bias_up)
+
+
+def gated_reference(x, gate, up, bias_gate, bias_up, activation):
+    """act(x @ gate^T + bias_gate) * (x @ up^T + bias_up) in float64, from the two projections
+    themselves: no interleaved order in it, so it checks that order too."""
+    xd = x.cpu().double()
+    pre_gate = xd @ gate.cpu().double().t() + bias_gate.cpu().double()
+    pre_up = xd @ up.cpu().double().t() + bias_up.cpu().double()
+    return REFERENCE[GATED[activation]](pre_gate) * pre_up
 
 
 # ------------------------------------------------------------------ CPU: interpreter, "dot"
@@ -56,7 +78,64 @@ def test_dot_family_matches_reference(m, n, k, activation, split_k, dtype, devic
     assert rel_err(y.cpu(), reference_output(x, values, meta, bias, activation)) < TOLERANCE[dtype]
 
 
-@pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_tanh"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("activation", GATED_NAMES)
+@pytest.mark.parametrize("m,i,k,split_k,fused", [
+    (1, 32, 256, 2, 0), (7, 64, 128, 1, 0), (33, 48, 192, 3, 1), (5, 8, 128, 2, 0),
+    (20, 16, 64, 1, 0),
+])
+def test_gated_epilogues_match_reference(m, i, k, split_k, fused, activation, dtype, device,
+                                         seed):
+    """Gated epilogues (SwiGLU, GEGLU, ReGLU) of the dot family: unsplit (the kernel pairs a
+    tile's rows), split with the reduction kernel's gated form, and split with the last split's
+    (FUSED_REDUCE); feature tiles of 16 (i = 8), 32 and 64 rows. Against the two projections
+    computed apart in float64, and against linear_ref's gated form."""
+    gate, up, bias_gate, bias_up, values, meta, bias = gated_weight(i, k, dtype, device)
+    x = unit_input(m, k, dtype, device)
+    cfg = gemm.heuristic_config(m, 2 * i, k, torch.device("cpu")) | {"SPLIT_K": split_k}
+    if fused:
+        cfg |= {"FUSED_REDUCE": 1}
+    y = run_poisoned(x, values, meta, bias, activation, cfg)
+    assert y.shape == (m, i) and not torch.isnan(y).any(), "an output element was not written"
+    expected = gated_reference(x, gate, up, bias_gate, bias_up, activation)
+    assert rel_err(y.cpu(), expected) < TOLERANCE[dtype]
+    assert rel_err(reference_output(x, values, meta, bias, activation), expected) < 1e-6  # float32
+
+
+def test_gated_linear_op(device, seed):
+    """linear with a gated activation: any leading dims, the registered op's path and its fake
+    (opcheck), and no tokens; half as many outputs as the weight has rows."""
+    gate, up, bias_gate, bias_up, values, meta, bias = gated_weight(32, 128, torch.float16, device)
+    x = unit_input(6, 128, torch.float16, device)
+    y = ops.linear(x.reshape(2, 3, 128), values, meta, bias, "swiglu")
+    assert y.shape == (2, 3, 32)
+    expected = gated_reference(x, gate, up, bias_gate, bias_up, "swiglu")
+    assert rel_err(y.reshape(6, 32).cpu(), expected) < TOLERANCE[torch.float16]
+    via_op = gemm._linear_op(x, values, meta, bias, "swiglu")
+    assert rel_err(via_op.cpu(), expected) < TOLERANCE[torch.float16]
+    torch.library.opcheck(torch.ops.sparse24.linear.default, (x, values, meta, bias, "geglu"))
+    empty = torch.empty(0, 4, 128, dtype=torch.float16, device=device)
+    assert ops.linear(empty, values, meta, None, "swiglu").shape == (0, 4, 32)
+
+
+def test_interleave_gate_up_and_back():
+    gate, up = torch.randn(24, 64), torch.randn(24, 64)
+    rows = interleave_gate_up(gate, up)
+    assert torch.equal(rows[:8], gate[:8]) and torch.equal(rows[8:16], up[:8])
+    assert torch.equal(rows[16:24], gate[8:16]) and torch.equal(rows[40:], up[16:])
+    back = split_gate_up(rows)
+    assert torch.equal(back[0], gate) and torch.equal(back[1], up)
+    bias_rows = interleave_gate_up(torch.arange(8.0), -torch.arange(8.0))
+    assert bias_rows.tolist() == [*range(8), *(-float(v) for v in range(8))]
+    with pytest.raises(ValueError, match="multiple of 8"):
+        interleave_gate_up(torch.randn(12, 64), torch.randn(12, 64))
+    with pytest.raises(ValueError, match="same shape"):
+        interleave_gate_up(torch.randn(8, 64), torch.randn(16, 64))
+    with pytest.raises(ValueError, match="multiple of 16"):
+        split_gate_up(torch.randn(24, 64))
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_tanh", "silu"])
 def test_epilogue_activations_where_they_bend(activation, device, seed):
     """Each activation against the float64 reference on pre-activations of unit scale, checked
     on the bent part alone (|pre-activation| < 3): there GELU with 0.75 in place of 1/sqrt(2), or a
@@ -359,6 +438,29 @@ def test_epilogues_gpu(activation, family, seed):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("family", ["mma", "dot"])
+def test_gated_epilogues_gpu(family, dtype, seed):
+    """SwiGLU on every candidate config of the family (unsplit, split with the reduction kernel
+    and with FUSED_REDUCE, each A_TILE) at 7 and 333 tokens, then every gated activation on the
+    heuristic's config; against the two projections computed apart, NaN-poisoned outputs."""
+    failures = []
+    for m, i, k in ((7, 384, 768), (333, 128, 192)):
+        gate, up, bias_gate, bias_up, values, meta, bias = gated_weight(i, k, dtype, "cuda")
+        x = unit_input(m, k, dtype, "cuda")
+        configs_here = [cfg for cfg in configs.candidates(m, 2 * i, k, on_gpu=True)
+                        if cfg["family"] == family]
+        heuristic = FAMILIES[family].heuristic(m, 2 * i, k, 132)
+        runs = [(cfg, "swiglu") for cfg in configs_here] + [(heuristic, a) for a in GATED_NAMES]
+        for cfg, activation in runs:
+            y = run_poisoned(x, values, meta, bias, activation, cfg)
+            err = rel_err(y.cpu(), gated_reference(x, gate, up, bias_gate, bias_up, activation))
+            if torch.isnan(y).any() or not err < TOLERANCE[dtype]:
+                failures.append((m, i, k, activation, cfg, err))
+    assert not failures, failures[:5]
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("m", [1, 7, 333, 4096])
 def test_linear_op_gpu(m, seed):
     values, meta = packed_weight(768, 768, torch.float16, "cuda")
@@ -480,7 +582,7 @@ def test_fused_reduce_eager_and_in_cuda_graphs_gpu(family, seed):
 
     real_workspace = _splitk.workspace
     family_module = FAMILIES[family]
-    poisoned = lambda splits, y: real_workspace(splits, y).fill_(float("nan"))  # noqa: E731
+    poisoned = lambda splits, y, n: real_workspace(splits, y, n).fill_(float("nan"))  # noqa: E731
 
     n, k = 3072, 768
     values, meta = packed_weight(n, k, torch.float16, "cuda")
@@ -489,7 +591,7 @@ def test_fused_reduce_eager_and_in_cuda_graphs_gpu(family, seed):
             "SPLIT_K": 4, "A_TILE": 1, "num_warps": 4, "num_stages": 1} if family == "mma" else
            {"family": "dot", "BLOCK_M": 16, "BLOCK_N": 64, "SPLIT_K": 4, "num_warps": 4,
             "num_stages": 3})
-    code = gemm.EPILOGUE_CODES["gelu"]
+    code = ALL_CODES["gelu"]
     xs = [torch.randn(9, k, dtype=torch.float16, device="cuda") for _ in range(3)]
     two_pass = [gemm.run_config(x, values, meta, bias, code, cfg) for x in xs]
     fused_cfg = cfg | {"FUSED_REDUCE": 1}
@@ -569,7 +671,7 @@ def test_direct_launches_gpu(dtype, seed, monkeypatch):
             reduces = cfg.get("SPLIT_K", 1) > 1 and not cfg.get("FUSED_REDUCE")
             assert ("_splitk_reduce_kernel" in launched[before:]) == reduces, cfg
         static_x = unit_input(9, k, dtype, "cuda")
-        code = gemm.EPILOGUE_CODES["gelu"]
+        code = ALL_CODES["gelu"]
         gemm.run_config(static_x, values, meta, None, code, cfg)  # learned: the capture is direct
         graph = torch.cuda.CUDAGraph()
         before = len(launched)

@@ -17,13 +17,14 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from sparse24.kernels.sparse_mma import _sparse_mma_kernel
-capability, fused, a_tile, maxnreg = json.loads(sys.argv[1])
+capability, fused, a_tile, maxnreg, overrides = json.loads(sys.argv[1])
 signature = {"x32_ptr": "*i32", "values32_ptr": "*i32", "values_addr": "i64", "meta_addr": "i64",
              "bias_ptr": "*fp32", "y_ptr": "*fp16", "partial_ptr": "*fp32", "counter_ptr": "*i32",
              "M": "i32", "N": "i32", "K": "i32", "stride_x32": "i32", "stride_ym": "i32",
              "chunks_per_split": "i32"}
 constexprs = dict(BLOCK_F=128, BLOCK_T=16, GROUP_T=8, PREFETCH=1, SPLIT_K=8, HAS_BIAS=True,
                   ACTIVATION=2, IS_BF16=False, A_TILE=a_tile, FUSED_REDUCE=fused)
+constexprs.update(overrides)
 # what a launch specializes on: 16-byte aligned tensors, sizes and strides divisible by 16
 names = list(signature)
 aligned = ("x32_ptr", "values32_ptr", "bias_ptr", "y_ptr", "partial_ptr", "counter_ptr", "N", "K",
@@ -44,9 +45,11 @@ print(json.dumps({"ptx": compiled.asm["ptx"], "usage": usage, "sass": sass}))
 """
 
 
-def compile_in_child(capability, fused, a_tile=1, maxnreg=None):
+def compile_in_child(capability, fused, a_tile=1, maxnreg=None, **overrides):
+    """The kernel's PTX, SASS and resource usage; ``overrides``: other constexpr values."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-c", _COMPILE_IN_CHILD, json.dumps([capability, fused, a_tile, maxnreg])],
+    args = json.dumps([capability, fused, a_tile, maxnreg, overrides])
+    done = subprocess.run([sys.executable, "-c", _COMPILE_IN_CHILD, args],
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     facts = json.loads(done.stdout.strip().splitlines()[-1])
@@ -96,3 +99,21 @@ def test_a_tile_2_fits_168_registers_without_spilling(capability):
     assert capped["registers"] <= 168, capped["registers"]
     assert re.search(r"STACK:0\b", capped["usage"]), capped["usage"]
     assert "LDL" not in capped["sass"] and "STL" not in capped["sass"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("capability", [80, 90])
+@pytest.mark.parametrize("split_k, fused", [(1, False), (8, True)])
+def test_gated_epilogue_compiles_without_spills(capability, split_k, fused):
+    """The SwiGLU epilogue pairs rows r and r + 8 of each 16-row block (sparse24/kernels/
+    epilogue.py): both sit in one thread of the mma accumulator, so the reshape and split it is
+    written with should cost no spills, in the kernel's own epilogue (unsplit, 256 x 32 tiles)
+    and in the last split's (FUSED_REDUCE, 128 x 16, A_TILE 2)."""
+    from sparse24.activations import EPILOGUE_CODES, GATED_CODES
+
+    shape = dict(BLOCK_F=256, BLOCK_T=32, SPLIT_K=1) if split_k == 1 else {}
+    a_tile = 1 if split_k == 1 else 2
+    plain = compile_in_child(capability, fused, a_tile, ACTIVATION=EPILOGUE_CODES["silu"], **shape)
+    gated = compile_in_child(capability, fused, a_tile, ACTIVATION=GATED_CODES["swiglu"], **shape)
+    assert re.search(r"STACK:0\b", gated["usage"]), gated["usage"]
+    print(capability, split_k, "registers: silu", plain["registers"], "swiglu", gated["registers"])

@@ -107,3 +107,41 @@ def test_every_chunk_of_a_split_is_multiplied_once(emulated, a_tile, prefetch):
         if not torch.equal(sums, expected):
             wrong.append((k, split, sums.flatten()[:3].tolist(), expected.flatten()[:3].tolist()))
     assert not wrong, wrong
+
+
+@pytest.mark.parametrize("split, fused", [(1, False), (2, False), (2, True), (3, True)])
+def test_gated_epilogue_pairs_the_interleaved_rows(emulated, split, fused):
+    """A gated epilogue (SwiGLU) on the labelled k-loop: every feature's sum is the same S, so the
+    bias makes the pairs differ: bias[f] = -S + a value of its own in [-2, 2), where SiLU bends.
+    Output j must be silu(S + bias[gate row]) * (S + bias[up row]) with gate row
+    16 * (j // 8) + j % 8 and up row 8 past it; a bias paired off by a row, a block or a tile,
+    the activation on the wrong half, or a store at the wrong column does not give it. Unsplit,
+    the kernel's own epilogue; split, the reduction kernel's gated form or the last split's. The
+    sums are the same at every feature here, so which sums a reduction pairs is checked with
+    random weights (tests/test_gemm.py, test_gated_epilogues_match_reference)."""
+    from sparse24.activations import GATED_CODES
+    from sparse24.ops.families import _splitk
+
+    m, n, k, block_f, block_t = 21, 64, 192, 32, 16
+    splits, per_split = split_k({"SPLIT_K": split}, k)
+    values32, meta, x32 = labelled_operands(m, n, k)
+    total = sum(4.0 ** atom for atom in range(2 * (k // 64)))
+    own = torch.randperm(n).float() / n * 4 - 2
+    bias = own - total
+    y = torch.full((m, n // 2), float("nan"))
+    partial = torch.full((splits, m, n), float("nan"))
+    counter = torch.zeros(64, dtype=torch.int32)
+    grid = (-(-m // block_t) * (n // block_f), splits, 1)
+    code = GATED_CODES["swiglu"]
+    sparse_mma._sparse_mma_kernel[grid](
+        x32, values32, values32.data_ptr(), meta.data_ptr(), bias, y, partial, counter,
+        m, n, k, x32.stride(0), y.stride(0), per_split,
+        BLOCK_F=block_f, BLOCK_T=block_t, GROUP_T=8, PREFETCH=1, SPLIT_K=splits,
+        HAS_BIAS=True, ACTIVATION=code, IS_BF16=False, A_TILE=2, FUSED_REDUCE=fused)
+    if splits > 1 and not fused:
+        _splitk.reduce(partial, bias, y, code, splits)
+    j = torch.arange(n // 2)
+    gate_row = 16 * (j // 8) + j % 8
+    gate, up = own[gate_row], own[gate_row + 8]
+    expected = (gate * torch.sigmoid(gate) * up).expand(m, -1)
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)

@@ -81,8 +81,10 @@ def test_shapes_the_kernels_cannot_pack_are_refused(n, k, rule):
 
 
 def test_unknown_activation_is_refused():
-    with pytest.raises(ValueError, match="unknown activation 'silu'"):
-        SparseLinear(K, N, activation="silu")
+    with pytest.raises(ValueError, match="unknown activation 'swish'"):
+        SparseLinear(K, N, activation="swish")
+    with pytest.raises(ValueError, match="'swiglu' is gated"):
+        SparseLinear(K, N, activation="swiglu")
 
 
 def test_wrong_input_width_is_named(seed):

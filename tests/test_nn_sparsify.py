@@ -135,7 +135,7 @@ def test_logits_match_the_masked_dense_model(zoo, seed, arch):
 
 # hidden_act -> the epilogue it fuses into (None: not fused).
 HIDDEN_ACTS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-               "relu": "relu", "silu": None}
+               "relu": "relu", "silu": "silu", "quick_gelu": None}
 
 
 def _ffn_only(module: nn.Module, fqn: str) -> bool:
@@ -156,7 +156,7 @@ def test_fused_activation_per_kind(zoo, seed, hidden_act):
     block = model.bert.encoder.layer[0].intermediate
     if epilogue is None:
         assert report.fused == {}
-        assert "SiLU" in report.not_fused["bert.encoder.layer.0.intermediate"]
+        assert act_type.__name__ in report.not_fused["bert.encoder.layer.0.intermediate"]
         assert type(block.intermediate_act_fn) is act_type and block.dense.activation is None
     else:
         assert report.fused == {fqn: epilogue for fqn in report.swapped}
@@ -192,7 +192,8 @@ class _GeluSubclass(nn.GELU):
 @pytest.mark.parametrize("act, expected", [
     (nn.GELU(), "gelu"), (nn.GELU(approximate="tanh"), "gelu_tanh"), (F.gelu, "gelu"),
     (functools.partial(F.gelu, approximate="tanh"), "gelu_tanh"), (nn.ReLU(inplace=True), "relu"),
-    (F.relu, "relu"), (torch.relu, "relu"), (nn.SiLU(), None), (torch.tanh, None),
+    (F.relu, "relu"), (torch.relu, "relu"), (nn.SiLU(), "silu"), (F.silu, "silu"),
+    (torch.tanh, None),
     (_GeluSubclass(), None),
 ])
 def test_activation_detection(act, expected):
@@ -205,6 +206,7 @@ def test_activation_detection_of_transformers_classes():
     assert fusable_activation(acts.GELUActivation(use_gelu_python=True)) == "gelu"
     assert fusable_activation(acts.NewGELUActivation()) == "gelu_tanh"
     assert fusable_activation(acts.GELUTanh()) == "gelu_tanh"
+    assert fusable_activation(acts.SiLUActivation()) == "silu"
     assert fusable_activation(acts.FastGELUActivation()) is None
     assert fusable_activation(acts.QuickGELUActivation()) is None
 

@@ -27,3 +27,19 @@ def test_the_op_snippet_runs_as_written():
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("(4, 128, 3072)")
+
+
+def test_the_gated_snippet_runs_after_the_op_snippet():
+    """The gated epilogue's snippet continues the op snippet's session (w, x, ops), and its
+    output matches silu(gate) * up computed apart."""
+    op_snippet, gated = python_blocks("Use")[:2]
+    assert 'activation="swiglu"' in gated
+    check = ("import torch.nn.functional as F\n"
+             "want = F.silu(x.float() @ gate.float().t()) * (x.float() @ up.float().t())\n"
+             "err = ((h.float() - want).norm() / want.norm()).item()\n"
+             "print(tuple(h.shape), err < 2e-3)")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", "\n".join([op_snippet, gated, check])],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("(4, 128, 1536) True")

@@ -204,6 +204,7 @@ def compile_in_child(cfg, dtype, activation) -> dict:
     ({"family": "wgmma", "BT": 256, "STAGES": 2, "GROUP": 8}, "bfloat16", 0),
     ({"family": "wgmma", "BT": 256, "STAGES": 2, "GROUP": 8}, "float16", 2),
     ({"family": "wgmma", "BT": 64, "STAGES": 6, "GROUP": 8}, "float16", 3),
+    ({"family": "wgmma", "BT": 128, "STAGES": 4, "GROUP": 8}, "bfloat16", 4),  # silu
     ({"family": "wgmma", "BT": 256, "STAGES": 2, "GROUP": 8, "ASM_LOOP": 2}, "float16", 2),
     ({"family": "wgmma", "BT": 128, "STAGES": 3, "GROUP": 8, "ASM_LOOP": 4}, "bfloat16", 1),
     ({"family": "wgmma", "BT": 128, "STAGES": 4, "GROUP": 8, "ASM_LOOP": 4}, "float16", 2),

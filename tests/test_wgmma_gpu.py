@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import sparse24.ops as ops
-from sparse24.activations import EPILOGUE_CODES
+from sparse24.activations import EPILOGUE_CODES, GATED, GATED_CODES
 from sparse24.activations import REFERENCE as REFERENCE_ACTIVATIONS
+from sparse24.layout import interleave_gate_up
 from sparse24.ops import wgmma
 from tolerances import REL_TOL, rel_err
 
@@ -19,7 +20,8 @@ pytestmark = pytest.mark.gpu
 
 M_VALUES = [1, 5, 333, 1000, 4097]
 WEIGHT_SHAPES = [(768, 768), (3072, 768), (768, 3072), (2304, 768), (4096, 4096)]
-EPILOGUES = [(False, None), (True, None), (True, "relu"), (True, "gelu"), (False, "gelu_tanh")]
+EPILOGUES = [(False, None), (True, None), (True, "relu"), (True, "gelu"), (False, "gelu_tanh"),
+             (True, "silu")]
 
 
 def hopper():
@@ -124,7 +126,7 @@ def test_inf_in_x_meets_only_kept_weights():
 
 
 @pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
-@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh"])
+@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "silu"])
 def test_gelu_epilogues_elementwise(activation):
     """The epilogue's GELUs (a rational erfc approximation, MUFU exp2 and reciprocal: see
     sparse24/kernels/sparse_wgmma.py) element by element over pre-activations of about -10 to 10, against
@@ -211,3 +213,31 @@ def test_split_k_with_uneven_splits(k):
             if torch.isnan(y).any() or not err < REL_TOL[torch.float16]:
                 failures.append((m, cfg, err))
     assert cases and not failures, failures[:5]
+
+
+@pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("split", [1, 3])
+def test_gated_epilogues(split, dtype):
+    """SwiGLU, GEGLU and ReGLU on the sm90 family: unsplit (the kernel writes the sums with bias
+    and the reduction pairs them) and split (the reduction pairs the partials), at token counts
+    of one tile, several and a ragged last one; against the gate and up projections computed
+    apart in float64, into NaN-poisoned outputs of half the weight's rows."""
+    gen = torch.Generator(device="cuda").manual_seed(17 + split)
+    failures = []
+    for (i, k), m, name in itertools.product([(768, 768), (1536, 4096), (136, 704)],
+                                             [1, 333, 4097], list(GATED)):
+        gate, _, _ = packed(i, k, dtype, gen)
+        up, _, _ = packed(i, k, dtype, gen)
+        values, meta = ops.compress(interleave_gate_up(gate, up))
+        bias_gate, bias_up = (torch.randn(i, device="cuda", generator=gen) * 0.5 for _ in range(2))
+        x = (torch.randn(m, k, device="cuda", generator=gen) / k ** 0.5).to(dtype)
+        cfg = dict(wgmma.heuristic_config(m, 2 * i, k), SPLIT_K=split)
+        y = torch.full((m, i), float("nan"), dtype=dtype, device="cuda")
+        wgmma.launch(x, values, meta, interleave_gate_up(bias_gate, bias_up), y,
+                     GATED_CODES[name], cfg)
+        want = (expected(x, gate, bias_gate, GATED[name]) * expected(x, up, bias_up, None))
+        err = rel_err(y, want)
+        if torch.isnan(y).any() or not err < REL_TOL[dtype]:
+            failures.append((i, k, m, name, cfg, err))
+    assert not failures, failures[:6]

@@ -16,7 +16,7 @@ result is deterministic and the same. Packed layout: sparse24/kernels/pack.py.
 import triton
 import triton.language as tl
 
-from sparse24.kernels.epilogue import _epilogue, _store_split
+from sparse24.kernels.epilogue import _GATED, _epilogue, _epilogue_store, _store_split
 from sparse24.kernels.pack import _decode_meta, _expand, _load_kept
 
 
@@ -56,9 +56,8 @@ def _sparse_dot_kernel(
 
     inside = rows[None, :] < M
     if SPLIT_K == 1:
-        y = _epilogue(acc, bias_ptr, features[:, None], HAS_BIAS, ACTIVATION)
-        tl.store(y_ptr + rows[None, :] * stride_ym + features[:, None],
-                 y.to(y_ptr.dtype.element_ty), mask=inside)
+        _epilogue_store(acc, bias_ptr, features[:, None], y_ptr, rows[None, :], stride_ym, inside,
+                        HAS_BIAS, ACTIVATION)
     else:
         _store_split(acc, partial_ptr, counter_ptr, pid_m * tl.num_programs(0) + pid_n, pid_k,
                      rows[None, :], features[:, None], M, N, bias_ptr, y_ptr, stride_ym, SPLIT_K,
@@ -71,13 +70,31 @@ def _splitk_reduce_kernel(
     SPLIT_K: tl.constexpr, BLOCK: tl.constexpr, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
 ):
     """y = act(sum over splits of partial[split] + bias); split s's row-major [M, N] float32 sums
-    start split_stride elements after split s - 1's."""
+    start split_stride elements after split s - 1's. A gated ACTIVATION writes [M, N / 2]:
+    output j of a row pairs sums 16 * (j // 8) + j % 8 (gate) and that + 8 (up)."""
     offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    inside = offsets < M * N
-    acc = tl.zeros([BLOCK], dtype=tl.float32)
-    for split in range(SPLIT_K):
-        acc += tl.load(partial_ptr + split * split_stride + offsets, mask=inside, other=0.0)
-    row = offsets // N
-    feature = offsets % N
-    y = _epilogue(acc, bias_ptr, feature, HAS_BIAS, ACTIVATION)
-    tl.store(y_ptr + row * stride_ym + feature, y.to(y_ptr.dtype.element_ty), mask=inside)
+    if ACTIVATION >= _GATED:
+        half = N // 2
+        inside = offsets < M * half
+        row = offsets // half
+        out = offsets % half
+        gate_at = row * N + (out // 8) * 16 + out % 8
+        gate = tl.zeros([BLOCK], dtype=tl.float32)
+        up = tl.zeros([BLOCK], dtype=tl.float32)
+        for split in range(SPLIT_K):
+            gate += tl.load(partial_ptr + split * split_stride + gate_at, mask=inside, other=0.0)
+            up += tl.load(partial_ptr + split * split_stride + gate_at + 8, mask=inside, other=0.0)
+        gate_feature = gate_at - row * N
+        gate = _epilogue(gate, bias_ptr, gate_feature, HAS_BIAS, ACTIVATION - _GATED)
+        up = _epilogue(up, bias_ptr, gate_feature + 8, HAS_BIAS, 0)
+        tl.store(y_ptr + row * stride_ym + out, (gate * up).to(y_ptr.dtype.element_ty),
+                 mask=inside)
+    else:
+        inside = offsets < M * N
+        acc = tl.zeros([BLOCK], dtype=tl.float32)
+        for split in range(SPLIT_K):
+            acc += tl.load(partial_ptr + split * split_stride + offsets, mask=inside, other=0.0)
+        row = offsets // N
+        feature = offsets % N
+        y = _epilogue(acc, bias_ptr, feature, HAS_BIAS, ACTIVATION)
+        tl.store(y_ptr + row * stride_ym + feature, y.to(y_ptr.dtype.element_ty), mask=inside)

@@ -36,7 +36,7 @@ Pruned weights are skipped, never multiplied: an Inf in x meets only the kept we
 import triton
 import triton.language as tl
 
-from sparse24.kernels.epilogue import _epilogue, _store_split
+from sparse24.kernels.epilogue import _epilogue_store, _store_split
 
 
 @triton.jit
@@ -337,9 +337,8 @@ def _sparse_mma_kernel(
 
     features = (pid_f * BLOCK_F + f_local)[:, None]
     if SPLIT_K == 1:
-        y = _epilogue(acc, bias_ptr, features, HAS_BIAS, ACTIVATION)
-        tl.store(y_ptr + tokens[None, :] * stride_ym + features, y.to(y_ptr.dtype.element_ty),
-                 mask=tokens[None, :] < M)
+        _epilogue_store(acc, bias_ptr, features, y_ptr, tokens[None, :], stride_ym,
+                        tokens[None, :] < M, HAS_BIAS, ACTIVATION)
     else:
         _store_split(acc, partial_ptr, counter_ptr, pid, pid_k, tokens[None, :], features, M, N,
                      bias_ptr, y_ptr, stride_ym, SPLIT_K, HAS_BIAS, ACTIVATION, FUSED_REDUCE)

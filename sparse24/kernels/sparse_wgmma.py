@@ -50,6 +50,7 @@ from sparse24.kernels.gluon_compat import aggregate, tma_load, tma_store
 _RELU = gl.constexpr(EPILOGUE_CODES["relu"])
 _GELU = gl.constexpr(EPILOGUE_CODES["gelu"])
 _GELU_TANH = gl.constexpr(EPILOGUE_CODES["gelu_tanh"])
+_SILU = gl.constexpr(EPILOGUE_CODES["silu"])
 
 BLOCK_F = 128  # features per tile: two warpgroups of 64 (the M side of wgmma)
 
@@ -170,7 +171,7 @@ def _fast_unary(asm: gl.constexpr, x):
 
 @gluon.jit
 def _activate(y, ACTIVATION: gl.constexpr):
-    """ACTIVATION: none, relu, gelu (erf form), gelu_tanh, by the codes of sparse24/activations.py;
+    """ACTIVATION: none, relu, gelu (erf form), gelu_tanh, silu, by the codes of sparse24/activations.py;
     the same functions as sparse24/kernels/epilogue.py, in forms that are cheaper on sm90 (see each)."""
     if ACTIVATION == _RELU:
         y = gl.maximum(y, 0.0)
@@ -191,6 +192,11 @@ def _activate(y, ACTIVATION: gl.constexpr):
         # u, and 1 / inf = 0 is the right limit. exp(-2u) = 2^(-2u log2(e)).
         u = 0.7978845608028654 * (y + 0.044715 * y * y * y)
         e = _fast_unary("ex2.approx.ftz.f32 $0, $1;", u * -2.8853900817779268)
+        y = y * _fast_unary("rcp.approx.ftz.f32 $0, $1;", 1.0 + e)
+    elif ACTIVATION == _SILU:
+        # y * sigmoid(y) = y / (1 + exp(-y)), exp(-y) = 2^(-y log2(e)); for very negative y it
+        # overflows to inf and 1 / inf = 0, the right limit
+        e = _fast_unary("ex2.approx.ftz.f32 $0, $1;", y * -1.4426950408889634)
         y = y * _fast_unary("rcp.approx.ftz.f32 $0, $1;", 1.0 + e)
     return y
 

@@ -25,6 +25,7 @@ _TRANSFORMERS_ACTIVATIONS = (
     ("NewGELUActivation", "gelu_tanh"),  # tanh approximation written out
     ("GELUTanh", "gelu_tanh"),           # F.gelu(approximate="tanh")
     ("PytorchGELUTanh", "gelu_tanh"),    # older name of GELUTanh
+    ("SiLUActivation", "silu"),          # F.silu (transformers 4.x's "silu"; 5.x maps it to nn.SiLU)
 )
 assert {epilogue for _, epilogue in _TRANSFORMERS_ACTIVATIONS} <= EPILOGUE_CODES.keys()
 
@@ -35,9 +36,12 @@ def _plain_instance(act: Any, cls: type | None) -> bool:
 
 
 def fusable_activation(act: Any) -> str | None:
-    """The SparseLinear epilogue ("relu", "gelu", "gelu_tanh") that computes ``act``, or None."""
+    """The SparseLinear epilogue ("relu", "gelu", "gelu_tanh", "silu") that computes ``act``, or
+    None."""
     if act is F.relu or act is torch.relu or _plain_instance(act, nn.ReLU):
         return "relu"
+    if act is F.silu or _plain_instance(act, nn.SiLU):
+        return "silu"
     if act is F.gelu:
         return "gelu"
     if (isinstance(act, functools.partial) and act.func is F.gelu and not act.args

@@ -226,7 +226,7 @@ if _transformers_available():
         """``quantization_config`` of a model that ``sparsify_`` packed: enough to rebuild it.
 
         base (names relative to the base model) and head (the head model's layers outside it),
-        each {"linears": fqn -> fused activation (None, "relu", "gelu", "gelu_tanh") of each
+        each {"linears": fqn -> fused activation (None, "relu", "gelu", "gelu_tanh", "silu") of each
         SparseLinear, "groups": block fqn -> the projection names packed as one SparseLinear at
         ``block.qkv``, "identities": fqns of activations moved into an epilogue (now
         ``nn.Identity``)}; layout_version: the packed layout of the weights file.

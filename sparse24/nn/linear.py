@@ -8,12 +8,13 @@ import torch
 from torch import nn
 
 from sparse24 import ops
-from sparse24.activations import NAMES
+from sparse24.activations import GATED, NAMES
 from sparse24.layout import LAYOUT_VERSION, granularity_error, meta_error, meta_shape, values_shape
 from sparse24.weight import Sparse24Weight, natural_values
 
 ACTIVATION_NAMES = NAMES
-"""Epilogues that sparse24.ops.linear fuses: none, ReLU, erf GELU, tanh GELU (sparse24.activations)."""
+"""Epilogues that SparseLinear fuses: none, ReLU, erf GELU, tanh GELU, SiLU (sparse24.activations;
+sparse24.ops.linear also takes the gated forms, which need an interleaved weight)."""
 
 # compress keeps positions (0, 1) of an all-zero group: nibble 0 | 1 << 2 = 4 in every group.
 # Starting from this (instead of zeros, which would name position 0 twice) makes a freshly built
@@ -26,8 +27,8 @@ class SparseLinear(nn.Module):
 
     Buffers ``values`` ([N, K/2], the weight's dtype) and ``meta`` (int32 [N/16, K/64, 32]) hold W
     in the layout described in ``sparse24/kernels/pack.py``; ``bias`` is a frozen parameter. The forward pass
-    runs ``sparse24.ops.linear``; ``activation`` (None, "relu", "gelu", "gelu_tanh") is applied in
-    its epilogue. Inference only: fine-tune with ``sparse24.nn.prune_`` before packing.
+    runs ``sparse24.ops.linear``; ``activation`` (None, "relu", "gelu", "gelu_tanh", "silu") is
+    applied in its epilogue. Inference only: fine-tune with ``sparse24.nn.prune_`` before packing.
 
     ``.to(dtype)`` / ``.half()`` cast values and bias and leave meta int32 (torch only casts
     floating-point tensors). The state dict records the layout version and refuses another one.
@@ -50,6 +51,11 @@ class SparseLinear(nn.Module):
         problem = granularity_error(out_features, in_features)
         if problem:
             raise ValueError(f"SparseLinear: cannot pack a [{out_features}, {in_features}] weight: {problem}")
+        if activation in GATED:
+            raise ValueError(
+                f"SparseLinear: activation {activation!r} is gated (half as many outputs as the "
+                "weight has rows); SparseLinear takes the plain ones, "
+                f"{ACTIVATION_NAMES}: call sparse24.ops.linear with the interleaved weight")
         if activation not in ACTIVATION_NAMES:
             raise ValueError(
                 f"SparseLinear: unknown activation {activation!r}; choose one of {ACTIVATION_NAMES}"

@@ -65,7 +65,7 @@ def sparsify_(
 
     With ``fuse_activations``, the activation of a Hugging Face feed-forward block (BERT-style
     ``dense`` + ``intermediate_act_fn``, DistilBERT's ``lin1`` + ``activation``) that is ReLU, erf
-    GELU or tanh GELU moves into the SparseLinear's epilogue and the block's activation becomes
+    GELU, tanh GELU or SiLU moves into the SparseLinear's epilogue and the block's activation becomes
     nn.Identity; any other activation stays where it is and is listed under ``not_fused``.
 
     With ``fuse_qkv``, a self-attention block's ``query``/``key``/``value`` (or ``q``/``k``/``v``,
@@ -206,7 +206,7 @@ def _plan_fusion(
         name = fusable_activation(act)
         if name is None:
             report.not_fused[fqn] = (f"{act_attr} is {describe(act)}; SparseLinear fuses only "
-                                     "ReLU, erf GELU and tanh GELU")
+                                     "ReLU, erf GELU, tanh GELU and SiLU")
             continue
         epilogue[id(lin)] = name
         identity_at.append((block, act_attr))

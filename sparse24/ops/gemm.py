@@ -29,7 +29,7 @@ import functools
 import torch
 
 from sparse24 import reference, tuning
-from sparse24.activations import EPILOGUE_CODES
+from sparse24.activations import ALL_CODES, GATED, GATED_FLAG
 from sparse24.ops import configs, wgmma
 from sparse24.ops._checks import GEMM_DTYPES, check_packed, use_triton
 from sparse24.ops.device import launch_guard
@@ -114,9 +114,11 @@ def choose_config(m: int, n: int, k: int, dtype: torch.dtype, device: torch.devi
 
 def run_config(x2, values, meta, bias, activation: int, cfg: dict, out=None) -> torch.Tensor:
     """Run one config on 2-D x; used by the tuner (which checks every candidate), benches and
-    tests. ``out`` lets tests poison the output first, to prove every element is written."""
+    tests. ``out`` lets tests poison the output first, to prove every element is written.
+    ``activation``: a code of sparse24.activations.ALL_CODES (a gated one halves the outputs)."""
+    width = values.shape[0] // 2 if activation >= GATED_FLAG else values.shape[0]
     y = out if out is not None else torch.empty(
-        (x2.shape[0], values.shape[0]), dtype=x2.dtype, device=x2.device)
+        (x2.shape[0], width), dtype=x2.dtype, device=x2.device)
     if x2.shape[0] == 0:
         return y
     FAMILIES[cfg["family"]].launch(x2, values, meta, bias, y, activation, cfg)
@@ -164,21 +166,23 @@ def _linear_impl(
     x2 = x if flat else x.reshape(-1, k)
     m = x2.shape[0]
     if m == 0:  # no tokens: nothing to compute, so no config to choose (nor to tune)
-        return x.new_empty((*x.shape[:-1], n))
+        return x.new_empty((*x.shape[:-1], n // 2 if activation in GATED else n))
     # The kernels read x rows with 4-byte (inline asm) and 16-byte (tl.load) accesses.
     if x2.stride(1) != 1 or x2.stride(0) % 8 or x2.data_ptr() % 16:
         x2 = x2.contiguous()
     dtype, device = x2.dtype, x2.device
     key = (m, n, k, dtype, device)
     launch, cfg = _plans.get(key) or _plan(key)
-    y = torch.empty((m, n), dtype=dtype, device=device)
+    code = ALL_CODES[activation]
+    width = n // 2 if activation in GATED else n  # a gated epilogue halves the outputs
+    y = torch.empty((m, width), dtype=dtype, device=device)
     guard = launch_guard(device)  # a GPU other than the current one: launch there
     if guard is None:
-        launch(x2, values, meta, bias, y, EPILOGUE_CODES[activation], cfg)
+        launch(x2, values, meta, bias, y, code, cfg)
     else:
         with guard:
-            launch(x2, values, meta, bias, y, EPILOGUE_CODES[activation], cfg)
-    return y if flat else y.reshape(*x.shape[:-1], n)
+            launch(x2, values, meta, bias, y, code, cfg)
+    return y if flat else y.reshape(*x.shape[:-1], width)
 
 
 # Registered with torch.library.Library rather than torch.library.custom_op: under torch.compile
@@ -260,7 +264,8 @@ def _plain_eager_call(x, values, meta, bias) -> bool:
 
 @torch.library.register_fake("sparse24::linear")
 def _(x, values, meta, bias, activation):
-    return x.new_empty((*x.shape[:-1], values.shape[0]))
+    n = values.shape[0]
+    return x.new_empty((*x.shape[:-1], n // 2 if activation in GATED else n))
 
 
 def check_linear_inputs(x, values, meta, bias, activation) -> None:
@@ -268,9 +273,9 @@ def check_linear_inputs(x, values, meta, bias, activation) -> None:
         name, value = ("x", x) if not isinstance(x, torch.Tensor) else ("bias", bias)
         raise TypeError(f"sparse24.linear: {name} must be a torch.Tensor, got {type(value).__name__}")
     n, k = check_packed("linear", values, meta)
-    if activation not in EPILOGUE_CODES:
+    if activation not in ALL_CODES:
         raise ValueError(
-            f"sparse24.linear: unknown activation {activation!r}; use one of {list(EPILOGUE_CODES)}"
+            f"sparse24.linear: unknown activation {activation!r}; use one of {list(ALL_CODES)}"
         )
     if x.dim() < 1 or x.shape[-1] != k:
         raise ValueError(

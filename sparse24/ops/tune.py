@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from sparse24 import tuning
+from sparse24.activations import EPILOGUE_CODES
 from sparse24.layout import granularity_error
 from sparse24.ops import configs, gemm, wgmma
 from sparse24.ops._checks import GEMM_DTYPES, use_triton
@@ -55,7 +56,7 @@ def tune(n: int, k: int, m: int, dtype: torch.dtype = torch.float16,
     bias = torch.randn(n, generator=gen, device=device, dtype=dtype)
     expected = torch.nn.functional.linear(x.double(), decompress(values, meta).double(),
                                           bias.double())
-    activation = gemm.EPILOGUE_CODES[None]
+    activation = EPILOGUE_CODES[None]
 
     def run(cfg: dict) -> torch.Tensor:
         return gemm.run_config(x, values, meta, bias, activation, cfg)

@@ -28,6 +28,7 @@ import functools
 
 import torch
 
+from sparse24.activations import GATED_FLAG
 from sparse24.ops import triton_internals, wgmma_asm
 from sparse24.ops.device import device_info
 from sparse24.ops.direct import DirectLaunches
@@ -317,12 +318,20 @@ def launch(x2: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias, y: 
     (the caller copies otherwise: TMA needs it); values [N, K/2] and y [M, N] contiguous.
     SPLIT_K > 1: the kernel writes each split's float32 partial sums, each split's rows padded to
     whole token tiles, and the split-K reduction of the mma and dot families adds them up with
-    the bias and activation."""
-    if cfg.get("SPLIT_K", 1) == 1:
-        _launch_kernel(x2, values, meta, bias, y, activation, cfg, 1, y)
-        return
+    the bias and activation. A gated activation (y [M, N / 2]): unsplit, the kernel writes the
+    sums with bias in x's dtype ([M, N], each rounded once as an unfused model's two projections
+    are) and the reduction's gated form pairs them, a second pass the Gluon epilogue does not
+    yet save."""
     m, k = x2.shape
     n = values.shape[0]
+    if cfg.get("SPLIT_K", 1) == 1:
+        if activation < GATED_FLAG:
+            _launch_kernel(x2, values, meta, bias, y, activation, cfg, 1, y)
+        else:
+            sums = torch.empty((m, n), dtype=y.dtype, device=y.device)
+            _launch_kernel(x2, values, meta, bias, sums, 0, cfg, 1, sums)
+            _reduce()(sums, None, y, activation, 1)
+        return
     splits = splits_of(cfg, k)
     rows = -(-m // cfg["BT"]) * cfg["BT"]
     partial = torch.empty((splits * rows, n), dtype=torch.float32, device=y.device)

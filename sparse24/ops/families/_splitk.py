@@ -30,16 +30,18 @@ def split_k(cfg: dict, k: int) -> tuple[int, int]:
     return -(-chunks // per_split), per_split
 
 
-def workspace(splits: int, y: torch.Tensor) -> torch.Tensor:
-    """The float32 partial sums [splits, M, N] of a split launch (unsplit, the kernel writes y)."""
-    return torch.empty((splits, y.shape[0], y.shape[1]), dtype=torch.float32, device=y.device)
+def workspace(splits: int, y: torch.Tensor, n: int) -> torch.Tensor:
+    """The float32 partial sums [splits, M, N] of a split launch (unsplit, the kernel writes y);
+    n is the weight's rows (y has n / 2 columns under a gated epilogue)."""
+    return torch.empty((splits, y.shape[0], n), dtype=torch.float32, device=y.device)
 
 
 def reduce(partial, bias, y, activation: int, splits: int, split_stride: int | None = None) -> None:
     """y = act(sum of the splits' partials + bias), after a split launch. Split s's [M, N] sums
     start at partial + s * split_stride elements (M * N by default; the sm90 family pads each
-    split's rows to whole token tiles)."""
-    m, n = y.shape
+    split's rows to whole token tiles). N is partial's last dim: y's, or twice y's under a gated
+    epilogue."""
+    m, n = y.shape[0], partial.shape[-1]
     stride = m * n if split_stride is None else split_stride
     pp, yp = partial.data_ptr(), y.data_ptr()
     bp = yp if bias is None else bias.data_ptr()
@@ -54,7 +56,7 @@ def reduce(partial, bias, y, activation: int, splits: int, split_stride: int | N
                *constexprs)
         return
     block = 1024
-    grid0 = cdiv(m * n, block)
+    grid0 = cdiv(y.numel(), block)
     args = (partial, bias if bias is not None else y, y, m, n, y.stride(0), stride)
     constexprs = (splits, block, bias is not None, activation)
     _reduce_launch((grid0, 1, 1), args, constexprs, num_warps=4, num_stages=1)

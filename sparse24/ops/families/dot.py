@@ -77,14 +77,14 @@ def launch(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
     entry = key and _direct.get(key, cfg)
     if entry:
         direct, grid, splits, fused, constexprs = entry
-        partial = y if splits == 1 else workspace(splits, y)
+        partial = y if splits == 1 else workspace(splits, y, n)
         # held until the launch is queued (under capture: fresh zeros, see counters)
         count = counters(y.device, grid[0] * grid[1]) if fused else meta
         direct(*grid, current_stream(key[-1]), xp, vp, mp, bp, yp, partial.data_ptr(),
                count.data_ptr(), m, n, k, x2.stride(0), y.stride(0), *constexprs)
     else:
         splits, _ = split_k(cfg, k)
-        partial = y if splits == 1 else workspace(splits, y)  # unsplit: straight into y
+        partial = y if splits == 1 else workspace(splits, y, n)  # unsplit: straight into y
         grid = (n // cfg["BLOCK_N"], -(-m // cfg["BLOCK_M"]), splits)
         fused = splits > 1 and cfg.get("FUSED_REDUCE", 0) == 1
         # the tile counters of the in-kernel reduction; meta (int32) stands in where there are none

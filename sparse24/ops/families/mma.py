@@ -125,7 +125,7 @@ def launch(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
     entry = key and _direct.get(key, cfg)
     if entry:
         direct, tiles, splits, per_split, fused, constexprs = entry
-        partial = y if splits == 1 else workspace(splits, y)
+        partial = y if splits == 1 else workspace(splits, y, n)
         # held until the launch is queued (under capture: fresh zeros, see counters)
         count = counters(y.device, tiles) if fused else meta
         direct(tiles, splits, 1, current_stream(key[-1]), xp, vp, vp, mp, bp, yp,
@@ -135,7 +135,7 @@ def launch(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
         splits, per_split = split_k(cfg, k)
         fused = splits > 1 and cfg.get("FUSED_REDUCE", 0) == 1
         tiles = -(-m // cfg["BLOCK_T"]) * (n // cfg["BLOCK_F"])
-        partial = y if splits == 1 else workspace(splits, y)  # unsplit: straight into y
+        partial = y if splits == 1 else workspace(splits, y, n)  # unsplit: straight into y
         # the tile counters of the in-kernel reduction; meta (int32) stands in where there are none
         count = counters(y.device, tiles) if fused else meta
         constexprs = (cfg["BLOCK_F"], cfg["BLOCK_T"], cfg["GROUP_T"], cfg["PREFETCH"], splits,
