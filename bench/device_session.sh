@@ -119,7 +119,8 @@ for stage in "$@"; do
     gated) limit 300 python3 -m pytest -m gpu -q -n 6 -p no:cacheprovider tests/test_gemm.py \
              tests/test_wgmma_gpu.py tests/test_epilogue_ulp.py -k "gated or epilogue or silu" \
              >"$out/pytest_gpu_gated.txt" 2>&1; tail -3 "$out/pytest_gpu_gated.txt"
-             limit 200 python3 -m bench.gated --out-dir "$out" 2>&1 | grep -v Warning | tail -16 ;;  # the gated (SwiGLU) epilogues: GPU tests of every family, then against dense and the unfused product
+             limit 200 python3 -m bench.gated --out-dir "$out" 2>&1 | grep -v Warning | tail -16
+             limit 200 python3 -m bench.llm --gated-mlp --modes graph --out-dir "$out" 2>&1 | grep -v Warning | tail -12 ;;  # the gated (SwiGLU) epilogues: GPU tests of every family, then against dense and the unfused product
     profiledecode) for a_tile in 1 2; do limit 100 ncu --clock-control none -k regex:_sparse_mma_kernel \
              --launch-skip 1 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
              --section Occupancy --section WarpStateStats \

@@ -49,9 +49,11 @@ Timer = Callable[[Callable[[], Any]], float]
 
 
 def build_models(layers: int, dtype: torch.dtype, device: str, fuse_gate_up: bool = True,
+                 fuse_gated_mlp: bool = False,
                  **config: Any) -> tuple[torch.nn.Module, torch.nn.Module, Any]:
     """(dense, sparse24, sparsify report): LlamaModel with 2:4-pruned decoder-layer weights, and a
-    copy of it sparsify_'d (gate_proj and up_proj as one GEMM unless ``fuse_gate_up`` is off)."""
+    copy of it sparsify_'d (gate_proj and up_proj as one GEMM unless ``fuse_gate_up`` is off;
+    with ``fuse_gated_mlp``, silu(gate) * up in that GEMM's epilogue)."""
     from transformers import LlamaConfig, LlamaModel
 
     from sparse24.nn import sparsify_
@@ -66,7 +68,7 @@ def build_models(layers: int, dtype: torch.dtype, device: str, fuse_gate_up: boo
                 module.weight.copy_(prune_24(module.weight))
     sparse = copy.deepcopy(dense)
     report = sparsify_(sparse, filter_fn=lambda module, fqn: fqn.startswith("layers."),
-                       fuse_gate_up=fuse_gate_up)
+                       fuse_gate_up=fuse_gate_up, fuse_gated_mlp=fuse_gated_mlp)
     return dense, sparse, report
 
 
@@ -198,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rep-ms", type=float, default=50.0, help="do_bench time per turn")
     parser.add_argument("--fuse-gate-up", action=argparse.BooleanOptionalAction, default=True,
                         help="gate_proj and up_proj as one GEMM in the sparse24 model (the A/B)")
+    parser.add_argument("--gated-mlp", action=argparse.BooleanOptionalAction, default=False,
+                        help="the MLPs as SparseGatedMLP: silu(gate) * up in the GEMM's epilogue")
     args = parser.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]
     if not modes or not set(modes) <= set(MODES):
@@ -214,10 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     # Dense and sparse24 share LlamaModel.forward's code object: each (model, shape) is its own
     # compiled entry, 2 x 5 here, past dynamo's default limit of 8 (it would run eager silently).
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-    dense, sparse, report = build_models(args.layers, dtype, "cuda", fuse_gate_up=args.fuse_gate_up)
+    dense, sparse, report = build_models(args.layers, dtype, "cuda", fuse_gate_up=args.fuse_gate_up,
+                                         fuse_gated_mlp=args.gated_mlp)
     common.progress(f"[llm] sparsify_: {len(report.swapped)} swapped, {len(report.skipped)} left dense")
     base = {"layers": args.layers, "dtype": args.dtype, "model": "llama-8b-shapes",
-            "fuse_gate_up": args.fuse_gate_up}
+            "fuse_gate_up": args.fuse_gate_up, "gated_mlp": args.gated_mlp}
     rows = run_rows(dense, sparse, modes=modes, batches=args.batches, context=args.context,
                     prefill=args.prefill, device="cuda", dtype=dtype,
                     timer=do_bench_timer(args.rep_ms), rounds=args.rounds,

@@ -62,3 +62,17 @@ def test_goals_reads_llm_rows(tmp_path, capsys):
     prefill = next(line for line in text.splitlines() if "prefill, CUDA graphs" in line)
     assert "1: 1.50x, 16: 1.30x" in decode and decode.rstrip(" |").endswith("no")
     assert "1: 1.35x" in prefill and prefill.rstrip(" |").endswith("yes")
+
+
+def test_gated_mlp_models_compute_the_same(seed):
+    """--gated-mlp: every MLP a SparseGatedMLP (silu(gate) * up in the GEMM's epilogue), and the
+    decoder still computes what the dense one does."""
+    from sparse24.nn import SparseGatedMLP
+
+    dense, sparse, report = llm.build_models(2, torch.float32, "cpu", fuse_gated_mlp=True, **TINY)
+    assert report.fused == {f"layers.{i}.mlp.gate_up": "swiglu" for i in range(2)}
+    assert all(isinstance(layer.mlp, SparseGatedMLP) for layer in sparse.layers)
+    rows = llm.run_rows(dense, sparse, modes=["eager"], batches=[2], context=5, prefill=0,
+                        device="cpu", dtype=torch.float32, timer=wall_clock, rounds=1,
+                        add=lambda row: row)
+    assert rows[0]["status"] == "ok" and rows[0]["rel_err"] < 1e-4, rows[0]

@@ -83,8 +83,25 @@ def test_shapes_the_kernels_cannot_pack_are_refused(n, k, rule):
 def test_unknown_activation_is_refused():
     with pytest.raises(ValueError, match="unknown activation 'swish'"):
         SparseLinear(K, N, activation="swish")
-    with pytest.raises(ValueError, match="'swiglu' is gated"):
-        SparseLinear(K, N, activation="swiglu")
+
+
+
+def test_a_gated_layer_returns_half_its_rows(seed):
+    """A gated activation: the rows interleave gate and up (sparse24.layout), the output is
+    act(gate) * up with half as many features, and rows= (a plain layer's slices) is refused."""
+    from sparse24.layout import interleave_gate_up
+
+    gate, up = pruned_linear(), pruned_linear()
+    rows = nn.Linear(K, 2 * N, bias=False)
+    with torch.no_grad():
+        rows.weight.copy_(interleave_gate_up(gate.weight, up.weight))
+    sparse = SparseLinear.from_linear(rows, activation="swiglu")
+    x = torch.randn(3, K)
+    with torch.no_grad():
+        want = F.silu(x @ gate.weight.t()) * (x @ up.weight.t())
+        assert rel_err(sparse(x), want) < REL_TOL[torch.float32]
+        with pytest.raises(ValueError, match="gated one's rows are interleaved"):
+            sparse(x, rows=(0, 16))
 
 
 def test_wrong_input_width_is_named(seed):

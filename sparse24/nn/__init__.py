@@ -8,11 +8,12 @@ inference (sparsify_).
 """
 
 from sparse24.nn import hf  # registers the "sparse24" quantization method with transformers
+from sparse24.nn.gated_mlp import SparseGatedMLP
 from sparse24.nn.linear import ACTIVATION_NAMES, SparseLinear
 from sparse24.nn.prune import Mask24, PruneReport, prune_, squash_
 from sparse24.nn.sparsify import SparsifyReport, sparsify_
 
 __all__ = [
-    "ACTIVATION_NAMES", "Mask24", "PruneReport", "SparseLinear", "SparsifyReport", "prune_",
-    "sparsify_", "squash_",
+    "ACTIVATION_NAMES", "Mask24", "PruneReport", "SparseGatedMLP", "SparseLinear", "SparsifyReport",
+    "prune_", "sparsify_", "squash_",
 ]

@@ -39,13 +39,16 @@ def _transformers_available() -> bool:
 
 def structure_of(root: nn.Module, identities: list[str], skip: nn.Module | None = None) -> dict[str, Any]:
     """What ``sparsify_`` changed below ``root`` (not below ``skip``), names relative to
-    ``root``: {"linears": {fqn: activation}, "groups": {block fqn: names}, "identities": [...]}."""
+    ``root``: {"linears": {fqn: activation}, "groups": {block fqn: names}, "gated": {block fqn:
+    gated activation} (SparseGatedMLP blocks; only where there are some), "identities": [...]}."""
+    from sparse24.nn.gated_mlp import SparseGatedMLP
     from sparse24.nn.linear import SparseLinear
     from sparse24.nn.shared_input import ProjectionSlice, fused_name
 
     modules = _named_modules_outside(root, skip)
     linears: dict[str, str | None] = {}
     groups: dict[str, list[str]] = {}
+    gated: dict[str, str] = {}
     fused = set()  # the packed groups' SparseLinear modules: rebuilt with their group
     for fqn, module in modules:
         slices = [(child.start, name) for name, child in module._modules.items()
@@ -53,10 +56,14 @@ def structure_of(root: nn.Module, identities: list[str], skip: nn.Module | None 
         if slices:
             groups[fqn] = [name for _, name in sorted(slices)]
             fused.add(id(module._modules[fused_name(tuple(groups[fqn]))]))
+        if isinstance(module, SparseGatedMLP):
+            gated[fqn] = module.gate_up.activation
+            fused.add(id(module.gate_up))
     for fqn, module in modules:
         if isinstance(module, SparseLinear) and id(module) not in fused:
             linears[fqn] = module.activation
-    return {"linears": linears, "groups": groups, "identities": sorted(set(identities))}
+    record = {"linears": linears, "groups": groups, "identities": sorted(set(identities))}
+    return record | ({"gated": gated} if gated else {})
 
 
 def _named_modules_outside(root: nn.Module, skip: nn.Module | None) -> list[tuple[str, nn.Module]]:
@@ -136,7 +143,7 @@ def rebuild_(model: nn.Module, config: Any) -> None:
     base = getattr(model, "base_model", model)
     _rebuild_part(base, config.base, missing_ok=False)
     if base is model:
-        if any(config.head.get(part) for part in ("linears", "groups", "identities")):
+        if any(config.head.get(part) for part in ("linears", "groups", "gated", "identities")):
             warnings.warn("sparse24: the checkpoint's head layers are not part of this base model; "
                           "they are left out", stacklevel=3)
         config.head = {}  # this model's record: what it saves must not name layers it lacks
@@ -159,6 +166,7 @@ def _keep_init_off_packed_owners(model: nn.Module) -> None:
 
 
 def _rebuild_part(model: nn.Module, structure: dict[str, Any], missing_ok: bool) -> None:
+    from sparse24.nn.gated_mlp import SparseGatedMLP
     from sparse24.nn.linear import SparseLinear
     from sparse24.nn.shared_input import install_fused_, move_hooks
 
@@ -194,6 +202,16 @@ def _rebuild_part(model: nn.Module, structure: dict[str, Any], missing_ok: bool)
         for name in names:
             _linear_at(block, name, f"{fqn}.{name}")
         install_fused_(block, tuple(names))
+    for fqn, activation in structure.get("gated", {}).items():  # after "linears": down_proj
+        if not present(fqn):
+            continue
+        parent, name = _parent_of(model, fqn)
+        block = parent._modules[name]
+        for part in ("gate_proj", "up_proj"):
+            _linear_at(block, part, f"{fqn}.{part}")
+        gated = SparseGatedMLP.empty_like(block, activation)
+        move_hooks(block, gated)
+        setattr(parent, name, gated)
 
 
 def _parent_of(model: nn.Module, fqn: str) -> tuple[nn.Module, str]:
@@ -228,7 +246,8 @@ if _transformers_available():
         base (names relative to the base model) and head (the head model's layers outside it),
         each {"linears": fqn -> fused activation (None, "relu", "gelu", "gelu_tanh", "silu") of each
         SparseLinear, "groups": block fqn -> the projection names packed as one SparseLinear at
-        ``block.qkv``, "identities": fqns of activations moved into an epilogue (now
+        ``block.qkv``, "gated" (where there are some): block fqn -> the gated activation of a
+        SparseGatedMLP that replaced it, "identities": fqns of activations moved into an epilogue (now
         ``nn.Identity``)}; layout_version: the packed layout of the weights file.
         """
 

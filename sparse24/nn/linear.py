@@ -32,6 +32,12 @@ class SparseLinear(nn.Module):
 
     ``.to(dtype)`` / ``.half()`` cast values and bias and leave meta int32 (torch only casts
     floating-point tensors). The state dict records the layout version and refuses another one.
+
+    A gated ``activation`` ("swiglu", "geglu", "geglu_tanh", "reglu"; sparse24/nn/gated_mlp.py
+    builds these): the ``out_features`` rows of W interleave a gate and an up projection
+    (``sparse24.layout.interleave_gate_up``) and the forward returns ``out_features // 2``
+    features, act(gate) * up. The state dict records that row order too, so such a layer loads
+    only a checkpoint of interleaved rows, and a plain one never loads it.
     """
 
     in_features: int
@@ -51,14 +57,10 @@ class SparseLinear(nn.Module):
         problem = granularity_error(out_features, in_features)
         if problem:
             raise ValueError(f"SparseLinear: cannot pack a [{out_features}, {in_features}] weight: {problem}")
-        if activation in GATED:
+        if activation not in ACTIVATION_NAMES and activation not in GATED:
             raise ValueError(
-                f"SparseLinear: activation {activation!r} is gated (half as many outputs as the "
-                "weight has rows); SparseLinear takes the plain ones, "
-                f"{ACTIVATION_NAMES}: call sparse24.ops.linear with the interleaved weight")
-        if activation not in ACTIVATION_NAMES:
-            raise ValueError(
-                f"SparseLinear: unknown activation {activation!r}; choose one of {ACTIVATION_NAMES}"
+                f"SparseLinear: unknown activation {activation!r}; choose one of "
+                f"{ACTIVATION_NAMES} or a gated one, {tuple(GATED)}"
             )
         self.in_features = in_features
         self.out_features = out_features
@@ -146,6 +148,9 @@ class SparseLinear(nn.Module):
             x = x.to(values.dtype)
         if rows is None:
             return ops.linear(x, values, self.meta, bias, self.activation)
+        if self.activation in GATED:
+            raise ValueError("SparseLinear: rows= selects output features of a plain layer; a "
+                             "gated one's rows are interleaved gate and up pairs")
         start, stop = rows
         return ops.linear(x, values[start:stop], self.meta[start // 16:stop // 16],
                           None if bias is None else bias[start:stop], self.activation)
@@ -156,11 +161,13 @@ class SparseLinear(nn.Module):
 
     # ------------------------------------------------------------------------- state dict
     def get_extra_state(self) -> torch.Tensor:
-        # A tensor, not a dict: safetensors stores tensors only.
-        return torch.tensor([LAYOUT_VERSION], dtype=torch.int32)
+        # A tensor, not a dict: safetensors stores tensors only. [layout version], and a second
+        # element, INTERLEAVED_ROWS, where the rows are gate/up pairs (a gated activation).
+        record = [LAYOUT_VERSION] + ([INTERLEAVED_ROWS] if self.activation in GATED else [])
+        return torch.tensor(record, dtype=torch.int32)
 
     def set_extra_state(self, state: Any) -> None:
-        problem = _version_problem(state)
+        problem = _record_problem(state, self.activation in GATED)
         if problem:
             raise ValueError(f"SparseLinear: {problem}")
 
@@ -188,7 +195,7 @@ class SparseLinear(nn.Module):
         problems = []
         version_key = prefix + "_extra_state"
         if version_key in state_dict:
-            problem = _version_problem(state_dict[version_key])
+            problem = _record_problem(state_dict[version_key], self.activation in GATED)
             if problem:
                 problems.append(f"{version_key}: {problem}")
         values = state_dict.get(prefix + "values")
@@ -231,14 +238,33 @@ class SparseLinear(nn.Module):
         return f"{nonzero / (self.out_features * self.in_features):.2f}"
 
 
-def _version_problem(state: Any) -> str | None:
-    """None when ``state`` records this sparse24's layout version, else what is wrong."""
-    if isinstance(state, torch.Tensor) and state.numel() == 1:
-        version = int(state.reshape(()).item())
+# The second element of a layout record whose rows interleave gate and up projections.
+INTERLEAVED_ROWS = 1
+
+
+def _record_problem(state: Any, interleaved: bool) -> str | None:
+    """None when ``state`` records this sparse24's layout version and the row order this layer
+    has (``interleaved``: gate/up pairs of a gated activation), else what is wrong."""
+    if isinstance(state, torch.Tensor) and state.numel() in (1, 2):
+        record = [int(v) for v in state.reshape(-1).tolist()]
     elif isinstance(state, int):
-        version = state
+        record = [state]
     else:
         return f"unrecognized layout version record {state!r}"
+    problem = _version_problem(record[0])
+    if problem:
+        return problem
+    theirs = record[1:] == [INTERLEAVED_ROWS]
+    if theirs != interleaved:
+        which = {True: "interleaved gate and up rows (a gated activation)", False: "plain rows"}
+        return (f"the checkpoint's packed weight has {which[theirs]}, this layer expects "
+                f"{which[interleaved]}: it was saved by another structure (sparsify_'s "
+                "fuse_gated_mlp); build the model the same way before loading")
+    return None
+
+
+def _version_problem(version: int) -> str | None:
+    """None when ``version`` is this sparse24's layout version, else what is wrong."""
     if version != LAYOUT_VERSION:
         return (f"the checkpoint was packed with layout version {version}, this sparse24 reads "
                 f"layout version {LAYOUT_VERSION}; repack it from the dense weights")

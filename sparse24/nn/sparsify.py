@@ -13,6 +13,7 @@ from sparse24.nn._select import (
     not_24_reason, parameter_owners, tied_reason, unhandled_layers, unsupported_reason,
     weight_reader_reason,
 )
+from sparse24.nn.gated_mlp import GATED_NAME, fuse_gated_, gated_problem
 from sparse24.nn.hf import record_structure
 from sparse24.nn.linear import SparseLinear
 from sparse24.nn.shared_input import (
@@ -53,7 +54,7 @@ class SparsifyReport:
 
 def sparsify_(
     model: nn.Module, filter_fn: FilterFn | None = None, fuse_activations: bool = True,
-    fuse_qkv: bool = True, fuse_gate_up: bool = True,
+    fuse_qkv: bool = True, fuse_gate_up: bool = True, fuse_gated_mlp: bool = False,
 ) -> SparsifyReport:
     """Replace every eligible nn.Linear of ``model`` by a SparseLinear holding its packed weight.
 
@@ -75,6 +76,12 @@ def sparsify_(
 
     With ``fuse_gate_up``, a Llama-style MLP's ``gate_proj`` and ``up_proj`` are packed the same way,
     as one SparseLinear at ``block.gate_up``.
+
+    With ``fuse_gated_mlp`` (off by default until its kernels have run on a GPU), such an MLP
+    whose activation has a gated epilogue (SiLU: SwiGLU; the GELUs, ReLU) is replaced by a
+    ``SparseGatedMLP``: ``gate_up`` computes act(gate) * up in its epilogue, and ``down_proj``
+    follows (sparse24/nn/gated_mlp.py, with its safety rules; a block that breaks one keeps the
+    ``gate_up`` grouping, and the report says why).
 
     Forward hooks of each replaced Linear move to its replacement. For a transformers model the
     result is recorded in ``model.config.quantization_config`` so that ``save_pretrained`` and
@@ -106,6 +113,8 @@ def sparsify_(
     if fuse_activations:
         epilogue, identity_at = _plan_fusion(model, chosen, report)
 
+    if fuse_gated_mlp:
+        chosen = _fuse_gated_mlps(model, chosen, epilogue, report)
     kinds = {name for name, on in ((FUSED_NAME, fuse_qkv), ("gate_up", fuse_gate_up)) if on}
     if kinds:
         chosen = _group_projections(model, chosen, epilogue, report, kinds)
@@ -166,6 +175,48 @@ def _group_projections(model: nn.Module, chosen: list[LinearSite], epilogue: dic
                                "the block on one input; the tensors are named "
                                f"{fused_name(names)}.*, each projection alone computes its own rows")
     return [s for s in chosen if id(s.module) not in grouped]
+
+
+def _fuse_gated_mlps(model: nn.Module, chosen: list[LinearSite], epilogue: dict[int, str],
+                     report: SparsifyReport) -> list[LinearSite]:
+    """Replace each Llama-style MLP that qualifies by a SparseGatedMLP; the sites left to swap
+    (down_proj stays one: it is swapped on its own, now as the SparseGatedMLP's child)."""
+    single = {id(s.module): s for s in chosen if len(s.parents) == 1 and id(s.module) not in epilogue}
+    replaced: set[int] = set()
+    for fqn, block in list(model.named_modules()):
+        if shared_input_groups(block) != ("gate_proj", "up_proj") or not fqn:
+            continue
+        if any(id(getattr(block, n)) not in single for n in ("gate_proj", "up_proj")):
+            report.not_grouped[fqn] = ("gated epilogue: gate_proj or up_proj is not swapped on "
+                                       "its own (skipped or shared)")
+            continue
+        problem = fusion_problem(block, ("gate_proj", "up_proj")) or gated_problem(block)
+        if problem:
+            report.not_grouped[fqn] = f"gated epilogue: {problem}"
+            continue
+        fused = fuse_gated_(block)
+        move_hooks(block, fused)
+        parent, name = _parent_and_name(model, fqn)
+        setattr(parent, name, fused)
+        down = single.get(id(block.down_proj))
+        if down is not None:  # swapped later: where it now lives
+            down.parents = [(fused, "down_proj")]
+        for n in ("gate_proj", "up_proj"):
+            site = single[id(getattr(block, n))]
+            replaced.add(id(site.module))
+            report.swapped.append(site.fqn)
+        act = fused.gate_up.activation
+        report.fused[f"{fqn}.{GATED_NAME}"] = act
+        report.grouped[fqn] = (f"gate_proj+up_proj -> {GATED_NAME} [{fused.gate_up.out_features}, "
+                               f"{fused.gate_up.in_features}] with {act} in its epilogue "
+                               f"({type(block).__name__} -> SparseGatedMLP): one GEMM writes "
+                               "act(gate) * up; the tensors are named gate_up.*, rows interleaved")
+    return [s for s in chosen if id(s.module) not in replaced]
+
+
+def _parent_and_name(model: nn.Module, fqn: str) -> tuple[nn.Module, str]:
+    parent_fqn, _, name = fqn.rpartition(".")
+    return (model.get_submodule(parent_fqn) if parent_fqn else model), name
 
 
 def _skip_reason(site: LinearSite, filter_fn: FilterFn | None, owners: dict[int, list[str]]) -> str | None:
