@@ -9,7 +9,10 @@ timed in turns in one run (CUDA graphs, operands rotated past the L2; fp16 by de
   gated         sparse24.linear(activation="swiglu") on the packed interleaved weight
                 (sparse24.layout.interleave_gate_up): silu * up in the GEMM's epilogue, half the
                 outputs written, no second kernel
-  gated_eager   the same call in eager mode (host time included; L2 flushed before each call)
+  gated_paired  the same, with the sm90 kernel pairing the rows in its own epilogue
+                (wgmma.PAIR_GATED_IN_KERNEL; it matters only where the sm90 family runs: above
+                64 tokens, and at 9-16 on some shapes) instead of a second pass
+  gated_eager   the gated call in eager mode (host time included; L2 flushed before each call)
 Each path's output is first checked against the float64 product of the two projections; a wrong
 one is reported as WRONG and not timed. Speedups are against dense in the same run.
 
@@ -30,12 +33,24 @@ BENCH = "gated"
 # (I, K): Llama-3-8B (and Mistral-7B), Llama-2-7B
 DEFAULT_SHAPES = "14336x4096,11008x4096"
 DEFAULT_M = "1,16,64,256,2048,8192"
-PATHS = ("dense", "sparse24", "gated", "gated_eager")
+PATHS = ("dense", "sparse24", "gated", "gated_paired", "gated_eager")
 
 
 def _silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     gate, up = gate_up.chunk(2, dim=-1)
     return F.silu(gate) * up
+
+
+def _paired(linear, x, values, meta):
+    """The gated call with the sm90 kernel pairing the rows itself (read at each launch, so a
+    captured graph holds that form)."""
+    from sparse24.ops import wgmma
+
+    wgmma.PAIR_GATED_IN_KERNEL = True
+    try:
+        return linear(x, values, meta, None, "swiglu")
+    finally:
+        wgmma.PAIR_GATED_IN_KERNEL = False
 
 
 def main() -> int:
@@ -69,6 +84,7 @@ def main() -> int:
                 "sparse24": lambda x: silu_mul(ops.linear(x, concat_values, concat_meta)),
                 "gated": lambda x: ops.linear(x, values, meta, None, "swiglu"),
             }
+            calls["gated_paired"] = lambda x: _paired(ops.linear, x, values, meta)
             calls["gated_eager"] = calls["gated"]
             x0 = xs[0][0].double()
             want = F.silu(x0 @ gate.double().t()) * (x0 @ up.double().t())

@@ -182,7 +182,7 @@ with tempfile.NamedTemporaryFile("w", suffix=".ptx") as ptx:
     done = subprocess.run([ptxas, "-v", "--gpu-name=sm_90a", ptx.name, "-o", os.devnull],
                           capture_output=True, text=True)
 # the guess a launch compiles with first (a split has no bias: compile_sm90 drops it)
-guess = wgmma.guessed_offsets(cfg, has_bias=cfg.get("SPLIT_K", 1) == 1)
+guess = wgmma.guessed_offsets(cfg, has_bias=cfg.get("SPLIT_K", 1) == 1, gated=activation >= 8)
 print(json.dumps({"ptx": compiled.asm["ptx"], "offsets": offsets, "guess": guess,
                   "shared": compiled.metadata.shared,
                   "found": wgmma.ring_offsets(compiled.asm["ttgir"]), "usage": usage,
@@ -205,6 +205,9 @@ def compile_in_child(cfg, dtype, activation) -> dict:
     ({"family": "wgmma", "BT": 256, "STAGES": 2, "GROUP": 8}, "float16", 2),
     ({"family": "wgmma", "BT": 64, "STAGES": 6, "GROUP": 8}, "float16", 3),
     ({"family": "wgmma", "BT": 128, "STAGES": 4, "GROUP": 8}, "bfloat16", 4),  # silu
+    # swiglu paired in the kernel's epilogue ([BT, 32] output tiles; PAIR_GATED_IN_KERNEL)
+    ({"family": "wgmma", "BT": 128, "STAGES": 4, "GROUP": 8}, "float16", 12),
+    ({"family": "wgmma", "BT": 16, "STAGES": 10, "GROUP": 8, "META_AHEAD": 2}, "bfloat16", 12),
     ({"family": "wgmma", "BT": 256, "STAGES": 2, "GROUP": 8, "ASM_LOOP": 2}, "float16", 2),
     ({"family": "wgmma", "BT": 128, "STAGES": 3, "GROUP": 8, "ASM_LOOP": 4}, "bfloat16", 1),
     ({"family": "wgmma", "BT": 128, "STAGES": 4, "GROUP": 8, "ASM_LOOP": 4}, "float16", 2),
@@ -528,6 +531,39 @@ def test_split_k_launch_writes_padded_partials_then_reduces(monkeypatch):
     [((r_partial, r_bias, r_y, r_act, r_splits), kw)] = reductions
     assert r_partial is partial and r_bias is bias and r_y is y and (r_act, r_splits) == (2, 2)
     assert kw == {"split_stride": 384 * 512}
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_gated_launch_pairs_in_the_kernel_or_in_a_second_pass(monkeypatch, paired):
+    """A gated activation, unsplit: with PAIR_GATED_IN_KERNEL the kernel writes y [M, N / 2] in
+    [BT, 32] boxes (64-byte swizzle) with the gated code and nothing follows; without it the
+    kernel writes the sums with bias into [M, N] of x's dtype (activation 0) and the reduction's
+    gated form pairs them, one split."""
+    import torch
+
+    from sparse24.activations import GATED_CODES
+
+    verified, launches, direct_calls = _fake_launch_path(monkeypatch)
+    reductions = []
+    monkeypatch.setattr(wgmma, "_reduce", lambda: lambda *a, **kw: reductions.append((a, kw)))
+    monkeypatch.setattr(wgmma, "PAIR_GATED_IN_KERNEL", paired)
+    cfg = {"family": "wgmma", "BT": 128, "STAGES": 4, "GROUP": 8}
+    x, values, meta, _ = _launch_operands()
+    y, bias, code = torch.empty(300, 256, dtype=torch.float16), torch.randn(512), GATED_CODES["swiglu"]
+    wgmma.launch(x, values, meta, bias, y, code, cfg)
+    [(grid, args, constexprs)] = launches
+    named = dict(zip(wgmma._constexprs(cfg, "float16", True, 0, (4096, 0, 90000, 90032)), constexprs))
+    assert args[4] is bias and named["HAS_BIAS"] is True
+    if paired:
+        assert args[2].base is y and args[2].block_shape == [128, 32]
+        assert args[2].layout == wgmma._gated_layout() and named["ACTIVATION"] == code
+        assert not reductions
+    else:
+        sums = args[2].base
+        assert sums.shape == (300, 512) and sums.dtype == torch.float16
+        assert args[2].block_shape == [128, 64] and named["ACTIVATION"] == 0
+        [((r_in, r_bias, r_y, r_act, r_splits), kw)] = reductions
+        assert r_in is sums and r_bias is None and r_y is y and (r_act, r_splits) == (code, 1)
 
 
 def test_split_k_candidates_only_for_few_tiles():

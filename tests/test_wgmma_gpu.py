@@ -217,12 +217,14 @@ def test_split_k_with_uneven_splits(k):
 
 @pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("split", [1, 3])
-def test_gated_epilogues(split, dtype):
-    """SwiGLU, GEGLU and ReGLU on the sm90 family: unsplit (the kernel writes the sums with bias
-    and the reduction pairs them) and split (the reduction pairs the partials), at token counts
-    of one tile, several and a ragged last one; against the gate and up projections computed
-    apart in float64, into NaN-poisoned outputs of half the weight's rows."""
+@pytest.mark.parametrize("split, paired", [(1, False), (1, True), (3, False)])
+def test_gated_epilogues(split, paired, dtype, monkeypatch):
+    """SwiGLU, GEGLU and ReGLU on the sm90 family: unsplit, paired in the kernel's epilogue
+    (PAIR_GATED_IN_KERNEL) or by the reduction kernel after the kernel wrote the sums; split (the
+    reduction pairs the partials); at token counts of one tile, several and a ragged last one;
+    against the gate and up projections computed apart in float64, into NaN-poisoned outputs of
+    half the weight's rows."""
+    monkeypatch.setattr(wgmma, "PAIR_GATED_IN_KERNEL", paired)
     gen = torch.Generator(device="cuda").manual_seed(17 + split)
     failures = []
     for (i, k), m, name in itertools.product([(768, 768), (1536, 4096), (136, 704)],

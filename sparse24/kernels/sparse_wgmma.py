@@ -43,7 +43,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
 
-from sparse24.activations import EPILOGUE_CODES
+from sparse24.activations import EPILOGUE_CODES, GATED_FLAG
 from sparse24.kernels.gluon_compat import aggregate, tma_load, tma_store
 
 # The ACTIVATION codes, as sparse24/activations.py defines them (0 is no activation).
@@ -51,6 +51,7 @@ _RELU = gl.constexpr(EPILOGUE_CODES["relu"])
 _GELU = gl.constexpr(EPILOGUE_CODES["gelu"])
 _GELU_TANH = gl.constexpr(EPILOGUE_CODES["gelu_tanh"])
 _SILU = gl.constexpr(EPILOGUE_CODES["silu"])
+_GATED = gl.constexpr(GATED_FLAG)
 
 BLOCK_F = 128  # features per tile: two warpgroups of 64 (the M side of wgmma)
 
@@ -343,12 +344,22 @@ def _math_warpgroup(meta_addr, N, K, ring: Ring, schedule: Schedule, asm: WgmmaA
                     meta_3 = meta_next
                 step += 1
 
+        column = first_feature
         if SPLIT_K == 1:
             features = first_feature + f
             if epilogue.HAS_BIAS:
                 bias = gl.load(epilogue.bias_ptr + features, mask=features < N, other=0.0)
                 acc = acc + bias.to(gl.float32)[:, None]
-            out = _activate(acc, epilogue.ACTIVATION).to(y_desc.dtype)
+            if epilogue.ACTIVATION >= _GATED:
+                # rows 16g + r and 16g + 8 + r (gate, up; sparse24/layout.py) are one thread's
+                # (rows r and r + 8 of each warp's 16): a [32, BT] tile of act(gate) * up
+                pairs = gl.permute(gl.reshape(acc, [4, 2, 8, BT]), [0, 2, 3, 1])
+                gate, up = gl.split(pairs)
+                out = _activate(gl.reshape(gate, [32, BT]), epilogue.ACTIVATION - _GATED)
+                out = (out * gl.reshape(up, [32, BT])).to(y_desc.dtype)
+                column = first_feature // 2
+            else:
+                out = _activate(acc, epilogue.ACTIVATION).to(y_desc.dtype)
             row = pid_t * BT
         else:
             # the split's float32 partial sums; bias and activation come after the reduction.
@@ -359,7 +370,7 @@ def _math_warpgroup(meta_addr, N, K, ring: Ring, schedule: Schedule, asm: WgmmaA
         tma.store_wait(0)  # the previous tile's store has left y_smem
         y_smem.store(gl.permute(out, [1, 0]))
         fence_async_shared()
-        tma_store(y_desc, [row, first_feature], y_smem)
+        tma_store(y_desc, [row, column], y_smem)
     tma.store_wait(0)
 
 
@@ -374,7 +385,7 @@ def _sparse_wgmma_kernel(
     META_AHEAD: gl.constexpr,
 ):
     """a_desc: values [N, K/2] in [128, 64] boxes; x_desc: x [M, K] in [BT, 64] boxes; y_desc: y
-    [M, N] in [BT, 64] boxes; meta_addr: the metadata's device address (int64). Launch with
+    [M, N] in [BT, 64] boxes (a gated ACTIVATION: [M, N / 2] in [BT, 32] boxes); meta_addr: the metadata's device address (int64). Launch with
     num_warps=4 (the first math warpgroup) and a grid of at most one program per SM."""
     M = x_desc.shape[0]
     tiles_f = gl.cdiv(N, 128)
@@ -384,8 +395,9 @@ def _sparse_wgmma_kernel(
     # sparse24/ops/wgmma.py checks them.
     operand_ring_x = gl.allocate_shared_memory(x_desc.dtype, [2 * STAGES, BT, 64], x_desc.layout)
     operand_ring_a = gl.allocate_shared_memory(a_desc.dtype, [STAGES, 128, 64], a_desc.layout)
-    y_smem_0 = gl.allocate_shared_memory(y_desc.dtype, [BT, 64], y_desc.layout)
-    y_smem_1 = gl.allocate_shared_memory(y_desc.dtype, [BT, 64], y_desc.layout)
+    # [BT, 64] tiles, or [BT, 32] where a gated epilogue pairs the rows (the descriptor's box)
+    y_smem_0 = gl.allocate_shared_memory(y_desc.dtype, y_desc.block_type.shape, y_desc.layout)
+    y_smem_1 = gl.allocate_shared_memory(y_desc.dtype, y_desc.block_type.shape, y_desc.layout)
     ring_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     ring_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):

@@ -193,6 +193,14 @@ def _nvmma_layout():
 
 
 @functools.lru_cache(maxsize=None)
+def _gated_layout():
+    # [bt, 32] 16-bit boxes of a gated epilogue's output: 64 bytes a row, a 64-byte swizzle
+    from triton.experimental.gluon import language as gl
+
+    return gl.NVMMASharedLayout(swizzle_byte_width=64, element_bitwidth=16, rank=2)
+
+
+@functools.lru_cache(maxsize=None)
 def _partials_layout():
     # float32 [bt, 64] boxes are 256 bytes a row, more than a 128-byte swizzle spans: unswizzled
     from triton.experimental.gluon import language as gl
@@ -274,17 +282,20 @@ _CAPTURE_BYTES = 144
 _BIAS_CAPTURE_BYTES = 16
 
 
-def guessed_offsets(cfg: dict, has_bias: bool = False) -> tuple[int, int, int, int]:
+def guessed_offsets(cfg: dict, has_bias: bool = False,
+                    gated: bool = False) -> tuple[int, int, int, int]:
     """Where Triton's allocator places the ``ASM_ALLOCATIONS``: the larger ring at 0 (x,
     2 * STAGES * BT * 128 bytes, from 64 tokens a tile; A, STAGES * 16 KB, below), then the
-    other, the two epilogue tiles (BT x 64 elements each, float32 partial sums where split), the
+    other, the two epilogue tiles (BT x 64 elements each, float32 partial sums where split, BT x 32
+    where ``gated`` pairs the rows in the kernel), the
     captured partition arguments, then the mbarriers (8 bytes each). A launch still checks the
     guess on the compiled kernel and compiles again with the real offsets where it was wrong
     (another Triton's allocator): the asm must never address bytes it only guessed."""
     x_ring = 2 * cfg["STAGES"] * wgmma_asm.x_stage_bytes(cfg["BT"])
     a_ring = cfg["STAGES"] * wgmma_asm.A_STAGE_BYTES
     y_bytes = 4 if cfg.get("SPLIT_K", 1) > 1 else 2
-    full = (x_ring + a_ring + 2 * cfg["BT"] * 64 * y_bytes + _CAPTURE_BYTES
+    y_columns = 32 if gated and cfg.get("SPLIT_K", 1) == 1 else 64
+    full = (x_ring + a_ring + 2 * cfg["BT"] * y_columns * y_bytes + _CAPTURE_BYTES
             + (_BIAS_CAPTURE_BYTES if has_bias else 0))
     barriers = -(-8 * cfg["STAGES"] // 16) * 16  # padded to 16 bytes (Triton 3.9, 3 stages: 32)
     a_offset, x_offset = (x_ring, 0) if x_ring >= a_ring else (0, a_ring)
@@ -318,14 +329,14 @@ def launch(x2: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias, y: 
     (the caller copies otherwise: TMA needs it); values [N, K/2] and y [M, N] contiguous.
     SPLIT_K > 1: the kernel writes each split's float32 partial sums, each split's rows padded to
     whole token tiles, and the split-K reduction of the mma and dot families adds them up with
-    the bias and activation. A gated activation (y [M, N / 2]): unsplit, the kernel writes the
-    sums with bias in x's dtype ([M, N], each rounded once as an unfused model's two projections
-    are) and the reduction's gated form pairs them, a second pass the Gluon epilogue does not
-    yet save."""
+    the bias and activation. A gated activation (y [M, N / 2]): unsplit, the kernel pairs the
+    rows in its epilogue where ``PAIR_GATED_IN_KERNEL``; else it writes the sums with bias in x's
+    dtype ([M, N], each rounded once as an unfused model's two projections are) and the
+    reduction's gated form pairs them, a second pass over [M, N]."""
     m, k = x2.shape
     n = values.shape[0]
     if cfg.get("SPLIT_K", 1) == 1:
-        if activation < GATED_FLAG:
+        if activation < GATED_FLAG or PAIR_GATED_IN_KERNEL:
             _launch_kernel(x2, values, meta, bias, y, activation, cfg, 1, y)
         else:
             sums = torch.empty((m, n), dtype=y.dtype, device=y.device)
@@ -337,6 +348,12 @@ def launch(x2: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias, y: 
     partial = torch.empty((splits * rows, n), dtype=torch.float32, device=y.device)
     _launch_kernel(x2, values, meta, None, partial, 0, cfg, splits, y)
     _reduce()(partial, bias, y, activation, splits, split_stride=rows * n)
+
+
+# Whether the kernel's own epilogue pairs a gated activation's rows (a [BT, 32] tile of
+# act(gate) * up per warpgroup) instead of a second pass. Off until the GPU tests have run it
+# (tests/test_wgmma_gpu.py, test_gated_epilogues, runs both) and bench.gated has timed both.
+PAIR_GATED_IN_KERNEL = False
 
 
 def _launch_kernel(x2, values, meta, bias, out, activation: int, cfg: dict, splits: int,
@@ -364,10 +381,12 @@ def _launch_kernel(x2, values, meta, bias, out, activation: int, cfg: dict, spli
                 cfg.get("META_AHEAD", 1),
                 x2.dtype, None if bias is None else bias.dtype, activation)
     layout = _nvmma_layout()
-    out_layout = layout if out is y else _partials_layout()
+    out_layout, out_box = (layout, [bt, 64]) if out is y else (_partials_layout(), [bt, 64])
+    if activation >= GATED_FLAG:  # the kernel pairs the rows: [bt, 32] tiles of y [M, N / 2]
+        out_layout, out_box = _gated_layout(), [bt, 32]
     args = (triton_internals.tensor_descriptor(values, [128, 64], layout),
             triton_internals.tensor_descriptor(x2, [bt, 64], layout),
-            triton_internals.tensor_descriptor(out, [bt, 64], out_layout),
+            triton_internals.tensor_descriptor(out, out_box, out_layout),
             meta_addr, bias_arg, n, k)
     constexprs = _plans.get(plan_key)
     grid = (grid0, 1, 1)
@@ -386,7 +405,7 @@ def _launch_kernel(x2, values, meta, bias, out, activation: int, cfg: dict, spli
 def _verify(args, grid, cfg, dtype, has_bias, activation) -> tuple[int, int, int, int]:
     from sparse24.kernels.sparse_wgmma import _sparse_wgmma_kernel
 
-    guess = guessed_offsets(cfg, has_bias)
+    guess = guessed_offsets(cfg, has_bias, activation >= GATED_FLAG)
     for attempt in range(2):
         compiled = _sparse_wgmma_kernel.warmup(
             *args, grid=grid, **_constexprs(cfg, dtype, has_bias, activation, guess), num_warps=4)
@@ -410,17 +429,19 @@ def compile_sm90(cfg: dict, dtype: str = "float16", has_bias: bool = True, activ
     elem = {"float16": "fp16", "bfloat16": "bf16"}[dtype]
     layout = _nvmma_layout()
 
-    def desc(rows, element=elem, box_layout=layout):
-        return f"tensordesc<{element}[{rows}, 64],{box_layout!r}>"
+    def desc(rows, element=elem, box_layout=layout, columns=64):
+        return f"tensordesc<{element}[{rows}, {columns}],{box_layout!r}>"
 
     y_desc = desc(cfg["BT"])
     if cfg.get("SPLIT_K", 1) > 1:  # as launch runs it: float32 partials, no bias or activation
         y_desc = desc(cfg["BT"], "fp32", _partials_layout())
         has_bias, activation = False, 0
+    elif activation >= GATED_FLAG:  # the kernel pairs the rows (PAIR_GATED_IN_KERNEL)
+        y_desc = desc(cfg["BT"], box_layout=_gated_layout(), columns=32)
     signature = {"a_desc": desc(128), "x_desc": desc(cfg["BT"]), "y_desc": y_desc,
                  "meta_addr": "i64", "bias_ptr": f"*{bias_dtype if has_bias else elem}",
                  "N": "i32", "K": "i32"}
-    guess = guessed_offsets(cfg, has_bias)
+    guess = guessed_offsets(cfg, has_bias, activation >= GATED_FLAG)
     for _ in range(2):
         constexprs = _constexprs(cfg, dtype, has_bias, activation, guess)
         compiled = triton_internals.compile_gluon_for(_sparse_wgmma_kernel, signature, constexprs,
