@@ -10,6 +10,7 @@
 #   bash bench/device_session.sh OUT_DIR llm     # the Llama-8B-shaped decoder (python3 -m bench.llm)
 #   bash bench/device_session.sh OUT_DIR directtests hostab midtokens   # carry .ab/<commit>: the direct launches' GPU tests, host time and BERT eager against an older tree, the sm90 tiles at 17-64 tokens
 #   bash bench/device_session.sh OUT_DIR gated      # the gated (SwiGLU) epilogues: their GPU tests, then bench.gated
+#   bash bench/device_session.sh OUT_DIR metaring   # the sm90 kernel's metadata through the ring (META_RING): GPU tests, then its A/B
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
 #   bash bench/device_session.sh OUT_DIR levers                  # the finished lever A/B runs (bench/investigations)
 #   bash bench/device_session.sh OUT_DIR opcost eagerdiag hostpaths   # host-time diagnostics (bench/diag; eagerdiag: bench/investigations)
@@ -121,6 +122,13 @@ for stage in "$@"; do
              >"$out/pytest_gpu_gated.txt" 2>&1; tail -3 "$out/pytest_gpu_gated.txt"
              limit 200 python3 -m bench.gated --out-dir "$out" 2>&1 | grep -v Warning | tail -16
              limit 200 python3 -m bench.llm --gated-mlp --modes graph --out-dir "$out" 2>&1 | grep -v Warning | tail -12 ;;  # the gated (SwiGLU) epilogues: GPU tests of every family, then against dense and the unfused product
+    metaring) limit 240 python3 -m pytest -m gpu -q -n 6 -p no:cacheprovider tests/test_wgmma_gpu.py -k "R1" \
+             >"$out/pytest_gpu_metaring.txt" 2>&1; tail -3 "$out/pytest_gpu_metaring.txt"
+             limit 300 python3 -m bench.gemm_variants --family wgmma --meta-ring --with-heuristic \
+             --only BT=8/16/32,STAGES=8/10,SPLIT_K=1/2/4 --split-k --split-ks 2,4 --mode graph --top 4 \
+             --out "$out/gemm_variants_metaring.jsonl" \
+             --shapes 1x14336x4096,16x14336x4096,1x4096x4096,16x4096x4096,16x3072x768,64x4096x4096 \
+             2>&1 | grep -v Warning | tail -40 ;;  # issue 25: the sm90 kernel with the metadata through the ring, against its own loads and the mma heuristic
     profiledecode) for a_tile in 1 2; do limit 100 ncu --clock-control none -k regex:_sparse_mma_kernel \
              --launch-skip 1 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
              --section Occupancy --section WarpStateStats \

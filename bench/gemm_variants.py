@@ -8,7 +8,8 @@ python -m bench.make_defaults.
 
     python -m bench.gemm_variants [--shapes 24576x3072x768,...] [--family mma|dot|wgmma]
                                   [--top 5] [--mode eager|graph] [--min-tile-tokens 128]
-                                  [--asm-loop] [--split-k] [--split-ks 2,4,8] [--with-heuristic]
+                                  [--asm-loop] [--split-k] [--split-ks 2,4,8] [--meta-ring]
+                                  [--with-heuristic]
                                   [--only BLOCK_F=128,SPLIT_K=2/4]
 
 --asm-loop adds, beside each sm90 config, its forms with the whole k-loop in one asm statement
@@ -17,7 +18,9 @@ sparse24/ops/wgmma_asm.py), and the summary gives the best of each form: ASM_LOO
 Gluon loop is the asm loop's own cost or gain, 2 and 4 against 1 the groups in flight. Every form
 is checked before it is timed. --split-k adds the sm90 configs that split K (SPLIT_K 2, 4, 8, or
 --split-ks, where the tiles are fewer than four waves): the A/B of split-K for few-tile shapes.
---family wgmma offers the sm90 family below its token rule too (the few-token tiles, BT 8-32), and
+--meta-ring adds, beside each sm90 Gluon-loop config, its META_RING form (the k-block's metadata
+copied into the ring with the operands instead of loaded by each thread in the k-loop); the
+summary's last column is its best. --family wgmma offers the sm90 family below its token rule too (the few-token tiles, BT 8-32), and
 --with-heuristic adds the config linear runs untuned, past every filter: the baseline of an A/B.
 
 eager: do_bench, L2 flushed before each call; the time includes any host gap between the two
@@ -47,7 +50,7 @@ DEFAULT_SHAPES = "24576x3072x768,24576x768x3072,6144x768x768,1536x3072x768,16x40
 
 # what a config without the field runs as (the launchers' defaults)
 FIELD_DEFAULTS = {"A_TILE": 1, "SPLIT_K": 1, "FUSED_REDUCE": 0, "ASM_LOOP": 0, "MAXNREG": 0,
-                  "META_AHEAD": 1}
+                  "META_AHEAD": 1, "META_RING": 0}
 
 
 def parse_only(text: str) -> dict[str, set[int]]:
@@ -76,6 +79,8 @@ def main() -> int:
                         help="also time the sm90 configs that split K (SPLIT_K 2, 4, 8)")
     parser.add_argument("--split-ks", type=lambda t: tuple(int(v) for v in t.split(",")),
                         default=wgmma.SPLIT_KS, help="the splits --split-k offers (default 2,4,8)")
+    parser.add_argument("--meta-ring", action="store_true",
+                        help="also time the sm90 configs' META_RING forms (metadata through the ring)")
     parser.add_argument("--with-heuristic", action="store_true",
                         help="also time the config linear runs untuned (the A/B's baseline)")
     parser.add_argument("--only", type=parse_only, default={},
@@ -122,9 +127,10 @@ def main() -> int:
                                                return_mode="median")
         flops = 2.0 * m * n * k
         side = gemm.uses_wgmma(m, device)
-        if (side or args.family == "wgmma") and (args.asm_loop or args.split_k):
+        if (side or args.family == "wgmma") and (args.asm_loop or args.split_k or args.meta_ring):
             pool = wgmma.candidates(m, n, k, asm_loops=(0, *wgmma.ASM_LOOPS) if args.asm_loop else (0,),
-                                    split_ks=(1, *args.split_ks) if args.split_k else (1,))
+                                    split_ks=(1, *args.split_ks) if args.split_k else (1,),
+                                    meta_ring=args.meta_ring)
         elif args.family == "wgmma":  # the sm90 family below its token rule too (few-token tiles)
             pool = wgmma.candidates(m, n, k)
         else:
@@ -170,21 +176,23 @@ def main() -> int:
             print("   FAILED", r["cfg"], r["error"], flush=True)
         for r in ok[: args.top]:
             print(f"   {dense_ms / r['ms']:.2f}x  {r['ms'] * 1e3:8.1f} us  {flops / r['ms'] / 1e9:6.0f} TFLOP/s  {r['cfg']}", flush=True)
-        def best(family, asm_loop=None, split=False):
+        def best(family, asm_loop=None, split=False, meta_ring=0):
             return next((r for r in ok if r["cfg"]["family"] == family and (
                 asm_loop is None or r["cfg"].get("ASM_LOOP", 0) == asm_loop)
-                and (split is None or (r["cfg"].get("SPLIT_K", 1) > 1) == split)), None)
+                and (split is None or (r["cfg"].get("SPLIT_K", 1) > 1) == split)
+                and (family != "wgmma" or r["cfg"].get("META_RING", 0) == meta_ring)), None)
 
         summary.append((shape, dense_ms, best("mma", split=None), best("dot", split=None),
                         best("wgmma", 0), *(best("wgmma", d) for d in wgmma.ASM_LOOPS),
-                        best("wgmma", split=True)))
+                        best("wgmma", split=True), best("wgmma", 0, split=None, meta_ring=1)))
 
     def cell(r, dense_ms):
         return "-" if r is None else f"{dense_ms / r['ms']:.2f}x ({r['ms'] * 1e3:.1f} us)"
 
     print("\n" + common.markdown_table(
         ["M x N x K", "cuBLAS us", "best mma.sp", "best dot", "best wgmma.sp",
-         *(f"best wgmma.sp ASM_LOOP {d}" for d in wgmma.ASM_LOOPS), "best wgmma.sp split-K"],
+         *(f"best wgmma.sp ASM_LOOP {d}" for d in wgmma.ASM_LOOPS), "best wgmma.sp split-K",
+         "best wgmma.sp META_RING"],
         [[shape, f"{dense_ms * 1e3:.1f}", *(cell(r, dense_ms) for r in bests)]
          for shape, dense_ms, *bests in summary]))
     print(f"appended to {args.out} (run {run_id})")

@@ -125,7 +125,7 @@ def test_linear_bias_strided_or_expanded_is_refused(layout, device):
 @pytest.mark.parametrize("layout", ["storage_offset", "misaligned"])
 def test_linear_packed_with_offset_is_handled_off_gpu(layout, device, seed):
     """Off the GPU (interpreter or reference) any start address works; on a GPU a misaligned
-    `values` is refused (next test), a 16-byte-aligned offset is fine everywhere."""
+    `values` or `meta` is refused (next test), a 16-byte-aligned offset is fine everywhere."""
     x, values, meta = _packed(device)
     move = with_offset if layout == "storage_offset" else misaligned
     if device == "cuda" and layout == "misaligned":
@@ -136,10 +136,14 @@ def test_linear_packed_with_offset_is_handled_off_gpu(layout, device, seed):
 
 @pytest.mark.gpu
 def test_linear_misaligned_values_refused_gpu():
+    """Values (TMA) and metadata (the sm90 family's META_RING form copies it in 16-byte pieces)
+    must start 16-byte aligned on a GPU; their clones do."""
     x, values, meta = _packed("cuda")
-    with pytest.raises(ValueError, match="not 16-byte aligned.*values.clone"):
+    with pytest.raises(ValueError, match="packed values start .* not 16-byte aligned.*values.clone"):
         ops.linear(x, misaligned(values), meta)
-    ops.linear(x, misaligned(values).clone(), misaligned(meta))  # meta needs only 4 bytes
+    with pytest.raises(ValueError, match="packed metadata start .* not 16-byte aligned.*meta.clone"):
+        ops.linear(x, values, misaligned(meta))
+    ops.linear(x, misaligned(values).clone(), misaligned(meta).clone())
 
 
 @pytest.mark.parametrize("which", ["values", "meta"])

@@ -205,6 +205,11 @@ def compile_in_child(cfg, dtype, activation) -> dict:
     ({"family": "wgmma", "BT": 256, "STAGES": 2, "GROUP": 8}, "float16", 2),
     ({"family": "wgmma", "BT": 64, "STAGES": 6, "GROUP": 8}, "float16", 3),
     ({"family": "wgmma", "BT": 128, "STAGES": 4, "GROUP": 8}, "bfloat16", 4),  # silu
+    # the metadata through the ring (META_RING): streaming tiles, a large one, a split
+    ({"family": "wgmma", "BT": 16, "STAGES": 10, "GROUP": 8, "META_RING": 1}, "float16", 2),
+    ({"family": "wgmma", "BT": 8, "STAGES": 10, "GROUP": 8, "META_RING": 1}, "bfloat16", 0),
+    ({"family": "wgmma", "BT": 128, "STAGES": 3, "GROUP": 8, "META_RING": 1}, "float16", 2),
+    ({"family": "wgmma", "BT": 32, "STAGES": 8, "GROUP": 8, "SPLIT_K": 2, "META_RING": 1}, "float16", 0),
     # swiglu paired in the kernel's epilogue ([BT, 32] output tiles; PAIR_GATED_IN_KERNEL)
     ({"family": "wgmma", "BT": 128, "STAGES": 4, "GROUP": 8}, "float16", 12),
     ({"family": "wgmma", "BT": 16, "STAGES": 10, "GROUP": 8, "META_AHEAD": 2}, "bfloat16", 12),
@@ -224,14 +229,14 @@ def compile_in_child(cfg, dtype, activation) -> dict:
 ])
 def test_kernel_compiles_for_sm90a_with_verified_offsets(cfg, dtype, activation):
     facts = compile_in_child(cfg, dtype, activation)
-    ptx, (a_off, x_off, full_off, empty_off) = facts["ptx"], facts["offsets"]
+    ptx, (a_off, x_off, full_off, empty_off, *meta_off) = facts["ptx"], facts["offsets"]
     ptx_type = wgmma_asm.DTYPES[dtype]
     # four k32 steps per k-block in each of the two math warpgroups (the asm k-loop: D k-blocks
     # in its body)
     drain = cfg.get("ASM_LOOP", 0)
     assert ptx.count(f"wgmma.mma_async.sp.sync.aligned.m64n{cfg['BT']}k32.f32.{ptx_type}.{ptx_type}") == 8 * max(1, drain)
     # the offsets baked into the asm are the ones the allocator gave the rings and mbarriers
-    assert facts["found"] == [a_off, x_off, full_off, empty_off]
+    assert facts["found"] == [a_off, x_off, full_off, empty_off, *meta_off]
     # and the first guess was right: a plan's first launch compiles once, not twice
     assert facts["guess"] == facts["found"]
     assert abs(empty_off - full_off) >= 8 * cfg["STAGES"]  # 8 bytes an mbarrier, padded
@@ -250,7 +255,18 @@ def test_kernel_compiles_for_sm90a_with_verified_offsets(cfg, dtype, activation)
     assert f"add.u32 sb0, sb0, {x_off};" in ptx
     assert f"add.u32 sa, sa, {a_off};" in ptx and f"add.u32 sa, sa, {a_off + 8192};" in ptx
     assert facts["shared"] <= wgmma.MAX_SHARED_BYTES
-    assert facts["shared"] <= wgmma.shared_bytes(cfg["BT"], cfg["STAGES"], cfg.get("SPLIT_K", 1) > 1)
+    assert facts["shared"] <= wgmma.shared_bytes(cfg["BT"], cfg["STAGES"], cfg.get("SPLIT_K", 1) > 1,
+                                                 cfg.get("META_RING", 0) == 1)
+    if cfg.get("META_RING", 0):
+        # the metadata through the ring: the loader's 16-byte cp.async copies into the ring at
+        # the offset the asm reads (two words a thread, a stage of 2 KB), no global metadata load
+        # in the k-loop; the copies counted on the stage's full barrier (not .noinc)
+        assert len(re.findall(r"cp\.async\.c[ag]\.shared\.global [^;]*0x10, 0x10;", ptx)) == 4
+        assert "cp.async.mbarrier.arrive.shared.b64" in ptx and ".noinc" not in ptx
+        assert f"add.u32 sm, sm, {meta_off[0]};" in ptx and "ld.shared.b32 mw1, [mw1];" in ptx
+        assert "ld.global.nc.u32" not in ptx
+    else:
+        assert len(meta_off) == 0 and "cp.async.c" not in ptx
     if cfg.get("SPLIT_K", 1) > 1:  # float32 partial sums, stored unswizzled; no epilogue math
         assert "cvt.rn.f16.f32" not in ptx and "cvt.rn.bf16.f32" not in ptx
         assert "ex2.approx" not in ptx
@@ -451,7 +467,8 @@ def test_launch_verifies_once_per_plan_then_reuses_it(monkeypatch):
     assert len(verified) == 2 and len(launches) == 3 and not direct_calls
     # the metadata queue's depth is part of the plan: its own constexprs, verified on its own
     wgmma.launch(x, values, meta, None, y, 2, cfg | {"META_AHEAD": 2})
-    assert len(verified) == 3 and launches[3][2][-1] == 2 and launches[0][2][-1] == 1
+    ahead = list(wgmma._constexprs(cfg, "float16", False, 2, (0, 0, 0, 0))).index("META_AHEAD")
+    assert len(verified) == 3 and launches[3][2][ahead] == 2 and launches[0][2][ahead] == 1
     grid, args, constexprs = launches[1]
     assert grid == (4 * 3, 1, 1)  # 4 feature tiles x 3 token tiles of 128, fewer than 132 SMs
     assert constexprs == tuple(wgmma._constexprs(cfg, "float16", False, 2,
@@ -564,6 +581,27 @@ def test_gated_launch_pairs_in_the_kernel_or_in_a_second_pass(monkeypatch, paire
         assert args[2].block_shape == [128, 64] and named["ACTIVATION"] == 0
         [((r_in, r_bias, r_y, r_act, r_splits), kw)] = reductions
         assert r_in is sums and r_bias is None and r_y is y and (r_act, r_splits) == (code, 1)
+
+
+def test_meta_ring_configs_fit_and_are_opt_in():
+    """META_RING forms (the metadata through the ring, 2 KB more a stage) come only on request,
+    beside Gluon-loop configs, and only where the bigger stages fit in shared memory; a config
+    file cannot ask for one with the asm k-loop or metadata loads ahead."""
+    from sparse24.ops import configs
+
+    assert not any("META_RING" in c for c in wgmma.candidates(16, 4096, 4096))
+    ring = [c for c in wgmma.candidates(16, 4096, 4096, meta_ring=True) if c.get("META_RING")]
+    assert ring and all(wgmma.runnable(c) and configs.well_formed(c) for c in ring)
+    assert {c["STAGES"] for c in ring if c["BT"] == 8} == {4, 6, 8, 10}  # 12 stages do not fit
+    assert all(wgmma.shared_bytes(c["BT"], c["STAGES"], False, True) <= wgmma.MAX_SHARED_BYTES
+               for c in ring)
+    base = {"family": "wgmma", "BT": 16, "STAGES": 8, "GROUP": 8, "META_RING": 1}
+    assert wgmma.runnable(base)
+    assert not wgmma.runnable(base | {"META_AHEAD": 2})
+    assert not wgmma.runnable({"family": "wgmma", "BT": 128, "STAGES": 4, "GROUP": 8,
+                               "META_RING": 1, "ASM_LOOP": 2})
+    assert wgmma.runnable(base | {"BT": 8, "STAGES": 12, "META_RING": 0})
+    assert not wgmma.runnable(base | {"BT": 8, "STAGES": 12})  # 12 x 18 KB fit, 12 x 20 KB not
 
 
 def test_split_k_candidates_only_for_few_tiles():

@@ -60,12 +60,13 @@ def failed_cases(cfg, dtype, cases, gen) -> list[tuple]:
 
 
 def deepest_of_each_form(configs: list[dict]) -> list[dict]:
-    """Per (BT, ASM_LOOP, SPLIT_K, META_AHEAD), the config with the most stages: the opt-in forms are checked
+    """Per (BT, ASM_LOOP, SPLIT_K, META_AHEAD, META_RING), the config with the most stages: the opt-in forms are checked
     at one ring depth each (every depth of each would be 92 configs a dtype, too many compiles
     for one device call); the default form keeps every depth."""
     deepest = {}
     for cfg in configs:
-        form = (cfg["BT"], cfg.get("ASM_LOOP", 0), cfg.get("SPLIT_K", 1), cfg.get("META_AHEAD", 1))
+        form = (cfg["BT"], cfg.get("ASM_LOOP", 0), cfg.get("SPLIT_K", 1), cfg.get("META_AHEAD", 1),
+                cfg.get("META_RING", 0))
         if form not in deepest or cfg["STAGES"] > deepest[form]["STAGES"]:
             deepest[form] = cfg
     return list(deepest.values())
@@ -73,15 +74,16 @@ def deepest_of_each_form(configs: list[dict]) -> list[dict]:
 
 GPU_CONFIGS = wgmma.candidates(4096, 768, 768) + [
     cfg for cfg in deepest_of_each_form(wgmma.candidates(
-        4096, 768, 768, asm_loops=(0, *wgmma.ASM_LOOPS), split_ks=(1, *wgmma.SPLIT_KS)))
-    if cfg.get("ASM_LOOP", 0) or cfg.get("SPLIT_K", 1) > 1]
+        4096, 768, 768, asm_loops=(0, *wgmma.ASM_LOOPS), split_ks=(1, *wgmma.SPLIT_KS),
+        meta_ring=True))
+    if cfg.get("ASM_LOOP", 0) or cfg.get("SPLIT_K", 1) > 1 or cfg.get("META_RING", 0)]
 
 
 @pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("cfg", GPU_CONFIGS,
                          ids=lambda c: f"BT{c['BT']}-S{c['STAGES']}-L{c.get('ASM_LOOP', 0)}"
-                                       f"-K{c.get('SPLIT_K', 1)}")
+                                       f"-K{c.get('SPLIT_K', 1)}-R{c.get('META_RING', 0)}")
 def test_every_config_every_epilogue(cfg, dtype):
     gen = torch.Generator(device="cuda").manual_seed(cfg["BT"] * 10 + cfg["STAGES"])
     failures = failed_cases(cfg, dtype, itertools.product(M_VALUES, WEIGHT_SHAPES), gen)
@@ -93,15 +95,17 @@ def test_every_config_every_epilogue(cfg, dtype):
 # (META_AHEAD), split or not, at each tile's deepest ring.
 FEW_TOKEN_CONFIGS = [cfg for cfg in wgmma.candidates(16, 4096, 4096)
                      if cfg["BT"] < 64 and "META_AHEAD" not in cfg] + [
-    cfg for cfg in deepest_of_each_form(wgmma.candidates(16, 4096, 4096, split_ks=(1, 2, 3, 16)))
-    if cfg["BT"] < 64 and (cfg.get("SPLIT_K", 1) > 1 or cfg.get("META_AHEAD", 1) > 1)]
+    cfg for cfg in deepest_of_each_form(wgmma.candidates(16, 4096, 4096, split_ks=(1, 2, 3, 16),
+                                                         meta_ring=True))
+    if cfg["BT"] < 64 and (cfg.get("SPLIT_K", 1) > 1 or cfg.get("META_AHEAD", 1) > 1
+                           or cfg.get("META_RING", 0))]
 
 
 @pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("cfg", FEW_TOKEN_CONFIGS,
                          ids=lambda c: f"BT{c['BT']}-S{c['STAGES']}-K{c.get('SPLIT_K', 1)}"
-                                       f"-A{c.get('META_AHEAD', 1)}")
+                                       f"-A{c.get('META_AHEAD', 1)}-R{c.get('META_RING', 0)}")
 def test_few_token_tiles(cfg, dtype):
     """Token counts below, at and past the tile (several token tiles), weights of 6-32 k-blocks
     and one whose last k-block is half empty (K = 704), every epilogue."""

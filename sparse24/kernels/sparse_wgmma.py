@@ -24,13 +24,18 @@ The partitions share their state as aggregates (as in Gluon's tutorials): the ``
 and mbarriers), the ``Schedule`` (which tiles and k-blocks a program works on), a warpgroup's
 ``WgmmaAsm`` and the ``Epilogue``.
 
-Two opt-in forms (constexprs; sparse24/ops/wgmma.py says which configs use them):
+Three opt-in forms (constexprs; sparse24/ops/wgmma.py says which configs use them):
   - ASM_LOOP: each math warpgroup runs a tile's whole k-loop in one asm statement (waits on
     ``full``, wgmmas, releases of ``empty``, metadata loads), keeping a wgmma group in flight
     between drains (wgmma_asm.loop_asm); the Gluon k-loop below is the other form.
   - SPLIT_K > 1: work units are (split, tile), each covering its split's k-blocks; the epilogue
     stores float32 partial sums (no bias or activation) at row (split * tiles_t + token tile) * BT
     of a workspace that a reduction kernel adds up.
+  - META_RING: the loader also copies each k-block's metadata (2 KB for the tile) into a third
+    ring with cp.async, counted on the stage's ``full`` mbarrier, and the MMA asm reads each
+    thread's two words from shared memory: the k-loop waits on no global load (the Gluon loop
+    loads them from global memory META_AHEAD k-blocks ahead, and at few tokens their latency
+    showed: bench/NOTES.md 2026-12-05).
 
 Tails: TMA fills out-of-bounds rows and columns of a box with zeros and clips out-of-bounds rows
 of a store, so M, N (a multiple of 16) and K (a multiple of 64) need no masks; metadata reads of
@@ -44,7 +49,8 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
 
 from sparse24.activations import EPILOGUE_CODES, GATED_FLAG
-from sparse24.kernels.gluon_compat import aggregate, tma_load, tma_store
+from sparse24.kernels.gluon_compat import (aggregate, cp_async_arrive, cp_async_load, tma_load,
+                                           tma_store)
 
 # The ACTIVATION codes, as sparse24/activations.py defines them (0 is no activation).
 _RELU = gl.constexpr(EPILOGUE_CODES["relu"])
@@ -164,6 +170,46 @@ def _loader(a_desc, x_desc, ring: Ring, schedule: Schedule):
 
 
 @gluon.jit
+def _loader_with_metadata(a_desc, x_desc, ring: Ring, schedule: Schedule, meta_ring, meta_addr,
+                          N, K):
+    """The loader of META_RING: each k-block's metadata goes into the ring too. The [8 bands,
+    2 chunks, 32 words] box of the tile's 128 features (2 KB) is copied with cp.async into
+    ``meta_ring`` stage s, as rows 2 * band + chunk, before the TMA copies; the stage's ``full``
+    mbarrier then also waits for those copies (cp.async.mbarrier.arrive, counted), so the math
+    warpgroups read their words from shared memory with no global-memory latency in the k-loop.
+    Bands and chunks past the weight read its last one (valid nibbles over zero values)."""
+    units, per_split = schedule.units()
+    STAGES: gl.constexpr = ring.STAGES
+    # one warp: 16 rows x 32 words, 4 words (16 bytes, one cp.async) a thread, 4 rows a pass
+    box: gl.constexpr = gl.BlockedLayout([1, 4], [4, 8], [1, 1], [1, 0])
+    row = gl.arange(0, 16, layout=gl.SliceLayout(1, box))
+    word = gl.arange(0, 32, layout=gl.SliceLayout(0, box))
+    meta_ptr = meta_addr.to(gl.pointer_type(gl.int32))
+    bands = N // 16
+    chunks = K // 64
+    step = 0
+    for unit in range(gl.program_id(0), units, gl.num_programs(0)):
+        pid_f, pid_t, kb_first, kb_end, split = schedule.unit(unit, per_split)
+        band = gl.minimum(pid_f * 8 + row // 2, bands - 1).to(gl.int64)
+        for kb in range(kb_first, kb_end):
+            s = step % STAGES
+            mbarrier.wait(ring.empty.index(s), ((step // STAGES) & 1) ^ 1)
+            bar = ring.full.index(s)
+            chunk = gl.minimum(2 * kb + row % 2, chunks - 1)
+            words = meta_ptr + ((band * chunks + chunk) * 32)[:, None] + word[None, :]
+            # 16-byte copies: each row is 128 contiguous bytes, 16-byte aligned (the launch
+            # passes only aligned metadata); an address made from an int carries no such fact
+            words = gl.max_contiguous(gl.multiple_of(words, [16, 16]), [1, 32])
+            cp_async_load(meta_ring.index(s), words)
+            cp_async_arrive(bar)  # counted: the phase completes only once the copies have landed
+            mbarrier.expect(bar, a_desc.block_type.nbytes + 2 * x_desc.block_type.nbytes)
+            tma_load(a_desc, [pid_f * 128, kb * 64], bar, ring.a.index(s))
+            tma_load(x_desc, [pid_t * schedule.BT, kb * 128], bar, ring.x.index(2 * s))
+            tma_load(x_desc, [pid_t * schedule.BT, kb * 128 + 64], bar, ring.x.index(2 * s + 1))
+            step += 1
+
+
+@gluon.jit
 def _fast_unary(asm: gl.constexpr, x):
     """One MUFU instruction: gl.exp2 and gl.fdiv add range checks for subnormals (3 FSETP and 10
     FMUL an element in the GELU epilogue, SASS sm_90a); these arguments are normal or flush to 0."""
@@ -207,7 +253,8 @@ class WgmmaAsm:
     """The inline asm a math warpgroup issues (sparse24/ops/wgmma_asm.py generates the text for
     its offsets and shape): MMA one k-block (ASM_LOOP off) or a tile's whole k-loop (on), META
     the metadata loads of the Gluon k-loop, META_AHEAD (1-4) how many k-blocks ahead they
-    run; CON their constraint strings."""
+    run; CON their constraint strings. META_RING: the metadata comes through the ring (the
+    MMA asm reads its words from the stage; META is unused)."""
 
     MMA: gl.constexpr
     MMA_CON: gl.constexpr
@@ -215,15 +262,17 @@ class WgmmaAsm:
     META_CON: gl.constexpr
     ASM_LOOP: gl.constexpr
     META_AHEAD: gl.constexpr
+    META_RING: gl.constexpr
 
     @gluon.constexpr_function
-    def __init__(self, MMA, MMA_CON, META, META_CON, ASM_LOOP, META_AHEAD):
+    def __init__(self, MMA, MMA_CON, META, META_CON, ASM_LOOP, META_AHEAD, META_RING):
         self.MMA = gl.constexpr(MMA)
         self.MMA_CON = gl.constexpr(MMA_CON)
         self.META = gl.constexpr(META)
         self.META_CON = gl.constexpr(META_CON)
         self.ASM_LOOP = gl.constexpr(ASM_LOOP)
         self.META_AHEAD = gl.constexpr(META_AHEAD)
+        self.META_RING = gl.constexpr(META_RING)
 
 
 @aggregate
@@ -302,6 +351,17 @@ def _math_warpgroup(meta_addr, N, K, ring: Ring, schedule: Schedule, asm: WgmmaA
                                        stage_zero + step, stage_zero + split_chunks],
                     dtype=gl.float32, is_pure=False, pack=P)
             step += kb_end - kb_first
+        elif asm.META_RING:
+            # the metadata is in the stage (_loader_with_metadata): the asm reads this thread's
+            # two words at these byte offsets of the stage's [16, 32] box (row 2 * band + chunk)
+            meta_bytes = ((((4 * WARPGROUP + f // 16) * 2)[:, None] + odd_chunk) * 32 + lane) * 4
+            for kb in range(kb_first, kb_end):
+                s = step % STAGES
+                mbarrier.wait(ring.full.index(s), (step // STAGES) & 1)
+                acc = gl.inline_asm_elementwise(MMA_ASM, MMA_CON, [acc, meta_bytes, stage_zero + s],
+                                                dtype=gl.float32, is_pure=False, pack=P)
+                mbarrier.arrive(ring.empty.index(s))
+                step += 1
         else:
             # The metadata of the next META_AHEAD k-blocks is in flight during this one's wgmmas
             # (reads past the split stay inside the weight: clamped to its last chunk). Few
@@ -382,7 +442,7 @@ def _sparse_wgmma_kernel(
     BT: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr,
     HAS_BIAS: gl.constexpr, ACTIVATION: gl.constexpr, ASM_LOOP: gl.constexpr,
     SPLIT_K: gl.constexpr, LOADER_REGS: gl.constexpr, MATH_REGS: gl.constexpr,
-    META_AHEAD: gl.constexpr,
+    META_AHEAD: gl.constexpr, META_RING: gl.constexpr,
 ):
     """a_desc: values [N, K/2] in [128, 64] boxes; x_desc: x [M, K] in [BT, 64] boxes; y_desc: y
     [M, N] in [BT, 64] boxes (a gated ACTIVATION: [M, N / 2] in [BT, 32] boxes); meta_addr: the metadata's device address (int64). Launch with
@@ -408,10 +468,22 @@ def _sparse_wgmma_kernel(
     ring = Ring(operand_ring_a, operand_ring_x, ring_full, ring_empty, STAGES)
     schedule = Schedule(tiles_f, tiles_t, k_blocks, BT, GROUP, SPLIT_K)
     epilogue = Epilogue(bias_ptr, y_desc, HAS_BIAS, ACTIVATION)
-    asm_0 = WgmmaAsm(MMA_ASM_0, MMA_CON, META_ASM, META_CON, ASM_LOOP, META_AHEAD)
-    asm_1 = WgmmaAsm(MMA_ASM_1, MMA_CON, META_ASM, META_CON, ASM_LOOP, META_AHEAD)
-    gl.warp_specialize([
-        (_math_warpgroup, (meta_addr, N, K, ring, schedule, asm_0, epilogue, y_smem_0, 0)),
-        (_math_warpgroup, (meta_addr, N, K, ring, schedule, asm_1, epilogue, y_smem_1, 1)),
-        (_loader, (a_desc, x_desc, ring, schedule)),
-    ], [4, 1], [MATH_REGS, LOADER_REGS])
+    asm_0 = WgmmaAsm(MMA_ASM_0, MMA_CON, META_ASM, META_CON, ASM_LOOP, META_AHEAD, META_RING)
+    asm_1 = WgmmaAsm(MMA_ASM_1, MMA_CON, META_ASM, META_CON, ASM_LOOP, META_AHEAD, META_RING)
+    if META_RING:
+        # [STAGES, 16, 32] int32: each stage's metadata box (_loader_with_metadata); the asm
+        # reads it at the offset sparse24/ops/wgmma.py checks
+        operand_ring_meta = gl.allocate_shared_memory(
+            gl.int32, [STAGES, 16, 32], gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0]))
+        gl.warp_specialize([
+            (_math_warpgroup, (meta_addr, N, K, ring, schedule, asm_0, epilogue, y_smem_0, 0)),
+            (_math_warpgroup, (meta_addr, N, K, ring, schedule, asm_1, epilogue, y_smem_1, 1)),
+            (_loader_with_metadata, (a_desc, x_desc, ring, schedule, operand_ring_meta,
+                                     meta_addr, N, K)),
+        ], [4, 1], [MATH_REGS, LOADER_REGS])
+    else:
+        gl.warp_specialize([
+            (_math_warpgroup, (meta_addr, N, K, ring, schedule, asm_0, epilogue, y_smem_0, 0)),
+            (_math_warpgroup, (meta_addr, N, K, ring, schedule, asm_1, epilogue, y_smem_1, 1)),
+            (_loader, (a_desc, x_desc, ring, schedule)),
+        ], [4, 1], [MATH_REGS, LOADER_REGS])

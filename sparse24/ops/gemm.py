@@ -308,13 +308,16 @@ def check_linear_inputs(x, values, meta, bias, activation) -> None:
                 f"{bias.stride(0)} (a slice such as b[::2], or an expand()); pass bias.contiguous()"
             )
     # data_ptr() does not exist on the fake tensors of torch.compile tracing; eager calls check it
-    if values.is_cuda and not torch.compiler.is_compiling() and values.data_ptr() % 16:
-        # TMA (the wgmma family) needs 16-byte aligned tensors.
-        raise ValueError(
-            f"sparse24.linear: the packed values start at an address that is not 16-byte aligned "
-            f"(storage offset {values.storage_offset()} elements); every tensor torch allocates "
-            "is aligned: pass values.clone()"
-        )
+    if values.is_cuda and not torch.compiler.is_compiling():
+        # TMA (the wgmma family) needs 16-byte aligned values; its META_RING form copies the
+        # metadata in 16-byte pieces (cp.async)
+        for name, t in (("values", values), ("metadata", meta)):
+            if t.data_ptr() % 16:
+                raise ValueError(
+                    f"sparse24.linear: the packed {name} start at an address that is not 16-byte "
+                    f"aligned (storage offset {t.storage_offset()} elements); every tensor torch "
+                    f"allocates is aligned: pass {'values' if name == 'values' else 'meta'}.clone()"
+                )
 
 
 def linear(

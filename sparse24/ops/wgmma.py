@@ -42,13 +42,16 @@ LOADER_REGS = 40
 MAX_SHARED_BYTES = 232448
 
 
-def shared_bytes(bt: int, stages: int, split: bool = False) -> int:
-    """Shared memory of one program: the A and x rings, two [bt, 64] epilogue tiles (float32 for
-    split-K partial sums), barriers."""
+def shared_bytes(bt: int, stages: int, split: bool = False, meta_ring: bool = False) -> int:
+    """Shared memory of one program: the A and x rings (and the metadata ring of META_RING), two
+    [bt, 64] epilogue tiles (float32 for split-K partial sums), barriers."""
     epilogue = 2 * bt * 64 * (4 if split else 2)
+    stage = wgmma_asm.A_STAGE_BYTES + 2 * wgmma_asm.x_stage_bytes(bt)
+    if meta_ring:
+        stage += wgmma_asm.META_STAGE_BYTES
     # barriers and the allocator's padding: 200-232 bytes in the kernels compiled by
     # tests/test_wgmma_compile.py (Triton 3.6 and 3.9)
-    return stages * (wgmma_asm.A_STAGE_BYTES + 2 * wgmma_asm.x_stage_bytes(bt)) + epilogue + 512
+    return stages * stage + epilogue + 512
 
 
 # ASM_LOOP values the asm k-loop takes (k-blocks between drains), and those worth timing: drained
@@ -67,7 +70,11 @@ def runnable(cfg: dict) -> bool:
                                        and cfg["BT"] in wgmma_asm.LOOP_TOKEN_TILES
                                        and cfg.get("META_AHEAD", 1) == 1):  # its own metadata loads
         return False
-    return shared_bytes(cfg["BT"], cfg["STAGES"], cfg.get("SPLIT_K", 1) > 1) <= MAX_SHARED_BYTES
+    meta_ring = cfg.get("META_RING", 0) == 1
+    if meta_ring and (cfg.get("ASM_LOOP", 0) or cfg.get("META_AHEAD", 1) != 1):
+        return False  # the metadata comes through the ring: no asm k-loop, no loads ahead
+    return shared_bytes(cfg["BT"], cfg["STAGES"], cfg.get("SPLIT_K", 1) > 1,
+                        meta_ring) <= MAX_SHARED_BYTES
 
 
 # Split-K counts worth timing where tiles are few (SPLIT_K > 1 is not yet checked on a GPU), and
@@ -92,7 +99,7 @@ def worth_timing(bt: int, m: int) -> bool:
 
 
 def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
-               split_ks: tuple[int, ...] = (1,)) -> list[dict]:
+               split_ks: tuple[int, ...] = (1,), meta_ring: bool = False) -> list[dict]:
     """Every sm90 config worth timing for [m, k] x [n, k]^T, in each mainloop form of
     ``asm_loops`` (0: the Gluon k-loop; D: the asm k-loop draining every D k-blocks) and each
     split of K in ``split_ks`` (1: none; S: S splits of the k-blocks, float32 partial sums and a
@@ -103,7 +110,9 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
     at 384 x 768 x 3072; bench/NOTES.md 2026-12-05): they are offered only on request.
     Token tiles: those ``worth_timing`` for m (8-32 only for few tokens), with rings of 2-6
     stages, or 4-12 for the small tiles, which also come with their metadata 2 and 4 k-blocks
-    ahead (META_AHEAD); the asm k-loop only for tiles of 64 tokens and more."""
+    ahead (META_AHEAD); the asm k-loop only for tiles of 64 tokens and more. ``meta_ring`` adds,
+    beside each Gluon-loop config, its META_RING form (the metadata through the ring; not yet
+    run on a GPU) where it fits in shared memory."""
     configs = []
     k_blocks = -(-k // 128)
     for bt in wgmma_asm.TOKEN_TILES:
@@ -127,6 +136,9 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
                     configs.append(cfg)
                     if bt < 64 and not drain:  # weight streaming: metadata further ahead
                         configs += [cfg | {"META_AHEAD": 2}, cfg | {"META_AHEAD": 4}]
+                    if (meta_ring and not drain
+                            and shared_bytes(bt, stages, split > 1, True) <= MAX_SHARED_BYTES):
+                        configs.append(cfg | {"META_RING": 1})
     return configs
 
 
@@ -230,21 +242,23 @@ class SharedMemoryOffsetError(RuntimeError):
 def _constexprs(cfg: dict, dtype: str, has_bias: bool, activation: int, offsets: tuple) -> dict:
     return _constexprs_cached(cfg["BT"], cfg["STAGES"], cfg["GROUP"], cfg.get("ASM_LOOP", 0),
                               cfg.get("SPLIT_K", 1), dtype, has_bias, activation, tuple(offsets),
-                              cfg.get("META_AHEAD", 1))
+                              cfg.get("META_AHEAD", 1), cfg.get("META_RING", 0))
 
 
 @functools.lru_cache(maxsize=None)
 def _constexprs_cached(bt, stages, group, asm_loop, split_k, dtype, has_bias, activation,
-                       offsets, meta_ahead=1) -> dict:
+                       offsets, meta_ahead=1, meta_ring=0) -> dict:
     # memoized: the asm text is a few KB of string formatting, too slow to redo per call; the
-    # order is the kernel's (CachedLaunch passes them positionally)
-    a_off, x_off, full_off, empty_off = offsets
+    # order is the kernel's (CachedLaunch passes them positionally). offsets: the
+    # ASM_ALLOCATIONS', and with META_RING the metadata ring's last.
+    a_off, x_off, full_off, empty_off = offsets[:4]
     if asm_loop:
         mma = [wgmma_asm.loop_asm(bt, dtype, wg, stages, asm_loop, a_off, x_off, full_off,
                                   empty_off) for wg in (0, 1)]
         mma_con = wgmma_asm.loop_constraints(bt)
     else:
-        mma = [wgmma_asm.mma_asm(bt, dtype, wg, a_off, x_off) for wg in (0, 1)]
+        meta_off = offsets[4] if meta_ring else None
+        mma = [wgmma_asm.mma_asm(bt, dtype, wg, a_off, x_off, meta_off) for wg in (0, 1)]
         mma_con = wgmma_asm.mma_constraints(bt)
     return dict(
         MMA_ASM_0=mma[0], MMA_ASM_1=mma[1], MMA_CON=mma_con,
@@ -252,7 +266,7 @@ def _constexprs_cached(bt, stages, group, asm_loop, split_k, dtype, has_bias, ac
         META_CON=wgmma_asm.meta_constraints(bt),
         BT=bt, STAGES=stages, GROUP=group, HAS_BIAS=has_bias,
         ACTIVATION=activation, ASM_LOOP=bool(asm_loop), SPLIT_K=split_k, LOADER_REGS=LOADER_REGS,
-        MATH_REGS=MATH_REGS, META_AHEAD=meta_ahead,
+        MATH_REGS=MATH_REGS, META_AHEAD=meta_ahead, META_RING=bool(meta_ring),
     )
 
 
@@ -260,13 +274,17 @@ def _constexprs_cached(bt, stages, group, asm_loop, split_k, dtype, has_bias, ac
 # the operand rings (both forms) and the ring's mbarriers (the asm k-loop waits and arrives on
 # them itself).
 ASM_ALLOCATIONS = ("operand_ring_a", "operand_ring_x", "ring_full", "ring_empty")
+# and, in a META_RING kernel, the metadata ring (the MMA asm reads its words there)
+META_RING_ALLOCATION = "operand_ring_meta"
 
 
-def ring_offsets(ttgir: str) -> tuple[int, int, int, int]:
-    """Byte offsets from global_smem of the ``ASM_ALLOCATIONS`` in a compiled kernel's TTGIR."""
+def ring_offsets(ttgir: str) -> tuple[int, ...]:
+    """Byte offsets from global_smem of the ``ASM_ALLOCATIONS`` in a compiled kernel's TTGIR, and
+    of ``META_RING_ALLOCATION`` last where the kernel has one."""
     offsets = triton_internals.shared_memory_offsets(ttgir)
+    names = ASM_ALLOCATIONS + ((META_RING_ALLOCATION,) if META_RING_ALLOCATION in offsets else ())
     try:
-        return tuple(offsets[name] for name in ASM_ALLOCATIONS)
+        return tuple(offsets[name] for name in names)
     except KeyError as missing:
         raise SharedMemoryOffsetError(
             f"sparse24 wgmma: the compiled kernel has no allocation named {missing}; found "
@@ -280,26 +298,39 @@ def ring_offsets(ttgir: str) -> tuple[int, int, int, int]:
 # (tests/test_wgmma_compile.py: the guess must equal the allocation).
 _CAPTURE_BYTES = 144
 _BIAS_CAPTURE_BYTES = 16
+# META_RING's loader takes the metadata ring, its address, N and K
+_META_RING_CAPTURE_BYTES = 16
 
 
 def guessed_offsets(cfg: dict, has_bias: bool = False,
-                    gated: bool = False) -> tuple[int, int, int, int]:
-    """Where Triton's allocator places the ``ASM_ALLOCATIONS``: the larger ring at 0 (x,
-    2 * STAGES * BT * 128 bytes, from 64 tokens a tile; A, STAGES * 16 KB, below), then the
-    other, the two epilogue tiles (BT x 64 elements each, float32 partial sums where split, BT x 32
-    where ``gated`` pairs the rows in the kernel), the
-    captured partition arguments, then the mbarriers (8 bytes each). A launch still checks the
-    guess on the compiled kernel and compiles again with the real offsets where it was wrong
-    (another Triton's allocator): the asm must never address bytes it only guessed."""
-    x_ring = 2 * cfg["STAGES"] * wgmma_asm.x_stage_bytes(cfg["BT"])
-    a_ring = cfg["STAGES"] * wgmma_asm.A_STAGE_BYTES
+                    gated: bool = False) -> tuple[int, ...]:
+    """Where Triton's allocator places the ``ASM_ALLOCATIONS`` (and META_RING's metadata ring,
+    last): the buffers largest first, ties in the kernel's order of allocation (the x ring,
+    2 * STAGES * BT * 128 bytes; the A ring, STAGES * 16 KB; two epilogue tiles of BT x 64
+    elements, float32 partial sums where split, BT x 32 where ``gated`` pairs the rows in the
+    kernel; the metadata ring, STAGES * 2 KB), then the captured partition arguments, then the
+    mbarriers (8 bytes each). A launch still checks the guess on the compiled kernel and
+    compiles again with the real offsets where it was wrong (another Triton's allocator): the
+    asm must never address bytes it only guessed."""
+    meta_ring = cfg.get("META_RING", 0) == 1
     y_bytes = 4 if cfg.get("SPLIT_K", 1) > 1 else 2
     y_columns = 32 if gated and cfg.get("SPLIT_K", 1) == 1 else 64
-    full = (x_ring + a_ring + 2 * cfg["BT"] * y_columns * y_bytes + _CAPTURE_BYTES
-            + (_BIAS_CAPTURE_BYTES if has_bias else 0))
+    y_tile = cfg["BT"] * y_columns * y_bytes
+    # the buffers in the kernel's order of allocation; the allocator places the larger first,
+    # ties in that order (seen at every config the compile tests build)
+    buffers = [("x", 2 * cfg["STAGES"] * wgmma_asm.x_stage_bytes(cfg["BT"])),
+               ("a", cfg["STAGES"] * wgmma_asm.A_STAGE_BYTES), ("y0", y_tile), ("y1", y_tile)]
+    if meta_ring:
+        buffers.append(("meta", cfg["STAGES"] * wgmma_asm.META_STAGE_BYTES))
+    offset, at = 0, {}
+    for name, size in sorted(buffers, key=lambda item: -item[1]):  # stable: ties keep the order
+        at[name] = offset
+        offset += size
+    full = (offset + _CAPTURE_BYTES + (_BIAS_CAPTURE_BYTES if has_bias else 0)
+            + (_META_RING_CAPTURE_BYTES if meta_ring else 0))
     barriers = -(-8 * cfg["STAGES"] // 16) * 16  # padded to 16 bytes (Triton 3.9, 3 stages: 32)
-    a_offset, x_offset = (x_ring, 0) if x_ring >= a_ring else (0, a_ring)
-    return a_offset, x_offset, full, full + barriers
+    guess = (at["a"], at["x"], full, full + barriers)
+    return guess + (at["meta"],) if meta_ring else guess
 
 
 @functools.lru_cache(maxsize=None)
@@ -309,7 +340,7 @@ def _cached_launch():
     return triton_internals.CachedLaunch(_sparse_wgmma_kernel)
 
 
-# (BT, STAGES, GROUP, ASM_LOOP, SPLIT_K, META_AHEAD, x dtype, bias dtype or None, ACTIVATION) ->
+# (BT, STAGES, GROUP, ASM_LOOP, SPLIT_K, META_AHEAD, META_RING, x dtype, bias dtype or None, ACTIVATION) ->
 # the kernel's constexpr values, with the shared-memory offsets verified on the compiled kernel
 _plans: dict[tuple, tuple] = {}
 # (id(config), M, N, K, the dtypes of x, values and the output (each a descriptor's), bias
@@ -378,7 +409,7 @@ def _launch_kernel(x2, values, meta, bias, out, activation: int, cfg: dict, spli
     grid0 = min(-(-n // 128) * -(-m // bt) * splits, _sm_count(device))
     bias_arg = y if bias is None else bias
     plan_key = (bt, cfg["STAGES"], cfg["GROUP"], cfg.get("ASM_LOOP", 0), cfg.get("SPLIT_K", 1),
-                cfg.get("META_AHEAD", 1),
+                cfg.get("META_AHEAD", 1), cfg.get("META_RING", 0),
                 x2.dtype, None if bias is None else bias.dtype, activation)
     layout = _nvmma_layout()
     out_layout, out_box = (layout, [bt, 64]) if out is y else (_partials_layout(), [bt, 64])

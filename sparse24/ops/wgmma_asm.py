@@ -61,12 +61,20 @@ def _descriptor(dst: str, addr: str) -> list[str]:
             f"cvt.u64.u32 {dst}, {addr};", f"or.b64 {dst}, {dst}, hi;"]
 
 
-def mma_asm(bt: int, dtype: str, warpgroup: int, a_offset: int, x_offset: int) -> str:
+# One stage of the metadata ring (META_RING): [8 bands, 2 chunks, 32 words] of int32, the
+# k-block's metadata of a 128-feature tile, as rows 2 * band + chunk.
+META_STAGE_BYTES = 16 * 32 * 4
+
+
+def mma_asm(bt: int, dtype: str, warpgroup: int, a_offset: int, x_offset: int,
+            meta_offset: int | None = None) -> str:
     """One k-block for warpgroup ``warpgroup``'s 64 features x ``bt`` tokens.
 
     Operands: $0..$P-1 the accumulator (tied to inputs $P..$2P-1), $2P / $2P+1 the metadata words
     of chunks 2kb / 2kb+1, $3P the ring stage. a_offset / x_offset: byte offsets of the A and x
-    rings from global_smem.
+    rings from global_smem. With ``meta_offset`` (META_RING: the metadata ring's byte offset),
+    $2P / $2P+1 are instead the byte offsets of those words within the stage's metadata box,
+    and the asm loads them from shared memory itself.
     """
     if dtype not in DTYPES:
         raise ValueError(f"wgmma.sp: unsupported dtype {dtype!r}; use one of {list(DTYPES)}")
@@ -90,6 +98,17 @@ def mma_asm(bt: int, dtype: str, warpgroup: int, a_offset: int, x_offset: int) -
         f"add.u32 sb1, sb0, {x_stage_bytes(bt)};",
         f"mov.b64 hi, {DESCRIPTOR_HIGH_BITS:#x};",
     ]
+    if meta_offset is not None:  # the words from the stage's metadata box
+        lines += [
+            ".reg .u32 sm, mw0, mw1;",
+            f"mad.lo.u32 sm, {stage}, {META_STAGE_BYTES}, base;",
+            f"add.u32 sm, sm, {meta_offset};",
+            f"add.u32 mw0, sm, {meta0};",
+            f"add.u32 mw1, sm, {meta1};",
+            "ld.shared.b32 mw0, [mw0];",
+            "ld.shared.b32 mw1, [mw1];",
+        ]
+        meta0, meta1 = "mw0", "mw1"
     lines += _descriptor("da", "sa") + _descriptor("db", "sb0")
     lines.append("wgmma.fence.sync.aligned;")
     for step in range(4):  # k32 steps of the k-block of 128

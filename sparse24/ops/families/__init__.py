@@ -33,7 +33,8 @@ def _any_shape(config: dict, n: int, k: int) -> bool:
 wgmma_family = SimpleNamespace(
     NAME="wgmma",
     FIELDS=("BT", "STAGES", "GROUP"),
-    CHOICES={"ASM_LOOP": (0, *wgmma.ASM_LOOP_VALUES), "META_AHEAD": (1, 2, 3, 4)},
+    CHOICES={"ASM_LOOP": (0, *wgmma.ASM_LOOP_VALUES), "META_AHEAD": (1, 2, 3, 4),
+             "META_RING": (0, 1)},
     valid=wgmma.runnable,
     candidates=wgmma.candidates,
     heuristic=wgmma.heuristic_config,
