@@ -2,6 +2,7 @@
 ptxas ships in the Triton wheel). The interpreter cannot run Gluon or asm; tests/test_wgmma_gpu.py
 checks the numbers on a GPU."""
 
+import itertools
 import json
 import os
 import re
@@ -91,6 +92,32 @@ def test_loop_asm_walks_the_ring_like_the_gluon_loop(bt, stages, drain, warpgrou
                 waits = [e[1] for e in events if e[0] == "wait_group"]
                 assert waits.count(0) == -(-blocks // drain) and waits[-1] == 0
                 assert waits.count(1) == blocks - -(-blocks // drain)
+
+
+@pytest.mark.parametrize("meta_ring", [False, True])
+@pytest.mark.parametrize("bt, warpgroup", [(8, 0), (16, 1), (128, 0), (256, 1)])
+def test_mma_asm_reads_its_metadata_words(bt, warpgroup, meta_ring):
+    """The one-k-block asm in the one-thread model: four wgmmas on stage s, chunk 2kb's word for
+    k32 steps 0 and 1 (selectors 0, 1) and chunk 2kb + 1's for steps 2 and 3. Without META_RING
+    the words are the operands; with it the operands are byte offsets in the stage's metadata
+    box, read from shared memory at global_smem + the ring's offset + s * 2 KB + offset (the
+    model's loads return their address)."""
+    import ptx_sim
+
+    a_off, x_off, meta_off, base = 69632, 0, 180224, 1024  # a descriptor holds 18 address bits
+    text = wgmma_asm.mma_asm(bt, "float16", warpgroup, a_off, x_off,
+                             meta_off if meta_ring else None)
+    p = wgmma_asm.accumulator_registers(bt)
+    for stage, (first, second) in itertools.product((0, 1, 5), ((0, 128), (1412, 1540))):
+        events = ptx_sim.run(text, {2 * p: first, 2 * p + 1: second, 3 * p: stage},
+                             smem_base=base, full_offset=0, empty_offset=0, stages=8,
+                             a_offset=a_off + warpgroup * wgmma_asm.A_WARPGROUP_BYTES,
+                             a_stage_bytes=wgmma_asm.A_STAGE_BYTES)
+        box = base + meta_off + stage * wgmma_asm.META_STAGE_BYTES if meta_ring else 0
+        mmas = [(e[1], e[2], e[3]) for e in events if e[0] == "mma"]
+        assert mmas == [(stage, box + first, 0), (stage, box + first, 1),
+                        (stage, box + second, 0), (stage, box + second, 1)], (stage, mmas)
+        assert [e[0] for e in events][-2:] == ["commit", "wait_group"]
 
 
 def test_loop_asm_model_catches_a_stage_freed_too_early():
