@@ -99,3 +99,51 @@ def test_cuda_inductor_fullgraph_fp16_matches_eager(seed, mode):
         want = logits(model, batch)
         assert got.dtype == torch.float16
         assert rel_err(got, want) < REL_TOL[torch.float16]
+
+
+def sparsified_llama(device: str = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
+    """A tiny Llama with SparseGatedMLP blocks (sparsify_'s fuse_gated_mlp)."""
+    config = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                                      num_key_value_heads=2, num_hidden_layers=2,
+                                      vocab_size=VOCAB, max_position_embeddings=64)
+    model = transformers.LlamaForCausalLM(config).eval().to(device, dtype)
+    prune_(model)
+    squash_(model)
+    report = sparsify_(model, fuse_gated_mlp=True)
+    assert set(report.fused.values()) == {"swiglu"}
+    return model
+
+
+def test_gated_mlp_model_compiles_to_one_graph(seed):
+    """The gated epilogue's op under aot_eager: one graph, one sparse24.linear per gate_up (its
+    fake says [..., I], half the weight's rows), the eager logits."""
+    torch._dynamo.reset()
+    model = sparsified_llama()
+    ids = torch.randint(3, VOCAB, (2, SEQ))
+    graphs: list[torch.fx.GraphModule] = []
+
+    def aot_eager_recording(gm: torch.fx.GraphModule, example_inputs):
+        graphs.append(gm)
+        return lookup_backend("aot_eager")(gm, example_inputs)
+
+    compiled = torch.compile(model, fullgraph=True, backend=aot_eager_recording)
+    with torch.no_grad():
+        want, got = model(ids).logits, compiled(ids).logits
+    assert rel_err(got, want) < REL_TOL[torch.float32]
+    assert len(graphs) == 1
+    calls = [node for node in graphs[0].graph.nodes
+             if node.op == "call_function" and "sparse24.linear" in str(node.target)]
+    assert sum("swiglu" in node.args for node in calls) == 2, [n.args[-1] for n in calls]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", [None, "reduce-overhead"])
+def test_cuda_gated_mlp_model_compiles_and_matches_eager(seed, mode):
+    torch._dynamo.reset()
+    model = sparsified_llama("cuda", torch.float16)
+    compiled = torch.compile(model, fullgraph=True, mode=mode)
+    for _ in range(3):  # warm-up, CUDA graph recording (reduce-overhead), replay
+        ids = torch.randint(3, VOCAB, (2, SEQ), device="cuda")
+        with torch.no_grad():
+            got, want = compiled(ids).logits.clone(), model(ids).logits
+        assert rel_err(got, want) < REL_TOL[torch.float16]
