@@ -118,7 +118,7 @@ for stage in "$@"; do
              --shapes 64x4096x4096,64x14336x4096,64x4096x14336,32x4096x4096,64x3072x768 \
              2>&1 | grep -v Warning | tail -40 ;;  # issue 25: the sm90 tiles of 32 and 64 tokens against the mma heuristic at 17-64 tokens
     gated) limit 300 python3 -m pytest -m gpu -q -n 6 -p no:cacheprovider tests/test_gemm.py \
-             tests/test_wgmma_gpu.py tests/test_epilogue_ulp.py -k "gated or epilogue or silu" \
+             tests/test_wgmma_gpu.py tests/test_epilogue_ulp.py tests/test_nn_compile.py -k "gated or epilogue or silu" \
              >"$out/pytest_gpu_gated.txt" 2>&1; tail -3 "$out/pytest_gpu_gated.txt"
              limit 200 python3 -m bench.gated --out-dir "$out" 2>&1 | grep -v Warning | tail -16
              limit 200 python3 -m bench.llm --gated-mlp --modes graph --out-dir "$out" 2>&1 | grep -v Warning | tail -12 ;;  # the gated (SwiGLU) epilogues: GPU tests of every family, then against dense and the unfused product
