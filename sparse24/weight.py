@@ -275,6 +275,11 @@ class Sparse24Weight:
     def _from_module_state_dict(cls, state_dict: Mapping[str, Any], prefix: str) -> Sparse24Weight:
         """A SparseLinear's entries (values, meta, _extra_state = the layout version): the dense
         shape is [N, 2 * values' columns]."""
+        if _integer_record(state_dict[prefix + "_extra_state"], 2) is not None:
+            # [version, 1]: a gated layer's (sparse24/nn/linear.py), rows interleaved gate/up
+            raise ValueError(f"Sparse24Weight.from_state_dict: {prefix} is a gated layer's packed "
+                             "weight (gate and up rows interleaved, sparse24.layout."
+                             "interleave_gate_up), not a plain one; split its rows first")
         record = _integer_record(state_dict[prefix + "_extra_state"], 1)
         if record is None:
             raise ValueError(f"Sparse24Weight.from_state_dict: {prefix}_extra_state must be the "

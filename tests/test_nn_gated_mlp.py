@@ -12,6 +12,7 @@ from torch import nn
 from sparse24 import ops
 from sparse24.layout import interleave_gate_up
 from sparse24.nn import SparseGatedMLP, SparseLinear, sparsify_
+from sparse24.weight import Sparse24Weight
 from tolerances import REL_TOL, rel_err
 
 IN, HIDDEN = 128, 64
@@ -101,18 +102,36 @@ def test_blocks_that_break_a_rule_keep_their_forward(mlp, reason, seed):
 
 
 def test_hooks_on_a_projection_refuse_and_hooks_on_the_block_move(seed):
+    """Hooks on gate_proj, up_proj or act_fn refuse the replacement; the block's and down_proj's
+    stay (moved with them), and neither sees the forward probe sparsify_ runs."""
     hooked = LlamaStyleMLP()
     hooked.up_proj.register_forward_hook(lambda *args: None)
     _, sparse, report = sparsified(hooked)
     assert "up_proj have forward hooks" in report.not_grouped["mlp"]
     seen = []
     block = LlamaStyleMLP()
-    block.register_forward_hook(lambda module, args, out: seen.append(out.shape))
-    _, sparse, _ = sparsified(block)
-    assert isinstance(sparse.mlp, SparseGatedMLP)
+    block.register_forward_hook(lambda module, args, out: seen.append(("block", out.shape)))
+    block.down_proj.register_forward_hook(lambda module, args, out: seen.append(("down", out.shape)))
+    layer = Layer(block)
+    sparsify_(layer, fuse_gated_mlp=True)
+    assert isinstance(layer.mlp, SparseGatedMLP) and seen == []  # the probe ran no hook
     with torch.no_grad():
-        sparse(torch.randn(3, IN))
-    assert seen == [(3, IN)]
+        layer(torch.randn(3, IN))
+    assert seen == [("down", (3, IN)), ("block", (3, IN))]
+
+
+def test_a_block_in_two_places_keeps_its_forward(seed):
+    """A block reached through two parents would be replaced at one only: it is not."""
+    shared = LlamaStyleMLP()
+    model = nn.ModuleDict({"a": Layer(shared), "b": Layer(shared)})
+    dense = copy.deepcopy(model)
+    report = sparsify_(model, fuse_gated_mlp=True)
+    assert "more than one parent" in report.not_grouped["a.mlp"]
+    assert model["a"].mlp is model["b"].mlp and not isinstance(model["a"].mlp, SparseGatedMLP)
+    x = torch.randn(3, IN)
+    with torch.no_grad():
+        for name in ("a", "b"):
+            assert rel_err(model[name](x), dense[name](x)) < REL_TOL[torch.float32]
 
 
 def test_checkpoints_keep_their_row_order(seed):
@@ -133,6 +152,11 @@ def test_checkpoints_keep_their_row_order(seed):
         plain.load_state_dict(state)
     with pytest.raises(RuntimeError, match="expects interleaved gate and up rows"):
         again.load_state_dict(plain.state_dict())
+    future = dict(state, **{"mlp.gate_up._extra_state": torch.tensor([2, 7], dtype=torch.int32)})
+    with pytest.raises(RuntimeError, match=r"unrecognized layout record \[2, 7\]"):
+        again.load_state_dict(future)
+    with pytest.raises(ValueError, match="gated layer's packed weight"):
+        Sparse24Weight.from_state_dict(state, prefix="mlp.gate_up.")
 
 
 def test_llama_with_gated_mlps_round_trips(seed, tmp_path):

@@ -230,20 +230,38 @@ def test_gated_epilogues(split, paired, dtype, monkeypatch):
     half the weight's rows."""
     monkeypatch.setattr(wgmma, "PAIR_GATED_IN_KERNEL", paired)
     gen = torch.Generator(device="cuda").manual_seed(17 + split)
-    failures = []
+    failures, cases = [], 0
     for (i, k), m, name in itertools.product([(768, 768), (1536, 4096), (136, 704)],
-                                             [1, 333, 4097], list(GATED)):
+                                             [1, 5, 333, 4097], list(GATED)):
         gate, _, _ = packed(i, k, dtype, gen)
         up, _, _ = packed(i, k, dtype, gen)
         values, meta = ops.compress(interleave_gate_up(gate, up))
         bias_gate, bias_up = (torch.randn(i, device="cuda", generator=gen) * 0.5 for _ in range(2))
         x = (torch.randn(m, k, device="cuda", generator=gen) / k ** 0.5).to(dtype)
-        cfg = dict(wgmma.heuristic_config(m, 2 * i, k), SPLIT_K=split)
-        y = torch.full((m, i), float("nan"), dtype=dtype, device="cuda")
-        wgmma.launch(x, values, meta, interleave_gate_up(bias_gate, bias_up), y,
-                     GATED_CODES[name], cfg)
         want = (expected(x, gate, bias_gate, GATED[name]) * expected(x, up, bias_up, None))
-        err = rel_err(y, want)
-        if torch.isnan(y).any() or not err < REL_TOL[dtype]:
-            failures.append((i, k, m, name, cfg, err))
-    assert not failures, failures[:6]
+        for cfg in gated_configs(m, 2 * i, k, split):
+            cases += 1
+            y = torch.full((m, i), float("nan"), dtype=dtype, device="cuda")
+            wgmma.launch(x, values, meta, interleave_gate_up(bias_gate, bias_up), y,
+                         GATED_CODES[name], cfg)
+            err = rel_err(y, want)
+            if torch.isnan(y).any() or not err < REL_TOL[dtype]:
+                failures.append((i, k, m, name, cfg, err))
+    assert cases and not failures, failures[:6]
+
+
+def gated_configs(m: int, n: int, k: int, split: int) -> list[dict]:
+    """The heuristic's config for m, and at few tokens the streaming tiles (BT 16 with the
+    metadata ahead, BT 8 with it through the ring), each with ``split`` splits of K at the most
+    stages that fit."""
+    configs = [wgmma.heuristic_config(m, n, k)]
+    if m <= 16:
+        configs += [{"family": "wgmma", "BT": 16, "STAGES": 10, "GROUP": 8, "META_AHEAD": 2},
+                    {"family": "wgmma", "BT": 8, "STAGES": 10, "GROUP": 8, "META_RING": 1}]
+    runnable = []
+    for cfg in configs:
+        cfg = dict(cfg, SPLIT_K=split)
+        while not wgmma.runnable(cfg):  # float32 split tiles need more room than the heuristic's
+            cfg["STAGES"] -= 1
+        runnable.append(cfg)
+    return runnable

@@ -201,7 +201,10 @@ def _loader_with_metadata(a_desc, x_desc, ring: Ring, schedule: Schedule, meta_r
             # passes only aligned metadata); an address made from an int carries no such fact
             words = gl.max_contiguous(gl.multiple_of(words, [16, 16]), [1, 32])
             cp_async_load(meta_ring.index(s), words)
-            cp_async_arrive(bar)  # counted: the phase completes only once the copies have landed
+            # counted (each lane raises the pending count, then arrives once its copies land);
+            # the warp is converged and Triton syncs it after this op (bar.warp.sync in the PTX),
+            # so every lane has raised the count before the expect below arrives
+            cp_async_arrive(bar)
             mbarrier.expect(bar, a_desc.block_type.nbytes + 2 * x_desc.block_type.nbytes)
             tma_load(a_desc, [pid_f * 128, kb * 64], bar, ring.a.index(s))
             tma_load(x_desc, [pid_t * schedule.BT, kb * 128], bar, ring.x.index(2 * s))

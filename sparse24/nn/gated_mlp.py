@@ -20,6 +20,8 @@ layout record says (sparse24/nn/linear.py), so neither form loads the other's ch
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -85,8 +87,9 @@ def _forward_problem(block: nn.Module) -> str | None:
     x = torch.randn(3, gate.in_features, generator=generator, device=gate.weight.device)
     x = x.to(gate.weight.dtype)
     try:
-        with torch.no_grad():
-            theirs = block.forward(x)  # not block(x): the block's own hooks must not see a probe
+        # no hook (the block's or down_proj's: a statistics hook must not record a probe) runs
+        with torch.no_grad(), _hooks_off(block):
+            theirs = block.forward(x)
             ours = block.down_proj(block.act_fn(gate(x)) * block.up_proj(x))
     except Exception as e:  # noqa: BLE001 - a forward of another signature: not this pattern
         return f"its forward did not run on a probe input ({type(e).__name__}: {e})"
@@ -96,6 +99,24 @@ def _forward_problem(block: nn.Module) -> str | None:
         return ("its forward, run on a probe input, differs from "
                 "down_proj(act_fn(gate_proj(x)) * up_proj(x))")
     return None
+
+
+_HOOK_DICTS = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks",
+               "_forward_hooks_with_kwargs", "_forward_hooks_always_called")
+
+
+@contextlib.contextmanager
+def _hooks_off(block: nn.Module):
+    """The forward hooks of ``block`` and its submodules set aside, then put back as they were."""
+    saved = [(module, name, getattr(module, name)) for module in block.modules()
+             for name in _HOOK_DICTS if getattr(module, name, None)]
+    try:
+        for module, name, hooks in saved:
+            object.__setattr__(module, name, type(hooks)())
+        yield
+    finally:
+        for module, name, hooks in saved:
+            object.__setattr__(module, name, hooks)
 
 
 def fuse_gated_(block: nn.Module) -> SparseGatedMLP:

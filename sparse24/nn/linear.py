@@ -254,6 +254,8 @@ def _record_problem(state: Any, interleaved: bool) -> str | None:
     problem = _version_problem(record[0])
     if problem:
         return problem
+    if record[1:] not in ([], [INTERLEAVED_ROWS]):
+        return f"unrecognized layout record {record} (a newer sparse24's?)"
     theirs = record[1:] == [INTERLEAVED_ROWS]
     if theirs != interleaved:
         which = {True: "interleaved gate and up rows (a gated activation)", False: "plain rows"}

@@ -182,9 +182,16 @@ def _fuse_gated_mlps(model: nn.Module, chosen: list[LinearSite], epilogue: dict[
     """Replace each Llama-style MLP that qualifies by a SparseGatedMLP; the sites left to swap
     (down_proj stays one: it is swapped on its own, now as the SparseGatedMLP's child)."""
     single = {id(s.module): s for s in chosen if len(s.parents) == 1 and id(s.module) not in epilogue}
+    places: dict[int, int] = {}  # id(module) -> how many (parent, name) places reach it
+    for _, module in model.named_modules(remove_duplicate=False):
+        places[id(module)] = places.get(id(module), 0) + 1
     replaced: set[int] = set()
     for fqn, block in list(model.named_modules()):
         if shared_input_groups(block) != ("gate_proj", "up_proj") or not fqn:
+            continue
+        if places[id(block)] > 1:  # one replacement would leave the other places dense
+            report.not_grouped[fqn] = ("gated epilogue: the block is reached through more than "
+                                       "one parent")
             continue
         if any(id(getattr(block, n)) not in single for n in ("gate_proj", "up_proj")):
             report.not_grouped[fqn] = ("gated epilogue: gate_proj or up_proj is not swapped on "

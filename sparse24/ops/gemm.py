@@ -332,8 +332,11 @@ def linear(
     x: [..., K], float16 or bfloat16 (float32 on the CPU reference path), any number of tokens, any
     strides (a transposed or otherwise non-contiguous x is copied first). bias: [N], float32 or
     x's dtype, contiguous (a strided or expanded bias is refused). values and meta: as compress
-    made them (contiguous; on a GPU, values 16-byte aligned). activation: None, "relu", "gelu" (erf)
-    or "gelu_tanh". Accumulation is float32.
+    made them (contiguous; on a GPU, values and meta 16-byte aligned, as every tensor torch
+    allocates and every 16-row slice of one is). activation: None, "relu", "gelu" (erf),
+    "gelu_tanh" or "silu"; or a gated one, "swiglu", "geglu", "geglu_tanh", "reglu": W's rows then
+    interleave a gate and an up projection (sparse24.layout.interleave_gate_up) and y is
+    act(gate) * up, [..., N / 2]. Accumulation is float32.
 
     Non-finite x: a NaN in x reaches every output whose kept weights meet it. What an Inf gives
     depends on the kernel family that runs. The weight-streaming "dot" family (the one the CPU

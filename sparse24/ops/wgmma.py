@@ -356,7 +356,8 @@ _direct = DirectLaunches(lambda compiled: triton_internals.DescriptorLauncher.of
 
 def launch(x2: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias, y: torch.Tensor,
            activation: int, cfg: dict) -> None:
-    """y[M, N] = act(x2 @ W^T + bias). x2 [M, K] with unit stride along K, 16-byte aligned rows
+    """y[M, N] = act(x2 @ W^T + bias) (y [M, N / 2] under a gated activation, see below). x2
+    [M, K] with unit stride along K, 16-byte aligned rows
     (the caller copies otherwise: TMA needs it); values [N, K/2] and y [M, N] contiguous.
     SPLIT_K > 1: the kernel writes each split's float32 partial sums, each split's rows padded to
     whole token tiles, and the split-K reduction of the mma and dot families adds them up with
