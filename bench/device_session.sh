@@ -10,6 +10,7 @@
 #   bash bench/device_session.sh OUT_DIR llm     # the Llama-8B-shaped decoder (python3 -m bench.llm)
 #   bash bench/device_session.sh OUT_DIR directtests hostab midtokens   # carry .ab/<commit>: the direct launches' GPU tests, host time and BERT eager against an older tree, the sm90 tiles at 17-64 tokens
 #   bash bench/device_session.sh OUT_DIR gated      # the gated (SwiGLU) epilogues: their GPU tests, then bench.gated
+#   bash bench/device_session.sh OUT_DIR gatedllm   # bench.llm without and with SparseGatedMLP (CUDA graphs)
 #   bash bench/device_session.sh OUT_DIR metaring   # the sm90 kernel's metadata through the ring (META_RING): GPU tests, then its A/B
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
 #   bash bench/device_session.sh OUT_DIR levers                  # the finished lever A/B runs (bench/investigations)
@@ -117,11 +118,12 @@ for stage in "$@"; do
              --only BT=32/64,STAGES=4/8 --mode graph --top 4 --out "$out/gemm_variants_midtokens.jsonl" \
              --shapes 64x4096x4096,64x14336x4096,64x4096x14336,32x4096x4096,64x3072x768 \
              2>&1 | grep -v Warning | tail -40 ;;  # issue 25: the sm90 tiles of 32 and 64 tokens against the mma heuristic at 17-64 tokens
-    gated) limit 300 python3 -m pytest -m gpu -q -n 6 -p no:cacheprovider tests/test_gemm.py \
-             tests/test_wgmma_gpu.py tests/test_epilogue_ulp.py tests/test_nn_compile.py -k "gated or epilogue or silu" \
+    gated) limit 300 python3 -m pytest -q -n 6 -p no:cacheprovider tests/test_gemm.py \
+             tests/test_wgmma_gpu.py tests/test_epilogue_ulp.py tests/test_nn_compile.py -k "gated or epilogues_gpu or silu" \
              >"$out/pytest_gpu_gated.txt" 2>&1; tail -3 "$out/pytest_gpu_gated.txt"
-             limit 200 python3 -m bench.gated --out-dir "$out" 2>&1 | grep -v Warning | tail -16
-             limit 200 python3 -m bench.llm --gated-mlp --modes graph --out-dir "$out" 2>&1 | grep -v Warning | tail -12 ;;  # the gated (SwiGLU) epilogues: GPU tests of every family, then against dense and the unfused product
+             limit 200 python3 -m bench.gated --out-dir "$out" 2>&1 | grep -v Warning | tail -16 ;;
+    gatedllm) for gated in --no-gated-mlp --gated-mlp; do limit 270 python3 -m bench.llm $gated --modes graph --rounds 3 \
+             --out-dir "$out" 2>&1 | grep -v Warning | tail -8; done ;;  # the decoder with and without SparseGatedMLP (one call of its own)  # the gated (SwiGLU) epilogues: GPU tests of every family, then against dense and the unfused product
     metaring) limit 240 python3 -m pytest -m gpu -q -n 6 -p no:cacheprovider tests/test_wgmma_gpu.py -k "R1" \
              >"$out/pytest_gpu_metaring.txt" 2>&1; tail -3 "$out/pytest_gpu_metaring.txt"
              limit 300 python3 -m bench.gemm_variants --family wgmma --meta-ring --with-heuristic \
