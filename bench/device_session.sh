@@ -121,9 +121,9 @@ for stage in "$@"; do
     gated) limit 300 python3 -m pytest -q -n 6 -p no:cacheprovider tests/test_gemm.py \
              tests/test_wgmma_gpu.py tests/test_epilogue_ulp.py tests/test_nn_compile.py -k "gated or epilogues_gpu or silu" \
              >"$out/pytest_gpu_gated.txt" 2>&1; tail -3 "$out/pytest_gpu_gated.txt"
-             limit 200 python3 -m bench.gated --out-dir "$out" 2>&1 | grep -v Warning | tail -16 ;;
+             limit 200 python3 -m bench.gated --out-dir "$out" 2>&1 | grep -v Warning | tail -16 ;;  # the gated (SwiGLU) epilogues: GPU tests of every family, then against dense and the unfused product
     gatedllm) for gated in --no-gated-mlp --gated-mlp; do limit 270 python3 -m bench.llm $gated --modes graph --rounds 3 \
-             --out-dir "$out" 2>&1 | grep -v Warning | tail -8; done ;;  # the decoder with and without SparseGatedMLP (one call of its own)  # the gated (SwiGLU) epilogues: GPU tests of every family, then against dense and the unfused product
+             --out-dir "$out" 2>&1 | grep -v Warning | tail -8; done ;;  # the decoder with and without SparseGatedMLP (one call of its own)
     metaring) limit 240 python3 -m pytest -m gpu -q -n 6 -p no:cacheprovider tests/test_wgmma_gpu.py -k "R1" \
              >"$out/pytest_gpu_metaring.txt" 2>&1; tail -3 "$out/pytest_gpu_metaring.txt"
              limit 300 python3 -m bench.gemm_variants --family wgmma --meta-ring --with-heuristic \
