@@ -12,6 +12,7 @@
 #   bash bench/device_session.sh OUT_DIR gated      # the gated (SwiGLU) epilogues: their GPU tests, then bench.gated
 #   bash bench/device_session.sh OUT_DIR gatedllm   # bench.llm without and with SparseGatedMLP (CUDA graphs)
 #   bash bench/device_session.sh OUT_DIR metaring   # the sm90 kernel's metadata through the ring (META_RING): GPU tests, then its A/B
+#   bash bench/device_session.sh OUT_DIR profilering   # its Nsight Compute profile at 1 and 16 tokens, before and after
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
 #   bash bench/device_session.sh OUT_DIR levers                  # the finished lever A/B runs (bench/investigations)
 #   bash bench/device_session.sh OUT_DIR opcost eagerdiag hostpaths   # host-time diagnostics (bench/diag; eagerdiag: bench/investigations)
@@ -136,6 +137,11 @@ for stage in "$@"; do
              --section Occupancy --section WarpStateStats \
              python3 -m bench.investigations.2026-12-decode-ncu.profile_decode $a_tile >"$out/ncu_decode_a$a_tile.txt" 2>&1
              grep -E "Duration|Memory Throughput|DRAM Throughput|Achieved Occupancy|Registers" "$out/ncu_decode_a$a_tile.txt" | head -8; done ;;  # issue 25's M = 1 profile, A_TILE 1 against 2
+    profilering) for ring in 0 1; do limit 140 ncu --clock-control none -k regex:_sparse_wgmma_kernel \
+             --launch-skip 1 --launch-count 2 --section SpeedOfLight --section MemoryWorkloadAnalysis \
+             --section WarpStateStats \
+             python3 -m bench.investigations.2026-12-decode-ncu.profile_metaring $ring >"$out/ncu_metaring_$ring.txt" 2>&1
+             grep -E "rel err|WRONG|Duration|DRAM Throughput|Memory Throughput" "$out/ncu_metaring_$ring.txt" | head -10; done ;;  # issue 25: the M = 1 and 16 sm90 kernel, metadata ahead against through the ring
     profile) limit 120 ncu --clock-control none -k regex:_sparse_wgmma_kernel --launch-skip 1 \
              --launch-count 1 --section SpeedOfLight --section WarpStateStats \
              python3 -m bench.investigations.2026-12-sm90-ncu.profile_wgmma >"$out/ncu_wgmma.txt" 2>&1; grep -E "Duration|Throughput|Stall|Issue" "$out/ncu_wgmma.txt" | head -30 ;;
