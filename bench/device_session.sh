@@ -13,6 +13,7 @@
 #   bash bench/device_session.sh OUT_DIR gatedllm   # bench.llm without and with SparseGatedMLP (CUDA graphs)
 #   bash bench/device_session.sh OUT_DIR metaring   # the sm90 kernel's metadata through the ring (META_RING): GPU tests, then its A/B
 #   bash bench/device_session.sh OUT_DIR profilering   # its Nsight Compute profile at 1 and 16 tokens, before and after
+#   bash bench/device_session.sh OUT_DIR pipeline   # the mma kernel's loads through Triton's pipeliner (PREFETCH 0): GPU tests, then its A/B at few tokens
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
 #   bash bench/device_session.sh OUT_DIR levers                  # the finished lever A/B runs (bench/investigations)
 #   bash bench/device_session.sh OUT_DIR opcost eagerdiag hostpaths   # host-time diagnostics (bench/diag; eagerdiag: bench/investigations)
@@ -132,6 +133,13 @@ for stage in "$@"; do
              --out "$out/gemm_variants_metaring.jsonl" \
              --shapes 1x14336x4096,16x14336x4096,1x4096x4096,16x4096x4096,16x3072x768,64x4096x4096 \
              2>&1 | grep -v Warning | tail -40 ;;  # issue 25: the sm90 kernel with the metadata through the ring, against its own loads and the mma heuristic
+    pipeline) limit 260 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests/test_gemm.py \
+             -k "few_chunks or (every_candidate and mma)" >"$out/pytest_gpu_pipeline.txt" 2>&1
+             tail -4 "$out/pytest_gpu_pipeline.txt"  # every mma form, PREFETCH 0 (cp.async stages) included
+             limit 280 python3 -m bench.gemm_variants --family mma --with-heuristic --mode graph --top 6 \
+             --only BLOCK_F=128,BLOCK_T=16/32,A_TILE=2,MAXNREG=0 --out "$out/gemm_variants_pipeline.jsonl" \
+             --shapes 1x4096x4096,16x4096x4096,1x14336x4096,16x4096x14336,16x3072x768,64x4096x4096 \
+             2>&1 | grep -v Warning | tail -50 ;;  # issue 25: the mma kernel's loads pipelined in shared memory (PREFETCH 0, 3 and 4 stages) against registers (PREFETCH 1) and the heuristic
     profiledecode) for a_tile in 1 2; do limit 100 ncu --clock-control none -k regex:_sparse_mma_kernel \
              --launch-skip 1 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
              --section Occupancy --section WarpStateStats \

@@ -408,10 +408,13 @@ def test_mma_programs_of_few_chunks_gpu(n, k, seed):
         x = torch.randn(m, k, dtype=torch.float16, device="cuda")
         expected = reference_output(x, values, meta, None, None)
         for block_f, block_t, prefetch, split_k, a_tile in itertools.product(
-                (64, 128), (16, 32), (1, 2), (1, 2, 4), (0, 1, 2)):
+                (64, 128), (16, 32), (1, 2, 0), (1, 2, 4), (0, 1, 2)):
+            # PREFETCH 0: the pipeliner's cp.async stages (tile loads only: not A_TILE 0)
             cfg = {"family": "mma", "BLOCK_F": block_f, "BLOCK_T": block_t, "GROUP_T": 8,
                    "PREFETCH": prefetch, "SPLIT_K": split_k, "A_TILE": a_tile, "num_warps": 4,
-                   "num_stages": 1}
+                   "num_stages": 1 if prefetch else 3}
+            if not configs.well_formed(cfg):
+                continue
             if not gemm.config_fits(cfg, n, k):  # BLOCK_F divides N, SPLIT_K <= the chunk count
                 continue
             cases += 1
