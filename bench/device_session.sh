@@ -149,6 +149,13 @@ for stage in "$@"; do
              --out "$out/gemm_variants_metaring.jsonl" \
              --shapes 1x14336x4096,16x14336x4096,1x4096x4096,16x4096x4096,16x3072x768,64x4096x4096 \
              2>&1 | grep -v Warning | tail -40 ;;  # the metaring stage's A/B alone (its tests: wgmmatests)
+    ringsweep) limit 330 python3 -m bench.gemm_variants --family wgmma --meta-ring --with-heuristic \
+             --only META_RING=1,BT=8/16,STAGES=8/10 --split-k --split-ks 2,4,8 --mode graph --top 3 \
+             --out "$out/gemm_variants_ringsweep.jsonl" \
+             --shapes 1x768x768,16x768x768,16x768x3072,16x2304x768,64x768x768,64x3072x768,64x768x3072,1x4096x14336,8x4096x4096,32x4096x4096,64x14336x4096 \
+             2>&1 | grep -v Warning | tail -60 ;;  # META_RING at 1-64 tokens on BERT-base and more LLM shapes, unsplit and split, against linear's rule
+    gatedtest) limit 120 python3 -m pytest -q -n 6 -p no:cacheprovider tests/test_wgmma_gpu.py -k gated \
+             >"$out/pytest_gpu_wgmma_gated.txt" 2>&1; tail -3 "$out/pytest_gpu_wgmma_gated.txt" ;;
     gatedab) limit 200 python3 -m bench.gated --out-dir "$out" 2>&1 | grep -v Warning | tail -16 ;;  # the gated stage's bench alone (its tests: mmatests, wgmmatests)
     pipeline) limit 260 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests/test_gemm.py \
              -k "few_chunks or (every_candidate and mma)" >"$out/pytest_gpu_pipeline.txt" 2>&1
