@@ -152,8 +152,13 @@ for stage in "$@"; do
     ringsweep) limit 330 python3 -m bench.gemm_variants --family wgmma --meta-ring --with-heuristic \
              --only META_RING=1,BT=8/16,STAGES=8/10 --split-k --split-ks 2,4,8 --mode graph --top 3 \
              --out "$out/gemm_variants_ringsweep.jsonl" \
-             --shapes 1x768x768,16x768x768,16x768x3072,16x2304x768,64x768x768,64x3072x768,64x768x3072,1x4096x14336,8x4096x4096,32x4096x4096,64x14336x4096 \
+             --shapes 1x768x768,16x768x768,16x768x3072,16x2304x768,64x3072x768,64x768x3072,1x4096x14336,8x4096x4096,32x4096x4096,64x14336x4096,16x28672x4096 \
              2>&1 | grep -v Warning | tail -60 ;;  # META_RING at 1-64 tokens on BERT-base and more LLM shapes, unsplit and split, against linear's rule
+    ruletests) limit 150 python3 -m pytest -q -n 8 -p no:cacheprovider tests/test_gemm.py tests/test_wgmma_gpu.py \
+             tests/test_nn_linear.py -k "few_tokens_default or few_token_tiles or direct or graph or cuda" \
+             >"$out/pytest_gpu_rule.txt" 2>&1; tail -4 "$out/pytest_gpu_rule.txt" ;;  # linear's few-token defaults (META_RING) on the GPU
+    llmgraph) mkdir -p "$out/llm"; limit 300 python3 -m bench.llm --modes graph --rounds 2 --out-dir "$out/llm" 2>&1 \
+             | grep -v Warning | tail -14 ;;
     gatedtest) limit 120 python3 -m pytest -q -n 6 -p no:cacheprovider tests/test_wgmma_gpu.py -k gated \
              >"$out/pytest_gpu_wgmma_gated.txt" 2>&1; tail -3 "$out/pytest_gpu_wgmma_gated.txt" ;;
     gatedab) limit 200 python3 -m bench.gated --out-dir "$out" 2>&1 | grep -v Warning | tail -16 ;;  # the gated stage's bench alone (its tests: mmatests, wgmmatests)

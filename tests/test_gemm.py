@@ -476,10 +476,12 @@ def test_linear_op_gpu(m, seed):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_linear_few_tokens_default_configs_gpu(dtype, seed, tmp_path, monkeypatch):
-    """linear's own choice (no tuning) at 1-17 tokens on shapes either side of the sm90 few-token
-    rule (wgmma.few_token_config: 14336 features, K = 768) and on a non-contiguous x, with bias
-    and GELU, eager and replayed from a CUDA graph; on Hopper the rule's shapes must have taken
-    the wgmma kernel, so that this test runs it."""
+    """linear's own choice (no tuning) at 1-64 tokens on shapes either side of the sm90 few-token
+    rule (wgmma.few_token_config: its tiles of 8 and 16 tokens with the metadata through the
+    ring; 768 x 3072 stays with the mma kernel; 96 features, not a multiple of 64, took the dot
+    kernel before it) and on a non-contiguous x, with bias and GELU, eager and replayed from a
+    CUDA graph; on Hopper the rule's shapes must have taken the wgmma kernel, so that this test
+    runs it."""
     from sparse24.ops import wgmma
     from sparse24.tuning import cache as cache_mod
 
@@ -489,10 +491,11 @@ def test_linear_few_tokens_default_configs_gpu(dtype, seed, tmp_path, monkeypatc
     hopper = torch.cuda.get_device_capability() == (9, 0)
     sms = gemm._sm_count(torch.cuda.current_device())
     failures = []
-    for n, k in [(14336, 4096), (3072, 768), (2304, 768), (768, 768), (4096, 4096)]:
+    for n, k in [(14336, 4096), (3072, 768), (2304, 768), (768, 768), (4096, 4096), (768, 3072),
+                 (96, 256)]:
         values, meta = packed_weight(n, k, dtype, "cuda")
         bias = torch.randn(n, dtype=dtype, device="cuda")
-        for m in (1, 5, 8, 9, 16, 17):
+        for m in (1, 5, 8, 9, 16, 17, 33, 64):
             x = unit_input(m, k, dtype, "cuda")
             if m % 2 == 0:  # rows k + 64 apart: a slice of a wider tensor
                 wide = torch.randn(m, k + 64, dtype=dtype, device="cuda")

@@ -157,8 +157,10 @@ def test_loop_asm_refuses_what_it_cannot_run():
 
 def test_asm_loop_candidates_only_on_request():
     assert all("ASM_LOOP" not in c for c in wgmma.candidates(4096, 768, 768))
-    every = wgmma.candidates(4096, 768, 768, asm_loops=(0, *wgmma.ASM_LOOPS))
-    assert len(every) == (1 + len(wgmma.ASM_LOOPS)) * len(wgmma.candidates(4096, 768, 768))
+    # (without META_RING forms: the asm k-loop has none)
+    every = wgmma.candidates(4096, 768, 768, asm_loops=(0, *wgmma.ASM_LOOPS), meta_ring=False)
+    assert len(every) == (1 + len(wgmma.ASM_LOOPS)) * len(
+        wgmma.candidates(4096, 768, 768, meta_ring=False))
     assert {c.get("ASM_LOOP", 0) for c in every} == {0, *wgmma.ASM_LOOPS}
     assert "ASM_LOOP" not in wgmma.heuristic_config(4096, 768, 768)
     from sparse24.ops import configs
@@ -365,11 +367,11 @@ def test_dispatch_rule_sm90_many_tokens_take_wgmma(monkeypatch, sm90):
     cuda = _pretend_sm90(monkeypatch, sm90)
     try:
         for m in (1, 16, 64, 65, 384, 24576):
-            # 24 feature tiles and K = 4096: no few-token shape of the sm90 kernel
+            # 6 feature tiles and K = 3072: not a few-token shape of the sm90 kernel
             want = "wgmma" if sm90 and m > gemm.MMA_MAX_TOKENS_SM90 else "mma"
-            assert gemm.heuristic_config(m, 3072, 4096, cuda)["family"] == want, m
+            assert gemm.heuristic_config(m, 768, 3072, cuda)["family"] == want, m
             side = gemm.uses_wgmma(m, cuda)  # what tune() passes
-            families = {c["family"] for c in configs.candidates(m, 3072, 4096, on_gpu=True,
+            families = {c["family"] for c in configs.candidates(m, 768, 3072, on_gpu=True,
                                                                  wgmma_side=side, sm90=sm90)}
             if want == "wgmma":
                 assert families == {"wgmma"}, (m, families)
@@ -381,29 +383,31 @@ def test_dispatch_rule_sm90_many_tokens_take_wgmma(monkeypatch, sm90):
 
 @pytest.mark.parametrize("sm90", [True, False])
 def test_few_token_shapes_where_the_sm90_kernel_streams_faster(monkeypatch, sm90):
-    """At 9-16 tokens the sm90 kernel serves unsplit where its tiles fill most of the 132 SMs
-    (14336 features: 112 tiles) or K is short (768); the mma kernel's split-K elsewhere (4096
-    features: 32 tiles; 28672: 224 tiles, more than a wave), below 9 tokens and from 17 on."""
+    """At 1-64 tokens the sm90 kernel serves unsplit with the metadata through the ring, in token
+    tiles of 8 up to 16 tokens and 16 above, where it has 24 feature tiles or more (3072
+    features) or K is short (768); the mma kernel's split-K where few tiles meet a long K
+    (768 x 3072), from 65 tokens the large-M rule, and off sm90 the mma kernel throughout (the
+    dot kernel where N is not a multiple of 64)."""
     from sparse24.ops import gemm
 
     cuda = _pretend_sm90(monkeypatch, sm90)
     try:
         def pick(m, n, k):
             cfg = gemm.heuristic_config(m, n, k, cuda)
-            return cfg["family"], cfg.get("BT"), cfg.get("META_AHEAD"), cfg.get("SPLIT_K", 1)
+            return (cfg["family"], cfg.get("BT"), cfg.get("META_RING", 0), cfg.get("SPLIT_K", 1),
+                    cfg.get("META_AHEAD", 1))
 
-        def wgmma_or_mma(*fields):
-            return fields if sm90 else ("mma", None, None)
-
-        assert pick(9, 14336, 4096)[:3] == wgmma_or_mma("wgmma", 16, 2)
-        assert pick(16, 14336, 4096)[:3] == wgmma_or_mma("wgmma", 16, 2)
-        assert pick(16, 3072, 768)[:3] == wgmma_or_mma("wgmma", 16, 4)
-        assert pick(12, 768, 768)[:3] == wgmma_or_mma("wgmma", 16, 4)
-        for m, n, k in [(1, 14336, 4096), (8, 768, 768), (1, 4096, 4096), (16, 4096, 14336),
-                        (16, 28672, 4096), (17, 14336, 4096), (64, 3072, 768), (16, 768, 3072)]:
+        for m, n, k, bt in [(1, 14336, 4096, 8), (16, 4096, 4096, 8), (8, 3072, 768, 8),
+                            (1, 768, 768, 8), (17, 4096, 4096, 16), (64, 3072, 768, 16),
+                            (64, 28672, 4096, 16), (16, 4096, 14336, 8), (0, 4096, 4096, 8)]:
+            want = ("wgmma", bt, 1, 1, 1) if sm90 else ("mma", None, 0, pick(m, n, k)[3], 1)
+            assert pick(m, n, k) == want, (m, n, k)
+        for m, n, k in [(16, 768, 3072), (1, 2304, 3072), (64, 768, 3072)]:
             assert pick(m, n, k)[0] == "mma", (m, n, k)
+        assert pick(16, 96, 256)[0] == ("wgmma" if sm90 else "dot")  # N % 64 != 0
+        assert pick(65, 4096, 4096)[0] == ("wgmma" if sm90 else "mma")
         if sm90:
-            assert pick(16, 14336, 4096)[3] == 1  # unsplit
+            assert pick(65, 4096, 4096)[1] >= 64 and pick(65, 4096, 4096)[2] == 0
     finally:
         gemm.heuristic_config.cache_clear()
 
@@ -610,14 +614,14 @@ def test_gated_launch_pairs_in_the_kernel_or_in_a_second_pass(monkeypatch, paire
         assert r_in is sums and r_bias is None and r_y is y and (r_act, r_splits) == (code, 1)
 
 
-def test_meta_ring_configs_fit_and_are_opt_in():
-    """META_RING forms (the metadata through the ring, 2 KB more a stage) come only on request,
-    beside Gluon-loop configs, and only where the bigger stages fit in shared memory; a config
-    file cannot ask for one with the asm k-loop or metadata loads ahead."""
+def test_meta_ring_configs_fit_and_are_offered():
+    """META_RING forms (the metadata through the ring, 2 KB more a stage) come beside Gluon-loop
+    configs (not with meta_ring=False), and only where the bigger stages fit in shared memory;
+    a config file cannot ask for one with the asm k-loop or metadata loads ahead."""
     from sparse24.ops import configs
 
-    assert not any("META_RING" in c for c in wgmma.candidates(16, 4096, 4096))
-    ring = [c for c in wgmma.candidates(16, 4096, 4096, meta_ring=True) if c.get("META_RING")]
+    assert not any("META_RING" in c for c in wgmma.candidates(16, 4096, 4096, meta_ring=False))
+    ring = [c for c in wgmma.candidates(16, 4096, 4096) if c.get("META_RING")]
     assert ring and all(wgmma.runnable(c) and configs.well_formed(c) for c in ring)
     assert {c["STAGES"] for c in ring if c["BT"] == 8} == {4, 6, 8, 10}  # 12 stages do not fit
     assert all(wgmma.shared_bytes(c["BT"], c["STAGES"], False, True) <= wgmma.MAX_SHARED_BYTES

@@ -82,11 +82,11 @@ def heuristic_config(m: int, n: int, k: int, device: torch.device) -> dict:
     sms = _sm_count(device.index or 0) if device.type == "cuda" else 1
     if uses_wgmma(m, device):
         family = FAMILIES["wgmma"]
+    elif device.type == "cuda" and wgmma.supported(device.index or 0) and (
+            streaming := wgmma.few_token_config(m, n, k, sms)):
+        # a few tokens on sm90: the wgmma kernel where it streams faster (any N it can pack)
+        return streaming
     elif device.type == "cuda" and n % 64 == 0:
-        # a few tokens on sm90: the wgmma kernel where it streams faster (wgmma.few_token_config)
-        streaming = wgmma.supported(device.index or 0) and wgmma.few_token_config(m, n, k, sms)
-        if streaming:
-            return streaming
         family = FAMILIES["mma"]
     else:
         family = FAMILIES["dot"]

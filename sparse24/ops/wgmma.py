@@ -19,7 +19,8 @@ Features per tile are always 128 (two warpgroups of 64). The grid is persistent:
 SM, or fewer when there are fewer tiles. ASM_LOOP and SPLIT_K configs are offered only on request
 (``candidates(..., asm_loops=..., split_ks=...)``) and no heuristic picks them: the H200 checked
 them and timed them slower where they were meant to win (bench/NOTES.md, 2026-12-05). The
-few-token tiles (BT 8-32) serve 9-16 tokens where ``few_token_config`` says so.
+few-token tiles (BT 8-32) serve 1-64 tokens where ``few_token_config`` says so, with
+"META_RING": 1 (the loader copies each k-block's metadata into the ring; the default there).
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def worth_timing(bt: int, m: int) -> bool:
 
 
 def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
-               split_ks: tuple[int, ...] = (1,), meta_ring: bool = False) -> list[dict]:
+               split_ks: tuple[int, ...] = (1,), meta_ring: bool = True) -> list[dict]:
     """Every sm90 config worth timing for [m, k] x [n, k]^T, in each mainloop form of
     ``asm_loops`` (0: the Gluon k-loop; D: the asm k-loop draining every D k-blocks) and each
     split of K in ``split_ks`` (1: none; S: S splits of the k-blocks, float32 partial sums and a
@@ -111,8 +112,8 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
     Token tiles: those ``worth_timing`` for m (8-32 only for few tokens), with rings of 2-6
     stages, or 4-12 for the small tiles, which also come with their metadata 2 and 4 k-blocks
     ahead (META_AHEAD); the asm k-loop only for tiles of 64 tokens and more. ``meta_ring`` adds,
-    beside each Gluon-loop config, its META_RING form (the metadata through the ring; not yet
-    run on a GPU) where it fits in shared memory."""
+    beside each Gluon-loop config, its META_RING form (the metadata through the ring, the
+    few-token rule's) where it fits in shared memory."""
     configs = []
     k_blocks = -(-k // 128)
     for bt in wgmma_asm.TOKEN_TILES:
@@ -142,29 +143,31 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
     return configs
 
 
-# The few-token calls the sm90 kernel takes from the mma kernel (below MMA_MAX_TOKENS_SM90 tokens,
-# sparse24/ops/gemm.py): 9 to 16 tokens, unsplit. H200, CUDA graphs, same run against the mma
-# rule (bench/results/h200/gemm_variants.jsonl, runs 20261205T034507Z-479fbb and
-# 20261205T035850Z-747d06): it wins where its 128-feature tiles fill most SMs without a split,
-# 16 x 14336 x 4096 1.16-1.18x -> 1.25-1.26x cuBLAS (1 x 14336 x 4096: 1.28-1.29x against
-# 1.30x), and where K is short, so that a split and its reduction launch cost more than idle SMs
-# do, 16 x 3072 x 768 0.76-0.77x -> 0.84-0.91x. Where it needs a split (4096 x 4096, 4096 x 14336)
-# the mma kernel's split is 7-14% faster: those stay there.
-FEW_TOKENS = range(9, 17)  # at 1 token it tied or lost: 1.28-1.29x against 1.30x (14336 x 4096)
-_FULL_ENOUGH = 0.75  # share of the SMs the unsplit tiles must fill
+# The few-token calls the sm90 kernel takes from the mma kernel (up to MMA_MAX_TOKENS_SM90 tokens,
+# sparse24/ops/gemm.py): 1 to 64 tokens, unsplit, the metadata through the ring (META_RING).
+# H100, CUDA graphs, against the best config of the other forms timed in the same run (the mma
+# kernel's split-K, this kernel with its metadata loaded ahead, split or not; the rule before this
+# one among them; bench/results/h100/gemm_variants.jsonl, run 20261205T213707Z-cf1b4d), cuBLAS = 1:
+#   1 x 14336 x 4096  1.47x -> 1.60x     16 x 14336 x 4096  1.43x -> 1.60x
+#   1 x 4096 x 4096   1.41x -> 1.56x     16 x 4096 x 4096   1.35x -> 1.59x
+#   16 x 3072 x 768   0.95x -> 1.00x     64 x 4096 x 4096   0.89x -> 1.33x
+# Token tiles of 8 up to 16 tokens (two tiles of 8 beat one of 16 by 1-5%: twice the programs,
+# the second reading the weight tile from L2), of 16 above (64 x 4096 x 4096: 1.33x against 1.25x
+# for BT 32); 10 stages (8 within 1%). A split lost wherever there were 32 tiles or more
+# (1 x 4096 x 4096: 1.43x split 4 against 1.56x). Not yet measured: fewer feature tiles with a
+# long K (768 x 3072 at BERT-base's FFN2): those keep the mma kernel's split-K, as before.
+_FEW_TILES = 24  # 128-feature tiles under which a long K stays with the mma kernel's split-K
 _SHORT_K = 1024
 
 
 def few_token_config(m: int, n: int, k: int, sms: int) -> dict | None:
-    """The sm90 config for 9-16 tokens where this kernel streams the weight faster than the mma
-    kernel's split-K (see above), else None: token tile 16, 10 stages (20 KB each; with 8-token
-    tiles 12 stages were 1-3% slower than 10), unsplit, the metadata 2 k-blocks ahead (4
-    where K <= 1024: 0.91x against 0.84x at 16 x 3072 x 768; mixed, -4% to +1%, at K = 4096)."""
+    """The sm90 config for 1-64 tokens where this kernel streams the weight faster than the mma
+    kernel's split-K (see above), else None."""
     tiles = -(-n // 128)
-    if m not in FEW_TOKENS or tiles > sms or not (tiles >= _FULL_ENOUGH * sms or k <= _SHORT_K):
+    if m > 64 or (tiles < _FEW_TILES and k > _SHORT_K):  # m = 0 as 1 (linear returns first)
         return None
-    return {"family": "wgmma", "BT": 16, "STAGES": 10, "GROUP": 8,
-            "META_AHEAD": 4 if k <= _SHORT_K else 2}
+    return {"family": "wgmma", "BT": 8 if m <= 16 else 16, "STAGES": 10, "GROUP": 8,
+            "META_RING": 1}
 
 
 # Speed per token of each token tile relative to 128 x 256, from the H200 sweep
