@@ -159,7 +159,7 @@ for stage in "$@"; do
              >"$out/pytest_gpu_rule.txt" 2>&1; tail -4 "$out/pytest_gpu_rule.txt" ;;  # linear's few-token defaults (META_RING) on the GPU
     llmgraph) mkdir -p "$out/llm"; limit 300 python3 -m bench.llm --modes graph --rounds 2 --out-dir "$out/llm" 2>&1 \
              | grep -v Warning | tail -14 ;;
-    gatedtest) limit 120 python3 -m pytest -q -n 6 -p no:cacheprovider tests/test_wgmma_gpu.py -k gated \
+    gatedtest) limit 150 python3 -m pytest -q -n 6 -p no:cacheprovider tests/test_wgmma_gpu.py tests/test_nn_compile.py tests/test_nn_gated_mlp.py -k gated \
              >"$out/pytest_gpu_wgmma_gated.txt" 2>&1; tail -3 "$out/pytest_gpu_wgmma_gated.txt" ;;
     gatedab) limit 200 python3 -m bench.gated --out-dir "$out" 2>&1 | grep -v Warning | tail -16 ;;  # the gated stage's bench alone (its tests: mmatests, wgmmatests)
     pipeline) limit 260 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests/test_gemm.py \
