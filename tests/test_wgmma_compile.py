@@ -367,13 +367,14 @@ def test_dispatch_rule_sm90_many_tokens_take_wgmma(monkeypatch, sm90):
     cuda = _pretend_sm90(monkeypatch, sm90)
     try:
         for m in (1, 16, 64, 65, 384, 24576):
-            # 6 feature tiles and K = 3072: not a few-token shape of the sm90 kernel
-            want = "wgmma" if sm90 and m > gemm.MMA_MAX_TOKENS_SM90 else "mma"
+            # on sm90 the wgmma kernel at every m (its few-token rule below 65 tokens)
+            want = "wgmma" if sm90 else "mma"
             assert gemm.heuristic_config(m, 768, 3072, cuda)["family"] == want, m
             side = gemm.uses_wgmma(m, cuda)  # what tune() passes
+            assert side is (sm90 and m > gemm.MMA_MAX_TOKENS_SM90)
             families = {c["family"] for c in configs.candidates(m, 768, 3072, on_gpu=True,
                                                                  wgmma_side=side, sm90=sm90)}
-            if want == "wgmma":
+            if side:
                 assert families == {"wgmma"}, (m, families)
             else:  # below the rule the sm90 kernel's few-token tiles compete, on sm90 only
                 assert ("wgmma" in families) is sm90 and "mma" in families, (m, families)
@@ -383,11 +384,11 @@ def test_dispatch_rule_sm90_many_tokens_take_wgmma(monkeypatch, sm90):
 
 @pytest.mark.parametrize("sm90", [True, False])
 def test_few_token_shapes_where_the_sm90_kernel_streams_faster(monkeypatch, sm90):
-    """At 1-64 tokens the sm90 kernel serves unsplit with the metadata through the ring, in token
-    tiles of 8 up to 16 tokens and 16 above, where it has 24 feature tiles or more (3072
-    features) or K is short (768); the mma kernel's split-K where few tiles meet a long K
-    (768 x 3072), from 65 tokens the large-M rule, and off sm90 the mma kernel throughout (the
-    dot kernel where N is not a multiple of 64)."""
+    """At 0-64 tokens the sm90 kernel serves with the metadata through the ring, in token tiles
+    of 8 up to 32 tokens and 16 above, unsplit (10 stages) where it has 24 feature tiles or
+    more (3072 features) or K is short (768), else in 4 splits (8 stages: 768 x 3072); from 65
+    tokens the large-M rule; off sm90 the mma kernel throughout (the dot kernel where N is not
+    a multiple of 64)."""
     from sparse24.ops import gemm
 
     cuda = _pretend_sm90(monkeypatch, sm90)
@@ -395,19 +396,27 @@ def test_few_token_shapes_where_the_sm90_kernel_streams_faster(monkeypatch, sm90
         def pick(m, n, k):
             cfg = gemm.heuristic_config(m, n, k, cuda)
             return (cfg["family"], cfg.get("BT"), cfg.get("META_RING", 0), cfg.get("SPLIT_K", 1),
-                    cfg.get("META_AHEAD", 1))
+                    cfg.get("STAGES"))
 
-        for m, n, k, bt in [(1, 14336, 4096, 8), (16, 4096, 4096, 8), (8, 3072, 768, 8),
-                            (1, 768, 768, 8), (17, 4096, 4096, 16), (64, 3072, 768, 16),
-                            (64, 28672, 4096, 16), (16, 4096, 14336, 8), (0, 4096, 4096, 8)]:
-            want = ("wgmma", bt, 1, 1, 1) if sm90 else ("mma", None, 0, pick(m, n, k)[3], 1)
-            assert pick(m, n, k) == want, (m, n, k)
-        for m, n, k in [(16, 768, 3072), (1, 2304, 3072), (64, 768, 3072)]:
-            assert pick(m, n, k)[0] == "mma", (m, n, k)
+        for m, n, k, bt, split in [
+                (1, 14336, 4096, 8, 1), (16, 4096, 4096, 8, 1), (8, 3072, 768, 8, 1),
+                (1, 768, 768, 8, 1), (32, 4096, 4096, 8, 1), (33, 4096, 4096, 16, 1),
+                (64, 3072, 768, 16, 1), (64, 28672, 4096, 16, 1), (16, 4096, 14336, 8, 1),
+                (0, 4096, 4096, 8, 1), (16, 768, 3072, 8, 4), (1, 2304, 3072, 8, 4),
+                (64, 768, 3072, 16, 4)]:
+            stages = 10 if split == 1 else 8
+            if sm90:
+                assert pick(m, n, k) == ("wgmma", bt, 1, split, stages), (m, n, k)
+            else:
+                assert pick(m, n, k)[:3] == ("mma", None, 0), (m, n, k)
         assert pick(16, 96, 256)[0] == ("wgmma" if sm90 else "dot")  # N % 64 != 0
         assert pick(65, 4096, 4096)[0] == ("wgmma" if sm90 else "mma")
         if sm90:
             assert pick(65, 4096, 4096)[1] >= 64 and pick(65, 4096, 4096)[2] == 0
+            from sparse24.ops import wgmma as family
+
+            for m, n, k in [(16, 768, 3072), (64, 4096, 4096), (1, 96, 256)]:
+                assert family.runnable(gemm.heuristic_config(m, n, k, cuda)), (m, n, k)
     finally:
         gemm.heuristic_config.cache_clear()
 

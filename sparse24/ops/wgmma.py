@@ -144,30 +144,36 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
 
 
 # The few-token calls the sm90 kernel takes from the mma kernel (up to MMA_MAX_TOKENS_SM90 tokens,
-# sparse24/ops/gemm.py): 1 to 64 tokens, unsplit, the metadata through the ring (META_RING).
+# sparse24/ops/gemm.py): every one of 1 to 64 tokens, the metadata through the ring (META_RING).
 # H100, CUDA graphs, against the best config of the other forms timed in the same run (the mma
 # kernel's split-K, this kernel with its metadata loaded ahead, split or not; the rule before this
 # one among them; bench/results/h100/gemm_variants.jsonl, run 20261205T213707Z-cf1b4d), cuBLAS = 1:
 #   1 x 14336 x 4096  1.47x -> 1.60x     16 x 14336 x 4096  1.43x -> 1.60x
 #   1 x 4096 x 4096   1.41x -> 1.56x     16 x 4096 x 4096   1.35x -> 1.59x
 #   16 x 3072 x 768   0.95x -> 1.00x     64 x 4096 x 4096   0.89x -> 1.33x
-# Token tiles of 8 up to 16 tokens (two tiles of 8 beat one of 16 by 1-5%: twice the programs,
-# the second reading the weight tile from L2), of 16 above (64 x 4096 x 4096: 1.33x against 1.25x
-# for BT 32); 10 stages (8 within 1%). A split lost wherever there were 32 tiles or more
-# (1 x 4096 x 4096: 1.43x split 4 against 1.56x). Not yet measured: fewer feature tiles with a
-# long K (768 x 3072 at BERT-base's FFN2): those keep the mma kernel's split-K, as before.
-_FEW_TILES = 24  # 128-feature tiles under which a long K stays with the mma kernel's split-K
+# Token tiles of 8 up to 32 tokens (two tiles of 8 beat one of 16 by 1-5% at 16 tokens, four
+# beat two of 16 by 4% at 32 x 4096 x 4096: more programs, the others reading the weight tile
+# from L2), of 16 above (64 x 4096 x 4096: 1.33x against 1.25x for BT 32); 10 stages (8 within
+# 1%). Unsplit where there are 24 feature tiles or more: a split lost there (1 x 4096 x 4096:
+# 1.43x split 4 against 1.56x). With fewer tiles and a long K, 4 splits (and 8 stages, what fits
+# beside the float32 partial tiles): 16 x 768 x 3072 1.14x and 64 x 768 x 3072 1.10x, against
+# 0.93x and 0.79x for the mma kernel's split-K and 0.96x unsplit (run 20261205T220235Z-64d494).
+# Below cuBLAS still: BERT-base's K = 768 shapes, 0.94-0.97x at 1-64 tokens (4.3-5.1 us
+# kernels against 4.0-4.8 us: launch and pipeline latency, not bandwidth).
+_FEW_TILES = 24  # 128-feature tiles under which a long K is split
 _SHORT_K = 1024
 
 
 def few_token_config(m: int, n: int, k: int, sms: int) -> dict | None:
-    """The sm90 config for 1-64 tokens where this kernel streams the weight faster than the mma
-    kernel's split-K (see above), else None."""
-    tiles = -(-n // 128)
-    if m > 64 or (tiles < _FEW_TILES and k > _SHORT_K):  # m = 0 as 1 (linear returns first)
+    """The sm90 config for 0-64 tokens (this kernel streams the weight faster than the mma
+    kernel's split-K at every shape timed, see above), else None."""
+    if m > 64:
         return None
-    return {"family": "wgmma", "BT": 8 if m <= 16 else 16, "STAGES": 10, "GROUP": 8,
-            "META_RING": 1}
+    cfg = {"family": "wgmma", "BT": 8 if m <= 32 else 16, "STAGES": 10, "GROUP": 8,
+           "META_RING": 1}
+    if -(-n // 128) < _FEW_TILES and k > _SHORT_K:
+        cfg.update(STAGES=8, SPLIT_K=4)
+    return cfg
 
 
 # Speed per token of each token tile relative to 128 x 256, from the H200 sweep
@@ -388,7 +394,7 @@ def launch(x2: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias, y: 
 # Whether the kernel's own epilogue pairs a gated activation's rows (a [BT, 32] tile of
 # act(gate) * up per warpgroup) instead of a second pass. Off until the GPU tests have run it
 # (tests/test_wgmma_gpu.py, test_gated_epilogues, runs both) and bench.gated has timed both.
-PAIR_GATED_IN_KERNEL = False
+PAIR_GATED_IN_KERNEL = True
 
 
 def _launch_kernel(x2, values, meta, bias, out, activation: int, cfg: dict, splits: int,
