@@ -49,7 +49,7 @@ Timer = Callable[[Callable[[], Any]], float]
 
 
 def build_models(layers: int, dtype: torch.dtype, device: str, fuse_gate_up: bool = True,
-                 fuse_gated_mlp: bool = False,
+                 fuse_gated_mlp: bool = True,
                  **config: Any) -> tuple[torch.nn.Module, torch.nn.Module, Any]:
     """(dense, sparse24, sparsify report): LlamaModel with 2:4-pruned decoder-layer weights, and a
     copy of it sparsify_'d (gate_proj and up_proj as one GEMM unless ``fuse_gate_up`` is off;
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rep-ms", type=float, default=50.0, help="do_bench time per turn")
     parser.add_argument("--fuse-gate-up", action=argparse.BooleanOptionalAction, default=True,
                         help="gate_proj and up_proj as one GEMM in the sparse24 model (the A/B)")
-    parser.add_argument("--gated-mlp", action=argparse.BooleanOptionalAction, default=False,
+    parser.add_argument("--gated-mlp", action=argparse.BooleanOptionalAction, default=True,
                         help="the MLPs as SparseGatedMLP: silu(gate) * up in the GEMM's epilogue")
     args = parser.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]

@@ -79,9 +79,12 @@ def test_mlp_runs_as_one_gated_gemm(act, gated, bias, seed):
         assert rel_err(sparse(x), dense(x)) < REL_TOL[torch.float32]
 
 
-def test_off_by_default_and_without_it_gate_up_is_grouped(seed):
+def test_on_by_default_and_without_it_gate_up_is_grouped(seed):
+    default = Layer(LlamaStyleMLP())
+    sparsify_(default)
+    assert isinstance(default.mlp, SparseGatedMLP)
     dense = Layer(LlamaStyleMLP())
-    report = sparsify_(dense)
+    report = sparsify_(dense, fuse_gated_mlp=False)
     assert not isinstance(dense.mlp, SparseGatedMLP) and hasattr(dense.mlp, "gate_up")
     assert "with" not in report.grouped["mlp"]
 
@@ -139,7 +142,7 @@ def test_checkpoints_keep_their_row_order(seed):
     rows, plain gate_up rows) loads the other's: the record says which it is."""
     _, gated, _ = sparsified(LlamaStyleMLP())
     plain = Layer(LlamaStyleMLP())
-    sparsify_(plain)
+    sparsify_(plain, fuse_gated_mlp=False)
     state = gated.state_dict()
     assert state["mlp.gate_up._extra_state"].tolist() == [2, 1]
     assert set(state) == set(plain.state_dict())  # the same keys
