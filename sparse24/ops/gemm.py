@@ -7,11 +7,12 @@ to it):
 - "wgmma" (sparse24/ops/wgmma.py, kernel sparse24/kernels/sparse_wgmma.py): Hopper's sparse tensor
   cores (wgmma.mma_async.sp, a Gluon kernel) for more than ``MMA_MAX_TOKENS_SM90`` tokens on sm90
   (H100, H200): 1.24-1.53x cuBLAS on the bench shapes at M >= 24576 (BERT) and M >= 1024 (LLM) on
-  an H200 (bench/results/h200/wgmma_sweep_b50bc5c.log); and at 9-16 tokens on the shapes where
-  its TMA ring streams the weight faster than the mma kernel's split-K (wgmma.few_token_config);
+  an H200 (bench/results/h200/wgmma_sweep_b50bc5c.log); and at 0-64 tokens, where its TMA ring,
+  with the metadata through it, streams the weight at 1.56-1.70x cuBLAS on LLM shapes of an H100
+  (wgmma.few_token_config);
 - "mma" (families/mma.py, kernel sparse_mma.py): the sparse tensor cores through the sm80
-  instruction (mma.sp), on sm80-sm89 for token counts where arithmetic dominates, and for the other
-  few-token calls everywhere (split-K streams the weight);
+  instruction (mma.sp), on sm80-sm89 at every token count (split-K streams the weight for few
+  tokens), and on sm90 only where the tuner picks it;
 - "dot" (families/dot.py, kernel sparse_dot.py): unpack the weight in registers and tl.dot, with
   split-K, for few tokens where moving the weight dominates, and for N not a multiple of 64. It is
   also the family the Triton interpreter can run (inline asm cannot), so CPU tests exercise it.
@@ -45,9 +46,9 @@ def _sm_count(device_index: int) -> int:
     return configs.device_info(device_index)[2]  # memoized there
 
 
-# The most tokens the mma family takes on sm90: up to it, the mma family's split-K streams the
-# weight (1.37-1.55x cuBLAS at M <= 16 in CUDA graphs, bench/results/h100/gemm.md); more tokens
-# (m > MMA_MAX_TOKENS_SM90) go to the wgmma family.
+# The most tokens the families compete for on sm90 (the tuner times them all; the heuristic gives
+# them to the sm90 kernel's few-token tiles, wgmma.few_token_config); more tokens
+# (m > MMA_MAX_TOKENS_SM90) go to the wgmma family's large-M configs.
 MMA_MAX_TOKENS_SM90 = 64
 
 
