@@ -18,9 +18,9 @@ sparse24/ops/wgmma_asm.py), and the summary gives the best of each form: ASM_LOO
 Gluon loop is the asm loop's own cost or gain, 2 and 4 against 1 the groups in flight. Every form
 is checked before it is timed. --split-k adds the sm90 configs that split K (SPLIT_K 2, 4, 8, or
 --split-ks, where the tiles are fewer than four waves): the A/B of split-K for few-tile shapes.
---meta-ring adds, beside each sm90 Gluon-loop config, its META_RING form (the k-block's metadata
-copied into the ring with the operands instead of loaded by each thread in the k-loop); the
-summary's last column is its best. --family wgmma offers the sm90 family below its token rule too (the few-token tiles, BT 8-32), and
+--meta-ring adds, beside each sm90 Gluon-loop config of those pools, its META_RING form (the
+k-block's metadata copied into the ring with the operands instead of loaded by each thread in the
+k-loop; the default pool has them, as the tuner's does); the summary's last column is its best. --family wgmma offers the sm90 family below its token rule too (the few-token tiles, BT 8-32), and
 --with-heuristic adds the config linear runs untuned, past every filter: the baseline of an A/B.
 
 eager: do_bench, L2 flushed before each call; the time includes any host gap between the two
@@ -80,7 +80,8 @@ def main() -> int:
     parser.add_argument("--split-ks", type=lambda t: tuple(int(v) for v in t.split(",")),
                         default=wgmma.SPLIT_KS, help="the splits --split-k offers (default 2,4,8)")
     parser.add_argument("--meta-ring", action="store_true",
-                        help="also time the sm90 configs' META_RING forms (metadata through the ring)")
+                        help="with --asm-loop / --split-k: also their META_RING forms (metadata "
+                        "through the ring; the default pool has them)")
     parser.add_argument("--with-heuristic", action="store_true",
                         help="also time the config linear runs untuned (the A/B's baseline)")
     parser.add_argument("--only", type=parse_only, default={},
