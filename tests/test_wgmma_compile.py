@@ -410,6 +410,7 @@ def test_few_token_shapes_where_the_sm90_kernel_streams_faster(monkeypatch, sm90
             else:
                 assert pick(m, n, k)[:3] == ("mma", None, 0), (m, n, k)
         assert pick(16, 96, 256)[0] == ("wgmma" if sm90 else "dot")  # N % 64 != 0
+        assert pick(16, 96, 2048)[0] == "dot"  # and a long K: a split, not yet run on a GPU
         assert pick(65, 4096, 4096)[0] == ("wgmma" if sm90 else "mma")
         if sm90:
             assert pick(65, 4096, 4096)[1] >= 64 and pick(65, 4096, 4096)[2] == 0
