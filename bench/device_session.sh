@@ -15,6 +15,7 @@
 #   bash bench/device_session.sh OUT_DIR profilering   # its Nsight Compute profile at 1 and 16 tokens, before and after
 #   bash bench/device_session.sh OUT_DIR pipeline   # the mma kernel's loads through Triton's pipeliner (PREFETCH 0): GPU tests, then its A/B at few tokens
 #   the GPU suite in three calls with the A/Bs beside it: wgmmatests metaringab; mmatests pipelineab; restests gatedab
+#   next (after 2026-12-05's H100 calls): ruletests gatedtest llmgraph (the final defaults); midring; profilering; then the H200 reruns
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
 #   bash bench/device_session.sh OUT_DIR levers                  # the finished lever A/B runs (bench/investigations)
 #   bash bench/device_session.sh OUT_DIR opcost eagerdiag hostpaths   # host-time diagnostics (bench/diag; eagerdiag: bench/investigations)
@@ -159,6 +160,10 @@ for stage in "$@"; do
              >"$out/pytest_gpu_rule.txt" 2>&1; tail -4 "$out/pytest_gpu_rule.txt" ;;  # linear's few-token defaults (META_RING) on the GPU
     llmgraph) mkdir -p "$out/llm"; limit 300 python3 -m bench.llm --modes graph --rounds 2 --out-dir "$out/llm" 2>&1 \
              | grep -v Warning | tail -14 ;;
+    midring) limit 300 python3 -m bench.gemm_variants --family wgmma --meta-ring --split-k --split-ks 2,4 --with-heuristic \
+             --only META_RING=1,BT=16/32/64,STAGES=4/6/8/10 --mode graph --top 4 --out "$out/gemm_variants_midring.jsonl" \
+             --shapes 32x4096x4096,64x4096x4096,64x14336x4096,64x4096x14336,48x4096x4096,64x3072x768 \
+             2>&1 | grep -v Warning | tail -40 ;;  # issue 25's M = 32-64 (1.29-1.34x, goal 1.4x): bigger token tiles split so the weight is read once, against the BT 16 rule
     gatedtest) limit 150 python3 -m pytest -q -n 6 -p no:cacheprovider tests/test_wgmma_gpu.py tests/test_nn_compile.py tests/test_nn_gated_mlp.py -k gated \
              >"$out/pytest_gpu_wgmma_gated.txt" 2>&1; tail -3 "$out/pytest_gpu_wgmma_gated.txt" ;;
     gatedab) limit 200 python3 -m bench.gated --out-dir "$out" 2>&1 | grep -v Warning | tail -16 ;;  # the gated stage's bench alone (its tests: mmatests, wgmmatests)
