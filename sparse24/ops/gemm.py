@@ -49,7 +49,7 @@ def _sm_count(device_index: int) -> int:
 # The most tokens the families compete for on sm90 (the tuner times them all; the heuristic gives
 # them to the sm90 kernel's few-token tiles, wgmma.few_token_config); more tokens
 # (m > MMA_MAX_TOKENS_SM90) go to the wgmma family's large-M configs.
-MMA_MAX_TOKENS_SM90 = 64
+MMA_MAX_TOKENS_SM90 = wgmma.FEW_TOKEN_MAX
 
 
 def uses_wgmma(m: int, device: torch.device) -> bool:

@@ -160,6 +160,7 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
 # 0.93x and 0.79x for the mma kernel's split-K and 0.96x unsplit (run 20261205T220235Z-64d494).
 # Below cuBLAS still: BERT-base's K = 768 shapes, 0.94-0.97x at 1-64 tokens (4.3-5.1 us
 # kernels against 4.0-4.8 us: launch and pipeline latency, not bandwidth).
+FEW_TOKEN_MAX = 64  # the most tokens of the rule (sparse24/ops/gemm.py's MMA_MAX_TOKENS_SM90)
 _FEW_TILES = 24  # 128-feature tiles under which a long K is split
 _SHORT_K = 1024
 
@@ -167,7 +168,7 @@ _SHORT_K = 1024
 def few_token_config(m: int, n: int, k: int, sms: int) -> dict | None:
     """The sm90 config for 0-64 tokens (this kernel streams the weight faster than the mma
     kernel's split-K at every shape timed, see above), else None."""
-    if m > 64:
+    if m > FEW_TOKEN_MAX:
         return None
     cfg = {"family": "wgmma", "BT": 8 if m <= 32 else 16, "STAGES": 10, "GROUP": 8,
            "META_RING": 1}

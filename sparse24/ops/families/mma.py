@@ -8,8 +8,9 @@ A config tiles [BLOCK_F features x BLOCK_T tokens] per program: {"family": "mma"
 "BLOCK_T", "GROUP_T": token blocks per feature block in the tile order, "PREFETCH": steps of the
 k-loop loaded ahead into registers (a step: a chunk of 64 columns of K, or two with A_TILE 2; 0:
 none, Triton's software pipeliner copies the next num_stages - 1 steps into shared memory with
-cp.async instead; A_TILE 1 or 2 and num_stages >= 2 only, and num_stages > 1 only with it;
-compiled and checked on a CPU, not yet timed: bench/NOTES.md 2026-12-05, session 5), "SPLIT_K",
+cp.async instead; A_TILE 1 or 2 and num_stages >= 2 only, and num_stages > 1 only with it; a
+tuner candidate only: 14-40% slower than PREFETCH 1 at 1-64 tokens on the H100, bench/NOTES.md
+2026-12-05, session 5), "SPLIT_K",
 "A_TILE": how A is loaded (0: per-lane asm loads; 1: from coalesced [BLOCK_F, 8]-word tiles, one
 atom at a time, where absent; 2: [BLOCK_F, 32]-word tiles, two chunks of K at a time, 128
 contiguous bytes of each row, the default up to 64 tokens), "num_warps", "num_stages", optional
