@@ -144,7 +144,7 @@ for stage in "$@"; do
     pipelineab) limit 280 python3 -m bench.gemm_variants --family mma --with-heuristic --mode graph --top 6 \
              --only BLOCK_F=128,BLOCK_T=16/32,A_TILE=2,MAXNREG=0 --out "$out/gemm_variants_pipeline.jsonl" \
              --shapes 1x4096x4096,16x4096x4096,1x14336x4096,16x4096x14336,16x3072x768,64x4096x4096 \
-             2>&1 | grep -v Warning | tail -50 ;;  # the pipeline stage's A/B alone (its tests: mmatests)
+             2>&1 | grep -v Warning | tail -50 ;;  # the pipeline stage's A/B alone (its tests: mmatests); ran 2026-12-05 (H100): PREFETCH 0 lost, and the split forms are no longer candidates
     metaringab) limit 300 python3 -m bench.gemm_variants --family wgmma --meta-ring --with-heuristic \
              --only BT=8/16/32,STAGES=8/10,SPLIT_K=1/2/4 --split-k --split-ks 2,4 --mode graph --top 4 \
              --out "$out/gemm_variants_metaring.jsonl" \

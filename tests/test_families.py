@@ -213,8 +213,9 @@ def test_mma_pipelined_loads_need_tile_loads_and_stages():
     assert not configs.well_formed(MMA | {"num_stages": 3})
     assert not configs.well_formed(MMA | {"PREFETCH": 2, "num_stages": 2})
     offered = [c for c in FAMILIES["mma"].candidates(16, 4096, 4096) if c["PREFETCH"] == 0]
-    assert {c["num_stages"] for c in offered} == set(mma.PIPELINE_STAGES)
-    assert {c.get("A_TILE", 1) for c in offered} == {1, 2}  # unsplit A_TILE 1, split A_TILE 2
+    assert offered and {c["num_stages"] for c in offered} == {mma.PIPELINE_STAGES}
+    # with the unsplit tiles only: split, at few tokens, it lost to the registers (H100)
+    assert all(c["SPLIT_K"] == 1 and c.get("A_TILE", 1) == 1 for c in offered)
 
 
 def test_dispatch_is_the_table(monkeypatch):

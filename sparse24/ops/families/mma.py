@@ -8,9 +8,9 @@ A config tiles [BLOCK_F features x BLOCK_T tokens] per program: {"family": "mma"
 "BLOCK_T", "GROUP_T": token blocks per feature block in the tile order, "PREFETCH": steps of the
 k-loop loaded ahead into registers (a step: a chunk of 64 columns of K, or two with A_TILE 2; 0:
 none, Triton's software pipeliner copies the next num_stages - 1 steps into shared memory with
-cp.async instead; A_TILE 1 or 2 and num_stages >= 2 only, and num_stages > 1 only with it; a
-tuner candidate only: 14-40% slower than PREFETCH 1 at 1-64 tokens on the H100, bench/NOTES.md
-2026-12-05, session 5), "SPLIT_K",
+cp.async instead; A_TILE 1 or 2 and num_stages >= 2 only, and num_stages > 1 only with it;
+14-40% slower than PREFETCH 1 at 1-64 tokens on the H100, so offered only with the unsplit
+tiles, bench/NOTES.md 2026-12-05, session 5), "SPLIT_K",
 "A_TILE": how A is loaded (0: per-lane asm loads; 1: from coalesced [BLOCK_F, 8]-word tiles, one
 atom at a time, where absent; 2: [BLOCK_F, 32]-word tiles, two chunks of K at a time, 128
 contiguous bytes of each row, the default up to 64 tokens), "num_warps", "num_stages", optional
@@ -45,10 +45,10 @@ _MAX_ACC_REGS = 128
 _SPLIT_MAX_M = 128
 
 
-# PREFETCH 0's pipeline depths offered to the tuner. A_TILE 2 at 128 x 16 takes 22 KB of shared
-# memory a stage and 106-108 registers (sm_90, Triton 3.9): 3 stages, 4-5 programs an SM with
-# 2 steps each in flight; 4 stages, 3 programs with 3 each (tests/test_mma_compile.py).
-PIPELINE_STAGES = (3, 4)
+# PREFETCH 0's pipeline depth offered to the tuner, with the unsplit tiles only (sm80-sm89 serve
+# every M with them; not yet timed there). At few tokens, split, it lost to the register prefetch
+# by 14-40% at 3 and 4 stages on the H100 (bench/NOTES.md 2026-12-05, session 5): not offered.
+PIPELINE_STAGES = 3
 
 
 def valid(config: dict) -> bool:
@@ -72,7 +72,7 @@ def candidates(m: int, n: int, k: int) -> list[dict]:
         # PREFETCH 0: the pipeliner's cp.async stages, 3 deep (sm80-sm89 serve every M here)
         configs.append({"family": "mma", "BLOCK_F": block_f, "BLOCK_T": block_t, "GROUP_T": 8,
                         "PREFETCH": prefetch, "SPLIT_K": 1, "num_warps": warps,
-                        "num_stages": 1 if prefetch else PIPELINE_STAGES[0]})
+                        "num_stages": 1 if prefetch else PIPELINE_STAGES})
     if m <= _SPLIT_MAX_M:
         for block_f, block_t, split in itertools.product((64, 128, 256), (16, 32), (2, 4, 8, 16)):
             if n % block_f or block_t > max(16, 2 * m) or split > k // 64:
@@ -82,9 +82,6 @@ def candidates(m: int, n: int, k: int) -> list[dict]:
             # the split reduced in the kernel, and A loaded two chunks at a time (each one lever
             # against cfg; not both at once: the candidates stay 3 per tile and split)
             configs += [cfg, cfg | {"FUSED_REDUCE": 1}, cfg | {"A_TILE": 2}]
-            # the loads pipelined in shared memory (cp.async) instead of one step in registers
-            configs += [cfg | {"A_TILE": 2, "PREFETCH": 0, "num_stages": stages}
-                        for stages in PIPELINE_STAGES]
             if block_f == 128 and block_t == 16:
                 # A_TILE 2 takes 174 registers under Triton 3.6 (two programs an SM), 168 under
                 # 3.9 (three); capped at 168 it compiles without spills under both (sm_80 and
