@@ -13,8 +13,7 @@
 #   bash bench/device_session.sh OUT_DIR gatedllm   # bench.llm without and with SparseGatedMLP (CUDA graphs)
 #   bash bench/device_session.sh OUT_DIR metaring   # the sm90 kernel's metadata through the ring (META_RING): GPU tests, then its A/B
 #   bash bench/device_session.sh OUT_DIR profilering   # its Nsight Compute profile at 1 and 16 tokens, before and after
-#   bash bench/device_session.sh OUT_DIR pipeline   # the mma kernel's loads through Triton's pipeliner (PREFETCH 0): GPU tests, then its A/B at few tokens
-#   the GPU suite in three calls with the A/Bs beside it: wgmmatests metaringab; mmatests pipelineab; restests gatedab
+#   the GPU suite in three calls with the A/Bs beside it: wgmmatests metaringab; mmatests; restests gatedab
 #   next (after 2026-12-05's H100 calls): ruletests gatedtest llmgraph (the final defaults); midring; profilering; then the H200 reruns
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
 #   bash bench/device_session.sh OUT_DIR levers                  # the finished lever A/B runs (bench/investigations)
@@ -137,14 +136,10 @@ for stage in "$@"; do
              2>&1 | grep -v Warning | tail -40 ;;  # issue 25: the sm90 kernel with the metadata through the ring, against its own loads and the mma heuristic
     mmatests) limit 300 python3 -m pytest -q -n 12 -p no:cacheprovider tests/test_gemm.py tests/test_epilogue_ulp.py \
              tests/test_nn_compile.py -k "few_chunks or every_candidate or gated or epilogues_gpu or silu" \
-             >"$out/pytest_gpu_mma_gated.txt" 2>&1; tail -4 "$out/pytest_gpu_mma_gated.txt" ;;  # every mma and dot form (PREFETCH 0 included), every epilogue, the gated ones
+             >"$out/pytest_gpu_mma_gated.txt" 2>&1; tail -4 "$out/pytest_gpu_mma_gated.txt" ;;  # every mma and dot form, every epilogue, the gated ones
     restests) limit 300 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests --deselect tests/test_wgmma_gpu.py \
              -k "not few_chunks and not every_candidate and not gated and not epilogues_gpu and not silu" \
              >"$out/pytest_gpu_rest.txt" 2>&1; tail -4 "$out/pytest_gpu_rest.txt" ;;  # the GPU suite but test_wgmma_gpu.py (wgmmatests) and mmatests
-    pipelineab) limit 280 python3 -m bench.gemm_variants --family mma --with-heuristic --mode graph --top 6 \
-             --only BLOCK_F=128,BLOCK_T=16/32,A_TILE=2,MAXNREG=0 --out "$out/gemm_variants_pipeline.jsonl" \
-             --shapes 1x4096x4096,16x4096x4096,1x14336x4096,16x4096x14336,16x3072x768,64x4096x4096 \
-             2>&1 | grep -v Warning | tail -50 ;;  # the pipeline stage's A/B alone (its tests: mmatests); ran 2026-12-05 (H100): PREFETCH 0 lost, and the split forms are no longer candidates
     metaringab) limit 300 python3 -m bench.gemm_variants --family wgmma --meta-ring --with-heuristic \
              --only BT=8/16/32,STAGES=8/10,SPLIT_K=1/2/4 --split-k --split-ks 2,4 --mode graph --top 4 \
              --out "$out/gemm_variants_metaring.jsonl" \
@@ -167,13 +162,6 @@ for stage in "$@"; do
     gatedtest) limit 150 python3 -m pytest -q -n 6 -p no:cacheprovider tests/test_wgmma_gpu.py tests/test_nn_compile.py tests/test_nn_gated_mlp.py -k gated \
              >"$out/pytest_gpu_wgmma_gated.txt" 2>&1; tail -3 "$out/pytest_gpu_wgmma_gated.txt" ;;
     gatedab) limit 200 python3 -m bench.gated --out-dir "$out" 2>&1 | grep -v Warning | tail -16 ;;  # the gated stage's bench alone (its tests: mmatests, wgmmatests)
-    pipeline) limit 260 python3 -m pytest -m gpu -q -n 12 -p no:cacheprovider tests/test_gemm.py \
-             -k "few_chunks or (every_candidate and mma)" >"$out/pytest_gpu_pipeline.txt" 2>&1
-             tail -4 "$out/pytest_gpu_pipeline.txt"  # every mma form, PREFETCH 0 (cp.async stages) included
-             limit 280 python3 -m bench.gemm_variants --family mma --with-heuristic --mode graph --top 6 \
-             --only BLOCK_F=128,BLOCK_T=16/32,A_TILE=2,MAXNREG=0 --out "$out/gemm_variants_pipeline.jsonl" \
-             --shapes 1x4096x4096,16x4096x4096,1x14336x4096,16x4096x14336,16x3072x768,64x4096x4096 \
-             2>&1 | grep -v Warning | tail -50 ;;  # issue 25: the mma kernel's loads pipelined in shared memory (PREFETCH 0, 3 and 4 stages) against registers (PREFETCH 1) and the heuristic
     profiledecode) for a_tile in 1 2; do limit 100 ncu --clock-control none -k regex:_sparse_mma_kernel \
              --launch-skip 1 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
              --section Occupancy --section WarpStateStats \

@@ -104,23 +104,10 @@ def test_mma_launch_arguments(recorders, split_k, dtype, with_bias, activation, 
         x2.view(torch.int32), values.view(torch.int32), values.data_ptr(), meta.data_ptr(),
         bias if with_bias else y, y, partial, counter, M, N, K, 160, N, 4 // split_k))
     check_counters(counter, meta, fused, 1)
-    # the last: LOAD_STAGES, the pipeliner's depth (PREFETCH 0 only; 1, unused, here)
     assert constexprs == (128, 16, 8, 1, split_k, with_bias, act, dtype == torch.bfloat16, 1,
-                          bool(fused), 1)
+                          bool(fused))
     assert (warps, stages) == (4, 1) and recorders["mma"].maxnregs == [None]
     check_reduce(recorders, split_k, partial, bias, y, act, fused)
-
-
-def test_mma_pipelined_loads_take_their_depth_as_a_constexpr(recorders):
-    """PREFETCH 0: the config's num_stages is both the compile option and the kernel's
-    LOAD_STAGES, the num_stages of its tl.range (Triton pipelines no loop without a dot on the
-    option alone: sm_90 SASS had no LDGSTS then)."""
-    x2, values, meta, bias, y = problem(torch.float16, True)
-    cfg = MMA | {"PREFETCH": 0, "A_TILE": 2, "num_stages": 4, "SPLIT_K": 2}
-    family_launch("mma")(x2, values, meta, bias, y, 0, cfg)
-    [(grid, args, constexprs, warps, stages)] = recorders["mma"].calls
-    assert constexprs[3] == 0 and constexprs[8] == 2 and constexprs[-1] == 4
-    assert (warps, stages) == (4, 4)
 
 
 def test_mma_launch_passes_the_register_cap(recorders):
@@ -200,22 +187,6 @@ def test_well_formed_wants_every_field_of_the_family(name):
     for field in FAMILIES[name].FIELDS:
         assert not configs.well_formed({k: v for k, v in cfg.items() if k != field}), field
         assert not configs.well_formed(cfg | {field: 0 if field != "PREFETCH" else -1}), field
-
-
-def test_mma_pipelined_loads_need_tile_loads_and_stages():
-    """PREFETCH 0 (Triton's pipeliner) runs with A_TILE 1 or 2 and at least 2 stages; the
-    register loops (PREFETCH 1, 2) only with num_stages 1, which is all they use."""
-    piped = MMA | {"PREFETCH": 0, "A_TILE": 2, "num_stages": 3}
-    assert configs.well_formed(piped) and configs.well_formed(piped | {"A_TILE": 1})
-    assert configs.well_formed({k: v for k, v in piped.items() if k != "A_TILE"})  # 1 if absent
-    assert not configs.well_formed(piped | {"A_TILE": 0})  # asm loads: nothing to pipeline
-    assert not configs.well_formed(piped | {"num_stages": 1})
-    assert not configs.well_formed(MMA | {"num_stages": 3})
-    assert not configs.well_formed(MMA | {"PREFETCH": 2, "num_stages": 2})
-    offered = [c for c in FAMILIES["mma"].candidates(16, 4096, 4096) if c["PREFETCH"] == 0]
-    assert offered and {c["num_stages"] for c in offered} == {mma.PIPELINE_STAGES}
-    # with the unsplit tiles only: split, at few tokens, it lost to the registers (H100)
-    assert all(c["SPLIT_K"] == 1 and c.get("A_TILE", 1) == 1 for c in offered)
 
 
 def test_dispatch_is_the_table(monkeypatch):

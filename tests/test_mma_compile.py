@@ -23,7 +23,7 @@ signature = {"x32_ptr": "*i32", "values32_ptr": "*i32", "values_addr": "i64", "m
              "M": "i32", "N": "i32", "K": "i32", "stride_x32": "i32", "stride_ym": "i32",
              "chunks_per_split": "i32"}
 constexprs = dict(BLOCK_F=128, BLOCK_T=16, GROUP_T=8, PREFETCH=1, SPLIT_K=8, HAS_BIAS=True,
-                  ACTIVATION=2, IS_BF16=False, A_TILE=a_tile, FUSED_REDUCE=fused, LOAD_STAGES=1)
+                  ACTIVATION=2, IS_BF16=False, A_TILE=a_tile, FUSED_REDUCE=fused)
 constexprs.update(overrides)
 # what a launch specializes on: 16-byte aligned tensors, sizes and strides divisible by 16
 names = list(signature)
@@ -117,25 +117,3 @@ def test_gated_epilogue_compiles_without_spills(capability, split_k, fused):
     gated = compile_in_child(capability, fused, a_tile, ACTIVATION=GATED_CODES["swiglu"], **shape)
     assert re.search(r"STACK:0\b", gated["usage"]), gated["usage"]
     print(capability, split_k, "registers: silu", plain["registers"], "swiglu", gated["registers"])
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("capability", [80, 90])
-@pytest.mark.parametrize("a_tile", [1, 2])
-def test_pipelined_loads_are_cp_async_copies(capability, a_tile):
-    """PREFETCH 0 (4 stages): every global load of the kernel (values, metadata, x) is a cp.async
-    copy into shared memory (LDGSTS), the values 16 bytes a copy, none a plain load; the A
-    operand is read from the copies with ldmatrix (LDSM); no local memory, and fewer registers
-    than the register-prefetch loop (sm_90, Triton 3.9: A_TILE 2 108 against 164)."""
-    piped = compile_in_child(capability, False, a_tile, PREFETCH=0, LOAD_STAGES=4)
-    held = compile_in_child(capability, False, a_tile)
-    sass = piped["sass"]
-    assert re.search(r"LDGSTS\.E\.BYPASS\.128", sass), sass[:2000]
-    assert not re.search(r"\bLDG\.", sass), re.findall(r"LDG\.\S+", sass)
-    assert "LDSM" in sass
-    assert re.search(r"STACK:0\b", piped["usage"]), piped["usage"]
-    assert "LDL" not in sass and "STL" not in sass
-    assert piped["registers"] < held["registers"], (piped["registers"], held["registers"])
-    # the pipeliner took the loop (its copies are asynchronous, 3 steps ahead): without
-    # LOAD_STAGES the k-loop's loads would be plain LDG
-    assert "cp.async.commit_group" in piped["ptx"] and "cp.async.wait_group" in piped["ptx"]

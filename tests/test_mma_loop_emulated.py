@@ -1,7 +1,6 @@
 """The mma kernel's k-loop on a CPU: the whole kernel runs in the Triton interpreter with its three
 inline-asm functions (the mma.sp and two loads, which the interpreter cannot run) swapped for
-stand-ins that check what they are given. Every A_TILE form, every PREFETCH loop (PREFETCH 0's
-tl.range with its pipeliner stages runs as a plain loop here, its tl.load metadata unswapped), whole and
+stand-ins that check what they are given. Every A_TILE form, both PREFETCH loops, whole and
 split K with odd and even chunks a split: each chunk of the split must be multiplied exactly
 once, with its own metadata word and selector, and the second chunk of an A_TILE 2 step past the
 split's end must add nothing. The numbers of the real instruction need a GPU (tests/test_gemm.py).
@@ -87,8 +86,7 @@ def run_labelled(m, n, k, block_f, block_t, prefetch, split, a_tile):
         x32, values32, values32.data_ptr(), meta.data_ptr(), y, y, partial, meta,
         m, n, k, x32.stride(0), y.stride(0), per_split,
         BLOCK_F=block_f, BLOCK_T=block_t, GROUP_T=8, PREFETCH=prefetch, SPLIT_K=splits,
-        HAS_BIAS=False, ACTIVATION=0, IS_BF16=False, A_TILE=a_tile, FUSED_REDUCE=False,
-        LOAD_STAGES=1 if prefetch else 3)
+        HAS_BIAS=False, ACTIVATION=0, IS_BF16=False, A_TILE=a_tile, FUSED_REDUCE=False)
     sums = y[None] if splits == 1 else partial
     expected = [sum(4.0 ** atom for atom in range(2 * s * per_split, 2 * min((s + 1) * per_split, k // 64)))
                 for s in range(splits)]
@@ -100,9 +98,7 @@ def run_labelled(m, n, k, block_f, block_t, prefetch, split, a_tile):
 CASES = [(k, split) for k in (64, 128, 192, 256, 320, 384) for split in (1, 2, 3, 4) if split <= k // 64]
 
 
-# PREFETCH 0 (loads pipelined by Triton) needs tile loads: A_TILE 1 and 2 only
-@pytest.mark.parametrize("a_tile, prefetch",
-                         list(itertools.product((0, 1, 2), (1, 2))) + [(1, 0), (2, 0)])
+@pytest.mark.parametrize("a_tile, prefetch", list(itertools.product((0, 1, 2), (1, 2))))
 def test_every_chunk_of_a_split_is_multiplied_once(emulated, a_tile, prefetch):
     wrong = []
     for k, split in CASES:
@@ -141,8 +137,7 @@ def test_gated_epilogue_pairs_the_interleaved_rows(emulated, split, fused):
         x32, values32, values32.data_ptr(), meta.data_ptr(), bias, y, partial, counter,
         m, n, k, x32.stride(0), y.stride(0), per_split,
         BLOCK_F=block_f, BLOCK_T=block_t, GROUP_T=8, PREFETCH=1, SPLIT_K=splits,
-        HAS_BIAS=True, ACTIVATION=code, IS_BF16=False, A_TILE=2, FUSED_REDUCE=fused,
-        LOAD_STAGES=1)
+        HAS_BIAS=True, ACTIVATION=code, IS_BF16=False, A_TILE=2, FUSED_REDUCE=fused)
     if splits > 1 and not fused:
         _splitk.reduce(partial, bias, y, code, splits)
     j = torch.arange(n // 2)
@@ -150,36 +145,3 @@ def test_gated_epilogue_pairs_the_interleaved_rows(emulated, split, fused):
     gate, up = own[gate_row], own[gate_row + 8]
     expected = (gate * torch.sigmoid(gate) * up).expand(m, -1)
     torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
-
-
-@triton.jit
-def _metadata_recording_mma_sp(a, b, c, e, SELECTOR: tl.constexpr, IS_BF16: tl.constexpr):
-    # adds e * 8**atom: a sum over the atoms that tells each element's metadata word of every
-    # chunk apart (words 0-7; 8 atoms stay below 2**24, exact in float32)
-    atom = (a - 1).to(tl.float32)
-    return c + tl.where(a == 0, 0.0, e.to(tl.float32) * tl.exp2(3.0 * atom))
-
-
-@pytest.mark.parametrize("a_tile, block_f, block_t", [(1, 32, 16), (2, 32, 16), (2, 64, 32)])
-def test_pipelined_metadata_reaches_the_elements_the_asm_loads_do(emulated, monkeypatch, a_tile,
-                                                                 block_f, block_t):
-    """PREFETCH 0 reads the metadata as [bands, 32] tiles and spreads them over the mma layout
-    (_e_operand); the register loops read each element's word by address (_load_e, run on the
-    GPU). With random words, every element of every chunk must get the same word both ways."""
-    monkeypatch.setattr(sparse_mma, "_mma_sp", _metadata_recording_mma_sp)
-    m, n, k = 21, 64, 256
-    values32, _, x32 = labelled_operands(m, n, k)
-    meta = torch.randint(0, 8, (n // 16, k // 64, 32), dtype=torch.int32)
-    outputs = []
-    for prefetch, stages in ((1, 1), (0, 3)):
-        y = torch.full((m, n), float("nan"))
-        grid = (-(-m // block_t) * (n // block_f), 1, 1)
-        sparse_mma._sparse_mma_kernel[grid](
-            x32, values32, values32.data_ptr(), meta.data_ptr(), y, y, y, meta,
-            m, n, k, x32.stride(0), y.stride(0), k // 64,
-            BLOCK_F=block_f, BLOCK_T=block_t, GROUP_T=8, PREFETCH=prefetch, SPLIT_K=1,
-            HAS_BIAS=False, ACTIVATION=0, IS_BF16=False, A_TILE=a_tile, FUSED_REDUCE=False,
-            LOAD_STAGES=stages)
-        outputs.append(y)
-    assert not outputs[0].isnan().any()
-    assert torch.equal(outputs[0], outputs[1])

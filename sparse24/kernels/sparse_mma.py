@@ -27,18 +27,9 @@ c = n % 2, is register r = 2h + c of lane 4g + t in tile (f // 16, n // 8). Its 
      tokens: a warp reads whole lines; bench/NOTES.md 2026-12-05)
   B  x word       (token 8 * (n // 8) + g, word 16 * atom + t + 4r): two halves, k = 2t + 8r, +1;
      loaded as a coalesced tile and rearranged by Triton through shared memory (_b_operand)
-  E  meta word    (atom pair, lane), shared by the 4 registers; selector 0 / 1 for even / odd atom;
-     an asm load per lane, or (PREFETCH 0) a coalesced [bands, 32] tile spread over the layout
-     (_e_operand)
+  E  meta word    (atom pair, lane), shared by the 4 registers; selector 0 / 1 for even / odd atom
   D  y[token n, feature f]
 Tokens past M read zeros and are masked at the store.
-
-The k-loop's loads run ahead of its mma.sp in one of two ways: PREFETCH 1 or 2 steps held in
-registers (the loop is written out as a double or triple buffer), or PREFETCH 0: each step loads
-its own operands with tl.load and Triton's software pipeliner (tl.range num_stages=LOAD_STAGES)
-turns them into cp.async copies LOAD_STAGES - 1 steps ahead in shared memory (sm_90, A_TILE 2,
-128 x 16: 22 KB a stage, 106-108 registers against 164-174, SASS LDGSTS and LDSM only;
-tests/test_mma_compile.py).
 Pruned weights are skipped, never multiplied: an Inf in x meets only the kept weights of its column.
 """
 
@@ -174,52 +165,15 @@ def _load_e(addr):
 
 
 @triton.jit
-def _e_tile_pointers(meta_addr, pid_f, K, BLOCK_F: tl.constexpr):
-    """[BLOCK_F // 16, 32] pointers to the program's metadata words of chunk 0: one row of 32
-    words (128 contiguous bytes) a band of 16 features. Loaded with tl.load (PREFETCH 0), so that
-    Triton's pipeliner copies them ahead like the other operands; ``_e_operand`` spreads them
-    over the mma layout. meta_addr is 16-byte aligned (linear refuses other metadata on a GPU)."""
-    bands = (pid_f * (BLOCK_F // 16) + tl.arange(0, BLOCK_F // 16)).to(tl.int64)
-    words = tl.arange(0, 32)
-    ptrs = (meta_addr.to(tl.pointer_type(tl.int32)) + (bands * (K // 64) * 32)[:, None]
-            + words[None, :])
-    # an address made from an int carries no alignment: each row is 128 aligned, contiguous bytes
-    return tl.max_contiguous(tl.multiple_of(ptrs, [16, 16]), [1, 32])
-
-
-@triton.jit
-def _e_operand(tile, BLOCK_F: tl.constexpr, BLOCK_T: tl.constexpr):
-    """The [BLOCK_F // 16, 32] metadata tile of one chunk as the E operand of the [BLOCK_F,
-    BLOCK_T] element grid: element (f, n) takes word 4 * (f % 8) + (n % 8) // 2 of band f // 16,
-    the word ``_load_e`` reads for it (lane 4g + t, in every register of the lane's group)."""
-    e = tl.reshape(tile, [BLOCK_F // 16, 8, 4])  # band, g, t
-    e = tl.broadcast_to(e[:, None, :, None, :, None], [BLOCK_F // 16, 2, 8, BLOCK_T // 8, 4, 2])
-    return tl.reshape(e, [BLOCK_F, BLOCK_T])  # f = 16 band + 8h + g, n = 8 * tile + 2t + c
-
-
-@triton.jit
-def _metadata_word(e_addr, e_ptrs, step, BLOCK_F: tl.constexpr, BLOCK_T: tl.constexpr,
-                   E_TILE: tl.constexpr):
-    """The E operand of the chunk ``step`` chunks past the split's first: an asm load per lane,
-    or (E_TILE) a coalesced tile load, which Triton's pipeliner can issue ahead."""
-    if E_TILE:
-        e = _e_operand(tl.load(e_ptrs + step * 32), BLOCK_F, BLOCK_T)
-    else:
-        e = _load_e(e_addr + step * 128)
-    return e
-
-
-@triton.jit
-def _load_chunk(x32_ptr, a_addr, a_ptrs, e_addr, e_ptrs, tokens, chunk, step, M, stride_x32,
-                A_TILE: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_T: tl.constexpr,
-                E_TILE: tl.constexpr):
+def _load_chunk(x32_ptr, a_addr, a_ptrs, e_addr, tokens, chunk, step, M, stride_x32,
+                A_TILE: tl.constexpr):
     """The operands of one 64-column chunk (2 atoms): metadata, A of both atoms, x tiles of both.
     a_addr / a_ptrs / e_addr point at the split's first chunk; ``step`` chunks past it is
     ``chunk``. A chunk is 32 values (64 bytes, 16 words) of each row of values, an atom 32 bytes.
     A_TILE 0: A straight into the mma layout, four 4-byte asm loads per lane and atom; A_TILE 1:
     two coalesced [BLOCK_F, 8] word tiles, rearranged when used (_mma_chunk); A_TILE 2 loads two
     chunks at a time (_load_pair)."""
-    e = _metadata_word(e_addr, e_ptrs, step, BLOCK_F, BLOCK_T, E_TILE)
+    e = _load_e(e_addr + step * 128)
     if A_TILE:
         a0 = tl.load(a_ptrs + step * 16)
         a1 = tl.load(a_ptrs + step * 16 + 8)
@@ -243,8 +197,7 @@ def _mma_chunk(acc, operands, BLOCK_F: tl.constexpr, BLOCK_T: tl.constexpr, IS_B
 
 
 @triton.jit
-def _load_pair(x32_ptr, a_ptrs, e_addr, e_ptrs, tokens, chunk, step, last, M, stride_x32,
-               BLOCK_F: tl.constexpr, BLOCK_T: tl.constexpr, E_TILE: tl.constexpr):
+def _load_pair(x32_ptr, a_ptrs, e_addr, tokens, chunk, step, last, M, stride_x32):
     """The operands of chunks ``chunk`` and ``chunk + 1`` (A_TILE 2): both metadata words, one
     [BLOCK_F, 32] word tile of values (128 contiguous bytes of each row: a whole cache line per
     row, where A_TILE 1 asks for 32-byte pieces of 16 rows per load), and the four x tiles.
@@ -252,8 +205,8 @@ def _load_pair(x32_ptr, a_ptrs, e_addr, e_ptrs, tokens, chunk, step, last, M, st
     zeros and its metadata word is the first's: it adds exactly 0 (no memory past the end is read).
     """
     second = chunk + 1 < last
-    e0 = _metadata_word(e_addr, e_ptrs, step, BLOCK_F, BLOCK_T, E_TILE)
-    e1 = _metadata_word(e_addr, e_ptrs, step + second.to(tl.int32), BLOCK_F, BLOCK_T, E_TILE)
+    e0 = _load_e(e_addr + step * 128)
+    e1 = _load_e(e_addr + (step + second.to(tl.int32)) * 128)
     words = tl.arange(0, 32)
     # words 16-31 (the second chunk) only where it exists; spelled as one comparison, which the
     # interpreter takes too (a bool block | a scalar comparison is int32 there, Triton 3.9)
@@ -275,17 +228,14 @@ def _mma_pair(acc, operands, BLOCK_F: tl.constexpr, BLOCK_T: tl.constexpr, IS_BF
 
 
 @triton.jit
-def _load_step(x32_ptr, a_addr, a_ptrs, e_addr, e_ptrs, tokens, chunk, step, last, M,
-               stride_x32, A_TILE: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_T: tl.constexpr,
-               E_TILE: tl.constexpr):
-    """The operands of one step of the k-loop: one chunk, or two with A_TILE 2. E_TILE: the
-    metadata through ``_e_tile_pointers`` (tl.load) rather than ``e_addr`` (asm loads)."""
+def _load_step(x32_ptr, a_addr, a_ptrs, e_addr, tokens, chunk, step, last, M, stride_x32,
+               A_TILE: tl.constexpr):
+    """The operands of one step of the k-loop: one chunk, or two with A_TILE 2."""
     if A_TILE == 2:
-        ops = _load_pair(x32_ptr, a_ptrs, e_addr, e_ptrs, tokens, chunk, step, last, M,
-                         stride_x32, BLOCK_F, BLOCK_T, E_TILE)
+        ops = _load_pair(x32_ptr, a_ptrs, e_addr, tokens, chunk, step, last, M, stride_x32)
     else:
-        ops = _load_chunk(x32_ptr, a_addr, a_ptrs, e_addr, e_ptrs, tokens, chunk, step, M,
-                          stride_x32, A_TILE, BLOCK_F, BLOCK_T, E_TILE)
+        ops = _load_chunk(x32_ptr, a_addr, a_ptrs, e_addr, tokens, chunk, step, M, stride_x32,
+                          A_TILE)
     return ops
 
 
@@ -305,7 +255,7 @@ def _sparse_mma_kernel(
     M, N, K, stride_x32, stride_ym, chunks_per_split,
     BLOCK_F: tl.constexpr, BLOCK_T: tl.constexpr, GROUP_T: tl.constexpr, PREFETCH: tl.constexpr,
     SPLIT_K: tl.constexpr, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, IS_BF16: tl.constexpr,
-    A_TILE: tl.constexpr, FUSED_REDUCE: tl.constexpr, LOAD_STAGES: tl.constexpr,
+    A_TILE: tl.constexpr, FUSED_REDUCE: tl.constexpr,
 ):
     """x32: x seen as int32 (pairs of halves); values32: the values seen as int32 [N, K / 4] (the
     A tiles of A_TILE 1). values_addr / meta_addr: raw device addresses (int64) of the values and
@@ -357,38 +307,27 @@ def _sparse_mma_kernel(
     e_addr += first * 128
     # One step of the k-loop is one chunk, or two (A_TILE 2: a step past the split's end adds 0).
     STEP: tl.constexpr = 2 if A_TILE == 2 else 1
-    if PREFETCH == 0:
-        # No registers hold loads ahead: each step loads its own operands with tl.load, the
-        # metadata included (E_TILE), and Triton's software pipeliner issues them LOAD_STAGES - 1
-        # steps ahead as cp.async copies into shared memory. A_TILE 0's asm loads cannot be
-        # pipelined (the family refuses that config).
-        e_ptrs = _e_tile_pointers(meta_addr, pid_f, K, BLOCK_F) + first * 32
-        for chunk in tl.range(first, last, STEP, num_stages=LOAD_STAGES):
-            ops = _load_step(x32_ptr, a_addr, a_ptrs, e_addr, e_ptrs, tokens, chunk,
-                             chunk - first, last, M, stride_x32, A_TILE, BLOCK_F, BLOCK_T, True)
-            acc = _mma_step(acc, ops, BLOCK_F, BLOCK_T, IS_BF16, A_TILE)
-    elif PREFETCH == 1:
+    if PREFETCH == 1:
         # Registers double-buffer one step: the loads of step i+1 are in flight during the
         # mma of step i (a loop iteration is a scheduling barrier for ptxas).
-        cur = _load_step(x32_ptr, a_addr, a_ptrs, e_addr, e_addr, tokens, first, 0, last, M,
-                         stride_x32, A_TILE, BLOCK_F, BLOCK_T, False)
+        cur = _load_step(x32_ptr, a_addr, a_ptrs, e_addr, tokens, first, 0, last, M, stride_x32,
+                         A_TILE)
         for chunk in range(first + STEP, last, STEP):
-            nxt = _load_step(x32_ptr, a_addr, a_ptrs, e_addr, e_addr, tokens, chunk, chunk - first,
-                             last, M, stride_x32, A_TILE, BLOCK_F, BLOCK_T, False)
+            nxt = _load_step(x32_ptr, a_addr, a_ptrs, e_addr, tokens, chunk, chunk - first, last,
+                             M, stride_x32, A_TILE)
             acc = _mma_step(acc, cur, BLOCK_F, BLOCK_T, IS_BF16, A_TILE)
             cur = nxt
         acc = _mma_step(acc, cur, BLOCK_F, BLOCK_T, IS_BF16, A_TILE)
     else:
         # Two steps in flight. A split of one step loads it twice and adds it once.
         second = tl.where(first + STEP < last, first + STEP, first)
-        cur = _load_step(x32_ptr, a_addr, a_ptrs, e_addr, e_addr, tokens, first, 0, last, M,
-                         stride_x32, A_TILE, BLOCK_F, BLOCK_T, False)
-        nxt = _load_step(x32_ptr, a_addr, a_ptrs, e_addr, e_addr, tokens, second, second - first,
-                         last, M, stride_x32, A_TILE, BLOCK_F, BLOCK_T, False)
+        cur = _load_step(x32_ptr, a_addr, a_ptrs, e_addr, tokens, first, 0, last, M, stride_x32,
+                         A_TILE)
+        nxt = _load_step(x32_ptr, a_addr, a_ptrs, e_addr, tokens, second, second - first, last, M,
+                         stride_x32, A_TILE)
         for chunk in range(first + 2 * STEP, last, STEP):
-            after = _load_step(x32_ptr, a_addr, a_ptrs, e_addr, e_addr, tokens, chunk,
-                               chunk - first, last, M, stride_x32, A_TILE, BLOCK_F, BLOCK_T,
-                               False)
+            after = _load_step(x32_ptr, a_addr, a_ptrs, e_addr, tokens, chunk, chunk - first,
+                               last, M, stride_x32, A_TILE)
             acc = _mma_step(acc, cur, BLOCK_F, BLOCK_T, IS_BF16, A_TILE)
             cur = nxt
             nxt = after

@@ -84,7 +84,7 @@ def heuristic_config(m: int, n: int, k: int, device: torch.device) -> dict:
     if uses_wgmma(m, device):
         family = FAMILIES["wgmma"]
     elif device.type == "cuda" and wgmma.supported(device.index or 0) and (
-            streaming := wgmma.few_token_config(m, n, k, sms)):
+            streaming := wgmma.few_token_config(m, n, k)):
         # a few tokens on sm90: the wgmma kernel where it streams faster (any N it can pack)
         return streaming
     elif device.type == "cuda" and n % 64 == 0:

@@ -6,11 +6,7 @@ split-K on the H100). It needs a GPU.
 
 A config tiles [BLOCK_F features x BLOCK_T tokens] per program: {"family": "mma", "BLOCK_F",
 "BLOCK_T", "GROUP_T": token blocks per feature block in the tile order, "PREFETCH": steps of the
-k-loop loaded ahead into registers (a step: a chunk of 64 columns of K, or two with A_TILE 2; 0:
-none, Triton's software pipeliner copies the next num_stages - 1 steps into shared memory with
-cp.async instead; A_TILE 1 or 2 and num_stages >= 2 only, and num_stages > 1 only with it;
-14-40% slower than PREFETCH 1 at 1-64 tokens on the H100, so offered only with the unsplit
-tiles, bench/NOTES.md 2026-12-05, session 5), "SPLIT_K",
+k-loop loaded ahead (a step: a chunk of 64 columns of K, or two with A_TILE 2), "SPLIT_K",
 "A_TILE": how A is loaded (0: per-lane asm loads; 1: from coalesced [BLOCK_F, 8]-word tiles, one
 atom at a time, where absent; 2: [BLOCK_F, 32]-word tiles, two chunks of K at a time, 128
 contiguous bytes of each row, the default up to 64 tokens), "num_warps", "num_stages", optional
@@ -45,34 +41,17 @@ _MAX_ACC_REGS = 128
 _SPLIT_MAX_M = 128
 
 
-# PREFETCH 0's pipeline depth offered to the tuner, with the unsplit tiles only (sm80-sm89 serve
-# every M with them; not yet timed there). At few tokens, split, it lost to the register prefetch
-# by 14-40% at 3 and 4 stages on the H100 (bench/NOTES.md 2026-12-05, session 5): not offered.
-PIPELINE_STAGES = 3
-
-
-def valid(config: dict) -> bool:
-    """PREFETCH 0 (the pipeliner's cp.async stages) needs tile loads (A_TILE 1 or 2: A_TILE 0's
-    asm loads cannot be pipelined) and at least 2 stages; more than one stage means nothing to
-    the register-prefetch loops, so it is refused there rather than compiled for nothing."""
-    if config["PREFETCH"] == 0:
-        return config.get("A_TILE", 1) in (1, 2) and config["num_stages"] >= 2
-    return config["num_stages"] == 1
-
-
 def candidates(m: int, n: int, k: int) -> list[dict]:
     """Every mma config worth timing for [m, k] x [n, k]^T."""
     configs = []
     for block_f, block_t, warps, prefetch in itertools.product((64, 128, 256), (16, 32, 64, 128),
-                                                               (4, 8), (1, 2, 0)):
+                                                               (4, 8), (1, 2)):
         if n % block_f or block_t > max(16, 2 * m):
             continue
         if block_f * block_t // (32 * warps) > _MAX_ACC_REGS or block_f < 16 * warps:
             continue
-        # PREFETCH 0: the pipeliner's cp.async stages, 3 deep (sm80-sm89 serve every M here)
         configs.append({"family": "mma", "BLOCK_F": block_f, "BLOCK_T": block_t, "GROUP_T": 8,
-                        "PREFETCH": prefetch, "SPLIT_K": 1, "num_warps": warps,
-                        "num_stages": 1 if prefetch else PIPELINE_STAGES})
+                        "PREFETCH": prefetch, "SPLIT_K": 1, "num_warps": warps, "num_stages": 1})
     if m <= _SPLIT_MAX_M:
         for block_f, block_t, split in itertools.product((64, 128, 256), (16, 32), (2, 4, 8, 16)):
             if n % block_f or block_t > max(16, 2 * m) or split > k // 64:
@@ -162,7 +141,7 @@ def launch(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
         count = counters(y.device, tiles) if fused else meta
         constexprs = (cfg["BLOCK_F"], cfg["BLOCK_T"], cfg["GROUP_T"], cfg["PREFETCH"], splits,
                       bias is not None, activation, x2.dtype == torch.bfloat16,
-                      cfg.get("A_TILE", 1), fused, cfg["num_stages"])
+                      cfg.get("A_TILE", 1), fused)
         args = (x2.view(torch.int32), values.view(torch.int32), vp, mp,
                 bias if bias is not None else y, y, partial, count, m, n, k, x2.stride(0) // 2,
                 y.stride(0), per_split)
