@@ -14,7 +14,7 @@
 #   bash bench/device_session.sh OUT_DIR metaring   # the sm90 kernel's metadata through the ring (META_RING): GPU tests, then its A/B
 #   bash bench/device_session.sh OUT_DIR profilering   # its Nsight Compute profile at 1 and 16 tokens, before and after
 #   the GPU suite in three calls with the A/Bs beside it: wgmmatests metaringab; mmatests; restests gatedab
-#   next (after 2026-12-05's H100 calls): ruletests gatedtest llmgraph (the final defaults); midring; profilering; then the H200 reruns
+#   next (after 2026-12-05's H100 calls): ruletests gatedtest qkvllm (the final defaults, Llama's q/k/v fused); midring; profilering; then the H200 reruns
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
 #   bash bench/device_session.sh OUT_DIR levers                  # the finished lever A/B runs (bench/investigations)
 #   bash bench/device_session.sh OUT_DIR opcost eagerdiag hostpaths   # host-time diagnostics (bench/diag; eagerdiag: bench/investigations)
@@ -155,6 +155,8 @@ for stage in "$@"; do
              >"$out/pytest_gpu_rule.txt" 2>&1; tail -4 "$out/pytest_gpu_rule.txt" ;;  # linear's few-token defaults (META_RING) on the GPU
     llmgraph) mkdir -p "$out/llm"; limit 300 python3 -m bench.llm --modes graph --rounds 2 --out-dir "$out/llm" 2>&1 \
              | grep -v Warning | tail -14 ;;
+    qkvllm) mkdir -p "$out/llm"; for qkv in --no-fuse-qkv --fuse-qkv; do limit 200 python3 -m bench.llm $qkv --modes graph --rounds 2 \
+             --out-dir "$out/llm" 2>&1 | grep -v Warning | tail -9; done ;;  # Llama's q/k/v as one GEMM: bench.llm without and with (CUDA graphs)
     midring) limit 300 python3 -m bench.gemm_variants --family wgmma --meta-ring --split-k --split-ks 2,4 --with-heuristic \
              --only META_RING=1,BT=16/32/64,STAGES=4/6/8/10 --mode graph --top 4 --out "$out/gemm_variants_midring.jsonl" \
              --shapes 32x4096x4096,64x4096x4096,64x14336x4096,64x4096x14336,48x4096x4096,64x3072x768 \

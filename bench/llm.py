@@ -49,11 +49,12 @@ Timer = Callable[[Callable[[], Any]], float]
 
 
 def build_models(layers: int, dtype: torch.dtype, device: str, fuse_gate_up: bool = True,
-                 fuse_gated_mlp: bool = True,
+                 fuse_gated_mlp: bool = True, fuse_qkv: bool = True,
                  **config: Any) -> tuple[torch.nn.Module, torch.nn.Module, Any]:
     """(dense, sparse24, sparsify report): LlamaModel with 2:4-pruned decoder-layer weights, and a
     copy of it sparsify_'d (gate_proj and up_proj as one GEMM unless ``fuse_gate_up`` is off;
-    with ``fuse_gated_mlp``, silu(gate) * up in that GEMM's epilogue)."""
+    with ``fuse_gated_mlp``, silu(gate) * up in that GEMM's epilogue; q_proj, k_proj and v_proj
+    as one GEMM unless ``fuse_qkv`` is off)."""
     from transformers import LlamaConfig, LlamaModel
 
     from sparse24.nn import sparsify_
@@ -68,7 +69,8 @@ def build_models(layers: int, dtype: torch.dtype, device: str, fuse_gate_up: boo
                 module.weight.copy_(prune_24(module.weight))
     sparse = copy.deepcopy(dense)
     report = sparsify_(sparse, filter_fn=lambda module, fqn: fqn.startswith("layers."),
-                       fuse_gate_up=fuse_gate_up, fuse_gated_mlp=fuse_gated_mlp)
+                       fuse_gate_up=fuse_gate_up, fuse_gated_mlp=fuse_gated_mlp,
+                       fuse_qkv=fuse_qkv)
     return dense, sparse, report
 
 
@@ -202,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="gate_proj and up_proj as one GEMM in the sparse24 model (the A/B)")
     parser.add_argument("--gated-mlp", action=argparse.BooleanOptionalAction, default=True,
                         help="the MLPs as SparseGatedMLP: silu(gate) * up in the GEMM's epilogue")
+    parser.add_argument("--fuse-qkv", action=argparse.BooleanOptionalAction, default=True,
+                        help="q_proj, k_proj and v_proj as one GEMM in the sparse24 model (the A/B)")
     args = parser.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]
     if not modes or not set(modes) <= set(MODES):
@@ -219,10 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     # compiled entry, 2 x 5 here, past dynamo's default limit of 8 (it would run eager silently).
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
     dense, sparse, report = build_models(args.layers, dtype, "cuda", fuse_gate_up=args.fuse_gate_up,
-                                         fuse_gated_mlp=args.gated_mlp)
+                                         fuse_gated_mlp=args.gated_mlp, fuse_qkv=args.fuse_qkv)
     common.progress(f"[llm] sparsify_: {len(report.swapped)} swapped, {len(report.skipped)} left dense")
     base = {"layers": args.layers, "dtype": args.dtype, "model": "llama-8b-shapes",
-            "fuse_gate_up": args.fuse_gate_up, "gated_mlp": args.gated_mlp}
+            "fuse_gate_up": args.fuse_gate_up, "gated_mlp": args.gated_mlp, "fuse_qkv": args.fuse_qkv}
     rows = run_rows(dense, sparse, modes=modes, batches=args.batches, context=args.context,
                     prefill=args.prefill, device="cuda", dtype=dtype,
                     timer=do_bench_timer(args.rep_ms), rounds=args.rounds,

@@ -24,7 +24,9 @@ def wall_clock(fn):
 def test_rows_for_decode_and_prefill(seed):
     dense, sparse, report = llm.build_models(2, torch.float32, "cpu", **TINY)
     assert len(report.swapped) == 2 * 7 and not any(f.startswith("embed") for f in report.swapped)
-    assert sorted(report.grouped) == ["layers.0.mlp", "layers.1.mlp"]  # gate + up as one GEMM
+    # gate + up as one GEMM, and q + k + v
+    assert sorted(report.grouped) == [f"layers.{i}.{block}" for i in range(2)
+                                      for block in ("mlp", "self_attn")]
     recorded = []
     rows = llm.run_rows(dense, sparse, modes=["eager"], batches=[1, 3], context=5, prefill=9,
                         device="cpu", dtype=torch.float32, timer=wall_clock, rounds=2,

@@ -4,6 +4,7 @@ from_pretrained (sparse24/nn/hf.py); torch.save of the whole model works."""
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from torch import nn
 from sparse24.nn import SparseLinear, sparsify_
 from sparse24.nn.shared_input import FUSED_NAME, ProjectionSlice
 from test_nn_sparsify import inputs, logits, pruned
+from tolerances import REL_TOL, rel_err
 
 transformers = pytest.importorskip("transformers")
 
@@ -169,8 +171,10 @@ def test_llama_with_gate_up_groups_round_trips(seed, tmp_path):
     prune_(model)
     squash_(model)
     report = sparsify_(model, fuse_gated_mlp=False)  # the gated form: test_nn_gated_mlp.py
-    assert sorted(report.grouped) == ["model.layers.0.mlp", "model.layers.1.mlp"]
+    assert sorted(report.grouped) == [f"model.layers.{i}.{block}" for i in range(2)
+                                      for block in ("mlp", "self_attn")]
     assert all(hasattr(layer.mlp, "gate_up") and hasattr(layer.mlp, "gate_proj")
+               and isinstance(layer.self_attn.k_proj, ProjectionSlice)
                for layer in model.model.layers)
     model.save_pretrained(tmp_path)
     loaded = transformers.LlamaForCausalLM.from_pretrained(tmp_path).eval()
@@ -230,3 +234,42 @@ def test_gpt2_conv1d_layers_are_named_as_left_dense(seed):
         conv = {fqn: why for fqn, why in report.skipped.items() if "Conv1D" in why}
         assert set(conv) == {"transformer.h.0.attn.c_attn", "transformer.h.0.attn.c_proj",
                              "transformer.h.0.mlp.c_fc", "transformer.h.0.mlp.c_proj"}
+
+
+def test_llama_attention_packs_q_k_v_with_grouped_query_attention(seed):
+    """q_proj, k_proj and v_proj (K and V half Q's rows: 2 key/value heads for 4 query heads) as
+    one SparseLinear; a prefill and a decode step over the KV cache give the logits of the same
+    weights unpacked, and each step runs the fused GEMM once per layer."""
+    from sparse24.nn import prune_, squash_
+
+    config = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                                      num_key_value_heads=2, num_hidden_layers=2, vocab_size=100,
+                                      max_position_embeddings=64)
+    dense = transformers.LlamaForCausalLM(config).eval()
+    prune_(dense)
+    squash_(dense)
+    model, unfused = copy.deepcopy(dense), copy.deepcopy(dense)
+    report = sparsify_(model)
+    sparsify_(unfused, fuse_qkv=False)
+    assert "model.layers.0.self_attn" in report.grouped
+    attention = model.model.layers[0].self_attn
+    assert getattr(attention, FUSED_NAME).out_features == 64 + 32 + 32
+    assert [(p.start, p.stop) for p in (attention.q_proj, attention.k_proj, attention.v_proj)] == [
+        (0, 64), (64, 96), (96, 128)]
+    calls = []
+    for layer in model.model.layers:
+        getattr(layer.self_attn, FUSED_NAME).register_forward_hook(
+            lambda module, args, kwargs, out: calls.append(kwargs.get("rows")), with_kwargs=True)
+    ids = torch.randint(0, 100, (2, 7))
+    # transformers 5.25 names the argument `cache`, earlier releases `past_key_values`
+    key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    with torch.no_grad():
+        steps = []
+        for m in (model, unfused):
+            cache = transformers.DynamicCache()
+            prefill = m(ids, use_cache=True, **{key: cache})
+            step = m(ids[:, :1], use_cache=True, **{key: cache})
+            steps.append((prefill.logits, step.logits))
+    assert calls == [None] * 4  # two layers, prefill and decode: the fused GEMM, whole
+    for got, want in zip(*steps):
+        assert rel_err(got, want) < REL_TOL[torch.float32]

@@ -7,6 +7,9 @@ tokens (batch 16, seq 384) each is a 48 x 6 grid of 128 x 128 tiles, 2.2 waves o
 three (31.4 us against 3 x 14.4 us, bench/results/h200/diag/gpu_breakdown_eager_6bd7bbc.txt).
 A Llama MLP's gate_proj and up_proj ([14336, 4096] each at 8B) read the same x: one [28672, 4096]
 GEMM streams both weights in one launch (the activation and the product stay where they are).
+Llama-style attention (Llama, Mistral, Qwen2, OPT, BART, Whisper: ``q_proj``/``k_proj``/``v_proj``)
+packs the same way; with grouped-query attention, K and V are small ([1024, 4096] at 8B: 8
+feature tiles, too few for 132 SMs on their own), and in one [6144, 4096] GEMM they stream with Q.
 
 ``sparsify_`` packs such a group into one SparseLinear registered on the block (``qkv`` or
 ``gate_up``) and puts a ``ProjectionSlice`` at each projection's name. The fusion is scoped to one
@@ -52,7 +55,8 @@ GATE_UP_NAME = "gate_up"
 # down_proj(act(gate_proj(x)) * up_proj(x)): gate and up read x, and pack as one [2I, K] GEMM.
 SHARED_INPUT_PATTERNS = (
     (("query", "key", "value"), FUSED_NAME), (("q", "k", "v"), FUSED_NAME),
-    (("q_lin", "k_lin", "v_lin"), FUSED_NAME), (("gate_proj", "up_proj"), GATE_UP_NAME),
+    (("q_lin", "k_lin", "v_lin"), FUSED_NAME), (("q_proj", "k_proj", "v_proj"), FUSED_NAME),
+    (("gate_proj", "up_proj"), GATE_UP_NAME),
 )
 
 

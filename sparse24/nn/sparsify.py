@@ -70,7 +70,7 @@ def sparsify_(
     nn.Identity; any other activation stays where it is and is listed under ``not_fused``.
 
     With ``fuse_qkv``, a self-attention block's ``query``/``key``/``value`` (or ``q``/``k``/``v``,
-    ``q_lin``/...) projections are packed as one SparseLinear at ``block.qkv``, run as one GEMM
+    ``q_lin``/..., ``q_proj``/...) projections are packed as one SparseLinear at ``block.qkv``, run as one GEMM
     within one call of the block on its own input; a projection called any other way computes its
     own rows (sparse24/nn/shared_input.py). Cross-attention blocks stay unfused.
 
