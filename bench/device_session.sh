@@ -157,6 +157,15 @@ for stage in "$@"; do
              | grep -v Warning | tail -14 ;;
     qkvllm) mkdir -p "$out/llm"; for qkv in --no-fuse-qkv --fuse-qkv; do limit 200 python3 -m bench.llm $qkv --modes graph --rounds 2 \
              --out-dir "$out/llm" 2>&1 | grep -v Warning | tail -9; done ;;  # Llama's q/k/v as one GEMM: bench.llm without and with (CUDA graphs)
+    fusedtests) limit 240 python3 -m pytest -q -n 8 -p no:cacheprovider tests/test_wgmma_gpu.py tests/test_gemm.py \
+             -k "fused or few_tokens_default" >"$out/pytest_gpu_fused.txt" 2>&1; tail -4 "$out/pytest_gpu_fused.txt" ;;  # FUSED_REDUCE and the token-tile rule on the GPU
+    fusedab) limit 240 python3 -m bench.gemm_variants --family wgmma --split-k --split-ks 2,4,8 --meta-ring --fused-reduce \
+             --with-heuristic --only META_RING=1,BT=8/16,STAGES=8/10 --mode graph --top 5 --out "$out/gemm_variants_fused.jsonl" \
+             --shapes 1x768x768,16x768x768,16x768x3072,64x768x3072,16x2304x768,1x4096x4096,16x4096x4096,64x4096x4096 \
+             2>&1 | grep -v Warning | tail -60 ;;  # FUSED_REDUCE against the split with a reduction launch and unsplit, at few tokens
+    rulewide) limit 200 python3 -m bench.gemm_variants --family wgmma --with-heuristic --only META_RING=1 --mode graph --top 3 \
+             --out "$out/gemm_variants_rulewide.jsonl" --shapes 16x14336x4096,32x14336x4096,64x14336x4096,16x28672x4096,64x28672x4096,64x6144x4096 \
+             2>&1 | grep -v Warning | tail -30 ;;  # the token-tile rule (largest tile leaving 192 programs) against every META_RING tile
     midring) limit 300 python3 -m bench.gemm_variants --family wgmma --meta-ring --split-k --split-ks 2,4 --with-heuristic \
              --only META_RING=1,BT=16/32/64,STAGES=4/6/8/10 --mode graph --top 4 --out "$out/gemm_variants_midring.jsonl" \
              --shapes 32x4096x4096,64x4096x4096,64x14336x4096,64x4096x14336,48x4096x4096,64x3072x768 \
