@@ -14,7 +14,7 @@
 #   bash bench/device_session.sh OUT_DIR metaring   # the sm90 kernel's metadata through the ring (META_RING): GPU tests, then its A/B
 #   bash bench/device_session.sh OUT_DIR profilering   # its Nsight Compute profile at 1 and 16 tokens, before and after
 #   the GPU suite in three calls with the A/Bs beside it: wgmmatests metaringab; mmatests; restests gatedab
-#   next (after 2026-12-05's H100 calls): ruletests gatedtest qkvllm (the final defaults, Llama's q/k/v fused); midring; profilering; then the H200 reruns
+#   next (after 2026-12-05's H100 calls): ruletests llmgraph (the token-tile rule, Llama's q/k/v fused); rulewide; then the H200 reruns (gemm16 gemmbf16 llm bert)
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
 #   bash bench/device_session.sh OUT_DIR levers                  # the finished lever A/B runs (bench/investigations)
 #   bash bench/device_session.sh OUT_DIR opcost eagerdiag hostpaths   # host-time diagnostics (bench/diag; eagerdiag: bench/investigations)
@@ -157,12 +157,6 @@ for stage in "$@"; do
              | grep -v Warning | tail -14 ;;
     qkvllm) mkdir -p "$out/llm"; for qkv in --no-fuse-qkv --fuse-qkv; do limit 200 python3 -m bench.llm $qkv --modes graph --rounds 2 \
              --out-dir "$out/llm" 2>&1 | grep -v Warning | tail -9; done ;;  # Llama's q/k/v as one GEMM: bench.llm without and with (CUDA graphs)
-    fusedtests) limit 240 python3 -m pytest -q -n 8 -p no:cacheprovider tests/test_wgmma_gpu.py tests/test_gemm.py \
-             -k "fused or few_tokens_default" >"$out/pytest_gpu_fused.txt" 2>&1; tail -4 "$out/pytest_gpu_fused.txt" ;;  # FUSED_REDUCE and the token-tile rule on the GPU
-    fusedab) limit 240 python3 -m bench.gemm_variants --family wgmma --split-k --split-ks 2,4,8 --meta-ring --fused-reduce \
-             --with-heuristic --only META_RING=1,BT=8/16,STAGES=8/10 --mode graph --top 5 --out "$out/gemm_variants_fused.jsonl" \
-             --shapes 1x768x768,16x768x768,16x768x3072,64x768x3072,16x2304x768,1x4096x4096,16x4096x4096,64x4096x4096 \
-             2>&1 | grep -v Warning | tail -60 ;;  # FUSED_REDUCE against the split with a reduction launch and unsplit, at few tokens
     rulewide) limit 200 python3 -m bench.gemm_variants --family wgmma --with-heuristic --only META_RING=1 --mode graph --top 3 \
              --out "$out/gemm_variants_rulewide.jsonl" --shapes 16x14336x4096,32x14336x4096,64x14336x4096,16x28672x4096,64x28672x4096,64x6144x4096 \
              2>&1 | grep -v Warning | tail -30 ;;  # the token-tile rule (largest tile leaving 192 programs) against every META_RING tile

@@ -9,7 +9,6 @@ python -m bench.make_defaults.
     python -m bench.gemm_variants [--shapes 24576x3072x768,...] [--family mma|dot|wgmma]
                                   [--top 5] [--mode eager|graph] [--min-tile-tokens 128]
                                   [--asm-loop] [--split-k] [--split-ks 2,4,8] [--meta-ring]
-                                  [--fused-reduce]
                                   [--with-heuristic]
                                   [--only BLOCK_F=128,SPLIT_K=2/4]
 
@@ -83,9 +82,6 @@ def main() -> int:
     parser.add_argument("--meta-ring", action="store_true",
                         help="with --asm-loop / --split-k: also their META_RING forms (metadata "
                         "through the ring; the default pool has them)")
-    parser.add_argument("--fused-reduce", action="store_true",
-                        help="with --split-k and --meta-ring: also the FUSED_REDUCE forms (the "
-                        "splits added up in the kernel, no reduction launch)")
     parser.add_argument("--with-heuristic", action="store_true",
                         help="also time the config linear runs untuned (the A/B's baseline)")
     parser.add_argument("--only", type=parse_only, default={},
@@ -135,7 +131,7 @@ def main() -> int:
         if (side or args.family == "wgmma") and (args.asm_loop or args.split_k or args.meta_ring):
             pool = wgmma.candidates(m, n, k, asm_loops=(0, *wgmma.ASM_LOOPS) if args.asm_loop else (0,),
                                     split_ks=(1, *args.split_ks) if args.split_k else (1,),
-                                    meta_ring=args.meta_ring, fused_reduce=args.fused_reduce)
+                                    meta_ring=args.meta_ring)
         elif args.family == "wgmma":  # the sm90 family below its token rule too (few-token tiles)
             pool = wgmma.candidates(m, n, k)
         else:

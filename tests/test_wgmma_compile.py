@@ -211,8 +211,7 @@ with tempfile.NamedTemporaryFile("w", suffix=".ptx") as ptx:
     done = subprocess.run([ptxas, "-v", "--gpu-name=sm_90a", ptx.name, "-o", os.devnull],
                           capture_output=True, text=True)
 # the guess a launch compiles with first (a split has no bias: compile_sm90 drops it)
-guess = wgmma.guessed_offsets(cfg, has_bias=cfg.get("SPLIT_K", 1) == 1 or cfg.get("FUSED_REDUCE", 0) == 1,
-                              gated=activation >= 8)
+guess = wgmma.guessed_offsets(cfg, has_bias=cfg.get("SPLIT_K", 1) == 1, gated=activation >= 8)
 print(json.dumps({"ptx": compiled.asm["ptx"], "offsets": offsets, "guess": guess,
                   "shared": compiled.metadata.shared,
                   "found": wgmma.ring_offsets(compiled.asm["ttgir"]), "usage": usage,
@@ -256,13 +255,6 @@ def compile_in_child(cfg, dtype, activation) -> dict:
     ({"family": "wgmma", "BT": 8, "STAGES": 12, "GROUP": 8, "META_AHEAD": 4}, "bfloat16", 1),
     ({"family": "wgmma", "BT": 32, "STAGES": 8, "GROUP": 8, "SPLIT_K": 2, "META_AHEAD": 3}, "float16", 0),
     ({"family": "wgmma", "BT": 32, "STAGES": 8, "GROUP": 8, "SPLIT_K": 3}, "bfloat16", 0),
-    # the splits added up in the kernel (FUSED_REDUCE), plain and gated epilogues
-    ({"family": "wgmma", "BT": 8, "STAGES": 8, "GROUP": 8, "SPLIT_K": 4, "META_RING": 1,
-      "FUSED_REDUCE": 1}, "float16", 2),
-    ({"family": "wgmma", "BT": 16, "STAGES": 8, "GROUP": 8, "SPLIT_K": 3, "META_RING": 1,
-      "FUSED_REDUCE": 1}, "bfloat16", 0),
-    ({"family": "wgmma", "BT": 16, "STAGES": 8, "GROUP": 8, "SPLIT_K": 2, "META_RING": 1,
-      "FUSED_REDUCE": 1}, "float16", 12),
 ])
 def test_kernel_compiles_for_sm90a_with_verified_offsets(cfg, dtype, activation):
     facts = compile_in_child(cfg, dtype, activation)
@@ -304,13 +296,7 @@ def test_kernel_compiles_for_sm90a_with_verified_offsets(cfg, dtype, activation)
         assert "ld.global.nc.u32" not in ptx
     else:
         assert len(meta_off) == 0 and "cp.async.c" not in ptx
-    if cfg.get("FUSED_REDUCE", 0):
-        # partials and y with plain stores, an acq_rel count per element, the other splits'
-        # partials read from L2, the epilogue in the kernel; no TMA store
-        assert "atom.global.gpu.acq_rel.add.u32" in ptx and "ld.global.cg" in ptx
-        assert not re.search(r"cp\.async\.bulk\.tensor\.\dd\.global\.shared", ptx)
-        assert f"cvt.rn.{'bf16' if dtype == 'bfloat16' else 'f16'}.f32" in ptx
-    elif cfg.get("SPLIT_K", 1) > 1:  # float32 partial sums, stored unswizzled; no epilogue math
+    if cfg.get("SPLIT_K", 1) > 1:  # float32 partial sums, stored unswizzled; no epilogue math
         assert "cvt.rn.f16.f32" not in ptx and "cvt.rn.bf16.f32" not in ptx
         assert "ex2.approx" not in ptx
     # warp specialization: 3 warpgroups (two math, one holding the loader warp)
@@ -532,7 +518,7 @@ def test_launch_verifies_once_per_plan_then_reuses_it(monkeypatch):
     assert constexprs == tuple(wgmma._constexprs(cfg, "float16", False, 2,
                                                  (4096, 0, 90000, 90032)).values())
     assert [a.block_shape for a in args[:3]] == [[128, 64], [128, 64], [128, 64]]
-    assert args[3:] == (meta.data_ptr(), y, 512, 256, 0, 0, 0)  # FUSED_REDUCE's addresses unused
+    assert args[3:] == (meta.data_ptr(), y, 512, 256)
 
 
 def test_launch_goes_direct_from_the_second_call_of_a_specialization(monkeypatch):
@@ -551,8 +537,7 @@ def test_launch_goes_direct_from_the_second_call_of_a_specialization(monkeypatch
     grid0, stream, tensors, scalars, constexprs = direct_calls[0]
     assert (grid0, stream) == (12, "stream")
     assert all(a is b for a, b in zip(tensors, (values, x, y)))
-    # the bias pointer as an int, FUSED_REDUCE's addresses unused
-    assert scalars == (meta.data_ptr(), y.data_ptr(), 512, 256, 0, 0, 0)
+    assert scalars == (meta.data_ptr(), y.data_ptr(), 512, 256)  # the bias pointer as an int
     assert constexprs == launches[0][2]
     wgmma.launch(x[:, :248], values[:, :124], meta, None, y, 2, cfg)  # K = 248
     assert len(launches) == 2 and len(direct_calls) == 2
@@ -572,12 +557,12 @@ def test_launch_goes_direct_from_the_second_call_of_a_specialization(monkeypatch
 @pytest.mark.parametrize("asm_loop", [0, 2])
 def test_constexprs_follow_the_kernel_signature(asm_loop):
     """CachedLaunch and DescriptorLauncher pass the constexprs by position: their order must be
-    the kernel's, after its ten runtime parameters."""
+    the kernel's, after its seven runtime parameters."""
     from sparse24.kernels.sparse_wgmma import _sparse_wgmma_kernel
 
     cfg = {"family": "wgmma", "BT": 128, "STAGES": 3, "GROUP": 8, "ASM_LOOP": asm_loop}
     constexprs = wgmma._constexprs(cfg, "float16", True, 1, (0, 98304, 200000, 200032))
-    assert _sparse_wgmma_kernel.arg_names[10:] == list(constexprs)
+    assert _sparse_wgmma_kernel.arg_names[7:] == list(constexprs)
     assert constexprs["ASM_LOOP"] is bool(asm_loop)
 
 
@@ -607,49 +592,6 @@ def test_split_k_launch_writes_padded_partials_then_reduces(monkeypatch):
     [((r_partial, r_bias, r_y, r_act, r_splits), kw)] = reductions
     assert r_partial is partial and r_bias is bias and r_y is y and (r_act, r_splits) == (2, 2)
     assert kw == {"split_stride": 384 * 512}
-
-
-def test_fused_split_launch_adds_the_splits_in_the_kernel(monkeypatch):
-    """FUSED_REDUCE: one launch, no reduction. The kernel gets y's descriptor, the bias and the
-    activation, zeroed int32 counters for the [rows, N] output (token rows padded to whole
-    tiles), float32 partials of splits x rows rows and y's address; the next eager launch on
-    the stream reuses the counters; a launch captured into a CUDA graph takes a zeroed spare
-    for itself and keeps it."""
-    import torch
-
-    verified, launches, direct_calls = _fake_launch_path(monkeypatch)
-    # a META_RING kernel: the metadata ring's offset too
-    monkeypatch.setattr(wgmma, "_verify", lambda *a: (0, 131072, 180400, 180464, 163840))
-    monkeypatch.setattr(wgmma, "_reduce", lambda: pytest.fail("FUSED_REDUCE launched a reduction"))
-    for name, empty in (("_eager_counters", {}), ("_spare_counters", {}), ("_captured_counters", [])):
-        monkeypatch.setattr(wgmma, name, empty)
-    cfg = {"family": "wgmma", "BT": 16, "STAGES": 8, "GROUP": 8, "SPLIT_K": 4, "META_RING": 1,
-           "FUSED_REDUCE": 1}
-    assert wgmma.runnable(cfg) and not wgmma.runnable(cfg | {"META_RING": 0})
-    assert not wgmma.runnable(cfg | {"SPLIT_K": 1})
-    x, values, meta, y = _launch_operands()  # M 300, N 512, K 256: 2 k-blocks, 2 splits
-    bias = torch.randn(512)
-    wgmma.launch(x, values, meta, bias, y, 2, cfg)
-    wgmma.launch(x, values, meta, bias, y, 2, cfg)
-    [(grid, args, constexprs), (_, again, _)] = launches
-    assert grid == (132, 1, 1)  # 4 feature tiles x 19 token tiles of 16 x 2 splits: 152 units
-    assert args[2].base is y and args[4] is bias
-    [counters] = wgmma._eager_counters.values()
-    assert counters.dtype == torch.int32 and counters.numel() >= 304 * 512
-    assert not counters.any()
-    assert args[7] == again[7] == counters.data_ptr() and args[9] == y.data_ptr()
-    assert args[8] != again[8] or args[8] != 0  # a float32 workspace, per call
-    named = dict(zip(wgmma._constexprs(cfg, "float16", True, 2, (0, 0, 0, 0, 0)), constexprs))
-    assert named["HAS_BIAS"] is True and named["ACTIVATION"] == 2
-    assert named["FUSED_REDUCE"] is True and named["SPLIT_K"] == 4
-    spares = list(wgmma._spare_counters[0])
-    assert spares and all(t.numel() >= 304 * 512 and not t.any() for t in spares)
-    monkeypatch.setattr(wgmma, "_capturing", lambda device: True)
-    wgmma.launch(x, values, meta, bias, y, 2, cfg)
-    captured = launches[-1][1][7]
-    assert captured != counters.data_ptr() and captured in {t.data_ptr() for t in spares}
-    assert [t.data_ptr() for t in wgmma._captured_counters] == [captured]
-    assert captured not in {t.data_ptr() for t in wgmma._spare_counters[0]}
 
 
 @pytest.mark.parametrize("paired", [False, True])
@@ -704,20 +646,6 @@ def test_meta_ring_configs_fit_and_are_offered():
                                "META_RING": 1, "ASM_LOOP": 2})
     assert wgmma.runnable(base | {"BT": 8, "STAGES": 12, "META_RING": 0})
     assert not wgmma.runnable(base | {"BT": 8, "STAGES": 12})  # 12 x 18 KB fit, 12 x 20 KB not
-
-
-def test_fused_reduce_candidates_only_on_request_and_for_few_tokens():
-    """FUSED_REDUCE forms come only with fused_reduce=True, beside split META_RING configs, and
-    only where the output has at most FUSED_MAX_ELEMENTS elements (an atomic each per split)."""
-    plain = wgmma.candidates(16, 768, 3072, split_ks=(1, 2, 4))
-    fused = wgmma.candidates(16, 768, 3072, split_ks=(1, 2, 4), fused_reduce=True)
-    extra = [c for c in fused if c not in plain]
-    assert not any(c.get("FUSED_REDUCE") for c in plain) and extra
-    assert all(c.get("FUSED_REDUCE") == 1 and c["META_RING"] == 1 and c["SPLIT_K"] > 1
-               and wgmma.runnable(c) for c in extra)
-    assert wgmma.fused_fits(64, 3072) and not wgmma.fused_fits(65, 3072)
-    assert not any(c.get("FUSED_REDUCE")
-                   for c in wgmma.candidates(128, 3072, 3072, split_ks=(2,), fused_reduce=True))
 
 
 def test_split_k_candidates_only_for_few_tiles():

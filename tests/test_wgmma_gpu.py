@@ -66,7 +66,7 @@ def deepest_of_each_form(configs: list[dict]) -> list[dict]:
     deepest = {}
     for cfg in configs:
         form = (cfg["BT"], cfg.get("ASM_LOOP", 0), cfg.get("SPLIT_K", 1), cfg.get("META_AHEAD", 1),
-                cfg.get("META_RING", 0), cfg.get("FUSED_REDUCE", 0))
+                cfg.get("META_RING", 0))
         if form not in deepest or cfg["STAGES"] > deepest[form]["STAGES"]:
             deepest[form] = cfg
     return list(deepest.values())
@@ -113,71 +113,6 @@ def test_few_token_tiles(cfg, dtype):
     shapes = [(768, 768), (3072, 768), (768, 3072), (4096, 4096), (768, 704)]
     failures = failed_cases(cfg, dtype, itertools.product([1, 3, 8, 13, 31, 64], shapes), gen)
     assert not failures, failures[:6]
-
-
-# FUSED_REDUCE: every token tile of the few-token candidates with each split, at its deepest ring
-FUSED_CONFIGS = [cfg for cfg in deepest_of_each_form(
-    wgmma.candidates(16, 768, 3072, split_ks=(2, 3, 4, 8), fused_reduce=True)
-    + wgmma.candidates(64, 768, 3072, split_ks=(2, 4), fused_reduce=True))
-    if cfg.get("FUSED_REDUCE") and cfg["BT"] <= 64]
-
-
-@pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("cfg", FUSED_CONFIGS,
-                         ids=lambda c: f"BT{c['BT']}-S{c['STAGES']}-K{c['SPLIT_K']}")
-def test_fused_split_reduction(cfg, dtype):
-    """The splits added up in the kernel (FUSED_REDUCE): token counts below, at and past the
-    tile, weights of 6-24 k-blocks and one with a half-empty last k-block (K = 704), every
-    epilogue, NaN-poisoned outputs. Every case runs twice, with fresh operands: each launch
-    must leave its counters at zero for the next (the second pass also takes the direct
-    launch)."""
-    gen = torch.Generator(device="cuda").manual_seed(cfg["BT"] * 10 + cfg["SPLIT_K"])
-    shapes = [(768, 768), (768, 3072), (3072, 768), (768, 704)]
-    cases = [(m, (n, k)) for m, (n, k) in itertools.product([1, 5, 13, 31, 64], shapes)
-             if wgmma.fused_fits(m, n)]
-    failures = failed_cases(cfg, dtype, cases + cases, gen)
-    assert len(cases) >= 16 and not failures, failures[:6]
-
-
-@pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
-def test_fused_split_reduction_in_cuda_graphs():
-    """Two graphs capture FUSED_REDUCE launches (each its own counters) after eager calls;
-    replayed in turns with new inputs, each gives the float64 answer every time, and eager
-    calls in between too."""
-    gen = torch.Generator(device="cuda").manual_seed(5)
-    cfg = {"family": "wgmma", "BT": 8, "STAGES": 8, "GROUP": 8, "SPLIT_K": 4, "META_RING": 1,
-           "FUSED_REDUCE": 1}
-    m, n, k = 13, 768, 3072
-    w, values, meta = packed(n, k, torch.float16, gen)
-    bias = torch.randn(n, device="cuda", generator=gen) * 0.5
-    code = EPILOGUE_CODES["gelu"]
-    graphs = []
-    for _ in range(2):
-        x = torch.randn(m, k, device="cuda", generator=gen).half()
-        y = torch.empty(m, n, dtype=torch.float16, device="cuda")
-        wgmma.launch(x, values, meta, bias, y, code, cfg)  # compiled, and spares made
-        torch.cuda.synchronize()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            wgmma.launch(x, values, meta, bias, y, code, cfg)
-        graphs.append((graph, x, y))
-    failures = []
-    for step in range(3):
-        for i, (graph, x, y) in enumerate(graphs):
-            x.copy_(torch.randn(m, k, device="cuda", generator=gen))
-            y.fill_(float("nan"))
-            graph.replay()
-            err = rel_err(y, expected(x, w, bias, "gelu"))
-            if torch.isnan(y).any() or not err < REL_TOL[torch.float16]:
-                failures.append(("graph", step, i, err))
-        x = torch.randn(m, k, device="cuda", generator=gen).half()
-        y = torch.full((m, n), float("nan"), dtype=torch.float16, device="cuda")
-        wgmma.launch(x, values, meta, bias, y, code, cfg)
-        err = rel_err(y, expected(x, w, bias, "gelu"))
-        if torch.isnan(y).any() or not err < REL_TOL[torch.float16]:
-            failures.append(("eager", step, err))
-    assert not failures, failures
 
 
 @pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
@@ -286,15 +221,14 @@ def test_split_k_with_uneven_splits(k):
 
 @pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("split, paired", [(1, False), (1, True), (3, False), (3, "fused")])
+@pytest.mark.parametrize("split, paired", [(1, False), (1, True), (3, False)])
 def test_gated_epilogues(split, paired, dtype, monkeypatch):
     """SwiGLU, GEGLU and ReGLU on the sm90 family: unsplit, paired in the kernel's epilogue
     (PAIR_GATED_IN_KERNEL) or by the reduction kernel after the kernel wrote the sums; split (the
     reduction pairs the partials); at token counts of one tile, several and a ragged last one;
     against the gate and up projections computed apart in float64, into NaN-poisoned outputs of
     half the weight's rows."""
-    fused = paired == "fused"  # the splits added up and paired in the kernel (FUSED_REDUCE)
-    monkeypatch.setattr(wgmma, "PAIR_GATED_IN_KERNEL", bool(paired))
+    monkeypatch.setattr(wgmma, "PAIR_GATED_IN_KERNEL", paired)
     gen = torch.Generator(device="cuda").manual_seed(17 + split)
     failures, cases = [], 0
     for (i, k), m, name in itertools.product([(768, 768), (1536, 4096), (136, 704)],
@@ -307,7 +241,7 @@ def test_gated_epilogues(split, paired, dtype, monkeypatch):
         bias_gate, bias_up = (torch.randn(i, device="cuda", generator=gen) * 0.5 for _ in range(2))
         x = (torch.randn(m, k, device="cuda", generator=gen) / k ** 0.5).to(dtype)
         want = (expected(x, gate, bias_gate, GATED[name]) * expected(x, up, bias_up, None))
-        for cfg in gated_configs(m, 2 * i, k, split, fused):
+        for cfg in gated_configs(m, 2 * i, k, split):
             cases += 1
             y = torch.full((m, i), float("nan"), dtype=dtype, device="cuda")
             wgmma.launch(x, values, meta, interleave_gate_up(bias_gate, bias_up), y,
@@ -318,13 +252,10 @@ def test_gated_epilogues(split, paired, dtype, monkeypatch):
     assert cases and not failures, failures[:6]
 
 
-def gated_configs(m: int, n: int, k: int, split: int, fused: bool = False) -> list[dict]:
+def gated_configs(m: int, n: int, k: int, split: int) -> list[dict]:
     """The heuristic's config for m, and at few tokens the streaming tiles (BT 16 with the
     metadata ahead, BT 8 with it through the ring), each with ``split`` splits of K at the most
-    stages that fit; ``fused``: the FUSED_REDUCE form of the ring's tile, where it fits."""
-    if fused:
-        return [{"family": "wgmma", "BT": 8, "STAGES": 8, "GROUP": 8, "META_RING": 1,
-                 "SPLIT_K": split, "FUSED_REDUCE": 1}] if wgmma.fused_fits(m, n) else []
+    stages that fit."""
     configs = [wgmma.heuristic_config(m, n, k)]
     if m <= 16:
         configs += [{"family": "wgmma", "BT": 16, "STAGES": 10, "GROUP": 8, "META_AHEAD": 2},

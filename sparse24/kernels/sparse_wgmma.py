@@ -31,12 +31,6 @@ Three opt-in forms (constexprs; sparse24/ops/wgmma.py says which configs use the
   - SPLIT_K > 1: work units are (split, tile), each covering its split's k-blocks; the epilogue
     stores float32 partial sums (no bias or activation) at row (split * tiles_t + token tile) * BT
     of a workspace that a reduction kernel adds up.
-  - FUSED_REDUCE (with SPLIT_K > 1): no second launch. Each split stores its float32 partial
-    sums with plain stores into a workspace and counts itself per output element (an acq_rel
-    atomic on an int32 counter); the split that arrives last for an element adds all splits'
-    partials in split order (the reduction kernel's order), applies bias and activation, writes
-    y and resets the counter to zero. Per element, so no thread waits for another: each thread
-    knows from its own atomics which of its elements it finishes (``_fused_split_epilogue``).
   - META_RING: the loader also copies each k-block's metadata (2 KB for the tile) into a third
     ring with cp.async, counted on the stage's ``full`` mbarrier, and the MMA asm reads each
     thread's two words from shared memory: the k-loop waits on no global load (the Gluon loop
@@ -302,102 +296,6 @@ class Epilogue:
         self.ACTIVATION = gl.constexpr(ACTIVATION)
 
 
-@aggregate
-class Fixup:
-    """FUSED_REDUCE's state: ``counters`` (int32, one per element of the [rows, N] output with
-    the token rows padded to whole tiles; zero before a launch, zero again after it),
-    ``partials`` (float32 [splits, rows, N]), y's address, its tokens M and the padded rows."""
-
-    counters: gl.tensor
-    partials: gl.tensor
-    y: gl.tensor
-    M: gl.tensor
-    rows: gl.tensor
-
-    @gluon.constexpr_function
-    def __init__(self, counters, partials, y, M, rows):
-        self.counters = counters
-        self.partials = partials
-        self.y = y
-        self.M = M
-        self.rows = rows
-
-
-@gluon.jit
-def _pair_rows(t, BT: gl.constexpr):
-    """A [64, BT] tile's gate and up rows as two [32, BT] tiles: rows 16g + r and 16g + 8 + r
-    (sparse24/layout.py), which are one thread's (rows r and r + 8 of each warp's 16)."""
-    pairs = gl.permute(gl.reshape(t, [4, 2, 8, BT]), [0, 2, 3, 1])
-    gate, up = gl.split(pairs)
-    return gl.reshape(gate, [32, BT]), gl.reshape(up, [32, BT])
-
-
-@gluon.jit
-def _split_sum(acc, partials, element, plane, split, splits, last):
-    """The sum over the splits of one element's partials, in split order (the reduction
-    kernel's), this split's own from registers; loads only where ``last``."""
-    total = gl.zeros_like(acc)
-    for s in range(0, splits):
-        if s == split:
-            total += acc
-        else:
-            # .cg: from L2, where the other splits' stores are (their release, our acquire)
-            total += gl.load(partials + s * plane + element, mask=last, other=0.0,
-                             cache_modifier=".cg")
-    return total
-
-
-@gluon.jit
-def _fused_split_epilogue(acc, fixup: Fixup, epilogue: Epilogue, first_feature, pid_t, split,
-                          splits, f, n, N, BT: gl.constexpr):
-    """FUSED_REDUCE: store this split's partials of the [64, BT] tile, count the split in per
-    element, and finish the elements this split is the last of (module docstring)."""
-    tokens = pid_t * BT + n
-    features = first_feature + f
-    element = tokens.to(gl.int64)[None, :] * N + features[:, None]
-    plane = fixup.rows.to(gl.int64) * N
-    valid = (features < N)[:, None] & (tokens < fixup.M)[None, :]
-    gl.store(fixup.partials + split * plane + element, acc, mask=valid)
-    # tensors, not scalars: Triton 3.6's Gluon cannot broadcast a scalar into an atomic
-    one = gl.full([64, BT], 1, gl.int32, layout=acc.type.layout)
-    if epilogue.ACTIVATION >= _GATED:
-        # a pair's gate and up rows must finish in one thread: only the gate row's counter counts
-        gate_row = ((f // 8) % 2 == 0)[:, None]
-        old = gl.atomic_add(fixup.counters + element, one, mask=valid & gate_row, sem="acq_rel",
-                            scope="gpu")
-        old_gate, old_up = _pair_rows(old, BT)
-        valid_gate, valid_up = _pair_rows(valid, BT)
-        last = valid_gate & (old_gate == splits - 1)
-        element_gate, element_up = _pair_rows(element, BT)
-        acc_gate, acc_up = _pair_rows(acc, BT)
-        gate = _split_sum(acc_gate, fixup.partials, element_gate, plane, split, splits, last)
-        up = _split_sum(acc_up, fixup.partials, element_up, plane, split, splits, last)
-        gl.store(fixup.counters + element_gate, old_gate * 0, mask=last)
-        if epilogue.HAS_BIAS:
-            feature_gate, feature_up = _pair_rows(features[:, None] + 0 * n[None, :], BT)
-            gate += gl.load(epilogue.bias_ptr + feature_gate, mask=last, other=0.0).to(gl.float32)
-            up += gl.load(epilogue.bias_ptr + feature_up, mask=last, other=0.0).to(gl.float32)
-        out = _activate(gate, epilogue.ACTIVATION - _GATED) * up
-        # y [M, N / 2]: pair p of the tile (rows 16g + r, 16g + 8 + r: p = 8g + r) is column
-        # first_feature / 2 + p
-        pair = gl.arange(0, 32, layout=gl.SliceLayout(1, out.type.layout))
-        tokens_out = pid_t * BT + gl.arange(0, BT, layout=gl.SliceLayout(0, out.type.layout))
-        y_element = (tokens_out.to(gl.int64)[None, :] * (N // 2)
-                     + (first_feature // 2 + pair)[:, None])
-    else:
-        old = gl.atomic_add(fixup.counters + element, one, mask=valid, sem="acq_rel", scope="gpu")
-        last = valid & (old == splits - 1)
-        total = _split_sum(acc, fixup.partials, element, plane, split, splits, last)
-        gl.store(fixup.counters + element, old * 0, mask=last)
-        if epilogue.HAS_BIAS:
-            bias = gl.load(epilogue.bias_ptr + features, mask=features < N, other=0.0)
-            total = total + bias.to(gl.float32)[:, None]
-        out = _activate(total, epilogue.ACTIVATION)
-        y_element = element
-    y_ptr = fixup.y.to(gl.pointer_type(epilogue.y_desc.dtype))
-    gl.store(y_ptr + y_element, out.to(epilogue.y_desc.dtype), mask=last)
-
-
 @gluon.jit
 def _metadata(meta_addr, row_words, kb, odd_chunk, chunks, META_ASM: gl.constexpr,
               META_CON: gl.constexpr, P: gl.constexpr):
@@ -410,7 +308,7 @@ def _metadata(meta_addr, row_words, kb, odd_chunk, chunks, META_ASM: gl.constexp
 
 @gluon.jit
 def _math_warpgroup(meta_addr, N, K, ring: Ring, schedule: Schedule, asm: WgmmaAsm,
-                    epilogue: Epilogue, y_smem, WARPGROUP: gl.constexpr, fixup=None):
+                    epilogue: Epilogue, y_smem, WARPGROUP: gl.constexpr):
     BT: gl.constexpr = schedule.BT
     STAGES: gl.constexpr = ring.STAGES
     SPLIT_K: gl.constexpr = schedule.SPLIT_K
@@ -509,55 +407,49 @@ def _math_warpgroup(meta_addr, N, K, ring: Ring, schedule: Schedule, asm: WgmmaA
                     meta_3 = meta_next
                 step += 1
 
-        if fixup is not None:
-            _fused_split_epilogue(acc, fixup, epilogue, first_feature, pid_t, split,
-                                  gl.cdiv(schedule.k_blocks, per_split), f, n, N, BT)
-        else:
-            column = first_feature
-            if SPLIT_K == 1:
-                features = first_feature + f
-                if epilogue.HAS_BIAS:
-                    bias = gl.load(epilogue.bias_ptr + features, mask=features < N, other=0.0)
-                    acc = acc + bias.to(gl.float32)[:, None]
-                if epilogue.ACTIVATION >= _GATED:
-                    # rows 16g + r and 16g + 8 + r (gate, up; sparse24/layout.py) are one thread's
-                    # (rows r and r + 8 of each warp's 16): a [32, BT] tile of act(gate) * up
-                    pairs = gl.permute(gl.reshape(acc, [4, 2, 8, BT]), [0, 2, 3, 1])
-                    gate, up = gl.split(pairs)
-                    out = _activate(gl.reshape(gate, [32, BT]), epilogue.ACTIVATION - _GATED)
-                    out = (out * gl.reshape(up, [32, BT])).to(y_desc.dtype)
-                    column = first_feature // 2
-                else:
-                    out = _activate(acc, epilogue.ACTIVATION).to(y_desc.dtype)
-                row = pid_t * BT
+        column = first_feature
+        if SPLIT_K == 1:
+            features = first_feature + f
+            if epilogue.HAS_BIAS:
+                bias = gl.load(epilogue.bias_ptr + features, mask=features < N, other=0.0)
+                acc = acc + bias.to(gl.float32)[:, None]
+            if epilogue.ACTIVATION >= _GATED:
+                # rows 16g + r and 16g + 8 + r (gate, up; sparse24/layout.py) are one thread's
+                # (rows r and r + 8 of each warp's 16): a [32, BT] tile of act(gate) * up
+                pairs = gl.permute(gl.reshape(acc, [4, 2, 8, BT]), [0, 2, 3, 1])
+                gate, up = gl.split(pairs)
+                out = _activate(gl.reshape(gate, [32, BT]), epilogue.ACTIVATION - _GATED)
+                out = (out * gl.reshape(up, [32, BT])).to(y_desc.dtype)
+                column = first_feature // 2
             else:
-                # the split's float32 partial sums; bias and activation come after the reduction.
-                # Each split's rows are padded to whole token tiles, so a tile never writes into
-                # the next split's rows.
-                out = acc
-                row = (split * schedule.tiles_t + pid_t) * BT
-            tma.store_wait(0)  # the previous tile's store has left y_smem
-            y_smem.store(gl.permute(out, [1, 0]))
-            fence_async_shared()
-            tma_store(y_desc, [row, column], y_smem)
+                out = _activate(acc, epilogue.ACTIVATION).to(y_desc.dtype)
+            row = pid_t * BT
+        else:
+            # the split's float32 partial sums; bias and activation come after the reduction.
+            # Each split's rows are padded to whole token tiles, so a tile never writes into
+            # the next split's rows.
+            out = acc
+            row = (split * schedule.tiles_t + pid_t) * BT
+        tma.store_wait(0)  # the previous tile's store has left y_smem
+        y_smem.store(gl.permute(out, [1, 0]))
+        fence_async_shared()
+        tma_store(y_desc, [row, column], y_smem)
     tma.store_wait(0)
 
 
 @gluon.jit
 def _sparse_wgmma_kernel(
-    a_desc, x_desc, y_desc, meta_addr, bias_ptr, N, K, counters_addr, partials_addr, y_addr,
+    a_desc, x_desc, y_desc, meta_addr, bias_ptr, N, K,
     MMA_ASM_0: gl.constexpr, MMA_ASM_1: gl.constexpr, MMA_CON: gl.constexpr,
     META_ASM: gl.constexpr, META_CON: gl.constexpr,
     BT: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr,
     HAS_BIAS: gl.constexpr, ACTIVATION: gl.constexpr, ASM_LOOP: gl.constexpr,
     SPLIT_K: gl.constexpr, LOADER_REGS: gl.constexpr, MATH_REGS: gl.constexpr,
-    META_AHEAD: gl.constexpr, META_RING: gl.constexpr, FUSED_REDUCE: gl.constexpr,
+    META_AHEAD: gl.constexpr, META_RING: gl.constexpr,
 ):
     """a_desc: values [N, K/2] in [128, 64] boxes; x_desc: x [M, K] in [BT, 64] boxes; y_desc: y
     [M, N] in [BT, 64] boxes (a gated ACTIVATION: [M, N / 2] in [BT, 32] boxes); meta_addr: the metadata's device address (int64). Launch with
-    num_warps=4 (the first math warpgroup) and a grid of at most one program per SM.
-    FUSED_REDUCE: counters_addr, partials_addr and y_addr are the addresses of the ``Fixup``'s
-    buffers and of y, and y_desc only gives y's dtype; otherwise all three are unused (0)."""
+    num_warps=4 (the first math warpgroup) and a grid of at most one program per SM."""
     M = x_desc.shape[0]
     tiles_f = gl.cdiv(N, 128)
     tiles_t = gl.cdiv(M, BT)
@@ -581,22 +473,7 @@ def _sparse_wgmma_kernel(
     epilogue = Epilogue(bias_ptr, y_desc, HAS_BIAS, ACTIVATION)
     asm_0 = WgmmaAsm(MMA_ASM_0, MMA_CON, META_ASM, META_CON, ASM_LOOP, META_AHEAD, META_RING)
     asm_1 = WgmmaAsm(MMA_ASM_1, MMA_CON, META_ASM, META_CON, ASM_LOOP, META_AHEAD, META_RING)
-    if FUSED_REDUCE:
-        # one int32 counter per element of the [rows, N] output, its token rows padded to whole
-        # tiles, and the splits' float32 partials [splits, rows, N] (sparse24/ops/wgmma.py)
-        fixup = Fixup(counters_addr.to(gl.pointer_type(gl.int32)),
-                      partials_addr.to(gl.pointer_type(gl.float32)), y_addr, M, tiles_t * BT)
-        operand_ring_meta = gl.allocate_shared_memory(
-            gl.int32, [STAGES, 16, 32], gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0]))
-        gl.warp_specialize([
-            (_math_warpgroup, (meta_addr, N, K, ring, schedule, asm_0, epilogue, y_smem_0, 0,
-                               fixup)),
-            (_math_warpgroup, (meta_addr, N, K, ring, schedule, asm_1, epilogue, y_smem_1, 1,
-                               fixup)),
-            (_loader_with_metadata, (a_desc, x_desc, ring, schedule, operand_ring_meta,
-                                     meta_addr, N, K)),
-        ], [4, 1], [MATH_REGS, LOADER_REGS])
-    elif META_RING:
+    if META_RING:
         # [STAGES, 16, 32] int32: each stage's metadata box (_loader_with_metadata); the asm
         # reads it at the offset sparse24/ops/wgmma.py checks
         operand_ring_meta = gl.allocate_shared_memory(

@@ -21,9 +21,6 @@ SM, or fewer when there are fewer tiles. ASM_LOOP and SPLIT_K configs are offere
 them and timed them slower where they were meant to win (bench/NOTES.md, 2026-12-05). The
 few-token tiles (BT 8-32) serve 1-64 tokens where ``few_token_config`` says so, with
 "META_RING": 1 (the loader copies each k-block's metadata into the ring; the default there).
-"FUSED_REDUCE": 1 (with SPLIT_K > 1 and META_RING 1, up to ``FUSED_MAX_ELEMENTS`` output
-elements): the kernel adds the splits up itself, no reduction launch (offered on request,
-``candidates(..., fused_reduce=True)``; not yet timed on a GPU).
 """
 
 from __future__ import annotations
@@ -77,8 +74,6 @@ def runnable(cfg: dict) -> bool:
     meta_ring = cfg.get("META_RING", 0) == 1
     if meta_ring and (cfg.get("ASM_LOOP", 0) or cfg.get("META_AHEAD", 1) != 1):
         return False  # the metadata comes through the ring: no asm k-loop, no loads ahead
-    if cfg.get("FUSED_REDUCE", 0) and not (meta_ring and cfg.get("SPLIT_K", 1) > 1):
-        return False  # the fused reduction is a META_RING kernel's, and only splits need it
     return shared_bytes(cfg["BT"], cfg["STAGES"], cfg.get("SPLIT_K", 1) > 1,
                         meta_ring) <= MAX_SHARED_BYTES
 
@@ -105,8 +100,7 @@ def worth_timing(bt: int, m: int) -> bool:
 
 
 def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
-               split_ks: tuple[int, ...] = (1,), meta_ring: bool = True,
-               fused_reduce: bool = False) -> list[dict]:
+               split_ks: tuple[int, ...] = (1,), meta_ring: bool = True) -> list[dict]:
     """Every sm90 config worth timing for [m, k] x [n, k]^T, in each mainloop form of
     ``asm_loops`` (0: the Gluon k-loop; D: the asm k-loop draining every D k-blocks) and each
     split of K in ``split_ks`` (1: none; S: S splits of the k-blocks, float32 partial sums and a
@@ -119,8 +113,7 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
     stages, or 4-12 for the small tiles, which also come with their metadata 2 and 4 k-blocks
     ahead (META_AHEAD); the asm k-loop only for tiles of 64 tokens and more. ``meta_ring`` adds,
     beside each Gluon-loop config, its META_RING form (the metadata through the ring, the
-    few-token rule's) where it fits in shared memory; ``fused_reduce`` adds, beside each split
-    META_RING config, its FUSED_REDUCE form where the output is small enough (``fused_fits``)."""
+    few-token rule's) where it fits in shared memory."""
     configs = []
     k_blocks = -(-k // 128)
     for bt in wgmma_asm.TOKEN_TILES:
@@ -147,19 +140,7 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
                     if (meta_ring and not drain
                             and shared_bytes(bt, stages, split > 1, True) <= MAX_SHARED_BYTES):
                         configs.append(cfg | {"META_RING": 1})
-                        if fused_reduce and split > 1 and fused_fits(m, n):
-                            configs.append(cfg | {"META_RING": 1, "FUSED_REDUCE": 1})
     return configs
-
-
-# FUSED_REDUCE counts every output element with an atomic (one per split): few tokens only, where
-# the reduction launch is most of a split call's cost. 64 tokens x 3072 features: 196,608.
-FUSED_MAX_ELEMENTS = 64 * 3072
-
-
-def fused_fits(m: int, n: int) -> bool:
-    """Whether FUSED_REDUCE may serve an [m, n] output (see FUSED_MAX_ELEMENTS)."""
-    return m * n <= FUSED_MAX_ELEMENTS
 
 
 # The few-token calls the sm90 kernel takes from the mma kernel (up to MMA_MAX_TOKENS_SM90 tokens,
@@ -179,13 +160,14 @@ def fused_fits(m: int, n: int) -> bool:
 # 0.93x and 0.79x for the mma kernel's split-K and 0.96x unsplit (run 20261205T220235Z-64d494).
 # Below cuBLAS still: BERT-base's K = 768 shapes, 0.94-0.97x at 1-64 tokens (4.3-5.1 us
 # kernels against 4.0-4.8 us: launch and pipeline latency, not bandwidth).
-# The token tile, since run 20261205T233552Z-111ec7 (H100, graphs): each token tile reads the
-# weight again (from L2 where its neighbours run beside it), so the largest tile that still
-# leaves _BUSY_PROGRAMS programs: 64 x 14336 x 4096 at BT 64 (112 programs) 1.60x and BT 32 (224)
-# 1.59x against 1.29x at BT 16 (448); where even the smallest tile leaves fewer (4096 features:
-# 32 feature tiles) the smallest tile that is at least a quarter of the tokens: 64 x 4096 x 4096
-# BT 16 1.36x against BT 32 1.29x, 32 x 4096 x 4096 BT 8 1.39x. 16 x 14336 x 4096: BT 8 (224
-# programs) 1.60x against BT 16 (112) 1.57x.
+# The token tile, since runs 20261205T233552Z-111ec7 and 20261205T234520Z-a64c99 (H100,
+# graphs): each token tile reads the weight again (from L2 where its neighbours run beside it),
+# so the largest tile that still leaves _BUSY_PROGRAMS programs: 64 x 14336 x 4096 BT 64 (112
+# programs) 1.60x, BT 32 (224) 1.57-1.59x, BT 16 (448: the rule before) 1.29x; 32 x 14336 x 4096
+# BT 16 1.66x (BT 8 1.41x in the same day's bench.gemm); 64 x 28672 x 4096 BT 64 1.71x; 64 x
+# 6144 x 4096 (Llama's Q/K/V) BT 16-32 1.42-1.48x. Where even the smallest tile leaves fewer
+# (4096 features: 32 feature tiles), the smallest that is at least a quarter of the tokens:
+# 64 x 4096 x 4096 BT 16 1.36x against BT 32 1.29x; 32 x 4096 x 4096 BT 8 1.39x.
 FEW_TOKEN_MAX = 64  # the most tokens of the rule (sparse24/ops/gemm.py's MMA_MAX_TOKENS_SM90)
 _FEW_TILES = 24  # 128-feature tiles under which a long K is split
 _SHORT_K = 1024
@@ -196,7 +178,8 @@ _FEW_TOKEN_STAGES = {8: 10, 16: 10, 32: 8, 64: 4}
 
 
 def few_token_tile(m: int, n: int) -> int:
-    """The token tile of the few-token rule (see above)."""
+    """The token tile of the few-token rule (see above): 8-64 tokens, at least a quarter of m
+    and less than twice it."""
     allowed = [bt for bt in (8, 16, 32, 64) if 4 * bt >= m and bt < max(16, 2 * m)]
     busy = [bt for bt in allowed if -(-n // 128) * -(-m // bt) >= _BUSY_PROGRAMS]
     return max(busy) if busy else min(allowed)
@@ -295,13 +278,12 @@ class SharedMemoryOffsetError(RuntimeError):
 def _constexprs(cfg: dict, dtype: str, has_bias: bool, activation: int, offsets: tuple) -> dict:
     return _constexprs_cached(cfg["BT"], cfg["STAGES"], cfg["GROUP"], cfg.get("ASM_LOOP", 0),
                               cfg.get("SPLIT_K", 1), dtype, has_bias, activation, tuple(offsets),
-                              cfg.get("META_AHEAD", 1), cfg.get("META_RING", 0),
-                              cfg.get("FUSED_REDUCE", 0))
+                              cfg.get("META_AHEAD", 1), cfg.get("META_RING", 0))
 
 
 @functools.lru_cache(maxsize=None)
 def _constexprs_cached(bt, stages, group, asm_loop, split_k, dtype, has_bias, activation,
-                       offsets, meta_ahead=1, meta_ring=0, fused_reduce=0) -> dict:
+                       offsets, meta_ahead=1, meta_ring=0) -> dict:
     # memoized: the asm text is a few KB of string formatting, too slow to redo per call; the
     # order is the kernel's (CachedLaunch passes them positionally). offsets: the
     # ASM_ALLOCATIONS', and with META_RING the metadata ring's last.
@@ -321,7 +303,6 @@ def _constexprs_cached(bt, stages, group, asm_loop, split_k, dtype, has_bias, ac
         BT=bt, STAGES=stages, GROUP=group, HAS_BIAS=has_bias,
         ACTIVATION=activation, ASM_LOOP=bool(asm_loop), SPLIT_K=split_k, LOADER_REGS=LOADER_REGS,
         MATH_REGS=MATH_REGS, META_AHEAD=meta_ahead, META_RING=bool(meta_ring),
-        FUSED_REDUCE=bool(fused_reduce),
     )
 
 
@@ -355,9 +336,6 @@ _CAPTURE_BYTES = 144
 _BIAS_CAPTURE_BYTES = 16
 # META_RING's loader takes the metadata ring, its address, N and K
 _META_RING_CAPTURE_BYTES = 16
-# FUSED_REDUCE's math warpgroups take its Fixup (three addresses, M and the padded rows): 16
-# bytes more, with or without the bias pointer (compiled kernels, Triton 3.6 and 3.9)
-_FUSED_CAPTURE_BYTES = 16
 
 
 def guessed_offsets(cfg: dict, has_bias: bool = False,
@@ -371,26 +349,21 @@ def guessed_offsets(cfg: dict, has_bias: bool = False,
     compiles again with the real offsets where it was wrong (another Triton's allocator): the
     asm must never address bytes it only guessed."""
     meta_ring = cfg.get("META_RING", 0) == 1
-    fused = cfg.get("FUSED_REDUCE", 0) == 1
-    # the epilogue tiles hold y's dtype, or float32 partials where split (FUSED_REDUCE: y's, unused)
-    partials = cfg.get("SPLIT_K", 1) > 1 and not fused
-    y_bytes = 4 if partials else 2
-    y_columns = 32 if gated and not partials else 64
+    y_bytes = 4 if cfg.get("SPLIT_K", 1) > 1 else 2
+    y_columns = 32 if gated and cfg.get("SPLIT_K", 1) == 1 else 64
     y_tile = cfg["BT"] * y_columns * y_bytes
     # the buffers in the kernel's order of allocation; the allocator places the larger first,
     # ties in that order (seen at every config the compile tests build)
     buffers = [("x", 2 * cfg["STAGES"] * wgmma_asm.x_stage_bytes(cfg["BT"])),
-               ("a", cfg["STAGES"] * wgmma_asm.A_STAGE_BYTES)]
-    if not fused:  # FUSED_REDUCE stores with plain stores: Triton drops the unused tiles
-        buffers += [("y0", y_tile), ("y1", y_tile)]
+               ("a", cfg["STAGES"] * wgmma_asm.A_STAGE_BYTES), ("y0", y_tile), ("y1", y_tile)]
     if meta_ring:
         buffers.append(("meta", cfg["STAGES"] * wgmma_asm.META_STAGE_BYTES))
     offset, at = 0, {}
     for name, size in sorted(buffers, key=lambda item: -item[1]):  # stable: ties keep the order
         at[name] = offset
         offset += size
-    full = (offset + _CAPTURE_BYTES + (_META_RING_CAPTURE_BYTES if meta_ring else 0)
-            + (_FUSED_CAPTURE_BYTES if fused else _BIAS_CAPTURE_BYTES if has_bias else 0))
+    full = (offset + _CAPTURE_BYTES + (_BIAS_CAPTURE_BYTES if has_bias else 0)
+            + (_META_RING_CAPTURE_BYTES if meta_ring else 0))
     barriers = -(-8 * cfg["STAGES"] // 16) * 16  # padded to 16 bytes (Triton 3.9, 3 stages: 32)
     guess = (at["a"], at["x"], full, full + barriers)
     return guess + (at["meta"],) if meta_ring else guess
@@ -441,54 +414,8 @@ def launch(x2: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias, y: 
     splits = splits_of(cfg, k)
     rows = -(-m // cfg["BT"]) * cfg["BT"]
     partial = torch.empty((splits * rows, n), dtype=torch.float32, device=y.device)
-    if cfg.get("FUSED_REDUCE", 0):  # the kernel adds the splits up: no second launch
-        fixup = (_counters(y.device, rows * n), partial)
-        _launch_kernel(x2, values, meta, bias, y, activation, cfg, splits, y, fixup)
-        return
     _launch_kernel(x2, values, meta, None, partial, 0, cfg, splits, y)
     _reduce()(partial, bias, y, activation, splits, split_stride=rows * n)
-
-
-# FUSED_REDUCE's counters: int32 zeros that each launch leaves at zero (the last split of an
-# element resets its counter), so one buffer serves launches that run one after another. Eager
-# launches share one per (device, stream): a stream runs them in order. A CUDA graph replays its
-# launches whenever and on whatever stream it is given, so each launch captured into one gets a
-# buffer of its own, kept for good (a graph may be replayed at any time): a spare zeroed before
-# the capture where one is ready (eager calls keep _SPARES of them), else zeros made inside the
-# capture (a memset node in the graph: correct, one node more).
-_eager_counters: dict[tuple, torch.Tensor] = {}
-_spare_counters: dict[int, list[torch.Tensor]] = {}
-_captured_counters: list[torch.Tensor] = []
-_SPARES = 8
-_MIN_COUNTERS = 1 << 14
-
-
-def _capturing(device: torch.device) -> bool:
-    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
-
-
-def _counters(device: torch.device, count: int) -> torch.Tensor:
-    """At least ``count`` int32 counters, all zero when this launch starts (see above)."""
-    index = device.index if device.index is not None else (
-        torch.cuda.current_device() if device.type == "cuda" else 0)
-    spares = _spare_counters.setdefault(index, [])
-    if _capturing(device):
-        fits = [t for t in spares if t.numel() >= count]
-        held = fits[0] if fits else torch.zeros(count, dtype=torch.int32, device=device)
-        if fits:
-            spares.remove(held)
-        _captured_counters.append(held)
-        return held
-    key = (index, triton_internals.current_stream(index))
-    held = _eager_counters.get(key)
-    if held is None or held.numel() < count:
-        held = _eager_counters[key] = torch.zeros(max(count, _MIN_COUNTERS), dtype=torch.int32,
-                                                  device=device)
-    if len(spares) < _SPARES or spares[-1].numel() < count:
-        # spares as large as the largest eager call so far, for the captures that may follow
-        spares[:] = [t for t in spares if t.numel() >= count][:_SPARES - 1]
-        spares.append(torch.zeros(max(count, _MIN_COUNTERS), dtype=torch.int32, device=device))
-    return held
 
 
 # Whether the kernel's own epilogue pairs a gated activation's rows (a [BT, 32] tile of
@@ -499,34 +426,28 @@ PAIR_GATED_IN_KERNEL = True
 
 
 def _launch_kernel(x2, values, meta, bias, out, activation: int, cfg: dict, splits: int,
-                   y, fixup: tuple | None = None) -> None:
+                   y) -> None:
     """One launch: out is y, or the float32 partial sums of a SPLIT_K config (then bias is None
-    and activation 0: the reduction applies them); y stands in for the unused bias pointer.
-    FUSED_REDUCE: ``fixup`` is (counters, partials) and out is y."""
+    and activation 0: the reduction applies them); y stands in for the unused bias pointer."""
     m, k = x2.shape
     n = values.shape[0]
     device = triton_internals.current_device()
     meta_addr = meta.data_ptr()
     bias_addr = y.data_ptr() if bias is None else bias.data_ptr()
-    # FUSED_REDUCE's addresses; 0 (unused) otherwise
-    counters_addr, partials_addr, y_addr = (0, 0, 0) if fixup is None else (
-        fixup[0].data_ptr(), fixup[1].data_ptr(), y.data_ptr())
-    key = None if (meta_addr | bias_addr | counters_addr | partials_addr | y_addr) & 15 else (
+    key = None if (meta_addr | bias_addr) & 15 else (
         id(cfg), m, n, k, x2.dtype, values.dtype, out.dtype, bias is not None and bias.dtype,
-        activation, splits, meta_addr < 2**31,
-        fixup is not None and (counters_addr < 2**31, partials_addr < 2**31, y_addr < 2**31),
-        device)
+        activation, splits, meta_addr < 2**31, device)
     entry = key and _direct.get(key, cfg)
     if entry:
         direct, grid0, constexprs = entry
         direct(grid0, triton_internals.current_stream(device), (values, x2, out),
-               (meta_addr, bias_addr, n, k, counters_addr, partials_addr, y_addr), constexprs)
+               (meta_addr, bias_addr, n, k), constexprs)
         return
     bt = cfg["BT"]
     grid0 = min(-(-n // 128) * -(-m // bt) * splits, _sm_count(device))
     bias_arg = y if bias is None else bias
     plan_key = (bt, cfg["STAGES"], cfg["GROUP"], cfg.get("ASM_LOOP", 0), cfg.get("SPLIT_K", 1),
-                cfg.get("META_AHEAD", 1), cfg.get("META_RING", 0), cfg.get("FUSED_REDUCE", 0),
+                cfg.get("META_AHEAD", 1), cfg.get("META_RING", 0),
                 x2.dtype, None if bias is None else bias.dtype, activation)
     layout = _nvmma_layout()
     out_layout, out_box = (layout, [bt, 64]) if out is y else (_partials_layout(), [bt, 64])
@@ -535,7 +456,7 @@ def _launch_kernel(x2, values, meta, bias, out, activation: int, cfg: dict, spli
     args = (triton_internals.tensor_descriptor(values, [128, 64], layout),
             triton_internals.tensor_descriptor(x2, [bt, 64], layout),
             triton_internals.tensor_descriptor(out, out_box, out_layout),
-            meta_addr, bias_arg, n, k, counters_addr, partials_addr, y_addr)
+            meta_addr, bias_arg, n, k)
     constexprs = _plans.get(plan_key)
     grid = (grid0, 1, 1)
     if constexprs is None:
@@ -581,17 +502,14 @@ def compile_sm90(cfg: dict, dtype: str = "float16", has_bias: bool = True, activ
         return f"tensordesc<{element}[{rows}, {columns}],{box_layout!r}>"
 
     y_desc = desc(cfg["BT"])
-    fused = cfg.get("FUSED_REDUCE", 0) == 1
-    if cfg.get("SPLIT_K", 1) > 1 and not fused:  # as launch runs it: float32 partials, no bias or activation
+    if cfg.get("SPLIT_K", 1) > 1:  # as launch runs it: float32 partials, no bias or activation
         y_desc = desc(cfg["BT"], "fp32", _partials_layout())
         has_bias, activation = False, 0
     elif activation >= GATED_FLAG:  # the kernel pairs the rows (PAIR_GATED_IN_KERNEL)
         y_desc = desc(cfg["BT"], box_layout=_gated_layout(), columns=32)
-    address = "i64" if fused else "i32"  # unused 0s: Triton types a small int i32
     signature = {"a_desc": desc(128), "x_desc": desc(cfg["BT"]), "y_desc": y_desc,
                  "meta_addr": "i64", "bias_ptr": f"*{bias_dtype if has_bias else elem}",
-                 "N": "i32", "K": "i32", "counters_addr": address, "partials_addr": address,
-                 "y_addr": address}
+                 "N": "i32", "K": "i32"}
     guess = guessed_offsets(cfg, has_bias, activation >= GATED_FLAG)
     for _ in range(2):
         constexprs = _constexprs(cfg, dtype, has_bias, activation, guess)
