@@ -385,11 +385,12 @@ def test_dispatch_rule_sm90_many_tokens_take_wgmma(monkeypatch, sm90):
 @pytest.mark.parametrize("sm90", [True, False])
 def test_few_token_shapes_where_the_sm90_kernel_streams_faster(monkeypatch, sm90):
     """At 0-64 tokens the sm90 kernel serves with the metadata through the ring, in the largest
-    token tile (at least a quarter of the tokens) that leaves 192 programs, else the smallest
-    (8 up to 32 tokens, 16 above), unsplit (10 stages for tiles of 8 and 16, 8 for 32, 4 for
-    64) where it has 24 feature tiles or more (3072 features) or K is short (768), else in 4
-    splits (8 stages: 768 x 3072); from 65 tokens the large-M rule; off sm90 the mma kernel
-    throughout (the dot kernel where N is not a multiple of 64)."""
+    token tile (at least a quarter of the tokens) that leaves 96 programs, else the smallest
+    (8 up to 32 tokens, 16 above), unsplit where it has 24 feature tiles or more (3072
+    features) or K is short (768), with 4 stages where a tile of 16 or more tokens holds all the
+    tokens and else 10 (BT 8, 16), 6 (32) or 4 (64); else in 4 splits (8 stages: 768 x 3072);
+    from 65 tokens the large-M rule; off sm90 the mma kernel throughout (the dot kernel where N
+    is not a multiple of 64)."""
     from sparse24.ops import gemm
 
     cuda = _pretend_sm90(monkeypatch, sm90)
@@ -399,15 +400,16 @@ def test_few_token_shapes_where_the_sm90_kernel_streams_faster(monkeypatch, sm90
             return (cfg["family"], cfg.get("BT"), cfg.get("META_RING", 0), cfg.get("SPLIT_K", 1),
                     cfg.get("STAGES"))
 
-        for m, n, k, bt, split in [
-                (1, 14336, 4096, 8, 1), (16, 4096, 4096, 8, 1), (8, 3072, 768, 8, 1),
-                (1, 768, 768, 8, 1), (32, 4096, 4096, 8, 1), (33, 4096, 4096, 16, 1),
-                (64, 3072, 768, 16, 1), (16, 4096, 14336, 8, 1), (0, 4096, 4096, 8, 1),
-                (16, 768, 3072, 8, 4), (1, 2304, 3072, 8, 4), (64, 768, 3072, 16, 4),
-                # 112 and 224 feature tiles: fewer re-reads of the weight
-                (16, 14336, 4096, 8, 1), (32, 14336, 4096, 16, 1), (64, 14336, 4096, 32, 1),
-                (16, 28672, 4096, 16, 1), (64, 28672, 4096, 64, 1), (64, 6144, 4096, 16, 1)]:
-            stages = {8: 10, 16: 10, 32: 8, 64: 4}[bt] if split == 1 else 8
+        for m, n, k, bt, split, stages in [
+                (1, 14336, 4096, 8, 1, 10), (16, 4096, 4096, 8, 1, 10), (8, 3072, 768, 8, 1, 10),
+                (1, 768, 768, 8, 1, 10), (32, 4096, 4096, 8, 1, 10), (33, 4096, 4096, 16, 1, 10),
+                (64, 3072, 768, 16, 1, 10), (16, 4096, 14336, 8, 1, 10), (0, 4096, 4096, 8, 1, 10),
+                (48, 4096, 4096, 16, 1, 10), (16, 768, 3072, 8, 4, 8), (1, 2304, 3072, 8, 4, 8),
+                (64, 768, 3072, 16, 4, 8),
+                # 48-224 feature tiles: fewer re-reads of the weight, shallow rings for a lone tile
+                (16, 14336, 4096, 16, 1, 4), (32, 14336, 4096, 32, 1, 4), (64, 14336, 4096, 64, 1, 4),
+                (16, 28672, 4096, 16, 1, 4), (64, 28672, 4096, 64, 1, 4), (64, 6144, 4096, 32, 1, 6),
+                (9, 14336, 4096, 16, 1, 4), (3, 28672, 4096, 8, 1, 10)]:
             if sm90:
                 assert pick(m, n, k) == ("wgmma", bt, 1, split, stages), (m, n, k)
             else:

@@ -160,21 +160,26 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
 # 0.93x and 0.79x for the mma kernel's split-K and 0.96x unsplit (run 20261205T220235Z-64d494).
 # Below cuBLAS still: BERT-base's K = 768 shapes, 0.94-0.97x at 1-64 tokens (4.3-5.1 us
 # kernels against 4.0-4.8 us: launch and pipeline latency, not bandwidth).
-# The token tile, since runs 20261205T233552Z-111ec7 and 20261205T234520Z-a64c99 (H100,
-# graphs): each token tile reads the weight again (from L2 where its neighbours run beside it),
-# so the largest tile that still leaves _BUSY_PROGRAMS programs: 64 x 14336 x 4096 BT 64 (112
-# programs) 1.60x, BT 32 (224) 1.57-1.59x, BT 16 (448: the rule before) 1.29x; 32 x 14336 x 4096
-# BT 16 1.66x (BT 8 1.41x in the same day's bench.gemm); 64 x 28672 x 4096 BT 64 1.71x; 64 x
-# 6144 x 4096 (Llama's Q/K/V) BT 16-32 1.42-1.48x. Where even the smallest tile leaves fewer
-# (4096 features: 32 feature tiles), the smallest that is at least a quarter of the tokens:
-# 64 x 4096 x 4096 BT 16 1.36x against BT 32 1.29x; 32 x 4096 x 4096 BT 8 1.39x.
+# The token tile, from runs 20261205T233552Z-111ec7 and 20261205T234520Z-a64c99 (H100, graphs,
+# every META_RING tile and depth timed): each token tile reads the weight tile again (from L2
+# where its neighbours run beside it), so the largest tile that still leaves _BUSY_PROGRAMS
+# programs, else the smallest (at least a quarter of the tokens). Best tile and ring, and the
+# rule before this one (BT 8 up to 32 tokens, else 16, 10 stages):
+#   16 x 14336 x 4096  BT 16, 4 stages 1.64x (1.61x)   32 x 14336 x 4096  BT 32, 4: 1.66x (1.41x)
+#   64 x 14336 x 4096  BT 64, 4: 1.60x (1.35x)         16 x 28672 x 4096  BT 16, 4: 1.71x (1.66x)
+#   64 x 28672 x 4096  BT 64, 4: 1.71x (1.35-1.44x)    64 x 6144 x 4096   BT 32, 6: 1.48x (1.14x)
+#   64 x 4096 x 4096   BT 16, 10: 1.36x (the same)     32 x 4096 x 4096   BT 8, 10: 1.39x (same)
+#   64 x 4096 x 14336  BT 16, 10: 1.62x (the same)     48 x 4096 x 4096   BT 16, 10: 1.33x (same)
+# 96 programs is the threshold every one of these agrees with (192 would give 64 x 6144 x 4096
+# BT 16, 1.14x). The ring: where the tile is the only one reading its weight (one token tile),
+# 4 stages (1.60-1.71x against 1.55-1.69x at 6 and more, five shapes); where several token tiles
+# share it, deep rings (BT 16 at 4096 features: 4 stages 1.16-1.25x, 10 stages 1.32-1.62x).
+# BT 8 keeps 10 stages at every count: 4 was not timed for it.
 FEW_TOKEN_MAX = 64  # the most tokens of the rule (sparse24/ops/gemm.py's MMA_MAX_TOKENS_SM90)
 _FEW_TILES = 24  # 128-feature tiles under which a long K is split
 _SHORT_K = 1024
-_BUSY_PROGRAMS = 192  # about 1.5 programs an SM of an H100 / H200 (132 SMs)
-# ring depth of each few-token tile: 10 (8 within 1%) up to 16 tokens; BT 32 8 (6 within 1%);
-# BT 64 4 (1.60x against 1.55x at 6)
-_FEW_TOKEN_STAGES = {8: 10, 16: 10, 32: 8, 64: 4}
+_BUSY_PROGRAMS = 96  # about three quarters of an H100's / H200's 132 SMs
+_SHARED_TILE_STAGES = {8: 10, 16: 10, 32: 6, 64: 4}  # rings where token tiles share a weight tile
 
 
 def few_token_tile(m: int, n: int) -> int:
@@ -185,13 +190,18 @@ def few_token_tile(m: int, n: int) -> int:
     return max(busy) if busy else min(allowed)
 
 
+def few_token_stages(m: int, bt: int) -> int:
+    """The ring depth of the few-token rule's tile (see above)."""
+    return 4 if bt >= 16 and m <= bt else _SHARED_TILE_STAGES[bt]
+
+
 def few_token_config(m: int, n: int, k: int) -> dict | None:
     """The sm90 config for 0-64 tokens (this kernel streams the weight faster than the mma
     kernel's split-K at every shape timed, see above), else None."""
     if m > FEW_TOKEN_MAX:
         return None
     bt = few_token_tile(m, n)
-    cfg = {"family": "wgmma", "BT": bt, "STAGES": _FEW_TOKEN_STAGES[bt], "GROUP": 8,
+    cfg = {"family": "wgmma", "BT": bt, "STAGES": few_token_stages(m, bt), "GROUP": 8,
            "META_RING": 1}
     if -(-n // 128) < _FEW_TILES and k > _SHORT_K:
         if n % 64:
