@@ -474,11 +474,11 @@ def test_linear_op_gpu(m, seed):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_linear_few_tokens_default_configs_gpu(dtype, seed, tmp_path, monkeypatch):
     """linear's own choice (no tuning) at 1-64 tokens on shapes either side of the sm90 few-token
-    rule (wgmma.few_token_config: its tiles of 8 and 16 tokens with the metadata through the
-    ring, in 4 splits for 768 x 3072; 96 features, not a multiple of 64, took the dot kernel
-    before it) and on a non-contiguous x, with bias and GELU, eager and replayed from a
-    CUDA graph; on Hopper the rule's shapes must have taken the wgmma kernel, so that this test
-    runs it."""
+    rule (wgmma.few_token_config: token tiles of 8-64 with the metadata through the ring, 4
+    stages for a lone tile (14336 features from 9 tokens), in 4 splits for 768 x 3072; 96
+    features, not a multiple of 64, took the dot kernel before it) and on a non-contiguous x,
+    with bias and GELU, eager and replayed from a CUDA graph; on Hopper the rule's shapes must
+    have taken the wgmma kernel, so that this test runs it."""
     from sparse24.ops import wgmma
     from sparse24.tuning import cache as cache_mod
 
