@@ -164,14 +164,9 @@ def test_checkpoints_keep_their_row_order(seed):
 
 def test_llama_with_gated_mlps_round_trips(seed, tmp_path):
     transformers = pytest.importorskip("transformers")
-    from sparse24.nn import prune_, squash_
+    from test_nn_sparsify import pruned
 
-    config = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_attention_heads=4,
-                                      num_key_value_heads=2, num_hidden_layers=2, vocab_size=100,
-                                      max_position_embeddings=64)
-    dense = transformers.LlamaForCausalLM(config).eval()
-    prune_(dense)
-    squash_(dense)
+    dense = pruned("llama")
     model = copy.deepcopy(dense)
     report = sparsify_(model, fuse_gated_mlp=True)
     assert report.fused == {f"model.layers.{i}.mlp.gate_up": "swiglu" for i in range(2)}

@@ -162,14 +162,7 @@ def test_importing_sparse24_nn_registers_the_method():
 
 
 def test_llama_with_gate_up_groups_round_trips(seed, tmp_path):
-    from sparse24.nn import prune_, squash_
-
-    config = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_attention_heads=4,
-                                      num_key_value_heads=2, num_hidden_layers=2, vocab_size=100,
-                                      max_position_embeddings=64)
-    model = transformers.LlamaForCausalLM(config).eval()
-    prune_(model)
-    squash_(model)
+    model = pruned("llama")
     report = sparsify_(model, fuse_gated_mlp=False)  # the gated form: test_nn_gated_mlp.py
     assert sorted(report.grouped) == [f"model.layers.{i}.{block}" for i in range(2)
                                       for block in ("mlp", "self_attn")]
@@ -240,14 +233,7 @@ def test_llama_attention_packs_q_k_v_with_grouped_query_attention(seed):
     """q_proj, k_proj and v_proj (K and V half Q's rows: 2 key/value heads for 4 query heads) as
     one SparseLinear; a prefill and a decode step over the KV cache give the logits of the same
     weights unpacked, and each step runs the fused GEMM once per layer."""
-    from sparse24.nn import prune_, squash_
-
-    config = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_attention_heads=4,
-                                      num_key_value_heads=2, num_hidden_layers=2, vocab_size=100,
-                                      max_position_embeddings=64)
-    dense = transformers.LlamaForCausalLM(config).eval()
-    prune_(dense)
-    squash_(dense)
+    dense = pruned("llama")
     model, unfused = copy.deepcopy(dense), copy.deepcopy(dense)
     report = sparsify_(model)
     sparsify_(unfused, fuse_qkv=False)

@@ -40,6 +40,11 @@ def tiny(arch: str, **config) -> nn.Module:
             max_position_embeddings=64, **config))
     elif arch == "mpnet":
         model = t.MPNetForMaskedLM(t.MPNetConfig(**{**_BERT_LIKE, **config}))
+    elif arch == "llama":  # grouped-query attention: 2 key/value heads for 4 query heads
+        model = t.LlamaForCausalLM(t.LlamaConfig(**{
+            "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "num_hidden_layers": 2, "vocab_size": 100,
+            "max_position_embeddings": 64, **config}))
     else:
         raise ValueError(arch)
     return model.eval()
