@@ -8,6 +8,7 @@ from torch import nn
 from torch._dynamo.backends.registry import lookup_backend
 
 from sparse24.nn import prune_, sparsify_, squash_
+from test_nn_sparsify import pruned
 from tolerances import rel_err
 
 transformers = pytest.importorskip("transformers")
@@ -103,12 +104,7 @@ def test_cuda_inductor_fullgraph_fp16_matches_eager(seed, mode):
 
 def sparsified_llama(device: str = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
     """A tiny Llama with SparseGatedMLP blocks (sparsify_'s fuse_gated_mlp)."""
-    config = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_attention_heads=4,
-                                      num_key_value_heads=2, num_hidden_layers=2,
-                                      vocab_size=VOCAB, max_position_embeddings=64)
-    model = transformers.LlamaForCausalLM(config).eval().to(device, dtype)
-    prune_(model)
-    squash_(model)
+    model = pruned("llama", vocab_size=VOCAB).to(device, dtype)  # 2:4 survives the cast
     report = sparsify_(model, fuse_gated_mlp=True)
     assert set(report.fused.values()) == {"swiglu"}
     return model

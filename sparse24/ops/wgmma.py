@@ -151,10 +151,8 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
 #   1 x 14336 x 4096  1.47x -> 1.60x     16 x 14336 x 4096  1.43x -> 1.60x
 #   1 x 4096 x 4096   1.41x -> 1.56x     16 x 4096 x 4096   1.35x -> 1.59x
 #   16 x 3072 x 768   0.95x -> 1.00x     64 x 4096 x 4096   0.89x -> 1.33x
-# Token tiles of 8 up to 32 tokens (two tiles of 8 beat one of 16 by 1-5% at 16 tokens, four
-# beat two of 16 by 4% at 32 x 4096 x 4096: more programs, the others reading the weight tile
-# from L2), of 16 above (64 x 4096 x 4096: 1.33x against 1.25x for BT 32); 10 stages (8 within
-# 1%). Unsplit where there are 24 feature tiles or more: a split lost there (1 x 4096 x 4096:
+# (Those runs had token tiles of 8 up to 32 tokens and 16 above, 10 stages: the token tile and
+# its ring are chosen as below since.) Unsplit where there are 24 feature tiles or more: a split lost there (1 x 4096 x 4096:
 # 1.43x split 4 against 1.56x). With fewer tiles and a long K, 4 splits (and 8 stages, what fits
 # beside the float32 partial tiles): 16 x 768 x 3072 1.14x and 64 x 768 x 3072 1.10x, against
 # 0.93x and 0.79x for the mma kernel's split-K and 0.96x unsplit (run 20261205T220235Z-64d494).
@@ -184,7 +182,7 @@ _SHARED_TILE_STAGES = {8: 10, 16: 10, 32: 6, 64: 4}  # rings where token tiles s
 
 def few_token_tile(m: int, n: int) -> int:
     """The token tile of the few-token rule (see above): 8-64 tokens, at least a quarter of m
-    and less than twice it."""
+    and, above 8, less than twice it."""
     allowed = [bt for bt in (8, 16, 32, 64) if 4 * bt >= m and bt < max(16, 2 * m)]
     busy = [bt for bt in allowed if -(-n // 128) * -(-m // bt) >= _BUSY_PROGRAMS]
     return max(busy) if busy else min(allowed)
