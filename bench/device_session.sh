@@ -14,6 +14,7 @@
 #   bash bench/device_session.sh OUT_DIR metaring   # the sm90 kernel's metadata through the ring (META_RING): GPU tests, then its A/B
 #   bash bench/device_session.sh OUT_DIR profilering   # its Nsight Compute profile at 1 and 16 tokens, before and after
 #   the GPU suite in three calls with the A/Bs beside it: wgmmatests metaringab; mmatests; restests gatedab
+#   bash bench/device_session.sh OUT_DIR midtiles   # issue 22: the sm90 token tiles of 16-128 at 384-1536 tokens, split or not
 #   next (after 2026-12-05's H100 calls): ruletests llmgraph (the token-tile rule, Llama's q/k/v fused); rulewide; then the H200 reruns (gemm16 gemmbf16 llm bert)
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
 #   bash bench/device_session.sh OUT_DIR levers                  # the finished lever A/B runs (bench/investigations)
@@ -83,7 +84,7 @@ for stage in "$@"; do
              limit 200 python3 -m bench.gemm_variants --family wgmma --split-k --mode graph --top 4 \
              --shapes 384x3072x768,384x768x3072,1000x4096x4096,512x4096x14336,6144x768x768,6144x768x3072 \
              --out "$out/gemm_variants_split_k.jsonl" 2>&1 | tail -30 ;;  # the SPLIT_K lever, few-tile shapes
-    versions) for base in .ab/*/; do limit 280 python3 -m bench.versions "$base" --rounds 2 --out-dir "$out" 2>&1 \
+    versions) for base in .ab/*/; do limit 280 python3 -m bench.versions "$base" --rounds 2 ${VERSIONS_SHAPES:+--shapes "$VERSIONS_SHAPES"} --out-dir "$out" 2>&1 \
              | grep -v Warning | tail -20; done ;;  # carry .ab: trees made by git archive (bench/versions.py)
     gemm16) mkdir -p "$out/fp16"; limit 400 python3 -m bench.gemm --out-dir "$out/fp16" 2>&1 | tail -45 ;;
     gemmbf16) mkdir -p "$out/bf16"; limit 150 python3 -m bench.gemm --dtype bfloat16 --modes graph \
@@ -164,6 +165,10 @@ for stage in "$@"; do
              --only META_RING=1,BT=16/32/64,STAGES=4/6/8/10 --mode graph --top 4 --out "$out/gemm_variants_midring.jsonl" \
              --shapes 32x4096x4096,64x4096x4096,64x14336x4096,64x4096x14336,48x4096x4096,64x3072x768 \
              2>&1 | grep -v Warning | tail -40 ;;  # issue 25's M = 32-64 (1.29-1.34x, goal 1.4x): bigger token tiles split so the weight is read once, against the BT 16 rule
+    midtiles) limit 280 python3 -m bench.gemm_variants --family wgmma --meta-ring --split-k --split-ks 2,4 --every-tile --with-heuristic \
+             --only META_RING=1,BT=16/32/64/128,STAGES=4/6/8/10 --mode graph --top 4 --out "$out/gemm_variants_midtiles.jsonl" \
+             --shapes 384x768x3072,384x3072x768,384x768x768,384x2304x768,1024x768x3072,1536x768x768 \
+             2>&1 | grep -v Warning | tail -40 ;;  # issue 22's few-tile shapes at 384-1536 tokens: small token tiles (more programs), split or not, against the heuristic
     gatedtest) limit 150 python3 -m pytest -q -n 6 -p no:cacheprovider tests/test_wgmma_gpu.py tests/test_nn_compile.py tests/test_nn_gated_mlp.py -k gated \
              >"$out/pytest_gpu_wgmma_gated.txt" 2>&1; tail -3 "$out/pytest_gpu_wgmma_gated.txt" ;;
     gatedab) limit 200 python3 -m bench.gated --out-dir "$out" 2>&1 | grep -v Warning | tail -16 ;;  # the gated stage's bench alone (its tests: mmatests, wgmmatests)

@@ -9,7 +9,7 @@ python -m bench.make_defaults.
     python -m bench.gemm_variants [--shapes 24576x3072x768,...] [--family mma|dot|wgmma]
                                   [--top 5] [--mode eager|graph] [--min-tile-tokens 128]
                                   [--asm-loop] [--split-k] [--split-ks 2,4,8] [--meta-ring]
-                                  [--with-heuristic]
+                                  [--with-heuristic] [--every-tile]
                                   [--only BLOCK_F=128,SPLIT_K=2/4]
 
 --asm-loop adds, beside each sm90 config, its forms with the whole k-loop in one asm statement
@@ -82,6 +82,9 @@ def main() -> int:
     parser.add_argument("--meta-ring", action="store_true",
                         help="with --asm-loop / --split-k: also their META_RING forms (metadata "
                         "through the ring; the default pool has them)")
+    parser.add_argument("--every-tile", action="store_true",
+                        help="with --meta-ring/--split-k/--asm-loop: offer the sm90 token tiles of "
+                             "8-32 at any token count (more programs where the large tiles are few)")
     parser.add_argument("--with-heuristic", action="store_true",
                         help="also time the config linear runs untuned (the A/B's baseline)")
     parser.add_argument("--only", type=parse_only, default={},
@@ -131,7 +134,7 @@ def main() -> int:
         if (side or args.family == "wgmma") and (args.asm_loop or args.split_k or args.meta_ring):
             pool = wgmma.candidates(m, n, k, asm_loops=(0, *wgmma.ASM_LOOPS) if args.asm_loop else (0,),
                                     split_ks=(1, *args.split_ks) if args.split_k else (1,),
-                                    meta_ring=args.meta_ring)
+                                    meta_ring=args.meta_ring, every_tile=args.every_tile)
         elif args.family == "wgmma":  # the sm90 family below its token rule too (few-token tiles)
             pool = wgmma.candidates(m, n, k)
         else:

@@ -660,6 +660,16 @@ def test_split_k_candidates_only_for_few_tiles():
     assert all("SPLIT_K" not in c for c in wgmma.candidates(384, 768, 768))
 
 
+def test_every_tile_offers_small_tiles_at_any_token_count():
+    """bench.gemm_variants --every-tile: the 16-32 token tiles beside the large ones at 384
+    tokens, which the default pool leaves out (each small tile reads the weight again)."""
+    default = {c["BT"] for c in wgmma.candidates(384, 768, 3072)}
+    every = {c["BT"] for c in wgmma.candidates(384, 768, 3072, every_tile=True)}
+    assert default == {64, 128, 256}
+    assert every == default | {8, 16, 32}
+    assert {c["BT"] for c in wgmma.candidates(4, 768, 768, every_tile=True)} == {8}
+
+
 def test_direct_key_tells_apart_every_field(monkeypatch):
     """Each field of the sm90 launch's direct key, changed alone, makes a specialization of its
     own: its first call takes CachedLaunch, its second goes direct (a field left out of the key

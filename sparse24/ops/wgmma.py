@@ -100,7 +100,8 @@ def worth_timing(bt: int, m: int) -> bool:
 
 
 def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
-               split_ks: tuple[int, ...] = (1,), meta_ring: bool = True) -> list[dict]:
+               split_ks: tuple[int, ...] = (1,), meta_ring: bool = True,
+               every_tile: bool = False) -> list[dict]:
     """Every sm90 config worth timing for [m, k] x [n, k]^T, in each mainloop form of
     ``asm_loops`` (0: the Gluon k-loop; D: the asm k-loop draining every D k-blocks) and each
     split of K in ``split_ks`` (1: none; S: S splits of the k-blocks, float32 partial sums and a
@@ -113,11 +114,13 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
     stages, or 4-12 for the small tiles, which also come with their metadata 2 and 4 k-blocks
     ahead (META_AHEAD); the asm k-loop only for tiles of 64 tokens and more. ``meta_ring`` adds,
     beside each Gluon-loop config, its META_RING form (the metadata through the ring, the
-    few-token rule's) where it fits in shared memory."""
+    few-token rule's) where it fits in shared memory. ``every_tile`` offers the small tiles at any
+    token count (a sweep's question: where tiles are few, do more programs, each reading its weight
+    tile again, beat a few large ones?)."""
     configs = []
     k_blocks = -(-k // 128)
     for bt in wgmma_asm.TOKEN_TILES:
-        if not worth_timing(bt, m):
+        if not (worth_timing(bt, m) or (every_tile and bt <= max(8, 2 * m))):
             continue
         tiles = -(-n // 128) * -(-m // bt)
         for split in split_ks:
