@@ -15,6 +15,7 @@
 #   bash bench/device_session.sh OUT_DIR profilering   # its Nsight Compute profile at 1 and 16 tokens, before and after
 #   the GPU suite in three calls with the A/Bs beside it: wgmmatests metaringab; mmatests; restests gatedab
 #   bash bench/device_session.sh OUT_DIR midtiles   # issue 22: the sm90 token tiles of 16-128 at 384-1536 tokens, split or not
+#   bash bench/device_session.sh OUT_DIR midtests versions bertsmall   # carry .ab/<commit before the mid-token rule>: its GPU tests, the A/B, BERT at batch 1-2
 #   next (after 2026-12-05's H100 calls): ruletests llmgraph (the token-tile rule, Llama's q/k/v fused); rulewide; then the H200 reruns (gemm16 gemmbf16 llm bert)
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
 #   bash bench/device_session.sh OUT_DIR levers                  # the finished lever A/B runs (bench/investigations)
@@ -169,6 +170,10 @@ for stage in "$@"; do
              --only META_RING=1,BT=16/32/64/128,STAGES=4/6/8/10 --mode graph --top 4 --out "$out/gemm_variants_midtiles.jsonl" \
              --shapes 384x768x3072,384x3072x768,384x768x768,384x2304x768,1024x768x3072,1536x768x768 \
              2>&1 | grep -v Warning | tail -40 ;;  # issue 22's few-tile shapes at 384-1536 tokens: small token tiles (more programs), split or not, against the heuristic
+    midtests) limit 200 python3 -m pytest -q -n 8 -p no:cacheprovider tests/test_gemm.py tests/test_wgmma_gpu.py \
+             -k "default_configs or ring or RING or R1" >"$out/pytest_gpu_mid.txt" 2>&1; tail -4 "$out/pytest_gpu_mid.txt" ;;  # linear's few- and mid-token defaults on the GPU
+    bertsmall) mkdir -p "$out/bert"; limit 240 python3 -m bench.bert --batch-sizes 1,2 --variants dense,sparse24 \
+             --modes reduce-overhead --no-plot --out-dir "$out/bert" 2>&1 | grep -v Warning | tail -12 ;;  # BERT-base at 384 and 768 tokens (the mid-token rule's shapes)
     gatedtest) limit 150 python3 -m pytest -q -n 6 -p no:cacheprovider tests/test_wgmma_gpu.py tests/test_nn_compile.py tests/test_nn_gated_mlp.py -k gated \
              >"$out/pytest_gpu_wgmma_gated.txt" 2>&1; tail -3 "$out/pytest_gpu_wgmma_gated.txt" ;;
     gatedab) limit 200 python3 -m bench.gated --out-dir "$out" 2>&1 | grep -v Warning | tail -16 ;;  # the gated stage's bench alone (its tests: mmatests, wgmmatests)

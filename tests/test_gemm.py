@@ -470,6 +470,50 @@ def test_linear_op_gpu(m, seed):
     assert rel_err(y.cpu(), expected) < TOLERANCE[torch.float16]
 
 
+def _default_config_failures(dtype, weights, token_counts, graph_tokens, must_take, tmp_path,
+                             monkeypatch):
+    """linear's own choice (an empty tuning cache) on each [n, k] of ``weights`` at each token
+    count, with bias and GELU, every other count on a non-contiguous x (rows k + 64 apart), its
+    config also run on a NaN-poisoned output (every element written); then replayed from a CUDA
+    graph at ``graph_tokens``. ``must_take(m, n, k, cfg)`` asserts what the rule must have
+    picked, so that the test runs the kernel it means to. Returns the failures."""
+    from sparse24.tuning import cache as cache_mod
+
+    monkeypatch.setenv(cache_mod.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(cache_mod, "_default_cache", None)
+    failures = []
+    for n, k in weights:
+        values, meta = packed_weight(n, k, dtype, "cuda")
+        bias = torch.randn(n, dtype=dtype, device="cuda")
+        for m in token_counts:
+            x = unit_input(m, k, dtype, "cuda")
+            if m % 2 == 0:  # rows k + 64 apart: a slice of a wider tensor
+                wide = torch.randn(m, k + 64, dtype=dtype, device="cuda")
+                wide[:, :k] = x
+                x = wide[:, :k]
+            cfg = gemm.choose_config(m, n, k, dtype, x.device)
+            must_take(m, n, k, cfg)
+            expected = reference_output(x, values, meta, bias, "gelu")
+            for how, y in (("linear", ops.linear(x, values, meta, bias, "gelu")),
+                           ("poisoned", run_poisoned(x.contiguous(), values, meta, bias, "gelu", cfg))):
+                err = rel_err(y.cpu(), expected)
+                if not err < TOLERANCE[dtype]:
+                    failures.append((how, m, n, k, cfg, err))
+        static_x = unit_input(graph_tokens, k, dtype, "cuda")
+        graph, stream = torch.cuda.CUDAGraph(), torch.cuda.Stream()
+        with torch.cuda.stream(stream):
+            ops.linear(static_x, values, meta, bias, "gelu")  # compile and plan outside capture
+            with torch.cuda.graph(graph, stream=stream):
+                static_y = ops.linear(static_x, values, meta, bias, "gelu")
+        static_x.copy_(unit_input(graph_tokens, k, dtype, "cuda"))
+        graph.replay()
+        torch.cuda.synchronize()
+        err = rel_err(static_y.cpu(), reference_output(static_x, values, meta, bias, "gelu"))
+        if not err < TOLERANCE[dtype]:
+            failures.append(("graph", n, k, err))
+    return failures
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_linear_few_tokens_default_configs_gpu(dtype, seed, tmp_path, monkeypatch):
@@ -477,47 +521,44 @@ def test_linear_few_tokens_default_configs_gpu(dtype, seed, tmp_path, monkeypatc
     rule (wgmma.few_token_config: token tiles of 8-64 with the metadata through the ring, 4
     stages for a lone tile (14336 features from 9 tokens), in 4 splits for 768 x 3072; 96
     features, not a multiple of 64, took the dot kernel before it) and on a non-contiguous x,
-    with bias and GELU, eager and replayed from a CUDA graph; on Hopper the rule's shapes must
-    have taken the wgmma kernel, so that this test runs it."""
+    with bias and GELU, eager and replayed from a CUDA graph (16 tokens); on Hopper the rule's
+    shapes must have taken the wgmma kernel, so that this test runs it."""
     from sparse24.ops import wgmma
-    from sparse24.tuning import cache as cache_mod
 
-    # an empty tuning cache: the configs are linear's own choice, not a local tuning run's
-    monkeypatch.setenv(cache_mod.CACHE_DIR_ENV, str(tmp_path / "cache"))
-    monkeypatch.setattr(cache_mod, "_default_cache", None)
     hopper = torch.cuda.get_device_capability() == (9, 0)
-    failures = []
-    for n, k in [(14336, 4096), (3072, 768), (2304, 768), (768, 768), (4096, 4096), (768, 3072),
-                 (96, 256)]:
-        values, meta = packed_weight(n, k, dtype, "cuda")
-        bias = torch.randn(n, dtype=dtype, device="cuda")
-        for m in (1, 5, 8, 9, 16, 17, 33, 64):
-            x = unit_input(m, k, dtype, "cuda")
-            if m % 2 == 0:  # rows k + 64 apart: a slice of a wider tensor
-                wide = torch.randn(m, k + 64, dtype=dtype, device="cuda")
-                wide[:, :k] = x
-                x = wide[:, :k]
-            cfg = gemm.choose_config(m, n, k, dtype, x.device)
-            if hopper and wgmma.few_token_config(m, n, k) is not None:
-                assert cfg["family"] == "wgmma", (m, n, k, cfg)
-            y = ops.linear(x, values, meta, bias, "gelu")
-            expected = reference_output(x, values, meta, bias, "gelu")
-            err = rel_err(y.cpu(), expected)
-            if not err < TOLERANCE[dtype]:
-                failures.append((m, n, k, cfg, err))
-        static_x = unit_input(16, k, dtype, "cuda")  # 16 tokens: the sm90 rule's shapes take wgmma
-        graph, stream = torch.cuda.CUDAGraph(), torch.cuda.Stream()
-        with torch.cuda.stream(stream):
-            ops.linear(static_x, values, meta, bias, "gelu")  # compile and plan outside capture
-            with torch.cuda.graph(graph, stream=stream):
-                static_y = ops.linear(static_x, values, meta, bias, "gelu")
-        static_x.copy_(unit_input(16, k, dtype, "cuda"))
-        graph.replay()
-        torch.cuda.synchronize()
-        err = rel_err(static_y.cpu(), reference_output(static_x, values, meta, bias, "gelu"))
-        if not err < TOLERANCE[dtype]:
-            failures.append(("graph", n, k, err))
+
+    def must_take(m, n, k, cfg):
+        if hopper and wgmma.few_token_config(m, n, k) is not None:
+            assert cfg["family"] == "wgmma", (m, n, k, cfg)
+
+    failures = _default_config_failures(
+        dtype, [(14336, 4096), (3072, 768), (2304, 768), (768, 768), (4096, 4096), (768, 3072),
+                (96, 256)], (1, 5, 8, 9, 16, 17, 33, 64), 16, must_take, tmp_path, monkeypatch)
     assert not failures, failures[:5]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_linear_mid_tokens_default_configs_gpu(dtype, seed, tmp_path, monkeypatch):
+    """linear's own choice at 65-1100 tokens, where the sm90 mid-token rule (wgmma.
+    mid_token_config) runs tiles of 32 or 64 tokens with the metadata through the ring: odd
+    counts (a partial last tile), 32-token tiles (384 x 768) and 64 (1024 x 768, 384 x 2304), a
+    ragged N (96 features), a long K; and the estimate's 128-token tiles beside them (384 x
+    3072), eager, poisoned and from a CUDA graph (384 tokens)."""
+    hopper = torch.cuda.get_device_capability() == (9, 0)
+    seen = set()
+
+    def must_take(m, n, k, cfg):
+        if hopper:
+            assert cfg["family"] == "wgmma", (m, n, k, cfg)
+            seen.add((cfg["BT"], cfg.get("META_RING", 0)))
+
+    failures = _default_config_failures(
+        dtype, [(768, 3072), (768, 768), (2304, 768), (3072, 768), (96, 256), (4096, 4096)],
+        (65, 100, 255, 384, 1000, 1100), 384, must_take, tmp_path, monkeypatch)
+    assert not failures, failures[:5]
+    if hopper:
+        assert {(32, 1), (64, 1), (128, 0)} <= seen, seen
 
 
 @pytest.mark.gpu

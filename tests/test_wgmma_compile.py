@@ -179,7 +179,9 @@ def test_candidates_fit_shared_memory():
     # weight many times
     assert {c["BT"] for c in wgmma.candidates(1, 768, 768)} == {8}
     assert max(c["STAGES"] for c in wgmma.candidates(1, 768, 768)) == 12
-    assert min(c["BT"] for c in wgmma.candidates(300, 768, 768)) == 64
+    assert min(c["BT"] for c in wgmma.candidates(300, 3072, 768)) == 64
+    # 300 tokens on 768 features: 30 programs of 64 tokens, so the mid-token rule's 32 too
+    assert min(c["BT"] for c in wgmma.candidates(300, 768, 768)) == 32
     assert all("ASM_LOOP" not in c or c["BT"] >= 64 for c in wgmma.candidates(
         16, 768, 768, asm_loops=(0, *wgmma.ASM_LOOPS)))
 
@@ -418,13 +420,52 @@ def test_few_token_shapes_where_the_sm90_kernel_streams_faster(monkeypatch, sm90
         assert pick(16, 96, 2048)[0] == "dot"  # and a long K: a split, not yet run on a GPU
         assert pick(65, 4096, 4096)[0] == ("wgmma" if sm90 else "mma")
         if sm90:
-            assert pick(65, 4096, 4096)[1] >= 64 and pick(65, 4096, 4096)[2] == 0
+            # from 65 tokens the mid-token rule: 64 feature tiles x 2 token tiles of 64 would be
+            # 64 programs, so 32-token tiles (96), the metadata through the ring
+            assert pick(65, 4096, 4096) == ("wgmma", 32, 1, 1, 6)
             from sparse24.ops import wgmma as family
 
             for m, n, k in [(16, 768, 3072), (64, 4096, 4096), (1, 96, 256)]:
                 assert family.runnable(gemm.heuristic_config(m, n, k, cuda)), (m, n, k)
     finally:
         gemm.heuristic_config.cache_clear()
+
+
+@pytest.mark.parametrize("m, n, k, bt, ring, stages", [
+    (384, 768, 3072, 32, 1, 6), (384, 768, 768, 32, 1, 6), (100, 768, 768, 32, 1, 6),
+    (384, 2304, 768, 64, 1, 6), (1024, 768, 3072, 64, 1, 6), (256, 4096, 4096, 64, 1, 6),
+    (384, 3072, 768, 128, 0, 4), (1536, 768, 768, 128, 0, 4), (6144, 768, 768, 128, 0, 4),
+    (24576, 3072, 768, 256, 0, 2), (256, 14336, 4096, 256, 0, 2)])
+def test_mid_token_rule(monkeypatch, m, n, k, bt, ring, stages):
+    """Where the token-tile estimate picks 64 tokens (65 to about 1000 tokens on BERT-base's
+    weights), the metadata comes through the ring, 6 stages, and the tile halves to 32 where 64
+    would leave fewer than 96 programs (384 x 768: 36); where it picks 128 or 256 nothing
+    changes. The rule's config is one the tuner times and a tuned one of its tile is served."""
+    import torch
+
+    from sparse24.ops import gemm
+
+    cuda = _pretend_sm90(monkeypatch, True)
+    try:
+        cfg = gemm.heuristic_config(m, n, k, cuda)
+        assert (cfg["BT"], cfg.get("META_RING", 0), cfg["STAGES"], cfg.get("SPLIT_K", 1)) == (
+            bt, ring, stages, 1)
+        assert wgmma.runnable(cfg) and cfg in wgmma.candidates(m, n, k)
+        monkeypatch.setattr(gemm.configs, "tuned", lambda *a: cfg | {"STAGES": 4})
+        assert gemm.choose_config(m, n, k, torch.float16, cuda) == cfg | {"STAGES": 4}
+    finally:
+        gemm.heuristic_config.cache_clear()
+
+
+def test_mid_token_tile_of_32_only_where_64_leaves_sms_idle():
+    assert wgmma.mid_token_tile(384, 768) == 32  # 6 x 6 = 36 programs at 64
+    assert wgmma.mid_token_tile(1024, 768) == 64  # 6 x 16 = 96
+    assert wgmma.mid_token_tile(1023, 768) == 64  # a partial last tile still counts
+    assert wgmma.mid_token_tile(960, 768) == 32  # 6 x 15 = 90
+    # a tuned 32-token tile is timed and served where the rule could pick it, not where 64
+    # tiles fill the GPU (each token tile reads the weight again)
+    assert wgmma.worth_timing(32, 384, 768) and not wgmma.worth_timing(32, 384, 4096)
+    assert not wgmma.worth_timing(16, 384, 768)
 
 
 def test_cached_config_across_the_rule_is_not_used(monkeypatch):
@@ -663,8 +704,8 @@ def test_split_k_candidates_only_for_few_tiles():
 def test_every_tile_offers_small_tiles_at_any_token_count():
     """bench.gemm_variants --every-tile: the 16-32 token tiles beside the large ones at 384
     tokens, which the default pool leaves out (each small tile reads the weight again)."""
-    default = {c["BT"] for c in wgmma.candidates(384, 768, 3072)}
-    every = {c["BT"] for c in wgmma.candidates(384, 768, 3072, every_tile=True)}
+    default = {c["BT"] for c in wgmma.candidates(384, 2304, 3072)}
+    every = {c["BT"] for c in wgmma.candidates(384, 2304, 3072, every_tile=True)}
     assert default == {64, 128, 256}
     assert every == default | {8, 16, 32}
     assert {c["BT"] for c in wgmma.candidates(4, 768, 768, every_tile=True)} == {8}

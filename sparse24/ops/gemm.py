@@ -59,7 +59,7 @@ def uses_wgmma(m: int, device: torch.device) -> bool:
     return device.type == "cuda" and m > MMA_MAX_TOKENS_SM90 and wgmma.supported(device.index or 0)
 
 
-def _may_serve(config: dict, m: int, device: torch.device) -> bool:
+def _may_serve(config: dict, m: int, n: int, device: torch.device) -> bool:
     """Whether a (tuned) config may serve m tokens: past the sm90 rule only wgmma; below it any
     other family, and on sm90 wgmma too. A wgmma config only with a token tile the family would
     offer for m: a near M bucket's entry may hold a tile of 128 tokens for 16, or of 16 for 256
@@ -67,7 +67,7 @@ def _may_serve(config: dict, m: int, device: torch.device) -> bool:
     if config["family"] != "wgmma":
         return not uses_wgmma(m, device)
     return (device.type == "cuda" and wgmma.supported(device.index or 0)
-            and wgmma.worth_timing(config["BT"], m))
+            and wgmma.worth_timing(config["BT"], m, n))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -105,7 +105,7 @@ def choose_config(m: int, n: int, k: int, dtype: torch.dtype, device: torch.devi
     # a cached config of the other side of the sm90 rule (e.g. an mma entry tuned before the
     # wgmma family existed), or with a wgmma token tile far from M, is not used (_may_serve)
     if (cached is not None and config_fits(cached, n, k)
-            and _may_serve(cached, m, device)):
+            and _may_serve(cached, m, n, device)):
         return cached
     config = heuristic_config(m, n, k, device)
     if device.type != "cuda" and config["family"] == "mma":

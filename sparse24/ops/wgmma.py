@@ -91,12 +91,16 @@ _STAGES = (2, 3, 4, 5, 6)
 _STREAMING_STAGES = (4, 6, 8, 10, 12)
 
 
-def worth_timing(bt: int, m: int) -> bool:
+def worth_timing(bt: int, m: int, n: int | None = None) -> bool:
     """Token tiles up to twice the tokens (8 at least); the small ones (8-32, weight streaming)
-    only where they are at least a quarter of the tokens: each token tile reads the weight again."""
+    only where they are at least a quarter of the tokens: each token tile reads the weight again;
+    and, given the weight's n, the mid-token rule's 32 where 64-token tiles leave SMs idle
+    (``mid_token_tile``)."""
     if bt > max(8, 2 * m):
         return False
-    return bt >= 64 or 4 * bt >= m
+    if bt >= 64 or 4 * bt >= m:
+        return True
+    return n is not None and bt == 32 and mid_token_tile(m, n) == 32
 
 
 def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
@@ -120,7 +124,7 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
     configs = []
     k_blocks = -(-k // 128)
     for bt in wgmma_asm.TOKEN_TILES:
-        if not (worth_timing(bt, m) or (every_tile and bt <= max(8, 2 * m))):
+        if not (worth_timing(bt, m, n) or (every_tile and bt <= max(8, 2 * m))):
             continue
         tiles = -(-n // 128) * -(-m // bt)
         for split in split_ks:
@@ -230,8 +234,36 @@ def heuristic_config(m: int, n: int, k: int, sms: int = 132) -> dict:
         return -(-tiles // sms) * bt / _TILE_RATE[bt]
 
     bt = min((b for b in (256, 128, 64) if b <= max(64, 2 * m)), key=estimate)
+    if bt == 64:
+        return mid_token_config(m, n)
     stages = max(s for s in range(2, 7) if shared_bytes(bt, s) <= MAX_SHARED_BYTES)
     return {"family": "wgmma", "BT": bt, "STAGES": stages, "GROUP": 8}
+
+
+# Where the estimate above picks 64-token tiles (65 to about 1000 tokens on BERT-base's weights,
+# up to 256 on 4096 x 4096): the metadata through the ring, as the few-token rule has it, and
+# 32-token tiles where 64-token ones leave SMs idle (fewer than _BUSY_PROGRAMS programs). From
+# run 20261206T012549Z-551941 (H100, CUDA graphs, every META_RING tile of 16-128 tokens, split
+# or not, timed; bench/results/h100/gemm_variants.jsonl), cuBLAS = 1, before -> after:
+#   384 x 768 x 3072   BT 64, 6 stages 0.50x -> BT 32 ring, 6: 0.89x (BT 64 ring 0.78x; 36 programs)
+#   384 x 768 x 768    BT 64 0.72x -> BT 32 ring 0.95x (BT 64 ring 0.87x)
+#   384 x 2304 x 768   BT 64 0.81x -> BT 64 ring 1.01x (108 programs; BT 32 0.84x)
+#   1024 x 768 x 3072  BT 64 0.70x -> BT 64 ring, 6: 0.98x (96 programs; BT 32 0.79x)
+# Tiles of 16 lost at each (0.57-0.77x: 144+ programs, each a quarter of a wgmma's width), and
+# so did splitting K (2 or 4 splits, 0.33-0.79x) and, where the estimate picks 128-token tiles,
+# 64 with the ring (384 x 3072 x 768 0.79x against 0.83x, 1536 x 768 x 768 0.82x against 0.88x).
+_MID_TOKEN_STAGES = 6
+
+
+def mid_token_tile(m: int, n: int) -> int:
+    """64, or 32 where 64-token tiles would leave fewer than _BUSY_PROGRAMS programs."""
+    return 64 if -(-n // 128) * -(-m // 64) >= _BUSY_PROGRAMS else 32
+
+
+def mid_token_config(m: int, n: int) -> dict:
+    """The sm90 config where the token-tile estimate picks 64 (see above)."""
+    return {"family": "wgmma", "BT": mid_token_tile(m, n), "STAGES": _MID_TOKEN_STAGES,
+            "GROUP": 8, "META_RING": 1}
 
 
 @functools.lru_cache(maxsize=None)
