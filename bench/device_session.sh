@@ -171,7 +171,7 @@ for stage in "$@"; do
              --shapes 384x768x3072,384x3072x768,384x768x768,384x2304x768,1024x768x3072,1536x768x768 \
              2>&1 | grep -v Warning | tail -40 ;;  # issue 22's few-tile shapes at 384-1536 tokens: small token tiles (more programs), split or not, against the heuristic
     midtests) limit 200 python3 -m pytest -q -n 8 -p no:cacheprovider tests/test_gemm.py tests/test_wgmma_gpu.py \
-             -k "default_configs or ring or RING or R1" >"$out/pytest_gpu_mid.txt" 2>&1; tail -4 "$out/pytest_gpu_mid.txt" ;;  # linear's few- and mid-token defaults on the GPU
+             -k "default_configs or BT64-S6-L0-K1-R1 or BT32-S6-K1-A1-R1" >"$out/pytest_gpu_mid.txt" 2>&1; tail -4 "$out/pytest_gpu_mid.txt" ;;  # linear's few- and mid-token defaults on the GPU
     bertsmall) mkdir -p "$out/bert"; limit 240 python3 -m bench.bert --batch-sizes 1,2 --variants dense,sparse24 \
              --modes reduce-overhead --no-plot --out-dir "$out/bert" 2>&1 | grep -v Warning | tail -12 ;;  # BERT-base at 384 and 768 tokens (the mid-token rule's shapes)
     gatedtest) limit 150 python3 -m pytest -q -n 6 -p no:cacheprovider tests/test_wgmma_gpu.py tests/test_nn_compile.py tests/test_nn_gated_mlp.py -k gated \

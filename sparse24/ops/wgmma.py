@@ -17,11 +17,14 @@ optional "META_AHEAD": 1 (default) to 4, the k-blocks ahead whose metadata the G
 in flight (2 and 4 offered with the few-token tiles)}.
 Features per tile are always 128 (two warpgroups of 64). The grid is persistent: one program per
 SM, or fewer when there are fewer tiles. ASM_LOOP and SPLIT_K configs are offered only on request
-(``candidates(..., asm_loops=..., split_ks=...)``) and no heuristic picks them: the H200 checked
-them and timed them slower where they were meant to win (bench/NOTES.md, 2026-12-05). The
+(``candidates(..., asm_loops=..., split_ks=...)``); only the few-token rule splits K (4 splits
+where feature tiles are few and K long): the H200 timed both slower where they were meant to win
+at many tokens (bench/NOTES.md, 2026-12-05), and the H100 split lost at 384-1536 (see
+``mid_token_config``). The
 few-token tiles (BT 8-32) serve 1-64 tokens where ``few_token_config`` says so, with
-"META_RING": 1 (the loader copies each k-block's metadata into the ring; the default there).
-"""
+"META_RING": 1 (the loader copies each k-block's metadata into the ring; the default there), and
+from 65 tokens, where the heuristic's estimate picks 64-token tiles, ``mid_token_config`` keeps
+the ring (tiles of 32 or 64 tokens)."""
 
 from __future__ import annotations
 
