@@ -16,7 +16,7 @@
 #   the GPU suite in three calls with the A/Bs beside it: wgmmatests metaringab; mmatests; restests gatedab
 #   bash bench/device_session.sh OUT_DIR midtiles   # issue 22: the sm90 token tiles of 16-128 at 384-1536 tokens, split or not
 #   bash bench/device_session.sh OUT_DIR midtests versions bertsmall   # carry .ab/<commit before the mid-token rule>: its GPU tests, the A/B, BERT at batch 1-2
-#   next (after 2026-12-06's H100 calls): midtests versions (carry .ab/75dde06: the mid-token rule through linear, and its A/B); bertsmall; then: ruletests llmgraph (the token-tile rule, Llama's q/k/v fused); rulewide; then the H200 reruns (gemm16 gemmbf16 llm bert)
+#   next (after 2026-12-06's H100 calls): midtests versions (carry .ab/75dde06: the mid-token rule through linear, and its A/B); bertsmall; then the H200 reruns (gemm16 gemmbf16 llm bert)
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
 #   bash bench/device_session.sh OUT_DIR levers                  # the finished lever A/B runs (bench/investigations)
 #   bash bench/device_session.sh OUT_DIR opcost eagerdiag hostpaths   # host-time diagnostics (bench/diag; eagerdiag: bench/investigations)
