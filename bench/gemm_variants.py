@@ -99,6 +99,9 @@ def main() -> int:
                         default=Path(os.environ.get("OUT") or common.DEFAULT_OUT_DIR) / "gemm_variants.jsonl",
                         help="JSON lines, appended (default: $OUT or bench/results/<device>)")
     args = parser.parse_args()
+    if args.every_tile and not (args.meta_ring or args.split_k or args.asm_loop):
+        parser.error("--every-tile widens the pools of --meta-ring, --split-k and --asm-loop: "
+                     "give one of them")
     common.require_cuda("python -m bench.gemm_variants")
     env, run_id = common.env_record(), common.new_run_id()
     device = torch.device("cuda")

@@ -94,6 +94,11 @@ _STAGES = (2, 3, 4, 5, 6)
 _STREAMING_STAGES = (4, 6, 8, 10, 12)
 
 
+def output_tiles(m: int, n: int, bt: int) -> int:
+    """Output tiles of 128 features x bt tokens: the programs a launch has work for (per split)."""
+    return -(-n // 128) * -(-m // bt)
+
+
 def worth_timing(bt: int, m: int, n: int | None = None) -> bool:
     """Token tiles up to twice the tokens (8 at least); the small ones (8-32, weight streaming)
     only where they are at least a quarter of the tokens: each token tile reads the weight again;
@@ -129,7 +134,7 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
     for bt in wgmma_asm.TOKEN_TILES:
         if not (worth_timing(bt, m, n) or (every_tile and bt <= max(8, 2 * m))):
             continue
-        tiles = -(-n // 128) * -(-m // bt)
+        tiles = output_tiles(m, n, bt)
         for split in split_ks:
             if split > 1 and (split > k_blocks or tiles >= _SPLIT_MAX_TILES):
                 continue
@@ -194,7 +199,7 @@ def few_token_tile(m: int, n: int) -> int:
     """The token tile of the few-token rule (see above): 8-64 tokens, at least a quarter of m
     and, above 8, less than twice it."""
     allowed = [bt for bt in (8, 16, 32, 64) if 4 * bt >= m and bt < max(16, 2 * m)]
-    busy = [bt for bt in allowed if -(-n // 128) * -(-m // bt) >= _BUSY_PROGRAMS]
+    busy = [bt for bt in allowed if output_tiles(m, n, bt) >= _BUSY_PROGRAMS]
     return max(busy) if busy else min(allowed)
 
 
@@ -233,7 +238,7 @@ def heuristic_config(m: int, n: int, k: int, sms: int = 132) -> dict:
     6144 x 768 x 768 is 144 tiles of 256 (two waves for 1.09 of work), 288 of 128 (3 for 2.18).
     As many stages as fit in shared memory."""
     def estimate(bt):
-        tiles = -(-n // 128) * -(-m // bt)
+        tiles = output_tiles(m, n, bt)
         return -(-tiles // sms) * bt / _TILE_RATE[bt]
 
     bt = min((b for b in (256, 128, 64) if b <= max(64, 2 * m)), key=estimate)
@@ -260,7 +265,7 @@ _MID_TOKEN_STAGES = 6
 
 def mid_token_tile(m: int, n: int) -> int:
     """64, or 32 where 64-token tiles would leave fewer than _BUSY_PROGRAMS programs."""
-    return 64 if -(-n // 128) * -(-m // 64) >= _BUSY_PROGRAMS else 32
+    return 64 if output_tiles(m, n, 64) >= _BUSY_PROGRAMS else 32
 
 
 def mid_token_config(m: int, n: int) -> dict:
@@ -490,7 +495,7 @@ def _launch_kernel(x2, values, meta, bias, out, activation: int, cfg: dict, spli
                (meta_addr, bias_addr, n, k), constexprs)
         return
     bt = cfg["BT"]
-    grid0 = min(-(-n // 128) * -(-m // bt) * splits, _sm_count(device))
+    grid0 = min(output_tiles(m, n, bt) * splits, _sm_count(device))
     bias_arg = y if bias is None else bias
     plan_key = (bt, cfg["STAGES"], cfg["GROUP"], cfg.get("ASM_LOOP", 0), cfg.get("SPLIT_K", 1),
                 cfg.get("META_AHEAD", 1), cfg.get("META_RING", 0),
