@@ -16,6 +16,7 @@
 #   the GPU suite in three calls with the A/Bs beside it: wgmmatests metaringab; mmatests; restests gatedab
 #   bash bench/device_session.sh OUT_DIR midtiles   # issue 22: the sm90 token tiles of 16-128 at 384-1536 tokens, split or not
 #   bash bench/device_session.sh OUT_DIR bigring   # issue 22: BT 128-256 with and without the metadata ring, BERT-base and LLM shapes
+#   bash bench/device_session.sh OUT_DIR launchparts   # issue 23: one sm90 call's host time part by part (bench/diag/launch_parts.py)
 #   bash bench/device_session.sh OUT_DIR midtests versions bertsmall   # carry .ab/<commit before the mid-token rule>: its GPU tests, the A/B, BERT at batch 1-2
 #   next (after 2026-12-06's H100 calls): midtests versions (carry .ab/75dde06: the mid-token rule through linear, and its A/B); bertsmall; then the H200 reruns (gemm16 gemmbf16 llm bert)
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
@@ -175,6 +176,8 @@ for stage in "$@"; do
              --only BT=128/256 --mode graph --top 5 --out "$out/gemm_variants_bigring.jsonl" \
              --shapes 384x3072x768,1536x768x768,6144x768x768,6144x768x3072,6144x3072x768,4096x4096x4096,4096x14336x4096 \
              2>&1 | grep -v Warning | tail -40 ;;  # issue 22: the metadata ring at 128-token tiles (3 stages fit beside it, 4 without), against the heuristic's 4 stages
+    launchparts) for shape in 16x768x768 1536x768x768 16x4096x4096; do limit 60 python3 -m bench.diag.launch_parts --shape $shape \
+             2>&1 | grep -v Warning | tee -a "$out/launch_parts.txt" | tail -14; done ;;  # issue 23: the host time of one sm90 call, part by part
     midtests) limit 200 python3 -m pytest -q -n 8 -p no:cacheprovider tests/test_gemm.py tests/test_wgmma_gpu.py \
              -k "default_configs or BT64-S6-L0-K1-R1 or BT32-S6-K1-A1-R1" >"$out/pytest_gpu_mid.txt" 2>&1; tail -4 "$out/pytest_gpu_mid.txt" ;;  # linear's few- and mid-token defaults on the GPU
     bertsmall) mkdir -p "$out/bert"; limit 240 python3 -m bench.bert --batch-sizes 1,2 --variants dense,sparse24 \

@@ -1,0 +1,143 @@
+"""Where the host time of one eager sm90 call goes (issue 23): each part of the launch path timed
+alone, in turns, against F.linear and the pieces every launch must pay (an output allocation).
+
+bench/overhead.py measured, on an H100 at 75dde06: F.linear 13.5 us a call, the sm90 launch alone
+(run_config) 16.2 us, linear() 23.6 us. This splits run_config and linear() into their parts, from
+the inside out, so that each microsecond has an owner:
+
+  torch.empty                the output allocation (F.linear pays it too)
+  fill x1 / fill x3          cuTensorMapEncodeTiled through Triton's fill function: one, then the
+                             three descriptors (weight, x, output) a call fills
+  memo lookup x3             what keeping filled descriptors by (address, shape, strides) would
+                             cost instead
+  C launch, filled           the C launcher with descriptors filled once (the launch alone)
+  DescriptorLauncher         fills and launch, as a direct call runs them
+  _launch_kernel             + the key of the direct-launch memo and its lookup
+  run_config                 + torch.empty and the family table
+  linear impl                + the plan lookup and the stride checks (sparse24.ops.gemm._linear_impl)
+  linear()                   + the input checks and the plain-eager test
+
+    python -m bench.diag.launch_parts [--shape 16x768x768] [--calls 400] [--rounds 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from bench import common
+
+
+def host_us(fn, calls: int) -> float:
+    """Host time per call of ``calls`` back-to-back calls, the clock read before the sync: with
+    fewer calls than the launch queue holds (1024), a kernel shorter on the host than on the GPU
+    is not waited for."""
+    for _ in range(20):
+        fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    elapsed = time.perf_counter() - start
+    torch.cuda.synchronize()
+    return elapsed / calls * 1e6
+
+
+def parts(m: int, n: int, k: int) -> dict:
+    """{part: a no-argument function doing it once}, for the sm90 kernel at m x n x k, fp16."""
+    from sparse24 import ops
+    from sparse24.ops import gemm, triton_internals, wgmma
+
+    device = torch.device("cuda")
+    w = ops.prune_24(torch.randn(n, k, dtype=torch.float16, device=device))
+    values, meta = ops.compress(w)
+    x = torch.randn(m, k, dtype=torch.float16, device=device)
+    cfg = gemm.choose_config(m, n, k, torch.float16, device)
+    if cfg["family"] != "wgmma":
+        raise SystemExit(f"{m}x{n}x{k} runs the {cfg['family']} family here: pick an sm90 shape")
+    y = gemm.run_config(x, values, meta, None, 0, cfg)
+    gemm.run_config(x, values, meta, None, 0, cfg)  # the second call learns the direct launch
+    entries = [entry for key, (owner, entry) in wgmma._direct.known.items()
+               if owner is cfg and key[1] == m and entry]
+    if not entries:
+        raise SystemExit("no direct launch was learned (a launch hook, or a Triton whose launcher "
+                         "DescriptorLauncher does not drive)")
+    launcher, grid0, constexprs = entries[0]
+    stream = triton_internals.current_stream(triton_internals.current_device())
+    tensors = (values, x, y)
+    args = (meta.data_ptr(), y.data_ptr(), n, k)
+    fill, metas = launcher._fill, launcher._metas
+
+    def fill_one(t, spec):
+        swizzle, elem_size, dtype, box = spec
+        return fill(t.data_ptr(), swizzle, elem_size, dtype, box, t.shape, t.stride(), 0)
+
+    filled = []
+    for t, spec in zip(tensors, metas):
+        filled += (fill_one(t, spec), *t.shape, *t.stride())
+
+    def c_launch_filled():
+        if launcher._annotations is None:
+            launcher._launcher(grid0, 1, 1, stream, launcher._function, launcher._cooperative,
+                               launcher._pdl, None, None, launcher._packed, None, None, None,
+                               *filled, *args, *constexprs)
+        else:
+            launcher._launcher(grid0, 1, 1, stream, launcher._function, launcher._cooperative,
+                               launcher._pdl, launcher._packed, None, None, None, None, None,
+                               launcher._annotations, launcher._signature,
+                               [*filled, *args, *constexprs])
+
+    def fill_three():
+        for t, spec in zip(tensors, metas):
+            fill_one(t, spec)
+
+    memo = {(t.data_ptr(), *t.shape, *t.stride()): fill_one(t, spec)
+            for t, spec in zip(tensors, metas)}
+
+    def memo_three():  # the alternative to filling: descriptors kept by address, shape, strides
+        for t in tensors:
+            memo.get((t.data_ptr(), *t.shape, *t.stride()))
+
+    return {
+        "F.linear (cuBLAS)": lambda: F.linear(x, w),
+        "torch.empty": lambda: torch.empty((m, n), dtype=torch.float16, device=device),
+        "fill x1 (weight)": lambda: fill_one(values, metas[0]),
+        "fill x3": fill_three,
+        "memo lookup x3": memo_three,
+        "C launch, filled": c_launch_filled,
+        "DescriptorLauncher": lambda: launcher(grid0, stream, tensors, args, constexprs),
+        "_launch_kernel": lambda: wgmma._launch_kernel(x, values, meta, None, y, 0, cfg, 1, y),
+        "run_config": lambda: gemm.run_config(x, values, meta, None, 0, cfg),
+        "linear impl": lambda: gemm._linear_impl(x, values, meta, None, None),
+        "linear()": lambda: ops.linear(x, values, meta),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", default="16x768x768")
+    parser.add_argument("--calls", type=int, default=400, help="per round, under the launch queue's 1024")
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+    common.require_cuda("python -m bench.diag.launch_parts")
+    print(common.env_line(common.env_record()), flush=True)
+    m, n, k = (int(v) for v in args.shape.split("x"))
+    torch.set_grad_enabled(False)
+    fns = parts(m, n, k)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(args.rounds):  # every part in turn in each round: drift hits them alike
+        for name, fn in fns.items():
+            times[name].append(host_us(fn, args.calls))
+    print(f"host time per call at {m}x{n}x{k} fp16, median of {args.rounds} rounds of "
+          f"{args.calls} calls (us; range)")
+    for name, ts in times.items():
+        print(f"  {name:<22} {statistics.median(ts):7.2f}  ({min(ts):.2f}-{max(ts):.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
