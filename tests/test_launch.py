@@ -475,6 +475,47 @@ def test_descriptor_launcher_calls_a_known_launcher_in_its_argument_order(monkey
                           None, "annotations", b"signature", [*expanded, 4096, 1024, 256, 128, 64])]
 
 
+@pytest.mark.parametrize("shape", ["3.6", "3.9"])
+def test_descriptor_launcher_keeps_filled_descriptors(monkeypatch, shape):
+    """A descriptor is filled once per (address, shape, strides) and passed again to later calls
+    with the same three (the C launcher copies it into the kernel's parameters); a tensor with
+    another address, shape or strides gets its own fill; with keep_descriptors off, every call
+    fills all three; a full memo is emptied, not grown."""
+    internals, compiled, calls = _known_launcher(monkeypatch, shape)
+    direct = internals.DescriptorLauncher.of(compiled, 3)
+    fills = []
+    inner = direct._fill
+
+    def counting_fill(*args):
+        fills.append(args[0])  # the address filled for
+        return inner(*args)
+
+    direct._fill = counting_fill
+    values = torch.randn(256, 64, dtype=torch.float16)
+    x = torch.randn(200, 256, dtype=torch.float16)[:, 64:192]
+    y = torch.empty(200, 256, dtype=torch.float16)
+
+    def launch(*tensors):
+        direct(7, "stream", tensors, (4096, 1024, 256, 128), (64,))
+        return calls[-1]
+
+    first = launch(values, x, y)
+    assert len(fills) == 3
+    assert launch(values, x, y) == first and len(fills) == 3  # nothing filled again
+    other_x = torch.randn(200, 128, dtype=torch.float16)  # same shape, other address and strides
+    launch(values, other_x, y)
+    assert fills[3:] == [other_x.data_ptr()]
+    launch(values, x[:100], y)  # x's address, another shape
+    assert fills[4:] == [x.data_ptr()]
+    assert launch(values, x, y) == first and len(fills) == 5
+    monkeypatch.setattr(internals.DescriptorLauncher, "keep_descriptors", False)
+    assert launch(values, x, y) == first and len(fills) == 8  # filled each call, same arguments
+    monkeypatch.setattr(internals.DescriptorLauncher, "keep_descriptors", True)
+    monkeypatch.setattr(internals.DescriptorLauncher, "_KEPT", 2)
+    launch(values, torch.randn(200, 128, dtype=torch.float16), y)  # x's third: the memo is full
+    assert len(direct._kept[1]) == 1 and len(direct._kept[0]) == 1
+
+
 # -------------------------------------------------------------------- pointer_launcher
 def _pointer_kernel(monkeypatch, launcher_class=None):
     """A CompiledKernel without descriptor parameters whose launcher is the installed Triton's

@@ -11,7 +11,9 @@ the inside out, so that each microsecond has an owner:
   memo lookup x3             what keeping filled descriptors by (address, shape, strides) would
                              cost instead
   C launch, filled           the C launcher with descriptors filled once (the launch alone)
-  DescriptorLauncher         fills and launch, as a direct call runs them
+  DescriptorLauncher         the launch as a direct call runs it: descriptors kept by address,
+                             shape and strides (keep_descriptors), and ", filling": filled each
+                             call, as before (the lever's A/B; linear() is timed both ways too)
   _launch_kernel             + the key of the direct-launch memo and its lookup
   run_config                 + torch.empty and the family table
   linear impl                + the plan lookup and the stride checks (sparse24.ops.gemm._linear_impl)
@@ -109,12 +111,32 @@ def parts(m: int, n: int, k: int) -> dict:
         "fill x3": fill_three,
         "memo lookup x3": memo_three,
         "C launch, filled": c_launch_filled,
-        "DescriptorLauncher": lambda: launcher(grid0, stream, tensors, args, constexprs),
+        "DescriptorLauncher, filling": keeping(False)(
+            lambda: launcher(grid0, stream, tensors, args, constexprs)),
+        "DescriptorLauncher": keeping(True)(
+            lambda: launcher(grid0, stream, tensors, args, constexprs)),
         "_launch_kernel": lambda: wgmma._launch_kernel(x, values, meta, None, y, 0, cfg, 1, y),
         "run_config": lambda: gemm.run_config(x, values, meta, None, 0, cfg),
         "linear impl": lambda: gemm._linear_impl(x, values, meta, None, None),
-        "linear()": lambda: ops.linear(x, values, meta),
+        "linear(), filling": keeping(False)(lambda: ops.linear(x, values, meta)),
+        "linear()": keeping(True)(lambda: ops.linear(x, values, meta)),
     }
+
+
+def keeping(keep: bool):
+    """fn with DescriptorLauncher.keep_descriptors set to ``keep`` (False: every descriptor
+    filled at each call, as before): the lever's A/B, both sides through the same wrapper."""
+    from sparse24.ops.triton_internals import DescriptorLauncher
+
+    def wrap(fn):
+        def run():
+            DescriptorLauncher.keep_descriptors = keep
+            try:
+                fn()
+            finally:
+                DescriptorLauncher.keep_descriptors = True
+        return run
+    return wrap
 
 
 def main() -> int:

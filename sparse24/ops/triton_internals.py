@@ -248,6 +248,14 @@ class DescriptorLauncher:
 
     enabled = True
 
+    # A filled descriptor (a CUtensorMap) is a function of the address, shape and strides alone
+    # (the launcher fixes the box, swizzle and element type) and the C launcher copies it into the
+    # kernel's parameters, so one filled for an earlier call serves every later call with the
+    # same three: kept per descriptor, the weight's for good (one per layer of that shape) and
+    # x's and y's while the caching allocator hands out the same blocks.
+    keep_descriptors = True
+    _KEPT = 256  # descriptors kept per parameter; all forgotten when full
+
     def __init__(self, compiled, launcher, metas, fill, annotations=None, signature=None):
         # kept: its module (the function handle) is unloaded when it is collected (Triton 3.9)
         self._compiled = compiled
@@ -262,6 +270,7 @@ class DescriptorLauncher:
         # Triton 3.9's generic C launcher reads the argument annotations and the kernel
         # signature; None on Triton 3.6 (a C launcher compiled for the kernel)
         self._annotations, self._signature = annotations, signature
+        self._kept: tuple[dict, ...] = tuple({} for _ in metas)
 
     @classmethod
     def of(cls, compiled, n_descriptors: int) -> DescriptorLauncher | None:
@@ -313,12 +322,21 @@ class DescriptorLauncher:
         return cls(compiled, closure["launcher"], metas, fill, annotations, signature)
 
     def __call__(self, grid0: int, stream, tensors: tuple, args: tuple, constexprs: tuple) -> None:
-        fill = self._fill
         expanded = []
-        for tensor, (swizzle, elem_size, dtype, box) in zip(tensors, self._metas):
-            shape, strides = tensor.shape, tensor.stride()
-            expanded += (fill(tensor.data_ptr(), swizzle, elem_size, dtype, box, shape, strides, 0),
-                         *shape, *strides)
+        if self.keep_descriptors:
+            for tensor, spec, kept in zip(tensors, self._metas, self._kept):
+                shape, strides = tensor.shape, tensor.stride()
+                key = (tensor.data_ptr(), *shape, *strides)
+                descriptor = kept.get(key)
+                if descriptor is None:
+                    descriptor = self._filled(kept, key, spec, shape, strides)
+                expanded += (descriptor, *shape, *strides)
+        else:
+            fill = self._fill
+            for tensor, (swizzle, elem_size, dtype, box) in zip(tensors, self._metas):
+                shape, strides = tensor.shape, tensor.stride()
+                expanded += (fill(tensor.data_ptr(), swizzle, elem_size, dtype, box, shape,
+                                  strides, 0), *shape, *strides)
         if self._annotations is None:  # Triton 3.6: 13 fixed arguments, then the kernel's
             self._launcher(grid0, 1, 1, stream, self._function, self._cooperative, self._pdl, None,
                            None, self._packed, None, None, None, *expanded, *args, *constexprs)
@@ -330,6 +348,15 @@ class DescriptorLauncher:
         self._launcher(grid0, 1, 1, stream, self._function, self._cooperative, self._pdl,
                        self._packed, None, None, None, None, None, self._annotations,
                        self._signature, expanded)
+
+
+    def _filled(self, kept: dict, key: tuple, spec: tuple, shape, strides):
+        if len(kept) >= self._KEPT:
+            kept.clear()
+        swizzle, elem_size, dtype, box = spec
+        descriptor = kept[key] = self._fill(key[0], swizzle, elem_size, dtype, box, shape,
+                                            strides, 0)
+        return descriptor
 
 
 def pointer_launcher(compiled):
