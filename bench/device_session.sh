@@ -173,9 +173,9 @@ for stage in "$@"; do
              --shapes 384x768x3072,384x3072x768,384x768x768,384x2304x768,1024x768x3072,1536x768x768 \
              2>&1 | grep -v Warning | tail -40 ;;  # issue 22's few-tile shapes at 384-1536 tokens: small token tiles (more programs), split or not, against the heuristic
     bigring) limit 280 python3 -m bench.gemm_variants --family wgmma --meta-ring --with-heuristic \
-             --only BT=128/256 --mode graph --top 5 --out "$out/gemm_variants_bigring.jsonl" \
+             --only BT=64/128/256,STAGES=2/3/4/6 --mode graph --top 5 --out "$out/gemm_variants_bigring.jsonl" \
              --shapes 384x3072x768,1536x768x768,6144x768x768,6144x768x3072,6144x3072x768,4096x4096x4096,4096x14336x4096 \
-             2>&1 | grep -v Warning | tail -40 ;;  # issue 22: the metadata ring at 128-token tiles (3 stages fit beside it, 4 without), against the heuristic's 4 stages
+             2>&1 | grep -v Warning | tail -40 ;;  # issue 22: the metadata ring at 64- and 128-token tiles (3 stages fit beside BT 128, 4 without), against the heuristic
     launchparts) for shape in 16x768x768 1536x768x768 16x4096x4096; do limit 60 python3 -m bench.diag.launch_parts --shape $shape \
              2>&1 | grep -v Warning | tee -a "$out/launch_parts.txt" | tail -14; done ;;  # issue 23: the host time of one sm90 call, part by part
     midtests) limit 200 python3 -m pytest -q -n 8 -p no:cacheprovider tests/test_gemm.py tests/test_wgmma_gpu.py \
