@@ -153,8 +153,9 @@ def test_direct_launch_matches_the_cached_launch_path(dtype):
     """From the second call of a specialization wgmma.launch fills the TMA descriptors itself and
     calls Triton's C launcher (DescriptorLauncher, on Triton 3.6 and 3.9), and a split's
     reduction goes through its pointer launcher: the outputs must be bit for bit those of the
-    CachedLaunch path, on fresh tensors each call (the descriptors carry the addresses), with
-    bias and GELU, unsplit and split, and replayed from a CUDA graph."""
+    CachedLaunch path, on fresh tensors each call (the descriptors carry the addresses), then
+    on the same ones again (descriptors kept by DescriptorLauncher), with bias and GELU, unsplit
+    and split, and replayed from a CUDA graph."""
     import triton
 
     from sparse24.ops import triton_internals
@@ -184,6 +185,11 @@ def test_direct_launch_matches_the_cached_launch_path(dtype):
                        for owner, entry in wgmma._direct.known.values()), cfg
         for a, b in zip(cached, direct):
             assert torch.equal(a, b), cfg
+        # again, with the weight's and each x's descriptors kept from the calls above, and each
+        # output freed before the next call (the allocator hands its block back: a kept
+        # descriptor of the same address, shape and strides)
+        for x, want in zip(xs, cached):
+            assert torch.equal(run(x), want), cfg
         assert rel_err(direct[0], expected(xs[0], w, bias, "gelu")) < REL_TOL[dtype]
         static_x = xs[0].clone()
         graph = torch.cuda.CUDAGraph()
