@@ -7,7 +7,11 @@ interpreter (TRITON_INTERPRET unset, ``gemm.use_triton`` pretending the kernels 
 kernel`` stubs the CachedLaunch objects (the family's launcher still runs, as on a GPU);
 ``--stub family`` stubs the dot family's whole launch.
 
-    python -m bench.diag.eager_frames [--stub kernel|family]
+    python -m bench.diag.eager_frames [--stub kernel|family] [--time]
+
+``--time`` also times, on this CPU, the stubbed call and its input checks (best of 5 rounds of
+20,000 calls): the Python half of a call's host time, for A/Bs of host-side changes between
+trees (run it in each); the GPU's figures come from bench/overhead.py.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import timeit
 
 
 def frames_of(fn) -> list[tuple[str, str]]:
@@ -36,6 +41,8 @@ def frames_of(fn) -> list[tuple[str, str]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stub", choices=("kernel", "family"), default="kernel")
+    parser.add_argument("--time", action="store_true",
+                        help="also time the stubbed call and its checks on this CPU")
     args = parser.parse_args()
     os.environ.pop("TRITON_INTERPRET", None)  # before any kernel module is imported
     import torch
@@ -82,6 +89,12 @@ def main() -> int:
             assert FAMILIES[plan[1]["family"]] is dot
             print(f"{label}: {len(frames)} frames of sparse24 in the second call "
                   f"(stub: {args.stub}): {' '.join(name for _, name in frames)}")
+            if args.time:
+                for part, fn in ((f"linear(), {label}", call), (
+                        "  its input checks", lambda: gemm.check_linear_inputs(
+                            x, values, meta, bias if label == "bias" else None, None))):
+                    best = min(timeit.repeat(fn, number=20000, repeat=5)) / 20000 * 1e6
+                    print(f"    {part}: {best:.2f} us a call on this CPU (stubbed launch)")
     return 0
 
 
