@@ -165,7 +165,10 @@ def test_direct_launch_matches_the_cached_launch_path(dtype):
     bias = torch.randn(768, device="cuda", generator=gen)
     code = EPILOGUE_CODES["gelu"]
     heuristic = wgmma.heuristic_config(1000, 768, 768)
-    for cfg in (heuristic, heuristic | {"SPLIT_K": 2}):
+    split = heuristic | {"SPLIT_K": 2}  # float32 partial tiles: a shallower ring where needed
+    while not wgmma.runnable(split):
+        split = split | {"STAGES": split["STAGES"] - 1}
+    for cfg in (heuristic, split):
         def run(x):
             y = torch.full((x.shape[0], 768), float("nan"), dtype=dtype, device="cuda")
             wgmma.launch(x, values, meta, bias, y, code, cfg)
