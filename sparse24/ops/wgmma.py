@@ -244,6 +244,8 @@ def heuristic_config(m: int, n: int, k: int, sms: int = 132) -> dict:
     bt = min((b for b in (256, 128, 64) if b <= max(64, 2 * m)), key=estimate)
     if bt == 64:
         return mid_token_config(m, n)
+    if bt == 128:  # the metadata through the ring (3 stages fit beside it), see below
+        return {"family": "wgmma", "BT": 128, "STAGES": 3, "GROUP": 8, "META_RING": 1}
     stages = max(s for s in range(2, 7) if shared_bytes(bt, s) <= MAX_SHARED_BYTES)
     return {"family": "wgmma", "BT": bt, "STAGES": stages, "GROUP": 8}
 
@@ -261,6 +263,14 @@ def heuristic_config(m: int, n: int, k: int, sms: int = 132) -> dict:
 # so did splitting K (2 or 4 splits, 0.33-0.79x) and, where the estimate picks 128-token tiles,
 # 64 with the ring (384 x 3072 x 768 0.79x against 0.83x, 1536 x 768 x 768 0.82x against 0.88x).
 _MID_TOKEN_STAGES = 6
+# And where it picks 128-token tiles: the ring too, with 3 stages (4 do not fit beside its 2 KB
+# a stage), against the 4 stages with the metadata loaded in the k-loop. Run
+# 20261206T033010Z-88287a (H100, CUDA graphs, bench/results/h100/gemm_variants.jsonl), cuBLAS = 1:
+#   384 x 3072 x 768   0.85x -> 0.91x     1536 x 768 x 768   0.90x -> 0.92x
+#   6144 x 768 x 768   0.86x -> 0.93x     6144 x 768 x 3072  0.83x -> 0.89x (BT 64 ring 0.90x)
+# Where it picks 256 (no ring fits: 2 stages of it are 1.5 KB over) the 256 tiles stay:
+# 4096 x 4096 x 4096 1.38x against 1.29x for BT 128 with the ring, 4096 x 14336 x 4096 1.32x
+# against 1.13x, 6144 x 3072 x 768 1.22x against 1.25x.
 
 
 def mid_token_tile(m: int, n: int) -> int:
