@@ -24,7 +24,7 @@ at many tokens (bench/NOTES.md, 2026-12-05), and the H100 split lost at 384-1536
 few-token tiles (BT 8-32) serve 1-64 tokens where ``few_token_config`` says so, with
 "META_RING": 1 (the loader copies each k-block's metadata into the ring; the default there), and
 from 65 tokens, where the heuristic's estimate picks 64-token tiles, ``mid_token_config`` keeps
-the ring (tiles of 32 or 64 tokens)."""
+the ring (tiles of 32 or 64 tokens); 128-token tiles take it too, with 3 stages."""
 
 from __future__ import annotations
 
@@ -236,7 +236,8 @@ def heuristic_config(m: int, n: int, k: int, sms: int = 132) -> dict:
     times the time of one tile. A tile of 256 tokens is the fastest per token, but where it leaves
     SMs idle a smaller one wins: 256 x 4096 x 4096 is 32 tiles of 256 for 132 SMs, 128 of 64;
     6144 x 768 x 768 is 144 tiles of 256 (two waves for 1.09 of work), 288 of 128 (3 for 2.18).
-    As many stages as fit in shared memory."""
+    64- and 128-token tiles with the metadata through the ring (``mid_token_config``; 3 stages
+    at 128, see _MID_TOKEN_STAGES); 256-token tiles with as many stages as fit."""
     def estimate(bt):
         tiles = output_tiles(m, n, bt)
         return -(-tiles // sms) * bt / _TILE_RATE[bt]
