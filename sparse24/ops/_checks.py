@@ -56,10 +56,10 @@ def check_weight(op: str, w: torch.Tensor, *, pack: bool) -> None:
 
 def check_packed(op: str, values: torch.Tensor, meta: torch.Tensor) -> tuple[int, int]:
     """Validate a (values, meta) pair; return the dense shape (N, K)."""
-    # Every rule below in one expression, without the calls that build messages: linear() checks
-    # its weight on every call: linear()'s input checks 2.0 -> 1.65 us a call on a CPU host
-    # (bench/results/cpu/host_checks_3adeeb2.txt).
-    # Any miss takes the rules one by one, which name the problem.
+    # linear() checks its weight on every call: first every rule below in one expression, without
+    # the calls that build messages (linear()'s input checks 2.0 -> 1.65 us a call on a CPU host,
+    # bench/results/cpu/host_checks_3adeeb2.txt); a miss takes the rules one by one, which name
+    # the problem.
     if isinstance(values, torch.Tensor) and isinstance(meta, torch.Tensor) and values.dim() == 2:
         n, half = values.shape
         k = 2 * half

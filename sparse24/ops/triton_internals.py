@@ -349,7 +349,6 @@ class DescriptorLauncher:
                        self._packed, None, None, None, None, None, self._annotations,
                        self._signature, expanded)
 
-
     def _filled(self, kept: dict, key: tuple, spec: tuple, shape, strides):
         if len(kept) >= self._KEPT:
             kept.clear()

@@ -20,9 +20,9 @@ SM, or fewer when there are fewer tiles. ASM_LOOP and SPLIT_K configs are offere
 (``candidates(..., asm_loops=..., split_ks=...)``); only the few-token rule splits K (4 splits
 where feature tiles are few and K long): the H200 timed both slower where they were meant to win
 at many tokens (bench/NOTES.md, 2026-12-05), and the H100 split lost at 384-1536 (see
-``mid_token_config``). The
-few-token tiles (BT 8-32) serve 1-64 tokens where ``few_token_config`` says so, with
-"META_RING": 1 (the loader copies each k-block's metadata into the ring; the default there), and
+``mid_token_config``). The few-token tiles (BT 8-32) serve 1-64 tokens where
+``few_token_config`` says so, with "META_RING": 1 (the loader copies each k-block's metadata into
+the ring; the default there), and
 from 65 tokens, where the heuristic's estimate picks 64-token tiles, ``mid_token_config`` keeps
 the ring (tiles of 32 or 64 tokens); 128-token tiles take it too, with 3 stages."""
 
@@ -167,10 +167,11 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
 #   1 x 4096 x 4096   1.41x -> 1.56x     16 x 4096 x 4096   1.35x -> 1.59x
 #   16 x 3072 x 768   0.95x -> 1.00x     64 x 4096 x 4096   0.89x -> 1.33x
 # (Those runs had token tiles of 8 up to 32 tokens and 16 above, 10 stages: the token tile and
-# its ring are chosen as below since.) Unsplit where there are 24 feature tiles or more: a split lost there (1 x 4096 x 4096:
-# 1.43x split 4 against 1.56x). With fewer tiles and a long K, 4 splits (and 8 stages, what fits
-# beside the float32 partial tiles): 16 x 768 x 3072 1.14x and 64 x 768 x 3072 1.10x, against
-# 0.93x and 0.79x for the mma kernel's split-K and 0.96x unsplit (run 20261205T220235Z-64d494).
+# its ring are chosen as below since.) Unsplit where there are 24 feature tiles or more: a split
+# lost there (1 x 4096 x 4096: 1.43x split 4 against 1.56x). With fewer tiles and a long K, 4 splits
+# (and 8 stages, what fits beside the float32 partial tiles): 16 x 768 x 3072 1.14x and 64 x 768 x
+# 3072 1.10x, against 0.93x and 0.79x for the mma kernel's split-K and 0.96x unsplit (run
+# 20261205T220235Z-64d494).
 # Below cuBLAS still: BERT-base's K = 768 shapes, 0.94-0.97x at 1-64 tokens (4.3-5.1 us
 # kernels against 4.0-4.8 us: launch and pipeline latency, not bandwidth).
 # The token tile, from runs 20261205T233552Z-111ec7 and 20261205T234520Z-a64c99 (H100, graphs,
@@ -236,8 +237,8 @@ def heuristic_config(m: int, n: int, k: int, sms: int = 132) -> dict:
     times the time of one tile. A tile of 256 tokens is the fastest per token, but where it leaves
     SMs idle a smaller one wins: 256 x 4096 x 4096 is 32 tiles of 256 for 132 SMs, 128 of 64;
     6144 x 768 x 768 is 144 tiles of 256 (two waves for 1.09 of work), 288 of 128 (3 for 2.18).
-    64- and 128-token tiles with the metadata through the ring (``mid_token_config``; 3 stages
-    at 128, see _MID_TOKEN_STAGES); 256-token tiles with as many stages as fit."""
+    64- and 128-token tiles with the metadata through the ring (``mid_token_config``, and
+    ``_RING_128_STAGES`` at 128); 256-token tiles with as many stages as fit."""
     def estimate(bt):
         tiles = output_tiles(m, n, bt)
         return -(-tiles // sms) * bt / _TILE_RATE[bt]
@@ -245,8 +246,9 @@ def heuristic_config(m: int, n: int, k: int, sms: int = 132) -> dict:
     bt = min((b for b in (256, 128, 64) if b <= max(64, 2 * m)), key=estimate)
     if bt == 64:
         return mid_token_config(m, n)
-    if bt == 128:  # the metadata through the ring (3 stages fit beside it), see below
-        return {"family": "wgmma", "BT": 128, "STAGES": 3, "GROUP": 8, "META_RING": 1}
+    if bt == 128:
+        return {"family": "wgmma", "BT": 128, "STAGES": _RING_128_STAGES, "GROUP": 8,
+                "META_RING": 1}
     stages = max(s for s in range(2, 7) if shared_bytes(bt, s) <= MAX_SHARED_BYTES)
     return {"family": "wgmma", "BT": bt, "STAGES": stages, "GROUP": 8}
 
@@ -272,6 +274,7 @@ _MID_TOKEN_STAGES = 6
 # Where it picks 256 (no ring fits: 2 stages of it are 1.5 KB over) the 256 tiles stay:
 # 4096 x 4096 x 4096 1.38x against 1.29x for BT 128 with the ring, 4096 x 14336 x 4096 1.32x
 # against 1.13x, 6144 x 3072 x 768 1.22x against 1.25x.
+_RING_128_STAGES = 3
 
 
 def mid_token_tile(m: int, n: int) -> int:
