@@ -113,7 +113,7 @@ for stage in "$@"; do
     abturns) limit 400 python3 -m bench.diag.ab_interleaved >"$out/ab_interleaved.txt" 2>&1; grep -v -E "Warning|warn" "$out/ab_interleaved.txt" | tail -12 ;;
     pack) limit 60 python3 -m bench.pack --out-dir "$out" 2>&1 | tail -12 ;;
     directtests) limit 120 python3 -m pytest -m gpu -q -n 4 -p no:cacheprovider tests/test_gemm.py \
-             tests/test_wgmma_gpu.py -k "direct or not_current" >"$out/pytest_gpu_direct.txt" 2>&1; tail -3 "$out/pytest_gpu_direct.txt" ;;  # the direct launches of every family; the ops on a second GPU (skipped on one: run it on nvidia-h100-x2 too)
+             tests/test_wgmma_gpu.py -k "direct or not_current or planned" >"$out/pytest_gpu_direct.txt" 2>&1; tail -3 "$out/pytest_gpu_direct.txt" ;;  # the direct launches of every family; the ops on a second GPU (skipped on one: run it on nvidia-h100-x2 too)
     hostab) for base in .ab/*/; do tree=$(mktemp -d); cp -r "$base/sparse24" "$tree/"; cp -r bench "$tree/"
              name=$(basename "$base"); mkdir -p "$out/host_$name" "$out/host_head"
              (cd "$tree" && limit 90 python3 -m bench.overhead --out-dir "$out/host_$name" 2>&1 | grep -E "^\| [0-9]")

@@ -231,6 +231,20 @@ def test_a_plan_is_made_once_per_problem(plans, recorders, monkeypatch):
     assert len(recorders["dot"].calls) == 4
 
 
+def test_an_sm90_plan_holds_its_planned_launch(plans, monkeypatch):
+    """A family with plan_launch (the sm90 one) has its plans hold what plan_launch made for
+    them, a wgmma.PlannedLaunch bound to the plan's config, sizes and device."""
+    from sparse24.ops import wgmma
+
+    cfg = {"family": "wgmma", "BT": 128, "STAGES": 4, "GROUP": 8}
+    monkeypatch.setattr(gemm, "choose_config", lambda *key: cfg)
+    key = (300, 512, 256, torch.float16, torch.device("cuda", 1))
+    launch, held = gemm._plan(key)
+    assert isinstance(launch, wgmma.PlannedLaunch) and held is cfg and launch.cfg is cfg
+    assert (launch.n, launch.k, launch.device) == (512, 256, 1)
+    assert plans[key] == (launch, cfg)
+
+
 @pytest.fixture
 def user_cache(tmp_path, monkeypatch):
     monkeypatch.setenv(cache_mod.CACHE_DIR_ENV, str(tmp_path / "cache"))

@@ -599,6 +599,57 @@ def test_launch_goes_direct_from_the_second_call_of_a_specialization(monkeypatch
     assert len(launches) == 6 and len(direct_calls) == 2
 
 
+def test_a_planned_launch_keeps_its_plans_direct_launches(monkeypatch):
+    """The launch that gemm's plan holds for an sm90 problem (wgmma.PlannedLaunch): from the
+    second call of a specialization it calls the direct launcher itself, with exactly what
+    wgmma.launch's direct path passes, without entering wgmma.launch. Each bias dtype and
+    epilogue is a specialization of its own (its own constexprs); a misaligned bias, direct
+    launches turned off, and a split config take wgmma.launch on every call."""
+    import torch
+
+    from sparse24.ops import triton_internals
+
+    verified, launches, direct_calls = _fake_launch_path(monkeypatch, direct_launcher=True)
+    entered = []
+    real_launch = wgmma.launch
+    monkeypatch.setattr(wgmma, "launch", lambda *a: entered.append(a[5]) or real_launch(*a))
+    cfg = {"family": "wgmma", "BT": 128, "STAGES": 4, "GROUP": 8}
+    x, values, meta, y = _launch_operands()
+    planned = wgmma.PlannedLaunch(cfg, 300, 512, 256, torch.float16, torch.device("cuda", 0))
+    for _ in range(3):
+        planned(x, values, meta, None, y, 2, cfg)
+    assert entered == [2] and len(launches) == 1 and len(direct_calls) == 2
+    real_launch(x, values, meta, None, y, 2, cfg)  # wgmma.launch's own direct path
+    assert len(direct_calls) == 3
+    for planned_call in direct_calls[:2]:
+        assert planned_call[:2] == direct_calls[2][:2] == (12, "stream")
+        assert all(a is b for a, b in zip(planned_call[2], direct_calls[2][2]))
+        assert planned_call[3:] == direct_calls[2][3:]
+        assert planned_call[4] == launches[0][2]
+    # a float32 bias, then no epilogue: each learned on its first call, then direct
+    bias = torch.randn(512)
+    for activation, bias_arg in ((2, bias), (0, None)):
+        for _ in range(2):
+            planned(x, values, meta, bias_arg, y, activation, cfg)
+        assert entered[-1] == activation and direct_calls[-1][4] == launches[-1][2]
+    assert entered == [2, 2, 0] and len(launches) == 3 and len(direct_calls) == 5
+    assert len({call[4] for call in direct_calls[:2] + direct_calls[3:]}) == 3
+    assert direct_calls[3][3] == (meta.data_ptr(), bias.data_ptr(), 512, 256)
+    unaligned_bias = torch.randn(513)[1:]
+    for _ in range(2):
+        planned(x, values, meta, unaligned_bias, y, 2, cfg)
+    monkeypatch.setattr(triton_internals.DescriptorLauncher, "enabled", False)
+    planned(x, values, meta, None, y, 2, cfg)
+    assert len(entered) == 6 and len(direct_calls) == 5 and len(launches) == 6
+    monkeypatch.setattr(triton_internals.DescriptorLauncher, "enabled", True)
+    split = cfg | {"SPLIT_K": 2}
+    monkeypatch.setattr(wgmma, "_reduce", lambda: lambda *a, **kw: None)
+    planned_split = wgmma.PlannedLaunch(split, 300, 512, 256, torch.float16, torch.device("cuda", 0))
+    for _ in range(2):
+        planned_split(x, values, meta, None, y, 2, split)
+    assert len(entered) == 8
+
+
 @pytest.mark.parametrize("asm_loop", [0, 2])
 def test_constexprs_follow_the_kernel_signature(asm_loop):
     """CachedLaunch and DescriptorLauncher pass the constexprs by position: their order must be

@@ -204,6 +204,47 @@ def test_direct_launch_matches_the_cached_launch_path(dtype):
 
 
 @pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_linear_through_its_planned_launch(dtype):
+    """ops.linear's repeated calls of an sm90 problem launch through the plan's PlannedLaunch
+    (its kept direct launches): bit for bit the outputs of the cached launch path, for each
+    epilogue and bias dtype it keeps apart (unsplit at 1000 and 4097 tokens; gated, paired in
+    the kernel), and a fresh x each call."""
+    import triton
+
+    from sparse24.ops import gemm, triton_internals
+
+    gen = torch.Generator(device="cuda").manual_seed(23)
+    for m, n, k, bias_dtype, activation in ((1000, 768, 768, None, None),
+                                            (1000, 768, 768, torch.float32, "gelu"),
+                                            (1000, 768, 768, dtype, "relu"),
+                                            (4097, 3072, 768, dtype, "gelu_tanh"),
+                                            (1000, 1536, 768, None, "swiglu")):
+        w, values, meta = packed(n, k, dtype, gen)
+        if activation in GATED:
+            values, meta = ops.compress(interleave_gate_up(w))
+        bias = None if bias_dtype is None else (
+            torch.randn(n, device="cuda", generator=gen) * 0.5).to(bias_dtype)
+        xs = [(torch.randn(m, k, device="cuda", generator=gen) / k ** 0.5).to(dtype)
+              for _ in range(3)]
+        triton_internals.DescriptorLauncher.enabled = False
+        try:
+            cached = [ops.linear(x, values, meta, bias, activation) for x in xs]
+        finally:
+            triton_internals.DescriptorLauncher.enabled = True
+        planned = [ops.linear(x, values, meta, bias, activation) for x in xs]
+        launch, cfg = gemm._plans[(m, n, k, dtype, xs[0].device)]
+        case = (m, n, k, bias_dtype, activation, cfg)
+        assert isinstance(launch, wgmma.PlannedLaunch), case
+        if cfg.get("SPLIT_K", 1) == 1 and triton.__version__.startswith(("3.6", "3.9")):
+            assert launch.direct, case  # the repeated calls went through a kept direct launch
+        for a, b in zip(cached, planned):
+            assert torch.equal(a, b), case
+        if activation not in GATED:
+            assert rel_err(planned[0], expected(xs[0], w, bias, activation)) < REL_TOL[dtype], case
+
+
+@pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
 @pytest.mark.parametrize("k", [320, 704, 1216])  # 5, 11, 19 chunks: odd, and splits of unequal length
 def test_split_k_with_uneven_splits(k):
     """SPLIT_K where the k-blocks do not divide evenly, K is an odd number of 64-wide chunks (the

@@ -15,9 +15,13 @@ the inside out, so that each microsecond has an owner:
                              shape and strides (keep_descriptors), and ", filling": filled each
                              call, as before (the lever's A/B; linear() is timed both ways too)
   _launch_kernel             + the key of the direct-launch memo and its lookup
+  PlannedLaunch              what the plan holds instead (wgmma.PlannedLaunch): the direct
+                             launch kept by the plan, a four-item key
   run_config                 + torch.empty and the family table
   linear impl                + the plan lookup and the stride checks (sparse24.ops.gemm._linear_impl)
-  linear()                   + the input checks and the plain-eager test
+  linear()                   + the input checks and the plain-eager test; ", unplanned": with
+                             the plan holding wgmma.launch instead of its PlannedLaunch (that
+                             lever's A/B, both sides through the same wrapper)
 
     python -m bench.diag.launch_parts [--shape 16x768x768] [--calls 400] [--rounds 15]
 """
@@ -97,6 +101,24 @@ def parts(m: int, n: int, k: int) -> dict:
         for t, spec in zip(tensors, metas):
             fill_one(t, spec)
 
+    key = (m, n, k, torch.float16, device)
+    ops.linear(x, values, meta)  # plans the problem
+    planned, plan_cfg = gemm._plans[key]
+    if not isinstance(planned, wgmma.PlannedLaunch):
+        raise SystemExit(f"the plan holds {planned!r}, not a wgmma.PlannedLaunch")
+
+    def planning(use: bool):
+        """fn with the plan holding its PlannedLaunch (True) or wgmma.launch (False)."""
+        def wrap(fn):
+            def run():
+                gemm._plans[key] = (planned if use else wgmma.launch, plan_cfg)
+                try:
+                    fn()
+                finally:
+                    gemm._plans[key] = (planned, plan_cfg)
+            return run
+        return wrap
+
     memo = {(t.data_ptr(), *t.shape, *t.stride()): fill_one(t, spec)
             for t, spec in zip(tensors, metas)}
 
@@ -116,10 +138,12 @@ def parts(m: int, n: int, k: int) -> dict:
         "DescriptorLauncher": keeping(True)(
             lambda: launcher(grid0, stream, tensors, args, constexprs)),
         "_launch_kernel": lambda: wgmma._launch_kernel(x, values, meta, None, y, 0, cfg, 1, y),
+        "PlannedLaunch": lambda: planned(x, values, meta, None, y, 0, plan_cfg),
         "run_config": lambda: gemm.run_config(x, values, meta, None, 0, cfg),
         "linear impl": lambda: gemm._linear_impl(x, values, meta, None, None),
-        "linear(), filling": keeping(False)(lambda: ops.linear(x, values, meta)),
-        "linear()": keeping(True)(lambda: ops.linear(x, values, meta)),
+        "linear(), filling": keeping(False)(planning(True)(lambda: ops.linear(x, values, meta))),
+        "linear(), unplanned": keeping(True)(planning(False)(lambda: ops.linear(x, values, meta))),
+        "linear()": keeping(True)(planning(True)(lambda: ops.linear(x, values, meta))),
     }
 
 

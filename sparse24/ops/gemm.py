@@ -127,9 +127,10 @@ def run_config(x2, values, meta, bias, activation: int, cfg: dict, out=None) -> 
 
 
 # -------------------------------------------------------------------------------------- plans
-# (M, N, K, dtype, device) -> (the family's launch, config): what choose_config decided for the
-# problem, so that a repeated call skips choosing (choose_config, configs.tuned and run_config were
-# 3 of its 19 Python frames on a CPU, bench/NOTES.md 2026-12-04). Exact M, not its bucket: the
+# (M, N, K, dtype, device) -> (the family's launch, or its plan_launch for this plan, config):
+# what choose_config decided for the problem, so that a repeated call skips choosing
+# (choose_config, configs.tuned and run_config were 3 of its 19 Python frames on a CPU,
+# bench/NOTES.md 2026-12-04). Exact M, not its bucket: the
 # heuristic sizes split-K and the wgmma grid by M. Emptied when the tuned configs change
 # (tuning.on_change: a put, so the next call runs a newly tuned config; a new cache directory,
 # noticed when a new problem is planned or tuning.default_cache() is called: a planned problem
@@ -149,7 +150,9 @@ def _plan(key: tuple) -> tuple:
         _plans.clear()
     generation = tuning.generation()
     cfg = choose_config(*key)
-    plan = _plans[key] = (FAMILIES[cfg["family"]].launch, cfg)
+    family = FAMILIES[cfg["family"]]
+    planned = getattr(family, "plan_launch", None)
+    plan = _plans[key] = (family.launch if planned is None else planned(cfg, *key), cfg)
     if tuning.generation() != generation:  # a put (another thread's) landed while choosing
         _plans.pop(key, None)  # stored, then checked: a put between check and store is seen too
     return plan

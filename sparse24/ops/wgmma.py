@@ -456,7 +456,7 @@ _direct = DirectLaunches(lambda compiled: triton_internals.DescriptorLauncher.of
 
 
 def launch(x2: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias, y: torch.Tensor,
-           activation: int, cfg: dict) -> None:
+           activation: int, cfg: dict):
     """y[M, N] = act(x2 @ W^T + bias) (y [M, N / 2] under a gated activation, see below). x2
     [M, K] with unit stride along K, 16-byte aligned rows
     (the caller copies otherwise: TMA needs it); values [N, K/2] and y [M, N] contiguous.
@@ -465,22 +465,25 @@ def launch(x2: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias, y: 
     the bias and activation. A gated activation (y [M, N / 2]): unsplit, the kernel pairs the
     rows in its epilogue where ``PAIR_GATED_IN_KERNEL``; else it writes the sums with bias in x's
     dtype ([M, N], each rounded once as an unfused model's two projections are) and the
-    reduction's gated form pairs them, a second pass over [M, N]."""
+    reduction's gated form pairs them, a second pass over [M, N].
+    Returns the direct launch that wrote y in one launch (``_launch_kernel``'s), else None:
+    ``PlannedLaunch`` keeps it."""
     m, k = x2.shape
     n = values.shape[0]
     if cfg.get("SPLIT_K", 1) == 1:
         if activation < GATED_FLAG or PAIR_GATED_IN_KERNEL:
-            _launch_kernel(x2, values, meta, bias, y, activation, cfg, 1, y)
+            return _launch_kernel(x2, values, meta, bias, y, activation, cfg, 1, y)
         else:
             sums = torch.empty((m, n), dtype=y.dtype, device=y.device)
             _launch_kernel(x2, values, meta, bias, sums, 0, cfg, 1, sums)
             _reduce()(sums, None, y, activation, 1)
-        return
+        return None
     splits = splits_of(cfg, k)
     rows = -(-m // cfg["BT"]) * cfg["BT"]
     partial = torch.empty((splits * rows, n), dtype=torch.float32, device=y.device)
     _launch_kernel(x2, values, meta, None, partial, 0, cfg, splits, y)
     _reduce()(partial, bias, y, activation, splits, split_stride=rows * n)
+    return None
 
 
 # Whether the kernel's own epilogue pairs a gated activation's rows (a [BT, 32] tile of
@@ -491,9 +494,11 @@ PAIR_GATED_IN_KERNEL = True
 
 
 def _launch_kernel(x2, values, meta, bias, out, activation: int, cfg: dict, splits: int,
-                   y) -> None:
+                   y):
     """One launch: out is y, or the float32 partial sums of a SPLIT_K config (then bias is None
-    and activation 0: the reduction applies them); y stands in for the unused bias pointer."""
+    and activation 0: the reduction applies them); y stands in for the unused bias pointer.
+    Returns the direct launch's entry (launcher, grid0, constexprs) that serves this call's key
+    from now on, or None (a misaligned pointer; a launcher it cannot drive; a launch hook)."""
     m, k = x2.shape
     n = values.shape[0]
     device = triton_internals.current_device()
@@ -507,7 +512,7 @@ def _launch_kernel(x2, values, meta, bias, out, activation: int, cfg: dict, spli
         direct, grid0, constexprs = entry
         direct(grid0, triton_internals.current_stream(device), (values, x2, out),
                (meta_addr, bias_addr, n, k), constexprs)
-        return
+        return entry
     bt = cfg["BT"]
     grid0 = min(output_tiles(m, n, bt) * splits, _sm_count(device))
     bias_arg = y if bias is None else bias
@@ -534,6 +539,47 @@ def _launch_kernel(x2, values, meta, bias, out, activation: int, cfg: dict, spli
     if key and entry is None:
         _direct.learn(key, cached.compiled_for(args, constexprs, num_warps=4),
                       (grid0, constexprs), cfg)
+        return _direct.get(key, cfg) or None
+    return None
+
+
+class PlannedLaunch:
+    """``launch`` for one plan of sparse24.ops.gemm (M, N, K, dtype, device and the config it
+    chose), called as launch is. An unsplit config's direct launches are kept here by what a
+    call of the plan may still vary in: the weight's and bias's dtypes, the epilogue, and
+    whether meta's address fits 32 bits (Triton specializes on it); the rest of
+    ``_launch_kernel``'s key (config, sizes, x's and y's dtype, device) is the plan's. A repeated
+    call then builds a four-item key instead of twelve and skips launch's and _launch_kernel's
+    frames and the current-device query (bench/diag/launch_parts.py times both paths). Calls with
+    a misaligned meta or bias, a launch hook, or direct launches off take ``launch``."""
+
+    __slots__ = ("cfg", "device", "n", "k", "direct")
+
+    def __init__(self, cfg: dict, m: int, n: int, k: int, dtype: torch.dtype,
+                 device: torch.device):
+        self.cfg, self.n, self.k = cfg, n, k
+        self.device = device.index  # a CUDA tensor's device always has its index
+        # split-K: two launches (partials, reduction) whose buffers change per call
+        self.direct: dict | None = {} if cfg.get("SPLIT_K", 1) == 1 else None
+
+    def __call__(self, x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
+        direct = self.direct
+        if direct is None:
+            launch(x2, values, meta, bias, y, activation, cfg)
+            return
+        meta_addr = meta.data_ptr()
+        key = (values.dtype, bias is not None and bias.dtype, activation, meta_addr < 2**31)
+        entry = direct.get(key)
+        if entry is not None:
+            bias_addr = y.data_ptr() if bias is None else bias.data_ptr()
+            if not (meta_addr | bias_addr) & 15 and triton_internals.direct_launch_allowed():
+                launcher, grid0, constexprs = entry
+                launcher(grid0, triton_internals.current_stream(self.device), (values, x2, y),
+                         (meta_addr, bias_addr, self.n, self.k), constexprs)
+                return
+        entry = launch(x2, values, meta, bias, y, activation, cfg)
+        if entry:
+            direct[key] = entry
 
 
 def _verify(args, grid, cfg, dtype, has_bias, activation) -> tuple[int, int, int, int]:

@@ -11,7 +11,9 @@ The interface, as module-level names:
 - ``heuristic(m, n, k, sms) -> dict``: a config without tuning; ``sms``, the SM count (1 off
   CUDA), is passed in, so it is a pure function of ints;
 - ``fits(config, n, k) -> bool``: whether a config (a cached one, say) can serve an [n, k] weight;
-- ``launch(x2, values, meta, bias, y, activation, cfg) -> None``: y = act(x2 @ W^T + bias).
+- ``launch(x2, values, meta, bias, y, activation, cfg) -> None``: y = act(x2 @ W^T + bias);
+- ``plan_launch(cfg, m, n, k, dtype, device)`` (optional): a callable that ``launch``es for one
+  plan of sparse24.ops.gemm, free to keep what the plan fixes (the sm90 family's direct launches).
 
 mma.py and dot.py are families; _splitk.py is what they share. The sm90 family lives in
 sparse24/ops/wgmma.py beside its asm and shared-memory offset checks; ``wgmma_family`` below
@@ -40,6 +42,7 @@ wgmma_family = SimpleNamespace(
     heuristic=wgmma.heuristic_config,
     fits=_any_shape,
     launch=wgmma.launch,
+    plan_launch=wgmma.PlannedLaunch,
 )
 
 FAMILIES = {"mma": mma, "dot": dot, "wgmma": wgmma_family}
