@@ -177,7 +177,7 @@ for stage in "$@"; do
              --shapes 384x3072x768,1536x768x768,6144x768x768,6144x768x3072,6144x3072x768,4096x4096x4096,4096x14336x4096 \
              2>&1 | grep -v Warning | tail -40 ;;  # issue 22: the metadata ring at 64- and 128-token tiles (3 stages fit beside BT 128, 4 without), against the heuristic
     launchparts) for shape in 16x768x768 1536x768x768 16x4096x4096; do limit 60 python3 -m bench.diag.launch_parts --shape $shape \
-             2>&1 | grep -v Warning | tee -a "$out/launch_parts.txt" | tail -14; done ;;  # issue 23: the host time of one sm90 call, part by part
+             2>&1 | grep -v Warning | tee -a "$out/launch_parts.txt" | tail -18; done ;;  # issue 23: the host time of one sm90 call, part by part
     midtests) limit 200 python3 -m pytest -q -n 8 -p no:cacheprovider tests/test_gemm.py tests/test_wgmma_gpu.py \
              -k "default_configs or BT64-S6-L0-K1-R1 or BT32-S6-K1-A1-R1" >"$out/pytest_gpu_mid.txt" 2>&1; tail -4 "$out/pytest_gpu_mid.txt" ;;  # linear's few- and mid-token defaults on the GPU
     bertsmall) mkdir -p "$out/bert"; limit 240 python3 -m bench.bert --batch-sizes 1,2 --variants dense,sparse24 \

@@ -524,9 +524,21 @@ def _fake_launch_path(monkeypatch, direct_launcher=None):
     monkeypatch.setattr(wgmma, "_cached_launch", lambda: fake)
     monkeypatch.setattr(triton_internals, "_current_device", lambda: 0)
     monkeypatch.setattr(triton_internals, "_current_stream", lambda device: "stream")
+    class FakeDirect:  # a DescriptorLauncher: calls recorded, descriptor arguments made up
+        fills = []
+
+        def __call__(self, *call):
+            direct_calls.append(call)
+
+        def descriptor_args(self, index, tensor):
+            self.fills.append(index)
+            return ("descriptor", index, tensor.data_ptr(), *tensor.shape, *tensor.stride())
+
+        def launch_expanded(self, grid0, stream, expanded, args, constexprs):
+            direct_calls.append((grid0, stream, ("expanded", expanded), args, constexprs))
+
     monkeypatch.setattr(triton_internals.DescriptorLauncher, "of",
-                        lambda compiled, n: direct_launcher and (
-                            lambda *call: direct_calls.append(call)))
+                        lambda compiled, n: direct_launcher and FakeDirect())
     return verified, launches, direct_calls
 
 
@@ -604,12 +616,14 @@ def test_a_planned_launch_keeps_its_plans_direct_launches(monkeypatch):
     second call of a specialization it calls the direct launcher itself, with exactly what
     wgmma.launch's direct path passes, without entering wgmma.launch. Each bias dtype and
     epilogue is a specialization of its own (its own constexprs); a misaligned bias, direct
-    launches turned off, and a split config take wgmma.launch on every call."""
+    launches turned off, and a split config take wgmma.launch on every call. (Without kept
+    launch arguments here: the next test keeps them.)"""
     import torch
 
     from sparse24.ops import triton_internals
 
     verified, launches, direct_calls = _fake_launch_path(monkeypatch, direct_launcher=True)
+    monkeypatch.setattr(wgmma.PlannedLaunch, "keep_arguments", False)
     entered = []
     real_launch = wgmma.launch
     monkeypatch.setattr(wgmma, "launch", lambda *a: entered.append(a[5]) or real_launch(*a))
@@ -648,6 +662,52 @@ def test_a_planned_launch_keeps_its_plans_direct_launches(monkeypatch):
     for _ in range(2):
         planned_split(x, values, meta, None, y, 2, split)
     assert len(entered) == 8
+
+
+def test_a_planned_launch_keeps_the_descriptors_launch_arguments(monkeypatch):
+    """With keep_arguments, a PlannedLaunch's direct launch passes each descriptor's launch
+    arguments (descriptor_args: the filled descriptor, shape, strides) made once per weight
+    address, x address and row stride, y address, and kept: exactly the arguments made fresh
+    for that call. Another weight, x (or x's row stride) or y gets its own; a non-contiguous
+    weight is never kept (its strides are not the plan's); a full memo is emptied."""
+    import torch
+
+    verified, launches, direct_calls = _fake_launch_path(monkeypatch, direct_launcher=True)
+    cfg = {"family": "wgmma", "BT": 128, "STAGES": 4, "GROUP": 8}
+    x, values, meta, y = _launch_operands()
+    planned = wgmma.PlannedLaunch(cfg, 300, 512, 256, torch.float16, torch.device("cuda", 0))
+    planned(x, values, meta, None, y, 2, cfg)  # learns: CachedLaunch
+    [entry] = planned.direct.values()
+    launcher = entry[0]
+    fills = type(launcher).fills
+
+    def fresh(*tensors):
+        return tuple(a for i, t in enumerate(tensors) for a in launcher.descriptor_args(i, t))
+
+    def call(*tensors):
+        planned(tensors[1], tensors[0], meta, None, tensors[2], 2, cfg)
+        return direct_calls[-1]
+
+    first = call(values, x, y)
+    assert len(fills) == 3
+    assert first[2] == ("expanded", fresh(values, x, y)) and first[3:] == (
+        (meta.data_ptr(), y.data_ptr(), 512, 256), launches[0][2])
+    del fills[3:]
+    assert call(values, x, y) == first and len(fills) == 3  # nothing made again
+    wide = x.as_strided((300, 256), (128, 1))  # x's address, rows 128 apart (they overlap)
+    other_values = values.clone()
+    for tensors, role in (((values, wide, y), 1), ((other_values, x, y), 0),
+                          ((values, x, torch.empty_like(y)), 2)):
+        made = len(fills)
+        assert call(*tensors)[2] == ("expanded", fresh(*tensors))
+        assert fills[made] == role and len(fills) == made + 1 + 3  # one made, three for fresh()
+    made = len(fills)
+    strided = torch.randn(512, 256, dtype=torch.float16)[:, ::2]  # [512, 128], not contiguous
+    planned(x, strided, meta, None, y, 2, cfg)
+    assert direct_calls[-1][2] == (strided, x, y) and len(fills) == made  # the generic launch
+    monkeypatch.setattr(wgmma.PlannedLaunch, "_KEPT", 2)
+    call(values.clone(), x, y)  # the third weight: the memo is full
+    assert len(entry[3]) == 1 and len(entry[4]) == 2
 
 
 @pytest.mark.parametrize("asm_loop", [0, 2])

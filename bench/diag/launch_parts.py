@@ -13,15 +13,16 @@ the inside out, so that each microsecond has an owner:
   C launch, filled           the C launcher with descriptors filled once (the launch alone)
   DescriptorLauncher         the launch as a direct call runs it: descriptors kept by address,
                              shape and strides (keep_descriptors), and ", filling": filled each
-                             call, as before (the lever's A/B; linear() is timed both ways too)
+                             call, as before (session 8's lever's A/B)
   _launch_kernel             + the key of the direct-launch memo and its lookup
   PlannedLaunch              what the plan holds instead (wgmma.PlannedLaunch): the direct
                              launch kept by the plan, a four-item key
   run_config                 + torch.empty and the family table
   linear impl                + the plan lookup and the stride checks (sparse24.ops.gemm._linear_impl)
   linear()                   + the input checks and the plain-eager test; ", unplanned": with
-                             the plan holding wgmma.launch instead of its PlannedLaunch (that
-                             lever's A/B, both sides through the same wrapper)
+                             the plan holding wgmma.launch instead of its PlannedLaunch; ", not
+                             keeping arguments": PlannedLaunch.keep_arguments off (the two
+                             levers' A/B, all three through the same wrapper)
 
     python -m bench.diag.launch_parts [--shape 16x768x768] [--calls 400] [--rounds 15]
 """
@@ -107,15 +108,18 @@ def parts(m: int, n: int, k: int) -> dict:
     if not isinstance(planned, wgmma.PlannedLaunch):
         raise SystemExit(f"the plan holds {planned!r}, not a wgmma.PlannedLaunch")
 
-    def planning(use: bool):
-        """fn with the plan holding its PlannedLaunch (True) or wgmma.launch (False)."""
+    def planning(use: bool, keep_arguments: bool = True):
+        """fn with the plan holding its PlannedLaunch (True) or wgmma.launch (False), and
+        PlannedLaunch.keep_arguments set."""
         def wrap(fn):
             def run():
                 gemm._plans[key] = (planned if use else wgmma.launch, plan_cfg)
+                wgmma.PlannedLaunch.keep_arguments = keep_arguments
                 try:
                     fn()
                 finally:
                     gemm._plans[key] = (planned, plan_cfg)
+                    wgmma.PlannedLaunch.keep_arguments = True
             return run
         return wrap
 
@@ -141,9 +145,10 @@ def parts(m: int, n: int, k: int) -> dict:
         "PlannedLaunch": lambda: planned(x, values, meta, None, y, 0, plan_cfg),
         "run_config": lambda: gemm.run_config(x, values, meta, None, 0, cfg),
         "linear impl": lambda: gemm._linear_impl(x, values, meta, None, None),
-        "linear(), filling": keeping(False)(planning(True)(lambda: ops.linear(x, values, meta))),
-        "linear(), unplanned": keeping(True)(planning(False)(lambda: ops.linear(x, values, meta))),
-        "linear()": keeping(True)(planning(True)(lambda: ops.linear(x, values, meta))),
+        "linear(), unplanned": planning(False)(lambda: ops.linear(x, values, meta)),
+        "linear(), not keeping arguments": planning(True, False)(
+            lambda: ops.linear(x, values, meta)),
+        "linear()": planning(True)(lambda: ops.linear(x, values, meta)),
     }
 
 
@@ -181,7 +186,7 @@ def main() -> int:
     print(f"host time per call at {m}x{n}x{k} fp16, median of {args.rounds} rounds of "
           f"{args.calls} calls (us; range)")
     for name, ts in times.items():
-        print(f"  {name:<22} {statistics.median(ts):7.2f}  ({min(ts):.2f}-{max(ts):.2f})")
+        print(f"  {name:<32} {statistics.median(ts):7.2f}  ({min(ts):.2f}-{max(ts):.2f})")
     return 0
 
 

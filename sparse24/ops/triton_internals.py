@@ -335,22 +335,30 @@ class DescriptorLauncher:
                     descriptor = self._filled(kept, key, spec, shape, strides)
                 expanded += (descriptor, *shape, *strides)
         else:
-            fill = self._fill
-            for tensor, (swizzle, elem_size, dtype, box) in zip(tensors, self._metas):
-                shape, strides = tensor.shape, tensor.stride()
-                expanded += (fill(tensor.data_ptr(), swizzle, elem_size, dtype, box, shape,
-                                  strides, 0), *shape, *strides)
+            for index, tensor in enumerate(tensors):
+                expanded += self.descriptor_args(index, tensor)
+        self.launch_expanded(grid0, stream, expanded, args, constexprs)
+
+    def descriptor_args(self, index: int, tensor) -> tuple:
+        """What descriptor parameter ``index`` passes for ``tensor``: its filled descriptor, then
+        the tensor's shape and strides (the C launcher's arguments for it)."""
+        swizzle, elem_size, dtype, box = self._metas[index]
+        shape, strides = tensor.shape, tensor.stride()
+        return (self._fill(tensor.data_ptr(), swizzle, elem_size, dtype, box, shape, strides, 0),
+                *shape, *strides)
+
+    def launch_expanded(self, grid0: int, stream, expanded, args: tuple, constexprs: tuple) -> None:
+        """The launch, the descriptors given as ``expanded``: every descriptor_args in
+        parameter order, concatenated (a caller that keeps them passes them so)."""
         if self._annotations is None:  # Triton 3.6: 13 fixed arguments, then the kernel's
             self._launcher(grid0, 1, 1, stream, self._function, self._cooperative, self._pdl, None,
                            None, self._packed, None, None, None, *expanded, *args, *constexprs)
             return
         # Triton 3.9: the packed metadata before the scratch buffers, the kernel's arguments as
         # one list (as its wrapper hands them over)
-        expanded += args
-        expanded += constexprs
         self._launcher(grid0, 1, 1, stream, self._function, self._cooperative, self._pdl,
                        self._packed, None, None, None, None, None, self._annotations,
-                       self._signature, expanded)
+                       self._signature, [*expanded, *args, *constexprs])
 
     def _filled(self, kept: dict, key: tuple, spec: tuple, shape, strides):
         if len(kept) >= self._KEPT:

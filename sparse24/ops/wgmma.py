@@ -545,15 +545,22 @@ def _launch_kernel(x2, values, meta, bias, out, activation: int, cfg: dict, spli
 
 class PlannedLaunch:
     """``launch`` for one plan of sparse24.ops.gemm (M, N, K, dtype, device and the config it
-    chose), called as launch is. An unsplit config's direct launches are kept here by what a
-    call of the plan may still vary in: the weight's and bias's dtypes, the epilogue, and
-    whether meta's address fits 32 bits (Triton specializes on it); the rest of
+    chose), called as launch is, by ``_linear_impl`` only: x2 [M, K] with unit stride along K,
+    y [M, N] (or [M, N / 2], gated) contiguous. An unsplit config's direct launches are kept
+    here by what a call of the plan may still vary in: the weight's and bias's dtypes, the
+    epilogue, and whether meta's address fits 32 bits (Triton specializes on it); the rest of
     ``_launch_kernel``'s key (config, sizes, x's and y's dtype, device) is the plan's. A repeated
     call then builds a four-item key instead of twelve and skips launch's and _launch_kernel's
-    frames and the current-device query (bench/diag/launch_parts.py times both paths). Calls with
-    a misaligned meta or bias, a launch hook, or direct launches off take ``launch``."""
+    frames and the current-device query. With ``keep_arguments``, each entry also keeps the
+    descriptors' launch arguments (DescriptorLauncher.descriptor_args) by what the plan leaves
+    free: the weight's address (its shape is the plan's; contiguous, checked here), x's address
+    and row stride, y's address; instead of reading every shape and stride each call
+    (bench/diag/launch_parts.py times the three ways). Calls with a misaligned meta or bias, a
+    launch hook, or direct launches off take ``launch``."""
 
     __slots__ = ("cfg", "device", "n", "k", "direct")
+    keep_arguments = True
+    _KEPT = 256  # launch arguments kept per tensor role and entry; all forgotten when full
 
     def __init__(self, cfg: dict, m: int, n: int, k: int, dtype: torch.dtype,
                  device: torch.device):
@@ -573,13 +580,29 @@ class PlannedLaunch:
         if entry is not None:
             bias_addr = y.data_ptr() if bias is None else bias.data_ptr()
             if not (meta_addr | bias_addr) & 15 and triton_internals.direct_launch_allowed():
-                launcher, grid0, constexprs = entry
-                launcher(grid0, triton_internals.current_stream(self.device), (values, x2, y),
-                         (meta_addr, bias_addr, self.n, self.k), constexprs)
+                launcher, grid0, constexprs, weights, inputs, outputs = entry
+                stream = triton_internals.current_stream(self.device)
+                args = (meta_addr, bias_addr, self.n, self.k)
+                if not (self.keep_arguments and values.is_contiguous()):
+                    launcher(grid0, stream, (values, x2, y), args, constexprs)
+                    return
+                w_key, x_key, y_key = values.data_ptr(), (x2.data_ptr(), x2.stride(0)), y.data_ptr()
+                w_args = weights.get(w_key) or _kept(weights, w_key, launcher, 0, values)
+                x_args = inputs.get(x_key) or _kept(inputs, x_key, launcher, 1, x2)
+                y_args = outputs.get(y_key) or _kept(outputs, y_key, launcher, 2, y)
+                launcher.launch_expanded(grid0, stream, w_args + x_args + y_args, args, constexprs)
                 return
         entry = launch(x2, values, meta, bias, y, activation, cfg)
         if entry:
-            direct[key] = entry
+            direct[key] = (*entry, {}, {}, {})
+
+
+def _kept(kept: dict, key, launcher, index: int, tensor) -> tuple:
+    """PlannedLaunch's miss: ``tensor``'s launch arguments for descriptor ``index``, kept."""
+    if len(kept) >= PlannedLaunch._KEPT:
+        kept.clear()
+    arguments = kept[key] = launcher.descriptor_args(index, tensor)
+    return arguments
 
 
 def _verify(args, grid, cfg, dtype, has_bias, activation) -> tuple[int, int, int, int]:
