@@ -222,7 +222,7 @@ def test_linear_through_its_planned_launch(dtype):
                                             (1000, 1536, 768, None, "swiglu")):
         w, values, meta = packed(n, k, dtype, gen)
         if activation in GATED:
-            values, meta = ops.compress(interleave_gate_up(w))
+            values, meta = ops.compress(interleave_gate_up(w[: n // 2], w[n // 2:]))
         bias = None if bias_dtype is None else (
             torch.randn(n, device="cuda", generator=gen) * 0.5).to(bias_dtype)
         xs = [(torch.randn(m, k, device="cuda", generator=gen) / k ** 0.5).to(dtype)

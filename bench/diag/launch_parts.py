@@ -102,7 +102,7 @@ def parts(m: int, n: int, k: int) -> dict:
         for t, spec in zip(tensors, metas):
             fill_one(t, spec)
 
-    key = (m, n, k, torch.float16, device)
+    key = (m, n, k, torch.float16, x.device)  # cuda:0: the plan keys on the index
     ops.linear(x, values, meta)  # plans the problem
     planned, plan_cfg = gemm._plans[key]
     if not isinstance(planned, wgmma.PlannedLaunch):
