@@ -18,7 +18,7 @@
 #   bash bench/device_session.sh OUT_DIR bigring   # issue 22: BT 128-256 with and without the metadata ring, BERT-base and LLM shapes
 #   bash bench/device_session.sh OUT_DIR launchparts   # issue 23: one sm90 call's host time part by part (bench/diag/launch_parts.py)
 #   bash bench/device_session.sh OUT_DIR midtests versions bertsmall   # carry .ab/<commit before the mid-token rule>: its GPU tests, the A/B, BERT at batch 1-2
-#   next (after session 8, 2026-12-06): versions with carry .ab/d721ff6 (git archive d721ff6 sparse24) and VERSIONS_SHAPES=1x4096x4096,16x4096x4096,384x768x3072,384x3072x768,1536x768x768,6144x768x768,6144x768x3072,4096x4096x4096 (the previous main against the 128-token ring rule, small, mid, large M); bert; then the H200 reruns (gemm16 gemmbf16 llm bert launchparts)
+#   next (after session 9, 2026-12-06): the H200 reruns (gemm16 gemmbf16 llm bert launchparts overhead); the GPU suite in three calls (testsrest, wgmmatests, decode) on the planned launches
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
 #   bash bench/device_session.sh OUT_DIR levers                  # the finished lever A/B runs (bench/investigations)
 #   bash bench/device_session.sh OUT_DIR opcost eagerdiag hostpaths   # host-time diagnostics (bench/diag; eagerdiag: bench/investigations)
