@@ -48,6 +48,29 @@ def test_forward_matches_dense_linear(seed, activation, bias):
     assert rel_err(got, want) < REL_TOL[torch.float32]
 
 
+def test_forward_reads_the_weight_and_bias_however_they_were_set(seed):
+    """forward reads values, meta and bias from nn.Module's dicts (fast): whatever way they were
+    set, it uses what attribute access gives. A bias built as None and later set to a plain
+    tensor is an ordinary attribute; values and meta set as nn.Parameters move out of the
+    buffers; a Parameter bias set to None is None."""
+    lin = pruned_linear()
+    x = torch.randn(4, K)
+    want = F.linear(x.double(), lin.weight.double(), lin.bias.double())
+    no_bias = SparseLinear.from_linear(pruned_linear(bias=False))
+    no_bias.values, no_bias.meta = compress(lin.weight.detach())
+    no_bias.bias = lin.bias.detach().clone()  # a plain tensor: not a parameter
+    assert "bias" not in no_bias._parameters
+    assert rel_err(no_bias(x), want) < REL_TOL[torch.float32]
+    moved = SparseLinear.from_linear(lin)
+    values, meta = moved.values, moved.meta
+    moved.values = nn.Parameter(values, requires_grad=False)
+    moved.meta = nn.Parameter(meta, requires_grad=False)
+    assert "values" not in moved._buffers and "meta" in moved._parameters
+    assert rel_err(moved(x), want) < REL_TOL[torch.float32]
+    moved.bias = None
+    assert rel_err(moved(x), want - lin.bias.double()) < REL_TOL[torch.float32]
+
+
 def test_to_dense_is_the_weight_bit_for_bit(seed):
     w = prune_24(torch.randn(N, K))
     w[w == 0] = 0.0  # +0.0 where pruned

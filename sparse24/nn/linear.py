@@ -134,9 +134,16 @@ class SparseLinear(nn.Module):
         """``rows=(start, stop)``: only output features [start, stop), multiples of 16 (a fused
         Q/K/V group's projection called on its own; through forward, so that hooks that move or
         load the weights, such as accelerate's offloading, run for it too)."""
-        # each buffer or parameter read is a call of nn.Module.__getattr__: read each once (this
-        # runs 48-72 times per BERT-base forward)
-        values, bias = self.values, self.bias
+        # The buffers and the bias read from nn.Module's dicts: through nn.Module.__getattr__ each
+        # read is a Python call, 0.7 us on the dev CPU (torch 2.13), and this runs 48-72 times per
+        # BERT-base forward; a stubbed call went 12.8 -> 10.4 us (bench/NOTES.md, session 9).
+        buffers, params = self._buffers, self._parameters
+        try:
+            values, meta = buffers["values"], buffers["meta"]
+        except KeyError:  # re-registered as parameters (setattr of an nn.Parameter): attributes
+            values, meta = self.values, self.meta
+        # a bias built as None (or later set to a plain tensor) is an ordinary attribute
+        bias = params["bias"] if "bias" in params else self.bias
         if x.shape[-1] != self.in_features:
             raise ValueError(
                 f"SparseLinear: input has {x.shape[-1]} features in its last dim, expected "
@@ -147,12 +154,12 @@ class SparseLinear(nn.Module):
             # meets fp16/bf16 weights in the weights' dtype; the output has the weights' dtype.
             x = x.to(values.dtype)
         if rows is None:
-            return ops.linear(x, values, self.meta, bias, self.activation)
+            return ops.linear(x, values, meta, bias, self.activation)
         if self.activation in GATED:
             raise ValueError("SparseLinear: rows= selects output features of a plain layer; a "
                              "gated one's rows are interleaved gate and up pairs")
         start, stop = rows
-        return ops.linear(x, values[start:stop], self.meta[start // 16:stop // 16],
+        return ops.linear(x, values[start:stop], meta[start // 16:stop // 16],
                           None if bias is None else bias[start:stop], self.activation)
 
     def to_dense(self) -> torch.Tensor:
