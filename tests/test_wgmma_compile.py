@@ -649,19 +649,34 @@ def test_a_planned_launch_keeps_its_plans_direct_launches(monkeypatch):
     assert entered == [2, 2, 0] and len(launches) == 3 and len(direct_calls) == 5
     assert len({call[4] for call in direct_calls[:2] + direct_calls[3:]}) == 3
     assert direct_calls[3][3] == (meta.data_ptr(), bias.data_ptr(), 512, 256)
+    # the same epilogue with an fp16 bias: another specialization (a pointer of another dtype),
+    # learned on its own rather than given the float32 bias's launcher
+    half_bias = torch.randn(512, dtype=torch.float16)
+    for _ in range(2):
+        planned(x, values, meta, half_bias, y, 2, cfg)
+    assert entered[-1] == 2 and len(entered) == 4 and len(direct_calls) == 6
+    assert direct_calls[-1][3][1] == half_bias.data_ptr()
+
+    class LowMeta:  # metadata at an address below 2**31: Triton specializes the int on it
+        def data_ptr(self):
+            return 4096
+
+    for _ in range(2):
+        planned(x, values, LowMeta(), None, y, 2, cfg)
+    assert len(entered) == 5 and len(direct_calls) == 7 and direct_calls[-1][3][0] == 4096
     unaligned_bias = torch.randn(513)[1:]
     for _ in range(2):
         planned(x, values, meta, unaligned_bias, y, 2, cfg)
     monkeypatch.setattr(triton_internals.DescriptorLauncher, "enabled", False)
     planned(x, values, meta, None, y, 2, cfg)
-    assert len(entered) == 6 and len(direct_calls) == 5 and len(launches) == 6
+    assert len(entered) == 8 and len(direct_calls) == 7 and len(launches) == 8
     monkeypatch.setattr(triton_internals.DescriptorLauncher, "enabled", True)
     split = cfg | {"SPLIT_K": 2}
     monkeypatch.setattr(wgmma, "_reduce", lambda: lambda *a, **kw: None)
     planned_split = wgmma.PlannedLaunch(split, 300, 512, 256, torch.float16, torch.device("cuda", 0))
     for _ in range(2):
         planned_split(x, values, meta, None, y, 2, split)
-    assert len(entered) == 8
+    assert len(entered) == 10
 
 
 def test_a_planned_launch_keeps_the_descriptors_launch_arguments(monkeypatch):

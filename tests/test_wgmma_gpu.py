@@ -205,15 +205,20 @@ def test_direct_launch_matches_the_cached_launch_path(dtype):
 
 @pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_linear_through_its_planned_launch(dtype):
+def test_linear_through_its_planned_launch(dtype, monkeypatch):
     """ops.linear's repeated calls of an sm90 problem launch through the plan's PlannedLaunch
     (its kept direct launches): bit for bit the outputs of the cached launch path, for each
     epilogue and bias dtype it keeps apart (unsplit at 1000 and 4097 tokens; gated, paired in
-    the kernel), and a fresh x each call."""
+    the kernel), a fresh x each call, then each x again with the earlier output freed (x's and
+    y's kept launch arguments reused); wgmma.launch entered only by the call that learns."""
     import triton
 
     from sparse24.ops import gemm, triton_internals
 
+    entered = []
+    real_launch = wgmma.launch
+    monkeypatch.setattr(wgmma, "launch", lambda *a: entered.append(a[5]) or real_launch(*a))
+    monkeypatch.setattr(gemm, "_plans", {})  # fresh plans: none has learned a launch yet
     gen = torch.Generator(device="cuda").manual_seed(23)
     for m, n, k, bias_dtype, activation in ((1000, 768, 768, None, None),
                                             (1000, 768, 768, torch.float32, "gelu"),
@@ -232,14 +237,19 @@ def test_linear_through_its_planned_launch(dtype):
             cached = [ops.linear(x, values, meta, bias, activation) for x in xs]
         finally:
             triton_internals.DescriptorLauncher.enabled = True
+        entered.clear()
         planned = [ops.linear(x, values, meta, bias, activation) for x in xs]
         launch, cfg = gemm._plans[(m, n, k, dtype, xs[0].device)]
         case = (m, n, k, bias_dtype, activation, cfg)
         assert isinstance(launch, wgmma.PlannedLaunch), case
-        if cfg.get("SPLIT_K", 1) == 1 and triton.__version__.startswith(("3.6", "3.9")):
-            assert launch.direct, case  # the repeated calls went through a kept direct launch
+        direct = cfg.get("SPLIT_K", 1) == 1 and triton.__version__.startswith(("3.6", "3.9"))
         for a, b in zip(cached, planned):
             assert torch.equal(a, b), case
+        del planned[1:]
+        for x, want in zip(xs, cached):  # each output freed before the next call
+            assert torch.equal(ops.linear(x, values, meta, bias, activation), want), case
+        if direct:  # only the first planned call entered launch (to learn); the rest went direct
+            assert len(entered) == 1 and launch.direct, (case, entered)
         if activation not in GATED:
             assert rel_err(planned[0], expected(xs[0], w, bias, activation)) < REL_TOL[dtype], case
 

@@ -19,8 +19,9 @@ to it):
 A config is a plain dict (family and that family's fields); ``choose_config`` takes it from the
 tuning cache when there is an entry, else from ``heuristic_config`` (which family: the dispatch
 rule here; its fields: the family's heuristic). ``linear`` asks ``choose_config`` once per
-problem (M, N, K, dtype, device) and keeps the answer as a plan, (the family's launch, config):
-a repeated call checks its inputs, looks the plan up and launches.
+problem (M, N, K, dtype, device) and keeps the answer as a plan, (the family's launch, config);
+the sm90 family's launch there is a ``wgmma.PlannedLaunch`` that keeps the plan's direct launches.
+A repeated call checks its inputs, looks the plan up and launches.
 """
 
 from __future__ import annotations

@@ -466,8 +466,8 @@ def launch(x2: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias, y: 
     rows in its epilogue where ``PAIR_GATED_IN_KERNEL``; else it writes the sums with bias in x's
     dtype ([M, N], each rounded once as an unfused model's two projections are) and the
     reduction's gated form pairs them, a second pass over [M, N].
-    Returns the direct launch that wrote y in one launch (``_launch_kernel``'s), else None:
-    ``PlannedLaunch`` keeps it."""
+    Returns the direct launch that serves this call's specialization from now on, where y is
+    written in one launch (``_launch_kernel``'s entry), else None: ``PlannedLaunch`` keeps it."""
     m, k = x2.shape
     n = values.shape[0]
     if cfg.get("SPLIT_K", 1) == 1:
@@ -489,7 +489,9 @@ def launch(x2: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias, y: 
 # Whether the kernel's own epilogue pairs a gated activation's rows (a [BT, 32] tile of
 # act(gate) * up per warpgroup) instead of a second pass: 1.47-1.66x dense against 1.24-1.37x for
 # the second pass at 256-8192 tokens (H100, bench/results/h100/gated.md); both forms pass
-# tests/test_wgmma_gpu.py's test_gated_epilogues.
+# tests/test_wgmma_gpu.py's test_gated_epilogues. Read per call by ``launch``; a linear() plan
+# that has launched a paired gated epilogue keeps that direct launch (PlannedLaunch), so set it
+# before the first call (or empty sparse24.ops.gemm._plans).
 PAIR_GATED_IN_KERNEL = True
 
 
@@ -560,7 +562,10 @@ class PlannedLaunch:
 
     __slots__ = ("cfg", "device", "n", "k", "direct")
     keep_arguments = True
-    _KEPT = 256  # launch arguments kept per tensor role and entry; all forgotten when full
+    # launch arguments kept per tensor role and entry, all forgotten when full (as
+    # DescriptorLauncher._KEPT): a model with more than 256 weights of one shape and epilogue
+    # would fill its weights' arguments again on every call, slower, never wrong
+    _KEPT = 256
 
     def __init__(self, cfg: dict, m: int, n: int, k: int, dtype: torch.dtype,
                  device: torch.device):
@@ -570,7 +575,9 @@ class PlannedLaunch:
         self.direct: dict | None = {} if cfg.get("SPLIT_K", 1) == 1 else None
 
     def __call__(self, x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
-        direct = self.direct
+        # ``cfg``: launch's signature; the plan's own config is the one its entries were learned
+        # for, so that one runs
+        direct, cfg = self.direct, self.cfg
         if direct is None:
             launch(x2, values, meta, bias, y, activation, cfg)
             return

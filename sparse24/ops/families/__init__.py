@@ -12,8 +12,10 @@ The interface, as module-level names:
   CUDA), is passed in, so it is a pure function of ints;
 - ``fits(config, n, k) -> bool``: whether a config (a cached one, say) can serve an [n, k] weight;
 - ``launch(x2, values, meta, bias, y, activation, cfg) -> None``: y = act(x2 @ W^T + bias);
-- ``plan_launch(cfg, m, n, k, dtype, device)`` (optional): a callable that ``launch``es for one
-  plan of sparse24.ops.gemm, free to keep what the plan fixes (the sm90 family's direct launches).
+- ``plan_launch(cfg, m, n, k, dtype, device)`` (optional): a callable, called as ``launch`` is
+  and only by ``gemm._linear_impl`` (x2 [m, k] with unit stride along K, y fresh and
+  contiguous), that launches that plan's config, free to keep what the plan fixes (the sm90
+  family's direct launches). ``run_config``, the tuner and the benches call ``launch``.
 
 mma.py and dot.py are families; _splitk.py is what they share. The sm90 family lives in
 sparse24/ops/wgmma.py beside its asm and shared-memory offset checks; ``wgmma_family`` below
