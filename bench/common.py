@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import math
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,27 @@ def time_mode(mode: str, fn: Callable[[], Any], *, warmup_ms: float = 10, rep_ms
         # do_bench_cudagraph returns ~10 samples of rep_ms each; less time buys the same precision.
         return time_graph(fn, max(5.0, rep_ms / 2))
     raise ValueError(f"unknown timing mode {mode!r}")
+
+
+def back_to_back_us(fn: Callable[[], Any], calls: int, *, warmup: int = 20,
+                    host_only: bool = False) -> float:
+    """Wall time per call of ``calls`` back-to-back eager calls of fn, one sync at the end: where
+    the GPU work is shorter than the host's, the host's cost per call. ``host_only``: the clock
+    read before that sync, so that with fewer calls than the launch queue holds (1024) a kernel
+    longer on the GPU than on the host is not waited for either."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    if host_only:
+        elapsed = time.perf_counter() - start
+        torch.cuda.synchronize()
+    else:
+        torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+    return elapsed / calls * 1e6
 
 
 def l2_bytes() -> int:

@@ -15,23 +15,11 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
 from bench import common
-
-
-def per_call_us(fn, calls: int) -> float:
-    for _ in range(50):
-        fn()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - start) / calls * 1e6
 
 
 def python_frames(fn) -> tuple[int, list[str]]:
@@ -139,7 +127,7 @@ def main() -> int:
             times = {name: [] for name in paths}
             for _ in range(args.rounds):
                 for name, fn in paths.items():
-                    times[name].append(per_call_us(fn, args.calls))
+                    times[name].append(common.back_to_back_us(fn, args.calls, warmup=50))
             for name, fn in paths.items():
                 us = statistics.median(times[name])
                 frames, modules = python_frames(fn)

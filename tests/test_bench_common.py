@@ -381,3 +381,20 @@ def test_goals_refuses_unknown_or_missing_input(tmp_path, capsys):
             goals.main(argv)
         assert exc.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_back_to_back_us_reads_the_clock_before_or_after_the_final_sync(monkeypatch):
+    """bench/overhead.py's timing waits for the GPU (the sync inside the clock); launch_parts'
+    (host_only) reads the clock before the final sync. A sync that takes 20 ms shows in the first
+    per-call figure (10 calls: >= 2000 us a call) and not in the second."""
+    import time
+
+    from bench import common
+
+    syncs = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: syncs.append(time.sleep(0.02)))
+    calls = []
+    waited = common.back_to_back_us(lambda: calls.append(1), 10, warmup=3)
+    host = common.back_to_back_us(lambda: calls.append(1), 10, warmup=3, host_only=True)
+    assert len(calls) == 26 and len(syncs) == 4
+    assert waited >= 2000 > 500 > host

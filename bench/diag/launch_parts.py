@@ -31,27 +31,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
 from bench import common
-
-
-def host_us(fn, calls: int) -> float:
-    """Host time per call of ``calls`` back-to-back calls, the clock read before the sync: with
-    fewer calls than the launch queue holds (1024), a kernel shorter on the host than on the GPU
-    is not waited for."""
-    for _ in range(20):
-        fn()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    elapsed = time.perf_counter() - start
-    torch.cuda.synchronize()
-    return elapsed / calls * 1e6
 
 
 def parts(m: int, n: int, k: int) -> dict:
@@ -182,7 +166,7 @@ def main() -> int:
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(args.rounds):  # every part in turn in each round: drift hits them alike
         for name, fn in fns.items():
-            times[name].append(host_us(fn, args.calls))
+            times[name].append(common.back_to_back_us(fn, args.calls, host_only=True))
     print(f"host time per call at {m}x{n}x{k} fp16, median of {args.rounds} rounds of "
           f"{args.calls} calls (us; range)")
     for name, ts in times.items():
