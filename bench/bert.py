@@ -8,12 +8,17 @@ sparsity tutorial. Rows per batch size and mode, measured in the same run:
                 nn.Parameter(to_sparse_semi_structured(pruned_weight)) (cuSPARSELt on sm90);
   sparse24      sparse24.nn.prune_ / squash_ / sparsify_ (Q, K and V packed as one GEMM);
   sparse24_sep  the same with sparsify_(fuse_qkv=False): the QKV lever's A/B.
-Timed as the tutorial does: torch.utils.benchmark.Timer(...).blocked_autorange() median after a
-warm-up. Modes: eager, torch.compile(fullgraph=True) ("default") and its mode="reduce-overhead"
-(CUDA graphs). Speedups are over dense in the same mode.
+Timed as the tutorial does, with torch.utils.benchmark.Timer(...).blocked_autorange() after a
+warm-up, but in turns: each round times every variant of a batch size and mode once, dense first,
+for --rounds rounds; a row's time is the median of its rounds and its speedup the median of the
+rounds' dense / variant ratios. At batch 4 and 16 every model here is host-bound outside CUDA
+graphs, and the lent machines' host speed drifts by up to 1.7x within minutes (bench/NOTES.md,
+session 10): timed one variant after another, a slow spell landed on whichever ran in it. Modes:
+eager, torch.compile(fullgraph=True) ("default") and its mode="reduce-overhead" (CUDA graphs).
+Speedups are over dense in the same mode.
 
     python -m bench.bert [--quick] [--batch-sizes 4,16] [--modes eager,default,reduce-overhead]
-                         [--dtype bfloat16] [--variants dense,sparse24] [--profile 16,64]
+                         [--dtype bfloat16] [--variants dense,sparse24] [--rounds 3] [--profile 16,64]
 
 --profile saves torch.profiler tables of the dense and sparse24 rows, taken in a child process
 after every row is timed: the profiler leaves CUPTI subscribed when it ends (Kineto tears it down
@@ -27,10 +32,13 @@ slowed process (bench/NOTES.md).
 from __future__ import annotations
 
 import copy
+import dataclasses
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -170,8 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=list(DTYPES), default="float16")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"subset of {','.join(VARIANTS)}")
     parser.add_argument("--modes", default=",".join(MODES), help=f"subset of {','.join(MODES)}")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="turns of every variant per batch size and mode (default 3)")
     parser.add_argument("--min-run-time", type=float, default=None,
-                        help="seconds of timed runs per row (default 1.0, --quick 0.3)")
+                        help="seconds of timed runs per variant and round (default 0.3, --quick 0.1)")
     parser.add_argument("--profile", type=common.parse_int_list, default=[],
                         help="batch sizes at which to save a torch.profiler table per dense and "
                              "sparse24 row (in a child process, after the timed rows)")
@@ -183,8 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m for m in args.modes.split(",") if m]
     if "dense" not in variants or not set(variants) <= set(VARIANTS):
         parser.error(f"--variants: a subset of {VARIANTS} that includes dense (the baseline)")
+    variants = ["dense"] + [v for v in variants if v != "dense"]  # the baseline first in each turn
     if not modes or not set(modes) <= set(MODES):
         parser.error(f"--modes: a subset of {MODES}")
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
     if args.profile_only and not args.profile:
         parser.error("--profile-only needs --profile BATCH_SIZES")
     common.require_cuda("python -m bench.bert")
@@ -197,80 +210,82 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile_only:
         batch_sizes = args.profile
         variants = [v for v in variants if v != "torch24"]  # its profile says nothing new: host-bound
-    min_run_time = args.min_run_time or (0.3 if args.quick else 1.0)
+    min_run_time = args.min_run_time or (0.1 if args.quick else 0.3)
     env = common.env_record({"transformers": transformers.__version__})
     rec = common.Recorder(bench, args.out_dir, env)
     common.progress(f"[bert] {common.env_line(env)}; {args.dtype}, batch sizes {batch_sizes}, "
-                    f"seq {args.seq_len}, modes {modes}")
+                    f"seq {args.seq_len}, modes {modes}, {args.rounds} rounds in turns")
 
     torch.set_grad_enabled(False)
     dense = build_dense(dtype=dtype)
     attn = getattr(dense.config, "_attn_implementation", None)
     batches = make_batches(batch_sizes, args.seq_len)
-    dense_ms: dict[tuple[str, int], float] = {}
     builders = {"dense": lambda: (dense, None, None), "torch24": lambda: build_torch24(dense),
                 "sparse24": lambda: build_sparse24(dense),
                 "sparse24_sep": lambda: build_sparse24(dense, fuse_qkv=False)}
-
-    for variant in variants:
-        base = {"variant": variant, "seq_len": args.seq_len, "dtype": args.dtype, "model": "bert-base-cased",
-                "attn_implementation": attn}
-        t0 = time.perf_counter()
-        try:
-            # Built with grad off but outside inference_mode: the tutorial's nn.Parameter(...) of a
-            # 2:4 tensor must not wrap an inference tensor.
-            model, reference, report = builders[variant]()
-            build_error = None
-        except Exception as exc:  # noqa: BLE001 - e.g. sparse24.nn not there yet: record, go on
-            model = reference = report = None
-            build_error = common.error_text(exc)
-        base.update(build_s=time.perf_counter() - t0, reports=report)
-
-        # Reference logits per batch size, eager: the dense model itself, or the dense model with
-        # the same pruned weights. Informative only (not a gate): a 2:4 path whose logits drift
-        # far from its own pruned dense model is computing something else.
-        refs: dict[int, torch.Tensor] = {}
-        for mode in modes:
-            first_error = None
-            fn = None if model is None else compile_for(model, mode)
-            for bs in batch_sizes:
-                if args.profile_only:
+    built = {v: build_variant(builders[v]) for v in variants}
+    if args.profile_only:
+        for variant in variants:
+            for mode in modes:
+                b = built[variant]
+                fn = None if b.model is None else compile_for(b.model, mode)
+                for bs in batch_sizes:
                     profile_row(fn, batches[bs], Path(args.out_dir) / f"bert_profile_{variant}_{mode}_bs{bs}.txt",
-                                build_error or first_error)
-                    continue
-                row = {**base, "batch_size": bs, "compiled": mode != "eager",
+                                b.error)
+        return 0
+
+    # Reference logits per variant and batch size, eager: the dense model itself, or the dense
+    # model with the same pruned weights. Informative only (not a gate): a 2:4 path whose logits
+    # drift far from its own pruned dense model is computing something else.
+    refs: dict[str, dict[int, torch.Tensor]] = {v: {} for v in variants}
+    for mode in modes:
+        # one dynamo cache per mode holding every variant's graph (its guards pick the model), so
+        # that the variants of a batch size can be timed in turns
+        torch._dynamo.reset()
+        fns = {v: None if b.model is None else compile_for(b.model, mode, fresh=False)
+               for v, b in built.items()}
+        errors = {v: b.error for v, b in built.items()}
+        for bs in batch_sizes:
+            rows = {}
+            for v in variants:
+                b = built[v]
+                row = {"variant": v, "seq_len": args.seq_len, "dtype": args.dtype, "model": "bert-base-cased",
+                       "attn_implementation": attn, "build_s": b.build_s, "reports": b.report,
+                       "batch_size": bs, "compiled": mode != "eager",
                        "compile_mode": None if mode == "eager" else mode}
-                row.update(time_row(fn, model, reference, batches[bs], refs, bs, build_error or first_error,
-                                    min_run_time))
-                if bs in args.profile and variant in PROFILED:
-                    row["profile"] = f"bert_profile_{variant}_{mode}_bs{bs}.txt"
+                row.update(first_call_row(fns[v], b.model, b.reference, batches[bs], refs[v], bs, errors[v]))
                 if mode != "eager" and row["first_call_s"] is None and row["status"] == "failed":
                     # A failed compile fails the same way at every batch size; retrying would cost
                     # a compile attempt each.
-                    first_error = first_error or f"{row['error']} (first seen at bs {bs}; not retried)"
-                if variant == "dense" and row["ms"]:
-                    dense_ms[mode, bs] = row["ms"]
-                if row["ms"] and dense_ms.get((mode, bs)):
-                    row["speedup"] = dense_ms[mode, bs] / row["ms"]
+                    errors[v] = errors[v] or f"{row['error']} (first seen at bs {bs}; not retried)"
+                rows[v] = row
+            times = common.in_turns({v: row_timer(fns[v], batches[bs], rows[v], min_run_time)
+                                     for v in variants}, args.rounds)
+            for v, row in rows.items():
+                if row["status"] == "ok":
+                    row.update(ms=statistics.median(times[v]), ms_rounds=times[v], rounds=args.rounds)
+                if v != "dense" and row["ms"] and rows["dense"]["ms"]:
+                    row.update(common.ratio_summary(rows["dense"]["ms_rounds"], row["ms_rounds"]))
+                if bs in args.profile and v in PROFILED:
+                    row["profile"] = f"bert_profile_{v}_{mode}_bs{bs}.txt"
                 rec.add(row)
                 common.progress(
-                    f"[bert] {variant:<12} {mode:<15} bs={bs:<4} "
-                    f"{row['status']:<7} {common.fmt(row['ms'])} ms  x{common.fmt(row['speedup'])}"
+                    f"[bert] {v:<12} {mode:<15} bs={bs:<4} "
+                    f"{row['status']:<7} {common.fmt(row['ms'])} ms  {speedup_text(row)}"
                     + (f"  rel err {row['rel_err']:.1e}" if row["rel_err"] is not None else "")
                     + (f"  first call {row['first_call_s']:.1f} s" if row["first_call_s"] else "")
                     + (f"  ({row['error']})" if row["error"] else ""))
-        if variant != "dense":
-            del model, reference, fn
+        del fns
         torch._dynamo.reset()
         torch.cuda.empty_cache()
 
-    if args.profile_only:
-        return 0
     headers, lines, notes = tutorial_table(rec.rows, variants, batch_sizes, modes)
     notes = [
-        f"Time (bs=N): ms per batch of N sequences of {args.seq_len} tokens, median of "
-        "torch.utils.benchmark blocked_autorange after warm-up; speedup = dense time / time, in "
-        "the same mode.",
+        f"Time (bs=N): ms per batch of N sequences of {args.seq_len} tokens. The variants of a "
+        f"batch size and mode are timed in turns, {args.rounds} rounds of torch.utils.benchmark "
+        f"blocked_autorange ({min_run_time} s each) after warm-up; time = the median of the "
+        "rounds; speedup = the median of the rounds' dense / variant ratios, their range in "
+        "brackets.",
         "modes: eager; default = torch.compile(fullgraph=True); reduce-overhead = the same with "
         "mode='reduce-overhead' (CUDA graphs); batch dim dynamic.",
         f"random bert-base-cased weights, {args.dtype}, attention {attn}, torch.inference_mode().",
@@ -299,6 +314,36 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+@dataclasses.dataclass
+class Built:
+    """One variant's model, built once for every mode: ``reference`` is the dense model with the
+    same pruned weights (None for dense itself); ``error`` says why the build failed."""
+    model: torch.nn.Module | None
+    reference: torch.nn.Module | None
+    report: Any
+    error: str | None
+    build_s: float
+
+
+def build_variant(builder) -> Built:
+    t0 = time.perf_counter()
+    try:
+        # Built with grad off but outside inference_mode: the tutorial's nn.Parameter(...) of a
+        # 2:4 tensor must not wrap an inference tensor.
+        model, reference, report = builder()
+        error = None
+    except Exception as exc:  # noqa: BLE001 - e.g. sparse24.nn not there yet: record, go on
+        model = reference = report = None
+        error = common.error_text(exc)
+    return Built(model, reference, report, error, time.perf_counter() - t0)
+
+
+def speedup_text(row: dict) -> str:
+    if row.get("speedup") is None:
+        return "-"
+    return f"{row['speedup']:.2f}x ({row['speedup_min']:.2f}-{row['speedup_max']:.2f})"
+
+
 def profile_row(fn, batch, path: Path, error: str | None) -> None:
     if error or fn is None:
         common.progress(f"[bert] no profile {path.name}: {error}")
@@ -314,10 +359,11 @@ def profile_row(fn, batch, path: Path, error: str | None) -> None:
         common.progress(f"[bert] no profile {path.name}: {common.error_text(exc)}")
 
 
-def time_row(fn, model, reference, batch, refs, bs, error, min_run_time) -> dict:
-    """One row's measurements: first call, logits error against the reference, median ms."""
-    row = {"status": "ok", "error": None, "ms": None, "speedup": None, "rel_err": None,
-           "first_call_s": None, "profile": None}
+def first_call_row(fn, model, reference, batch, refs, bs, error) -> dict:
+    """A row before its timing: the first call (a compile, in a compiled mode), the logits' error
+    against the reference, then the warm-up calls."""
+    row = {"status": "ok", "error": None, "ms": None, "ms_rounds": None, "speedup": None,
+           "rel_err": None, "first_call_s": None, "profile": None}
     if error:
         row.update(status="failed", error=error)
         return row
@@ -332,10 +378,24 @@ def time_row(fn, model, reference, batch, refs, bs, error, min_run_time) -> dict
             row["rel_err"] = common.rel_fro_error(out, refs[bs])
             for _ in range(3):  # warm-up (cuBLAS heuristics, allocator, graphs)
                 fn(**batch)
-            row["ms"] = time_tutorial(fn, batch, min_run_time)
     except Exception as exc:  # noqa: BLE001
         row.update(status="failed", error=common.error_text(exc))
     return row
+
+
+def row_timer(fn, batch, row: dict, min_run_time: float):
+    """One round's timing of a row, for common.in_turns: ms, or None once the row has failed (a
+    failure in a later round, an out-of-memory say, fails the whole row)."""
+    def run() -> float | None:
+        if row["status"] != "ok":
+            return None
+        try:
+            with torch.inference_mode():
+                return time_tutorial(fn, batch, min_run_time)
+        except Exception as exc:  # noqa: BLE001
+            row.update(status="failed", error=common.error_text(exc))
+            return None
+    return run
 
 
 def tutorial_table(rows, variants, batch_sizes, modes):
@@ -358,7 +418,7 @@ def tutorial_table(rows, variants, batch_sizes, modes):
                     continue
                 line.append(common.fmt(r["ms"]))
                 if v != "dense":
-                    line.append("-" if r["speedup"] is None else f"{r['speedup']:.2f}x")
+                    line.append(speedup_text(r))
             line.append(mode)
             lines.append(line)
     notes = [f"failed ({', '.join(where)}): {err}" for err, where in errors.items()]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -136,6 +137,26 @@ def back_to_back_us(fn: Callable[[], Any], calls: int, *, warmup: int = 20,
         torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
     return elapsed / calls * 1e6
+
+
+def in_turns(timers: dict[str, Callable[[], float | None]], rounds: int) -> dict[str, list]:
+    """Each timer called once a round, in the dict's order, for ``rounds`` rounds: what each
+    returned (ms, or None for a variant that failed). A drift of the machine lands on every
+    variant of a round rather than on whichever was timed during it: the lent H100's host ran
+    BERT-base's dense forward at batch 16 in 3.13 ms in one process and 5.27 ms in another,
+    minutes apart (bench/NOTES.md, session 10)."""
+    times: dict[str, list] = {name: [] for name in timers}
+    for _ in range(rounds):
+        for name, timer in timers.items():
+            times[name].append(timer())
+    return times
+
+
+def ratio_summary(base_ms: Sequence[float], ms: Sequence[float]) -> dict[str, float]:
+    """base / ms per round (the rounds of in_turns): their median as the speedup, and their range."""
+    ratios = [b / m for b, m in zip(base_ms, ms, strict=True)]
+    return {"speedup": statistics.median(ratios), "speedup_min": min(ratios),
+            "speedup_max": max(ratios)}
 
 
 def l2_bytes() -> int:

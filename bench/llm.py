@@ -145,14 +145,10 @@ def measure(dense_fn, sparse_fn, timer: Timer, rounds: int) -> dict[str, Any]:
     with torch.inference_mode():
         want, got = dense_fn().float(), sparse_fn().float()
         rel_err = (torch.linalg.vector_norm(got - want) / torch.linalg.vector_norm(want)).item()
-        dense_ms, sparse_ms = [], []
-        for _ in range(rounds):
-            dense_ms.append(timer(dense_fn))
-            sparse_ms.append(timer(sparse_fn))
-    ratios = [d / s for d, s in zip(dense_ms, sparse_ms)]
-    return {"dense_ms": statistics.median(dense_ms), "sparse24_ms": statistics.median(sparse_ms),
-            "speedup": statistics.median(ratios), "speedup_min": min(ratios),
-            "speedup_max": max(ratios), "rel_err": rel_err}
+        ms = common.in_turns({"dense": lambda: timer(dense_fn), "sparse24": lambda: timer(sparse_fn)},
+                             rounds)
+    return {"dense_ms": statistics.median(ms["dense"]), "sparse24_ms": statistics.median(ms["sparse24"]),
+            **common.ratio_summary(ms["dense"], ms["sparse24"]), "rel_err": rel_err}
 
 
 def run_rows(dense, sparse, *, modes: Sequence[str], batches: Sequence[int], context: int,

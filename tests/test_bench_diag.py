@@ -7,6 +7,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+import torch
 from torch.autograd import DeviceType
 
 from bench import bert
@@ -114,3 +115,72 @@ def test_eager_frames_runs_without_a_gpu(stub):
     assert len(lines) == 2, done.stdout
     if stub == "kernel":
         assert all(line.endswith("_linear_impl launch_guard launch get") for line in lines), lines
+
+
+class _FakeQA(torch.nn.Module):
+    """Stands in for BertForQuestionAnswering: logits of the right kind from any batch."""
+
+    config = SimpleNamespace(_attn_implementation="fake")
+
+    def forward(self, input_ids, **_):
+        ones = torch.ones(input_ids.shape[0], 2)
+        return SimpleNamespace(start_logits=ones, end_logits=ones)
+
+
+def test_bert_times_its_variants_in_turns_and_takes_the_median_of_the_rounds_ratios(
+        tmp_path, monkeypatch):
+    """Each round times dense, then sparse24; the speedup is the median of the rounds' ratios, not
+    the ratio of the medians (here 2.0 against 2.2): a slow spell of the host in round 2 slows
+    both variants of that round and cancels."""
+    dense, sparse = _FakeQA(), _FakeQA()
+    name = {id(dense): "dense", id(sparse): "sparse24"}
+    planned = {"dense": [2.0, 4.0, 2.2], "sparse24": [1.0, 4.0, 1.0]}
+    order = []
+
+    def fake_time(fn, batch, min_run_time):
+        order.append(name[id(fn)])
+        return planned[name[id(fn)]][order.count(name[id(fn)]) - 1]
+
+    monkeypatch.setattr(bert.common, "require_cuda", lambda script: None)
+    monkeypatch.setattr(bert, "build_dense", lambda dtype: dense)
+    monkeypatch.setattr(bert, "build_sparse24", lambda d, fuse_qkv=True: (sparse, dense, {}))
+    monkeypatch.setattr(bert, "make_batches",
+                        lambda sizes, seq: {bs: {"input_ids": torch.ones(bs, seq)} for bs in sizes})
+    monkeypatch.setattr(bert, "time_tutorial", fake_time)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    assert bert.main(["--variants", "sparse24,dense", "--modes", "eager", "--batch-sizes", "4",
+                      "--rounds", "3", "--seq-len", "8", "--no-plot", "--out-dir", str(tmp_path)]) == 0
+    assert order == ["dense", "sparse24"] * 3
+    rows = {r["variant"]: r for r in bert.common.read_jsonl(tmp_path / "bert.jsonl")}
+    assert rows["dense"]["ms_rounds"] == planned["dense"] and rows["dense"]["ms"] == 2.2
+    assert rows["sparse24"]["ms"] == 1.0
+    assert (rows["sparse24"]["speedup"], rows["sparse24"]["speedup_min"],
+            rows["sparse24"]["speedup_max"]) == (2.0, 1.0, 2.2)
+    assert "| 2.20  | 1.00     | 2.00x (1.00-2.20)" in (tmp_path / "bert.md").read_text()
+
+
+def test_a_variant_that_fails_in_a_later_round_fails_its_row_and_the_others_stand(
+        tmp_path, monkeypatch):
+    dense, sparse = _FakeQA(), _FakeQA()
+    calls = []
+
+    def fake_time(fn, batch, min_run_time):
+        calls.append(fn)
+        if fn is sparse and calls.count(sparse) == 2:
+            raise RuntimeError("CUDA out of memory")
+        return 1.0
+
+    monkeypatch.setattr(bert.common, "require_cuda", lambda script: None)
+    monkeypatch.setattr(bert, "build_dense", lambda dtype: dense)
+    monkeypatch.setattr(bert, "build_sparse24", lambda d, fuse_qkv=True: (sparse, dense, {}))
+    monkeypatch.setattr(bert, "make_batches",
+                        lambda sizes, seq: {bs: {"input_ids": torch.ones(bs, seq)} for bs in sizes})
+    monkeypatch.setattr(bert, "time_tutorial", fake_time)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    assert bert.main(["--variants", "dense,sparse24", "--modes", "eager", "--batch-sizes", "4",
+                      "--rounds", "3", "--seq-len", "8", "--no-plot", "--out-dir", str(tmp_path)]) == 0
+    assert calls.count(sparse) == 2 and calls.count(dense) == 3  # not timed again once failed
+    rows = {r["variant"]: r for r in bert.common.read_jsonl(tmp_path / "bert.jsonl")}
+    assert rows["dense"]["status"] == "ok" and rows["dense"]["ms"] == 1.0
+    assert rows["sparse24"]["status"] == "failed" and rows["sparse24"]["ms"] is None
+    assert "out of memory" in rows["sparse24"]["error"] and rows["sparse24"]["speedup"] is None
