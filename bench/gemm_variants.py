@@ -9,7 +9,7 @@ python -m bench.make_defaults.
     python -m bench.gemm_variants [--shapes 24576x3072x768,...] [--family mma|dot|wgmma]
                                   [--top 5] [--mode eager|graph] [--min-tile-tokens 128]
                                   [--asm-loop] [--split-k] [--split-ks 2,4,8] [--meta-ring]
-                                  [--with-heuristic] [--every-tile]
+                                  [--with-heuristic] [--every-tile] [--groups 1,4,8,16]
                                   [--only BLOCK_F=128,SPLIT_K=2/4]
 
 --asm-loop adds, beside each sm90 config, its forms with the whole k-loop in one asm statement
@@ -69,6 +69,15 @@ def kept(cfg: dict, only: dict[str, set[int]]) -> bool:
     return all(cfg.get(name, FIELD_DEFAULTS.get(name)) in values for name, values in only.items())
 
 
+def with_groups(cands: list[dict], groups: tuple[int, ...]) -> list[dict]:
+    """The tile order's A/B: each sm90 config once per GROUP of ``groups`` (the others as they
+    are); no groups, the configs unchanged."""
+    if not groups:
+        return cands
+    return [cfg | {"GROUP": g} if cfg["family"] == "wgmma" else cfg
+            for cfg in cands for g in groups]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default=DEFAULT_SHAPES, help="MxNxK list")
@@ -90,6 +99,9 @@ def main() -> int:
     parser.add_argument("--only", type=parse_only, default={},
                         help="keep configs whose fields take these values, e.g. "
                              "BLOCK_F=128,SPLIT_K=2/4/8 (a field a config lacks takes its default)")
+    parser.add_argument("--groups", type=lambda t: tuple(int(v) for v in t.split(",")), default=(),
+                        help="time each sm90 config with each of these GROUP values (token tiles "
+                             "per feature tile in the persistent grid's tile order; default: as offered, 8)")
     parser.add_argument("--top", type=int, default=5)
     parser.add_argument("--min-tile-tokens", type=int, default=0,
                         help="skip configs whose token tile (BLOCK_M or BLOCK_T) is smaller")
@@ -149,6 +161,7 @@ def main() -> int:
                  args.family in ("all", cfg["family"])
                  and cfg.get("BLOCK_M", cfg.get("BLOCK_T", cfg.get("BT"))) >= args.min_tile_tokens
                  and kept(cfg, args.only))]
+        cands = with_groups(cands, args.groups)
         cands = list({json.dumps(cfg, sort_keys=True): cfg for cfg in cands}.values())
         errs = {}
 

@@ -133,3 +133,14 @@ def test_gemm_variants_only_keeps_configs_by_field_values_and_defaults():
     assert not gemm_variants.kept({"BLOCK_F": 64}, only)
     with pytest.raises(Exception, match="FIELD=V1/V2"):
         gemm_variants.parse_only("BLOCK_F")
+
+
+def test_gemm_variants_groups_give_each_sm90_config_once_per_group():
+    from bench import gemm_variants
+
+    sm90 = {"family": "wgmma", "BT": 256, "STAGES": 4, "GROUP": 8}
+    mma = {"family": "mma", "BLOCK_F": 64}
+    assert gemm_variants.with_groups([sm90, mma], ()) == [sm90, mma]
+    widened = gemm_variants.with_groups([sm90, mma], (1, 16))
+    assert [c.get("GROUP") for c in widened if c["family"] == "wgmma"] == [1, 16]
+    assert widened.count(mma) == 2 and sm90["GROUP"] == 8  # the mma config kept; the input untouched

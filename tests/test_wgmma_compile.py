@@ -459,6 +459,27 @@ def test_mid_token_rule(monkeypatch, m, n, k, bt, ring, stages):
         gemm.heuristic_config.cache_clear()
 
 
+@pytest.mark.parametrize("m, n, k, bt, group", [
+    (6144, 2304, 768, 256, 2), (24576, 768, 3072, 256, 2), (6144, 768, 768, 128, 2),
+    (2048, 4096, 4096, 256, 4), (4096, 14336, 4096, 256, 4), (8192, 8192, 8192, 256, 4),
+    (384, 3072, 768, 128, 2), (1024, 4096, 4096, 256, 4),
+    (384, 768, 3072, 32, 8), (256, 4096, 4096, 64, 8), (16, 4096, 4096, 8, 8)])
+def test_tile_order_rule(monkeypatch, m, n, k, bt, group):
+    """128- and 256-token tiles walk 2 token tiles per feature tile under 32 feature tiles, else
+    4 (the H100 sweep in wgmma.py); the few- and mid-token tiles keep 8; the tuner's pool
+    offers the rule's own order."""
+    from sparse24.ops import gemm
+
+    cuda = _pretend_sm90(monkeypatch, True)
+    try:
+        cfg = gemm.heuristic_config(m, n, k, cuda)
+        assert (cfg["BT"], cfg["GROUP"]) == (bt, group)
+        if bt >= 64:
+            assert cfg in wgmma.candidates(m, n, k)
+    finally:
+        gemm.heuristic_config.cache_clear()
+
+
 def test_mid_token_tile_of_32_only_where_64_leaves_sms_idle():
     assert wgmma.mid_token_tile(384, 768) == 32  # 6 x 6 = 36 programs at 64
     assert wgmma.mid_token_tile(1024, 768) == 64  # 6 x 16 = 96

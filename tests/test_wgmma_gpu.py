@@ -76,14 +76,18 @@ GPU_CONFIGS = wgmma.candidates(4096, 768, 768) + [
     cfg for cfg in deepest_of_each_form(wgmma.candidates(
         4096, 768, 768, asm_loops=(0, *wgmma.ASM_LOOPS), split_ks=(1, *wgmma.SPLIT_KS),
         meta_ring=True))
-    if cfg.get("ASM_LOOP", 0) or cfg.get("SPLIT_K", 1) > 1 or cfg.get("META_RING", 0)]
+    if cfg.get("ASM_LOOP", 0) or cfg.get("SPLIT_K", 1) > 1 or cfg.get("META_RING", 0)] + [
+    # the tile orders the heuristic takes (wgmma.tile_group: 2 under 32 feature tiles, as the
+    # pool above has them for 768 rows; 4 from 32) and 1, at the 128- and 256-token tiles
+    cfg | {"GROUP": group} for cfg in deepest_of_each_form(wgmma.candidates(4096, 768, 768))
+    if cfg["BT"] >= 128 for group in (1, 4)]
 
 
 @pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("cfg", GPU_CONFIGS,
                          ids=lambda c: f"BT{c['BT']}-S{c['STAGES']}-L{c.get('ASM_LOOP', 0)}"
-                                       f"-K{c.get('SPLIT_K', 1)}-R{c.get('META_RING', 0)}")
+                                       f"-K{c.get('SPLIT_K', 1)}-R{c.get('META_RING', 0)}-G{c['GROUP']}")
 def test_every_config_every_epilogue(cfg, dtype):
     gen = torch.Generator(device="cuda").manual_seed(cfg["BT"] * 10 + cfg["STAGES"])
     failures = failed_cases(cfg, dtype, itertools.product(M_VALUES, WEIGHT_SHAPES), gen)

@@ -144,7 +144,8 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
                 for drain in asm_loops:
                     if drain and bt not in wgmma_asm.LOOP_TOKEN_TILES:
                         continue
-                    cfg = {"family": "wgmma", "BT": bt, "STAGES": stages, "GROUP": 8}
+                    cfg = {"family": "wgmma", "BT": bt, "STAGES": stages,
+                           "GROUP": tile_group(n) if bt >= 128 else 8}
                     if drain:
                         cfg["ASM_LOOP"] = drain
                     if split > 1:
@@ -247,10 +248,10 @@ def heuristic_config(m: int, n: int, k: int, sms: int = 132) -> dict:
     if bt == 64:
         return mid_token_config(m, n)
     if bt == 128:
-        return {"family": "wgmma", "BT": 128, "STAGES": _RING_128_STAGES, "GROUP": 8,
+        return {"family": "wgmma", "BT": 128, "STAGES": _RING_128_STAGES, "GROUP": tile_group(n),
                 "META_RING": 1}
     stages = max(s for s in range(2, 7) if shared_bytes(bt, s) <= MAX_SHARED_BYTES)
-    return {"family": "wgmma", "BT": bt, "STAGES": stages, "GROUP": 8}
+    return {"family": "wgmma", "BT": bt, "STAGES": stages, "GROUP": tile_group(n)}
 
 
 # Where the estimate above picks 64-token tiles (65 to about 1000 tokens on BERT-base's weights,
@@ -275,6 +276,30 @@ _MID_TOKEN_STAGES = 6
 # 4096 x 4096 x 4096 1.38x against 1.29x for BT 128 with the ring, 4096 x 14336 x 4096 1.32x
 # against 1.13x, 6144 x 3072 x 768 1.22x against 1.25x.
 _RING_128_STAGES = 3
+
+
+# The persistent grid's tile order for token tiles of 128 and 256 (GROUP: token tiles walked per
+# feature tile before the next feature tile; with 132 programs in flight a wave covers GROUP token
+# tiles of 132 / GROUP feature tiles). 8 read weights or x again from DRAM where 2 or 4 keep them
+# in L2: runs 20261206T061610Z-64eb39 and 20261206T061748Z-104f22 (H100, CUDA graphs, the
+# heuristic's config at GROUP 1, 2, 4, 8, each checked against F.linear, then timed;
+# bench/results/h100/gemm_variants.jsonl), cuBLAS = 1, GROUP 8 -> this rule:
+#   fewer than 32 feature tiles (N < 4096), 2:  6144 x 2304 x 768 1.04x -> 1.24x,
+#     24576 x 3072 x 768 1.24x -> 1.38x, 24576 x 768 x 3072 1.09x -> 1.17x, 6144 x 3072 x 768
+#     1.13x / 1.18x -> 1.29x / 1.23x (two runs), 6144 x 768 x 3072 (BT 128) 0.99x -> 1.02x;
+#   32 and more, 4:  2048 x 4096 x 4096 1.21x -> 1.45x, 8192^3 1.27x -> 1.45x, 2048 x 28672 x 4096
+#     1.31x -> 1.48x, 4096 x 14336 x 4096 1.29x -> 1.39x, 4096 x 4096 x 11008 1.28x / 1.23x ->
+#     1.17x / 1.44x (two runs), 4096 x 11008 x 4096 1.46x both, 1024 x 14336 x 4096 1.28x ->
+#     1.26x (4 token tiles: GROUP 4 and 8 give the same order).
+# Where the tiles of a feature tile are 4 or fewer (up to 1024 tokens at 256) the order is the
+# same for 4 and 8. The few- and mid-token tiles (8-64, up to 64 and about 1000 tokens) keep 8,
+# so that the token tiles reading one weight tile run together; those orders were not swept.
+_FEW_FEATURE_TILES = 32
+
+
+def tile_group(n: int) -> int:
+    """GROUP of the 128- and 256-token tiles' order for a weight of n rows (see above)."""
+    return 2 if -(-n // 128) < _FEW_FEATURE_TILES else 4
 
 
 def mid_token_tile(m: int, n: int) -> int:
