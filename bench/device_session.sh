@@ -18,7 +18,10 @@
 #   bash bench/device_session.sh OUT_DIR bigring   # issue 22: BT 128-256 with and without the metadata ring, BERT-base and LLM shapes
 #   bash bench/device_session.sh OUT_DIR launchparts   # issue 23: one sm90 call's host time part by part (bench/diag/launch_parts.py)
 #   bash bench/device_session.sh OUT_DIR midtests versions bertsmall   # carry .ab/<commit before the mid-token rule>: its GPU tests, the A/B, BERT at batch 1-2
-#   next (after session 9, 2026-12-06): the H200 reruns (gemm16 gemmbf16 llm bert launchparts overhead); the GPU suite in three calls (testsrest, wgmmatests, decode) on the planned launches
+#   bash bench/device_session.sh OUT_DIR tileorder   # issue 22: the sm90 tile order (GROUP 1, 2, 4, 8) of the untuned config, LLM and BERT-base shapes
+#   next (after session 10, 2026-12-06): the H200 reruns (gemm16 gemmbf16 llm bert overhead) with the tile-order rule; wgmmatests and decode on it; tileorder on the H200 (fp16: gemm_variants sweeps fp16 only); the mid-token tiles' order (BT 32-64, not swept)
+# Export SPARSE24_COMMIT=<this commit> in the device command: the GPU machine's copy of the tree keeps
+# an older commit in its .git, and the records name that one (+dirty) otherwise (session 10's did).
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
 #   bash bench/device_session.sh OUT_DIR levers                  # the finished lever A/B runs (bench/investigations)
 #   bash bench/device_session.sh OUT_DIR opcost eagerdiag hostpaths   # host-time diagnostics (bench/diag; eagerdiag: bench/investigations)
@@ -106,6 +109,8 @@ for stage in "$@"; do
     overhead) limit 90 python3 -m bench.overhead --out-dir "$out" 2>&1 | tail -30 ;;
     llm) mkdir -p "$out/llm"; limit 500 python3 -m bench.llm --out-dir "$out/llm" 2>&1 \
              | grep -v Warning | tail -30 ;;
+    tileorder) limit 300 python3 -m bench.gemm_variants --shapes 4096x4096x4096,4096x4096x11008,4096x11008x4096,4096x14336x4096,2048x28672x4096,6144x2304x768,24576x3072x768,24576x768x3072,6144x768x3072,1000x768x3072,768x768x768 \
+             --with-heuristic --only BT=1 --groups 1,2,4,8 --mode graph --top 4 --out "$out/gemm_variants.jsonl" 2>&1 | grep -v Warning | tail -16 ;;  # session 10's sweep on another GPU, and the mid-token tiles (BT 32-64: the last two shapes)
     hostpaths) limit 240 python3 -m bench.diag.host_paths >"$out/host_paths.txt" 2>&1; grep "===" "$out/host_paths.txt" ;;
     eagerdiag) limit 300 python3 -m bench.investigations.2026-12-bert-eager-host-time.eager_steady >"$out/eager_steady.txt" 2>&1; grep -v Warning "$out/eager_steady.txt" | tail -30 ;;
     opcost) limit 150 python3 -m bench.diag.compiled_op_cost >"$out/compiled_op_cost.txt" 2>&1; head -8 "$out/compiled_op_cost.txt" ;;
