@@ -280,10 +280,12 @@ _RING_128_STAGES = 3
 
 # The persistent grid's tile order for token tiles of 128 and 256 (GROUP: token tiles walked per
 # feature tile before the next feature tile; with 132 programs in flight a wave covers GROUP token
-# tiles of 132 / GROUP feature tiles). 8 read weights or x again from DRAM where 2 or 4 keep them
-# in L2: runs 20261206T061610Z-64eb39 and 20261206T061748Z-104f22 (H100, CUDA graphs, the
-# heuristic's config at GROUP 1, 2, 4, 8, each checked against F.linear, then timed;
-# bench/results/h100/gemm_variants.jsonl), cuBLAS = 1, GROUP 8 -> this rule:
+# tiles of 132 / GROUP feature tiles). 8 was slower than 2 or 4 wherever they differ; why is not
+# established (counted in unique tiles, a wave of 8 x 16.5 moves as many bytes a k-block as one
+# of 4 x 32; not profiled). Runs 20261206T061610Z-64eb39 and 20261206T061748Z-104f22 (H100,
+# CUDA graphs, the heuristic's config at GROUP 1, 2, 4, 8, each checked against F.linear, then
+# timed; bench/results/h100/gemm_variants.jsonl, bench/NOTES.md session 10), cuBLAS = 1,
+# GROUP 8 -> this rule:
 #   fewer than 32 feature tiles (N < 4096), 2:  6144 x 2304 x 768 1.04x -> 1.24x,
 #     24576 x 3072 x 768 1.24x -> 1.38x, 24576 x 768 x 3072 1.09x -> 1.17x, 6144 x 3072 x 768
 #     1.13x / 1.18x -> 1.29x / 1.23x (two runs), 6144 x 768 x 3072 (BT 128) 0.99x -> 1.02x;
