@@ -117,6 +117,15 @@ def test_eager_frames_runs_without_a_gpu(stub):
         assert all(line.endswith("_linear_impl launch_guard launch get") for line in lines), lines
 
 
+@pytest.fixture
+def grad_mode_restored():
+    """bench.bert's main turns grad off for the process (a script's choice); tests after these
+    need it back."""
+    enabled = torch.is_grad_enabled()
+    yield
+    torch.set_grad_enabled(enabled)
+
+
 class _FakeQA(torch.nn.Module):
     """Stands in for BertForQuestionAnswering: logits of the right kind from any batch."""
 
@@ -128,7 +137,7 @@ class _FakeQA(torch.nn.Module):
 
 
 def test_bert_times_its_variants_in_turns_and_takes_the_median_of_the_rounds_ratios(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, grad_mode_restored):
     """Each round times dense, then sparse24; the speedup is the median of the rounds' ratios, not
     the ratio of the medians (here 2.0 against 2.2): a slow spell of the host in round 2 slows
     both variants of that round and cancels."""
@@ -160,7 +169,7 @@ def test_bert_times_its_variants_in_turns_and_takes_the_median_of_the_rounds_rat
 
 
 def test_a_variant_that_fails_in_a_later_round_fails_its_row_and_the_others_stand(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, grad_mode_restored):
     dense, sparse = _FakeQA(), _FakeQA()
     calls = []
 
