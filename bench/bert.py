@@ -10,10 +10,11 @@ sparsity tutorial. Rows per batch size and mode, measured in the same run:
   sparse24_sep  the same with sparsify_(fuse_qkv=False): the QKV lever's A/B.
 Timed as the tutorial does, with torch.utils.benchmark.Timer(...).blocked_autorange() after a
 warm-up, but in turns: each round times every variant of a batch size and mode once, dense first,
-for --rounds rounds; a row's time is the median of its rounds and its speedup the median of the
-rounds' dense / variant ratios. At batch 4 and 16 every model here is host-bound outside CUDA
-graphs, and the lent machines' host speed drifts by up to 1.7x within minutes (bench/NOTES.md,
-session 10): timed one variant after another, a slow spell landed on whichever ran in it. Modes:
+for --rounds rounds (after one untimed turn); a row's time is the median of its rounds and its speedup the
+median of the rounds' dense / variant ratios. At batch 4 and 16 eager rows are host-bound, and the
+lent machines' host speed drifts: dense eager at batch 16 took 4.62 to 9.21 ms across the three
+rounds of one H100 run (bench/NOTES.md, session 10); timed one variant after another, a slow spell
+landed on whichever ran in it. Modes:
 eager, torch.compile(fullgraph=True) ("default") and its mode="reduce-overhead" (CUDA graphs).
 Speedups are over dense in the same mode.
 
@@ -31,6 +32,7 @@ slowed process (bench/NOTES.md).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import statistics
@@ -238,6 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     # model with the same pruned weights. Informative only (not a gate): a 2:4 path whose logits
     # drift far from its own pruned dense model is computing something else.
     refs: dict[str, dict[int, torch.Tensor]] = {v: {} for v in variants}
+    # One code object (transformers' forward wrapper) is compiled for every variant, with a static
+    # graph beside the dynamic one where a batch size of 1 is timed: 2 entries a variant against
+    # dynamo's default limit of 8 (a ninth fails a fullgraph compile).
+    limits = contextlib.ExitStack()
+    limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+    limits.enter_context(torch._dynamo.config.patch(**{limit: max(8, 4 * len(variants))}))
     for mode in modes:
         # one dynamo cache per mode holding every variant's graph (its guards pick the model), so
         # that the variants of a batch size can be timed in turns
@@ -259,13 +267,12 @@ def main(argv: list[str] | None = None) -> int:
                     # a compile attempt each.
                     errors[v] = errors[v] or f"{row['error']} (first seen at bs {bs}; not retried)"
                 rows[v] = row
-            times = common.in_turns({v: row_timer(fns[v], batches[bs], rows[v], min_run_time)
-                                     for v in variants}, args.rounds)
+            time_in_turns(fns, batches[bs], rows, args.rounds, min_run_time)
+            dense_rounds = rows["dense"]["ms_rounds"] if rows["dense"]["ms"] else None
             for v, row in rows.items():
-                if row["status"] == "ok":
-                    row.update(ms=statistics.median(times[v]), ms_rounds=times[v], rounds=args.rounds)
-                if v != "dense" and row["ms"] and rows["dense"]["ms"]:
-                    row.update(common.ratio_summary(rows["dense"]["ms_rounds"], row["ms_rounds"]))
+                if v != "dense" and row["ms"] and dense_rounds:
+                    both = min(len(dense_rounds), len(row["ms_rounds"]))  # fewer if the turns stopped
+                    row.update(common.ratio_summary(dense_rounds[:both], row["ms_rounds"][:both]))
                 if bs in args.profile and v in PROFILED:
                     row["profile"] = f"bert_profile_{v}_{mode}_bs{bs}.txt"
                 rec.add(row)
@@ -278,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         del fns
         torch._dynamo.reset()
         torch.cuda.empty_cache()
+    limits.close()
 
     headers, lines, notes = tutorial_table(rec.rows, variants, batch_sizes, modes)
     notes = [
@@ -383,19 +391,56 @@ def first_call_row(fn, model, reference, batch, refs, bs, error) -> dict:
     return row
 
 
-def row_timer(fn, batch, row: dict, min_run_time: float):
-    """One round's timing of a row, for common.in_turns: ms, or None once the row has failed (a
-    failure in a later round, an out-of-memory say, fails the whole row)."""
+class ContextLost(RuntimeError):
+    """A variant's error left the CUDA context unusable (an illegal memory access, say): every
+    later call fails with it, so the turns of that batch size stop there."""
+
+
+def row_timer(fn, batch, row: dict, min_run_time: float, record: bool = True):
+    """One turn's timing of a row, for common.in_turns: appended to row["ms_rounds"] (``record``)
+    and returned; None once the row has failed (a failure in a later round, an out-of-memory say,
+    fails the whole row). Raises ContextLost where the failure broke the CUDA context."""
     def run() -> float | None:
         if row["status"] != "ok":
             return None
         try:
             with torch.inference_mode():
-                return time_tutorial(fn, batch, min_run_time)
+                ms = time_tutorial(fn, batch, min_run_time)
         except Exception as exc:  # noqa: BLE001
             row.update(status="failed", error=common.error_text(exc))
+            try:
+                torch.cuda.synchronize()
+            except Exception as lost:  # noqa: BLE001 - sticky: the other rows' turns fail too
+                raise ContextLost(f"{row['variant']}: {row['error']}") from lost
             return None
+        if record:
+            row["ms_rounds"].append(ms)
+        return ms
     return run
+
+
+def time_in_turns(fns: dict, batch, rows: dict, rounds: int, min_run_time: float) -> None:
+    """The rows of one batch size and mode timed in turns (dense first): one untimed turn, then
+    ``rounds``; each ok row gets ms (the median of its rounds), ms_rounds and rounds. The untimed
+    turn: the first ran 1.3-1.6x slower for every variant at batch 4 under reduce-overhead (H100,
+    runs 20261206T060114Z-817f74 and 20261206T062619Z-e64e08). If a variant's failure broke the
+    CUDA context, the turns stop: the other rows keep the rounds they finished, with a note."""
+    for row in rows.values():
+        row["ms_rounds"] = []
+    try:
+        common.in_turns({v: row_timer(fns[v], batch, row, min_run_time, record=False)
+                         for v, row in rows.items()}, 1)
+        common.in_turns({v: row_timer(fns[v], batch, row, min_run_time)
+                         for v, row in rows.items()}, rounds)
+    except ContextLost as lost:
+        for row in rows.values():
+            if row["status"] == "ok":
+                row["note"] = f"turns stopped after {len(row['ms_rounds'])} of {rounds} rounds: {lost}"
+    for row in rows.values():
+        if row["status"] == "ok" and not row["ms_rounds"]:
+            row.update(status="failed", error=row.pop("note", "no round finished"))
+        if row["status"] == "ok":
+            row.update(ms=statistics.median(row["ms_rounds"]), rounds=len(row["ms_rounds"]))
 
 
 def tutorial_table(rows, variants, batch_sizes, modes):

@@ -142,9 +142,9 @@ def back_to_back_us(fn: Callable[[], Any], calls: int, *, warmup: int = 20,
 def in_turns(timers: dict[str, Callable[[], float | None]], rounds: int) -> dict[str, list]:
     """Each timer called once a round, in the dict's order, for ``rounds`` rounds: what each
     returned (ms, or None for a variant that failed). A drift of the machine lands on every
-    variant of a round rather than on whichever was timed during it: the lent H100's host ran
-    BERT-base's dense forward at batch 16 in 3.13 ms in one process and 5.27 ms in another,
-    minutes apart (bench/NOTES.md, session 10)."""
+    variant of a round rather than on whichever was timed during it: on a lent H100, BERT-base's
+    dense eager forward at batch 16 took 4.62 to 9.21 ms across three rounds of one run
+    (bench/NOTES.md, session 10)."""
     times: dict[str, list] = {name: [] for name in timers}
     for _ in range(rounds):
         for name, timer in timers.items():

@@ -138,12 +138,12 @@ class _FakeQA(torch.nn.Module):
 
 def test_bert_times_its_variants_in_turns_and_takes_the_median_of_the_rounds_ratios(
         tmp_path, monkeypatch, grad_mode_restored):
-    """Each round times dense, then sparse24; the speedup is the median of the rounds' ratios, not
-    the ratio of the medians (here 2.0 against 2.2): a slow spell of the host in round 2 slows
-    both variants of that round and cancels."""
+    """Each round times dense, then sparse24, after one untimed turn; the speedup is the median of
+    the rounds' ratios, not the ratio of the medians (here 2.0 against 2.2): a slow spell of the
+    host in round 2 slows both variants of that round and cancels."""
     dense, sparse = _FakeQA(), _FakeQA()
     name = {id(dense): "dense", id(sparse): "sparse24"}
-    planned = {"dense": [2.0, 4.0, 2.2], "sparse24": [1.0, 4.0, 1.0]}
+    planned = {"dense": [9.0, 2.0, 4.0, 2.2], "sparse24": [9.0, 1.0, 4.0, 1.0]}  # a warm-up turn first
     order = []
 
     def fake_time(fn, batch, min_run_time):
@@ -159,9 +159,10 @@ def test_bert_times_its_variants_in_turns_and_takes_the_median_of_the_rounds_rat
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
     assert bert.main(["--variants", "sparse24,dense", "--modes", "eager", "--batch-sizes", "4",
                       "--rounds", "3", "--seq-len", "8", "--no-plot", "--out-dir", str(tmp_path)]) == 0
-    assert order == ["dense", "sparse24"] * 3
+    assert order == ["dense", "sparse24"] * 4
     rows = {r["variant"]: r for r in bert.common.read_jsonl(tmp_path / "bert.jsonl")}
-    assert rows["dense"]["ms_rounds"] == planned["dense"] and rows["dense"]["ms"] == 2.2
+    assert rows["dense"]["ms_rounds"] == planned["dense"][1:] and rows["dense"]["ms"] == 2.2
+    assert rows["dense"]["rounds"] == 3
     assert rows["sparse24"]["ms"] == 1.0
     assert (rows["sparse24"]["speedup"], rows["sparse24"]["speedup_min"],
             rows["sparse24"]["speedup_max"]) == (2.0, 1.0, 2.2)
@@ -175,7 +176,7 @@ def test_a_variant_that_fails_in_a_later_round_fails_its_row_and_the_others_stan
 
     def fake_time(fn, batch, min_run_time):
         calls.append(fn)
-        if fn is sparse and calls.count(sparse) == 2:
+        if fn is sparse and calls.count(sparse) == 3:  # its second timed round
             raise RuntimeError("CUDA out of memory")
         return 1.0
 
@@ -188,8 +189,45 @@ def test_a_variant_that_fails_in_a_later_round_fails_its_row_and_the_others_stan
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
     assert bert.main(["--variants", "dense,sparse24", "--modes", "eager", "--batch-sizes", "4",
                       "--rounds", "3", "--seq-len", "8", "--no-plot", "--out-dir", str(tmp_path)]) == 0
-    assert calls.count(sparse) == 2 and calls.count(dense) == 3  # not timed again once failed
+    assert calls.count(sparse) == 3 and calls.count(dense) == 4  # not timed again once failed
     rows = {r["variant"]: r for r in bert.common.read_jsonl(tmp_path / "bert.jsonl")}
     assert rows["dense"]["status"] == "ok" and rows["dense"]["ms"] == 1.0
     assert rows["sparse24"]["status"] == "failed" and rows["sparse24"]["ms"] is None
     assert "out of memory" in rows["sparse24"]["error"] and rows["sparse24"]["speedup"] is None
+
+
+def test_a_failure_that_breaks_the_cuda_context_stops_the_turns_and_spares_the_others(
+        tmp_path, monkeypatch, grad_mode_restored):
+    """An error after which every CUDA call fails (an illegal memory access) is sparse24's, not
+    dense's: dense keeps the round it finished, with a note, and is not timed in the broken
+    context; sparse24's row fails with its own error."""
+    dense, sparse = _FakeQA(), _FakeQA()
+    calls, broken = [], []
+
+    def fake_time(fn, batch, min_run_time):
+        if broken:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        calls.append(fn)
+        if fn is sparse and calls.count(sparse) == 3:
+            broken.append(True)
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return 2.0 if fn is dense else 1.0
+
+    def synchronize():
+        if broken:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(bert.common, "require_cuda", lambda script: None)
+    monkeypatch.setattr(bert, "build_dense", lambda dtype: dense)
+    monkeypatch.setattr(bert, "build_sparse24", lambda d, fuse_qkv=True: (sparse, dense, {}))
+    monkeypatch.setattr(bert, "make_batches",
+                        lambda sizes, seq: {bs: {"input_ids": torch.ones(bs, seq)} for bs in sizes})
+    monkeypatch.setattr(bert, "time_tutorial", fake_time)
+    monkeypatch.setattr(torch.cuda, "synchronize", synchronize)
+    assert bert.main(["--variants", "dense,sparse24", "--modes", "eager", "--batch-sizes", "4",
+                      "--rounds", "3", "--seq-len", "8", "--no-plot", "--out-dir", str(tmp_path)]) == 0
+    rows = {r["variant"]: r for r in bert.common.read_jsonl(tmp_path / "bert.jsonl")}
+    assert rows["dense"]["status"] == "ok" and rows["dense"]["ms_rounds"] == [2.0, 2.0]
+    assert "stopped after 2 of 3 rounds" in rows["dense"]["note"] and "sparse24" in rows["dense"]["note"]
+    assert rows["sparse24"]["status"] == "failed" and "illegal memory" in rows["sparse24"]["error"]
+    assert rows["sparse24"]["speedup"] is None

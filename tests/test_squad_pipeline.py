@@ -229,6 +229,19 @@ def test_markdown_table_and_speed_rows(tmp_path):
         report.load_speed_rows(tmp_path / "none.json")
 
 
+def test_speed_rows_take_the_bert_benchs_own_speedup(tmp_path):
+    """A bench.bert run timed in turns carries the median of its rounds' ratios; the SQuAD table
+    prints that, as bert.md and bench.goals do, not the ratio of the two medians."""
+    lines = [{"run_id": "r", "variant": "dense", "batch_size": 16, "seq_len": 384, "compiled": False,
+              "ms": 4.77},
+             {"run_id": "r", "variant": "sparse24", "batch_size": 16, "seq_len": 384,
+              "compiled": False, "ms": 8.95, "speedup": 0.88}]
+    path = tmp_path / "bert.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    md = report.markdown_table(_fake_results(), report.load_speed_rows(path))
+    assert "| Time (bs=16, seq=384) ms | 4.77 | 8.95 | 0.880x |" in md  # not 4.77 / 8.95 = 0.533x
+
+
 def test_speed_rows_from_the_bert_bench_jsonl(tmp_path, seed):
     rng = random.Random(seed)
     ms = {bs: rng.uniform(5, 50) for bs in (4, 16)}

@@ -480,6 +480,25 @@ def test_tile_order_rule(monkeypatch, m, n, k, bt, group):
         gemm.heuristic_config.cache_clear()
 
 
+def test_a_config_tuned_before_the_tile_order_rule_takes_the_rules_order(monkeypatch):
+    """A cached 128/256-token config with GROUP 8 (the only order the pool offered before the
+    rule) runs in the rule's order; another GROUP, or a smaller tile's 8, runs as tuned."""
+    import torch
+
+    from sparse24.ops import gemm
+
+    cuda = _pretend_sm90(monkeypatch, True)
+    old = {"family": "wgmma", "BT": 256, "STAGES": 2, "GROUP": 8}
+    for tuned, n, served in [(old, 768, old | {"GROUP": 2}), (old, 14336, old | {"GROUP": 4}),
+                             (old | {"GROUP": 1}, 768, old | {"GROUP": 1}),
+                             ({"family": "wgmma", "BT": 64, "STAGES": 6, "GROUP": 8, "META_RING": 1},
+                              768, None)]:
+        monkeypatch.setattr(gemm.configs, "tuned", lambda *a, tuned=tuned: tuned)
+        m = 512 if tuned["BT"] == 64 else 4096
+        assert gemm.choose_config(m, n, 768, torch.float16, cuda) == (served or tuned), (tuned, n)
+    assert old["GROUP"] == 8  # the cached entry itself untouched
+
+
 def test_mid_token_tile_of_32_only_where_64_leaves_sms_idle():
     assert wgmma.mid_token_tile(384, 768) == 32  # 6 x 6 = 36 programs at 64
     assert wgmma.mid_token_tile(1024, 768) == 64  # 6 x 16 = 96
@@ -499,7 +518,7 @@ def test_cached_config_across_the_rule_is_not_used(monkeypatch):
     cuda = _pretend_sm90(monkeypatch, True)
     old_mma = {"family": "mma", "BLOCK_F": 128, "BLOCK_T": 32, "GROUP_T": 8, "PREFETCH": 1,
                "SPLIT_K": 1, "num_warps": 4, "num_stages": 1}
-    tuned = {"family": "wgmma", "BT": 128, "STAGES": 3, "GROUP": 8}
+    tuned = {"family": "wgmma", "BT": 128, "STAGES": 3, "GROUP": 2}  # the tile-order rule's at 768 rows
     try:
         monkeypatch.setattr(configs, "tuned", lambda *a: old_mma)
         assert gemm.choose_config(4096, 768, 768, torch.float16, cuda)["family"] == "wgmma"

@@ -107,7 +107,8 @@ def choose_config(m: int, n: int, k: int, dtype: torch.dtype, device: torch.devi
     # wgmma family existed), or with a wgmma token tile far from M, is not used (_may_serve)
     if (cached is not None and config_fits(cached, n, k)
             and _may_serve(cached, m, n, device)):
-        return cached
+        served = getattr(FAMILIES[cached["family"]], "served", None)
+        return cached if served is None else served(cached, n)
     config = heuristic_config(m, n, k, device)
     if device.type != "cuda" and config["family"] == "mma":
         raise AssertionError("the mma family needs a GPU")

@@ -280,13 +280,16 @@ _RING_128_STAGES = 3
 
 # The persistent grid's tile order for token tiles of 128 and 256 (GROUP: token tiles walked per
 # feature tile before the next feature tile; with 132 programs in flight a wave covers GROUP token
-# tiles of 132 / GROUP feature tiles). 8 was slower than 2 or 4 wherever they differ; why is not
-# established (counted in unique tiles, a wave of 8 x 16.5 moves as many bytes a k-block as one
-# of 4 x 32; not profiled). Runs 20261206T061610Z-64eb39 and 20261206T061748Z-104f22 (H100,
-# CUDA graphs, the heuristic's config at GROUP 1, 2, 4, 8, each checked against F.linear, then
-# timed; bench/results/h100/gemm_variants.jsonl, bench/NOTES.md session 10), cuBLAS = 1,
-# GROUP 8 -> this rule:
-#   fewer than 32 feature tiles (N < 4096), 2:  6144 x 2304 x 768 1.04x -> 1.24x,
+# tiles of 132 / GROUP feature tiles). Of the 20 shape-runs of the sweep where 8 and the rule's
+# pick give different orders, 8 was slower at 15, equal at 3 (4096 x 11008 x 4096; two grids of
+# one wave), faster at 2 (4096 x 4096 x 11008 in one of two runs, 1.28x against 1.17x; 1536 x
+# 3072 x 768, 0.99x against 0.98x). Why is not established (counted in unique tiles, a wave of
+# 8 x 16.5 moves as many bytes a k-block as one of 4 x 32; not profiled). Runs
+# 20261206T061610Z-64eb39 and 20261206T061748Z-104f22 (H100, CUDA graphs, the heuristic's config
+# at GROUP 1, 2, 4, 8, each checked against F.linear, then timed;
+# bench/results/h100/gemm_variants.jsonl, bench/NOTES.md session 10), cuBLAS = 1, GROUP 8 ->
+# this rule:
+#   fewer than 32 feature tiles (n <= 3968), 2:  6144 x 2304 x 768 1.04x -> 1.24x,
 #     24576 x 3072 x 768 1.24x -> 1.38x, 24576 x 768 x 3072 1.09x -> 1.17x, 6144 x 3072 x 768
 #     1.13x / 1.18x -> 1.29x / 1.23x (two runs), 6144 x 768 x 3072 (BT 128) 0.99x -> 1.02x;
 #   32 and more, 4:  2048 x 4096 x 4096 1.21x -> 1.45x, 8192^3 1.27x -> 1.45x, 2048 x 28672 x 4096
@@ -302,6 +305,16 @@ _FEW_FEATURE_TILES = 32
 def tile_group(n: int) -> int:
     """GROUP of the 128- and 256-token tiles' order for a weight of n rows (see above)."""
     return 2 if -(-n // 128) < _FEW_FEATURE_TILES else 4
+
+
+def served(cfg: dict, n: int) -> dict:
+    """A tuned config as linear runs it. Entries tuned before the tile-order rule (f6bd302) hold
+    GROUP 8 at 128- and 256-token tiles, the only order their pool offered (the tuner chose the
+    tile and the ring, never the order): they take the rule's order. Any other GROUP, and every
+    other field, is served as tuned."""
+    if cfg["BT"] >= 128 and cfg.get("GROUP") == 8:
+        return cfg | {"GROUP": tile_group(n)}
+    return cfg
 
 
 def mid_token_tile(m: int, n: int) -> int:

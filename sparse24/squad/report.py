@@ -80,12 +80,14 @@ def _pivot_bench_rows(records: list[dict], path: Path) -> list[dict]:
     """Long-format rows of ``bench/bert.py`` (one per variant, batch size and compile setting)
     to wide rows: dense and sparse24 milliseconds side by side, from the latest run in the file."""
     run_id = records[-1].get("run_id")
-    timed = {}
+    timed, speedups = {}, {}
     for r in records:
         if r.get("run_id") == run_id and r.get("ms") is not None:
             mode = (r.get("compile_mode") or "default") if r.get("compiled") else "eager"
             key = (_MODES.index(mode), r["batch_size"], r.get("seq_len"))
             timed[key, r["variant"]] = r["ms"]
+            if r["variant"] == "sparse24" and r.get("speedup") is not None:
+                speedups[key] = r["speedup"]  # a run in turns: the median of its rounds' ratios
     rows = []
     # Eager, compiled, reduce-overhead; then by batch size (seq_len may be missing: not sorted on).
     for key, variant in sorted(timed, key=lambda kv: kv[0][:2]):
@@ -94,6 +96,8 @@ def _pivot_bench_rows(records: list[dict], path: Path) -> list[dict]:
         mode, bs, seq = key
         row = {"batch_size": bs, "compiled": mode > 0, "mode": _MODES[mode]}
         row.update(dense_ms=timed[key, "dense"], sparse_ms=timed[key, "sparse24"])
+        if key in speedups:
+            row["speedup"] = speedups[key]
         if seq is not None:
             row["seq_len"] = seq
         rows.append(row)
@@ -158,7 +162,9 @@ def markdown_table(results: dict, speed_rows: Sequence[dict] = ()) -> str:
         if row.get("compiled"):
             mode = row.get("mode", "default")
             label += ", compiled" if mode == "default" else f", compiled {mode}"
-        speedup = row["dense_ms"] / row["sparse_ms"]
+        # bench/bert.py's own figure where it has one (timed in turns, the median of the rounds'
+        # ratios), else the ratio of the two medians
+        speedup = row.get("speedup") or row["dense_ms"] / row["sparse_ms"]
         lines.append(
             f"| Time ({label}) ms | {row['dense_ms']:.2f} | {row['sparse_ms']:.2f} "
             f"| {speedup:.3f}x |"

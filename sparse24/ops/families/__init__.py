@@ -11,6 +11,8 @@ The interface, as module-level names:
 - ``heuristic(m, n, k, sms) -> dict``: a config without tuning; ``sms``, the SM count (1 off
   CUDA), is passed in, so it is a pure function of ints;
 - ``fits(config, n, k) -> bool``: whether a config (a cached one, say) can serve an [n, k] weight;
+- ``served(config, n) -> dict`` (optional): a cached config as it runs (the sm90 family gives
+  entries tuned before its tile-order rule the rule's order);
 - ``launch(x2, values, meta, bias, y, activation, cfg) -> None``: y = act(x2 @ W^T + bias);
 - ``plan_launch(cfg, m, n, k, dtype, device)`` (optional): a callable, called as ``launch`` is
   and only by ``gemm._linear_impl`` (x2 [m, k] with unit stride along K, y fresh and
@@ -43,6 +45,7 @@ wgmma_family = SimpleNamespace(
     candidates=wgmma.candidates,
     heuristic=wgmma.heuristic_config,
     fits=_any_shape,
+    served=wgmma.served,
     launch=wgmma.launch,
     plan_launch=wgmma.PlannedLaunch,
 )
