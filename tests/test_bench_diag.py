@@ -136,6 +136,22 @@ class _FakeQA(torch.nn.Module):
         return SimpleNamespace(start_logits=ones, end_logits=ones)
 
 
+def _run_bert_on_fakes(monkeypatch, tmp_path, dense, sparse, fake_time, variants="dense,sparse24",
+                       synchronize=lambda: None) -> dict:
+    """bench.bert's main, eager at batch 4, 3 rounds, on stand-in models with ``fake_time`` as
+    its timer; its rows by variant."""
+    monkeypatch.setattr(bert.common, "require_cuda", lambda script: None)
+    monkeypatch.setattr(bert, "build_dense", lambda dtype: dense)
+    monkeypatch.setattr(bert, "build_sparse24", lambda d, fuse_qkv=True: (sparse, dense, {}))
+    monkeypatch.setattr(bert, "make_batches",
+                        lambda sizes, seq: {bs: {"input_ids": torch.ones(bs, seq)} for bs in sizes})
+    monkeypatch.setattr(bert, "time_tutorial", fake_time)
+    monkeypatch.setattr(torch.cuda, "synchronize", synchronize)
+    assert bert.main(["--variants", variants, "--modes", "eager", "--batch-sizes", "4",
+                      "--rounds", "3", "--seq-len", "8", "--no-plot", "--out-dir", str(tmp_path)]) == 0
+    return {r["variant"]: r for r in bert.common.read_jsonl(tmp_path / "bert.jsonl")}
+
+
 def test_bert_times_its_variants_in_turns_and_takes_the_median_of_the_rounds_ratios(
         tmp_path, monkeypatch, grad_mode_restored):
     """Each round times dense, then sparse24, after one untimed turn; the speedup is the median of
@@ -150,17 +166,8 @@ def test_bert_times_its_variants_in_turns_and_takes_the_median_of_the_rounds_rat
         order.append(name[id(fn)])
         return planned[name[id(fn)]][order.count(name[id(fn)]) - 1]
 
-    monkeypatch.setattr(bert.common, "require_cuda", lambda script: None)
-    monkeypatch.setattr(bert, "build_dense", lambda dtype: dense)
-    monkeypatch.setattr(bert, "build_sparse24", lambda d, fuse_qkv=True: (sparse, dense, {}))
-    monkeypatch.setattr(bert, "make_batches",
-                        lambda sizes, seq: {bs: {"input_ids": torch.ones(bs, seq)} for bs in sizes})
-    monkeypatch.setattr(bert, "time_tutorial", fake_time)
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
-    assert bert.main(["--variants", "sparse24,dense", "--modes", "eager", "--batch-sizes", "4",
-                      "--rounds", "3", "--seq-len", "8", "--no-plot", "--out-dir", str(tmp_path)]) == 0
+    rows = _run_bert_on_fakes(monkeypatch, tmp_path, dense, sparse, fake_time, "sparse24,dense")
     assert order == ["dense", "sparse24"] * 4
-    rows = {r["variant"]: r for r in bert.common.read_jsonl(tmp_path / "bert.jsonl")}
     assert rows["dense"]["ms_rounds"] == planned["dense"][1:] and rows["dense"]["ms"] == 2.2
     assert rows["dense"]["rounds"] == 3
     assert rows["sparse24"]["ms"] == 1.0
@@ -180,17 +187,8 @@ def test_a_variant_that_fails_in_a_later_round_fails_its_row_and_the_others_stan
             raise RuntimeError("CUDA out of memory")
         return 1.0
 
-    monkeypatch.setattr(bert.common, "require_cuda", lambda script: None)
-    monkeypatch.setattr(bert, "build_dense", lambda dtype: dense)
-    monkeypatch.setattr(bert, "build_sparse24", lambda d, fuse_qkv=True: (sparse, dense, {}))
-    monkeypatch.setattr(bert, "make_batches",
-                        lambda sizes, seq: {bs: {"input_ids": torch.ones(bs, seq)} for bs in sizes})
-    monkeypatch.setattr(bert, "time_tutorial", fake_time)
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
-    assert bert.main(["--variants", "dense,sparse24", "--modes", "eager", "--batch-sizes", "4",
-                      "--rounds", "3", "--seq-len", "8", "--no-plot", "--out-dir", str(tmp_path)]) == 0
+    rows = _run_bert_on_fakes(monkeypatch, tmp_path, dense, sparse, fake_time)
     assert calls.count(sparse) == 3 and calls.count(dense) == 4  # not timed again once failed
-    rows = {r["variant"]: r for r in bert.common.read_jsonl(tmp_path / "bert.jsonl")}
     assert rows["dense"]["status"] == "ok" and rows["dense"]["ms"] == 1.0
     assert rows["sparse24"]["status"] == "failed" and rows["sparse24"]["ms"] is None
     assert "out of memory" in rows["sparse24"]["error"] and rows["sparse24"]["speedup"] is None
@@ -217,16 +215,8 @@ def test_a_failure_that_breaks_the_cuda_context_stops_the_turns_and_spares_the_o
         if broken:
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
-    monkeypatch.setattr(bert.common, "require_cuda", lambda script: None)
-    monkeypatch.setattr(bert, "build_dense", lambda dtype: dense)
-    monkeypatch.setattr(bert, "build_sparse24", lambda d, fuse_qkv=True: (sparse, dense, {}))
-    monkeypatch.setattr(bert, "make_batches",
-                        lambda sizes, seq: {bs: {"input_ids": torch.ones(bs, seq)} for bs in sizes})
-    monkeypatch.setattr(bert, "time_tutorial", fake_time)
-    monkeypatch.setattr(torch.cuda, "synchronize", synchronize)
-    assert bert.main(["--variants", "dense,sparse24", "--modes", "eager", "--batch-sizes", "4",
-                      "--rounds", "3", "--seq-len", "8", "--no-plot", "--out-dir", str(tmp_path)]) == 0
-    rows = {r["variant"]: r for r in bert.common.read_jsonl(tmp_path / "bert.jsonl")}
+    rows = _run_bert_on_fakes(monkeypatch, tmp_path, dense, sparse, fake_time,
+                              synchronize=synchronize)
     assert rows["dense"]["status"] == "ok" and rows["dense"]["ms_rounds"] == [2.0, 2.0]
     assert "stopped after 2 of 3 rounds" in rows["dense"]["note"] and "sparse24" in rows["dense"]["note"]
     assert rows["sparse24"]["status"] == "failed" and "illegal memory" in rows["sparse24"]["error"]
