@@ -102,7 +102,7 @@ def main() -> int:
     parser.add_argument("--groups", type=lambda t: tuple(int(v) for v in t.split(",")), default=(),
                         help="time each sm90 config with each of these GROUP values (token tiles "
                              "per feature tile in the persistent grid's tile order; default: as the "
-                             "pool offers them, wgmma.tile_group's at 128-256-token tiles, 8 below)")
+                             "pool offers them, wgmma.tile_group's)")
     parser.add_argument("--top", type=int, default=5)
     parser.add_argument("--min-tile-tokens", type=int, default=0,
                         help="skip configs whose token tile (BLOCK_M or BLOCK_T) is smaller")

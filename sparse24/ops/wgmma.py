@@ -144,8 +144,7 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
                 for drain in asm_loops:
                     if drain and bt not in wgmma_asm.LOOP_TOKEN_TILES:
                         continue
-                    cfg = {"family": "wgmma", "BT": bt, "STAGES": stages,
-                           "GROUP": tile_group(n) if bt >= 128 else 8}
+                    cfg = {"family": "wgmma", "BT": bt, "STAGES": stages, "GROUP": tile_group(n, bt)}
                     if drain:
                         cfg["ASM_LOOP"] = drain
                     if split > 1:
@@ -216,8 +215,8 @@ def few_token_config(m: int, n: int, k: int) -> dict | None:
     if m > FEW_TOKEN_MAX:
         return None
     bt = few_token_tile(m, n)
-    cfg = {"family": "wgmma", "BT": bt, "STAGES": few_token_stages(m, bt), "GROUP": 8,
-           "META_RING": 1}
+    cfg = {"family": "wgmma", "BT": bt, "STAGES": few_token_stages(m, bt),
+           "GROUP": tile_group(n, bt), "META_RING": 1}
     if -(-n // 128) < _FEW_TILES and k > _SHORT_K:
         if n % 64:
             # a split's float32 partials of a ragged N have not run on a GPU at few tokens: such
@@ -248,10 +247,10 @@ def heuristic_config(m: int, n: int, k: int, sms: int = 132) -> dict:
     if bt == 64:
         return mid_token_config(m, n)
     if bt == 128:
-        return {"family": "wgmma", "BT": 128, "STAGES": _RING_128_STAGES, "GROUP": tile_group(n),
-                "META_RING": 1}
+        return {"family": "wgmma", "BT": 128, "STAGES": _RING_128_STAGES,
+                "GROUP": tile_group(n, 128), "META_RING": 1}
     stages = max(s for s in range(2, 7) if shared_bytes(bt, s) <= MAX_SHARED_BYTES)
-    return {"family": "wgmma", "BT": bt, "STAGES": stages, "GROUP": tile_group(n)}
+    return {"family": "wgmma", "BT": bt, "STAGES": stages, "GROUP": tile_group(n, bt)}
 
 
 # Where the estimate above picks 64-token tiles (65 to about 1000 tokens on BERT-base's weights,
@@ -302,8 +301,10 @@ _RING_128_STAGES = 3
 _FEW_FEATURE_TILES = 32
 
 
-def tile_group(n: int) -> int:
-    """GROUP of the 128- and 256-token tiles' order for a weight of n rows (see above)."""
+def tile_group(n: int, bt: int) -> int:
+    """GROUP of the tile order for a weight of n rows and token tiles of bt (see above)."""
+    if bt < 128:
+        return 8
     return 2 if -(-n // 128) < _FEW_FEATURE_TILES else 4
 
 
@@ -312,8 +313,8 @@ def served(cfg: dict, n: int) -> dict:
     GROUP 8 at 128- and 256-token tiles, the only order their pool offered (the tuner chose the
     tile and the ring, never the order): they take the rule's order. Any other GROUP, and every
     other field, is served as tuned."""
-    if cfg["BT"] >= 128 and cfg.get("GROUP") == 8:
-        return cfg | {"GROUP": tile_group(n)}
+    if cfg.get("GROUP") == 8:
+        return cfg | {"GROUP": tile_group(n, cfg["BT"])}
     return cfg
 
 
@@ -324,8 +325,9 @@ def mid_token_tile(m: int, n: int) -> int:
 
 def mid_token_config(m: int, n: int) -> dict:
     """The sm90 config where the token-tile estimate picks 64 (see above)."""
-    return {"family": "wgmma", "BT": mid_token_tile(m, n), "STAGES": _MID_TOKEN_STAGES,
-            "GROUP": 8, "META_RING": 1}
+    bt = mid_token_tile(m, n)
+    return {"family": "wgmma", "BT": bt, "STAGES": _MID_TOKEN_STAGES, "GROUP": tile_group(n, bt),
+            "META_RING": 1}
 
 
 @functools.lru_cache(maxsize=None)
