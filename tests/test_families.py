@@ -227,7 +227,7 @@ def test_a_plan_is_made_once_per_problem(plans, recorders, monkeypatch):
         ops.linear(x, values, meta)
     ops.linear(x[:3], values, meta)  # another M: another plan
     assert asked == [(M, N, K, torch.float16, x.device), (3, N, K, torch.float16, x.device)]
-    assert plans[asked[0]] == (dot.launch, gemm.heuristic_config(M, N, K, x.device))
+    assert plans[asked[0]] == (dot.launch, gemm.heuristic_config(M, N, K, x.device), False)
     assert len(recorders["dot"].calls) == 4
 
 
@@ -239,10 +239,49 @@ def test_an_sm90_plan_holds_its_planned_launch(plans, monkeypatch):
     cfg = {"family": "wgmma", "BT": 128, "STAGES": 4, "GROUP": 8}
     monkeypatch.setattr(gemm, "choose_config", lambda *key: cfg)
     key = (300, 512, 256, torch.float16, torch.device("cuda", 1))
-    launch, held = gemm._plan(key)
+    launch, held, takes_rows = gemm._plan(key)
     assert isinstance(launch, wgmma.PlannedLaunch) and held is cfg and launch.cfg is cfg
     assert (launch.n, launch.k, launch.device) == (512, 256, 1)
-    assert plans[key] == (launch, cfg)
+    assert plans[key] == (launch, cfg, True) and takes_rows  # it reads N-D x and y's rows
+
+
+class TakesRows:
+    """A plan's launch that takes N-D rows (as wgmma.PlannedLaunch does): records what it got."""
+    takes_rows = True
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, x2, values, meta, bias, y, activation, cfg):
+        self.calls.append((x2, y))
+
+
+@pytest.mark.parametrize("takes_rows", [True, False])
+def test_linear_hands_n_d_rows_only_to_a_launch_that_takes_them(plans, monkeypatch, takes_rows):
+    """_linear_impl passes a contiguous N-D x as it is, with y made in its final shape, to a
+    plan's launch that takes rows (no reshape per call), and 2-D views of the same memory to
+    one that does not; an x whose rows are not evenly spaced (permuted) arrives as a contiguous
+    2-D copy, and a 1-D x as one row. The output always has x's leading dims."""
+    values, meta = packed()
+    launch = TakesRows()
+    launch.takes_rows = takes_rows
+    monkeypatch.setattr(gemm, "_plan", lambda key: plans.setdefault(key, (launch, DOT, takes_rows)))
+    x = torch.randn(2, 3, K, dtype=torch.float16)
+    y = ops.linear(x, values, meta)
+    got_x, got_y = launch.calls[-1]
+    assert y.shape == (2, 3, N)
+    if takes_rows:
+        assert got_x is x and got_y is y
+    else:
+        assert got_x.shape == (6, K) and got_x.data_ptr() == x.data_ptr()
+        assert got_y.shape == (6, N) and got_y.data_ptr() == y.data_ptr()
+    permuted = torch.randn(3, 2, K, dtype=torch.float16).permute(1, 0, 2)
+    assert ops.linear(permuted, values, meta).shape == (2, 3, N)
+    got_x, got_y = launch.calls[-1]
+    assert got_x.shape == (6, K) and got_x.is_contiguous() and got_y.shape == (6, N)
+    assert torch.equal(got_x, permuted.reshape(6, K))
+    assert ops.linear(x[0, 0], values, meta).shape == (N,)
+    assert launch.calls[-1][0].shape == (1, K)
 
 
 @pytest.fixture

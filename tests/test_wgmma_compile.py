@@ -765,6 +765,36 @@ def test_a_planned_launch_keeps_the_descriptors_launch_arguments(monkeypatch):
     assert len(entry[3]) == 1 and len(entry[4]) == 2
 
 
+def test_a_planned_launch_takes_n_d_rows_as_their_2_d_view(monkeypatch):
+    """A PlannedLaunch takes a contiguous N-D x and y (takes_rows: _linear_impl skips their
+    reshapes): the first call, which learns through wgmma.launch, gets their 2-D views; later
+    calls key x by its address and row stride and y by its address, so 3-D and 2-D views of
+    the same memory share one set of kept arguments, and launch with exactly the arguments
+    the 2-D call does."""
+    import torch
+
+    verified, launches, direct_calls = _fake_launch_path(monkeypatch, direct_launcher=True)
+    cfg = {"family": "wgmma", "BT": 128, "STAGES": 4, "GROUP": 8}
+    x, values, meta, y = _launch_operands()
+    x3, y3 = x.view(3, 100, 256), y.view(3, 100, 512)
+    planned = wgmma.PlannedLaunch(cfg, 300, 512, 256, torch.float16, torch.device("cuda", 0))
+    assert planned.takes_rows
+    planned(x3, values, meta, None, y3, 2, cfg)  # learns: wgmma.launch with 2-D views
+    [(grid, args, constexprs)] = launches
+    assert args[1].base.shape == (300, 256) and args[1].base.data_ptr() == x.data_ptr()
+    assert args[2].base.shape == (300, 512) and args[2].base.data_ptr() == y.data_ptr()
+    fills = type(planned.direct[next(iter(planned.direct))][0]).fills
+    planned(x3, values, meta, None, y3, 2, cfg)
+    made = len(fills)
+    planned(x, values, meta, None, y, 2, cfg)
+    assert len(fills) == made  # the 2-D views: the same keys, nothing made again
+    assert direct_calls[-1] == direct_calls[-2]
+    assert direct_calls[-1][2] == ("expanded", (
+        "descriptor", 0, values.data_ptr(), 512, 128, 128, 1,
+        "descriptor", 1, x.data_ptr(), 300, 256, 256, 1,
+        "descriptor", 2, y.data_ptr(), 300, 512, 512, 1))
+
+
 @pytest.mark.parametrize("asm_loop", [0, 2])
 def test_constexprs_follow_the_kernel_signature(asm_loop):
     """CachedLaunch and DescriptorLauncher pass the constexprs by position: their order must be

@@ -214,7 +214,8 @@ def test_linear_through_its_planned_launch(dtype, monkeypatch):
     (its kept direct launches): bit for bit the outputs of the cached launch path, for each
     epilogue and bias dtype it keeps apart (unsplit at 1000 and 4097 tokens; gated, paired in
     the kernel), a fresh x each call, then each x again with the earlier output freed (x's and
-    y's kept launch arguments reused); wgmma.launch entered only by the call that learns."""
+    y's kept launch arguments reused), then as 3-D x (its rows read without a reshape);
+    wgmma.launch entered only by the call that learns."""
     import triton
 
     from sparse24.ops import gemm, triton_internals
@@ -243,7 +244,7 @@ def test_linear_through_its_planned_launch(dtype, monkeypatch):
             triton_internals.DescriptorLauncher.enabled = True
         entered.clear()
         planned = [ops.linear(x, values, meta, bias, activation) for x in xs]
-        launch, cfg = gemm._plans[(m, n, k, dtype, xs[0].device)]
+        launch, cfg, _ = gemm._plans[(m, n, k, dtype, xs[0].device)]
         case = (m, n, k, bias_dtype, activation, cfg)
         assert isinstance(launch, wgmma.PlannedLaunch), case
         direct = cfg.get("SPLIT_K", 1) == 1 and triton.__version__.startswith(("3.6", "3.9"))
@@ -252,6 +253,9 @@ def test_linear_through_its_planned_launch(dtype, monkeypatch):
         del planned[1:]
         for x, want in zip(xs, cached):  # each output freed before the next call
             assert torch.equal(ops.linear(x, values, meta, bias, activation), want), case
+        for x, want in zip(xs, cached):  # 3-D x: the planned launch reads its rows unreshaped
+            rows3 = ops.linear(x.unsqueeze(0), values, meta, bias, activation)
+            assert rows3.shape == (1, *want.shape) and torch.equal(rows3[0], want), case
         if direct:  # only the first planned call entered launch (to learn); the rest went direct
             assert len(entered) == 1 and launch.direct, (case, entered)
         if activation not in GATED:

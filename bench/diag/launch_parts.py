@@ -88,7 +88,7 @@ def parts(m: int, n: int, k: int) -> dict:
 
     key = (m, n, k, torch.float16, x.device)  # cuda:0: the plan keys on the index
     ops.linear(x, values, meta)  # plans the problem
-    planned, plan_cfg = gemm._plans[key]
+    planned, plan_cfg, _ = gemm._plans[key]
     if not isinstance(planned, wgmma.PlannedLaunch):
         raise SystemExit(f"the plan holds {planned!r}, not a wgmma.PlannedLaunch")
 
@@ -97,12 +97,12 @@ def parts(m: int, n: int, k: int) -> dict:
         PlannedLaunch.keep_arguments set."""
         def wrap(fn):
             def run():
-                gemm._plans[key] = (planned if use else wgmma.launch, plan_cfg)
+                gemm._plans[key] = (planned if use else wgmma.launch, plan_cfg, use)
                 wgmma.PlannedLaunch.keep_arguments = keep_arguments
                 try:
                     fn()
                 finally:
-                    gemm._plans[key] = (planned, plan_cfg)
+                    gemm._plans[key] = (planned, plan_cfg, True)
                     wgmma.PlannedLaunch.keep_arguments = True
             return run
         return wrap

@@ -129,10 +129,10 @@ def run_config(x2, values, meta, bias, activation: int, cfg: dict, out=None) -> 
 
 
 # -------------------------------------------------------------------------------------- plans
-# (M, N, K, dtype, device) -> (the family's launch, or its plan_launch for this plan, config):
-# what choose_config decided for the problem, so that a repeated call skips choosing
-# (choose_config, configs.tuned and run_config were 3 of its 19 Python frames on a CPU,
-# bench/NOTES.md 2026-12-04). Exact M, not its bucket: the
+# (M, N, K, dtype, device) -> (the family's launch, or its plan_launch for this plan, config,
+# whether that launch takes N-D rows): what choose_config decided for the problem, so that a
+# repeated call skips choosing (choose_config, configs.tuned and run_config were 3 of its 19
+# Python frames on a CPU, bench/NOTES.md 2026-12-04). Exact M, not its bucket: the
 # heuristic sizes split-K and the wgmma grid by M. Emptied when the tuned configs change
 # (tuning.on_change: a put, so the next call runs a newly tuned config; a new cache directory,
 # noticed when a new problem is planned or tuning.default_cache() is called: a planned problem
@@ -154,7 +154,8 @@ def _plan(key: tuple) -> tuple:
     cfg = choose_config(*key)
     family = FAMILIES[cfg["family"]]
     planned = getattr(family, "plan_launch", None)
-    plan = _plans[key] = (family.launch if planned is None else planned(cfg, *key), cfg)
+    launch = family.launch if planned is None else planned(cfg, *key)
+    plan = _plans[key] = (launch, cfg, getattr(launch, "takes_rows", False))
     if tuning.generation() != generation:  # a put (another thread's) landed while choosing
         _plans.pop(key, None)  # stored, then checked: a put between check and store is seen too
     return plan
@@ -168,27 +169,43 @@ def _linear_impl(
     if not use_triton(x) or x.dtype not in GEMM_DTYPES:
         return reference.linear_ref(x, values, meta, bias, activation)
     n, k = values.shape[0], values.shape[1] * 2
-    flat = x.dim() == 2  # no reshapes for 2-D x: a torch call each (~2 us on the H200's host)
-    x2 = x if flat else x.reshape(-1, k)
-    m = x2.shape[0]
-    if m == 0:  # no tokens: nothing to compute, so no config to choose (nor to tune)
-        return x.new_empty((*x.shape[:-1], n // 2 if activation in GATED else n))
-    # The kernels read x rows with 4-byte (inline asm) and 16-byte (tl.load) accesses.
-    if x2.stride(1) != 1 or x2.stride(0) % 8 or x2.data_ptr() % 16:
-        x2 = x2.contiguous()
-    dtype, device = x2.dtype, x2.device
-    key = (m, n, k, dtype, device)
-    launch, cfg = _plans.get(key) or _plan(key)
-    code = ALL_CODES[activation]
+    # The kernels read x rows with 4-byte (inline asm) and 16-byte (tl.load) accesses: unit
+    # stride along K, rows 8 elements apart, a 16-byte aligned start. An N-D x whose rows are
+    # evenly spaced (contiguous) is not reshaped: a launch that takes rows (the sm90 plans)
+    # reads its address and row stride, and y is made in its final shape. Each reshape was a
+    # torch call, 0.75 us for x and 1.5 us for y of a stubbed call's 10 us on the dev CPU
+    # (bench/NOTES.md, session 10).
+    shape = None  # the output's leading dims where y is made 2-D for an N-D x
+    if x.dim() == 2:
+        m = x.shape[0]
+        if x.stride(1) != 1 or x.stride(0) % 8 or x.data_ptr() % 16:
+            x = x.contiguous()
+        rows = True  # 2-D: every launch takes it
+    elif x.dim() > 2 and x.is_contiguous() and not x.data_ptr() % 16:
+        m = x.numel() // k
+        rows = False  # decided by the plan below
+    else:  # 1-D, or rows not evenly spaced
+        shape = x.shape[:-1]
+        x = x.reshape(-1, k)  # a view where the rows allow one, else a copy
+        if x.stride(1) != 1 or x.stride(0) % 8 or x.data_ptr() % 16:
+            x = x.contiguous()
+        m, rows = x.shape[0], True
     width = n // 2 if activation in GATED else n  # a gated epilogue halves the outputs
-    y = torch.empty((m, width), dtype=dtype, device=device)
+    if m == 0:  # no tokens: nothing to compute, so no config to choose (nor to tune)
+        return x.new_empty((*(x.shape[:-1] if shape is None else shape), width))
+    dtype, device = x.dtype, x.device
+    key = (m, n, k, dtype, device)
+    launch, cfg, takes_rows = _plans.get(key) or _plan(key)
+    code = ALL_CODES[activation]
+    y = torch.empty((m, width) if rows else (*x.shape[:-1], width), dtype=dtype, device=device)
+    x2, y2 = (x, y) if rows or takes_rows else (x.view(m, k), y.view(m, width))
     guard = launch_guard(device)  # a GPU other than the current one: launch there
     if guard is None:
-        launch(x2, values, meta, bias, y, code, cfg)
+        launch(x2, values, meta, bias, y2, code, cfg)
     else:
         with guard:
-            launch(x2, values, meta, bias, y, code, cfg)
-    return y if flat else y.reshape(*x.shape[:-1], width)
+            launch(x2, values, meta, bias, y2, code, cfg)
+    return y if shape is None else y.view(*shape, width)
 
 
 # Registered with torch.library.Library rather than torch.library.custom_op: under torch.compile
@@ -362,3 +379,4 @@ def linear(
     if tracked and torch.is_grad_enabled():
         y = _NoBackward.apply(y, *tracked)
     return y
+

@@ -590,7 +590,10 @@ def _launch_kernel(x2, values, meta, bias, out, activation: int, cfg: dict, spli
 class PlannedLaunch:
     """``launch`` for one plan of sparse24.ops.gemm (M, N, K, dtype, device and the config it
     chose), called as launch is, by ``_linear_impl`` only: x2 [M, K] with unit stride along K,
-    y [M, N] (or [M, N / 2], gated) contiguous. An unsplit config's direct launches are kept
+    y [M, N] (or [M, N / 2], gated) contiguous; or (``takes_rows``) x2 [..., K] and y [..., N]
+    of more dims, both contiguous, whose rows are the M rows (an N-D x costs no reshapes where
+    the call launches directly; the other paths flatten it first). An unsplit config's direct
+    launches are kept
     here by what a call of the plan may still vary in: the weight's and bias's dtypes, the
     epilogue, and whether meta's address fits 32 bits (Triton specializes on it); the rest of
     ``_launch_kernel``'s key (config, sizes, x's and y's dtype, device) is the plan's. A repeated
@@ -604,6 +607,7 @@ class PlannedLaunch:
 
     __slots__ = ("cfg", "device", "n", "k", "direct")
     keep_arguments = True
+    takes_rows = True
     # launch arguments kept per tensor role and entry, all forgotten when full (as
     # DescriptorLauncher._KEPT): a model with more than 256 weights of one shape and epilogue
     # would fill its weights' arguments again on every call, slower, never wrong
@@ -621,7 +625,7 @@ class PlannedLaunch:
         # for, so that one runs
         direct, cfg = self.direct, self.cfg
         if direct is None:
-            launch(x2, values, meta, bias, y, activation, cfg)
+            launch(_rows(x2), values, meta, bias, _rows(y), activation, cfg)
             return
         meta_addr = meta.data_ptr()
         key = (values.dtype, bias is not None and bias.dtype, activation, meta_addr < 2**31)
@@ -633,17 +637,22 @@ class PlannedLaunch:
                 stream = triton_internals.current_stream(self.device)
                 args = (meta_addr, bias_addr, self.n, self.k)
                 if not (self.keep_arguments and values.is_contiguous()):
-                    launcher(grid0, stream, (values, x2, y), args, constexprs)
+                    launcher(grid0, stream, (values, _rows(x2), _rows(y)), args, constexprs)
                     return
-                w_key, x_key, y_key = values.data_ptr(), (x2.data_ptr(), x2.stride(0)), y.data_ptr()
+                w_key, x_key, y_key = values.data_ptr(), (x2.data_ptr(), x2.stride(-2)), y.data_ptr()
                 w_args = weights.get(w_key) or _kept(weights, w_key, launcher, 0, values)
-                x_args = inputs.get(x_key) or _kept(inputs, x_key, launcher, 1, x2)
-                y_args = outputs.get(y_key) or _kept(outputs, y_key, launcher, 2, y)
+                x_args = inputs.get(x_key) or _kept(inputs, x_key, launcher, 1, _rows(x2))
+                y_args = outputs.get(y_key) or _kept(outputs, y_key, launcher, 2, _rows(y))
                 launcher.launch_expanded(grid0, stream, w_args + x_args + y_args, args, constexprs)
                 return
-        entry = launch(x2, values, meta, bias, y, activation, cfg)
+        entry = launch(_rows(x2), values, meta, bias, _rows(y), activation, cfg)
         if entry:
             direct[key] = (*entry, {}, {}, {})
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous N-D tensor as the 2-D [rows, last dim] view the descriptors describe."""
+    return t if t.dim() == 2 else t.view(-1, t.shape[-1])
 
 
 def _kept(kept: dict, key, launcher, index: int, tensor) -> tuple:

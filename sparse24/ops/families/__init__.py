@@ -17,7 +17,9 @@ The interface, as module-level names:
 - ``plan_launch(cfg, m, n, k, dtype, device)`` (optional): a callable, called as ``launch`` is
   and only by ``gemm._linear_impl`` (x2 [m, k] with unit stride along K, y fresh and
   contiguous), that launches that plan's config, free to keep what the plan fixes (the sm90
-  family's direct launches). ``run_config``, the tuner and the benches call ``launch``.
+  family's direct launches). With a true ``takes_rows`` attribute it also takes a contiguous
+  N-D x2 and y whose rows are the m rows (no reshapes per call); without, ``_linear_impl``
+  passes 2-D views. ``run_config``, the tuner and the benches call ``launch``.
 
 mma.py and dot.py are families; _splitk.py is what they share. The sm90 family lives in
 sparse24/ops/wgmma.py beside its asm and shared-memory offset checks; ``wgmma_family`` below

@@ -1,0 +1,99 @@
+"""The Python half of an sm90 call's host time, on a CPU: sparse24's paths with the launch stubbed.
+
+bench/overhead.py measures host time on a GPU, where the device time is scarce. This runs the
+same entry points on any CPU with the plan's launch replaced by a no-op that takes N-D rows (as
+``wgmma.PlannedLaunch`` does), so everything of ours around the launch runs: ``ops.linear`` on
+2-D and 3-D x, ``SparseLinear`` on 3-D x, and a self-attention-like block whose query, key and
+value ``sparsify_`` packed into one fused GEMM (its FusionWindow hooks, three ProjectionSlice
+calls). Rounds alternate the cases; each round's figure is the best of 3 x ``--calls`` calls.
+
+For A/Bs of host-side changes between trees, run it under each tree's package:
+
+    git archive <commit> sparse24 | (mkdir -p /tmp/base && tar -x -C /tmp/base)
+    PYTHONPATH=/tmp/base python -m bench.diag.stub_host_time
+    python -m bench.diag.stub_host_time [--calls 5000] [--rounds 7]
+
+It uses only what older trees have too (ops.linear, SparseLinear, sparsify_, gemm._plan).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import statistics
+import sys
+import timeit
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    os.environ.pop("TRITON_INTERPRET", None)  # the stub stands in for the kernels
+    import torch
+    from torch import nn
+
+    import sparse24
+    import sparse24.ops as ops
+    from sparse24.nn import SparseLinear, sparsify_
+    from sparse24.ops import gemm
+
+    class Noop:  # a plan's launch: takes N-D rows, launches nothing
+        takes_rows = True
+
+        def __call__(self, *call):
+            return None
+
+    noop, cfg = Noop(), {"family": "wgmma"}
+    three = "takes_rows" in inspect.getsource(gemm._plan)  # plans of 3 items (this tree) or 2
+
+    def stub_plan(key):
+        plan = gemm._plans[key] = (noop, cfg, True) if three else (noop, cfg)
+        return plan
+
+    gemm.use_triton = lambda t: True
+    gemm._plan = stub_plan
+
+    class Attention(nn.Module):  # the shape of BERT's self-attention projections
+        def __init__(self, width):
+            super().__init__()
+            self.query, self.key, self.value = (nn.Linear(width, width) for _ in range(3))
+
+        def forward(self, hidden):
+            return self.query(hidden), self.key(hidden), self.value(hidden)
+
+    torch.manual_seed(0)
+    width = 768
+    block = Attention(width).half()
+    with torch.no_grad():
+        for linear in (block.query, block.key, block.value):
+            linear.weight.copy_(ops.prune_24(linear.weight))
+    sparsify_(block)
+    values, meta = ops.compress(ops.prune_24(torch.randn(width, width, dtype=torch.float16)))
+    bias = torch.randn(width, dtype=torch.float16)
+    layer = SparseLinear(width, width, dtype=torch.float16)
+    layer.values, layer.meta = values, meta
+    x2 = torch.randn(32, width, dtype=torch.float16)
+    x3 = x2.view(4, 8, width)
+    torch.set_grad_enabled(False)
+    cases = {"ops.linear, 2-D x": lambda: ops.linear(x2, values, meta, bias),
+             "ops.linear, 3-D x": lambda: ops.linear(x3, values, meta, bias),
+             "SparseLinear, 3-D x": lambda: layer(x3),
+             "fused Q/K/V block, 3-D x": lambda: block(x3)}
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(args.rounds):
+        for name, call in cases.items():
+            times[name].append(min(timeit.repeat(call, number=args.calls, repeat=3))
+                               / args.calls * 1e6)
+    print(f"sparse24 from {os.path.dirname(sparse24.__file__)} · torch {torch.__version__} · "
+          f"{args.rounds} rounds, best of 3 x {args.calls} calls; launch stubbed")
+    for name, values_us in times.items():
+        print(f"{name:26s} median {statistics.median(values_us):6.2f} us  "
+              f"(rounds {min(values_us):.2f}-{max(values_us):.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
