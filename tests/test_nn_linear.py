@@ -301,3 +301,87 @@ def test_one_container_both_ways(seed):
     assert torch.equal(read.values, layer.values) and read.shape == (N, K)
     with pytest.raises(ValueError, match="bias has shape"):
         SparseLinear.from_weight(weight, torch.zeros(N + 1))
+
+
+def _spy_checked_calls(monkeypatch) -> list:
+    """Records each call of forward's short path (the weight checked in an earlier call)."""
+    import sparse24.nn.linear as linear_module
+
+    calls = []
+    real = linear_module.linear_on_checked_weight
+    monkeypatch.setattr(linear_module, "linear_on_checked_weight",
+                        lambda *a: calls.append(a) or real(*a))
+    return calls
+
+
+def test_a_weight_is_checked_once_until_it_changes(seed, monkeypatch):
+    """forward checks the weight (values, meta, bias, activation) on its first call and then
+    only x, while the same tensors sit at the same addresses; a buffer replaced, a bias whose
+    data moved (.data =, as .to() does to a parameter) or another activation is checked again,
+    and a bad one is refused by name, never run."""
+    calls = _spy_checked_calls(monkeypatch)
+    lin = pruned_linear()
+    sparse = SparseLinear.from_linear(lin)
+    x = torch.randn(2, 3, K)
+    first = sparse(x)
+    assert not calls
+    assert torch.equal(sparse(x), first) and len(calls) == 1
+    sparse.bias.data = torch.randn(N + 16)  # same object, other data: checked again
+    with pytest.raises(ValueError, match=r"bias has shape \(64,\), expected \(48,\)"):
+        sparse(x)
+    sparse.bias.data = lin.bias.detach().clone()
+    assert torch.equal(sparse(x), first) and len(calls) == 1
+    assert torch.equal(sparse(x), first) and len(calls) == 2
+    sparse.meta = sparse.meta[:, :1].contiguous()  # a new buffer of the wrong shape
+    with pytest.raises(ValueError, match="meta does not match values"):
+        sparse(x)
+    sparse.meta = compress(lin.weight.detach())[1]
+    sparse(x)
+    sparse.activation = "bogus"
+    with pytest.raises(ValueError, match="unknown activation 'bogus'"):
+        sparse(x)
+    assert len(calls) == 2
+
+
+def test_a_checked_weight_still_checks_x(seed, monkeypatch):
+    """The short path checks x: an integer x is refused by name, an x that requires grad takes
+    the op (whose backward refuses), and the output matches the full path's."""
+    from sparse24.ops.gemm import NO_BACKWARD
+
+    calls = _spy_checked_calls(monkeypatch)
+    sparse = SparseLinear.from_linear(pruned_linear())
+    x = torch.randn(4, K)
+    want = sparse(x)
+    with pytest.raises(TypeError, match="x is torch.int64 but the packed weight is torch.float32"):
+        sparse(torch.ones(4, K, dtype=torch.int64))
+    assert len(calls) == 1
+    trained = x.clone().requires_grad_()
+    y = sparse(trained)
+    assert torch.equal(y.detach(), want) and y.requires_grad
+    with pytest.raises(RuntimeError, match="has no backward"):
+        y.sum().backward()
+    assert NO_BACKWARD.startswith("sparse24.linear has no backward")
+
+
+def test_the_checked_record_keeps_no_weight_alive_and_is_not_saved(seed, tmp_path):
+    """forward's record of the checked weight holds weak references: a weight replaced is freed;
+    torch.save of the module and copy.deepcopy leave the record behind (a copy checks its
+    weight on its first call)."""
+    import copy
+    import gc
+    import weakref
+
+    sparse = SparseLinear.from_linear(pruned_linear())
+    x = torch.randn(4, K)
+    want = sparse(x)
+    old = weakref.ref(sparse.values)
+    sparse.values = sparse.values.clone()
+    gc.collect()
+    assert old() is None
+    sparse(x)
+    path = tmp_path / "layer.pt"
+    torch.save(sparse, path)
+    loaded = torch.load(path, weights_only=False)
+    assert "_checked_weight" not in loaded.__dict__ and torch.equal(loaded(x), want)
+    twin = copy.deepcopy(sparse)
+    assert "_checked_weight" not in twin.__dict__ and torch.equal(twin(x), want)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
 from torch import nn
 
 from sparse24 import ops
+from sparse24.ops.gemm import linear_on_checked_weight
 from sparse24.activations import GATED, NAMES
 from sparse24.layout import LAYOUT_VERSION, granularity_error, meta_error, meta_shape, values_shape
 from sparse24.weight import Sparse24Weight, natural_values
@@ -155,13 +157,39 @@ class SparseLinear(nn.Module):
             # meets fp16/bf16 weights in the weights' dtype; the output has the weights' dtype.
             x = x.to(values.dtype)
         if rows is None:
-            return ops.linear(x, values, meta, bias, self.activation)
+            if torch.compiler.is_compiling():  # traced: the op, as any call of ops.linear
+                return ops.linear(x, values, meta, bias, self.activation)
+            # The weight's checks pass once per set of tensors: a later call with the same
+            # objects at the same addresses checks only x (ops.gemm.linear_on_checked_weight).
+            # Addresses too: .to() and .half() give a parameter (the bias) new data under the
+            # same object; buffers are new objects. Weak references, so that a weight moved
+            # away (.to(), offloading) is not kept alive here. Spelled out: runs every call.
+            checked = self.__dict__.get("_checked_weight")
+            if (checked is not None and checked[0]() is values and checked[1]() is meta
+                    and (bias is None if checked[2] is None else checked[2]() is bias)
+                    and checked[3] == self.activation
+                    and checked[4] == values.data_ptr() and checked[5] == meta.data_ptr()
+                    and (bias is None or checked[6] == bias.data_ptr())):
+                return linear_on_checked_weight(x, values, meta, bias, self.activation)
+            y = ops.linear(x, values, meta, bias, self.activation)
+            self.__dict__["_checked_weight"] = (
+                weakref.ref(values), weakref.ref(meta), None if bias is None else weakref.ref(bias),
+                self.activation, values.data_ptr(), meta.data_ptr(),
+                None if bias is None else bias.data_ptr())
+            return y
         if self.activation in GATED:
             raise ValueError("SparseLinear: rows= selects output features of a plain layer; a "
                              "gated one's rows are interleaved gate and up pairs")
         start, stop = rows
         return ops.linear(x, values[start:stop], meta[start // 16:stop // 16],
                           None if bias is None else bias[start:stop], self.activation)
+
+    def __getstate__(self) -> dict:
+        # forward's record of the checked weight holds weak references, which neither pickle
+        # (torch.save of the module) nor need to: a copy checks its weight on its first call
+        state = super().__getstate__()
+        state.pop("_checked_weight", None)
+        return state
 
     def to_dense(self) -> torch.Tensor:
         """The dense weight [out_features, in_features], +0.0 at pruned positions (for inspection)."""

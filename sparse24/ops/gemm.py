@@ -380,3 +380,18 @@ def linear(
         y = _NoBackward.apply(y, *tracked)
     return y
 
+
+def linear_on_checked_weight(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor,
+                             bias: torch.Tensor | None, activation: str | None) -> torch.Tensor:
+    """``linear`` for a weight (values, meta, bias, activation) whose checks passed in an earlier
+    call, as SparseLinear knows (its buffers the same objects at the same addresses): only x is
+    checked, and a plain eager call runs the implementation. Anything unusual about x (another
+    dtype or device, autograd, a tensor subclass, the meta device) takes ``linear`` itself,
+    whose checks name the problem. The weight's checks and the op's dispatch were 3.3-5.6 us of
+    an eager call's host time on the H100's host (bench/results/h100/overhead.md)."""
+    if (type(x) is torch.Tensor and x.dtype == values.dtype and x.device == values.device
+            and not x.is_meta and not (torch.is_grad_enabled() and (
+                x.requires_grad or values.requires_grad
+                or (bias is not None and bias.requires_grad)))):
+        return _linear_impl(x, values, meta, bias, activation)
+    return linear(x, values, meta, bias, activation)
