@@ -735,9 +735,10 @@ def test_direct_launches_gpu(dtype, seed, monkeypatch):
 def test_launch_guard_only_for_another_gpu(monkeypatch):
     """Triton launches on the current CUDA device: a tensor on another GPU needs a guard, the
     current GPU and the CPU do not (and the CPU never asks CUDA which device is current)."""
+    from sparse24.ops import device as device_mod
     from sparse24.ops.device import launch_guard
 
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(device_mod, "_current_cuda_device", lambda: 0)
     guard = launch_guard(torch.device("cuda", 1))
     assert isinstance(guard, torch.cuda.device) and guard.idx == 1
     assert launch_guard(torch.device("cuda", 0)) is None
@@ -745,7 +746,7 @@ def test_launch_guard_only_for_another_gpu(monkeypatch):
     def no_cuda():
         raise AssertionError("asked for the current CUDA device on a CPU tensor")
 
-    monkeypatch.setattr(torch.cuda, "current_device", no_cuda)
+    monkeypatch.setattr(device_mod, "_current_cuda_device", no_cuda)
     assert launch_guard(torch.device("cpu")) is None
 
 

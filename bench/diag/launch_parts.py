@@ -6,6 +6,8 @@ bench/overhead.py measured, on an H100 at 75dde06: F.linear 13.5 us a call, the 
 the inside out, so that each microsecond has an owner:
 
   torch.empty                the output allocation (F.linear pays it too)
+  current device             torch.cuda.current_device() against the C call launch_guard asks
+  reshapes (3-D)             the two reshapes _linear_impl made for a 3-D x before it took rows
   fill x1 / fill x3          cuTensorMapEncodeTiled through Triton's fill function: one, then the
                              three descriptors (weight, x, output) a call fills
   memo lookup x3             what keeping filled descriptors by (address, shape, strides) would
@@ -18,7 +20,8 @@ the inside out, so that each microsecond has an owner:
   PlannedLaunch              what the plan holds instead (wgmma.PlannedLaunch): the direct
                              launch kept by the plan, a four-item key
   run_config                 + torch.empty and the family table
-  linear impl                + the plan lookup and the stride checks (sparse24.ops.gemm._linear_impl)
+  linear impl                + the plan lookup and the stride checks (sparse24.ops.gemm._linear_impl);
+                             ", 3-D x": x [1, M, K], its rows read unreshaped
   linear()                   + the input checks and the plain-eager test; ", unplanned": with
                              the plan holding wgmma.launch instead of its PlannedLaunch; ", not
                              keeping arguments": PlannedLaunch.keep_arguments off (the two
@@ -47,6 +50,7 @@ def parts(m: int, n: int, k: int) -> dict:
     w = ops.prune_24(torch.randn(n, k, dtype=torch.float16, device=device))
     values, meta = ops.compress(w)
     x = torch.randn(m, k, dtype=torch.float16, device=device)
+    x3 = x.view(1, m, k)  # the 3-D x of a Hugging Face layer
     cfg = gemm.choose_config(m, n, k, torch.float16, device)
     if cfg["family"] != "wgmma":
         raise SystemExit(f"{m}x{n}x{k} runs the {cfg['family']} family here: pick an sm90 shape")
@@ -117,6 +121,10 @@ def parts(m: int, n: int, k: int) -> dict:
     return {
         "F.linear (cuBLAS)": lambda: F.linear(x, w),
         "torch.empty": lambda: torch.empty((m, n), dtype=torch.float16, device=device),
+        "torch.cuda.current_device": torch.cuda.current_device,
+        "torch._C._cuda_getDevice": torch._C._cuda_getDevice,  # what launch_guard asks
+        "x.reshape + y.reshape (3-D)": lambda: (x3.reshape(-1, k), y.reshape(1, m, n)),
+        "linear impl, 3-D x": lambda: gemm._linear_impl(x3, values, meta, None, None),
         "fill x1 (weight)": lambda: fill_one(values, metas[0]),
         "fill x3": fill_three,
         "memo lookup x3": memo_three,
