@@ -19,6 +19,7 @@
 #   bash bench/device_session.sh OUT_DIR launchparts   # issue 23: one sm90 call's host time part by part (bench/diag/launch_parts.py)
 #   bash bench/device_session.sh OUT_DIR midtests versions bertsmall   # carry .ab/<commit before the mid-token rule>: its GPU tests, the A/B, BERT at batch 1-2
 #   bash bench/device_session.sh OUT_DIR hostlevers   # carry .ab/<base>: issue 23's host-path levers, tested on the GPU, then base against head (overhead, BERT turns, launch_parts)
+#   bash bench/device_session.sh OUT_DIR bertab   # carry .ab/<base>: BERT eager and default-mode turns, base and head processes alternating twice
 #   bash bench/device_session.sh OUT_DIR tileorder   # issue 22: the sm90 tile order (GROUP 1, 2, 4, 8) of the untuned config, LLM and BERT-base shapes
 #   next (after session 10, 2026-12-06): the H200 reruns (gemm16 gemmbf16 llm bert overhead) with the tile-order rule; wgmmatests and decode on it; tileorder on the H200 (fp16: gemm_variants sweeps fp16 only); the mid-token tiles' order (BT 32-64, not swept)
 # Export SPARSE24_COMMIT=<this commit> in the device command: the GPU machine's copy of the tree keeps
@@ -120,7 +121,7 @@ for stage in "$@"; do
     pack) limit 60 python3 -m bench.pack --out-dir "$out" 2>&1 | tail -12 ;;
     directtests) limit 120 python3 -m pytest -m gpu -q -n 4 -p no:cacheprovider tests/test_gemm.py \
              tests/test_wgmma_gpu.py -k "direct or not_current or planned" >"$out/pytest_gpu_direct.txt" 2>&1; tail -3 "$out/pytest_gpu_direct.txt" ;;  # the direct launches of every family; the ops on a second GPU (skipped on one: run it on nvidia-h100-x2 too)
-    hostlevers) limit 170 python3 -m pytest -q -n 8 -p no:cacheprovider tests/test_nn_linear.py tests/test_nn_shared_input.py \
+    hostlevers) limit 170 python3 -m pytest -q -rf --tb=short -n 12 -p no:cacheprovider tests/test_nn_linear.py tests/test_nn_shared_input.py \
              tests/test_input_checks.py tests/test_nn_compile.py tests/test_families.py tests/test_wgmma_gpu.py::test_linear_through_its_planned_launch \
              tests/test_gemm.py -k "not every_candidate and not few_chunks" >"$out/pytest_gpu_hostpath.txt" 2>&1; tail -3 "$out/pytest_gpu_hostpath.txt"
              for base in .ab/*/; do name=$(basename "$base"); tree=$(mktemp -d); cp -r "$base/sparse24" "$tree/"; cp -r bench "$tree/"
@@ -130,6 +131,10 @@ for stage in "$@"; do
              (cd "$side" && limit 110 python3 -m bench.diag.ab_interleaved --modes eager,default --rounds 5 --min-run-time 0.2 2>&1 \
              | grep -v Warn | tail -6 | tee "$out/host_$label/ab_interleaved.txt"); done; done
              limit 60 python3 -m bench.diag.launch_parts --shape 1536x768x768 >"$out/launch_parts.txt" 2>&1; tail -24 "$out/launch_parts.txt" ;;  # issue 23 (session 11): carry .ab/<base>: the touched paths' tests on the GPU, then host time and BERT eager/default turns, base against head
+    bertab) for base in .ab/*/; do name=$(basename "$base"); tree=$(mktemp -d); cp -r "$base/sparse24" "$tree/"; cp -r bench "$tree/"
+             for pass in 1 2; do for side in "$tree" .; do label=$([ "$side" = . ] && echo head || echo "$name"); mkdir -p "$out/bertab_$label"
+             echo "--- BERT turns, $label, pass $pass"; (cd "$side" && limit 100 python3 -m bench.diag.ab_interleaved --modes eager,default --rounds 5 --min-run-time 0.2 2>&1 \
+             | grep -v Warn | tail -5 | tee "$out/bertab_$label/pass$pass.txt"); done; done; done ;;  # carry .ab/<base>: BERT eager/default turns, base and head alternating, two passes (host drift between processes hits both)
     hostab) for base in .ab/*/; do tree=$(mktemp -d); cp -r "$base/sparse24" "$tree/"; cp -r bench "$tree/"
              name=$(basename "$base"); mkdir -p "$out/host_$name" "$out/host_head"
              (cd "$tree" && limit 90 python3 -m bench.overhead --out-dir "$out/host_$name" 2>&1 | grep -E "^\| [0-9]")

@@ -61,9 +61,14 @@ def pytest_collection_modifyitems(config, items):
     if unprovided:
         raise pytest.UsageError(f"tests with arguments nothing provides: {unprovided}")
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    skip_interpreter = pytest.mark.skip(
+        reason="runs Triton on CPU tensors: needs TRITON_INTERPRET=1 (conftest sets it without a GPU)")
+    interpreting = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
     for item in items:
         if "gpu" in item.keywords and not HAS_CUDA:
             item.add_marker(skip_gpu)
+        if "interpreter" in item.keywords and not interpreting:
+            item.add_marker(skip_interpreter)
 
 
 @pytest.fixture(autouse=True)

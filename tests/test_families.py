@@ -261,7 +261,8 @@ def test_linear_hands_n_d_rows_only_to_a_launch_that_takes_them(plans, monkeypat
     """_linear_impl passes a contiguous N-D x as it is, with y made in its final shape, to a
     plan's launch that takes rows (no reshape per call), and 2-D views of the same memory to
     one that does not; an x whose rows are not evenly spaced (permuted) arrives as a contiguous
-    2-D copy, and a 1-D x as one row. The output always has x's leading dims."""
+    2-D copy, a 1-D x as one row, and a misaligned x (2-D or not) as an aligned copy. The
+    output always has x's leading dims."""
     values, meta = packed()
     launch = TakesRows()
     launch.takes_rows = takes_rows
@@ -282,6 +283,13 @@ def test_linear_hands_n_d_rows_only_to_a_launch_that_takes_them(plans, monkeypat
     assert torch.equal(got_x, permuted.reshape(6, K))
     assert ops.linear(x[0, 0], values, meta).shape == (N,)
     assert launch.calls[-1][0].shape == (1, K)
+    # contiguous but 2 bytes past a 16-byte boundary (TMA refuses the address): a copy
+    buf = torch.randn(6 * K + 8, dtype=torch.float16)
+    for misaligned in (buf[1:1 + 6 * K].view(6, K), buf[1:1 + 6 * K].view(2, 3, K)):
+        assert misaligned.is_contiguous() and misaligned.data_ptr() % 16
+        assert ops.linear(misaligned, values, meta).shape == (*misaligned.shape[:-1], N)
+        got_x = launch.calls[-1][0]
+        assert not got_x.data_ptr() % 16 and torch.equal(got_x.reshape(6, K), buf[1:1 + 6 * K].view(6, K))
 
 
 @pytest.fixture
@@ -330,6 +338,7 @@ def sparse24_frames(fn) -> list[str]:
     return [function for _, function in frames_of(fn)]
 
 
+@pytest.mark.interpreter
 def test_a_repeated_call_checks_looks_up_and_launches(plans):
     """Code shape, not speed: the second call of a problem enters the input checks, the plan
     look-up in _linear_impl, the device guard's check and the family's launch (split_k: its one
@@ -345,6 +354,7 @@ def test_a_repeated_call_checks_looks_up_and_launches(plans):
     assert len(frames) <= 12, frames
 
 
+@pytest.mark.interpreter
 def test_reduce_reads_splits_at_their_stride():
     """The split-K reduction (run by the interpreter here) with a split stride larger than M * N,
     as the sm90 family pads each split's rows to whole token tiles: the padding rows (NaN here)
@@ -418,6 +428,7 @@ def test_a_tuned_sm90_config_that_cannot_run_is_not_well_formed(config, runnable
     assert configs.well_formed({"family": "wgmma", **config}) is runnable
 
 
+@pytest.mark.interpreter
 @pytest.mark.parametrize("m, n, k, split, activation, with_bias", [
     (5, 64, 256, 4, "gelu", True), (33, 96, 192, 3, None, False), (17, 32, 512, 8, "relu", True),
     (1, 128, 128, 2, "gelu_tanh", False)])

@@ -316,9 +316,10 @@ def _spy_checked_calls(monkeypatch) -> list:
 
 def test_a_weight_is_checked_once_until_it_changes(seed, monkeypatch):
     """forward checks the weight (values, meta, bias, activation) on its first call and then
-    only x, while the same tensors sit at the same addresses; a buffer replaced, a bias whose
-    data moved (.data =, as .to() does to a parameter) or another activation is checked again,
-    and a bad one is refused by name, never run."""
+    only x, while the same tensors hold the same memory (address, shape, strides, dtype); a
+    buffer replaced, a bias whose data changed under the same object (.data =, as .to() does
+    to a parameter; even at the same address), or another activation is checked again, and a
+    bad one is refused by name, never run."""
     calls = _spy_checked_calls(monkeypatch)
     lin = pruned_linear()
     sparse = SparseLinear.from_linear(lin)
@@ -326,21 +327,28 @@ def test_a_weight_is_checked_once_until_it_changes(seed, monkeypatch):
     first = sparse(x)
     assert not calls
     assert torch.equal(sparse(x), first) and len(calls) == 1
+    good = sparse.bias.data
     sparse.bias.data = torch.randn(N + 16)  # same object, other data: checked again
     with pytest.raises(ValueError, match=r"bias has shape \(64,\), expected \(48,\)"):
         sparse(x)
-    sparse.bias.data = lin.bias.detach().clone()
-    assert torch.equal(sparse(x), first) and len(calls) == 1
-    assert torch.equal(sparse(x), first) and len(calls) == 2
+    sparse.bias.data = good
+    assert torch.equal(sparse(x), first) and torch.equal(sparse(x), first)
+    made = len(calls)
+    # the same address, fewer elements: the address alone would not tell
+    sparse.bias.data = torch.empty(0).set_(good.untyped_storage(), 0, (N - 16,), (1,))
+    assert sparse.bias.data_ptr() == good.data_ptr()
+    with pytest.raises(ValueError, match=r"bias has shape \(32,\), expected \(48,\)"):
+        sparse(x)
+    sparse.bias.data = good
     sparse.meta = sparse.meta[:, :1].contiguous()  # a new buffer of the wrong shape
     with pytest.raises(ValueError, match="meta does not match values"):
         sparse(x)
     sparse.meta = compress(lin.weight.detach())[1]
-    sparse(x)
+    assert torch.equal(sparse(x), first)
     sparse.activation = "bogus"
     with pytest.raises(ValueError, match="unknown activation 'bogus'"):
         sparse(x)
-    assert len(calls) == 2
+    assert len(calls) == made
 
 
 def test_a_checked_weight_still_checks_x(seed, monkeypatch):

@@ -24,6 +24,12 @@ sparse24.ops.linear also takes the gated forms, which need an interleaved weight
 _ZERO_WEIGHT_META = 0x44444444
 
 
+def _memory(t: torch.Tensor | None) -> tuple | None:
+    """What a tensor object holds (address, shape, strides, dtype): SparseLinear.forward checks its
+    weight again when any of it changed."""
+    return None if t is None else (t.data_ptr(), t.shape, t.stride(), t.dtype)
+
+
 class SparseLinear(nn.Module):
     """``y = act(x @ W^T + bias)`` with a 2:4 weight W [out_features, in_features] stored packed.
 
@@ -160,22 +166,21 @@ class SparseLinear(nn.Module):
             if torch.compiler.is_compiling():  # traced: the op, as any call of ops.linear
                 return ops.linear(x, values, meta, bias, self.activation)
             # The weight's checks pass once per set of tensors: a later call with the same
-            # objects at the same addresses checks only x (ops.gemm.linear_on_checked_weight).
-            # Addresses too: .to() and .half() give a parameter (the bias) new data under the
-            # same object; buffers are new objects. Weak references, so that a weight moved
-            # away (.to(), offloading) is not kept alive here. Spelled out: runs every call.
+            # objects holding the same memory checks only x (ops.gemm.linear_on_checked_weight).
+            # The same memory: the address, shape and dtype, since `.data =` (as .to() and
+            # .half() do to a parameter, the bias) changes them under the same object (buffers
+            # become new objects). Weak references, so that a weight moved away (.to(),
+            # offloading) is not kept alive here. Spelled out: this runs on every call.
             checked = self.__dict__.get("_checked_weight")
             if (checked is not None and checked[0]() is values and checked[1]() is meta
                     and (bias is None if checked[2] is None else checked[2]() is bias)
-                    and checked[3] == self.activation
-                    and checked[4] == values.data_ptr() and checked[5] == meta.data_ptr()
-                    and (bias is None or checked[6] == bias.data_ptr())):
+                    and checked[3] == self.activation and checked[4] == _memory(values)
+                    and checked[5] == _memory(meta) and checked[6] == _memory(bias)):
                 return linear_on_checked_weight(x, values, meta, bias, self.activation)
             y = ops.linear(x, values, meta, bias, self.activation)
             self.__dict__["_checked_weight"] = (
                 weakref.ref(values), weakref.ref(meta), None if bias is None else weakref.ref(bias),
-                self.activation, values.data_ptr(), meta.data_ptr(),
-                None if bias is None else bias.data_ptr())
+                self.activation, _memory(values), _memory(meta), _memory(bias))
             return y
         if self.activation in GATED:
             raise ValueError("SparseLinear: rows= selects output features of a plain layer; a "

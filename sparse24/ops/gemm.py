@@ -175,20 +175,22 @@ def _linear_impl(
     # reads its address and row stride, and y is made in its final shape. Each reshape was a
     # torch call, 0.75 us for x and 1.5 us for y of a stubbed call's 10 us on the dev CPU
     # (bench/NOTES.md, session 10).
+    # A copy (clone: contiguous() would return a contiguous x that starts misaligned as it is,
+    # and TMA refuses its address) where x does not fit.
     shape = None  # the output's leading dims where y is made 2-D for an N-D x
     if x.dim() == 2:
         m = x.shape[0]
         if x.stride(1) != 1 or x.stride(0) % 8 or x.data_ptr() % 16:
-            x = x.contiguous()
+            x = x.clone(memory_format=torch.contiguous_format)
         rows = True  # 2-D: every launch takes it
     elif x.dim() > 2 and x.is_contiguous() and not x.data_ptr() % 16:
         m = x.numel() // k
         rows = False  # decided by the plan below
-    else:  # 1-D, or rows not evenly spaced
+    else:  # 1-D, misaligned, or rows not evenly spaced
         shape = x.shape[:-1]
         x = x.reshape(-1, k)  # a view where the rows allow one, else a copy
         if x.stride(1) != 1 or x.stride(0) % 8 or x.data_ptr() % 16:
-            x = x.contiguous()
+            x = x.clone(memory_format=torch.contiguous_format)
         m, rows = x.shape[0], True
     width = n // 2 if activation in GATED else n  # a gated epilogue halves the outputs
     if m == 0:  # no tokens: nothing to compute, so no config to choose (nor to tune)
