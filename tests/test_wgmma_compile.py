@@ -788,7 +788,12 @@ def test_a_planned_launch_takes_n_d_rows_as_their_2_d_view(monkeypatch):
     made = len(fills)
     planned(x, values, meta, None, y, 2, cfg)
     assert len(fills) == made  # the 2-D views: the same keys, nothing made again
-    assert direct_calls[-1] == direct_calls[-2]
+    # contiguous, its size-1 middle dim's stride free: the rows are still K apart
+    odd = x.as_strided((300, 1, 256), (256, 7, 1))
+    assert odd.is_contiguous() and odd.stride(-2) == 7
+    planned(odd, values, meta, None, y3, 2, cfg)
+    assert len(fills) == made
+    assert direct_calls[-1] == direct_calls[-2] == direct_calls[-3]
     assert direct_calls[-1][2] == ("expanded", (
         "descriptor", 0, values.data_ptr(), 512, 128, 128, 1,
         "descriptor", 1, x.data_ptr(), 300, 256, 256, 1,

@@ -639,7 +639,10 @@ class PlannedLaunch:
                 if not (self.keep_arguments and values.is_contiguous()):
                     launcher(grid0, stream, (values, _rows(x2), _rows(y)), args, constexprs)
                     return
-                w_key, x_key, y_key = values.data_ptr(), (x2.data_ptr(), x2.stride(-2)), y.data_ptr()
+                # x's row stride: a 2-D x's own (rows may be padded); a contiguous N-D x's is K
+                # (not stride(-2), which a size-1 dim of a contiguous tensor leaves free)
+                x_key = (x2.data_ptr(), x2.stride(0) if x2.dim() == 2 else self.k)
+                w_key, y_key = values.data_ptr(), y.data_ptr()
                 w_args = weights.get(w_key) or _kept(weights, w_key, launcher, 0, values)
                 x_args = inputs.get(x_key) or _kept(inputs, x_key, launcher, 1, _rows(x2))
                 y_args = outputs.get(y_key) or _kept(outputs, y_key, launcher, 2, _rows(y))
