@@ -192,6 +192,34 @@ def test_a_packed_layer_the_checkpoint_did_not_fill_is_refused(seed, tmp_path):
                             ignore_mismatched_sizes=True)
 
 
+def test_loading_refuses_tensors_whose_shapes_changed(seed):
+    """transformers 5.17 checks no shapes while a quantizer loads (5.25 does): it set a
+    checkpoint's 16-row head into a layer built for 32 rows. So the quantizer records every
+    tensor's shape once it has rebuilt the skeleton, and after loading refuses, by name, any
+    that changed: a packed layer's and a dense one's alike (here set by hand, as 5.17 does)."""
+    from sparse24.nn.hf import Sparse24HfQuantizer
+
+    model = pruned("roberta", num_labels=16)
+    sparsify_(model)
+    refusals = {"classifier.out_proj.bias": "classifier.out_proj was not filled from the checkpoint",
+                "roberta.embeddings.word_embeddings.weight":
+                    r"roberta.embeddings.word_embeddings.weight \(8, 64\) \(the model: \(\d+, 64\)\)"}
+    for tensor_name, refusal in refusals.items():
+        skeleton = type(model)(copy.deepcopy(model.config))
+        quantizer = Sparse24HfQuantizer(skeleton.config.quantization_config)
+        quantizer._process_model_before_weight_loading(skeleton)
+        skeleton.load_state_dict(model.state_dict())
+        tensor = skeleton.get_parameter(tensor_name)
+        tensor.data = tensor.data[:8].clone()  # another shape under the same name
+        with pytest.raises(ValueError, match=refusal):
+            quantizer._process_model_after_weight_loading(skeleton)
+    intact = type(model)(copy.deepcopy(model.config))
+    quantizer = Sparse24HfQuantizer(intact.config.quantization_config)
+    quantizer._process_model_before_weight_loading(intact)
+    intact.load_state_dict(model.state_dict())
+    assert quantizer._process_model_after_weight_loading(intact) is intact
+
+
 def test_t5_packs_what_it_can_and_reloads(seed, tmp_path):
     """T5 reads its feed-forward output layer's .weight in forward (wo: left dense, with the
     reason) and its _init_weights reads the projections' .weight on loading (kept off the

@@ -113,12 +113,20 @@ def record_structure(model: nn.Module, report, identity_at: list[tuple[nn.Module
         base=structure_of(base, identities["base"]), head=head)
 
 
+def _tensor_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    named = list(model.named_parameters()) + list(model.named_buffers())
+    return {name: tuple(t.shape) for name, t in named}
+
+
 def refuse_unfilled(model: nn.Module) -> None:
     """Every packed layer must have come from the checkpoint: transformers "initializes" a layer
     whose entries are missing or had another shape (``ignore_mismatched_sizes``) by calling the
     model's ``_init_weights``, which knows no SparseLinear, so its tensors would stay as they were
     (zeros, or uninitialized memory: NaN logits, no error). Metadata no packed weight has gives
-    it away."""
+    it away. transformers 5.17 (not 5.25) checks no shapes while a quantizer loads: it swaps in the
+    checkpoint's tensors of the other shape as they are (valid metadata, the wrong number of
+    rows), so tensors of another shape than the layer's give it away too."""
+    from sparse24.layout import meta_shape, values_shape
     from sparse24.nn.linear import SparseLinear
     from sparse24.reference import invalid_meta_groups
 
@@ -126,7 +134,11 @@ def refuse_unfilled(model: nn.Module) -> None:
         meta = getattr(module, "meta", None)
         if not isinstance(module, SparseLinear) or meta is None or meta.is_meta:
             continue
-        if invalid_meta_groups(meta):
+        n, k = module.out_features, module.in_features
+        shapes = [(module.values.shape, values_shape(n, k)), (meta.shape, meta_shape(n, k))]
+        if module.bias is not None:
+            shapes.append((module.bias.shape, (n,)))
+        if any(tuple(got) != tuple(want) for got, want in shapes) or invalid_meta_groups(meta):
             raise ValueError(
                 f"sparse24: the packed weight of {fqn or 'the model'} was not filled from the "
                 "checkpoint (its entries are missing, or have another shape and were re-initialized, "
@@ -275,12 +287,22 @@ if _transformers_available():
 
         def _process_model_before_weight_loading(self, model: nn.Module, **kwargs: Any) -> None:
             rebuild_(model, self.quantization_config)
+            self._shapes = _tensor_shapes(model)  # transformers 5.17 checks none while we load
 
         def _process_model_after_weight_loading(self, model: nn.Module, **kwargs: Any) -> nn.Module:
             # The record as rebuilt (a base model drops its checkpoint's head part), also where
             # transformers left the config's raw dict from config.json (4.57).
             model.config.quantization_config = self.quantization_config
             refuse_unfilled(model)
+            built = getattr(self, "_shapes", {})
+            wrong = {name: (built[name], shape) for name, shape in _tensor_shapes(model).items()
+                     if name in built and shape != built[name]}
+            if wrong:
+                raise ValueError(
+                    "sparse24: the checkpoint's tensors have other shapes than this model's: "
+                    + ", ".join(f"{n} {got} (the model: {want})" for n, (want, got) in wrong.items())
+                    + "; this transformers loads a quantized checkpoint without checking shapes "
+                    "(transformers 5.25 checks them, and re-initializes them under ignore_mismatched_sizes=True)")
             return model
 
         def is_serializable(self, *args: Any, **kwargs: Any) -> bool:
