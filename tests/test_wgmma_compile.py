@@ -499,14 +499,22 @@ def test_a_config_tuned_before_the_tile_order_rule_takes_the_rules_order(monkeyp
     assert old["GROUP"] == 8  # the cached entry itself untouched
 
 
-def test_mid_token_tile_of_32_only_where_64_leaves_sms_idle():
-    assert wgmma.mid_token_tile(384, 768) == 32  # 6 x 6 = 36 programs at 64
+def test_mid_token_tile_of_32_only_where_64_leaves_sms_idle_and_32_fits_a_wave():
+    assert wgmma.mid_token_tile(384, 768) == 32  # 6 x 6 = 36 programs at 64, 72 at 32
+    assert wgmma.mid_token_tile(640, 768) == 32  # 60 at 64, 120 at 32: one wave of 132
+    assert wgmma.mid_token_tile(704, 768) == 32  # 66 at 64, 6 x 22 = 132 at 32: still one wave
+    assert wgmma.mid_token_tile(705, 768) == 64  # 138 at 32: a second wave
+    assert wgmma.mid_token_tile(768, 768) == 64  # 144 at 32 (0.58x against 0.85x at 64, K 3072)
+    assert wgmma.mid_token_tile(768, 768, sms=144) == 32  # a GPU with 144 SMs fits them
+    assert wgmma.mid_token_tile(960, 768) == 64  # 90 at 64 (idle SMs) but 180 at 32
     assert wgmma.mid_token_tile(1024, 768) == 64  # 6 x 16 = 96
     assert wgmma.mid_token_tile(1023, 768) == 64  # a partial last tile still counts
-    assert wgmma.mid_token_tile(960, 768) == 32  # 6 x 15 = 90
+    assert wgmma.heuristic_config(768, 768, 3072)["BT"] == 64
+    assert wgmma.heuristic_config(768, 768, 3072, sms=144)["BT"] == 32
     # a tuned 32-token tile is timed and served where the rule could pick it, not where 64
     # tiles fill the GPU (each token tile reads the weight again)
     assert wgmma.worth_timing(32, 384, 768) and not wgmma.worth_timing(32, 384, 4096)
+    assert not wgmma.worth_timing(32, 768, 768)
     assert not wgmma.worth_timing(16, 384, 768)
 
 

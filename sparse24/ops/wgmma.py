@@ -245,7 +245,7 @@ def heuristic_config(m: int, n: int, k: int, sms: int = 132) -> dict:
 
     bt = min((b for b in (256, 128, 64) if b <= max(64, 2 * m)), key=estimate)
     if bt == 64:
-        return mid_token_config(m, n)
+        return mid_token_config(m, n, sms)
     if bt == 128:
         return {"family": "wgmma", "BT": 128, "STAGES": _RING_128_STAGES,
                 "GROUP": tile_group(n, 128), "META_RING": 1}
@@ -262,6 +262,14 @@ def heuristic_config(m: int, n: int, k: int, sms: int = 132) -> dict:
 #   384 x 768 x 768    BT 64 0.72x -> BT 32 ring 0.95x (BT 64 ring 0.87x)
 #   384 x 2304 x 768   BT 64 0.81x -> BT 64 ring 1.01x (108 programs; BT 32 0.84x)
 #   1024 x 768 x 3072  BT 64 0.70x -> BT 64 ring, 6: 0.98x (96 programs; BT 32 0.79x)
+# But not where the 32-token tiles take a second wave (more than 132 programs): run
+# 20261206T085101Z-bc3518 (H100, CUDA graphs, ring, 6 stages, programs at 64 / at 32;
+# bench/results/h100/gemm_variants_midtoken.jsonl), BT 32 against BT 64:
+#   512 x 768 x 3072   (48 / 96)   0.99x against 0.88x      512 x 768 x 768 (48 / 96)  0.95x / 0.86x
+#   640 x 768 x 3072   (60 / 120)  0.89x against 0.80x
+#   768 x 768 x 3072   (72 / 144)  0.58x against 0.85x      768 x 768 x 768 (72 / 144) 0.82x / 0.97x
+#   900 x 768 x 3072   (90 / 180)  0.68x against 1.00x
+# so 32 only where its tiles fit one wave (before: 768-1000 tokens on 768 features ran 32).
 # Tiles of 16 lost at each (0.57-0.77x: 144+ programs, each a quarter of a wgmma's width), and
 # so did splitting K (2 or 4 splits, 0.33-0.79x) and, where the estimate picks 128-token tiles,
 # 64 with the ring (384 x 3072 x 768 0.79x against 0.83x, 1536 x 768 x 768 0.82x against 0.88x).
@@ -318,14 +326,18 @@ def served(cfg: dict, n: int) -> dict:
     return cfg
 
 
-def mid_token_tile(m: int, n: int) -> int:
-    """64, or 32 where 64-token tiles would leave fewer than _BUSY_PROGRAMS programs."""
-    return 64 if output_tiles(m, n, 64) >= _BUSY_PROGRAMS else 32
+def mid_token_tile(m: int, n: int, sms: int = 132) -> int:
+    """64, or 32 where 64-token tiles would leave fewer than _BUSY_PROGRAMS programs and
+    32-token ones still fit in one wave of the SMs (a second wave of 32-token tiles lost more
+    than the idle SMs cost: see above)."""
+    if output_tiles(m, n, 64) >= _BUSY_PROGRAMS or output_tiles(m, n, 32) > sms:
+        return 64
+    return 32
 
 
-def mid_token_config(m: int, n: int) -> dict:
+def mid_token_config(m: int, n: int, sms: int = 132) -> dict:
     """The sm90 config where the token-tile estimate picks 64 (see above)."""
-    bt = mid_token_tile(m, n)
+    bt = mid_token_tile(m, n, sms)
     return {"family": "wgmma", "BT": bt, "STAGES": _MID_TOKEN_STAGES, "GROUP": tile_group(n, bt),
             "META_RING": 1}
 
