@@ -192,6 +192,24 @@ def test_a_packed_layer_the_checkpoint_did_not_fill_is_refused(seed, tmp_path):
                             ignore_mismatched_sizes=True)
 
 
+def test_an_unloaded_packed_layer_is_refused_by_transformers_mark(seed):
+    """transformers 5.25 marks what it loaded (_is_hf_initialized) and re-initializes a mismatched
+    layer's tensors with torch.empty_like, whose memory may hold valid metadata (freed
+    checkpoint tensors): where the packed layers carry the mark, one without it is refused even
+    with valid metadata; without marks anywhere (another transformers) nothing is inferred."""
+    from sparse24.nn.hf import refuse_unfilled
+
+    model = pruned("roberta", num_labels=16)
+    sparsify_(model)
+    refuse_unfilled(model)  # no marks: valid metadata passes
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        tensor._is_hf_initialized = True
+    refuse_unfilled(model)
+    del model.classifier.out_proj.meta._is_hf_initialized  # valid contents, not loaded
+    with pytest.raises(ValueError, match="classifier.out_proj was not filled from the checkpoint"):
+        refuse_unfilled(model)
+
+
 def test_loading_refuses_tensors_whose_shapes_changed(seed):
     """transformers 5.17 checks no shapes while a quantizer loads (5.25 does): it set a
     checkpoint's 16-row head into a layer built for 32 rows. So the quantizer records every

@@ -122,23 +122,33 @@ def refuse_unfilled(model: nn.Module) -> None:
     """Every packed layer must have come from the checkpoint: transformers "initializes" a layer
     whose entries are missing or had another shape (``ignore_mismatched_sizes``) by calling the
     model's ``_init_weights``, which knows no SparseLinear, so its tensors would stay as they were
-    (zeros, or uninitialized memory: NaN logits, no error). Metadata no packed weight has gives
-    it away. transformers 5.17 (not 5.25) checks no shapes while a quantizer loads: it swaps in the
-    checkpoint's tensors of the other shape as they are (valid metadata, the wrong number of
-    rows), so tensors of another shape than the layer's give it away too."""
+    (zeros, or uninitialized memory: NaN logits, no error). Three things give it away:
+    - transformers 5.25 marks each tensor it loaded (``_is_hf_initialized``); where the packed
+      layers carry the mark, one without it was not loaded. Its re-initialized tensors are
+      torch.empty_like memory, which may hold valid-looking metadata (freed checkpoint tensors):
+      the mark does not depend on it;
+    - metadata no packed weight has;
+    - tensors of another shape than the layer's: transformers 5.17 checks no shapes while a
+      quantizer loads, and swaps in the checkpoint's tensors of another shape as they are
+      (valid metadata, the wrong number of rows); it also marks every tensor."""
     from sparse24.layout import meta_shape, values_shape
     from sparse24.nn.linear import SparseLinear
     from sparse24.reference import invalid_meta_groups
 
-    for fqn, module in model.named_modules():
-        meta = getattr(module, "meta", None)
-        if not isinstance(module, SparseLinear) or meta is None or meta.is_meta:
-            continue
+    packed = [(fqn, module) for fqn, module in model.named_modules()
+              if isinstance(module, SparseLinear) and getattr(module, "meta", None) is not None
+              and not module.meta.is_meta]
+    marked = any(getattr(module.meta, "_is_hf_initialized", False) for _, module in packed)
+    for fqn, module in packed:
+        meta = module.meta
         n, k = module.out_features, module.in_features
         shapes = [(module.values.shape, values_shape(n, k)), (meta.shape, meta_shape(n, k))]
         if module.bias is not None:
             shapes.append((module.bias.shape, (n,)))
-        if any(tuple(got) != tuple(want) for got, want in shapes) or invalid_meta_groups(meta):
+        unloaded = marked and not all(getattr(t, "_is_hf_initialized", False)
+                                      for t in (module.values, meta))
+        if (unloaded or any(tuple(got) != tuple(want) for got, want in shapes)
+                or invalid_meta_groups(meta)):
             raise ValueError(
                 f"sparse24: the packed weight of {fqn or 'the model'} was not filled from the "
                 "checkpoint (its entries are missing, or have another shape and were re-initialized, "
