@@ -21,7 +21,7 @@
 #   bash bench/device_session.sh OUT_DIR hostlevers   # carry .ab/<base>: issue 23's host-path levers, tested on the GPU, then base against head (overhead, BERT turns, launch_parts)
 #   bash bench/device_session.sh OUT_DIR bertab   # carry .ab/<base>: BERT eager and default-mode turns, base and head processes alternating twice
 #   bash bench/device_session.sh OUT_DIR tileorder   # issue 22: the sm90 tile order (GROUP 1, 2, 4, 8) of the untuned config, LLM and BERT-base shapes
-#   next (after session 10, 2026-12-06): the H200 reruns (gemm16 gemmbf16 llm bert overhead) with the tile-order rule; wgmmatests and decode on it; tileorder on the H200 (fp16: gemm_variants sweeps fp16 only); the mid-token tiles' order (BT 32-64, not swept)
+#   next (after session 11, 2026-12-06): the mid-token one-wave rule (ccc3eda) on the GPU: midtests (test_gemm -k mid_tokens_default) and gemm_variants --with-heuristic at 704-1000 x 768 x 3072; the H200 reruns (gemm16 gemmbf16 llm bert overhead); testsrest and decode on HEAD; run device-fixture files without -m gpu too (hostlevers does for its files)
 # Export SPARSE24_COMMIT=<this commit> in the device command: the GPU machine's copy of the tree keeps
 # an older commit in its .git, and the records name that one (+dirty) otherwise (session 10's did).
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
