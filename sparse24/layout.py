@@ -111,7 +111,8 @@ def split_gate_up(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     problem = gated_error(rows.shape[0]) if rows.dim() >= 1 else "a tensor without rows"
     if problem:
         raise ValueError(f"split_gate_up: {problem}")
-    blocks = rows.reshape(-1, 2, GATE_BLOCK, *rows.shape[1:])
+    # the block count spelled out: -1 cannot be inferred when a trailing dim is 0 (no tokens)
+    blocks = rows.reshape(rows.shape[0] // (2 * GATE_BLOCK), 2, GATE_BLOCK, *rows.shape[1:])
     half = rows.shape[0] // 2
     return (blocks[:, 0].reshape(half, *rows.shape[1:]).clone(),
             blocks[:, 1].reshape(half, *rows.shape[1:]).clone())

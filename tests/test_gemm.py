@@ -186,6 +186,16 @@ def test_zero_tokens():
     assert ops.linear(torch.empty(0, 64, dtype=torch.float16), values, meta).shape == (0, 16)
 
 
+@pytest.mark.parametrize("activation", sorted(GATED))
+def test_zero_tokens_of_a_gated_epilogue_on_the_reference_path(activation):
+    """float32 (or a CPU without the interpreter) runs the PyTorch reference: no tokens with a
+    gated epilogue gave 'cannot reshape tensor of 0 elements' in split_gate_up."""
+    values, meta = packed_weight(32, 64, torch.float32, "cpu")
+    for lead in [(0,), (2, 0)]:
+        y = ops.linear(torch.empty(*lead, 64), values, meta, None, activation)
+        assert y.shape == (*lead, 16) and y.dtype == torch.float32
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_zero_tokens_choose_no_config(monkeypatch, dtype, device):
     """An empty product needs no kernel, so linear returns its empty output before choosing a

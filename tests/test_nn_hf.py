@@ -195,8 +195,10 @@ def test_a_packed_layer_the_checkpoint_did_not_fill_is_refused(seed, tmp_path):
 def test_an_unloaded_packed_layer_is_refused_by_transformers_mark(seed):
     """transformers 5.25 marks what it loaded (_is_hf_initialized) and re-initializes a mismatched
     layer's tensors with torch.empty_like, whose memory may hold valid metadata (freed
-    checkpoint tensors): where the packed layers carry the mark, one without it is refused even
-    with valid metadata; without marks anywhere (another transformers) nothing is inferred."""
+    checkpoint tensors): where the model's tensors carry the mark, a packed layer without it is
+    refused even with valid metadata; without marks anywhere (another transformers), or where
+    accelerate's hooks placed the model (they move tensors to new, unmarked objects), nothing is
+    inferred from it."""
     from sparse24.nn.hf import refuse_unfilled
 
     model = pruned("roberta", num_labels=16)
@@ -208,6 +210,17 @@ def test_an_unloaded_packed_layer_is_refused_by_transformers_mark(seed):
     del model.classifier.out_proj.meta._is_hf_initialized  # valid contents, not loaded
     with pytest.raises(ValueError, match="classifier.out_proj was not filled from the checkpoint"):
         refuse_unfilled(model)
+    # the mark is read from the whole model: every packed tensor unmarked is still refused
+    for module in model.modules():
+        if isinstance(module, SparseLinear):
+            for tensor in (module.values, module.meta):
+                tensor.__dict__.pop("_is_hf_initialized", None)
+    with pytest.raises(ValueError, match="was not filled from the checkpoint"):
+        refuse_unfilled(model)
+    # where accelerate placed the model, its hooks move tensors to new, unmarked objects
+    # (offloading): the mark is not read there
+    model.classifier._hf_hook = object()
+    refuse_unfilled(model)
 
 
 def test_loading_refuses_tensors_whose_shapes_changed(seed):

@@ -393,3 +393,43 @@ def test_the_checked_record_keeps_no_weight_alive_and_is_not_saved(seed, tmp_pat
     assert "_checked_weight" not in loaded.__dict__ and torch.equal(loaded(x), want)
     twin = copy.deepcopy(sparse)
     assert "_checked_weight" not in twin.__dict__ and torch.equal(twin(x), want)
+
+
+def test_a_subclass_weight_sees_every_call_through_the_op(seed):
+    """A weight of a tensor subclass (a __torch_function__ wrapper here; a DTensor or an
+    offloading wrapper alike) takes linear()'s op path on every call, never the short path of a
+    checked plain weight, so the subclass sees each call."""
+    import sparse24.ops as ops_module
+
+    class Watched(torch.Tensor):
+        seen: list = []
+
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            cls.seen.append(func)
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    sparse = SparseLinear.from_linear(pruned_linear())
+    sparse.values = sparse.values.as_subclass(Watched)
+    x = torch.randn(3, K)
+    want = None
+    for _ in range(3):
+        Watched.seen.clear()
+        got = sparse(x)
+        assert any(func is ops_module.gemm._linear_op for func in Watched.seen)
+        want = got if want is None else want
+        assert torch.equal(got.as_subclass(torch.Tensor), want.as_subclass(torch.Tensor))
+    assert "_checked_weight" not in sparse.__dict__
+
+
+def test_the_short_path_checks_x_width(seed):
+    """linear_on_checked_weight, the short path, takes an x of the weight's width only: another
+    width (or a 0-d x) goes to linear(), whose check names it."""
+    from sparse24.ops.gemm import linear_on_checked_weight
+
+    sparse = SparseLinear.from_linear(pruned_linear())
+    sparse(torch.randn(2, K))
+    with pytest.raises(ValueError, match=f"x's last dim must be in_features={K}"):
+        linear_on_checked_weight(torch.randn(2, K + 64), sparse.values, sparse.meta, sparse.bias, None)
+    with pytest.raises(ValueError, match="x has shape"):
+        linear_on_checked_weight(torch.tensor(1.0), sparse.values, sparse.meta, sparse.bias, None)

@@ -497,6 +497,13 @@ def test_a_config_tuned_before_the_tile_order_rule_takes_the_rules_order(monkeyp
         m = 512 if tuned["BT"] == 64 else 4096
         assert gemm.choose_config(m, n, 768, torch.float16, cuda) == (served or tuned), (tuned, n)
     assert old["GROUP"] == 8  # the cached entry itself untouched
+    # a tuned 32-token tile at 768 tokens on 768 features: a second wave on 132 SMs (not
+    # served: the heuristic's 64 runs), one wave on a GPU of 144 (served as tuned)
+    tile_32 = {"family": "wgmma", "BT": 32, "STAGES": 6, "GROUP": 8, "META_RING": 1}
+    monkeypatch.setattr(gemm.configs, "tuned", lambda *a: tile_32)
+    assert gemm.choose_config(768, 768, 3072, torch.float16, cuda)["BT"] == 64
+    monkeypatch.setattr(gemm, "_sm_count", lambda index: 144)
+    assert gemm.choose_config(768, 768, 3072, torch.float16, cuda) == tile_32
 
 
 def test_mid_token_tile_of_32_only_where_64_leaves_sms_idle_and_32_fits_a_wave():

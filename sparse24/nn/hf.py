@@ -21,6 +21,8 @@ warning is transformers' own; sparse24 cannot be asked before it is imported (RE
 
 from __future__ import annotations
 
+import itertools
+
 import warnings
 from typing import Any
 
@@ -123,10 +125,11 @@ def refuse_unfilled(model: nn.Module) -> None:
     whose entries are missing or had another shape (``ignore_mismatched_sizes``) by calling the
     model's ``_init_weights``, which knows no SparseLinear, so its tensors would stay as they were
     (zeros, or uninitialized memory: NaN logits, no error). Three things give it away:
-    - transformers 5.25 marks each tensor it loaded (``_is_hf_initialized``); where the packed
-      layers carry the mark, one without it was not loaded. Its re-initialized tensors are
-      torch.empty_like memory, which may hold valid-looking metadata (freed checkpoint tensors):
-      the mark does not depend on it;
+    - transformers 5.25 marks each tensor it loaded (``_is_hf_initialized``); where the model's
+      tensors carry the mark, a packed layer without it was not loaded. Its re-initialized
+      tensors are torch.empty_like memory, which may hold valid-looking metadata (freed
+      checkpoint tensors): the mark does not depend on it. Not read where accelerate placed the
+      model (its hooks move tensors to new, unmarked objects, as offloading does);
     - metadata no packed weight has;
     - tensors of another shape than the layer's: transformers 5.17 checks no shapes while a
       quantizer loads, and swaps in the checkpoint's tensors of another shape as they are
@@ -138,7 +141,9 @@ def refuse_unfilled(model: nn.Module) -> None:
     packed = [(fqn, module) for fqn, module in model.named_modules()
               if isinstance(module, SparseLinear) and getattr(module, "meta", None) is not None
               and not module.meta.is_meta]
-    marked = any(getattr(module.meta, "_is_hf_initialized", False) for _, module in packed)
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    marked = (any(getattr(t, "_is_hf_initialized", False) for t in tensors)
+              and not any(hasattr(m, "_hf_hook") for m in model.modules()))
     for fqn, module in packed:
         meta = module.meta
         n, k = module.out_features, module.in_features

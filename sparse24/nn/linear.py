@@ -24,6 +24,9 @@ sparse24.ops.linear also takes the gated forms, which need an interleaved weight
 _ZERO_WEIGHT_META = 0x44444444
 
 
+_PLAIN = (torch.Tensor, nn.Parameter)
+
+
 def _memory(t: torch.Tensor | None) -> tuple | None:
     """What a tensor object holds (address, shape, strides, dtype): SparseLinear.forward checks its
     weight again when any of it changed."""
@@ -178,9 +181,14 @@ class SparseLinear(nn.Module):
                     and checked[5] == _memory(meta) and checked[6] == _memory(bias)):
                 return linear_on_checked_weight(x, values, meta, bias, self.activation)
             y = ops.linear(x, values, meta, bias, self.activation)
-            self.__dict__["_checked_weight"] = (
-                weakref.ref(values), weakref.ref(meta), None if bias is None else weakref.ref(bias),
-                self.activation, _memory(values), _memory(meta), _memory(bias))
+            # plain tensors only: a tensor subclass (a __torch_function__ or wrapper weight) must
+            # see every call through the op, as linear() gives it
+            if (type(values) in _PLAIN and type(meta) in _PLAIN
+                    and (bias is None or type(bias) in _PLAIN)):
+                self.__dict__["_checked_weight"] = (
+                    weakref.ref(values), weakref.ref(meta),
+                    None if bias is None else weakref.ref(bias),
+                    self.activation, _memory(values), _memory(meta), _memory(bias))
             return y
         if self.activation in GATED:
             raise ValueError("SparseLinear: rows= selects output features of a plain layer; a "

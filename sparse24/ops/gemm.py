@@ -19,7 +19,8 @@ to it):
 A config is a plain dict (family and that family's fields); ``choose_config`` takes it from the
 tuning cache when there is an entry, else from ``heuristic_config`` (which family: the dispatch
 rule here; its fields: the family's heuristic). ``linear`` asks ``choose_config`` once per
-problem (M, N, K, dtype, device) and keeps the answer as a plan, (the family's launch, config);
+problem (M, N, K, dtype, device) and keeps the answer as a plan, (the family's launch, config,
+whether that launch takes N-D rows);
 the sm90 family's launch there is a ``wgmma.PlannedLaunch`` that keeps the plan's direct launches.
 A repeated call checks its inputs, looks the plan up and launches.
 """
@@ -68,7 +69,7 @@ def _may_serve(config: dict, m: int, n: int, device: torch.device) -> bool:
     if config["family"] != "wgmma":
         return not uses_wgmma(m, device)
     return (device.type == "cuda" and wgmma.supported(device.index or 0)
-            and wgmma.worth_timing(config["BT"], m, n))
+            and wgmma.worth_timing(config["BT"], m, n, _sm_count(device.index or 0)))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -170,8 +171,8 @@ def _linear_impl(
         return reference.linear_ref(x, values, meta, bias, activation)
     n, k = values.shape[0], values.shape[1] * 2
     # The kernels read x rows with 4-byte (inline asm) and 16-byte (tl.load) accesses: unit
-    # stride along K, rows 8 elements apart, a 16-byte aligned start. An N-D x whose rows are
-    # evenly spaced (contiguous) is not reshaped: a launch that takes rows (the sm90 plans)
+    # stride along K, rows 8 elements apart, a 16-byte aligned start. A contiguous, aligned N-D
+    # x is not reshaped: a launch that takes rows (the sm90 plans)
     # reads its address and row stride, and y is made in its final shape. Each reshape was a
     # torch call, 0.75 us for x and 1.5 us for y of a stubbed call's 10 us on the dev CPU
     # (bench/NOTES.md, session 10).
@@ -186,7 +187,7 @@ def _linear_impl(
     elif x.dim() > 2 and x.is_contiguous() and not x.data_ptr() % 16:
         m = x.numel() // k
         rows = False  # decided by the plan below
-    else:  # 1-D, misaligned, or rows not evenly spaced
+    else:  # 1-D, misaligned or not contiguous (a view where its rows are evenly spaced)
         shape = x.shape[:-1]
         x = x.reshape(-1, k)  # a view where the rows allow one, else a copy
         if x.stride(1) != 1 or x.stride(0) % 8 or x.data_ptr() % 16:
@@ -388,12 +389,14 @@ def linear(
 def linear_on_checked_weight(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor,
                              bias: torch.Tensor | None, activation: str | None) -> torch.Tensor:
     """``linear`` for a weight (values, meta, bias, activation) whose checks passed in an earlier
-    call, as SparseLinear knows (its buffers the same objects at the same addresses): only x is
-    checked, and a plain eager call runs the implementation. Anything unusual about x (another
-    dtype or device, autograd, a tensor subclass, the meta device) takes ``linear`` itself,
-    whose checks name the problem. The weight's checks and the op's dispatch were 3.3-5.6 us of
-    an eager call's host time on the H100's host (bench/results/h100/overhead.md)."""
-    if (type(x) is torch.Tensor and x.dtype == values.dtype and x.device == values.device
+    call, as SparseLinear knows (its plain-tensor buffers the same objects holding the same
+    memory): only x is checked (its type, width, dtype, device, autograd), and a plain eager call
+    runs the implementation. Anything unusual about x (another width, dtype or device, autograd,
+    a tensor subclass, the meta device) takes ``linear`` itself, whose checks name the problem.
+    The weight's checks and the op's dispatch were 3.3-5.6 us of an eager call's host time on
+    the H100's host (bench/results/h100/overhead.md)."""
+    if (type(x) is torch.Tensor and x.dim() and x.shape[-1] == 2 * values.shape[1]
+            and x.dtype == values.dtype and x.device == values.device
             and not x.is_meta and not (torch.is_grad_enabled() and (
                 x.requires_grad or values.requires_grad
                 or (bias is not None and bias.requires_grad)))):

@@ -99,16 +99,16 @@ def output_tiles(m: int, n: int, bt: int) -> int:
     return -(-n // 128) * -(-m // bt)
 
 
-def worth_timing(bt: int, m: int, n: int | None = None) -> bool:
+def worth_timing(bt: int, m: int, n: int | None = None, sms: int = 132) -> bool:
     """Token tiles up to twice the tokens (8 at least); the small ones (8-32, weight streaming)
     only where they are at least a quarter of the tokens: each token tile reads the weight again;
-    and, given the weight's n, the mid-token rule's 32 where 64-token tiles leave SMs idle
-    (``mid_token_tile``)."""
+    and, given the weight's n, the mid-token rule's 32 where 64-token tiles leave SMs idle and
+    32-token ones fit a wave of ``sms`` (``mid_token_tile``)."""
     if bt > max(8, 2 * m):
         return False
     if bt >= 64 or 4 * bt >= m:
         return True
-    return n is not None and bt == 32 and mid_token_tile(m, n) == 32
+    return n is not None and bt == 32 and mid_token_tile(m, n, sms) == 32
 
 
 def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
@@ -269,7 +269,9 @@ def heuristic_config(m: int, n: int, k: int, sms: int = 132) -> dict:
 #   640 x 768 x 3072   (60 / 120)  0.89x against 0.80x
 #   768 x 768 x 3072   (72 / 144)  0.58x against 0.85x      768 x 768 x 768 (72 / 144) 0.82x / 0.97x
 #   900 x 768 x 3072   (90 / 180)  0.68x against 1.00x
-# so 32 only where its tiles fit one wave (before: 768-1000 tokens on 768 features ran 32).
+# so 32 only where its tiles fit one wave. The change moves 705-960 tokens on 768 features to 64
+# (961+ had 96 programs at 64 already) and, where the estimate picks 64-token tiles, 513-704 on
+# 1024, 225-320 on 2304, 161-192 on 3072 (132 SMs; those three not measured).
 # Tiles of 16 lost at each (0.57-0.77x: 144+ programs, each a quarter of a wgmma's width), and
 # so did splitting K (2 or 4 splits, 0.33-0.79x) and, where the estimate picks 128-token tiles,
 # 64 with the ring (384 x 3072 x 768 0.79x against 0.83x, 1536 x 768 x 768 0.82x against 0.88x).
