@@ -22,7 +22,6 @@ warning is transformers' own; sparse24 cannot be asked before it is imported (RE
 from __future__ import annotations
 
 import itertools
-
 import warnings
 from typing import Any
 

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from sparse24 import ops
-from sparse24.ops.gemm import linear_on_checked_weight
 from sparse24.activations import GATED, NAMES
 from sparse24.layout import LAYOUT_VERSION, granularity_error, meta_error, meta_shape, values_shape
+from sparse24.ops.gemm import linear_on_checked_weight
 from sparse24.weight import Sparse24Weight, natural_values
 
 ACTIVATION_NAMES = NAMES
@@ -170,7 +170,7 @@ class SparseLinear(nn.Module):
                 return ops.linear(x, values, meta, bias, self.activation)
             # The weight's checks pass once per set of tensors: a later call with the same
             # objects holding the same memory checks only x (ops.gemm.linear_on_checked_weight).
-            # The same memory: the address, shape and dtype, since `.data =` (as .to() and
+            # The same memory: address, shape, strides and dtype, since `.data =` (as .to() and
             # .half() do to a parameter, the bias) changes them under the same object (buffers
             # become new objects). Weak references, so that a weight moved away (.to(),
             # offloading) is not kept alive here. Spelled out: this runs on every call.

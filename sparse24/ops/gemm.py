@@ -172,27 +172,22 @@ def _linear_impl(
     n, k = values.shape[0], values.shape[1] * 2
     # The kernels read x rows with 4-byte (inline asm) and 16-byte (tl.load) accesses: unit
     # stride along K, rows 8 elements apart, a 16-byte aligned start. A contiguous, aligned N-D
-    # x is not reshaped: a launch that takes rows (the sm90 plans)
-    # reads its address and row stride, and y is made in its final shape. Each reshape was a
-    # torch call, 0.75 us for x and 1.5 us for y of a stubbed call's 10 us on the dev CPU
-    # (bench/NOTES.md, session 10).
-    # A copy (clone: contiguous() would return a contiguous x that starts misaligned as it is,
-    # and TMA refuses its address) where x does not fit.
+    # x is not reshaped: a launch that takes rows (the sm90 plans) reads its address and row
+    # stride, and y is made in its final shape (the two reshapes were 5.3 us a call on the
+    # H100's host, bench/NOTES.md session 11). Any other x is flattened to 2-D, and copied where
+    # it does not fit: clone, since contiguous() returns a contiguous x that starts misaligned
+    # as it is, and TMA refuses its address.
     shape = None  # the output's leading dims where y is made 2-D for an N-D x
-    if x.dim() == 2:
-        m = x.shape[0]
-        if x.stride(1) != 1 or x.stride(0) % 8 or x.data_ptr() % 16:
-            x = x.clone(memory_format=torch.contiguous_format)
-        rows = True  # 2-D: every launch takes it
-    elif x.dim() > 2 and x.is_contiguous() and not x.data_ptr() % 16:
+    if x.dim() > 2 and x.is_contiguous() and not x.data_ptr() % 16:
         m = x.numel() // k
         rows = False  # decided by the plan below
-    else:  # 1-D, misaligned or not contiguous (a view where its rows are evenly spaced)
-        shape = x.shape[:-1]
-        x = x.reshape(-1, k)  # a view where the rows allow one, else a copy
+    else:
+        if x.dim() != 2:  # 1-D, misaligned or not contiguous
+            shape = x.shape[:-1]
+            x = x.reshape(-1, k)  # a view where the rows allow one, else a copy
         if x.stride(1) != 1 or x.stride(0) % 8 or x.data_ptr() % 16:
             x = x.clone(memory_format=torch.contiguous_format)
-        m, rows = x.shape[0], True
+        m, rows = x.shape[0], True  # 2-D: every launch takes it
     width = n // 2 if activation in GATED else n  # a gated epilogue halves the outputs
     if m == 0:  # no tokens: nothing to compute, so no config to choose (nor to tune)
         return x.new_empty((*(x.shape[:-1] if shape is None else shape), width))
