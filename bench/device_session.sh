@@ -21,7 +21,8 @@
 #   bash bench/device_session.sh OUT_DIR hostlevers   # carry .ab/<base>: issue 23's host-path levers, tested on the GPU, then base against head (overhead, BERT turns, launch_parts)
 #   bash bench/device_session.sh OUT_DIR bertab   # carry .ab/<base>: BERT eager and default-mode turns, base and head processes alternating twice
 #   bash bench/device_session.sh OUT_DIR tileorder   # issue 22: the sm90 tile order (GROUP 1, 2, 4, 8) of the untuned config, LLM and BERT-base shapes
-#   next (after session 11, 2026-12-06): the mid-token one-wave rule (ccc3eda) on the GPU: midtests (test_gemm -k mid_tokens_default) and gemm_variants --with-heuristic at 704-1000 x 768 x 3072; the H200 reruns (gemm16 gemmbf16 llm bert overhead); testsrest and decode on HEAD; run device-fixture files without -m gpu too (hostlevers does for its files)
+#   bash bench/device_session.sh OUT_DIR blockf256 stalls   # issue 22, session 12: BLOCK_F 256 tested and timed; per-instruction stall samples
+#   next (after session 12, 2026-12-06): the H200 reruns (gemm16 gemmbf16 llm bert overhead) when one is lent; the asm k-loop (ASM_LOOP) profiled with `stalls` (why it lost); testsrest and decode on HEAD
 # Export SPARSE24_COMMIT=<this commit> in the device command: the GPU machine's copy of the tree keeps
 # an older commit in its .git, and the records name that one (+dirty) otherwise (session 10's did).
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
@@ -113,6 +114,16 @@ for stage in "$@"; do
              | grep -v Warning | tail -30 ;;
     tileorder) limit 300 python3 -m bench.gemm_variants --shapes 4096x4096x4096,4096x4096x11008,4096x11008x4096,4096x14336x4096,2048x28672x4096,6144x2304x768,24576x3072x768,24576x768x3072,6144x768x3072,1000x768x3072,768x768x768 \
              --with-heuristic --only BT=1 --groups 1,2,4,8 --mode graph --top 4 --out "$out/gemm_variants.jsonl" 2>&1 | grep -v Warning | tail -16 ;;  # session 10's sweep on another GPU, and the mid-token tiles (BT 32-64: the last two shapes)
+    blockf256) limit 150 python3 -m pytest -q -rf -n 12 -p no:cacheprovider tests/test_wgmma_gpu.py -k "256_feature or gated_epilogues" \
+             >"$out/pytest_gpu_blockf256.txt" 2>&1; tail -4 "$out/pytest_gpu_blockf256.txt"
+             limit 330 python3 -m bench.gemm_variants --family wgmma --block-f-256 --with-heuristic --only BLOCK_F=256,BT=128,STAGES=3 \
+             --mode graph --top 5 --out "$out/gemm_variants_blockf256.jsonl" \
+             --shapes 4096x4096x4096,4096x14336x4096,4096x4096x11008,4096x11008x4096,8192x8192x8192,2048x4096x4096,1024x14336x4096,24576x3072x768,6144x3072x768,6144x2304x768,24576x768x3072,6144x768x3072 \
+             2>&1 | grep -v Warning | tail -20 ;;  # session 12: 256-feature tiles (with and without the metadata ring) against the heuristic's config
+    stalls) for skip in 1 3; do limit 100 ncu --clock-control none -k regex:_sparse_wgmma_kernel --launch-skip $skip --launch-count 1 \
+             --section SourceCounters --section WarpStateStats --page source --print-source sass --csv \
+             python3 -m bench.investigations.2026-12-sm90-ncu.profile_wgmma '[[4096,4096,4096,null],[6144,768,768,null]]' \
+             >"$out/ncu_source_$skip.csv" 2>&1; python3 -m bench.diag.ncu_stalls "$out/ncu_source_$skip.csv" --top 0; done ;;  # where the sm90 kernel's warps wait (bench/diag/ncu_stalls.py)
     hostpaths) limit 240 python3 -m bench.diag.host_paths >"$out/host_paths.txt" 2>&1; grep "===" "$out/host_paths.txt" ;;
     eagerdiag) limit 300 python3 -m bench.investigations.2026-12-bert-eager-host-time.eager_steady >"$out/eager_steady.txt" 2>&1; grep -v Warning "$out/eager_steady.txt" | tail -30 ;;
     opcost) limit 150 python3 -m bench.diag.compiled_op_cost >"$out/compiled_op_cost.txt" 2>&1; head -8 "$out/compiled_op_cost.txt" ;;

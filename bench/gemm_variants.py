@@ -50,7 +50,7 @@ DEFAULT_SHAPES = "24576x3072x768,24576x768x3072,6144x768x768,1536x3072x768,16x40
 
 # what a config without the field runs as (the launchers' defaults)
 FIELD_DEFAULTS = {"A_TILE": 1, "SPLIT_K": 1, "FUSED_REDUCE": 0, "ASM_LOOP": 0, "MAXNREG": 0,
-                  "META_AHEAD": 1, "META_RING": 0}
+                  "META_AHEAD": 1, "META_RING": 0, "BLOCK_F": 128}  # BLOCK_F: an sm90 config's
 
 
 def parse_only(text: str) -> dict[str, set[int]]:
@@ -94,6 +94,13 @@ def main() -> int:
     parser.add_argument("--every-tile", action="store_true",
                         help="with --meta-ring/--split-k/--asm-loop: offer the sm90 token tiles of "
                              "8-32 at any token count (more programs where the large tiles are few)")
+    parser.add_argument("--block-f-256", action="store_true",
+                        help="also time the sm90 tiles of 256 features (BLOCK_F 256: two bands a "
+                             "warpgroup)")
+    parser.add_argument("--configs", type=json.loads, default=None,
+                        help="time these configs (a JSON list; each checked first) instead of a "
+                             "family's pool, e.g. '[{\"family\": \"wgmma\", \"BT\": 256, "
+                             "\"STAGES\": 2, \"GROUP\": 4, \"META_AHEAD\": 2}]'")
     parser.add_argument("--with-heuristic", action="store_true",
                         help="also time the config linear runs untuned (the A/B's baseline)")
     parser.add_argument("--only", type=parse_only, default={},
@@ -115,6 +122,10 @@ def main() -> int:
     if args.every_tile and not (args.meta_ring or args.split_k or args.asm_loop):
         parser.error("--every-tile widens the pools of --meta-ring, --split-k and --asm-loop: "
                      "give one of them")
+    if args.configs is not None:
+        bad = [cfg for cfg in args.configs if not configs.well_formed(cfg)]
+        if bad:
+            parser.error(f"--configs: not a config sparse24 can run: {bad}")
     common.require_cuda("python -m bench.gemm_variants")
     env, run_id = common.env_record(), common.new_run_id()
     device = torch.device("cuda")
@@ -147,15 +158,21 @@ def main() -> int:
                                                return_mode="median")
         flops = 2.0 * m * n * k
         side = gemm.uses_wgmma(m, device)
-        if (side or args.family == "wgmma") and (args.asm_loop or args.split_k or args.meta_ring):
+        block_fs = (128, 256) if args.block_f_256 else (128,)
+        if args.configs is not None:
+            pool = list(args.configs)
+        elif (side or args.family == "wgmma") and (args.asm_loop or args.split_k or args.meta_ring):
             pool = wgmma.candidates(m, n, k, asm_loops=(0, *wgmma.ASM_LOOPS) if args.asm_loop else (0,),
                                     split_ks=(1, *args.split_ks) if args.split_k else (1,),
-                                    meta_ring=args.meta_ring, every_tile=args.every_tile)
+                                    meta_ring=args.meta_ring, every_tile=args.every_tile,
+                                    block_fs=block_fs)
         elif args.family == "wgmma":  # the sm90 family below its token rule too (few-token tiles)
-            pool = wgmma.candidates(m, n, k)
+            pool = wgmma.candidates(m, n, k, block_fs=block_fs)
         else:
             pool = configs.candidates(m, n, k, on_gpu=True, wgmma_side=side,
                                       sm90=wgmma.supported(device.index or 0))
+            if side and args.block_f_256:
+                pool += [c for c in wgmma.candidates(m, n, k, block_fs=(256,)) if "BLOCK_F" in c]
         if args.with_heuristic:  # the config linear runs untuned, whatever the filters
             pool = [dict(gemm.heuristic_config(m, n, k, device))] + pool
         cands = [cfg for i, cfg in enumerate(pool) if (args.with_heuristic and i == 0) or (
@@ -197,15 +214,17 @@ def main() -> int:
             print("   FAILED", r["cfg"], r["error"], flush=True)
         for r in ok[: args.top]:
             print(f"   {dense_ms / r['ms']:.2f}x  {r['ms'] * 1e3:8.1f} us  {flops / r['ms'] / 1e9:6.0f} TFLOP/s  {r['cfg']}", flush=True)
-        def best(family, asm_loop=None, split=False, meta_ring=0):
+        def best(family, asm_loop=None, split=False, meta_ring=0, block_f=128):
             return next((r for r in ok if r["cfg"]["family"] == family and (
                 asm_loop is None or r["cfg"].get("ASM_LOOP", 0) == asm_loop)
                 and (split is None or (r["cfg"].get("SPLIT_K", 1) > 1) == split)
-                and (family != "wgmma" or r["cfg"].get("META_RING", 0) == meta_ring)), None)
+                and (family != "wgmma" or (r["cfg"].get("META_RING", 0) == meta_ring
+                                           and r["cfg"].get("BLOCK_F", 128) == block_f))), None)
 
         summary.append((shape, dense_ms, best("mma", split=None), best("dot", split=None),
                         best("wgmma", 0), *(best("wgmma", d) for d in wgmma.ASM_LOOPS),
-                        best("wgmma", split=True), best("wgmma", 0, split=None, meta_ring=1)))
+                        best("wgmma", split=True), best("wgmma", 0, split=None, meta_ring=1),
+                        best("wgmma", 0, block_f=256)))
 
     def cell(r, dense_ms):
         return "-" if r is None else f"{dense_ms / r['ms']:.2f}x ({r['ms'] * 1e3:.1f} us)"
@@ -213,7 +232,7 @@ def main() -> int:
     print("\n" + common.markdown_table(
         ["M x N x K", "cuBLAS us", "best mma.sp", "best dot", "best wgmma.sp",
          *(f"best wgmma.sp ASM_LOOP {d}" for d in wgmma.ASM_LOOPS), "best wgmma.sp split-K",
-         "best wgmma.sp META_RING"],
+         "best wgmma.sp META_RING", "best wgmma.sp BLOCK_F 256"],
         [[shape, f"{dense_ms * 1e3:.1f}", *(cell(r, dense_ms) for r in bests)]
          for shape, dense_ms, *bests in summary]))
     print(f"appended to {args.out} (run {run_id})")

@@ -221,3 +221,36 @@ def test_a_failure_that_breaks_the_cuda_context_stops_the_turns_and_spares_the_o
     assert "stopped after 2 of 3 rounds" in rows["dense"]["note"] and "sparse24" in rows["dense"]["note"]
     assert rows["sparse24"]["status"] == "failed" and "illegal memory" in rows["sparse24"]["error"]
     assert rows["sparse24"]["speedup"] is None
+
+
+def test_ncu_stall_groups_from_the_sass_source_page(tmp_path):
+    """bench.diag.ncu_stalls on a source page shaped like ncu's CSV (the 4096^3 profile's
+    instructions, samples invented): the drain, a try-wait loop's branch (its try-wait a dozen
+    instructions up) by run count, the once-per-program warps, the rest; the real profiles are
+    gzipped under bench/results/h100/profiles/sm90_stalls."""
+    import gzip
+
+    from bench.diag import ncu_stalls
+
+    wait = "SYNCS.PHASECHK.TRANS64.TRYWAIT"
+    sass = [("LDC R1, c[0x0][0x28]", 5, 132), (f"{wait} P0, [UR8+-0x10], R6", 2, 65536)]
+    sass += [("ULOP3.LUT UR12, UR12, 0x3ffff, URZ, 0xc0, !UPT", 1, 65536)] * 11
+    sass += [("@!P0  BRA 0x7f2a9f7cb2e0", 40, 65536),
+             ("HGMMA.SP.64x256x32.F32 R24, gdesc[UR12], R24, R152, 0x0", 3, 65536),
+             ("WARPGROUP.DEPBAR.LE gsb0, 0x0", 100, 65536), (f"{wait} P1, [R3+UR11]", 0, 16384),
+             ("@!P1  BRA 0x7f2a9f7cb310", 20, 16384), ("NOP", 60, 264),
+             ("@P1   BRA 0x7f2a9f7c9150", 7, 16384)]
+    lines = ["==PROF== Connected to process 763", "4096 4096 4096 {'BT': 256}",
+             '"Kernel Name","_sparse_wgmma_kernel",',
+             '"Address","Source","Warp Stall Sampling (All Samples)","Instructions Executed"']
+    lines += [f'"0x{i:x}","      {text}","{samples}","{runs}"'
+              for i, (text, samples, runs) in enumerate(sass)]
+    path = tmp_path / "page.csv.gz"
+    path.write_bytes(gzip.compress("\n".join(lines).encode()))
+    header, rows = ncu_stalls.read_rows(path)
+    assert header[1].startswith("4096") and len(rows) == len(sass)
+    counts, runs = ncu_stalls.groups(rows)
+    assert counts == {"wgmma drain": 100, "mbarrier wait, run 65536 times": 40,
+                      "mbarrier wait, run 16384 times": 20, "idle warps (once per program)": 65,
+                      "other": 2 + 11 + 3 + 7}
+    assert sum(counts.values()) == sum(s for _, s, _ in sass)

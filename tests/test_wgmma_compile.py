@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from sparse24.ops import wgmma, wgmma_asm
+from sparse24.ops import configs, wgmma, wgmma_asm
 
 
 @pytest.mark.parametrize("bt", [8, 16, 32, 64, 128, 256])
@@ -118,6 +118,71 @@ def test_mma_asm_reads_its_metadata_words(bt, warpgroup, meta_ring):
         assert mmas == [(stage, box + first, 0), (stage, box + first, 1),
                         (stage, box + second, 0), (stage, box + second, 1)], (stage, mmas)
         assert [e[0] for e in events][-2:] == ["commit", "wait_group"]
+
+
+@pytest.mark.parametrize("bt, warpgroup", [(64, 0), (128, 1)])
+def test_two_band_asm_issues_each_band_on_its_rows_and_words(bt, warpgroup):
+    """BLOCK_F 256, in the one-thread model: each k32 step issues band 0's then band 1's wgmma on
+    the same x descriptor; band b reads A rows 128w + 64b (16 KB per warpgroup and 8 KB per band
+    into a 32 KB stage) and its own metadata words, which the kernel's joined tensor hands over
+    as elements 2 * chunk + band of the pack; band b's accumulator is registers b, b + 2, ..."""
+    import ptx_sim
+
+    a_off, x_off, base = 98304, 0, 1024
+    text = wgmma_asm.mma_asm(bt, "float16", warpgroup, a_off, x_off, bands=2)
+    p = wgmma_asm.accumulator_registers(bt, 2)
+    assert p == bt
+    words = [[1000, 2000], [3000, 4000]]  # [band][chunk]
+    operands = {2 * p + 2 * chunk + band: words[band][chunk] for band in (0, 1) for chunk in (0, 1)}
+    high = wgmma_asm.DESCRIPTOR_HIGH_BITS
+    for stage in (0, 2):
+        events = ptx_sim.run(text, operands | {3 * p: stage}, smem_base=base, full_offset=0,
+                             empty_offset=0, stages=8, a_offset=a_off + warpgroup * 16384,
+                             a_stage_bytes=wgmma_asm.a_stage_bytes(256))
+        want = []
+        for k32, band in itertools.product(range(4), (0, 1)):
+            a_addr = base + a_off + stage * 32768 + (2 * warpgroup + band) * 8192
+            x_addr = (base + x_off + stage * 2 * wgmma_asm.x_stage_bytes(bt)
+                      + (k32 // 2) * wgmma_asm.x_stage_bytes(bt))
+            want.append(("mma", stage, words[band][k32 // 2], k32 % 2,
+                         ((a_addr >> 4) + 2 * k32) | high, ((x_addr >> 4) + 4 * (k32 % 2)) | high))
+        assert [e for e in events if e[0] == "mma"] == want, stage
+        assert [e[0] for e in events][-2:] == ["commit", "wait_group"]
+    accumulators = re.findall(r"m64n\d+k32\.f32\.f16\.f16 \{([^}]*)\}", text)
+    assert accumulators[0] == ",".join(f"${i}" for i in range(0, p, 2))
+    assert accumulators[1] == ",".join(f"${i}" for i in range(1, p, 2))
+    assert accumulators == accumulators[:2] * 4
+    # the metadata loads fill elements 0-3 of the pack from their own addresses
+    assert wgmma_asm.meta_asm(bt, 2).splitlines() == [
+        f"ld.global.nc.u32 ${e}, [${p + e}];" for e in range(4)]
+    assert wgmma_asm.mma_constraints(bt, 2).split(",").count("=f") == p
+
+
+def test_256_feature_tiles_are_offered_where_they_run():
+    """BLOCK_F 256 only on request, only as the kernel takes it: token tiles of 64 and 128 (two
+    bands of 64 x 256 float32 accumulators would not fit), the Gluon k-loop with its metadata
+    from global memory (the ring's loader and box hold 128 features), unsplit, and rings that fit
+    in shared memory (BT 128: 3 stages of 64 KB)."""
+    base = {"family": "wgmma", "BT": 128, "STAGES": 3, "GROUP": 4, "BLOCK_F": 256}
+    assert wgmma.runnable(base) and configs.well_formed(base)
+    assert not wgmma.runnable(base | {"STAGES": 4})  # 4 x 64 KB
+    assert wgmma.runnable(base | {"BT": 64, "STAGES": 4})
+    assert wgmma.shared_bytes(128, 3, block_f=256) == 3 * 65536 + 2 * 128 * 64 * 2 + 512
+    for other in ({"BT": 256, "STAGES": 1}, {"BT": 32}, {"META_RING": 1, "STAGES": 2},
+                  {"ASM_LOOP": 2, "STAGES": 2}, {"SPLIT_K": 2, "STAGES": 2}):
+        assert not wgmma.runnable(base | other), other
+    assert not configs.well_formed(base | {"BLOCK_F": 192})
+    assert all("BLOCK_F" not in c for c in wgmma.candidates(4096, 4096, 4096))
+    wide = [c for c in wgmma.candidates(4096, 4096, 4096, block_fs=(128, 256)) if "BLOCK_F" in c]
+    assert {(c["BT"], c["STAGES"]) for c in wide} == {(64, 2), (64, 3), (64, 4), (128, 2),
+                                                        (128, 3)}
+    assert all(wgmma.runnable(c) for c in wide)
+    # a tile of 256 features: half the feature tiles, the loader's A box 256 rows
+    assert wgmma.output_tiles(4096, 768, 128, 256) == 3 * 32
+    with pytest.raises(ValueError, match="BLOCK_F=192"):
+        wgmma_asm.bands_of(192)
+    with pytest.raises(ValueError, match="one band"):
+        wgmma_asm.mma_asm(128, "float16", 0, 0, 0, meta_offset=4096, bands=2)
 
 
 def test_loop_asm_model_catches_a_stage_freed_too_early():
@@ -250,6 +315,11 @@ def compile_in_child(cfg, dtype, activation) -> dict:
     ({"family": "wgmma", "BT": 64, "STAGES": 6, "GROUP": 8, "ASM_LOOP": 1}, "float16", 0),
     ({"family": "wgmma", "BT": 128, "STAGES": 3, "GROUP": 8, "SPLIT_K": 4}, "float16", 2),
     ({"family": "wgmma", "BT": 64, "STAGES": 5, "GROUP": 8, "SPLIT_K": 2, "ASM_LOOP": 2}, "bfloat16", 0),
+    # 256-feature tiles: two bands a warpgroup (GELU, SwiGLU paired, metadata two k-blocks ahead)
+    ({"family": "wgmma", "BT": 128, "STAGES": 3, "GROUP": 4, "BLOCK_F": 256}, "float16", 2),
+    ({"family": "wgmma", "BT": 128, "STAGES": 2, "GROUP": 4, "BLOCK_F": 256, "META_AHEAD": 2},
+     "bfloat16", 12),
+    ({"family": "wgmma", "BT": 64, "STAGES": 4, "GROUP": 8, "BLOCK_F": 256}, "bfloat16", 0),
     # the few-token tiles at their deepest rings (weight streaming)
     ({"family": "wgmma", "BT": 8, "STAGES": 12, "GROUP": 8, "SPLIT_K": 4}, "float16", 0),
     ({"family": "wgmma", "BT": 16, "STAGES": 10, "GROUP": 8}, "bfloat16", 2),
@@ -264,8 +334,9 @@ def test_kernel_compiles_for_sm90a_with_verified_offsets(cfg, dtype, activation)
     ptx_type = wgmma_asm.DTYPES[dtype]
     # four k32 steps per k-block in each of the two math warpgroups (the asm k-loop: D k-blocks
     # in its body)
-    drain = cfg.get("ASM_LOOP", 0)
-    assert ptx.count(f"wgmma.mma_async.sp.sync.aligned.m64n{cfg['BT']}k32.f32.{ptx_type}.{ptx_type}") == 8 * max(1, drain)
+    # in each of its bands (BLOCK_F 256: two)
+    drain, bands = cfg.get("ASM_LOOP", 0), cfg.get("BLOCK_F", 128) // 128
+    assert ptx.count(f"wgmma.mma_async.sp.sync.aligned.m64n{cfg['BT']}k32.f32.{ptx_type}.{ptx_type}") == 8 * max(1, drain) * bands
     # the offsets baked into the asm are the ones the allocator gave the rings and mbarriers
     assert facts["found"] == [a_off, x_off, full_off, empty_off, *meta_off]
     # and the first guess was right: a plan's first launch compiles once, not twice
@@ -284,10 +355,12 @@ def test_kernel_compiles_for_sm90a_with_verified_offsets(cfg, dtype, activation)
     else:
         assert waits == ["0x0"] * 2, waits
     assert f"add.u32 sb0, sb0, {x_off};" in ptx
-    assert f"add.u32 sa, sa, {a_off};" in ptx and f"add.u32 sa, sa, {a_off + 8192};" in ptx
+    # warpgroup 1's rows start 64 (one band) or 128 (two) rows into the A stage
+    assert f"add.u32 sa, sa, {a_off};" in ptx and f"add.u32 sa, sa, {a_off + 8192 * bands};" in ptx
     assert facts["shared"] <= wgmma.MAX_SHARED_BYTES
     assert facts["shared"] <= wgmma.shared_bytes(cfg["BT"], cfg["STAGES"], cfg.get("SPLIT_K", 1) > 1,
-                                                 cfg.get("META_RING", 0) == 1)
+                                                 cfg.get("META_RING", 0) == 1,
+                                                 cfg.get("BLOCK_F", 128))
     if cfg.get("META_RING", 0):
         # the metadata through the ring: the loader's 16-byte cp.async copies into the ring at
         # the offset the asm reads (two words a thread, a stage of 2 KB), no global metadata load

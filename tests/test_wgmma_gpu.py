@@ -94,6 +94,26 @@ def test_every_config_every_epilogue(cfg, dtype):
     assert not failures, failures[:6]
 
 
+# 256-feature tiles (BLOCK_F 256: two 64-feature bands a warpgroup): every ring of both token
+# tiles, and the metadata two k-blocks ahead at the deepest; on the bench's weights and on ragged
+# ones (400 rows: the last tile's second warpgroup has no rows and its first one band and a
+# quarter; K = 704: a half-empty last k-block).
+BLOCK_F_256_CONFIGS = [c for c in wgmma.candidates(4096, 768, 768, block_fs=(256,))
+                       if c.get("BLOCK_F") == 256]
+BLOCK_F_256_CONFIGS += [c | {"META_AHEAD": 2} for c in deepest_of_each_form(BLOCK_F_256_CONFIGS)]
+
+
+@pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("cfg", BLOCK_F_256_CONFIGS,
+                         ids=lambda c: f"F256-BT{c['BT']}-S{c['STAGES']}-A{c.get('META_AHEAD', 1)}")
+def test_256_feature_tiles(cfg, dtype):
+    gen = torch.Generator(device="cuda").manual_seed(cfg["BT"] * 10 + cfg["STAGES"] + 7)
+    shapes = WEIGHT_SHAPES + [(400, 704), (4160, 320)]
+    failures = failed_cases(cfg, dtype, itertools.product(M_VALUES, shapes), gen)
+    assert not failures, failures[:6]
+
+
 # The few-token tiles (BT 8-32, weight streaming): every ring depth unsplit, and splits of K (even,
 # odd, and more splits than some weights have k-blocks) and the metadata 2 or 4 k-blocks ahead
 # (META_AHEAD), split or not, at each tile's deepest ring.
@@ -325,6 +345,10 @@ def gated_configs(m: int, n: int, k: int, split: int) -> list[dict]:
     metadata ahead, BT 8 with it through the ring), each with ``split`` splits of K at the most
     stages that fit."""
     configs = [wgmma.heuristic_config(m, n, k)]
+    if split == 1:  # 256-feature tiles pair each band's rows (no split: they take none)
+        configs += [{"family": "wgmma", "BT": 128 if m > 64 else 64, "STAGES": 2, "GROUP": 4,
+                     "BLOCK_F": 256},
+                    {"family": "wgmma", "BT": 128, "STAGES": 3, "GROUP": 4, "BLOCK_F": 256}]
     if m <= 16:
         configs += [{"family": "wgmma", "BT": 16, "STAGES": 10, "GROUP": 8, "META_AHEAD": 2},
                     {"family": "wgmma", "BT": 8, "STAGES": 10, "GROUP": 8, "META_RING": 1}]

@@ -6,9 +6,9 @@ B operand (BT tokens, K-major, straight from its row-major storage). Packed layo
 sparse24/kernels/pack.py (values in natural order, so TMA copies them as a plain [N, K/2] matrix).
 
 A persistent, warp-specialized kernel. Each program walks tiles tile = pid, pid + programs, ...
-(feature tiles of 128 grouped by GROUP token tiles so that co-running programs share weights in
+(feature tiles of BLOCK_F grouped by GROUP token tiles so that co-running programs share weights in
 L2), with three partitions:
-  - loader (1 warp): TMA copies of each k-block (128 inputs: one [128, 64] box of values and two
+  - loader (1 warp): TMA copies of each k-block (128 inputs: one [BLOCK_F, 64] box of values and two
     [BT, 64] boxes of x) into a ring of STAGES shared-memory stages; stage s is refilled once its
     ``empty`` barrier says both warpgroups are done with it, and its ``full`` barrier counts the
     bytes in;
@@ -18,6 +18,9 @@ L2), with three partitions:
     waits for the other between k-blocks: while one drains its wgmmas the other issues.
     Each then runs the epilogue of its [64, BT] tile (bias, activation, cast) and stores it with TMA
     through its own shared-memory buffer, while the loader already fills the next tile's stages.
+    With BLOCK_F 256 (256 features a tile) each warpgroup owns two bands of 64 (features 0-127
+    and 128-255), issues both bands' wgmmas on each x descriptor (eight a k-block) and stores the
+    bands one after the other: each x byte brought from L2 feeds twice the math.
 The asm addresses the rings from ``global_smem`` plus offsets that the launcher checks against the
 compiled kernel (sparse24/ops/wgmma.py): Gluon cannot pass shared-memory descriptors to asm.
 The partitions share their state as aggregates (as in Gluon's tutorials): the ``Ring`` (stages
@@ -59,8 +62,6 @@ _GELU_TANH = gl.constexpr(EPILOGUE_CODES["gelu_tanh"])
 _SILU = gl.constexpr(EPILOGUE_CODES["silu"])
 _GATED = gl.constexpr(GATED_FLAG)
 
-BLOCK_F = 128  # features per tile: two warpgroups of 64 (the M side of wgmma)
-
 
 @gluon.jit
 def _tile_coords(tile, tiles_f, tiles_t, GROUP: gl.constexpr):
@@ -76,7 +77,7 @@ def _tile_coords(tile, tiles_f, tiles_t, GROUP: gl.constexpr):
 
 @aggregate
 class Schedule:
-    """A program's work: tiles of 128 features x BT tokens (GROUP token tiles per feature tile,
+    """A program's work: tiles of BLOCK_F features x BT tokens (GROUP token tiles per feature tile,
     see ``_tile_coords``), and with SPLIT_K > 1 each tile's k-blocks in splits: the work units
     are then (split, tile). The loader and both math warpgroups walk the same units, each
     computing them itself (values passed into warp_specialize partitions change the unsplit
@@ -88,15 +89,17 @@ class Schedule:
     BT: gl.constexpr
     GROUP: gl.constexpr
     SPLIT_K: gl.constexpr
+    BLOCK_F: gl.constexpr
 
     @gluon.constexpr_function
-    def __init__(self, tiles_f, tiles_t, k_blocks, BT, GROUP, SPLIT_K):
+    def __init__(self, tiles_f, tiles_t, k_blocks, BT, GROUP, SPLIT_K, BLOCK_F):
         self.tiles_f = tiles_f
         self.tiles_t = tiles_t
         self.k_blocks = k_blocks
         self.BT = gl.constexpr(BT)
         self.GROUP = gl.constexpr(GROUP)
         self.SPLIT_K = gl.constexpr(SPLIT_K)
+        self.BLOCK_F = gl.constexpr(BLOCK_F)
 
     @gluon.jit
     def units(self):
@@ -131,7 +134,7 @@ class Schedule:
 
 @aggregate
 class Ring:
-    """The operand ring: STAGES stages of A ([128, 64] values) and x (two [BT, 64] halves), the
+    """The operand ring: STAGES stages of A ([BLOCK_F, 64] values) and x (two [BT, 64] halves), the
     ``full`` mbarriers (the loader's TMA bytes arrived) and ``empty`` ones (both math warpgroups
     are done with the stage)."""
 
@@ -163,7 +166,7 @@ def _loader(a_desc, x_desc, ring: Ring, schedule: Schedule):
             mbarrier.wait(ring.empty.index(s), ((step // STAGES) & 1) ^ 1)
             bar = ring.full.index(s)
             mbarrier.expect(bar, a_desc.block_type.nbytes + 2 * x_desc.block_type.nbytes)
-            tma_load(a_desc, [pid_f * 128, kb * 64], bar, ring.a.index(s))
+            tma_load(a_desc, [pid_f * schedule.BLOCK_F, kb * 64], bar, ring.a.index(s))
             tma_load(x_desc, [pid_t * schedule.BT, kb * 128], bar, ring.x.index(2 * s))
             tma_load(x_desc, [pid_t * schedule.BT, kb * 128 + 64], bar, ring.x.index(2 * s + 1))
             step += 1
@@ -178,6 +181,7 @@ def _loader_with_metadata(a_desc, x_desc, ring: Ring, schedule: Schedule, meta_r
     mbarrier then also waits for those copies (cp.async.mbarrier.arrive, counted), so the math
     warpgroups read their words from shared memory with no global-memory latency in the k-loop.
     Bands and chunks past the weight read its last one (valid nibbles over zero values)."""
+    gl.static_assert(schedule.BLOCK_F == 128, "the metadata ring holds 128-feature tiles")
     units, per_split = schedule.units()
     STAGES: gl.constexpr = ring.STAGES
     # one warp: 16 rows x 32 words, 4 words (16 bytes, one cp.async) a thread, 4 rows a pass
@@ -206,7 +210,7 @@ def _loader_with_metadata(a_desc, x_desc, ring: Ring, schedule: Schedule, meta_r
             # so every lane has raised the count before the expect below arrives
             cp_async_arrive(bar)
             mbarrier.expect(bar, a_desc.block_type.nbytes + 2 * x_desc.block_type.nbytes)
-            tma_load(a_desc, [pid_f * 128, kb * 64], bar, ring.a.index(s))
+            tma_load(a_desc, [pid_f * schedule.BLOCK_F, kb * 64], bar, ring.a.index(s))
             tma_load(x_desc, [pid_t * schedule.BT, kb * 128], bar, ring.x.index(2 * s))
             tma_load(x_desc, [pid_t * schedule.BT, kb * 128 + 64], bar, ring.x.index(2 * s + 1))
             step += 1
@@ -307,37 +311,87 @@ def _metadata(meta_addr, row_words, kb, odd_chunk, chunks, META_ASM: gl.constexp
 
 
 @gluon.jit
+def _store_band(acc, first_feature, pid_t, split, N, schedule: Schedule, epilogue: Epilogue,
+                y_smem, f):
+    """The epilogue of one finished [64, BT] band of 64 features from ``first_feature``: bias,
+    activation and cast (or, split, the float32 partial sums), then a TMA store through
+    ``y_smem`` once the previous store has left it."""
+    BT: gl.constexpr = schedule.BT
+    y_desc = epilogue.y_desc
+    column = first_feature
+    if schedule.SPLIT_K == 1:
+        features = first_feature + f
+        if epilogue.HAS_BIAS:
+            bias = gl.load(epilogue.bias_ptr + features, mask=features < N, other=0.0)
+            acc = acc + bias.to(gl.float32)[:, None]
+        if epilogue.ACTIVATION >= _GATED:
+            # rows 16g + r and 16g + 8 + r (gate, up; sparse24/layout.py) are one thread's
+            # (rows r and r + 8 of each warp's 16): a [32, BT] tile of act(gate) * up
+            pairs = gl.permute(gl.reshape(acc, [4, 2, 8, BT]), [0, 2, 3, 1])
+            gate, up = gl.split(pairs)
+            out = _activate(gl.reshape(gate, [32, BT]), epilogue.ACTIVATION - _GATED)
+            out = (out * gl.reshape(up, [32, BT])).to(y_desc.dtype)
+            column = first_feature // 2
+        else:
+            out = _activate(acc, epilogue.ACTIVATION).to(y_desc.dtype)
+        row = pid_t * BT
+    else:
+        # the split's float32 partial sums; bias and activation come after the reduction.
+        # Each split's rows are padded to whole token tiles, so a tile never writes into
+        # the next split's rows.
+        out = acc
+        row = (split * schedule.tiles_t + pid_t) * BT
+    tma.store_wait(0)  # the previous store has left y_smem
+    y_smem.store(gl.permute(out, [1, 0]))
+    fence_async_shared()
+    tma_store(y_desc, [row, column], y_smem)
+
+
+@gluon.jit
 def _math_warpgroup(meta_addr, N, K, ring: Ring, schedule: Schedule, asm: WgmmaAsm,
                     epilogue: Epilogue, y_smem, WARPGROUP: gl.constexpr):
     BT: gl.constexpr = schedule.BT
     STAGES: gl.constexpr = ring.STAGES
     SPLIT_K: gl.constexpr = schedule.SPLIT_K
+    # bands of 64 features this warpgroup owns in a tile (BLOCK_F 128: one, 256: two)
+    BANDS: gl.constexpr = schedule.BLOCK_F // 128
     MMA_ASM: gl.constexpr = asm.MMA
     MMA_CON: gl.constexpr = asm.MMA_CON
     META_ASM: gl.constexpr = asm.META
     META_CON: gl.constexpr = asm.META_CON
-    y_desc = epilogue.y_desc
-    P: gl.constexpr = BT // 2
+    P: gl.constexpr = BT // 2 * BANDS
     acc_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BT, 16])
     f = gl.arange(0, 64, layout=gl.SliceLayout(1, acc_layout))
     n = gl.arange(0, BT, layout=gl.SliceLayout(0, acc_layout))
     # The thread of element (f, n) is lane 4 * (f % 8) + (n % 8) // 2 of its warp, and every
     # element of one thread has the same lane and feature band: the metadata addresses below are
-    # two distinct values per thread, elements 0 and 1 of its pack (tokens 2t and 2t + 1).
+    # two distinct values per thread and band, elements 0 and 1 of its pack (tokens 2t and 2t + 1).
     lane = (4 * (f % 8))[:, None] + ((n % 8) // 2)[None, :]
     odd_chunk = (n % 2)[None, :]
     chunks = K // 64
     stage_zero = gl.zeros([64, BT], gl.int32, layout=acc_layout)
+    meta_odd = odd_chunk  # the metadata loads' chunk parity, in the accumulator's shape
+    if BANDS == 2:
+        # Two bands run as one joined [64, BT, 2] tensor: register 2i of a thread is band 0's
+        # register i, 2i + 1 band 1's (gl.join; wgmma_asm.mma_asm addresses them so), and the
+        # asm issues both bands' wgmmas on each x descriptor.
+        meta_odd = gl.join(odd_chunk + stage_zero, odd_chunk + stage_zero)
+        stage_zero = gl.join(stage_zero, stage_zero)
     units, per_split = schedule.units()
     step = 0
     for unit in range(gl.program_id(0), units, gl.num_programs(0)):
         pid_f, pid_t, kb_first, kb_end, split = schedule.unit(unit, per_split)
-        first_feature = pid_f * 128 + WARPGROUP * 64
+        first_feature = pid_f * schedule.BLOCK_F + WARPGROUP * 64 * BANDS
         band = gl.minimum(first_feature // 16 + f // 16, N // 16 - 1).to(gl.int64)[:, None]
         row_words = (band * chunks) * 32 + lane
         acc = gl.zeros([64, BT], gl.float32, layout=acc_layout)
+        if BANDS == 2:
+            band_1 = gl.minimum(first_feature // 16 + 4 + f // 16, N // 16 - 1).to(gl.int64)
+            row_words = gl.join(row_words, (band_1[:, None] * chunks) * 32 + lane)
+            acc = gl.join(acc, acc)
         if asm.ASM_LOOP:
+            gl.static_assert(BANDS == 1, "the asm k-loop issues one band per warpgroup")
             # the whole k-loop in one asm statement (waits, wgmmas, releases, metadata loads),
             # which keeps wgmma groups in flight: ptxas allows that only within one statement
             if SPLIT_K == 1:
@@ -355,6 +409,7 @@ def _math_warpgroup(meta_addr, N, K, ring: Ring, schedule: Schedule, asm: WgmmaA
                     dtype=gl.float32, is_pure=False, pack=P)
             step += kb_end - kb_first
         elif asm.META_RING:
+            gl.static_assert(BANDS == 1, "the metadata ring holds one band per warpgroup")
             # the metadata is in the stage (_loader_with_metadata): the asm reads this thread's
             # two words at these byte offsets of the stage's [16, 32] box (row 2 * band + chunk)
             meta_bytes = ((((4 * WARPGROUP + f // 16) * 2)[:, None] + odd_chunk) * 32 + lane) * 4
@@ -372,19 +427,19 @@ def _math_warpgroup(meta_addr, N, K, ring: Ring, schedule: Schedule, asm: WgmmaA
             # against them: the weight streams only if it is hidden.
             AHEAD: gl.constexpr = asm.META_AHEAD
             # a queue of registers: meta (this k-block), meta_1 .. meta_3 (the next ones)
-            meta = _metadata(meta_addr, row_words, kb_first, odd_chunk, chunks, META_ASM,
+            meta = _metadata(meta_addr, row_words, kb_first, meta_odd, chunks, META_ASM,
                              META_CON, P)
             if AHEAD >= 2:
-                meta_1 = _metadata(meta_addr, row_words, kb_first + 1, odd_chunk, chunks,
+                meta_1 = _metadata(meta_addr, row_words, kb_first + 1, meta_odd, chunks,
                                    META_ASM, META_CON, P)
             if AHEAD >= 3:
-                meta_2 = _metadata(meta_addr, row_words, kb_first + 2, odd_chunk, chunks,
+                meta_2 = _metadata(meta_addr, row_words, kb_first + 2, meta_odd, chunks,
                                    META_ASM, META_CON, P)
             if AHEAD >= 4:
-                meta_3 = _metadata(meta_addr, row_words, kb_first + 3, odd_chunk, chunks,
+                meta_3 = _metadata(meta_addr, row_words, kb_first + 3, meta_odd, chunks,
                                    META_ASM, META_CON, P)
             for kb in range(kb_first, kb_end):
-                meta_next = _metadata(meta_addr, row_words, kb + AHEAD, odd_chunk, chunks,
+                meta_next = _metadata(meta_addr, row_words, kb + AHEAD, meta_odd, chunks,
                                       META_ASM, META_CON, P)
                 s = step % STAGES
                 mbarrier.wait(ring.full.index(s), (step // STAGES) & 1)
@@ -407,33 +462,14 @@ def _math_warpgroup(meta_addr, N, K, ring: Ring, schedule: Schedule, asm: WgmmaA
                     meta_3 = meta_next
                 step += 1
 
-        column = first_feature
-        if SPLIT_K == 1:
-            features = first_feature + f
-            if epilogue.HAS_BIAS:
-                bias = gl.load(epilogue.bias_ptr + features, mask=features < N, other=0.0)
-                acc = acc + bias.to(gl.float32)[:, None]
-            if epilogue.ACTIVATION >= _GATED:
-                # rows 16g + r and 16g + 8 + r (gate, up; sparse24/layout.py) are one thread's
-                # (rows r and r + 8 of each warp's 16): a [32, BT] tile of act(gate) * up
-                pairs = gl.permute(gl.reshape(acc, [4, 2, 8, BT]), [0, 2, 3, 1])
-                gate, up = gl.split(pairs)
-                out = _activate(gl.reshape(gate, [32, BT]), epilogue.ACTIVATION - _GATED)
-                out = (out * gl.reshape(up, [32, BT])).to(y_desc.dtype)
-                column = first_feature // 2
-            else:
-                out = _activate(acc, epilogue.ACTIVATION).to(y_desc.dtype)
-            row = pid_t * BT
+        if BANDS == 1:
+            _store_band(acc, first_feature, pid_t, split, N, schedule, epilogue, y_smem, f)
         else:
-            # the split's float32 partial sums; bias and activation come after the reduction.
-            # Each split's rows are padded to whole token tiles, so a tile never writes into
-            # the next split's rows.
-            out = acc
-            row = (split * schedule.tiles_t + pid_t) * BT
-        tma.store_wait(0)  # the previous tile's store has left y_smem
-        y_smem.store(gl.permute(out, [1, 0]))
-        fence_async_shared()
-        tma_store(y_desc, [row, column], y_smem)
+            acc_0, acc_1 = gl.split(acc)  # the join's inverse: the same registers, renamed
+            _store_band(gl.convert_layout(acc_0, acc_layout), first_feature, pid_t, split, N,
+                        schedule, epilogue, y_smem, f)
+            _store_band(gl.convert_layout(acc_1, acc_layout), first_feature + 64, pid_t, split,
+                        N, schedule, epilogue, y_smem, f)
     tma.store_wait(0)
 
 
@@ -445,19 +481,19 @@ def _sparse_wgmma_kernel(
     BT: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr,
     HAS_BIAS: gl.constexpr, ACTIVATION: gl.constexpr, ASM_LOOP: gl.constexpr,
     SPLIT_K: gl.constexpr, LOADER_REGS: gl.constexpr, MATH_REGS: gl.constexpr,
-    META_AHEAD: gl.constexpr, META_RING: gl.constexpr,
+    META_AHEAD: gl.constexpr, META_RING: gl.constexpr, BLOCK_F: gl.constexpr,
 ):
-    """a_desc: values [N, K/2] in [128, 64] boxes; x_desc: x [M, K] in [BT, 64] boxes; y_desc: y
+    """a_desc: values [N, K/2] in [BLOCK_F, 64] boxes (BLOCK_F 128 or 256 features a tile); x_desc: x [M, K] in [BT, 64] boxes; y_desc: y
     [M, N] in [BT, 64] boxes (a gated ACTIVATION: [M, N / 2] in [BT, 32] boxes); meta_addr: the metadata's device address (int64). Launch with
     num_warps=4 (the first math warpgroup) and a grid of at most one program per SM."""
     M = x_desc.shape[0]
-    tiles_f = gl.cdiv(N, 128)
+    tiles_f = gl.cdiv(N, BLOCK_F)
     tiles_t = gl.cdiv(M, BT)
     k_blocks = gl.cdiv(K, 128)
     # The rings' and (ASM_LOOP) the mbarriers' offsets are baked into the asm:
     # sparse24/ops/wgmma.py checks them.
     operand_ring_x = gl.allocate_shared_memory(x_desc.dtype, [2 * STAGES, BT, 64], x_desc.layout)
-    operand_ring_a = gl.allocate_shared_memory(a_desc.dtype, [STAGES, 128, 64], a_desc.layout)
+    operand_ring_a = gl.allocate_shared_memory(a_desc.dtype, [STAGES, BLOCK_F, 64], a_desc.layout)
     # [BT, 64] tiles, or [BT, 32] where a gated epilogue pairs the rows (the descriptor's box)
     y_smem_0 = gl.allocate_shared_memory(y_desc.dtype, y_desc.block_type.shape, y_desc.layout)
     y_smem_1 = gl.allocate_shared_memory(y_desc.dtype, y_desc.block_type.shape, y_desc.layout)
@@ -469,7 +505,7 @@ def _sparse_wgmma_kernel(
     fence_async_shared()
 
     ring = Ring(operand_ring_a, operand_ring_x, ring_full, ring_empty, STAGES)
-    schedule = Schedule(tiles_f, tiles_t, k_blocks, BT, GROUP, SPLIT_K)
+    schedule = Schedule(tiles_f, tiles_t, k_blocks, BT, GROUP, SPLIT_K, BLOCK_F)
     epilogue = Epilogue(bias_ptr, y_desc, HAS_BIAS, ACTIVATION)
     asm_0 = WgmmaAsm(MMA_ASM_0, MMA_CON, META_ASM, META_CON, ASM_LOOP, META_AHEAD, META_RING)
     asm_1 = WgmmaAsm(MMA_ASM_1, MMA_CON, META_ASM, META_CON, ASM_LOOP, META_AHEAD, META_RING)

@@ -15,7 +15,9 @@ k-loop, one asm statement a k-block, or D = 1, 2, 4, 8 for the whole k-loop in o
 that keeps a wgmma group in flight and drains every D k-blocks (sparse24/ops/wgmma_asm.py),
 optional "META_AHEAD": 1 (default) to 4, the k-blocks ahead whose metadata the Gluon k-loop has
 in flight (2 and 4 offered with the few-token tiles)}.
-Features per tile are always 128 (two warpgroups of 64). The grid is persistent: one program per
+Optional "BLOCK_F": features per tile, 128 (where absent: two warpgroups of one 64-feature band
+each) or 256 (two bands each, token tiles of 64 and 128, the Gluon k-loop with its metadata
+loaded ahead; ``BLOCK_F_256`` says why and where). The grid is persistent: one program per
 SM, or fewer when there are fewer tiles. ASM_LOOP and SPLIT_K configs are offered only on request
 (``candidates(..., asm_loops=..., split_ks=...)``); only the few-token rule splits K (4 splits
 where feature tiles are few and K long): the H200 timed both slower where they were meant to win
@@ -46,11 +48,12 @@ LOADER_REGS = 40
 MAX_SHARED_BYTES = 232448
 
 
-def shared_bytes(bt: int, stages: int, split: bool = False, meta_ring: bool = False) -> int:
+def shared_bytes(bt: int, stages: int, split: bool = False, meta_ring: bool = False,
+                 block_f: int = 128) -> int:
     """Shared memory of one program: the A and x rings (and the metadata ring of META_RING), two
     [bt, 64] epilogue tiles (float32 for split-K partial sums), barriers."""
     epilogue = 2 * bt * 64 * (4 if split else 2)
-    stage = wgmma_asm.A_STAGE_BYTES + 2 * wgmma_asm.x_stage_bytes(bt)
+    stage = wgmma_asm.a_stage_bytes(block_f) + 2 * wgmma_asm.x_stage_bytes(bt)
     if meta_ring:
         stage += wgmma_asm.META_STAGE_BYTES
     # barriers and the allocator's padding: 200-232 bytes in the kernels compiled by
@@ -77,8 +80,12 @@ def runnable(cfg: dict) -> bool:
     meta_ring = cfg.get("META_RING", 0) == 1
     if meta_ring and (cfg.get("ASM_LOOP", 0) or cfg.get("META_AHEAD", 1) != 1):
         return False  # the metadata comes through the ring: no asm k-loop, no loads ahead
+    block_f = cfg.get("BLOCK_F", 128)
+    if block_f == 256 and (cfg["BT"] not in BLOCK_F_256_TOKEN_TILES or meta_ring
+                           or cfg.get("ASM_LOOP", 0) or cfg.get("SPLIT_K", 1) > 1):
+        return False  # two bands: the Gluon k-loop, metadata from global memory, unsplit
     return shared_bytes(cfg["BT"], cfg["STAGES"], cfg.get("SPLIT_K", 1) > 1,
-                        meta_ring) <= MAX_SHARED_BYTES
+                        meta_ring, block_f) <= MAX_SHARED_BYTES
 
 
 # Split-K counts worth timing where tiles are few (SPLIT_K > 1 is not yet checked on a GPU), and
@@ -94,9 +101,20 @@ _STAGES = (2, 3, 4, 5, 6)
 _STREAMING_STAGES = (4, 6, 8, 10, 12)
 
 
-def output_tiles(m: int, n: int, bt: int) -> int:
-    """Output tiles of 128 features x bt tokens: the programs a launch has work for (per split)."""
-    return -(-n // 128) * -(-m // bt)
+def output_tiles(m: int, n: int, bt: int, block_f: int = 128) -> int:
+    """Output tiles of block_f features x bt tokens: the programs a launch has work for (per
+    split)."""
+    return -(-n // block_f) * -(-m // bt)
+
+
+# BLOCK_F 256: each warpgroup issues two 64-feature bands' wgmmas on one x descriptor. The
+# kernel reads, per flop, 1 / (2 BT) bytes of A and 1 / BLOCK_F of x from L2 (k-blocks of
+# 128 inputs: A is BLOCK_F x 64 values, x BT x 128): 128 x 256 tiles 0.0098 B/flop, 256 x 128
+# tiles 0.0078. Per token, the H200 sweep's 128 x 128 tiles ran 0.85x the speed of 128 x 256
+# and 128 x 64 0.6x (_TILE_RATE), close to the ratio of those bytes (0.84 and 0.63): the
+# throughput follows the L2 traffic. Two bands hold 2 x BT / 2 float32 accumulators a thread:
+# token tiles of 64 and 128 only (128 x 2 registers at BT 256 do not fit).
+BLOCK_F_256_TOKEN_TILES = (64, 128)
 
 
 def worth_timing(bt: int, m: int, n: int | None = None, sms: int = 132) -> bool:
@@ -113,7 +131,7 @@ def worth_timing(bt: int, m: int, n: int | None = None, sms: int = 132) -> bool:
 
 def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
                split_ks: tuple[int, ...] = (1,), meta_ring: bool = True,
-               every_tile: bool = False) -> list[dict]:
+               every_tile: bool = False, block_fs: tuple[int, ...] = (128,)) -> list[dict]:
     """Every sm90 config worth timing for [m, k] x [n, k]^T, in each mainloop form of
     ``asm_loops`` (0: the Gluon k-loop; D: the asm k-loop draining every D k-blocks) and each
     split of K in ``split_ks`` (1: none; S: S splits of the k-blocks, float32 partial sums and a
@@ -128,7 +146,8 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
     beside each Gluon-loop config, its META_RING form (the metadata through the ring, the
     few-token rule's) where it fits in shared memory. ``every_tile`` offers the small tiles at any
     token count (a sweep's question: where tiles are few, do more programs, each reading its weight
-    tile again, beat a few large ones?)."""
+    tile again, beat a few large ones?). ``block_fs`` with 256 adds the 256-feature tiles
+    (``BLOCK_F_256``) of 64 and 128 tokens, in the Gluon k-loop with every ring that fits."""
     configs = []
     k_blocks = -(-k // 128)
     for bt in wgmma_asm.TOKEN_TILES:
@@ -155,6 +174,13 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
                     if (meta_ring and not drain
                             and shared_bytes(bt, stages, split > 1, True) <= MAX_SHARED_BYTES):
                         configs.append(cfg | {"META_RING": 1})
+    if 256 in block_fs:
+        for bt in BLOCK_F_256_TOKEN_TILES:
+            if not worth_timing(bt, m, n):
+                continue
+            configs += [{"family": "wgmma", "BT": bt, "STAGES": stages,
+                         "GROUP": tile_group(n, bt), "BLOCK_F": 256} for stages in _STAGES
+                        if shared_bytes(bt, stages, block_f=256) <= MAX_SHARED_BYTES]
     return configs
 
 
@@ -399,12 +425,13 @@ class SharedMemoryOffsetError(RuntimeError):
 def _constexprs(cfg: dict, dtype: str, has_bias: bool, activation: int, offsets: tuple) -> dict:
     return _constexprs_cached(cfg["BT"], cfg["STAGES"], cfg["GROUP"], cfg.get("ASM_LOOP", 0),
                               cfg.get("SPLIT_K", 1), dtype, has_bias, activation, tuple(offsets),
-                              cfg.get("META_AHEAD", 1), cfg.get("META_RING", 0))
+                              cfg.get("META_AHEAD", 1), cfg.get("META_RING", 0),
+                              cfg.get("BLOCK_F", 128))
 
 
 @functools.lru_cache(maxsize=None)
 def _constexprs_cached(bt, stages, group, asm_loop, split_k, dtype, has_bias, activation,
-                       offsets, meta_ahead=1, meta_ring=0) -> dict:
+                       offsets, meta_ahead=1, meta_ring=0, block_f=128) -> dict:
     # memoized: the asm text is a few KB of string formatting, too slow to redo per call; the
     # order is the kernel's (CachedLaunch passes them positionally). offsets: the
     # ASM_ALLOCATIONS', and with META_RING the metadata ring's last.
@@ -415,15 +442,17 @@ def _constexprs_cached(bt, stages, group, asm_loop, split_k, dtype, has_bias, ac
         mma_con = wgmma_asm.loop_constraints(bt)
     else:
         meta_off = offsets[4] if meta_ring else None
-        mma = [wgmma_asm.mma_asm(bt, dtype, wg, a_off, x_off, meta_off) for wg in (0, 1)]
-        mma_con = wgmma_asm.mma_constraints(bt)
+        bands = wgmma_asm.bands_of(block_f)
+        mma = [wgmma_asm.mma_asm(bt, dtype, wg, a_off, x_off, meta_off, bands) for wg in (0, 1)]
+        mma_con = wgmma_asm.mma_constraints(bt, bands)
     return dict(
         MMA_ASM_0=mma[0], MMA_ASM_1=mma[1], MMA_CON=mma_con,
-        META_ASM=wgmma_asm.meta_asm(bt),
-        META_CON=wgmma_asm.meta_constraints(bt),
+        META_ASM=wgmma_asm.meta_asm(bt, wgmma_asm.bands_of(block_f)),
+        META_CON=wgmma_asm.meta_constraints(bt, wgmma_asm.bands_of(block_f)),
         BT=bt, STAGES=stages, GROUP=group, HAS_BIAS=has_bias,
         ACTIVATION=activation, ASM_LOOP=bool(asm_loop), SPLIT_K=split_k, LOADER_REGS=LOADER_REGS,
         MATH_REGS=MATH_REGS, META_AHEAD=meta_ahead, META_RING=bool(meta_ring),
+        BLOCK_F=block_f,
     )
 
 
@@ -463,20 +492,22 @@ def guessed_offsets(cfg: dict, has_bias: bool = False,
                     gated: bool = False) -> tuple[int, ...]:
     """Where Triton's allocator places the ``ASM_ALLOCATIONS`` (and META_RING's metadata ring,
     last): the buffers largest first, ties in the kernel's order of allocation (the x ring,
-    2 * STAGES * BT * 128 bytes; the A ring, STAGES * 16 KB; two epilogue tiles of BT x 64
+    2 * STAGES * BT * 128 bytes; the A ring, STAGES * BLOCK_F * 128; two epilogue tiles of BT x 64
     elements, float32 partial sums where split, BT x 32 where ``gated`` pairs the rows in the
     kernel; the metadata ring, STAGES * 2 KB), then the captured partition arguments, then the
     mbarriers (8 bytes each). A launch still checks the guess on the compiled kernel and
     compiles again with the real offsets where it was wrong (another Triton's allocator): the
     asm must never address bytes it only guessed."""
     meta_ring = cfg.get("META_RING", 0) == 1
+    block_f = cfg.get("BLOCK_F", 128)
     y_bytes = 4 if cfg.get("SPLIT_K", 1) > 1 else 2
     y_columns = 32 if gated and cfg.get("SPLIT_K", 1) == 1 else 64
     y_tile = cfg["BT"] * y_columns * y_bytes
     # the buffers in the kernel's order of allocation; the allocator places the larger first,
     # ties in that order (seen at every config the compile tests build)
     buffers = [("x", 2 * cfg["STAGES"] * wgmma_asm.x_stage_bytes(cfg["BT"])),
-               ("a", cfg["STAGES"] * wgmma_asm.A_STAGE_BYTES), ("y0", y_tile), ("y1", y_tile)]
+               ("a", cfg["STAGES"] * wgmma_asm.a_stage_bytes(block_f)),
+               ("y0", y_tile), ("y1", y_tile)]
     if meta_ring:
         buffers.append(("meta", cfg["STAGES"] * wgmma_asm.META_STAGE_BYTES))
     offset, at = 0, {}
@@ -497,7 +528,8 @@ def _cached_launch():
     return triton_internals.CachedLaunch(_sparse_wgmma_kernel)
 
 
-# (BT, STAGES, GROUP, ASM_LOOP, SPLIT_K, META_AHEAD, META_RING, x dtype, bias dtype or None, ACTIVATION) ->
+# (BT, STAGES, GROUP, ASM_LOOP, SPLIT_K, META_AHEAD, META_RING, BLOCK_F, x dtype, bias dtype or None,
+#  ACTIVATION) ->
 # the kernel's constexpr values, with the shared-memory offsets verified on the compiled kernel
 _plans: dict[tuple, tuple] = {}
 # (id(config), M, N, K, the dtypes of x, values and the output (each a descriptor's), bias
@@ -571,17 +603,17 @@ def _launch_kernel(x2, values, meta, bias, out, activation: int, cfg: dict, spli
         direct(grid0, triton_internals.current_stream(device), (values, x2, out),
                (meta_addr, bias_addr, n, k), constexprs)
         return entry
-    bt = cfg["BT"]
-    grid0 = min(output_tiles(m, n, bt) * splits, _sm_count(device))
+    bt, block_f = cfg["BT"], cfg.get("BLOCK_F", 128)
+    grid0 = min(output_tiles(m, n, bt, block_f) * splits, _sm_count(device))
     bias_arg = y if bias is None else bias
     plan_key = (bt, cfg["STAGES"], cfg["GROUP"], cfg.get("ASM_LOOP", 0), cfg.get("SPLIT_K", 1),
-                cfg.get("META_AHEAD", 1), cfg.get("META_RING", 0),
+                cfg.get("META_AHEAD", 1), cfg.get("META_RING", 0), block_f,
                 x2.dtype, None if bias is None else bias.dtype, activation)
     layout = _nvmma_layout()
     out_layout, out_box = (layout, [bt, 64]) if out is y else (_partials_layout(), [bt, 64])
     if activation >= GATED_FLAG:  # the kernel pairs the rows: [bt, 32] tiles of y [M, N / 2]
         out_layout, out_box = _gated_layout(), [bt, 32]
-    args = (triton_internals.tensor_descriptor(values, [128, 64], layout),
+    args = (triton_internals.tensor_descriptor(values, [block_f, 64], layout),
             triton_internals.tensor_descriptor(x2, [bt, 64], layout),
             triton_internals.tensor_descriptor(out, out_box, out_layout),
             meta_addr, bias_arg, n, k)
@@ -716,7 +748,8 @@ def compile_sm90(cfg: dict, dtype: str = "float16", has_bias: bool = True, activ
         has_bias, activation = False, 0
     elif activation >= GATED_FLAG:  # the kernel pairs the rows (PAIR_GATED_IN_KERNEL)
         y_desc = desc(cfg["BT"], box_layout=_gated_layout(), columns=32)
-    signature = {"a_desc": desc(128), "x_desc": desc(cfg["BT"]), "y_desc": y_desc,
+    signature = {"a_desc": desc(cfg.get("BLOCK_F", 128)), "x_desc": desc(cfg["BT"]),
+                 "y_desc": y_desc,
                  "meta_addr": "i64", "bias_ptr": f"*{bias_dtype if has_bias else elem}",
                  "N": "i32", "K": "i32"}
     guess = guessed_offsets(cfg, has_bias, activation >= GATED_FLAG)

@@ -7,8 +7,9 @@ immediates here; ``sparse24.ops.wgmma`` reads the real ones off the compiled ker
 run a kernel whose rings are elsewhere.
 
 Operand layout in shared memory (one stage s of the ring, filled by TMA, 128-byte swizzle):
-  A ring:  [STAGES, 128 features, 64 compressed values]   (16 KB a stage; warpgroup w owns rows
-           64w..64w+63, 8 KB into the stage)
+  A ring:  [STAGES, BLOCK_F features, 64 compressed values]   (BLOCK_F 128: 16 KB a stage,
+           warpgroup w owns rows 64w..64w+63, 8 KB into the stage; BLOCK_F 256: 32 KB a stage,
+           warpgroup w owns rows 128w..128w+127 as two bands of 64, 16 KB into the stage)
   x ring:  [2 * STAGES, BT tokens, 64 inputs]              (k-half 0 of stage s at index 2s,
            k-half 1 at 2s + 1; BT * 128 bytes each)
 Two forms of the mainloop (the config's ASM_LOOP field picks one):
@@ -35,6 +36,24 @@ from __future__ import annotations
 
 A_STAGE_BYTES = 128 * 64 * 2  # [128 features, 64 values] of 2 bytes
 A_WARPGROUP_BYTES = 64 * 64 * 2  # rows 64w.. of the A stage
+A_BAND_BYTES = 64 * 64 * 2  # one band of 64 features (one m64 wgmma's A) in a stage
+# Features per tile: two warpgroups of one band each (128) or of two bands each (256). A band is
+# one m64 wgmma; a warpgroup with two issues both bands' wgmmas on the same x descriptor, so each
+# x byte brought from L2 feeds twice the math (the kernel's L2 traffic per flop: 1/(2 BT) +
+# 1/BLOCK_F bytes, the x term the larger; bench/NOTES.md session 12).
+BLOCK_FS = (128, 256)
+
+
+def bands_of(block_f: int) -> int:
+    """Bands of 64 features a warpgroup owns in a tile of ``block_f`` features."""
+    if block_f not in BLOCK_FS:
+        raise ValueError(f"wgmma.sp: BLOCK_F={block_f} features per tile is not one of {BLOCK_FS}")
+    return block_f // 128
+
+
+def a_stage_bytes(block_f: int = 128) -> int:
+    """Bytes of one A stage: [block_f features, 64 values] of 2 bytes."""
+    return block_f * 128
 DESCRIPTOR_HIGH_BITS = 0x40000040_00010000  # 128B swizzle | SBO 1024 B | LBO 16 B
 
 DTYPES = {"float16": "f16", "bfloat16": "bf16"}
@@ -46,9 +65,9 @@ TOKEN_TILES = (8, 16, 32, 64, 128, 256)
 LOOP_TOKEN_TILES = (64, 128, 256)
 
 
-def accumulator_registers(bt: int) -> int:
-    """float32 accumulator registers per thread of one warpgroup's [64, bt] tile."""
-    return bt // 2
+def accumulator_registers(bt: int, bands: int = 1) -> int:
+    """float32 accumulator registers per thread of one warpgroup's ``bands`` [64, bt] tiles."""
+    return bt // 2 * bands
 
 
 def x_stage_bytes(bt: int) -> int:
@@ -67,38 +86,49 @@ META_STAGE_BYTES = 16 * 32 * 4
 
 
 def mma_asm(bt: int, dtype: str, warpgroup: int, a_offset: int, x_offset: int,
-            meta_offset: int | None = None) -> str:
-    """One k-block for warpgroup ``warpgroup``'s 64 features x ``bt`` tokens.
+            meta_offset: int | None = None, bands: int = 1) -> str:
+    """One k-block for warpgroup ``warpgroup``'s ``bands`` x 64 features x ``bt`` tokens.
 
-    Operands: $0..$P-1 the accumulator (tied to inputs $P..$2P-1), $2P / $2P+1 the metadata words
-    of chunks 2kb / 2kb+1, $3P the ring stage. a_offset / x_offset: byte offsets of the A and x
-    rings from global_smem. With ``meta_offset`` (META_RING: the metadata ring's byte offset),
-    $2P / $2P+1 are instead the byte offsets of those words within the stage's metadata box,
-    and the asm loads them from shared memory itself.
+    Operands (P = accumulator_registers(bt, bands)): $0..$P-1 the accumulator (tied to inputs
+    $P..$2P-1), $2P.. the metadata words, $3P the ring stage. One band: $2P / $2P+1 are the words
+    of chunks 2kb / 2kb+1. Two bands: the kernel joins the bands' tiles (gl.join: register 2i is
+    band 0's register i, 2i + 1 band 1's), so band b's accumulator is $b, $b+2, ... and its words
+    are $2P+b (chunk 2kb) and $2P+2+b (chunk 2kb+1). a_offset / x_offset: byte offsets of the A
+    and x rings from global_smem. With ``meta_offset`` (META_RING, one band only: the metadata
+    ring's byte offset), $2P / $2P+1 are instead the byte offsets of those words within the
+    stage's metadata box, and the asm loads them from shared memory itself.
     """
     if dtype not in DTYPES:
         raise ValueError(f"wgmma.sp: unsupported dtype {dtype!r}; use one of {list(DTYPES)}")
     if bt not in TOKEN_TILES:
         raise ValueError(f"wgmma.sp: BT={bt} tokens per tile is not one of {TOKEN_TILES}")
+    if bands not in (1, 2):
+        raise ValueError(f"wgmma.sp: {bands} bands of 64 features per warpgroup; use 1 or 2")
+    if bands == 2 and meta_offset is not None:
+        raise ValueError("wgmma.sp: the metadata ring (META_RING) holds one band per warpgroup")
     ptx_type = DTYPES[dtype]
-    p = accumulator_registers(bt)
-    acc = ",".join(f"${i}" for i in range(p))
-    meta0, meta1, stage = f"${2 * p}", f"${2 * p + 1}", f"${3 * p}"
+    p = accumulator_registers(bt, bands)
+    accs = [",".join(f"${i}" for i in range(band, p, bands)) for band in range(bands)]
+    # words[band][chunk]: the operand of the band's metadata word of chunk 2kb + chunk
+    words = [[f"${2 * p + bands * chunk + band}" for chunk in (0, 1)] for band in range(bands)]
+    stage = f"${3 * p}"
+    da = ["da"] if bands == 1 else ["da0", "da1"]  # one band: the names it always had
     lines = [
         "{",
         ".reg .u32 base, sa, sb0, sb1;",
-        ".reg .b64 da, db, hi;",
+        f".reg .b64 {', '.join(da)}, db, hi;",
         ".reg .pred pd;",
         "setp.eq.u32 pd, 1, 1;",  # scale-d true: D = A * B + D
         "mov.u32 base, global_smem;",
-        f"mad.lo.u32 sa, {stage}, {A_STAGE_BYTES}, base;",
-        f"add.u32 sa, sa, {a_offset + warpgroup * A_WARPGROUP_BYTES};",
+        f"mad.lo.u32 sa, {stage}, {a_stage_bytes(128 * bands)}, base;",
+        f"add.u32 sa, sa, {a_offset + warpgroup * bands * A_BAND_BYTES};",
         f"mad.lo.u32 sb0, {stage}, {2 * x_stage_bytes(bt)}, base;",
         f"add.u32 sb0, sb0, {x_offset};",
         f"add.u32 sb1, sb0, {x_stage_bytes(bt)};",
         f"mov.b64 hi, {DESCRIPTOR_HIGH_BITS:#x};",
     ]
     if meta_offset is not None:  # the words from the stage's metadata box
+        meta0, meta1 = words[0]
         lines += [
             ".reg .u32 sm, mw0, mw1;",
             f"mad.lo.u32 sm, {stage}, {META_STAGE_BYTES}, base;",
@@ -108,36 +138,41 @@ def mma_asm(bt: int, dtype: str, warpgroup: int, a_offset: int, x_offset: int,
             "ld.shared.b32 mw0, [mw0];",
             "ld.shared.b32 mw1, [mw1];",
         ]
-        meta0, meta1 = "mw0", "mw1"
-    lines += _descriptor("da", "sa") + _descriptor("db", "sb0")
+        words = [["mw0", "mw1"]]
+    lines += _descriptor(da[0], "sa")
+    if bands == 2:  # band 1's rows follow band 0's: 8 KB on, 512 in the descriptor's units
+        lines.append(f"add.s64 da1, da0, {A_BAND_BYTES >> 4};")
+    lines += _descriptor("db", "sb0")
     lines.append("wgmma.fence.sync.aligned;")
     for step in range(4):  # k32 steps of the k-block of 128
         if step == 2:
             lines += _descriptor("db", "sb1")
-        meta = meta0 if step < 2 else meta1
-        lines.append(f"wgmma.mma_async.sp.sync.aligned.m64n{bt}k32.f32.{ptx_type}.{ptx_type} "
-                     f"{{{acc}}}, da, db, {meta}, {step % 2}, pd, 1, 1, 0, 0;")
-        lines.append("add.s64 da, da, 2;")  # 32 bytes of compressed A along K
+        for band in range(bands):
+            lines.append(f"wgmma.mma_async.sp.sync.aligned.m64n{bt}k32.f32.{ptx_type}.{ptx_type} "
+                         f"{{{accs[band]}}}, {da[band]}, db, {words[band][step // 2]}, "
+                         f"{step % 2}, pd, 1, 1, 0, 0;")
+            lines.append(f"add.s64 {da[band]}, {da[band]}, 2;")  # 32 bytes of compressed A along K
         if step % 2 == 0:
             lines.append("add.s64 db, db, 4;")  # 64 bytes of x along K
     lines += ["wgmma.commit_group.sync.aligned;", "wgmma.wait_group.sync.aligned 0;", "}"]
     return "\n".join(lines)
 
 
-def mma_constraints(bt: int) -> str:
-    p = accumulator_registers(bt)
+def mma_constraints(bt: int, bands: int = 1) -> str:
+    p = accumulator_registers(bt, bands)
     return ",".join(["=f"] * p + [str(i) for i in range(p)] + ["r"] * p + ["r"] * p)
 
 
-def meta_asm(bt: int) -> str:
-    """Element 0 of each pack gets the word at its own address, element 1 the word at element 1's
-    address (the kernel gives them chunks 2kb and 2kb + 1); the other elements stay unused."""
-    p = accumulator_registers(bt)
-    return f"ld.global.nc.u32 $0, [${p}];\nld.global.nc.u32 $1, [${p + 1}];"
+def meta_asm(bt: int, bands: int = 1) -> str:
+    """Element e < 2 * bands of each pack gets the word at element e's own address (the kernel
+    gives them the words ``mma_asm`` reads: chunks 2kb and 2kb + 1, per band); the other
+    elements stay unused."""
+    p = accumulator_registers(bt, bands)
+    return "\n".join(f"ld.global.nc.u32 ${e}, [${p + e}];" for e in range(2 * bands))
 
 
-def meta_constraints(bt: int) -> str:
-    p = accumulator_registers(bt)
+def meta_constraints(bt: int, bands: int = 1) -> str:
+    p = accumulator_registers(bt, bands)
     return ",".join(["=r"] * p + ["l"] * p)
 
 

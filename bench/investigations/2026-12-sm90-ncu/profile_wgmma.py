@@ -4,9 +4,14 @@
         --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
         python -m bench.investigations.2026-12-sm90-ncu.profile_wgmma
 
-Each shape runs twice (a warm-up launch that compiles, then the profiled one).
+Each shape runs twice (a warm-up launch that compiles, then the profiled one). With an argument,
+a JSON list of [M, N, K, config or null] (null: the config linear would choose), those instead:
+
+    ... profile_wgmma '[[4096, 4096, 4096, {"family": "wgmma", "BT": 128, "STAGES": 3,
+                         "GROUP": 4, "BLOCK_F": 256}]]'
 """
 
+import json
 import sys
 
 import torch
@@ -18,11 +23,12 @@ def main() -> int:
     import sparse24.ops as ops
     from sparse24.ops import gemm
 
-    for m, n, k in SHAPES:
+    runs = json.loads(sys.argv[1]) if len(sys.argv) > 1 else [[*s, None] for s in SHAPES]
+    for m, n, k, chosen in runs:
         w = ops.prune_24(torch.randn(n, k, device="cuda", dtype=torch.float16))
         values, meta = ops.compress(w)
         x = torch.randn(m, k, device="cuda", dtype=torch.float16)
-        cfg = gemm.choose_config(m, n, k, x.dtype, x.device)
+        cfg = chosen or gemm.choose_config(m, n, k, x.dtype, x.device)
         print(m, n, k, cfg, flush=True)
         for _ in range(2):
             gemm.run_config(x, values, meta, None, 0, cfg)
