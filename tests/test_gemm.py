@@ -572,6 +572,29 @@ def test_linear_mid_tokens_default_configs_gpu(dtype, seed, tmp_path, monkeypatc
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_linear_one_wave_wide_tiles_default_configs_gpu(dtype, seed, tmp_path, monkeypatch):
+    """linear's own choice at 129-256 tokens on LLM MLP weights, where the sm90 heuristic runs
+    256-feature tiles (wgmma.one_wave_wide_config): odd counts (a partial tile), a ragged N
+    (8720 rows: the last 256-feature tile has 16), on a non-contiguous x, with bias and GELU,
+    poisoned and from a CUDA graph (256 tokens); and one count past the rule (257)."""
+    hopper = torch.cuda.get_device_capability() == (9, 0)
+    seen = set()
+
+    def must_take(m, n, k, cfg):
+        if hopper:
+            assert cfg["family"] == "wgmma", (m, n, k, cfg)
+            seen.add((m, cfg.get("BLOCK_F", 128)))
+
+    failures = _default_config_failures(
+        dtype, [(11008, 4096), (8720, 2048)], (201, 255, 256, 257), 256, must_take, tmp_path,
+        monkeypatch)
+    assert not failures, failures[:5]
+    if hopper:
+        assert {(201, 256), (256, 256), (257, 128)} <= seen, seen
+
+
+@pytest.mark.gpu
 def test_linear_compiles_fullgraph_and_cuda_graph_gpu(seed):
     values, meta = packed_weight(768, 768, torch.float16, "cuda")
     bias = torch.randn(768, dtype=torch.float16, device="cuda")

@@ -598,6 +598,27 @@ def test_mid_token_tile_of_32_only_where_64_leaves_sms_idle_and_32_fits_a_wave()
     assert not wgmma.worth_timing(16, 384, 768)
 
 
+def test_one_wave_of_256_token_tiles_takes_256_feature_tiles():
+    """Where the estimate picks 256-token tiles for at most 256 tokens in less than a wave, the
+    heuristic runs 256 x 128 tiles in 3 stages (as many tiles, half of x each); not past 256
+    tokens, not where the estimate picks other tiles, not where the 256-token tiles fill more than
+    a wave; and the tuner's pool has the config at 129-256 tokens."""
+    wide = {"family": "wgmma", "BT": 128, "STAGES": 3, "GROUP": 4, "BLOCK_F": 256}
+    for m, n in ((256, 11008), (256, 14336), (200, 12288), (256, 8704), (256, 16384)):
+        assert wgmma.heuristic_config(m, n, 4096) == wide, (m, n)
+        assert wide in wgmma.candidates(m, n, 4096), (m, n)
+    assert wgmma.heuristic_config(256, 11008, 4096, sms=80)["BT"] == 128  # 86 tiles: 2 waves
+    assert wgmma.heuristic_config(257, 11008, 4096)["BT"] == 128
+    assert "BLOCK_F" not in wgmma.heuristic_config(257, 11008, 4096)  # two 256-token tiles
+    assert wgmma.heuristic_config(192, 11008, 4096)["BT"] == 64  # the estimate's 64 stays
+    assert "BLOCK_F" not in wgmma.heuristic_config(256, 8448, 4096)  # 128-token tiles: one wave
+    assert "BLOCK_F" not in wgmma.heuristic_config(256, 20480, 4096)  # 160 tiles of 256
+    assert wgmma.heuristic_config(4096, 768, 768) == {"family": "wgmma", "BT": 256, "STAGES": 2,
+                                                      "GROUP": 2}  # 16 token tiles
+    assert all("BLOCK_F" not in c for c in wgmma.candidates(4096, 4096, 4096))
+    assert all("BLOCK_F" not in c for c in wgmma.candidates(128, 11008, 4096))
+
+
 def test_cached_config_across_the_rule_is_not_used(monkeypatch):
     import torch
 

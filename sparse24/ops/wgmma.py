@@ -147,7 +147,8 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
     few-token rule's) where it fits in shared memory. ``every_tile`` offers the small tiles at any
     token count (a sweep's question: where tiles are few, do more programs, each reading its weight
     tile again, beat a few large ones?). ``block_fs`` with 256 adds the 256-feature tiles
-    (``BLOCK_F_256``) of 64 and 128 tokens, in the Gluon k-loop with every ring that fits."""
+    (``BLOCK_F_256``) of 64 and 128 tokens, in the Gluon k-loop with every ring that fits; at
+    129-256 tokens the 128-token ones are offered anyway (``one_wave_wide_config``)."""
     configs = []
     k_blocks = -(-k // 128)
     for bt in wgmma_asm.TOKEN_TILES:
@@ -174,8 +175,9 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
                     if (meta_ring and not drain
                             and shared_bytes(bt, stages, split > 1, True) <= MAX_SHARED_BYTES):
                         configs.append(cfg | {"META_RING": 1})
-    if 256 in block_fs:
-        for bt in BLOCK_F_256_TOKEN_TILES:
+    wide = 256 in block_fs
+    if wide or 128 < m <= 256:  # the heuristic's one-wave 256-feature tiles: the tuner times them
+        for bt in BLOCK_F_256_TOKEN_TILES if wide else (128,):
             if not worth_timing(bt, m, n):
                 continue
             configs += [{"family": "wgmma", "BT": bt, "STAGES": stages,
@@ -264,12 +266,15 @@ def heuristic_config(m: int, n: int, k: int, sms: int = 132) -> dict:
     SMs idle a smaller one wins: 256 x 4096 x 4096 is 32 tiles of 256 for 132 SMs, 128 of 64;
     6144 x 768 x 768 is 144 tiles of 256 (two waves for 1.09 of work), 288 of 128 (3 for 2.18).
     64- and 128-token tiles with the metadata through the ring (``mid_token_config``, and
-    ``_RING_128_STAGES`` at 128); 256-token tiles with as many stages as fit."""
+    ``_RING_128_STAGES`` at 128); 256-token tiles with as many stages as fit, except where they
+    are one token tile in less than a wave (``one_wave_wide_config``)."""
     def estimate(bt):
         tiles = output_tiles(m, n, bt)
         return -(-tiles // sms) * bt / _TILE_RATE[bt]
 
     bt = min((b for b in (256, 128, 64) if b <= max(64, 2 * m)), key=estimate)
+    if bt == 256 and m <= 256 and output_tiles(m, n, 256) <= sms:
+        return one_wave_wide_config(n)
     if bt == 64:
         return mid_token_config(m, n, sms)
     if bt == 128:
@@ -277,6 +282,22 @@ def heuristic_config(m: int, n: int, k: int, sms: int = 132) -> dict:
                 "GROUP": tile_group(n, 128), "META_RING": 1}
     stages = max(s for s in range(2, 7) if shared_bytes(bt, s) <= MAX_SHARED_BYTES)
     return {"family": "wgmma", "BT": bt, "STAGES": stages, "GROUP": tile_group(n, bt)}
+
+
+# Where the estimate picks 256-token tiles for at most 256 tokens in a single partial wave (the
+# LLM MLP weights at 129-256 tokens: 8449-16896 rows, where 128-token tiles would take two
+# waves), 256 features x 128 tokens in three stages: as many tiles, each reading half of x, and a
+# ring one stage deeper. H100, CUDA graphs, runs 20261206T103853Z-a4d074 and
+# 20261206T104000Z-f79044 (bench/results/h100/gemm_variants_m256.jsonl), cuBLAS = 1, 128 x 256
+# -> 256 x 128:
+#   256 x 11008 x 4096  0.97x / 1.00x -> 1.12x / 1.18x   256 x 14336 x 4096  1.16x / 1.15x -> 1.28x / 1.32x
+#   256 x 8704 x 4096   0.88x -> 1.00x                   256 x 16384 x 4096  1.27x -> 1.40x
+#   200 x 12288 x 4096  0.99x -> 1.15x                   256 x 11008 x 8192  1.02x -> 1.14x
+# (192 x 11008 x 4096 keeps the estimate's 64-token tiles: 1.41x against 1.07x.) Elsewhere the
+# 256-feature tiles tied or lost (bench/NOTES.md, session 12).
+def one_wave_wide_config(n: int) -> dict:
+    """256 features x 128 tokens, 3 stages (see above)."""
+    return {"family": "wgmma", "BT": 128, "STAGES": 3, "GROUP": tile_group(n, 128), "BLOCK_F": 256}
 
 
 # Where the estimate above picks 64-token tiles (65 to about 1000 tokens on BERT-base's weights,
