@@ -504,18 +504,20 @@ def test_few_token_shapes_where_the_sm90_kernel_streams_faster(monkeypatch, sm90
         gemm.heuristic_config.cache_clear()
 
 
-@pytest.mark.parametrize("m, n, k, bt, ring, stages", [
-    (384, 768, 3072, 32, 1, 6), (384, 768, 768, 32, 1, 6), (100, 768, 768, 32, 1, 6),
-    (384, 2304, 768, 64, 1, 6), (1024, 768, 3072, 64, 1, 6), (256, 4096, 4096, 64, 1, 6),
-    (384, 3072, 768, 128, 1, 3), (1536, 768, 768, 128, 1, 3), (6144, 768, 768, 128, 1, 3),
-    (6144, 768, 3072, 128, 1, 3),
-    (24576, 3072, 768, 256, 0, 2), (256, 14336, 4096, 256, 0, 2), (4096, 4096, 4096, 256, 0, 2)])
-def test_mid_token_rule(monkeypatch, m, n, k, bt, ring, stages):
+@pytest.mark.parametrize("m, n, k, bt, ring, stages, block_f", [
+    (384, 768, 3072, 32, 1, 6, 128), (384, 768, 768, 32, 1, 6, 128), (100, 768, 768, 32, 1, 6, 128),
+    (384, 2304, 768, 64, 1, 6, 128), (1024, 768, 3072, 64, 1, 6, 128),
+    (256, 4096, 4096, 64, 1, 6, 128), (384, 3072, 768, 128, 1, 3, 128),
+    (1536, 768, 768, 128, 1, 3, 128), (6144, 768, 768, 128, 1, 3, 128),
+    (6144, 768, 3072, 128, 1, 3, 128), (24576, 3072, 768, 256, 0, 2, 128),
+    (256, 14336, 4096, 128, 0, 3, 256), (4096, 4096, 4096, 256, 0, 2, 128)])
+def test_mid_token_rule(monkeypatch, m, n, k, bt, ring, stages, block_f):
     """Where the token-tile estimate picks 64 tokens (65 to about 1000 tokens on BERT-base's
     weights), the metadata comes through the ring, 6 stages, and the tile halves to 32 where 64
     would leave fewer than 96 programs (384 x 768: 36); where it picks 128, the ring with 3
-    stages; where 256, no ring (none fits). The rule's config is one the tuner times and a tuned
-    one of its tile is served."""
+    stages; where 256, no ring (none fits), and 256 features x 128 tokens where the 256-token
+    tiles would be one partial wave (256 x 14336: 112 programs). The rule's config is one the
+    tuner times and a tuned one of its tile is served."""
     import torch
 
     from sparse24.ops import gemm
@@ -523,8 +525,8 @@ def test_mid_token_rule(monkeypatch, m, n, k, bt, ring, stages):
     cuda = _pretend_sm90(monkeypatch, True)
     try:
         cfg = gemm.heuristic_config(m, n, k, cuda)
-        assert (cfg["BT"], cfg.get("META_RING", 0), cfg["STAGES"], cfg.get("SPLIT_K", 1)) == (
-            bt, ring, stages, 1)
+        assert (cfg["BT"], cfg.get("META_RING", 0), cfg["STAGES"], cfg.get("SPLIT_K", 1),
+                cfg.get("BLOCK_F", 128)) == (bt, ring, stages, 1, block_f)
         assert wgmma.runnable(cfg) and cfg in wgmma.candidates(m, n, k)
         monkeypatch.setattr(gemm.configs, "tuned", lambda *a: cfg | {"GROUP": 4})
         assert gemm.choose_config(m, n, k, torch.float16, cuda) == cfg | {"GROUP": 4}
