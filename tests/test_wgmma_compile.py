@@ -279,7 +279,8 @@ with tempfile.NamedTemporaryFile("w", suffix=".ptx") as ptx:
                           capture_output=True, text=True)
 # the guess a launch compiles with first (a split has no bias: compile_sm90 drops it)
 guess = wgmma.guessed_offsets(cfg, has_bias=cfg.get("SPLIT_K", 1) == 1, gated=activation >= 8)
-print(json.dumps({"ptx": compiled.asm["ptx"], "offsets": offsets, "guess": guess,
+print(json.dumps({"ptx": compiled.asm["ptx"], "ttgir": compiled.asm["ttgir"], "offsets": offsets,
+                  "guess": guess,
                   "shared": compiled.metadata.shared,
                   "found": wgmma.ring_offsets(compiled.asm["ttgir"]), "usage": usage,
                   "sass": sass, "ptxas": done.stdout + done.stderr}))
@@ -355,6 +356,15 @@ def test_kernel_compiles_for_sm90a_with_verified_offsets(cfg, dtype, activation)
     else:
         assert waits == ["0x0"] * 2, waits
     assert f"add.u32 sb0, sb0, {x_off};" in ptx
+    if bands == 2:
+        # the asm numbers band b's accumulator registers b, b + 2, ... and its metadata words
+        # 2 * chunk + b: gl.join must put the band in register bit 0, the token pair (n, n + 1)
+        # in bit 1, as the NVMMA layout has it (Triton 3.6 and 3.9 do)
+        joined = set(re.findall(r"tt\.join [^\n]*-> tensor<64x\d+x2x\w+, (#\w+)>", facts["ttgir"]))
+        assert joined, "no joined [64, BT, 2] tensor"
+        for name in joined:
+            assert re.search(rf"^{name} = #ttg\.linear<{{register = \[\[0, 0, 1\], \[0, 1, 0\], ",
+                             facts["ttgir"], re.M), name
     # warpgroup 1's rows start 64 (one band) or 128 (two) rows into the A stage
     assert f"add.u32 sa, sa, {a_off};" in ptx and f"add.u32 sa, sa, {a_off + 8192 * bands};" in ptx
     assert facts["shared"] <= wgmma.MAX_SHARED_BYTES
@@ -609,7 +619,9 @@ def test_one_wave_of_256_token_tiles_takes_256_feature_tiles():
     for m, n in ((256, 11008), (256, 14336), (200, 12288), (256, 8704), (256, 16384)):
         assert wgmma.heuristic_config(m, n, 4096) == wide, (m, n)
         assert wide in wgmma.candidates(m, n, 4096), (m, n)
-    assert wgmma.heuristic_config(256, 11008, 4096, sms=80)["BT"] == 128  # 86 tiles: 2 waves
+    # 224 tiles of 256 x 256 (Llama-3's fused gate/up): more than a wave, the estimate's stays
+    assert wgmma.heuristic_config(256, 28672, 4096) == {"family": "wgmma", "BT": 256,
+                                                        "STAGES": 2, "GROUP": 4}
     assert wgmma.heuristic_config(257, 11008, 4096)["BT"] == 128
     assert "BLOCK_F" not in wgmma.heuristic_config(257, 11008, 4096)  # two 256-token tiles
     assert wgmma.heuristic_config(192, 11008, 4096)["BT"] == 64  # the estimate's 64 stays
@@ -619,6 +631,9 @@ def test_one_wave_of_256_token_tiles_takes_256_feature_tiles():
                                                       "GROUP": 2}  # 16 token tiles
     assert all("BLOCK_F" not in c for c in wgmma.candidates(4096, 4096, 4096))
     assert all("BLOCK_F" not in c for c in wgmma.candidates(128, 11008, 4096))
+    # only where the rule takes them: not on small weights, not where the estimate picks others
+    assert all("BLOCK_F" not in c for c in wgmma.candidates(256, 128, 4096))
+    assert all("BLOCK_F" not in c for c in wgmma.candidates(192, 11008, 4096))
 
 
 def test_cached_config_across_the_rule_is_not_used(monkeypatch):

@@ -66,7 +66,7 @@ def deepest_of_each_form(configs: list[dict]) -> list[dict]:
     deepest = {}
     for cfg in configs:
         form = (cfg["BT"], cfg.get("ASM_LOOP", 0), cfg.get("SPLIT_K", 1), cfg.get("META_AHEAD", 1),
-                cfg.get("META_RING", 0))
+                cfg.get("META_RING", 0), cfg.get("BLOCK_F", 128))
         if form not in deepest or cfg["STAGES"] > deepest[form]["STAGES"]:
             deepest[form] = cfg
     return list(deepest.values())
@@ -96,8 +96,8 @@ def test_every_config_every_epilogue(cfg, dtype):
 
 # 256-feature tiles (BLOCK_F 256: two 64-feature bands a warpgroup): every ring of both token
 # tiles, and the metadata two k-blocks ahead at the deepest; on the bench's weights and on ragged
-# ones (400 rows: the last tile's second warpgroup has no rows and its first one band and a
-# quarter; K = 704: a half-empty last k-block).
+# ones (400 rows: the last tile's second warpgroup has 16 rows, one band and a quarter empty;
+# 4160: its last tile has 64 rows, the second warpgroup none; K = 704: a half-empty last k-block).
 BLOCK_F_256_CONFIGS = [c for c in wgmma.candidates(4096, 768, 768, block_fs=(256,))
                        if c.get("BLOCK_F") == 256]
 BLOCK_F_256_CONFIGS += [c | {"META_AHEAD": 2} for c in deepest_of_each_form(BLOCK_F_256_CONFIGS)]

@@ -76,8 +76,8 @@ def main() -> int:
     total = sum(int(r[SAMPLES]) for r in rows)
     print(f"{args.csv.name}: {total} stall samples over {len(rows)} SASS instructions")
     for line in header:
-        if line[:1].isdigit():  # profile_wgmma's "M N K config" lines
-            print("  run:", line)
+        if line[:1].isdigit():  # profile_wgmma's "M N K config" lines: every run of the process
+            print("  the process ran:", line)  # (--launch-skip chose which launch was profiled)
     counts, _ = groups(rows)
     for name, samples in counts.most_common():
         if not samples:

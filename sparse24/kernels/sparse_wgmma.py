@@ -1,8 +1,8 @@
 """Sparse x dense GEMM on Hopper's sparse tensor cores: ``wgmma.mma_async.sp`` from Gluon (sm_90a).
 
 y[M, N] = act(x[M, K] @ W[N, K]^T + bias), computed transposed per tile: acc[features, tokens] =
-A @ x^T with A = W's packed values (the sparse operand, 64 features per warpgroup) and x the dense
-B operand (BT tokens, K-major, straight from its row-major storage). Packed layout:
+A @ x^T with A = W's packed values (the sparse operand, 64 or 128 features per warpgroup) and x the
+dense B operand (BT tokens, K-major, straight from its row-major storage). Packed layout:
 sparse24/kernels/pack.py (values in natural order, so TMA copies them as a plain [N, K/2] matrix).
 
 A persistent, warp-specialized kernel. Each program walks tiles tile = pid, pid + programs, ...
@@ -483,7 +483,8 @@ def _sparse_wgmma_kernel(
     SPLIT_K: gl.constexpr, LOADER_REGS: gl.constexpr, MATH_REGS: gl.constexpr,
     META_AHEAD: gl.constexpr, META_RING: gl.constexpr, BLOCK_F: gl.constexpr,
 ):
-    """a_desc: values [N, K/2] in [BLOCK_F, 64] boxes (BLOCK_F 128 or 256 features a tile); x_desc: x [M, K] in [BT, 64] boxes; y_desc: y
+    """a_desc: values [N, K/2] in [BLOCK_F, 64] boxes (BLOCK_F 128 or 256 features a tile);
+    x_desc: x [M, K] in [BT, 64] boxes; y_desc: y
     [M, N] in [BT, 64] boxes (a gated ACTIVATION: [M, N / 2] in [BT, 32] boxes); meta_addr: the metadata's device address (int64). Launch with
     num_warps=4 (the first math warpgroup) and a grid of at most one program per SM."""
     M = x_desc.shape[0]

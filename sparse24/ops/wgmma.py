@@ -17,8 +17,8 @@ optional "META_AHEAD": 1 (default) to 4, the k-blocks ahead whose metadata the G
 in flight (2 and 4 offered with the few-token tiles)}.
 Optional "BLOCK_F": features per tile, 128 (where absent: two warpgroups of one 64-feature band
 each) or 256 (two bands each, token tiles of 64 and 128, the Gluon k-loop with its metadata
-loaded ahead; ``BLOCK_F_256`` says why and where). The grid is persistent: one program per
-SM, or fewer when there are fewer tiles. ASM_LOOP and SPLIT_K configs are offered only on request
+loaded ahead; ``BLOCK_F_256_TOKEN_TILES`` says why and where). The grid is persistent: one
+program per SM, or fewer when there are fewer tiles. ASM_LOOP and SPLIT_K configs are offered only on request
 (``candidates(..., asm_loops=..., split_ks=...)``); only the few-token rule splits K (4 splits
 where feature tiles are few and K long): the H200 timed both slower where they were meant to win
 at many tokens (bench/NOTES.md, 2026-12-05), and the H100 split lost at 384-1536 (see
@@ -92,6 +92,8 @@ def runnable(cfg: dict) -> bool:
 # the tile count from which no split is offered (four waves of an H100/H200's 132 SMs).
 SPLIT_KS = (2, 4, 8)
 _SPLIT_MAX_TILES = 4 * 132
+# The SM count the candidate pools assume (an H100's / H200's): candidates() takes no device
+_TUNER_SMS = 132
 
 
 # Ring depths worth timing. A small token tile is mostly a 16 KB stage of weight: a deep ring keeps
@@ -147,8 +149,8 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
     few-token rule's) where it fits in shared memory. ``every_tile`` offers the small tiles at any
     token count (a sweep's question: where tiles are few, do more programs, each reading its weight
     tile again, beat a few large ones?). ``block_fs`` with 256 adds the 256-feature tiles
-    (``BLOCK_F_256``) of 64 and 128 tokens, in the Gluon k-loop with every ring that fits; at
-    129-256 tokens the 128-token ones are offered anyway (``one_wave_wide_config``)."""
+    (``BLOCK_F_256_TOKEN_TILES``) of 64 and 128 tokens, in the Gluon k-loop with every ring that
+    fits; where the heuristic takes them (``one_wave_wide_config``) its config is offered anyway."""
     configs = []
     k_blocks = -(-k // 128)
     for bt in wgmma_asm.TOKEN_TILES:
@@ -176,7 +178,7 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
                             and shared_bytes(bt, stages, split > 1, True) <= MAX_SHARED_BYTES):
                         configs.append(cfg | {"META_RING": 1})
     wide = 256 in block_fs
-    if wide or 128 < m <= 256:  # the heuristic's one-wave 256-feature tiles: the tuner times them
+    if wide or _one_wave_wide(m, n, _TUNER_SMS):  # the heuristic's pick there: the tuner times it
         for bt in BLOCK_F_256_TOKEN_TILES if wide else (128,):
             if not worth_timing(bt, m, n):
                 continue
@@ -267,13 +269,9 @@ def heuristic_config(m: int, n: int, k: int, sms: int = 132) -> dict:
     6144 x 768 x 768 is 144 tiles of 256 (two waves for 1.09 of work), 288 of 128 (3 for 2.18).
     64- and 128-token tiles with the metadata through the ring (``mid_token_config``, and
     ``_RING_128_STAGES`` at 128); 256-token tiles with as many stages as fit, except where they
-    are one token tile in less than a wave (``one_wave_wide_config``)."""
-    def estimate(bt):
-        tiles = output_tiles(m, n, bt)
-        return -(-tiles // sms) * bt / _TILE_RATE[bt]
-
-    bt = min((b for b in (256, 128, 64) if b <= max(64, 2 * m)), key=estimate)
-    if bt == 256 and m <= 256 and output_tiles(m, n, 256) <= sms:
+    are one token tile in at most a wave (``one_wave_wide_config``)."""
+    bt = _estimated_token_tile(m, n, sms)
+    if _one_wave_wide(m, n, sms, bt):
         return one_wave_wide_config(n)
     if bt == 64:
         return mid_token_config(m, n, sms)
@@ -284,17 +282,35 @@ def heuristic_config(m: int, n: int, k: int, sms: int = 132) -> dict:
     return {"family": "wgmma", "BT": bt, "STAGES": stages, "GROUP": tile_group(n, bt)}
 
 
-# Where the estimate picks 256-token tiles for at most 256 tokens in a single partial wave (the
+def _estimated_token_tile(m: int, n: int, sms: int) -> int:
+    """The token tile (64, 128 or 256) with the least estimated time (``heuristic_config``)."""
+    def estimate(bt):
+        tiles = output_tiles(m, n, bt)
+        return -(-tiles // sms) * bt / _TILE_RATE[bt]
+
+    return min((b for b in (256, 128, 64) if b <= max(64, 2 * m)), key=estimate)
+
+
+def _one_wave_wide(m: int, n: int, sms: int, bt: int | None = None) -> bool:
+    """Whether the estimate's tile is 256 tokens, one token tile, in at most a wave (below)."""
+    bt = _estimated_token_tile(m, n, sms) if bt is None else bt
+    return bt == 256 and m <= 256 and output_tiles(m, n, 256) <= sms
+
+
+# Where the estimate picks 256-token tiles for at most 256 tokens in at most one wave (the
 # LLM MLP weights at 129-256 tokens: 8449-16896 rows, where 128-token tiles would take two
 # waves), 256 features x 128 tokens in three stages: as many tiles, each reading half of x, and a
-# ring one stage deeper. H100, CUDA graphs, runs 20261206T103853Z-a4d074 and
-# 20261206T104000Z-f79044 (bench/results/h100/gemm_variants_m256.jsonl), cuBLAS = 1, 128 x 256
-# -> 256 x 128:
-#   256 x 11008 x 4096  0.97x / 1.00x -> 1.12x / 1.18x   256 x 14336 x 4096  1.16x / 1.15x -> 1.28x / 1.32x
-#   256 x 8704 x 4096   0.88x -> 1.00x                   256 x 16384 x 4096  1.27x -> 1.40x
+# ring one stage deeper. H100, CUDA graphs, runs 20261206T103853Z-a4d074,
+# 20261206T104000Z-f79044 and (through this rule) 20261206T104256Z-c25910
+# (bench/results/h100/gemm_variants_m256.jsonl), cuBLAS = 1, 128 x 256 -> 256 x 128:
+#   256 x 11008 x 4096  0.97x / 1.00x / 0.95x -> 1.12x / 1.18x / 1.10x
+#   256 x 14336 x 4096  1.16x / 1.15x / 1.20x -> 1.28x / 1.32x / 1.35x
+#   256 x 8704 x 4096   0.88x / 0.93x -> 1.00x / 1.04x   256 x 16384 x 4096  1.27x -> 1.40x
 #   200 x 12288 x 4096  0.99x -> 1.15x                   256 x 11008 x 8192  1.02x -> 1.14x
-# (192 x 11008 x 4096 keeps the estimate's 64-token tiles: 1.41x against 1.07x.) Elsewhere the
-# 256-feature tiles tied or lost (bench/NOTES.md, session 12).
+#   224 x 11008 x 4096  0.99x -> 0.98x (a tie)
+# (192 x 11008 x 4096 keeps the estimate's 64-token tiles: 1.41x against 1.07x.) Timed at 200-256
+# tokens; from 129 the rule fires where N is larger (both tiles cover 256 token slots), not
+# timed. Elsewhere the 256-feature tiles tied or lost (bench/NOTES.md, session 12).
 def one_wave_wide_config(n: int) -> dict:
     """256 features x 128 tokens, 3 stages (see above)."""
     return {"family": "wgmma", "BT": 128, "STAGES": 3, "GROUP": tile_group(n, 128), "BLOCK_F": 256}
@@ -549,8 +565,8 @@ def _cached_launch():
     return triton_internals.CachedLaunch(_sparse_wgmma_kernel)
 
 
-# (BT, STAGES, GROUP, ASM_LOOP, SPLIT_K, META_AHEAD, META_RING, BLOCK_F, x dtype, bias dtype or None,
-#  ACTIVATION) ->
+# (BT, STAGES, GROUP, ASM_LOOP, SPLIT_K, META_AHEAD, META_RING, BLOCK_F, x dtype, bias dtype or
+#  None, ACTIVATION) ->
 # the kernel's constexpr values, with the shared-memory offsets verified on the compiled kernel
 _plans: dict[tuple, tuple] = {}
 # (id(config), M, N, K, the dtypes of x, values and the output (each a descriptor's), bias

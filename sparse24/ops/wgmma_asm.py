@@ -54,6 +54,8 @@ def bands_of(block_f: int) -> int:
 def a_stage_bytes(block_f: int = 128) -> int:
     """Bytes of one A stage: [block_f features, 64 values] of 2 bytes."""
     return block_f * 128
+
+
 DESCRIPTOR_HIGH_BITS = 0x40000040_00010000  # 128B swizzle | SBO 1024 B | LBO 16 B
 
 DTYPES = {"float16": "f16", "bfloat16": "bf16"}
