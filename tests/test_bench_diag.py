@@ -249,7 +249,7 @@ def test_ncu_stall_groups_from_the_sass_source_page(tmp_path):
     path.write_bytes(gzip.compress("\n".join(lines).encode()))
     header, rows = ncu_stalls.read_rows(path)
     assert header[1].startswith("4096") and len(rows) == len(sass)
-    counts, runs = ncu_stalls.groups(rows)
+    counts = ncu_stalls.groups(rows)
     assert counts == {"wgmma drain": 100, "mbarrier wait, run 65536 times": 40,
                       "mbarrier wait, run 16384 times": 20, "idle warps (once per program)": 65,
                       "other": 2 + 11 + 3 + 7}

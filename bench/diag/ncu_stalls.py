@@ -44,26 +44,24 @@ def read_rows(path: Path) -> tuple[list[str], list[dict]]:
     return lines[:start], rows
 
 
-def groups(rows: list[dict]) -> tuple[Counter, dict]:
-    """Samples per group (see the module docstring), and the try-wait branches' run counts."""
+def groups(rows: list[dict]) -> Counter:
+    """Samples per group (see the module docstring)."""
     programs = min(int(r[EXECUTED]) for r in rows if int(r[EXECUTED]) > 0)
-    out, waits = Counter(), {}
+    out = Counter()
     for i, row in enumerate(rows):
         samples, runs, sass = int(row[SAMPLES]), int(row[EXECUTED]), row["Source"].strip()
-        # ptxas schedules the descriptor arithmetic between the try-wait and its branch (12
-        # instructions apart in the 4096^3 kernel)
-        before = " ".join(r["Source"] for r in rows[max(0, i - 16):i])
         if "WARPGROUP.DEPBAR" in sass:
             out["wgmma drain"] += samples
-        elif sass.startswith("@!P") and "BRA" in sass and "SYNCS.PHASECHK" in before:
-            key = f"mbarrier wait, run {runs} times"
-            out[key] += samples
-            waits[key] = runs
+        # a try-wait loop's branch: ptxas schedules the descriptor arithmetic between the
+        # try-wait and its branch (12 instructions apart in the 4096^3 kernel)
+        elif sass.startswith("@!P") and "BRA" in sass and any(
+                "SYNCS.PHASECHK" in r["Source"] for r in rows[max(0, i - 16):i]):
+            out[f"mbarrier wait, run {runs} times"] += samples
         elif runs <= 2 * programs:
             out["idle warps (once per program)"] += samples
         else:
             out["other"] += samples
-    return out, waits
+    return out
 
 
 def main() -> int:
@@ -78,7 +76,7 @@ def main() -> int:
     for line in header:
         if line[:1].isdigit():  # profile_wgmma's "M N K config" lines: every run of the process
             print("  the process ran:", line)  # (--launch-skip chose which launch was profiled)
-    counts, _ = groups(rows)
+    counts = groups(rows)
     for name, samples in counts.most_common():
         if not samples:
             continue

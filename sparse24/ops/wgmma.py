@@ -16,17 +16,17 @@ that keeps a wgmma group in flight and drains every D k-blocks (sparse24/ops/wgm
 optional "META_AHEAD": 1 (default) to 4, the k-blocks ahead whose metadata the Gluon k-loop has
 in flight (2 and 4 offered with the few-token tiles)}.
 Optional "BLOCK_F": features per tile, 128 (where absent: two warpgroups of one 64-feature band
-each) or 256 (two bands each, token tiles of 64 and 128, the Gluon k-loop with its metadata
-loaded ahead; ``BLOCK_F_256_TOKEN_TILES`` says why and where). The grid is persistent: one
-program per SM, or fewer when there are fewer tiles. ASM_LOOP and SPLIT_K configs are offered only on request
-(``candidates(..., asm_loops=..., split_ks=...)``); only the few-token rule splits K (4 splits
-where feature tiles are few and K long): the H200 timed both slower where they were meant to win
-at many tokens (bench/NOTES.md, 2026-12-05), and the H100 split lost at 384-1536 (see
-``mid_token_config``). The few-token tiles (BT 8-32) serve 1-64 tokens where
+each) or 256 (two bands each, token tiles of 64 and 128, the Gluon k-loop with its metadata loaded
+ahead; ``BLOCK_F_256_TOKEN_TILES`` and ``one_wave_wide_config`` say why and where). The grid is
+persistent: one program per SM, or fewer when there are fewer tiles. ASM_LOOP and SPLIT_K configs
+are offered only on request (``candidates(..., asm_loops=..., split_ks=...)``); only the few-token
+rule splits K (4 splits where feature tiles are few and K long): the H200 timed both slower where
+they were meant to win at many tokens (bench/NOTES.md, 2026-12-05), and the H100 split lost at
+384-1536 (see ``mid_token_config``). The few-token tiles (BT 8-32) serve 1-64 tokens where
 ``few_token_config`` says so, with "META_RING": 1 (the loader copies each k-block's metadata into
-the ring; the default there), and
-from 65 tokens, where the heuristic's estimate picks 64-token tiles, ``mid_token_config`` keeps
-the ring (tiles of 32 or 64 tokens); 128-token tiles take it too, with 3 stages."""
+the ring; the default there), and from 65 tokens, where the heuristic's estimate picks 64-token
+tiles, ``mid_token_config`` keeps the ring (tiles of 32 or 64 tokens); 128-token tiles take it too,
+with 3 stages."""
 
 from __future__ import annotations
 
@@ -166,7 +166,8 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
                 for drain in asm_loops:
                     if drain and bt not in wgmma_asm.LOOP_TOKEN_TILES:
                         continue
-                    cfg = {"family": "wgmma", "BT": bt, "STAGES": stages, "GROUP": tile_group(n, bt)}
+                    cfg = {"family": "wgmma", "BT": bt, "STAGES": stages,
+                           "GROUP": tile_group(n, bt)}
                     if drain:
                         cfg["ASM_LOOP"] = drain
                     if split > 1:
@@ -473,19 +474,19 @@ def _constexprs_cached(bt, stages, group, asm_loop, split_k, dtype, has_bias, ac
     # order is the kernel's (CachedLaunch passes them positionally). offsets: the
     # ASM_ALLOCATIONS', and with META_RING the metadata ring's last.
     a_off, x_off, full_off, empty_off = offsets[:4]
+    bands = wgmma_asm.bands_of(block_f)  # 64-feature bands a warpgroup owns
     if asm_loop:
         mma = [wgmma_asm.loop_asm(bt, dtype, wg, stages, asm_loop, a_off, x_off, full_off,
                                   empty_off) for wg in (0, 1)]
         mma_con = wgmma_asm.loop_constraints(bt)
     else:
         meta_off = offsets[4] if meta_ring else None
-        bands = wgmma_asm.bands_of(block_f)
         mma = [wgmma_asm.mma_asm(bt, dtype, wg, a_off, x_off, meta_off, bands) for wg in (0, 1)]
         mma_con = wgmma_asm.mma_constraints(bt, bands)
     return dict(
         MMA_ASM_0=mma[0], MMA_ASM_1=mma[1], MMA_CON=mma_con,
-        META_ASM=wgmma_asm.meta_asm(bt, wgmma_asm.bands_of(block_f)),
-        META_CON=wgmma_asm.meta_constraints(bt, wgmma_asm.bands_of(block_f)),
+        META_ASM=wgmma_asm.meta_asm(bt, bands),
+        META_CON=wgmma_asm.meta_constraints(bt, bands),
         BT=bt, STAGES=stages, GROUP=group, HAS_BIAS=has_bias,
         ACTIVATION=activation, ASM_LOOP=bool(asm_loop), SPLIT_K=split_k, LOADER_REGS=LOADER_REGS,
         MATH_REGS=MATH_REGS, META_AHEAD=meta_ahead, META_RING=bool(meta_ring),
@@ -672,21 +673,20 @@ def _launch_kernel(x2, values, meta, bias, out, activation: int, cfg: dict, spli
 
 class PlannedLaunch:
     """``launch`` for one plan of sparse24.ops.gemm (M, N, K, dtype, device and the config it
-    chose), called as launch is, by ``_linear_impl`` only: x2 [M, K] with unit stride along K,
-    y [M, N] (or [M, N / 2], gated) contiguous; or (``takes_rows``) x2 [..., K] and y [..., N]
-    of more dims, both contiguous, whose rows are the M rows (an N-D x costs no reshapes where
-    the call launches directly; the other paths flatten it first). An unsplit config's direct
-    launches are kept
-    here by what a call of the plan may still vary in: the weight's and bias's dtypes, the
-    epilogue, and whether meta's address fits 32 bits (Triton specializes on it); the rest of
-    ``_launch_kernel``'s key (config, sizes, x's and y's dtype, device) is the plan's. A repeated
-    call then builds a four-item key instead of twelve and skips launch's and _launch_kernel's
-    frames and the current-device query. With ``keep_arguments``, each entry also keeps the
-    descriptors' launch arguments (DescriptorLauncher.descriptor_args) by what the plan leaves
-    free: the weight's address (its shape is the plan's; contiguous, checked here), x's address
-    and row stride, y's address; instead of reading every shape and stride each call
-    (bench/diag/launch_parts.py times the three ways). Calls with a misaligned meta or bias, a
-    launch hook, or direct launches off take ``launch``."""
+    chose), called as launch is, by ``_linear_impl`` only: x2 [M, K] with unit stride along K, y
+    [M, N] (or [M, N / 2], gated) contiguous; or (``takes_rows``) x2 [..., K] and y [..., N] of
+    more dims, both contiguous, whose rows are the M rows (an N-D x costs no reshapes where the
+    call launches directly; the other paths flatten it first). An unsplit config's direct
+    launches are kept here by what a call of the plan may still vary in: the weight's and bias's
+    dtypes, the epilogue, and whether meta's address fits 32 bits (Triton specializes on it);
+    the rest of ``_launch_kernel``'s key (config, sizes, x's and y's dtype, device) is the
+    plan's. A repeated call then builds a four-item key instead of twelve and skips launch's and
+    _launch_kernel's frames and the current-device query. With ``keep_arguments``, each entry
+    also keeps the descriptors' launch arguments (DescriptorLauncher.descriptor_args) by what
+    the plan leaves free: the weight's address (its shape is the plan's; contiguous, checked
+    here), x's address and row stride, y's address; instead of reading every shape and stride
+    each call (bench/diag/launch_parts.py times the three ways). Calls with a misaligned meta or
+    bias, a launch hook, or direct launches off take ``launch``."""
 
     __slots__ = ("cfg", "device", "n", "k", "direct")
     keep_arguments = True

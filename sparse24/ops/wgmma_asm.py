@@ -34,9 +34,9 @@ within each) arrive as elements 0 and 1 of the metadata operand's pack (see the 
 
 from __future__ import annotations
 
-A_STAGE_BYTES = 128 * 64 * 2  # [128 features, 64 values] of 2 bytes
-A_WARPGROUP_BYTES = 64 * 64 * 2  # rows 64w.. of the A stage
 A_BAND_BYTES = 64 * 64 * 2  # one band of 64 features (one m64 wgmma's A) in a stage
+A_STAGE_BYTES = 2 * A_BAND_BYTES  # [128 features, 64 values] of 2 bytes (BLOCK_F 128)
+A_WARPGROUP_BYTES = A_BAND_BYTES  # rows 64w.. of the A stage (BLOCK_F 128: one band each)
 # Features per tile: two warpgroups of one band each (128) or of two bands each (256). A band is
 # one m64 wgmma; a warpgroup with two issues both bands' wgmmas on the same x descriptor, so each
 # x byte brought from L2 feeds twice the math (the kernel's L2 traffic per flop: 1/(2 BT) +
@@ -53,7 +53,7 @@ def bands_of(block_f: int) -> int:
 
 def a_stage_bytes(block_f: int = 128) -> int:
     """Bytes of one A stage: [block_f features, 64 values] of 2 bytes."""
-    return block_f * 128
+    return block_f // 64 * A_BAND_BYTES
 
 
 DESCRIPTOR_HIGH_BITS = 0x40000040_00010000  # 128B swizzle | SBO 1024 B | LBO 16 B
