@@ -317,3 +317,80 @@ def loop_constraints(bt: int) -> str:
     """The accumulator (out, tied in), the metadata address (64-bit), the step, the chunk count."""
     p = accumulator_registers(bt)
     return ",".join(["=f"] * p + [str(i) for i in range(p)] + ["l"] * p + ["r"] * p + ["r"] * p)
+
+
+# ------------------------------------------------------------------ stream-K partial tiles
+# STREAM_K (sparse24/kernels/sparse_wgmma.py): a program whose k-range ends inside a tile
+# publishes that tile's partial sums, one [64, BT] float32 slot per warpgroup, and the program
+# that finishes the tile adds them. Both sides hold the accumulator in the same register layout,
+# so a slot is stored register-major: register i of thread t (t = %tid.x % 128, the thread's
+# index in its warpgroup) at byte 4 * (128 i + t), each register one coalesced 512-byte row.
+# Each slot has a 32-bit flag: its low 16 bits count the publishing threads (done at 128), its
+# high 16 bits the threads that have read the slot; the last reader sets the flag back to 0, so
+# every launch finds its flags at 0 and leaves them there.
+_WARPGROUP_THREADS = 128
+_FLAG_READ = 1 << 16
+
+
+def _thread_slot_address() -> list[str]:
+    """PTX that leaves this thread's first word of the slot at ``$slot`` in ``at``."""
+    return ["mov.u32 t, %tid.x;", f"and.b32 t, t, {_WARPGROUP_THREADS - 1};",
+            "mul.wide.u32 at, t, 4;"]
+
+
+def publish_asm(bt: int) -> str:
+    """Store this thread's accumulator registers into the slot, then count itself on the flag
+    with release semantics (its stores are visible to whoever reads the count).
+
+    Operands (P = accumulator_registers(bt)): $0..$P-1 unused outputs, $P..$2P-1 the
+    accumulator, $2P the slot's address, $3P the flag's (every element of a pack holds the same
+    two addresses)."""
+    p = accumulator_registers(bt)
+    slot, flag = f"${2 * p}", f"${3 * p}"
+    lines = ["{", ".reg .u32 t;", ".reg .u64 at;"] + _thread_slot_address()
+    lines.append(f"add.u64 at, at, {slot};")
+    lines += [f"st.global.f32 [at+{4 * _WARPGROUP_THREADS * i}], ${p + i};" for i in range(p)]
+    lines.append(f"red.release.gpu.global.add.u32 [{flag}], 1;")
+    lines += [f"mov.u32 ${i}, 0;" for i in range(p)]
+    return "\n".join(lines + ["}"])
+
+
+def publish_constraints(bt: int) -> str:
+    p = accumulator_registers(bt)
+    return ",".join(["=r"] * p + ["f"] * p + ["l"] * p + ["l"] * p)
+
+
+def gather_asm(bt: int) -> str:
+    """Wait until all 128 threads of the publishing warpgroup have counted themselves on the
+    flag (acquire: their stores are then visible), add this thread's words of the slot to its
+    accumulator registers, and count itself as a reader; the 128th reader sets the flag to 0.
+
+    Operands: $0..$P-1 the accumulator (tied to $P..$2P-1), $2P the slot's address, $3P the
+    flag's."""
+    p = accumulator_registers(bt)
+    slot, flag = f"${2 * p}", f"${3 * p}"
+    done = _WARPGROUP_THREADS + (_WARPGROUP_THREADS - 1) * _FLAG_READ  # the last reader's view
+    lines = ["{", ".reg .u32 t, v;", ".reg .u64 at;", ".reg .pred p;", ".reg .f32 w;",
+             "SPIN:",
+             f"ld.acquire.gpu.global.u32 v, [{flag}];",
+             f"and.b32 v, v, {_FLAG_READ - 1};",
+             f"setp.lt.u32 p, v, {_WARPGROUP_THREADS};",
+             "@p bra SPIN;"] + _thread_slot_address()
+    lines.append(f"add.u64 at, at, {slot};")
+    for i in range(p):
+        lines += [f"ld.global.cg.f32 w, [at+{4 * _WARPGROUP_THREADS * i}];",
+                  f"add.f32 ${i}, ${i}, w;"]
+    lines += [f"atom.relaxed.gpu.global.add.u32 v, [{flag}], {_FLAG_READ};",
+              f"setp.eq.u32 p, v, {done};",
+              f"@p st.relaxed.gpu.global.u32 [{flag}], 0;"]
+    return "\n".join(lines + ["}"])
+
+
+def gather_constraints(bt: int) -> str:
+    p = accumulator_registers(bt)
+    return ",".join(["=f"] * p + [str(i) for i in range(p)] + ["l"] * p + ["l"] * p)
+
+
+def slot_bytes(bt: int) -> int:
+    """Bytes of one warpgroup's partial-sum slot: [64, bt] float32."""
+    return 64 * bt * 4
