@@ -22,7 +22,7 @@
 #   bash bench/device_session.sh OUT_DIR bertab   # carry .ab/<base>: BERT eager and default-mode turns, base and head processes alternating twice
 #   bash bench/device_session.sh OUT_DIR tileorder   # issue 22: the sm90 tile order (GROUP 1, 2, 4, 8) of the untuned config, LLM and BERT-base shapes
 #   bash bench/device_session.sh OUT_DIR blockf256 stalls   # issue 22, session 12: BLOCK_F 256 tested and timed; per-instruction stall samples
-#   bash bench/device_session.sh OUT_DIR streamk   # issue 22, session 13: stream-K's GPU tests, then beside each ring config (STREAMK_SHAPES)
+#   streamk (session 13): stream-K's GPU tests and its A/B, at 88562f3 (reverted: it lost)
 #   next (after session 12, 2026-12-06): the H200 reruns (gemm16 gemmbf16 llm bert overhead) when one is lent; the asm k-loop (ASM_LOOP) profiled with `stalls` (why it lost); testsrest and decode on HEAD
 # Export SPARSE24_COMMIT=<this commit> in the device command: the GPU machine's copy of the tree keeps
 # an older commit in its .git, and the records name that one (+dirty) otherwise (session 10's did).
@@ -125,11 +125,6 @@ for stage in "$@"; do
              --section SourceCounters --section WarpStateStats --page source --print-source sass --csv \
              python3 -m bench.investigations.2026-12-sm90-ncu.profile_wgmma '[[4096,4096,4096,null],[6144,768,768,null]]' \
              >"$out/ncu_source_$skip.csv" 2>&1; python3 -m bench.diag.ncu_stalls "$out/ncu_source_$skip.csv" --top 0; done ;;  # where the sm90 kernel's warps wait (bench/diag/ncu_stalls.py)
-    streamk) limit 200 python3 -m pytest -q -rf -n 12 -p no:cacheprovider tests/test_wgmma_gpu.py -k "${STREAMK_TESTS:-stream_k or gated_epilogues}" \
-             >"$out/pytest_gpu_streamk.txt" 2>&1; tail -6 "$out/pytest_gpu_streamk.txt"; pkill -f "pytest" ; sleep 1  # a hung flag wait must not outlive its stage
-             limit 330 python3 -m bench.gemm_variants --family wgmma --stream-k --with-heuristic --only META_RING=1,STAGES=3/6/10 \
-             --mode graph --top 3 --out "$out/gemm_variants_streamk.jsonl" --shapes ${STREAMK_SHAPES:-384x768x768,384x768x3072,384x3072x768,768x768x3072,1024x768x3072,1536x768x768,1536x3072x768,6144x768x768,6144x768x3072,256x4096x4096,1024x4096x4096,1024x11008x4096,16x4096x4096,64x4096x4096,64x11008x4096,16x768x3072,64x768x3072,16x768x768} \
-             2>&1 | grep -v Warning | tail -75 ;;  # issue 22: stream-K beside each sm90 ring config (tests first)
     hostpaths) limit 240 python3 -m bench.diag.host_paths >"$out/host_paths.txt" 2>&1; grep "===" "$out/host_paths.txt" ;;
     eagerdiag) limit 300 python3 -m bench.investigations.2026-12-bert-eager-host-time.eager_steady >"$out/eager_steady.txt" 2>&1; grep -v Warning "$out/eager_steady.txt" | tail -30 ;;
     opcost) limit 150 python3 -m bench.diag.compiled_op_cost >"$out/compiled_op_cost.txt" 2>&1; head -8 "$out/compiled_op_cost.txt" ;;

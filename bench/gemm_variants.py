@@ -10,7 +10,7 @@ python -m bench.make_defaults.
                                   [--top 5] [--mode eager|graph] [--min-tile-tokens 128]
                                   [--asm-loop] [--split-k] [--split-ks 2,4,8] [--meta-ring]
                                   [--with-heuristic] [--every-tile] [--groups 1,4,8,16]
-                                  [--only BLOCK_F=128,SPLIT_K=2/4] [--stream-k]
+                                  [--only BLOCK_F=128,SPLIT_K=2/4]
 
 --asm-loop adds, beside each sm90 config, its forms with the whole k-loop in one asm statement
 (ASM_LOOP 1, 2, 4: wgmma groups kept in flight, drained every 1, 2 or 4 k-blocks;
@@ -22,9 +22,6 @@ is checked before it is timed. --split-k adds the sm90 configs that split K (SPL
 k-block's metadata copied into the ring with the operands instead of loaded by each thread in the
 k-loop; the default pool has them, as the tuner's does); the summary's last column is its best. --family wgmma offers the sm90 family below its token rule too (the few-token tiles, BT 8-32), and
 --with-heuristic adds the config linear runs untuned, past every filter: the baseline of an A/B.
---stream-k adds, beside each sm90 config that can take it (unsplit, 128-feature tiles, the Gluon
-k-loop), its STREAM_K form (every (tile, k-block) iteration split evenly among the SMs, partial
-tiles added by the program that ends them); the summary's last column is its best.
 
 eager: do_bench, L2 flushed before each call; the time includes any host gap between the two
 launches of a split-K config (its reduction). graph: the calls captured in a CUDA graph, operands
@@ -104,8 +101,6 @@ def main() -> int:
                         help="time these configs (a JSON list; each checked first) instead of a "
                              "family's pool, e.g. '[{\"family\": \"wgmma\", \"BT\": 256, "
                              "\"STAGES\": 2, \"GROUP\": 4, \"META_AHEAD\": 2}]'")
-    parser.add_argument("--stream-k", action="store_true",
-                        help="also time each sm90 config's STREAM_K form where it has one")
     parser.add_argument("--with-heuristic", action="store_true",
                         help="also time the config linear runs untuned (the A/B's baseline)")
     parser.add_argument("--only", type=parse_only, default={},
@@ -185,9 +180,6 @@ def main() -> int:
                  and cfg.get("BLOCK_M", cfg.get("BLOCK_T", cfg.get("BT"))) >= args.min_tile_tokens
                  and kept(cfg, args.only))]
         cands = with_groups(cands, args.groups)
-        if args.stream_k:
-            cands += [cfg | {"STREAM_K": 1} for cfg in cands if cfg["family"] == "wgmma"
-                      and wgmma.runnable(cfg | {"STREAM_K": 1})]
         cands = list({json.dumps(cfg, sort_keys=True): cfg for cfg in cands}.values())
         errs = {}
 
@@ -222,20 +214,17 @@ def main() -> int:
             print("   FAILED", r["cfg"], r["error"], flush=True)
         for r in ok[: args.top]:
             print(f"   {dense_ms / r['ms']:.2f}x  {r['ms'] * 1e3:8.1f} us  {flops / r['ms'] / 1e9:6.0f} TFLOP/s  {r['cfg']}", flush=True)
-        def best(family, asm_loop=None, split=False, meta_ring=0, block_f=128, stream_k=0):
+        def best(family, asm_loop=None, split=False, meta_ring=0, block_f=128):
             return next((r for r in ok if r["cfg"]["family"] == family and (
                 asm_loop is None or r["cfg"].get("ASM_LOOP", 0) == asm_loop)
                 and (split is None or (r["cfg"].get("SPLIT_K", 1) > 1) == split)
-                and (family != "wgmma" or ((meta_ring is None
-                                            or r["cfg"].get("META_RING", 0) == meta_ring)
-                                           and r["cfg"].get("BLOCK_F", 128) == block_f
-                                           and r["cfg"].get("STREAM_K", 0) == stream_k))), None)
+                and (family != "wgmma" or (r["cfg"].get("META_RING", 0) == meta_ring
+                                           and r["cfg"].get("BLOCK_F", 128) == block_f))), None)
 
         summary.append((shape, dense_ms, best("mma", split=None), best("dot", split=None),
                         best("wgmma", 0), *(best("wgmma", d) for d in wgmma.ASM_LOOPS),
                         best("wgmma", split=True), best("wgmma", 0, split=None, meta_ring=1),
-                        best("wgmma", 0, block_f=256),
-                        best("wgmma", 0, meta_ring=None, stream_k=1)))
+                        best("wgmma", 0, block_f=256)))
 
     def cell(r, dense_ms):
         return "-" if r is None else f"{dense_ms / r['ms']:.2f}x ({r['ms'] * 1e3:.1f} us)"
@@ -243,7 +232,7 @@ def main() -> int:
     print("\n" + common.markdown_table(
         ["M x N x K", "cuBLAS us", "best mma.sp", "best dot", "best wgmma.sp",
          *(f"best wgmma.sp ASM_LOOP {d}" for d in wgmma.ASM_LOOPS), "best wgmma.sp split-K",
-         "best wgmma.sp META_RING", "best wgmma.sp BLOCK_F 256", "best wgmma.sp stream-K"],
+         "best wgmma.sp META_RING", "best wgmma.sp BLOCK_F 256"],
         [[shape, f"{dense_ms * 1e3:.1f}", *(cell(r, dense_ms) for r in bests)]
          for shape, dense_ms, *bests in summary]))
     print(f"appended to {args.out} (run {run_id})")

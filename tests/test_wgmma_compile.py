@@ -328,15 +328,6 @@ def compile_in_child(cfg, dtype, activation) -> dict:
     ({"family": "wgmma", "BT": 8, "STAGES": 12, "GROUP": 8, "META_AHEAD": 4}, "bfloat16", 1),
     ({"family": "wgmma", "BT": 32, "STAGES": 8, "GROUP": 8, "SPLIT_K": 2, "META_AHEAD": 3}, "float16", 0),
     ({"family": "wgmma", "BT": 32, "STAGES": 8, "GROUP": 8, "SPLIT_K": 3}, "bfloat16", 0),
-    # stream-K: the partial sums published and gathered by inline asm (release / acquire flags)
-    ({"family": "wgmma", "BT": 64, "STAGES": 6, "GROUP": 8, "META_RING": 1, "STREAM_K": 1},
-     "float16", 2),
-    ({"family": "wgmma", "BT": 128, "STAGES": 3, "GROUP": 2, "META_RING": 1, "STREAM_K": 1},
-     "bfloat16", 12),
-    ({"family": "wgmma", "BT": 16, "STAGES": 10, "GROUP": 8, "META_RING": 1, "STREAM_K": 1},
-     "float16", 0),
-    ({"family": "wgmma", "BT": 256, "STAGES": 2, "GROUP": 4, "STREAM_K": 1}, "float16", 2),
-    ({"family": "wgmma", "BT": 32, "STAGES": 6, "GROUP": 8, "STREAM_K": 1}, "bfloat16", 4),
 ])
 def test_kernel_compiles_for_sm90a_with_verified_offsets(cfg, dtype, activation):
     facts = compile_in_child(cfg, dtype, activation)
@@ -355,10 +346,6 @@ def test_kernel_compiles_for_sm90a_with_verified_offsets(cfg, dtype, activation)
     # ptxas keeps the wgmmas asynchronous: no C7512 / C7513 ("wgmma.mma_async instructions are
     # serialized"), which a register a wgmma reads written while a group is in flight causes
     assert "serialized" not in facts["ptxas"], facts["ptxas"]
-    # stream-K: each math warpgroup publishes (release) and gathers (acquire) partial sums once
-    partial_asm = 2 if cfg.get("STREAM_K", 0) else 0
-    assert ptx.count("red.release.gpu.global.add.u32") == partial_asm
-    assert ptx.count("ld.acquire.gpu.global.u32") == partial_asm
     waits = re.findall(r"WARPGROUP\.DEPBAR\.LE gsb0, (0x\d)", facts["sass"])
     if drain:
         # per warpgroup: wait_group 1 after each k-block of a batch but its first, wait_group 0
@@ -754,8 +741,7 @@ def test_launch_verifies_once_per_plan_then_reuses_it(monkeypatch):
     assert constexprs == tuple(wgmma._constexprs(cfg, "float16", False, 2,
                                                  (4096, 0, 90000, 90032)).values())
     assert [a.block_shape for a in args[:3]] == [[128, 64], [128, 64], [128, 64]]
-    # the stream-K workspace addresses, unused by this config: meta's (its specialization)
-    assert args[3:] == (meta.data_ptr(), y, 512, 256, meta.data_ptr(), meta.data_ptr())
+    assert args[3:] == (meta.data_ptr(), y, 512, 256)
 
 
 def test_launch_goes_direct_from_the_second_call_of_a_specialization(monkeypatch):
@@ -774,8 +760,7 @@ def test_launch_goes_direct_from_the_second_call_of_a_specialization(monkeypatch
     grid0, stream, tensors, scalars, constexprs = direct_calls[0]
     assert (grid0, stream) == (12, "stream")
     assert all(a is b for a, b in zip(tensors, (values, x, y)))
-    # the bias pointer as an int; the stream-K addresses, unused: meta's
-    assert scalars == (meta.data_ptr(), y.data_ptr(), 512, 256, meta.data_ptr(), meta.data_ptr())
+    assert scalars == (meta.data_ptr(), y.data_ptr(), 512, 256)  # the bias pointer as an int
     assert constexprs == launches[0][2]
     wgmma.launch(x[:, :248], values[:, :124], meta, None, y, 2, cfg)  # K = 248
     assert len(launches) == 2 and len(direct_calls) == 2
@@ -829,8 +814,7 @@ def test_a_planned_launch_keeps_its_plans_direct_launches(monkeypatch):
         assert entered[-1] == activation and direct_calls[-1][4] == launches[-1][2]
     assert entered == [2, 2, 0] and len(launches) == 3 and len(direct_calls) == 5
     assert len({call[4] for call in direct_calls[:2] + direct_calls[3:]}) == 3
-    assert direct_calls[3][3] == (meta.data_ptr(), bias.data_ptr(), 512, 256, meta.data_ptr(),
-                                  meta.data_ptr())
+    assert direct_calls[3][3] == (meta.data_ptr(), bias.data_ptr(), 512, 256)
     # the same epilogue with an fp16 bias: another specialization (a pointer of another dtype),
     # learned on its own rather than given the float32 bias's launcher
     half_bias = torch.randn(512, dtype=torch.float16)
@@ -888,8 +872,7 @@ def test_a_planned_launch_keeps_the_descriptors_launch_arguments(monkeypatch):
     first = call(values, x, y)
     assert len(fills) == 3
     assert first[2] == ("expanded", fresh(values, x, y)) and first[3:] == (
-        (meta.data_ptr(), y.data_ptr(), 512, 256, meta.data_ptr(), meta.data_ptr()),
-        launches[0][2])
+        (meta.data_ptr(), y.data_ptr(), 512, 256), launches[0][2])
     del fills[3:]
     assert call(values, x, y) == first and len(fills) == 3  # nothing made again
     wide = x.as_strided((300, 256), (128, 1))  # x's address, rows 128 apart (they overlap)
@@ -946,12 +929,12 @@ def test_a_planned_launch_takes_n_d_rows_as_their_2_d_view(monkeypatch):
 @pytest.mark.parametrize("asm_loop", [0, 2])
 def test_constexprs_follow_the_kernel_signature(asm_loop):
     """CachedLaunch and DescriptorLauncher pass the constexprs by position: their order must be
-    the kernel's, after its nine runtime parameters."""
+    the kernel's, after its seven runtime parameters."""
     from sparse24.kernels.sparse_wgmma import _sparse_wgmma_kernel
 
     cfg = {"family": "wgmma", "BT": 128, "STAGES": 3, "GROUP": 8, "ASM_LOOP": asm_loop}
     constexprs = wgmma._constexprs(cfg, "float16", True, 1, (0, 98304, 200000, 200032))
-    assert _sparse_wgmma_kernel.arg_names[9:] == list(constexprs)
+    assert _sparse_wgmma_kernel.arg_names[7:] == list(constexprs)
     assert constexprs["ASM_LOOP"] is bool(asm_loop)
 
 

@@ -27,7 +27,7 @@ The partitions share their state as aggregates (as in Gluon's tutorials): the ``
 and mbarriers), the ``Schedule`` (which tiles and k-blocks a program works on), a warpgroup's
 ``WgmmaAsm`` and the ``Epilogue``.
 
-Four opt-in forms (constexprs; sparse24/ops/wgmma.py says which configs use them):
+Three opt-in forms (constexprs; sparse24/ops/wgmma.py says which configs use them):
   - ASM_LOOP: each math warpgroup runs a tile's whole k-loop in one asm statement (waits on
     ``full``, wgmmas, releases of ``empty``, metadata loads), keeping a wgmma group in flight
     between drains (wgmma_asm.loop_asm); the Gluon k-loop below is the other form.
@@ -39,15 +39,6 @@ Four opt-in forms (constexprs; sparse24/ops/wgmma.py says which configs use them
     thread's two words from shared memory: the k-loop waits on no global load (the Gluon loop
     loads them from global memory META_AHEAD k-blocks ahead, and at few tokens their latency
     showed: bench/NOTES.md 2026-12-05).
-  - STREAM_K: for few tiles. All (tile, k-block) iterations, tile after tile in the tile order,
-    are split evenly among the programs; each walks the tiles of its share from the last to the
-    first. A share that stops short of a tile's last k-block publishes that tile's partial sums
-    (a float32 slot per warpgroup, and a flag counted with release semantics); the program that
-    holds the tile's last k-block finishes it last in its own walk, adds the slots of the lower
-    programs that began it (acquire, in program order: deterministic) and runs the epilogue.
-    Every program publishes at most once and waits only on lower programs, which the GPU
-    dispatches first (block order, not a CUDA guarantee; the grid is at most one program an
-    SM, so all of them are resident unless other work holds SMs, and then it is waited out).
 
 Tails: TMA fills out-of-bounds rows and columns of a box with zeros and clips out-of-bounds rows
 of a store, so M, N (a multiple of 16) and K (a multiple of 64) need no masks; metadata reads of
@@ -99,10 +90,9 @@ class Schedule:
     GROUP: gl.constexpr
     SPLIT_K: gl.constexpr
     BLOCK_F: gl.constexpr
-    STREAM_K: gl.constexpr
 
     @gluon.constexpr_function
-    def __init__(self, tiles_f, tiles_t, k_blocks, BT, GROUP, SPLIT_K, BLOCK_F, STREAM_K):
+    def __init__(self, tiles_f, tiles_t, k_blocks, BT, GROUP, SPLIT_K, BLOCK_F):
         self.tiles_f = tiles_f
         self.tiles_t = tiles_t
         self.k_blocks = k_blocks
@@ -110,57 +100,6 @@ class Schedule:
         self.GROUP = gl.constexpr(GROUP)
         self.SPLIT_K = gl.constexpr(SPLIT_K)
         self.BLOCK_F = gl.constexpr(BLOCK_F)
-        self.STREAM_K = gl.constexpr(STREAM_K)
-
-    @gluon.jit
-    def walk(self):
-        """(first unit, end, step, k-blocks per split): this program's units are
-        range(first, end, step). Persistent: units pid, pid + programs, ...; STREAM_K: its
-        segments 0, 1, ... (see ``segment``)."""
-        if self.STREAM_K:
-            start, end = self.k_range()
-            first_tile = start // self.k_blocks
-            last_tile = (end - 1) // self.k_blocks
-            first = 0
-            units = last_tile - first_tile + 1
-            step = 1
-            per_split = self.k_blocks
-        else:
-            units, per_split = self.units()
-            first = gl.program_id(0)
-            step = gl.num_programs(0)
-        return first, units, step, per_split
-
-    @gluon.jit
-    def k_range(self):
-        """STREAM_K: this program's share [start, end) of all (tile, k-block) iterations, tile
-        by tile in the tile order, split evenly among the programs. In int32: the launcher runs
-        stream-K only where programs x iterations < 2^31 (sparse24/ops/wgmma.py)."""
-        total = self.tiles_f * self.tiles_t * self.k_blocks
-        pid = gl.program_id(0)
-        programs = gl.num_programs(0)
-        return pid * total // programs, (pid + 1) * total // programs
-
-    @gluon.jit
-    def segment(self, unit):
-        """STREAM_K: (tile, first k-block, end k-block) of segment ``unit`` of this program's
-        k-range: its tiles from the last to the first, so that the segment that ends a tile
-        begun by lower programs comes last, when they have long published theirs, and the one a
-        higher program ends comes first."""
-        start, end = self.k_range()
-        tile = (end - 1) // self.k_blocks - unit
-        tile_start = tile * self.k_blocks
-        kb_first = gl.maximum(start - tile_start, 0)
-        kb_end = gl.minimum(end - tile_start, self.k_blocks)
-        return tile, kb_first, kb_end
-
-    @gluon.jit
-    def first_publisher(self, tile):
-        """STREAM_K: the lowest program whose k-range holds k-block 0 of ``tile``: programs
-        first_publisher .. pid - 1 publish the tile's earlier k-blocks (``k_range``'s split)."""
-        total = self.tiles_f * self.tiles_t * self.k_blocks
-        programs = gl.num_programs(0)
-        return ((tile * self.k_blocks + 1) * programs + total - 1) // total - 1
 
     @gluon.jit
     def units(self):
@@ -179,11 +118,7 @@ class Schedule:
         """(feature tile, token tile, first k-block, end k-block, split) of work unit ``unit``:
         unsplit, a tile and every k-block; split, unit = split * tiles + tile and the split's
         ``per_split`` k-blocks."""
-        if self.STREAM_K:
-            tile, kb_first, kb_end = self.segment(unit)
-            pid_f, pid_t = _tile_coords(tile, self.tiles_f, self.tiles_t, self.GROUP)
-            split = 0
-        elif self.SPLIT_K == 1:
+        if self.SPLIT_K == 1:
             pid_f, pid_t = _tile_coords(unit, self.tiles_f, self.tiles_t, self.GROUP)
             kb_first = 0
             kb_end = self.k_blocks
@@ -220,10 +155,10 @@ class Ring:
 
 @gluon.jit
 def _loader(a_desc, x_desc, ring: Ring, schedule: Schedule):
-    first, units, unit_step, per_split = schedule.walk()
+    units, per_split = schedule.units()
     STAGES: gl.constexpr = ring.STAGES
     step = 0
-    for unit in range(first, units, unit_step):
+    for unit in range(gl.program_id(0), units, gl.num_programs(0)):
         pid_f, pid_t, kb_first, kb_end, split = schedule.unit(unit, per_split)
         for kb in range(kb_first, kb_end):
             s = step % STAGES
@@ -247,7 +182,7 @@ def _loader_with_metadata(a_desc, x_desc, ring: Ring, schedule: Schedule, meta_r
     warpgroups read their words from shared memory with no global-memory latency in the k-loop.
     Bands and chunks past the weight read its last one (valid nibbles over zero values)."""
     gl.static_assert(schedule.BLOCK_F == 128, "the metadata ring holds 128-feature tiles")
-    first, units, unit_step, per_split = schedule.walk()
+    units, per_split = schedule.units()
     STAGES: gl.constexpr = ring.STAGES
     # one warp: 16 rows x 32 words, 4 words (16 bytes, one cp.async) a thread, 4 rows a pass
     box: gl.constexpr = gl.BlockedLayout([1, 4], [4, 8], [1, 1], [1, 0])
@@ -257,7 +192,7 @@ def _loader_with_metadata(a_desc, x_desc, ring: Ring, schedule: Schedule, meta_r
     bands = N // 16
     chunks = K // 64
     step = 0
-    for unit in range(first, units, unit_step):
+    for unit in range(gl.program_id(0), units, gl.num_programs(0)):
         pid_f, pid_t, kb_first, kb_end, split = schedule.unit(unit, per_split)
         band = gl.minimum(pid_f * 8 + row // 2, bands - 1).to(gl.int64)
         for kb in range(kb_first, kb_end):
@@ -326,9 +261,7 @@ class WgmmaAsm:
     its offsets and shape): MMA one k-block (ASM_LOOP off) or a tile's whole k-loop (on), META
     the metadata loads of the Gluon k-loop, META_AHEAD (1-4) how many k-blocks ahead they
     run; CON their constraint strings. META_RING: the metadata comes through the ring (the
-    MMA asm reads its words from the stage; META is unused). PUBLISH and GATHER (STREAM_K): a
-    partial tile's sums stored for, and added by, the program that ends the tile
-    (wgmma_asm.publish_asm, gather_asm)."""
+    MMA asm reads its words from the stage; META is unused)."""
 
     MMA: gl.constexpr
     MMA_CON: gl.constexpr
@@ -337,14 +270,9 @@ class WgmmaAsm:
     ASM_LOOP: gl.constexpr
     META_AHEAD: gl.constexpr
     META_RING: gl.constexpr
-    PUBLISH: gl.constexpr
-    PUBLISH_CON: gl.constexpr
-    GATHER: gl.constexpr
-    GATHER_CON: gl.constexpr
 
     @gluon.constexpr_function
-    def __init__(self, MMA, MMA_CON, META, META_CON, ASM_LOOP, META_AHEAD, META_RING, PUBLISH,
-                 PUBLISH_CON, GATHER, GATHER_CON):
+    def __init__(self, MMA, MMA_CON, META, META_CON, ASM_LOOP, META_AHEAD, META_RING):
         self.MMA = gl.constexpr(MMA)
         self.MMA_CON = gl.constexpr(MMA_CON)
         self.META = gl.constexpr(META)
@@ -352,10 +280,6 @@ class WgmmaAsm:
         self.ASM_LOOP = gl.constexpr(ASM_LOOP)
         self.META_AHEAD = gl.constexpr(META_AHEAD)
         self.META_RING = gl.constexpr(META_RING)
-        self.PUBLISH = gl.constexpr(PUBLISH)
-        self.PUBLISH_CON = gl.constexpr(PUBLISH_CON)
-        self.GATHER = gl.constexpr(GATHER)
-        self.GATHER_CON = gl.constexpr(GATHER_CON)
 
 
 @aggregate
@@ -424,38 +348,8 @@ def _store_band(acc, first_feature, pid_t, split, N, schedule: Schedule, epilogu
 
 
 @gluon.jit
-def _finish_segment(acc, slots_addr, flags_addr, tile, kb_end, schedule: Schedule, asm: WgmmaAsm,
-                    stage_zero, WARPGROUP: gl.constexpr, P: gl.constexpr):
-    """STREAM_K, after a segment's k-blocks: returns (acc, whether this program stores the
-    tile). A segment that stops short of the tile's last k-block publishes its sums in this
-    program's slot (one a warpgroup; every program has at most one such segment, its first);
-    the segment that ends a tile begun by lower programs adds their slots, in program order,
-    and stores the tile. Slot and flag 2 * program + warpgroup: [64, BT] float32 at
-    ``slots_addr``, int32 at ``flags_addr`` (wgmma_asm.publish_asm)."""
-    BT: gl.constexpr = schedule.BT
-    SLOT: gl.constexpr = 64 * BT * 4
-    stores = kb_end == schedule.k_blocks
-    if stores:
-        for j in range(schedule.first_publisher(tile), gl.program_id(0)):
-            slot = j.to(gl.int64) * 2 + WARPGROUP
-            acc = gl.inline_asm_elementwise(
-                asm.GATHER, asm.GATHER_CON,
-                [acc, stage_zero.to(gl.int64) + (slots_addr + slot * SLOT),
-                 stage_zero.to(gl.int64) + (flags_addr + slot * 4)],
-                dtype=gl.float32, is_pure=False, pack=P)
-    else:
-        slot = gl.program_id(0).to(gl.int64) * 2 + WARPGROUP
-        gl.inline_asm_elementwise(
-            asm.PUBLISH, asm.PUBLISH_CON,
-            [acc, stage_zero.to(gl.int64) + (slots_addr + slot * SLOT),
-             stage_zero.to(gl.int64) + (flags_addr + slot * 4)],
-            dtype=gl.int32, is_pure=False, pack=P)
-    return acc, stores
-
-
-@gluon.jit
 def _math_warpgroup(meta_addr, N, K, ring: Ring, schedule: Schedule, asm: WgmmaAsm,
-                    epilogue: Epilogue, y_smem, WARPGROUP: gl.constexpr, slots_addr, flags_addr):
+                    epilogue: Epilogue, y_smem, WARPGROUP: gl.constexpr):
     BT: gl.constexpr = schedule.BT
     STAGES: gl.constexpr = ring.STAGES
     SPLIT_K: gl.constexpr = schedule.SPLIT_K
@@ -484,9 +378,9 @@ def _math_warpgroup(meta_addr, N, K, ring: Ring, schedule: Schedule, asm: WgmmaA
         # asm issues both bands' wgmmas on each x descriptor.
         meta_odd = gl.join(odd_chunk + stage_zero, odd_chunk + stage_zero)
         stage_zero = gl.join(stage_zero, stage_zero)
-    first, units, unit_step, per_split = schedule.walk()
+    units, per_split = schedule.units()
     step = 0
-    for unit in range(first, units, unit_step):
+    for unit in range(gl.program_id(0), units, gl.num_programs(0)):
         pid_f, pid_t, kb_first, kb_end, split = schedule.unit(unit, per_split)
         first_feature = pid_f * schedule.BLOCK_F + WARPGROUP * 64 * BANDS
         band = gl.minimum(first_feature // 16 + f // 16, N // 16 - 1).to(gl.int64)[:, None]
@@ -568,15 +462,7 @@ def _math_warpgroup(meta_addr, N, K, ring: Ring, schedule: Schedule, asm: WgmmaA
                     meta_3 = meta_next
                 step += 1
 
-        if schedule.STREAM_K:
-            gl.static_assert(BANDS == 1 and SPLIT_K == 1 and not asm.ASM_LOOP,
-                             "stream-K: 128-feature tiles, unsplit, the Gluon k-loop")
-            tile, kb_first, kb_end = schedule.segment(unit)
-            acc, stores = _finish_segment(acc, slots_addr, flags_addr, tile, kb_end, schedule,
-                                          asm, stage_zero, WARPGROUP, P)
-            if stores:
-                _store_band(acc, first_feature, pid_t, split, N, schedule, epilogue, y_smem, f)
-        elif BANDS == 1:
+        if BANDS == 1:
             _store_band(acc, first_feature, pid_t, split, N, schedule, epilogue, y_smem, f)
         else:
             acc_0, acc_1 = gl.split(acc)  # the join's inverse: the same registers, renamed
@@ -589,15 +475,13 @@ def _math_warpgroup(meta_addr, N, K, ring: Ring, schedule: Schedule, asm: WgmmaA
 
 @gluon.jit
 def _sparse_wgmma_kernel(
-    a_desc, x_desc, y_desc, meta_addr, bias_ptr, N, K, slots_addr, flags_addr,
+    a_desc, x_desc, y_desc, meta_addr, bias_ptr, N, K,
     MMA_ASM_0: gl.constexpr, MMA_ASM_1: gl.constexpr, MMA_CON: gl.constexpr,
     META_ASM: gl.constexpr, META_CON: gl.constexpr,
     BT: gl.constexpr, STAGES: gl.constexpr, GROUP: gl.constexpr,
     HAS_BIAS: gl.constexpr, ACTIVATION: gl.constexpr, ASM_LOOP: gl.constexpr,
     SPLIT_K: gl.constexpr, LOADER_REGS: gl.constexpr, MATH_REGS: gl.constexpr,
     META_AHEAD: gl.constexpr, META_RING: gl.constexpr, BLOCK_F: gl.constexpr,
-    STREAM_K: gl.constexpr, PUBLISH_ASM: gl.constexpr, PUBLISH_CON: gl.constexpr,
-    GATHER_ASM: gl.constexpr, GATHER_CON: gl.constexpr,
 ):
     """a_desc: values [N, K/2] in [BLOCK_F, 64] boxes (BLOCK_F 128 or 256 features a tile);
     x_desc: x [M, K] in [BT, 64] boxes; y_desc: y
@@ -622,38 +506,24 @@ def _sparse_wgmma_kernel(
     fence_async_shared()
 
     ring = Ring(operand_ring_a, operand_ring_x, ring_full, ring_empty, STAGES)
-    schedule = Schedule(tiles_f, tiles_t, k_blocks, BT, GROUP, SPLIT_K, BLOCK_F, STREAM_K)
+    schedule = Schedule(tiles_f, tiles_t, k_blocks, BT, GROUP, SPLIT_K, BLOCK_F)
     epilogue = Epilogue(bias_ptr, y_desc, HAS_BIAS, ACTIVATION)
-    asm_0 = WgmmaAsm(MMA_ASM_0, MMA_CON, META_ASM, META_CON, ASM_LOOP, META_AHEAD, META_RING,
-                     PUBLISH_ASM, PUBLISH_CON, GATHER_ASM, GATHER_CON)
-    asm_1 = WgmmaAsm(MMA_ASM_1, MMA_CON, META_ASM, META_CON, ASM_LOOP, META_AHEAD, META_RING,
-                     PUBLISH_ASM, PUBLISH_CON, GATHER_ASM, GATHER_CON)
-    # the stream-K workspace's addresses reach the math warpgroups only where they use them (a
-    # captured argument more would move the mbarriers the asm of the other forms addresses)
-    if STREAM_K:
-        slots = slots_addr
-        flags = flags_addr
-    else:
-        slots = 0
-        flags = 0
+    asm_0 = WgmmaAsm(MMA_ASM_0, MMA_CON, META_ASM, META_CON, ASM_LOOP, META_AHEAD, META_RING)
+    asm_1 = WgmmaAsm(MMA_ASM_1, MMA_CON, META_ASM, META_CON, ASM_LOOP, META_AHEAD, META_RING)
     if META_RING:
         # [STAGES, 16, 32] int32: each stage's metadata box (_loader_with_metadata); the asm
         # reads it at the offset sparse24/ops/wgmma.py checks
         operand_ring_meta = gl.allocate_shared_memory(
             gl.int32, [STAGES, 16, 32], gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0]))
         gl.warp_specialize([
-            (_math_warpgroup, (meta_addr, N, K, ring, schedule, asm_0, epilogue, y_smem_0, 0,
-                                 slots, flags)),
-            (_math_warpgroup, (meta_addr, N, K, ring, schedule, asm_1, epilogue, y_smem_1, 1,
-                                 slots, flags)),
+            (_math_warpgroup, (meta_addr, N, K, ring, schedule, asm_0, epilogue, y_smem_0, 0)),
+            (_math_warpgroup, (meta_addr, N, K, ring, schedule, asm_1, epilogue, y_smem_1, 1)),
             (_loader_with_metadata, (a_desc, x_desc, ring, schedule, operand_ring_meta,
                                      meta_addr, N, K)),
         ], [4, 1], [MATH_REGS, LOADER_REGS])
     else:
         gl.warp_specialize([
-            (_math_warpgroup, (meta_addr, N, K, ring, schedule, asm_0, epilogue, y_smem_0, 0,
-                                 slots, flags)),
-            (_math_warpgroup, (meta_addr, N, K, ring, schedule, asm_1, epilogue, y_smem_1, 1,
-                                 slots, flags)),
+            (_math_warpgroup, (meta_addr, N, K, ring, schedule, asm_0, epilogue, y_smem_0, 0)),
+            (_math_warpgroup, (meta_addr, N, K, ring, schedule, asm_1, epilogue, y_smem_1, 1)),
             (_loader, (a_desc, x_desc, ring, schedule)),
         ], [4, 1], [MATH_REGS, LOADER_REGS])

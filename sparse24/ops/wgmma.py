@@ -26,10 +26,7 @@ they were meant to win at many tokens (bench/NOTES.md, 2026-12-05), and the H100
 ``few_token_config`` says so, with "META_RING": 1 (the loader copies each k-block's metadata into
 the ring; the default there), and from 65 tokens, where the heuristic's estimate picks 64-token
 tiles, ``mid_token_config`` keeps the ring (tiles of 32 or 64 tokens); 128-token tiles take it too,
-with 3 stages. Optional "STREAM_K": 1 (unsplit, 128-feature tiles, the Gluon k-loop): every
-(tile, k-block) iteration split evenly among the SMs, the tiles begun by one program finished by
-another that adds the published partial sums (sparse24/kernels/sparse_wgmma.py); a workspace per
-stream (``stream_k_workspace``)."""
+with 3 stages."""
 
 from __future__ import annotations
 
@@ -87,9 +84,6 @@ def runnable(cfg: dict) -> bool:
     if block_f == 256 and (cfg["BT"] not in BLOCK_F_256_TOKEN_TILES or meta_ring
                            or cfg.get("ASM_LOOP", 0) or cfg.get("SPLIT_K", 1) > 1):
         return False  # two bands: the Gluon k-loop, metadata from global memory, unsplit
-    if cfg.get("STREAM_K", 0) and (block_f != 128 or cfg.get("ASM_LOOP", 0)
-                                   or cfg.get("SPLIT_K", 1) > 1):
-        return False  # stream-K: one band a warpgroup, the Gluon k-loop, no split-K beside it
     return shared_bytes(cfg["BT"], cfg["STAGES"], cfg.get("SPLIT_K", 1) > 1,
                         meta_ring, block_f) <= MAX_SHARED_BYTES
 
@@ -470,12 +464,12 @@ def _constexprs(cfg: dict, dtype: str, has_bias: bool, activation: int, offsets:
     return _constexprs_cached(cfg["BT"], cfg["STAGES"], cfg["GROUP"], cfg.get("ASM_LOOP", 0),
                               cfg.get("SPLIT_K", 1), dtype, has_bias, activation, tuple(offsets),
                               cfg.get("META_AHEAD", 1), cfg.get("META_RING", 0),
-                              cfg.get("BLOCK_F", 128), cfg.get("STREAM_K", 0))
+                              cfg.get("BLOCK_F", 128))
 
 
 @functools.lru_cache(maxsize=None)
 def _constexprs_cached(bt, stages, group, asm_loop, split_k, dtype, has_bias, activation,
-                       offsets, meta_ahead=1, meta_ring=0, block_f=128, stream_k=0) -> dict:
+                       offsets, meta_ahead=1, meta_ring=0, block_f=128) -> dict:
     # memoized: the asm text is a few KB of string formatting, too slow to redo per call; the
     # order is the kernel's (CachedLaunch passes them positionally). offsets: the
     # ASM_ALLOCATIONS', and with META_RING the metadata ring's last.
@@ -496,11 +490,7 @@ def _constexprs_cached(bt, stages, group, asm_loop, split_k, dtype, has_bias, ac
         BT=bt, STAGES=stages, GROUP=group, HAS_BIAS=has_bias,
         ACTIVATION=activation, ASM_LOOP=bool(asm_loop), SPLIT_K=split_k, LOADER_REGS=LOADER_REGS,
         MATH_REGS=MATH_REGS, META_AHEAD=meta_ahead, META_RING=bool(meta_ring),
-        BLOCK_F=block_f, STREAM_K=bool(stream_k),
-        PUBLISH_ASM=wgmma_asm.publish_asm(bt) if stream_k else "",
-        PUBLISH_CON=wgmma_asm.publish_constraints(bt) if stream_k else "",
-        GATHER_ASM=wgmma_asm.gather_asm(bt) if stream_k else "",
-        GATHER_CON=wgmma_asm.gather_constraints(bt) if stream_k else "",
+        BLOCK_F=block_f,
     )
 
 
@@ -534,8 +524,6 @@ _CAPTURE_BYTES = 144
 _BIAS_CAPTURE_BYTES = 16
 # META_RING's loader takes the metadata ring, its address, N and K
 _META_RING_CAPTURE_BYTES = 16
-# STREAM_K's math warpgroups take the workspace's two addresses
-_STREAM_K_CAPTURE_BYTES = 16
 
 
 def guessed_offsets(cfg: dict, has_bias: bool = False,
@@ -565,8 +553,7 @@ def guessed_offsets(cfg: dict, has_bias: bool = False,
         at[name] = offset
         offset += size
     full = (offset + _CAPTURE_BYTES + (_BIAS_CAPTURE_BYTES if has_bias else 0)
-            + (_META_RING_CAPTURE_BYTES if meta_ring else 0)
-            + (_STREAM_K_CAPTURE_BYTES if cfg.get("STREAM_K", 0) else 0))
+            + (_META_RING_CAPTURE_BYTES if meta_ring else 0))
     barriers = -(-8 * cfg["STAGES"] // 16) * 16  # padded to 16 bytes (Triton 3.9, 3 stages: 32)
     guess = (at["a"], at["x"], full, full + barriers)
     return guess + (at["meta"],) if meta_ring else guess
@@ -609,16 +596,6 @@ def launch(x2: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias, y: 
     written in one launch (``_launch_kernel``'s entry), else None: ``PlannedLaunch`` keeps it."""
     m, k = x2.shape
     n = values.shape[0]
-    if cfg.get("STREAM_K", 0) and not stream_k_fits(m, n, k, cfg):
-        cfg = _persistent_form(tuple(cfg.items()))
-    if cfg.get("STREAM_K", 0):
-        if activation >= GATED_FLAG and not PAIR_GATED_IN_KERNEL:
-            sums = torch.empty((m, n), dtype=y.dtype, device=y.device)
-            _launch_kernel(x2, values, meta, bias, sums, 0, cfg, 1, sums)
-            _reduce()(sums, None, y, activation, 1)
-        else:
-            _launch_kernel(x2, values, meta, bias, y, activation, cfg, 1, y)
-        return None
     if cfg.get("SPLIT_K", 1) == 1:
         if activation < GATED_FLAG or PAIR_GATED_IN_KERNEL:
             return _launch_kernel(x2, values, meta, bias, y, activation, cfg, 1, y)
@@ -633,60 +610,6 @@ def launch(x2: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias, y: 
     _launch_kernel(x2, values, meta, None, partial, 0, cfg, splits, y)
     _reduce()(partial, bias, y, activation, splits, split_stride=rows * n)
     return None
-
-
-def stream_k_fits(m: int, n: int, k: int, cfg: dict) -> bool:
-    """Whether the kernel's int32 stream-K arithmetic holds for this call: it multiplies the
-    (tile, k-block) iterations by the programs (at most ``STREAM_K_MAX_PROGRAMS``). Stream-K is
-    for few tiles; a call too large for it runs the config's persistent form (the same sums)."""
-    iterations = output_tiles(m, n, cfg["BT"]) * -(-k // 128)
-    return (STREAM_K_MAX_PROGRAMS + 1) * iterations < 2**31
-
-
-@functools.lru_cache(maxsize=None)
-def _persistent_form(items: tuple) -> dict:
-    """A STREAM_K config without it, one dict per config (launches key plans by its id)."""
-    return {key: value for key, value in items if key != "STREAM_K"}
-
-
-# STREAM_K's workspace: the partial-sum slots (float32 [programs, 2, 64, BT], no initial value
-# needed) and the flags (int32 [programs, 2], zero when a launch starts; each launch leaves them
-# at zero: wgmma_asm.publish_asm). Launches that run one after another can share one: eager
-# calls share one per (device, stream), as cuBLAS shares its workspace, and concurrent launches
-# on two streams get two. Its flags are zeroed when it is made, outside any CUDA graph capture:
-# zeros made inside a capture would be zero only in that graph's replays. A captured launch
-# takes the workspace of the capture's stream, or else the device's first, and keeps it for
-# later captures on that stream (replays of the graph must not run beside launches on the
-# stream whose workspace it took); where the device has none yet (no eager stream-K call
-# before the capture), the launch runs the config's persistent form (the same sums).
-STREAM_K_MAX_PROGRAMS = 512  # flags per buffer: two a program
-_workspaces: dict[tuple, tuple] = {}  # (device, stream) -> (slots, flags)
-
-
-def stream_k_workspace(device: torch.device,
-                       programs: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(slots, flags) for a STREAM_K launch of ``programs`` programs on ``device``'s current
-    stream, or None inside a capture where the device has none (see above). The slots are
-    made at their largest (one program an SM, 256-token tiles: 17 MB on 132 SMs) so that a
-    buffer a graph has captured is never replaced."""
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    most = max(_sm_count(index), programs)
-    if most > STREAM_K_MAX_PROGRAMS:
-        raise ValueError(f"sparse24 wgmma: stream-K runs at most {STREAM_K_MAX_PROGRAMS} "
-                         f"programs, not {most}")
-    key = (index, triton_internals.current_stream(index))
-    held = _workspaces.get(key)
-    if held is None and torch.cuda.is_current_stream_capturing():
-        held = next((w for (i, _), w in _workspaces.items() if i == index), None)
-        if held is None:
-            return None
-        _workspaces[key] = held
-    elif held is None:
-        held = _workspaces[key] = (
-            torch.empty(most * 2 * wgmma_asm.slot_bytes(256) // 4, dtype=torch.float32,
-                        device=device),
-            torch.zeros(2 * STREAM_K_MAX_PROGRAMS, dtype=torch.int32, device=device))
-    return held
 
 
 # Whether the kernel's own epilogue pairs a gated activation's rows (a [BT, 32] tile of
@@ -709,39 +632,21 @@ def _launch_kernel(x2, values, meta, bias, out, activation: int, cfg: dict, spli
     device = triton_internals.current_device()
     meta_addr = meta.data_ptr()
     bias_addr = y.data_ptr() if bias is None else bias.data_ptr()
-    bt, block_f = cfg["BT"], cfg.get("BLOCK_F", 128)
-    if cfg.get("STREAM_K", 0):
-        # every (tile, k-block) iteration split evenly among the SMs, each share at least half
-        # a tile's k-blocks (a tile then has at most three segments: the program that ends it
-        # adds at most two partial tiles); the workspace's buffers change with the stream: no
-        # direct launch is kept
-        k_blocks = -(-k // 128)
-        iterations = output_tiles(m, n, bt, block_f) * k_blocks
-        grid0 = min(iterations // -(-k_blocks // 2), _sm_count(device))
-        workspace = stream_k_workspace(out.device, grid0)
-        if workspace is None:
-            return _launch_kernel(x2, values, meta, bias, out, activation,
-                                  _persistent_form(tuple(cfg.items())), splits, y)
-        slots_addr, flags_addr = workspace[0].data_ptr(), workspace[1].data_ptr()
-        key = None
-    else:
-        grid0 = min(output_tiles(m, n, bt, block_f) * splits, _sm_count(device))
-        # unused: meta's address specializes as meta does (the direct launch's key covers it)
-        slots_addr = flags_addr = meta_addr
-        key = None if (meta_addr | bias_addr) & 15 else (
-            id(cfg), m, n, k, x2.dtype, values.dtype, out.dtype, bias is not None and bias.dtype,
-            activation, splits, meta_addr < 2**31, device)
+    key = None if (meta_addr | bias_addr) & 15 else (
+        id(cfg), m, n, k, x2.dtype, values.dtype, out.dtype, bias is not None and bias.dtype,
+        activation, splits, meta_addr < 2**31, device)
     entry = key and _direct.get(key, cfg)
     if entry:
         direct, grid0, constexprs = entry
         direct(grid0, triton_internals.current_stream(device), (values, x2, out),
-               (meta_addr, bias_addr, n, k, meta_addr, meta_addr), constexprs)
+               (meta_addr, bias_addr, n, k), constexprs)
         return entry
+    bt, block_f = cfg["BT"], cfg.get("BLOCK_F", 128)
+    grid0 = min(output_tiles(m, n, bt, block_f) * splits, _sm_count(device))
     bias_arg = y if bias is None else bias
     plan_key = (bt, cfg["STAGES"], cfg["GROUP"], cfg.get("ASM_LOOP", 0), cfg.get("SPLIT_K", 1),
                 cfg.get("META_AHEAD", 1), cfg.get("META_RING", 0), block_f,
-                cfg.get("STREAM_K", 0), x2.dtype, None if bias is None else bias.dtype,
-                activation)
+                x2.dtype, None if bias is None else bias.dtype, activation)
     layout = _nvmma_layout()
     out_layout, out_box = (layout, [bt, 64]) if out is y else (_partials_layout(), [bt, 64])
     if activation >= GATED_FLAG:  # the kernel pairs the rows: [bt, 32] tiles of y [M, N / 2]
@@ -749,7 +654,7 @@ def _launch_kernel(x2, values, meta, bias, out, activation: int, cfg: dict, spli
     args = (triton_internals.tensor_descriptor(values, [block_f, 64], layout),
             triton_internals.tensor_descriptor(x2, [bt, 64], layout),
             triton_internals.tensor_descriptor(out, out_box, out_layout),
-            meta_addr, bias_arg, n, k, slots_addr, flags_addr)
+            meta_addr, bias_arg, n, k)
     constexprs = _plans.get(plan_key)
     grid = (grid0, 1, 1)
     if constexprs is None:
@@ -795,10 +700,8 @@ class PlannedLaunch:
                  device: torch.device):
         self.cfg, self.n, self.k = cfg, n, k
         self.device = device.index  # a CUDA tensor's device always has its index
-        # split-K: two launches (partials, reduction) whose buffers change per call; stream-K:
-        # a workspace per stream
-        self.direct: dict | None = {} if (cfg.get("SPLIT_K", 1) == 1
-                                          and not cfg.get("STREAM_K", 0)) else None
+        # split-K: two launches (partials, reduction) whose buffers change per call
+        self.direct: dict | None = {} if cfg.get("SPLIT_K", 1) == 1 else None
 
     def __call__(self, x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
         # ``cfg``: launch's signature; the plan's own config is the one its entries were learned
@@ -815,8 +718,7 @@ class PlannedLaunch:
             if not (meta_addr | bias_addr) & 15 and triton_internals.direct_launch_allowed():
                 launcher, grid0, constexprs, weights, inputs, outputs = entry
                 stream = triton_internals.current_stream(self.device)
-                # the stream-K addresses unused: meta's (see _launch_kernel)
-                args = (meta_addr, bias_addr, self.n, self.k, meta_addr, meta_addr)
+                args = (meta_addr, bias_addr, self.n, self.k)
                 if not (self.keep_arguments and values.is_contiguous()):
                     launcher(grid0, stream, (values, _rows(x2), _rows(y)), args, constexprs)
                     return
@@ -886,7 +788,7 @@ def compile_sm90(cfg: dict, dtype: str = "float16", has_bias: bool = True, activ
     signature = {"a_desc": desc(cfg.get("BLOCK_F", 128)), "x_desc": desc(cfg["BT"]),
                  "y_desc": y_desc,
                  "meta_addr": "i64", "bias_ptr": f"*{bias_dtype if has_bias else elem}",
-                 "N": "i32", "K": "i32", "slots_addr": "i64", "flags_addr": "i64"}
+                 "N": "i32", "K": "i32"}
     guess = guessed_offsets(cfg, has_bias, activation >= GATED_FLAG)
     for _ in range(2):
         constexprs = _constexprs(cfg, dtype, has_bias, activation, guess)

@@ -42,7 +42,7 @@ wgmma_family = SimpleNamespace(
     NAME="wgmma",
     FIELDS=("BT", "STAGES", "GROUP"),
     CHOICES={"ASM_LOOP": (0, *wgmma.ASM_LOOP_VALUES), "META_AHEAD": (1, 2, 3, 4),
-             "META_RING": (0, 1), "BLOCK_F": wgmma_asm.BLOCK_FS, "STREAM_K": (0, 1)},
+             "META_RING": (0, 1), "BLOCK_F": wgmma_asm.BLOCK_FS},
     valid=wgmma.runnable,
     candidates=wgmma.candidates,
     heuristic=wgmma.heuristic_config,
