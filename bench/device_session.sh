@@ -22,6 +22,7 @@
 #   bash bench/device_session.sh OUT_DIR bertab   # carry .ab/<base>: BERT eager and default-mode turns, base and head processes alternating twice
 #   bash bench/device_session.sh OUT_DIR tileorder   # issue 22: the sm90 tile order (GROUP 1, 2, 4, 8) of the untuned config, LLM and BERT-base shapes
 #   bash bench/device_session.sh OUT_DIR blockf256 stalls   # issue 22, session 12: BLOCK_F 256 tested and timed; per-instruction stall samples
+#   bash bench/device_session.sh OUT_DIR asmahead   # issue 22, session 13: the asm k-loop's metadata 2-4 batches ahead: GPU tests, then its A/B
 #   streamk (session 13): stream-K's GPU tests and its A/B, at 88562f3 (reverted: it lost)
 #   next (after session 12, 2026-12-06): the H200 reruns (gemm16 gemmbf16 llm bert overhead) when one is lent; the asm k-loop (ASM_LOOP) profiled with `stalls` (why it lost); testsrest and decode on HEAD
 # Export SPARSE24_COMMIT=<this commit> in the device command: the GPU machine's copy of the tree keeps
@@ -125,6 +126,25 @@ for stage in "$@"; do
              --section SourceCounters --section WarpStateStats --page source --print-source sass --csv \
              python3 -m bench.investigations.2026-12-sm90-ncu.profile_wgmma '[[4096,4096,4096,null],[6144,768,768,null]]' \
              >"$out/ncu_source_$skip.csv" 2>&1; python3 -m bench.diag.ncu_stalls "$out/ncu_source_$skip.csv" --top 0; done ;;  # where the sm90 kernel's warps wait (bench/diag/ncu_stalls.py)
+    stallsx) for skip in 1 3; do limit 100 ncu --clock-control none -k regex:_sparse_wgmma_kernel --launch-skip $skip --launch-count 1 \
+             --section SourceCounters --section WarpStateStats --page source --print-source sass --csv \
+             python3 -m bench.investigations.2026-12-sm90-ncu.profile_wgmma "$STALLS_RUNS" \
+             >"$out/ncu_source_x$skip.csv" 2>&1; python3 -m bench.diag.ncu_stalls "$out/ncu_source_x$skip.csv" --top 0; done ;;  # stalls of two given [M, N, K, config] runs
+    midprofile) limit 90 ncu --clock-control none -k regex:_sparse_wgmma_kernel --launch-skip 1 --launch-count 1 \
+             --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
+             python3 -m bench.investigations.2026-12-sm90-ncu.profile_wgmma '[[768,768,3072,null]]' >"$out/ncu_sections_768x768x3072.txt" 2>&1
+             limit 90 ncu --clock-control none -k regex:"gemm|nvjet|xmma|cutlass" --launch-skip 1 --launch-count 1 \
+             --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats \
+             python3 -c "import torch, torch.nn.functional as F; x = torch.randn(768, 3072, device='cuda', dtype=torch.float16); w = torch.randn(768, 3072, device='cuda', dtype=torch.float16); [F.linear(x, w) for _ in range(3)]; torch.cuda.synchronize()" \
+             >"$out/ncu_sections_768x768x3072_cublas.txt" 2>&1
+             grep -hE "^  [a-z_0-9]+|Duration|Memory Throughput|L2 Cache Throughput|DRAM Throughput|L1/TEX Cache Throughput|Compute \(SM\) Throughput|Grid Size|Cluster Size|Registers Per|Shared Memory Configuration Size|Achieved Occupancy|Mem Busy|Max Bandwidth|L2 Hit Rate" \
+             "$out/ncu_sections_768x768x3072.txt" "$out/ncu_sections_768x768x3072_cublas.txt" | head -60 ;;  # issue 22: is the few-tile BERT shape L2-bound? sparse24 and cuBLAS
+    asmahead) limit 180 python3 -m pytest -q -rf -n 12 -p no:cacheprovider tests/test_wgmma_gpu.py -k "batches_ahead" \
+             >"$out/pytest_gpu_asmahead.txt" 2>&1; tail -4 "$out/pytest_gpu_asmahead.txt"
+             limit 330 python3 -m bench.gemm_variants --with-heuristic --mode graph --top 12 --out "$out/gemm_variants_asmahead.jsonl" \
+             --configs "$(python3 -c 'import json; print(json.dumps([{"family": "wgmma", "BT": 256, "STAGES": 2, "GROUP": 4, **({"ASM_LOOP": d, "META_AHEAD": a} if d else {})} for d, a in ((0, 1), (1, 1), (1, 4), (2, 1), (2, 2), (2, 3), (4, 1), (4, 2))]))')" \
+             --shapes ${ASMAHEAD_SHAPES:-4096x4096x4096,4096x14336x4096,4096x4096x11008,8192x8192x8192,6144x3072x768,24576x3072x768} \
+             2>&1 | grep -v Warning | tail -80 ;;  # issue 22: the asm k-loop with its metadata further ahead, against the Gluon loop
     hostpaths) limit 240 python3 -m bench.diag.host_paths >"$out/host_paths.txt" 2>&1; grep "===" "$out/host_paths.txt" ;;
     eagerdiag) limit 300 python3 -m bench.investigations.2026-12-bert-eager-host-time.eager_steady >"$out/eager_steady.txt" 2>&1; grep -v Warning "$out/eager_steady.txt" | tail -30 ;;
     opcost) limit 150 python3 -m bench.diag.compiled_op_cost >"$out/compiled_op_cost.txt" 2>&1; head -8 "$out/compiled_op_cost.txt" ;;

@@ -314,6 +314,13 @@ def compile_in_child(cfg, dtype, activation) -> dict:
     ({"family": "wgmma", "BT": 128, "STAGES": 3, "GROUP": 8, "ASM_LOOP": 4}, "bfloat16", 1),
     ({"family": "wgmma", "BT": 128, "STAGES": 4, "GROUP": 8, "ASM_LOOP": 4}, "float16", 2),
     ({"family": "wgmma", "BT": 64, "STAGES": 6, "GROUP": 8, "ASM_LOOP": 1}, "float16", 0),
+    # the asm k-loop with its metadata 2-4 batches ahead (a queue of scratch registers)
+    ({"family": "wgmma", "BT": 256, "STAGES": 2, "GROUP": 4, "ASM_LOOP": 2, "META_AHEAD": 3},
+     "float16", 2),
+    ({"family": "wgmma", "BT": 256, "STAGES": 2, "GROUP": 4, "ASM_LOOP": 1, "META_AHEAD": 4},
+     "bfloat16", 0),
+    ({"family": "wgmma", "BT": 128, "STAGES": 4, "GROUP": 8, "ASM_LOOP": 4, "META_AHEAD": 2},
+     "float16", 1),
     ({"family": "wgmma", "BT": 128, "STAGES": 3, "GROUP": 8, "SPLIT_K": 4}, "float16", 2),
     ({"family": "wgmma", "BT": 64, "STAGES": 5, "GROUP": 8, "SPLIT_K": 2, "ASM_LOOP": 2}, "bfloat16", 0),
     # 256-feature tiles: two bands a warpgroup (GELU, SwiGLU paired, metadata two k-blocks ahead)

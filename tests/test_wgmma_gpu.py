@@ -139,6 +139,28 @@ def test_few_token_tiles(cfg, dtype):
     assert not failures, failures[:6]
 
 
+# The asm k-loop with its metadata loaded 2-4 batches ahead (META_AHEAD with ASM_LOOP: a queue
+# of scratch registers), at each drain; K of 3 k-blocks (fewer than the batches ahead: the loads
+# past K read the last chunk), 704 (a half-empty last k-block) and 4096.
+ASM_LOOP_AHEAD_CONFIGS = [
+    {"family": "wgmma", "BT": 256, "STAGES": 2, "GROUP": 4, "ASM_LOOP": 2, "META_AHEAD": 2},
+    {"family": "wgmma", "BT": 256, "STAGES": 2, "GROUP": 4, "ASM_LOOP": 2, "META_AHEAD": 3},
+    {"family": "wgmma", "BT": 256, "STAGES": 2, "GROUP": 4, "ASM_LOOP": 1, "META_AHEAD": 4},
+    {"family": "wgmma", "BT": 128, "STAGES": 4, "GROUP": 8, "ASM_LOOP": 4, "META_AHEAD": 2},
+    {"family": "wgmma", "BT": 64, "STAGES": 6, "GROUP": 8, "ASM_LOOP": 1, "META_AHEAD": 3}]
+
+
+@pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("cfg", ASM_LOOP_AHEAD_CONFIGS,
+                         ids=lambda c: f"BT{c['BT']}-L{c['ASM_LOOP']}-A{c['META_AHEAD']}")
+def test_asm_loop_metadata_batches_ahead(cfg, dtype):
+    gen = torch.Generator(device="cuda").manual_seed(cfg["BT"] + 10 * cfg["META_AHEAD"])
+    shapes = WEIGHT_SHAPES + [(768, 320), (400, 704)]
+    failures = failed_cases(cfg, dtype, itertools.product([1, 333, 4097], shapes), gen)
+    assert not failures, failures[:6]
+
+
 @pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
 def test_inf_in_x_meets_only_kept_weights():
     gen = torch.Generator(device="cuda").manual_seed(7)

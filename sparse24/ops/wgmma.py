@@ -14,7 +14,8 @@ A config: {"family": "wgmma", "BT": tokens per tile (8, 16, 32: few tokens; 64, 
 k-loop, one asm statement a k-block, or D = 1, 2, 4, 8 for the whole k-loop in one asm statement
 that keeps a wgmma group in flight and drains every D k-blocks (sparse24/ops/wgmma_asm.py),
 optional "META_AHEAD": 1 (default) to 4, the k-blocks ahead whose metadata the Gluon k-loop has
-in flight (2 and 4 offered with the few-token tiles)}.
+in flight (2 and 4 offered with the few-token tiles), or with ASM_LOOP the batches of D k-blocks
+ahead whose metadata the asm k-loop has in flight}.
 Optional "BLOCK_F": features per tile, 128 (where absent: two warpgroups of one 64-feature band
 each) or 256 (two bands each, token tiles of 64 and 128, the Gluon k-loop with its metadata loaded
 ahead; ``BLOCK_F_256_TOKEN_TILES`` and ``one_wave_wide_config`` say why and where). The grid is
@@ -75,8 +76,8 @@ def runnable(cfg: dict) -> bool:
         return False
     if cfg.get("ASM_LOOP", 0) and not (2 <= cfg["STAGES"] <= 8
                                        and cfg["BT"] in wgmma_asm.LOOP_TOKEN_TILES
-                                       and cfg.get("META_AHEAD", 1) == 1):  # its own metadata loads
-        return False
+                                       and 1 <= cfg.get("META_AHEAD", 1) <= 4):
+        return False  # META_AHEAD: its own metadata loads, that many batches ahead
     meta_ring = cfg.get("META_RING", 0) == 1
     if meta_ring and (cfg.get("ASM_LOOP", 0) or cfg.get("META_AHEAD", 1) != 1):
         return False  # the metadata comes through the ring: no asm k-loop, no loads ahead
@@ -477,7 +478,7 @@ def _constexprs_cached(bt, stages, group, asm_loop, split_k, dtype, has_bias, ac
     bands = wgmma_asm.bands_of(block_f)  # 64-feature bands a warpgroup owns
     if asm_loop:
         mma = [wgmma_asm.loop_asm(bt, dtype, wg, stages, asm_loop, a_off, x_off, full_off,
-                                  empty_off) for wg in (0, 1)]
+                                  empty_off, meta_ahead) for wg in (0, 1)]
         mma_con = wgmma_asm.loop_constraints(bt)
     else:
         meta_off = offsets[4] if meta_ring else None

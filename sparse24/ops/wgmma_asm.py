@@ -180,15 +180,17 @@ def meta_constraints(bt: int, bands: int = 1) -> str:
 
 # ------------------------------------------------------------------ the whole k-loop in one asm
 def loop_asm(bt: int, dtype: str, warpgroup: int, stages: int, drain: int, a_offset: int,
-             x_offset: int, full_offset: int, empty_offset: int) -> str:
+             x_offset: int, full_offset: int, empty_offset: int, ahead: int = 1) -> str:
     """A tile's whole k-loop for warpgroup ``warpgroup``, in batches of ``drain`` k-blocks.
 
     Within a batch one wgmma group stays in flight: k-block j waits on its stage's ``full``
     mbarrier, issues its four wgmmas, commits, then ``wait_group 1`` retires k-block j - 1,
     whose stage is released (``empty`` arrive, one thread per warpgroup). Between batches the
     loop drains (``wait_group 0``), frees the last stage and moves the batch's metadata words into
-    the registers the wgmmas read; they were loaded into scratch registers while the previous
-    batch ran. So no register a wgmma reads is written while any group is in flight: ptxas 12.8
+    the registers the wgmmas read; they were loaded into a queue of scratch registers ``ahead``
+    batches earlier (1: while the previous batch ran; under the TMA traffic of 256-token tiles
+    that came too late: the moves waited on those loads in 12% of the stall samples at
+    ``drain`` 2 and 30% at 1, bench/NOTES.md session 13). So no register a wgmma reads is written while any group is in flight: ptxas 12.8
     and 12.9 (Triton 3.6) serialize every wgmma otherwise (C7513), and the sm90 sparse mainloop
     of CUTLASS likewise waits for all its groups each k-tile. ``drain`` 1 is the drained loop
     (one batch per k-block) without the Gluon code between k-blocks: the A/B baseline.
@@ -209,10 +211,14 @@ def loop_asm(bt: int, dtype: str, warpgroup: int, stages: int, drain: int, a_off
         raise ValueError(f"wgmma.sp: the asm k-loop needs 2 to 8 ring stages, got {stages}")
     if drain not in (1, 2, 4, 8):
         raise ValueError(f"wgmma.sp: drain every {drain} k-blocks: use 1, 2, 4 or 8")
+    if not 1 <= ahead <= 4:
+        raise ValueError(f"wgmma.sp: metadata {ahead} batches ahead: use 1 to 4")
     p = accumulator_registers(bt)
     words = 2 * drain  # metadata words of one batch: chunks 2kb and 2kb + 1 of each k-block
     meta = [f"m{i}" for i in range(words)]
-    scratch = [f"q{i}" for i in range(words)]
+    # batches ahead (the first keeps the names it had when it was the only one)
+    queue = [[f"q{i}" if b == 0 else f"q{b}_{i}" for i in range(words)] for b in range(ahead)]
+    scratch = [reg for batch in queue for reg in batch]
     tag = f"W{warpgroup}"  # labels are scoped by the braces; the tag keeps PTX dumps readable
     release = [  # free stage ps: one arrival per warpgroup
         "mad.lo.u32 bar, ps, 8, base;",
@@ -244,8 +250,9 @@ def loop_asm(bt: int, dtype: str, warpgroup: int, stages: int, drain: int, a_off
         f"mov.b64 mq, ${2 * p};",
     ]
     lines += _batch_loads(meta, "mq")  # the first batch: nothing is in flight yet
-    lines += [f"add.s64 mq, mq, {128 * words};"]
-    lines += _batch_loads(scratch, "mq")  # the second, in flight during the first
+    for batch in queue:  # the next ``ahead``, in flight during the first
+        lines += [f"add.s64 mq, mq, {128 * words};"]
+        lines += _batch_loads(batch, "mq")
     lines += ["mov.u32 kb, 0;", f"LOOP_{tag}:"]
     for j in range(drain):
         lines += _loop_k_block(bt, DTYPES[dtype], warpgroup, stages, a_offset, x_offset,
@@ -264,9 +271,11 @@ def loop_asm(bt: int, dtype: str, warpgroup: int, stages: int, drain: int, a_off
         if j < drain - 1:
             lines.append(f"@!more bra DONE_{tag};")
     lines += ["wgmma.wait_group.sync.aligned 0;", *release, f"@!more bra EXIT_{tag};"]
-    lines += [f"mov.u32 {m}, {q};" for m, q in zip(meta, scratch)]  # nothing in flight here
+    # nothing in flight here: the queue moves up one batch, the next batch's loads join it
+    for into, out_of in zip([meta] + queue[:-1], queue):
+        lines += [f"mov.u32 {m}, {q};" for m, q in zip(into, out_of)]
     lines += [f"add.s64 mq, mq, {128 * words};"]
-    lines += _batch_loads(scratch, "mq")
+    lines += _batch_loads(queue[-1], "mq")
     lines += [f"bra LOOP_{tag};", f"DONE_{tag}:", "wgmma.wait_group.sync.aligned 0;", *release,
               f"EXIT_{tag}:", "}"]
     return "\n".join(lines)
