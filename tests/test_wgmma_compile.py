@@ -65,19 +65,23 @@ def _expected_loop(bt, warpgroup, stages, drain, step, chunks, meta_base, a_off,
     return events
 
 
-@pytest.mark.parametrize("bt, stages, drain", [(64, 2, 1), (128, 3, 2), (256, 4, 4), (64, 6, 8),
-                                               (128, 2, 4)])
+@pytest.mark.parametrize("bt, stages, drain, ahead", [
+    (64, 2, 1, 1), (128, 3, 2, 1), (256, 4, 4, 1), (64, 6, 8, 1), (128, 2, 4, 1),
+    # the metadata 2-4 batches ahead (a queue of scratch registers)
+    (256, 2, 2, 3), (128, 3, 1, 4), (64, 4, 4, 2)])
 @pytest.mark.parametrize("warpgroup", [0, 1])
-def test_loop_asm_walks_the_ring_like_the_gluon_loop(bt, stages, drain, warpgroup):
+def test_loop_asm_walks_the_ring_like_the_gluon_loop(bt, stages, drain, ahead, warpgroup):
     """Run the loop's PTX in a one-thread model (tests/ptx_sim.py) for tiles that start anywhere
     in the ring and K of 1 to 19 chunks of 64: stages, phases, metadata words, descriptors and
     releases are those of the contract; no register a group in flight reads is written and no
     stage it reads is freed before a wait_group retires it; the loop ends drained, and waits for
-    all groups only between batches of ``drain`` k-blocks."""
+    all groups only between batches of ``drain`` k-blocks; with its metadata loaded ``ahead``
+    batches ahead, each wgmma still reads its own k-block's words."""
     import ptx_sim
 
     a_off, x_off, full, empty = 69632, 0, 200000, 200000 + 8 * stages
-    text = wgmma_asm.loop_asm(bt, "bfloat16", warpgroup, stages, drain, a_off, x_off, full, empty)
+    text = wgmma_asm.loop_asm(bt, "bfloat16", warpgroup, stages, drain, a_off, x_off, full, empty,
+                              ahead)
     p = wgmma_asm.accumulator_registers(bt)
     for step in (0, 1, stages - 1, 5 * stages + 1):
         for chunks in range(1, 20):
