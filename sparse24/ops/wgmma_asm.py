@@ -190,9 +190,10 @@ def loop_asm(bt: int, dtype: str, warpgroup: int, stages: int, drain: int, a_off
     the registers the wgmmas read; they were loaded into a queue of scratch registers ``ahead``
     batches earlier (1: while the previous batch ran; under the TMA traffic of 256-token tiles
     that came too late: the moves waited on those loads in 12% of the stall samples at
-    ``drain`` 2 and 30% at 1, bench/NOTES.md session 13). So no register a wgmma reads is written while any group is in flight: ptxas 12.8
-    and 12.9 (Triton 3.6) serialize every wgmma otherwise (C7513), and the sm90 sparse mainloop
-    of CUTLASS likewise waits for all its groups each k-tile. ``drain`` 1 is the drained loop
+    ``drain`` 2 and 30% at 1, bench/NOTES.md session 13). So no register a wgmma reads is
+    written while any group is in flight: ptxas 12.8 and 12.9 (Triton 3.6) serialize every
+    wgmma otherwise (C7513), and the sm90 sparse mainloop of CUTLASS likewise waits for all its
+    groups each k-tile. ``drain`` 1 is the drained loop
     (one batch per k-block) without the Gluon code between k-blocks: the A/B baseline.
 
     Operands: $0..$P-1 the accumulator (tied to $P..$2P-1, zeros in); $2P the byte address of
