@@ -24,7 +24,7 @@
 #   bash bench/device_session.sh OUT_DIR blockf256 stalls   # issue 22, session 12: BLOCK_F 256 tested and timed; per-instruction stall samples
 #   bash bench/device_session.sh OUT_DIR asmahead   # issue 22, session 13: the asm k-loop's metadata 2-4 batches ahead: GPU tests, then its A/B
 #   streamk (session 13): stream-K's GPU tests and its A/B, at 88562f3 (reverted: it lost)
-#   bash bench/device_session.sh OUT_DIR fewtest versions streamrate decodeprofile stallsx wraptriton   # session 14: carry .ab/base; the 80-program rule's GPU test and A/B, then issue 25's and 23's diagnostics
+#   bash bench/device_session.sh OUT_DIR fewtest versions streamrate decodeprofile stallsx wraptriton llmbreakdown   # session 14: carry .ab/base; the 80-program rule's GPU test and A/B, then issue 25's and 23's diagnostics
 #   next (after session 13, 2026-12-06): the few-token rule at 80 programs, its A/B (bench/investigations/2026-12-streaming-programs); the H200 reruns (gemm16 gemmbf16 llm bert overhead) when one is lent; testsrest and decode on HEAD
 # Export SPARSE24_COMMIT=<this commit> in the device command: the GPU machine's copy of the tree keeps
 # an older commit in its .git, and the records name that one (+dirty) otherwise (session 10's did).
@@ -130,6 +130,7 @@ for stage in "$@"; do
     fewtest) limit 150 python3 -m pytest -q -rf -n 12 -p no:cacheprovider tests/test_gemm.py -k few_tokens_default_configs_gpu \
              >"$out/pytest_gpu_few_tokens.txt" 2>&1; tail -3 "$out/pytest_gpu_few_tokens.txt" ;;  # linear's own few-token choices on the GPU (the streaming rule)
     streamrate) limit 150 python3 -m bench.diag.stream_rate --out-dir "$out" 2>&1 | grep -v Warning | tail -8 ;;  # issue 25: fixed cost and streaming rate of the few-token kernel, cuBLAS and a copy (bench/diag/stream_rate.py)
+    llmbreakdown) limit 300 python3 -m bench.diag.llm_breakdown --out-dir "$out" 2>&1 | grep -v -i warn | tail -16 ;;  # issue 25: a decode step's GPU time by part, dense and sparse24, and the ceiling the GEMMs allow
     wraptriton) limit 120 python3 -m bench.diag.wrap_triton_probe 2>&1 | grep -v Warning | tee "$out/wrap_triton_probe.txt" | tail -8 ;;  # issue 23: the Gluon kernel through triton_op + wrap_triton under torch.compile
     decodeprofile) limit 100 ncu --clock-control none -k regex:_sparse_wgmma_kernel --launch-skip 1 --launch-count 1 \
              --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section LaunchStats --section Occupancy \

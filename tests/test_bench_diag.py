@@ -254,3 +254,32 @@ def test_ncu_stall_groups_from_the_sass_source_page(tmp_path):
                       "mbarrier wait, run 16384 times": 20, "idle warps (once per program)": 65,
                       "other": 2 + 11 + 3 + 7}
     assert sum(counts.values()) == sum(s for _, s, _ in sass)
+
+
+def test_stream_rate_fit_recovers_fixed_cost_and_rate():
+    """bench.diag.stream_rate's line: the intercept is the fixed cost, the inverse slope the rate."""
+    from bench.diag.stream_rate import fit_line
+
+    nbytes = [1e6, 2e6, 4e6, 8e6]
+    times = [3.0 + b / 2.5e6 for b in nbytes]  # 3 us fixed, 2.5 TB/s = 2.5e6 bytes per us
+    fixed, slope = fit_line(nbytes, times)
+    assert abs(fixed - 3.0) < 1e-9 and abs(1 / slope - 2.5e6) < 1e-3
+
+
+def test_llm_breakdown_parts_and_ceiling():
+    """bench.diag.llm_breakdown: kernels sorted into GEMMs, attention and the rest (attention
+    first: fmha_cutlassF is attention, not a GEMM), and the Amdahl ceiling of a step."""
+    from bench.diag import llm_breakdown as lb
+
+    assert lb.part_of("_sparse_wgmma_kernel") == "gemm"
+    assert lb.part_of("nvjet_hsh_128x64_64x4_2x1_v_bz_coopA_TNT") == "gemm"
+    assert lb.part_of("sm90_xmma_gemm_f16f16_f16f32_f32_tn_n_tilesize128x128x64") == "gemm"
+    assert lb.part_of("fmha_cutlassF_f16_aligned_64x64_rf_sm80") == "attention"
+    assert lb.part_of("void pytorch_flash::flash_fwd_splitkv_kernel<>") == "attention"
+    assert lb.part_of("triton_poi_fused_add_mul_silu_3") == "other"
+    parts, kernels = lb.split_by_part([("_sparse_wgmma_kernel", 300.0), ("flash_fwd", 60.0),
+                                       ("triton_poi_fused_add_0", 30.0)])
+    assert parts == pytest.approx({"gemm": 0.1, "attention": 0.02, "other": 0.01}, rel=1e-12)
+    assert sum(kernels.values()) == pytest.approx(sum(parts.values()), rel=1e-12)
+    # GEMMs 60% of the step, 2x faster: 1 / (0.4 + 0.3)
+    assert abs(lb.ceiling({"gemm": 6.0, "attention": 3.0, "other": 1.0}, 2.0) - 1 / 0.7) < 1e-12
