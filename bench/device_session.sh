@@ -129,7 +129,8 @@ for stage in "$@"; do
              >"$out/ncu_source_$skip.csv" 2>&1; python3 -m bench.diag.ncu_stalls "$out/ncu_source_$skip.csv" --top 0; done ;;  # where the sm90 kernel's warps wait (bench/diag/ncu_stalls.py)
     fewtest) limit 150 python3 -m pytest -q -rf -n 12 -p no:cacheprovider tests/test_gemm.py -k few_tokens_default_configs_gpu \
              >"$out/pytest_gpu_few_tokens.txt" 2>&1; tail -3 "$out/pytest_gpu_few_tokens.txt" ;;  # linear's own few-token choices on the GPU (the streaming rule)
-    streamrate) limit 150 python3 -m bench.diag.stream_rate --out-dir "$out" 2>&1 | grep -v Warning | tail -8 ;;  # issue 25: fixed cost and streaming rate of the few-token kernel, cuBLAS and a copy (bench/diag/stream_rate.py)
+    streamrate) limit 150 python3 -m bench.diag.stream_rate --out-dir "$out" 2>&1 | grep -v Warning | tail -8
+             limit 100 python3 -m bench.diag.stream_rate --n 768 --ks 768,1536,3072,6144 --out-dir "$out" 2>&1 | grep -v Warning | tail -8 ;;  # issue 25: fixed cost and streaming rate of the few-token kernel, cuBLAS and a copy (bench/diag/stream_rate.py)
     llmbreakdown) limit 300 python3 -m bench.diag.llm_breakdown --out-dir "$out" 2>&1 | grep -v -i warn | tail -16 ;;  # issue 25: a decode step's GPU time by part, dense and sparse24, and the ceiling the GEMMs allow
     wraptriton) limit 120 python3 -m bench.diag.wrap_triton_probe 2>&1 | grep -v Warning | tee "$out/wrap_triton_probe.txt" | tail -8 ;;  # issue 23: the Gluon kernel through triton_op + wrap_triton under torch.compile
     decodeprofile) limit 100 ncu --clock-control none -k regex:_sparse_wgmma_kernel --launch-skip 1 --launch-count 1 \
