@@ -529,8 +529,9 @@ def _default_config_failures(dtype, weights, token_counts, graph_tokens, must_ta
 def test_linear_few_tokens_default_configs_gpu(dtype, seed, tmp_path, monkeypatch):
     """linear's own choice (no tuning) at 1-64 tokens on shapes either side of the sm90 few-token
     rule (wgmma.few_token_config: token tiles of 8-64 with the metadata through the ring, 4
-    stages for a lone tile (14336 features from 9 tokens), in 4 splits for 768 x 3072; 96
-    features, not a multiple of 64, took the dot kernel before it) and on a non-contiguous x,
+    stages for a lone tile (14336 features from 9 tokens, 11008 from 9 since session 13), in 4
+    splits for 768 x 3072; 96 features, not a multiple of 64, took the dot kernel before it)
+    and on a non-contiguous x,
     with bias and GELU, eager and replayed from a CUDA graph (16 tokens); on Hopper the rule's
     shapes must have taken the wgmma kernel, so that this test runs it."""
     from sparse24.ops import wgmma
@@ -542,8 +543,9 @@ def test_linear_few_tokens_default_configs_gpu(dtype, seed, tmp_path, monkeypatc
             assert cfg["family"] == "wgmma", (m, n, k, cfg)
 
     failures = _default_config_failures(
-        dtype, [(14336, 4096), (3072, 768), (2304, 768), (768, 768), (4096, 4096), (768, 3072),
-                (96, 256)], (1, 5, 8, 9, 16, 17, 33, 64), 16, must_take, tmp_path, monkeypatch)
+        dtype, [(14336, 4096), (11008, 4096), (3072, 768), (2304, 768), (768, 768), (4096, 4096),
+                (768, 3072), (96, 256)], (1, 5, 8, 9, 16, 17, 33, 64), 16, must_take, tmp_path,
+        monkeypatch)
     assert not failures, failures[:5]
 
 

@@ -481,7 +481,7 @@ def test_dispatch_rule_sm90_many_tokens_take_wgmma(monkeypatch, sm90):
 @pytest.mark.parametrize("sm90", [True, False])
 def test_few_token_shapes_where_the_sm90_kernel_streams_faster(monkeypatch, sm90):
     """At 0-64 tokens the sm90 kernel serves with the metadata through the ring, in the largest
-    token tile (at least a quarter of the tokens) that leaves 96 programs, else the smallest
+    token tile (at least a quarter of the tokens) that leaves 80 programs, else the smallest
     (8 up to 32 tokens, 16 above), unsplit where it has 24 feature tiles or more (3072
     features) or K is short (768), with 4 stages where a tile of 16 or more tokens holds all the
     tokens and else 10 (BT 8, 16), 6 (32) or 4 (64); else in 4 splits (8 stages: 768 x 3072);
@@ -505,7 +505,10 @@ def test_few_token_shapes_where_the_sm90_kernel_streams_faster(monkeypatch, sm90
                 # 48-224 feature tiles: fewer re-reads of the weight, shallow rings for a lone tile
                 (16, 14336, 4096, 16, 1, 4), (32, 14336, 4096, 32, 1, 4), (64, 14336, 4096, 64, 1, 4),
                 (16, 28672, 4096, 16, 1, 4), (64, 28672, 4096, 64, 1, 4), (64, 6144, 4096, 32, 1, 6),
-                (9, 14336, 4096, 16, 1, 4), (3, 28672, 4096, 8, 1, 10)]:
+                (9, 14336, 4096, 16, 1, 4), (3, 28672, 4096, 8, 1, 10),
+                # 80-95 feature tiles (11008: 86) take the tile that reads the weight once
+                (64, 11008, 4096, 64, 1, 4), (16, 11008, 4096, 16, 1, 4),
+                (48, 10240, 4096, 64, 1, 4), (64, 10112, 4096, 32, 1, 6)]:
             if sm90:
                 assert pick(m, n, k) == ("wgmma", bt, 1, split, stages), (m, n, k)
             else:

@@ -208,7 +208,7 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
 # kernels against 4.0-4.8 us: launch and pipeline latency, not bandwidth).
 # The token tile, from runs 20261205T233552Z-111ec7 and 20261205T234520Z-a64c99 (H100, graphs,
 # every META_RING tile and depth timed): each token tile reads the weight tile again (from L2
-# where its neighbours run beside it), so the largest tile that still leaves _BUSY_PROGRAMS
+# where its neighbours run beside it), so the largest tile that still leaves _STREAMING_PROGRAMS
 # programs, else the smallest (at least a quarter of the tokens). Best tile and ring, and the
 # rule before this one (BT 8 up to 32 tokens, else 16, 10 stages):
 #   16 x 14336 x 4096  BT 16, 4 stages 1.64x (1.61x)   32 x 14336 x 4096  BT 32, 4: 1.66x (1.41x)
@@ -216,15 +216,22 @@ def candidates(m: int, n: int, k: int, asm_loops: tuple[int, ...] = (0,),
 #   64 x 28672 x 4096  BT 64, 4: 1.71x (1.35-1.44x)    64 x 6144 x 4096   BT 32, 6: 1.48x (1.14x)
 #   64 x 4096 x 4096   BT 16, 10: 1.36x (the same)     32 x 4096 x 4096   BT 8, 10: 1.39x (same)
 #   64 x 4096 x 14336  BT 16, 10: 1.62x (the same)     48 x 4096 x 4096   BT 16, 10: 1.33x (same)
-# 96 programs is the threshold every one of these agrees with (192 would give 64 x 6144 x 4096
-# BT 16, 1.14x). The ring: where the tile is the only one reading its weight (one token tile),
-# 4 stages (1.60-1.71x against 1.55-1.69x at 6 and more, five shapes); where several token tiles
+# 96 programs was the threshold these agreed with (192 would give 64 x 6144 x 4096 BT 16,
+# 1.14x); none had 80-95. Then 64 x 11008 x 4096 (86 feature tiles): BT 64, 3 or 6 stages, 22.8
+# and 23.2 us against the rule's BT 32 (172 programs) 25.1 us (H100, run
+# 20261206T115102Z-c98541, bench/results/h100/gemm_variants_streamk.jsonl): 80, which the
+# shapes above agree with too. Same-run A/B against 96 (run 20261206T140234Z-8cd86a,
+# versions_rule80.md): 16-64 x 11008 x 4096 and 64 x 10240 x 4096 1.07-1.20x faster
+# (16 x 11008 x 4096 1.47x -> 1.74x cuBLAS), 14336, 4096 and 6144 features unchanged (1.00).
+# The ring: where the tile is the only one reading its weight (one token tile), 4 stages
+# (1.60-1.71x against 1.55-1.69x at 6 and more, five shapes); where several token tiles
 # share it, deep rings (BT 16 at 4096 features: 4 stages 1.16-1.25x, 10 stages 1.32-1.62x).
 # BT 8 keeps 10 stages at every count: 4 was not timed for it.
 FEW_TOKEN_MAX = 64  # the most tokens of the rule (sparse24/ops/gemm.py's MMA_MAX_TOKENS_SM90)
 _FEW_TILES = 24  # 128-feature tiles under which a long K is split
 _SHORT_K = 1024
-_BUSY_PROGRAMS = 96  # about three quarters of an H100's / H200's 132 SMs
+_BUSY_PROGRAMS = 96  # about three quarters of an H100's / H200's 132 SMs (the mid-token rule)
+_STREAMING_PROGRAMS = 80  # the few-token rule's (see above)
 _SHARED_TILE_STAGES = {8: 10, 16: 10, 32: 6, 64: 4}  # rings where token tiles share a weight tile
 
 
@@ -232,7 +239,7 @@ def few_token_tile(m: int, n: int) -> int:
     """The token tile of the few-token rule (see above): 8-64 tokens, at least a quarter of m
     and, above 8, less than twice it."""
     allowed = [bt for bt in (8, 16, 32, 64) if 4 * bt >= m and bt < max(16, 2 * m)]
-    busy = [bt for bt in allowed if output_tiles(m, n, bt) >= _BUSY_PROGRAMS]
+    busy = [bt for bt in allowed if output_tiles(m, n, bt) >= _STREAMING_PROGRAMS]
     return max(busy) if busy else min(allowed)
 
 
