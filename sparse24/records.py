@@ -166,6 +166,8 @@ def jsonable(value: Any) -> Any:
 
 def append_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     """Append rows, one strict JSON object a line (a run cut off keeps what it measured)."""
+    if isinstance(rows, dict):  # one row passed bare would be written as its keys, one a line
+        raise TypeError("append_jsonl takes an iterable of rows: pass [row] for one")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as f:

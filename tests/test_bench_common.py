@@ -72,6 +72,15 @@ def test_append_jsonl_appends_valid_json(tmp_path):
     assert "NaN" not in path.read_text()
 
 
+def test_append_jsonl_refuses_one_bare_row(tmp_path):
+    """A dict passed bare iterates over its keys: session 14's first stream_rate and
+    llm_breakdown runs wrote their rows' key names, one a line, and lost the rows."""
+    path = tmp_path / "x.jsonl"
+    with pytest.raises(TypeError, match=r"\[row\]"):
+        common.append_jsonl(path, {"a": 1})
+    assert not path.exists()
+
+
 def test_recorder_rows_carry_env_and_run_id(tmp_path):
     env = {"gpu": "test-gpu", "git_commit": "abc"}
     rec = common.Recorder("demo", tmp_path, env)

@@ -100,7 +100,7 @@ def main() -> int:
         gemm_speedup = d.get("gemm", 0.0) / max(s.get("gemm", 0.0), 1e-9)
         row.update(gemm_speedup=gemm_speedup, step_speedup=sum(d.values()) / sum(s.values()),
                    ceiling=ceiling(d, gemm_speedup), ceiling_streaming=ceiling(d, STREAMING_CEILING))
-        common.append_jsonl(args.out_dir / "llm_breakdown.jsonl", row)
+        common.append_jsonl(args.out_dir / "llm_breakdown.jsonl", [row])
 
         def cols(p):
             return "  ".join(f"{p.get(k, 0.0):5.3f}" for k in ("gemm", "attention", "other"))

@@ -93,7 +93,7 @@ def main() -> int:
                "rate_tbps": 1e-6 / us_per_byte, "worst_residual_us": worst,
                "points": [{"k": k, "bytes": b, "us": t, "tbps": b / t / 1e6} for b, t, k in points],
                "run_id": run_id, "env": env}
-        common.append_jsonl(args.out_dir / "stream_rate.jsonl", row)
+        common.append_jsonl(args.out_dir / "stream_rate.jsonl", [row])
         pts = " ".join(f"K{k}:{t:.1f}us/{b / t / 1e6:.2f}" for b, t, k in points)
         print(f"{label:<22} fixed {fixed_us:6.2f} us  rate {row['rate_tbps']:.2f} TB/s  "
               f"(worst residual {worst:.2f} us)  {pts}", flush=True)
