@@ -25,7 +25,7 @@
 #   bash bench/device_session.sh OUT_DIR asmahead   # issue 22, session 13: the asm k-loop's metadata 2-4 batches ahead: GPU tests, then its A/B
 #   streamk (session 13): stream-K's GPU tests and its A/B, at 88562f3 (reverted: it lost)
 #   bash bench/device_session.sh OUT_DIR fewtest versions streamrate decodeprofile stallsx wraptriton llmbreakdown   # session 14: carry .ab/base; the 80-program rule's GPU test and A/B, then issue 25's and 23's diagnostics
-#   next (after session 13, 2026-12-06): the few-token rule at 80 programs, its A/B (bench/investigations/2026-12-streaming-programs); the H200 reruns (gemm16 gemmbf16 llm bert overhead) when one is lent; testsrest and decode on HEAD
+#   next (after session 14, 2026-12-06): split the few-token kernel's fixed cost (~3.2 us a call; bench.diag.stream_rate); the H200 reruns (gemm16 gemmbf16 llm bert overhead) when one is lent; decode (the mma GPU tests) on HEAD
 # Export SPARSE24_COMMIT=<this commit> in the device command: the GPU machine's copy of the tree keeps
 # an older commit in its .git, and the records name that one (+dirty) otherwise (session 10's did).
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
