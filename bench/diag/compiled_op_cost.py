@@ -6,8 +6,8 @@ sparse24::linear call under inductor, against ~45 us per call in bench/overhead.
 This times a chain of 24 calls on [1536, 768] x [768, 768]^T (one BERT-base batch of 4, the
 attention output shape) so the per-call cost is isolated from the model:
   F.linear eager, F.linear compiled (inductor's extern mm), sparse24 linear() eager (direct path),
-  torch.ops.sparse24.linear eager (dispatcher path), sparse24 compiled (default mode),
-then prints a cProfile of the compiled chain (where the host time goes).
+  torch.ops.sparse24.linear eager (dispatcher path), sparse24 compiled (default mode), and both
+compiled with every dimension dynamic (dynamic=True), then prints a cProfile of the compiled chain (where the host time goes).
 
     python -m bench.diag.compiled_op_cost [--calls 24] [--iters 200]
 """
@@ -76,6 +76,9 @@ def main() -> int:
         "sparse24 linear() eager": sparse_chain,
         "torch.ops.sparse24.linear eager": op_chain,
         "sparse24 compiled default": torch.compile(sparse_chain, fullgraph=True),
+        # issue 23: a dynamic batch dimension should cost no more than a static one
+        "F.linear compiled, dynamic": torch.compile(dense_chain, fullgraph=True, dynamic=True),
+        "sparse24 compiled, dynamic": torch.compile(sparse_chain, fullgraph=True, dynamic=True),
     }
     from sparse24.ops.triton_internals import DescriptorLauncher
 
