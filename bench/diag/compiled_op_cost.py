@@ -7,7 +7,8 @@ This times a chain of 24 calls on [1536, 768] x [768, 768]^T (one BERT-base batc
 attention output shape) so the per-call cost is isolated from the model:
   F.linear eager, F.linear compiled (inductor's extern mm), sparse24 linear() eager (direct path),
   torch.ops.sparse24.linear eager (dispatcher path), sparse24 compiled (default mode), and both
-compiled with every dimension dynamic (dynamic=True), then prints a cProfile of the compiled chain (where the host time goes).
+  chains compiled with every dimension dynamic (dynamic=True),
+then prints a cProfile of the compiled chain (where the host time goes).
 
     python -m bench.diag.compiled_op_cost [--calls 24] [--iters 200]
 """

@@ -30,10 +30,8 @@ from bench import common
 
 def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
     """Least-squares intercept and slope of ys against xs."""
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    sxx = sum((x - mx) ** 2 for x in xs)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
-    return my - slope * mx, slope
+    line = statistics.linear_regression(xs, ys)
+    return line.intercept, line.slope
 
 
 def sparse_case(m: int, n: int, k: int, dtype: torch.dtype, l2: int):
