@@ -174,6 +174,16 @@ for stage in "$@"; do
              (cd "$side" && limit 110 python3 -m bench.diag.ab_interleaved --modes eager,default --rounds 5 --min-run-time 0.2 2>&1 \
              | grep -v Warn | tail -6 | tee "$out/host_$label/ab_interleaved.txt"); done; done
              limit 60 python3 -m bench.diag.launch_parts --shape 1536x768x768 >"$out/launch_parts.txt" 2>&1; tail -24 "$out/launch_parts.txt" ;;  # issue 23 (session 11): carry .ab/<base>: the touched paths' tests on the GPU, then host time and BERT eager/default turns, base against head
+    boundab) base=.ab/${AB_BASE:?AB_BASE names the base tree under .ab}; tree=$(mktemp -d); cp -r "$base/sparse24" "$tree/"; cp -r bench "$tree/"
+             limit 150 python3 -m pytest -q -rf --tb=short -n 12 -p no:cacheprovider tests/test_nn_linear.py tests/test_nn_shared_input.py \
+             tests/test_bound_launch.py tests/test_nn_compile.py tests/test_wgmma_gpu.py -k "not test_wgmma_gpu or bound_launch or planned_launch" \
+             >"$out/pytest_gpu_bound.txt" 2>&1; tail -3 "$out/pytest_gpu_bound.txt"
+             for side in "$tree" .; do label=$([ "$side" = . ] && echo head || echo "$AB_BASE"); mkdir -p "$out/host_$label"
+             (cd "$side" && SPARSE24_COMMIT=$([ "$side" = . ] && echo "$SPARSE24_COMMIT" || echo "$AB_BASE") \
+             limit 80 python3 -m bench.overhead --rounds 5 --out-dir "$out/host_$label" 2>&1 | grep -E "^\| [0-9]"); done
+             for side in "$tree" .; do label=$([ "$side" = . ] && echo head || echo "$AB_BASE"); echo "--- BERT turns, $label"
+             (cd "$side" && limit 110 python3 -m bench.diag.ab_interleaved --modes eager,default --rounds 5 --min-run-time 0.2 2>&1 \
+             | grep -v Warn | tail -6 | tee "$out/host_$label/ab_interleaved.txt"); done ;;  # issue 23 (session 15): carry .ab/$AB_BASE; SparseLinear's bound launches tested on the GPU, then host time and BERT turns, base against head
     bertab) for base in .ab/*/; do name=$(basename "$base"); tree=$(mktemp -d); cp -r "$base/sparse24" "$tree/"; cp -r bench "$tree/"
              for pass in 1 2; do for side in "$tree" .; do label=$([ "$side" = . ] && echo head || echo "$name"); mkdir -p "$out/bertab_$label"
              echo "--- BERT turns, $label, pass $pass"; (cd "$side" && limit 100 python3 -m bench.diag.ab_interleaved --modes eager,default --rounds 5 --min-run-time 0.2 2>&1 \

@@ -305,6 +305,70 @@ def test_linear_through_its_planned_launch(dtype, monkeypatch):
 
 
 @pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_sparse_linear_through_its_bound_launches(dtype, monkeypatch):
+    """SparseLinear's repeated calls take the launches bound to its weight (wgmma.BoundLaunch):
+    bit for bit the general path's outputs (bound launches turned off), for 1-D, 2-D and 3-D x
+    at few, some and many tokens, each epilogue with and without bias (gated paired in the
+    kernel; a split-K plan has none and is served by the general path), a fresh x each call;
+    on a side stream; captured in a CUDA graph and replayed on new data; and an x the bound
+    launch must decline (misaligned, transposed) still right."""
+    from sparse24.nn import SparseLinear
+    from sparse24.ops import gemm
+
+    monkeypatch.setattr(gemm, "_plans", {})
+    gen = torch.Generator(device="cuda").manual_seed(29)
+    for n, k, bias_on, activation, shapes in (
+            (768, 768, True, None, ((768,), (16, 768), (2, 8, 768), (1000, 768))),
+            (3072, 768, True, "gelu", ((3, 5, 768), (333, 768))),
+            (768, 3072, False, "relu", ((64, 3072), (4, 384, 3072))),
+            (1536, 768, True, "swiglu", ((7, 768), (2, 500, 768)))):
+        w, _, _ = packed(n, k, dtype, gen)
+        if activation in GATED:
+            w = interleave_gate_up(w[: n // 2], w[n // 2:])
+        layer = SparseLinear(k, n, bias=bias_on, dtype=dtype, device="cuda",
+                             activation=activation)
+        layer.values, layer.meta = ops.compress(w)
+        if bias_on:
+            with torch.no_grad():
+                layer.bias.copy_(torch.randn(n, device="cuda", generator=gen) * 0.5)
+        bias = layer.bias if bias_on else None
+        with torch.inference_mode():
+            for shape in shapes:
+                xs = [(torch.randn(shape, device="cuda", generator=gen) / k ** 0.5).to(dtype)
+                      for _ in range(4)]
+                general = [ops.linear(x, layer.values, layer.meta, bias, activation) for x in xs]
+                got = [layer(x) for x in xs]
+                case = (n, k, activation, shape)
+                for a, b in zip(general, got):
+                    assert torch.equal(a, b), case
+                cfg = gemm._plans[(xs[0].numel() // k, n, k, dtype, xs[0].device)][1]
+                launch = layer.__dict__["_checked_weight"][7].get(torch.Size(shape))
+                unsplit = cfg["family"] == "wgmma" and cfg.get("SPLIT_K", 1) == 1
+                assert isinstance(launch, wgmma.BoundLaunch) == unsplit, (case, cfg, launch)
+                stream = torch.cuda.Stream()
+                stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(stream):
+                    on_side = layer(xs[1])
+                torch.cuda.current_stream().wait_stream(stream)
+                assert torch.equal(on_side, general[1]), case
+                static_x = xs[0].clone()
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    static_y = layer(static_x)
+                static_x.copy_(xs[2])
+                graph.replay()
+                assert torch.equal(static_y, general[2]), case
+            x = xs[3].reshape(-1, k)
+            misaligned = torch.empty(x.numel() + 8, dtype=dtype, device="cuda")[1:][:x.numel()]
+            misaligned = misaligned.view_as(x).copy_(x)
+            transposed = x.t().contiguous().t()
+            want = ops.linear(x, layer.values, layer.meta, bias, activation)
+            for odd in (misaligned, transposed, misaligned, transposed):
+                assert torch.equal(layer(odd), want), (n, k, activation)
+
+
+@pytest.mark.skipif(not hopper(), reason="wgmma.sp needs sm_90a (H100/H200)")
 @pytest.mark.parametrize("k", [320, 704, 1216])  # 5, 11, 19 chunks: odd, and splits of unequal length
 def test_split_k_with_uneven_splits(k):
     """SPLIT_K where the k-blocks do not divide evenly, K is an odd number of 64-wide chunks (the

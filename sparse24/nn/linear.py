@@ -179,7 +179,15 @@ class SparseLinear(nn.Module):
                     and (bias is None if checked[2] is None else checked[2]() is bias)
                     and checked[3] == self.activation and checked[4] == _memory(values)
                     and checked[5] == _memory(meta) and checked[6] == _memory(bias)):
-                return linear_on_checked_weight(x, values, meta, bias, self.activation)
+                # the launches bound to this weight, by x's shape (sm90 plans: y's allocation
+                # and the launch, nothing else; ops.gemm.bind)
+                bound = checked[7]
+                launch = bound.get(x.shape)
+                if launch:
+                    y = launch(x, values, bias)
+                    if y is not None:
+                        return y
+                return linear_on_checked_weight(x, values, meta, bias, self.activation, bound)
             y = ops.linear(x, values, meta, bias, self.activation)
             # plain tensors only: a tensor subclass (a __torch_function__ or wrapper weight) must
             # see every call through the op, as linear() gives it
@@ -188,7 +196,7 @@ class SparseLinear(nn.Module):
                 self.__dict__["_checked_weight"] = (
                     weakref.ref(values), weakref.ref(meta),
                     None if bias is None else weakref.ref(bias),
-                    self.activation, _memory(values), _memory(meta), _memory(bias))
+                    self.activation, _memory(values), _memory(meta), _memory(bias), {})
             return y
         if self.activation in GATED:
             raise ValueError("SparseLinear: rows= selects output features of a plain layer; a "

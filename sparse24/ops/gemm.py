@@ -381,19 +381,53 @@ def linear(
     return y
 
 
+# Bound launches a caller keeps per weight (SparseLinear: beside its checked weight), by x's
+# shape: every sequence length of a server is one, so a table holds at most this many
+_MAX_BOUND = 64
+
+
+def bind(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias: torch.Tensor | None,
+         activation: str | None):
+    """The plan of this call bound to its weight and x's shape (``wgmma.BoundLaunch``: it
+    allocates y and launches, nothing else), for a caller that checks the weight itself; None
+    while the plan has not learned its direct launch; False where its family has no such
+    launch (the mma and dot families; split-K) or the call never runs a kernel."""
+    k = values.shape[1] * 2
+    if not use_triton(x) or x.dtype not in GEMM_DTYPES or not k or not x.numel():
+        return False
+    generation = tuning.generation()
+    plan = _plans.get((x.numel() // k, values.shape[0], k, x.dtype, x.device))
+    if plan is None:
+        return None
+    binder = getattr(plan[0], "bind", None)
+    if binder is None:
+        return False
+    width = values.shape[0] // 2 if activation in GATED else values.shape[0]
+    return binder(values, meta, bias, ALL_CODES[activation], x.shape, width, generation)
+
+
 def linear_on_checked_weight(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor,
-                             bias: torch.Tensor | None, activation: str | None) -> torch.Tensor:
+                             bias: torch.Tensor | None, activation: str | None,
+                             bound: dict | None = None) -> torch.Tensor:
     """``linear`` for a weight (values, meta, bias, activation) whose checks passed in an earlier
     call, as SparseLinear knows (its plain-tensor buffers the same objects holding the same
     memory): only x is checked (its type, width, dtype, device, autograd), and a plain eager call
     runs the implementation. Anything unusual about x (another width, dtype or device, autograd,
     a tensor subclass, the meta device) takes ``linear`` itself, whose checks name the problem.
     The weight's checks and the op's dispatch were 3.3-5.6 us of an eager call's host time on
-    the H100's host (bench/results/h100/overhead.md)."""
+    the H100's host (bench/results/h100/overhead.md). ``bound``: the caller's table of bound
+    launches for this weight ({x.shape: what ``bind`` gave}), filled here after a call."""
     if (type(x) is torch.Tensor and x.dim() and x.shape[-1] == 2 * values.shape[1]
             and x.dtype == values.dtype and x.device == values.device
             and not x.is_meta and not (torch.is_grad_enabled() and (
                 x.requires_grad or values.requires_grad
                 or (bias is not None and bias.requires_grad)))):
-        return _linear_impl(x, values, meta, bias, activation)
+        y = _linear_impl(x, values, meta, bias, activation)
+        if bound is not None and x.shape not in bound:
+            launch = bind(x, values, meta, bias, activation)
+            if launch is not None:  # None: not learned yet, asked again on the next call
+                if len(bound) >= _MAX_BOUND:
+                    bound.clear()
+                bound[x.shape] = launch
+        return y
     return linear(x, values, meta, bias, activation)

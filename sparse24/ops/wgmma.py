@@ -36,9 +36,11 @@ import functools
 import torch
 
 from sparse24.activations import GATED_FLAG
+from sparse24.ops import device as _device
 from sparse24.ops import triton_internals, wgmma_asm
 from sparse24.ops.device import device_info
 from sparse24.ops.direct import DirectLaunches
+from sparse24.tuning import generation as _tuning_generation
 
 # Registers per thread after setmaxnreg: the two math warpgroups take 232, the loader warp's
 # warpgroup 40 (4 * 232 + 4 * 232 + 4 * 40 = 2016 <= 2048 = 65536 registers / 32 lanes).
@@ -742,6 +744,79 @@ class PlannedLaunch:
         entry = launch(_rows(x2), values, meta, bias, _rows(y), activation, cfg)
         if entry:
             direct[key] = (*entry, {}, {}, {})
+
+
+    def bind(self, values, meta, bias, activation: int, shape: torch.Size, width: int,
+             generation: int) -> BoundLaunch | bool | None:
+        """This plan's direct launch bound to one weight (values, meta, bias, activation) and one
+        shape of x; None where it has none yet (the plan's first plain call learns it: not under
+        a launch hook); False where it never will (split-K, a misaligned meta or bias, a strided
+        weight)."""
+        direct = self.direct
+        if direct is None or not self.keep_arguments or not values.is_contiguous():
+            return False
+        meta_addr = meta.data_ptr()
+        bias_addr = None if bias is None else bias.data_ptr()
+        if meta_addr & 15 or (bias_addr or 0) & 15:
+            return False
+        entry = direct.get((values.dtype, bias is not None and bias.dtype, activation,
+                            meta_addr < 2**31))
+        if entry is None:
+            return None
+        launcher, grid0, constexprs, weights, inputs, outputs = entry
+        w_key = values.data_ptr()
+        w_args = weights.get(w_key) or _kept(weights, w_key, launcher, 0, values)
+        # y's template: empty_like of a tensor whose strides overlap (all 0) gives a contiguous
+        # tensor of its shape (torch's preserve_format rule), with no sizes or dtype to parse
+        template = torch.empty((), dtype=values.dtype, device=values.device).expand(
+            *shape[:-1], width)
+        return BoundLaunch(self, launcher, grid0, constexprs, w_args, inputs, outputs,
+                           meta_addr, bias_addr, template, generation)
+
+
+class BoundLaunch:
+    """A ``PlannedLaunch`` bound to one weight and one shape of x, as SparseLinear keeps them
+    beside its checked weight: ``bound(x, values, bias)`` allocates y, launches and returns it, or
+    returns None where this call needs the general path (x not a contiguous, aligned plain tensor
+    of the plan's dtype on the current device; autograd to record; a launch hook; tuned configs
+    that changed since binding). The caller vouches for the weight (the same tensors holding the
+    same memory as when bound) and for x's shape (its table's key)."""
+
+    __slots__ = ("dtype", "device", "n", "k", "launcher", "grid0", "constexprs", "w_args",
+                 "inputs", "outputs", "meta_addr", "bias_addr", "template", "generation")
+
+    def __init__(self, plan, launcher, grid0, constexprs, w_args, inputs, outputs, meta_addr,
+                 bias_addr, template, generation):
+        self.dtype, self.device, self.n, self.k = template.dtype, plan.device, plan.n, plan.k
+        self.launcher, self.grid0, self.constexprs = launcher, grid0, constexprs
+        self.w_args, self.inputs, self.outputs = w_args, inputs, outputs
+        self.meta_addr, self.bias_addr, self.template = meta_addr, bias_addr, template
+        self.generation = generation
+
+    def __call__(self, x, values, bias):
+        if type(x) is not torch.Tensor or x.dtype is not self.dtype or x.get_device() != self.device:
+            return None
+        x_addr = x.data_ptr()
+        if (x_addr & 15 or not x.is_contiguous()
+                or (torch.is_grad_enabled() and (x.requires_grad or values.requires_grad or (
+                    bias is not None and bias.requires_grad)))
+                or _tuning_generation() != self.generation
+                or _device._current_cuda_device() != self.device
+                or not triton_internals.direct_launch_allowed()):
+            return None
+        y = torch.empty_like(self.template)
+        y_addr = y.data_ptr()
+        k = self.k
+        x_args = self.inputs.get((x_addr, k)) or _kept(
+            self.inputs, (x_addr, k), self.launcher, 1, _rows(x))
+        y_args = self.outputs.get(y_addr) or _kept(self.outputs, y_addr, self.launcher, 2, _rows(y))
+        bias_addr = self.bias_addr
+        self.launcher.launch_expanded(
+            self.grid0, triton_internals.current_stream(self.device),
+            self.w_args + x_args + y_args,
+            (self.meta_addr, y_addr if bias_addr is None else bias_addr, self.n, k),
+            self.constexprs)
+        return y
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:

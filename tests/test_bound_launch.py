@@ -1,0 +1,228 @@
+"""SparseLinear's bound launches (wgmma.BoundLaunch, ops.gemm.bind), on a CPU: an sm90 plan whose
+C launcher is a stand-in that computes y with the PyTorch reference from the tensors its kept
+arguments name. What is checked is the plumbing the GPU cannot show apart from the kernel: which
+calls take the bound launch, that they hand the launcher this call's x and y and the layer's
+weight, and that every call it must not serve takes the general path and is still right."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from sparse24 import reference
+from sparse24.tuning import cache as tuning_cache
+from sparse24.nn import SparseLinear
+from sparse24.ops import compress, device, gemm, prune_24, triton_internals, wgmma
+
+N, K = 64, 128
+
+
+class StandInLauncher:
+    """A DescriptorLauncher's two entry points: a descriptor's arguments are the tensor itself
+    (then shape and strides, as the real ones); the launch writes the reference result into y."""
+
+    def __init__(self):
+        self.launches = []
+        self.descriptors = 0
+
+    def descriptor_args(self, index, tensor):
+        self.descriptors += 1
+        return (tensor, *tensor.shape, *tensor.stride())
+
+    def launch_expanded(self, grid0, stream, expanded, args, constexprs):
+        values, x, y = expanded[0], expanded[5], expanded[10]
+        meta_addr, bias_addr, n, k = args
+        self.launches.append((x.data_ptr(), y.data_ptr(), meta_addr, bias_addr))
+        layer = StandInLauncher.layer
+        bias = layer.bias if bias_addr != y.data_ptr() else None
+        assert values.data_ptr() == layer.values.data_ptr() and meta_addr == layer.meta.data_ptr()
+        assert (n, k) == (N, K) and x.shape == (x.numel() // K, K) and y.shape == (x.shape[0], N)
+        y.copy_(reference.linear_ref(x, values, layer.meta, bias, layer.activation))
+
+
+@pytest.fixture
+def sm90_stand_in(monkeypatch):
+    """Plans of CPU problems are sm90 PlannedLaunches whose direct launch is already learned, on
+    a stand-in launcher; the CPU's device index (-1) is the 'current device'."""
+    launcher = StandInLauncher()
+
+    def plan(key):
+        m, n, k, dtype, _ = key
+        planned = wgmma.PlannedLaunch({"family": "wgmma", "BT": 16}, m, n, k, dtype,
+                                      torch.device("cuda", 0))
+        planned.device = -1
+        for bias_dtype in (False, dtype, torch.float32):
+            for activation in (0, 1):
+                for low_meta in (True, False):  # meta's address below 2**31
+                    planned.direct[(dtype, bias_dtype, activation, low_meta)] = (
+                        launcher, 1, (), {}, {}, {})
+        gemm._plans[key] = plan_ = (planned, {"family": "wgmma"}, True)
+        return plan_
+
+    monkeypatch.setattr(gemm, "_plan", plan)
+    monkeypatch.setattr(gemm, "_plans", {})
+    monkeypatch.setattr(gemm, "use_triton", lambda t: True)
+    monkeypatch.setattr(device, "_current_cuda_device", lambda: -1)
+    monkeypatch.setattr(triton_internals, "current_stream", lambda index: 0)
+    monkeypatch.setattr(triton_internals, "direct_launch_allowed", lambda: True)
+    monkeypatch.setattr(wgmma.PlannedLaunch, "__call__", _planned_call)
+    return launcher
+
+
+def _planned_call(self, x2, values, meta, bias, y, activation, cfg):
+    """PlannedLaunch.__call__ without its own kept arguments: the general path's launch."""
+    launcher = self.direct[(values.dtype, bias is not None and bias.dtype, activation,
+                            meta.data_ptr() < 2**31)][0]
+    launcher.descriptor_args(0, values)  # counted as the real one would fill them
+    launcher.launch_expanded(1, 0, (values, *values.shape, *values.stride(),
+                                    wgmma._rows(x2), 0, 0, 0, 0, wgmma._rows(y), 0, 0, 0, 0),
+                             (meta.data_ptr(), y.data_ptr() if bias is None else bias.data_ptr(),
+                              self.n, self.k), ())
+
+
+def _layer(bias=True, activation=None):
+    lin = nn.Linear(K, N, bias=bias, dtype=torch.float16)
+    with torch.no_grad():
+        lin.weight.copy_(prune_24(torch.randn(N, K, dtype=torch.float16)))
+    layer = SparseLinear.from_linear(lin, activation=activation)
+    StandInLauncher.layer = layer
+    return layer
+
+
+def _want(layer, x):
+    return reference.linear_ref(x, layer.values, layer.meta, layer.bias, layer.activation)
+
+
+def _bound(layer):
+    return layer.__dict__["_checked_weight"][7]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_a_layer_binds_each_shape_once_and_launches_it_directly(seed, sm90_stand_in, bias,
+                                                                activation):
+    """The first call checks the weight and plans; the second binds the plan to the weight and x's
+    shape; later calls of that shape take the bound launch: the layer's weight, this call's x and
+    a fresh, contiguous y reach the launcher, and y is the reference's. Another shape binds
+    its own."""
+    torch.set_grad_enabled(False)
+    try:
+        layer = _layer(bias, activation)
+        for shape in ((2, 3, K), (5, K), (7, K), (2, 3, K)):
+            for _ in range(3):
+                x = torch.randn(shape, dtype=torch.float16)
+                before = len(sm90_stand_in.launches)
+                y = layer(x)
+                assert len(sm90_stand_in.launches) == before + 1
+                assert sm90_stand_in.launches[-1][:2] == (x.data_ptr(), y.data_ptr())
+                assert y.shape == (*shape[:-1], N) and y.is_contiguous()
+                assert torch.equal(y, _want(layer, x))
+        bound = _bound(layer)
+        assert set(bound) == {torch.Size((2, 3, K)), torch.Size((5, K)), torch.Size((7, K))}
+        assert all(isinstance(b, wgmma.BoundLaunch) for b in bound.values())
+    finally:
+        torch.set_grad_enabled(True)
+
+
+def test_the_bound_launch_serves_the_repeated_calls(seed, sm90_stand_in, monkeypatch):
+    """From a shape's third call on, the general path (_linear_impl) is not entered."""
+    torch.set_grad_enabled(False)
+    try:
+        layer = _layer()
+        x = torch.randn(4, K, dtype=torch.float16)
+        layer(x), layer(x)
+        general = []
+        real = gemm._linear_impl
+        monkeypatch.setattr(gemm, "_linear_impl", lambda *a: general.append(a) or real(*a))
+        for _ in range(3):
+            x = torch.randn(4, K, dtype=torch.float16)
+            assert torch.equal(layer(x), _want(layer, x))
+        assert not general
+    finally:
+        torch.set_grad_enabled(True)
+
+
+@pytest.mark.parametrize("case", ["misaligned", "transposed", "int64", "requires_grad",
+                                  "retuned", "hook", "other_device", "subclass"])
+def test_calls_the_bound_launch_must_not_serve_take_the_general_path(seed, sm90_stand_in,
+                                                                    monkeypatch, case):
+    """An x that is misaligned, not contiguous, of another dtype or that autograd records;
+    tuned configs changed since binding; a launch hook; another current device; an x of a
+    tensor subclass: the bound launch declines, and the call takes the general path (or the
+    op, which refuses a backward; or the check that names a wrong dtype)."""
+    layer = _layer()
+    x = torch.randn(6, K, dtype=torch.float16)
+    with torch.no_grad():
+        layer(x), layer(x)
+    assert isinstance(_bound(layer)[x.shape], wgmma.BoundLaunch)
+    offered = []
+    real_call = wgmma.BoundLaunch.__call__
+    monkeypatch.setattr(wgmma.BoundLaunch, "__call__",
+                        lambda self, *a: offered.append(real_call(self, *a)) or offered[-1])
+    general = []
+    real = gemm._linear_impl
+    monkeypatch.setattr(gemm, "_linear_impl", lambda *a: general.append(a) or real(*a))
+    grad = False
+    if case == "misaligned":
+        x = torch.randn(6 * K + 1, dtype=torch.float16)[1:].view(6, K)
+    elif case == "transposed":
+        x = torch.randn(K, 6, dtype=torch.float16).t()
+    elif case == "int64":
+        with torch.no_grad(), pytest.raises(TypeError, match="x is torch.int64"):
+            layer(torch.ones(6, K, dtype=torch.int64))
+        assert offered == [None]
+        return
+    elif case == "requires_grad":
+        x, grad = x.clone().requires_grad_(), True
+    elif case == "retuned":
+        tuning_cache.changed()  # what a put does
+    elif case == "hook":
+        monkeypatch.setattr(triton_internals, "direct_launch_allowed", lambda: False)
+    elif case == "other_device":
+        monkeypatch.setattr(device, "_current_cuda_device", lambda: 3)
+    elif case == "subclass":
+        x = x.as_subclass(nn.Parameter)
+    with torch.set_grad_enabled(grad):
+        y = layer(x)
+    assert torch.equal(y.detach(), _want(layer, x.detach()))
+    assert offered == [None]  # offered, declined
+    # the general path; an x autograd records takes the op (its own registered implementation)
+    assert bool(general) == (case != "requires_grad")
+    if case == "requires_grad":
+        with pytest.raises(RuntimeError, match="has no backward"):
+            y.sum().backward()
+
+
+def test_a_replaced_weight_is_checked_and_bound_again(seed, sm90_stand_in):
+    """New values (a new buffer, as .to() makes) start a new record: nothing bound to the old
+    weight's address is used for the new one."""
+    torch.set_grad_enabled(False)
+    try:
+        layer = _layer()
+        x = torch.randn(3, K, dtype=torch.float16)
+        layer(x), layer(x), layer(x)
+        old = _bound(layer)
+        layer.values = layer.values.clone()
+        StandInLauncher.layer = layer
+        y = layer(x)
+        assert _bound(layer) is not old and torch.equal(y, _want(layer, x))
+        layer(x)
+        assert torch.equal(layer(x), _want(layer, x))  # the stand-in asserts the new address
+    finally:
+        torch.set_grad_enabled(True)
+
+
+def test_bind_declines_what_has_no_bound_launch(seed, monkeypatch):
+    """ops.gemm.bind: False where the family has no bound launch (the dot family the interpreter
+    runs) or nothing runs a kernel (float32 on the reference path; no tokens); None for a
+    problem not planned yet."""
+    values, meta = compress(prune_24(torch.randn(N, K, dtype=torch.float16)))
+    x = torch.randn(4, K, dtype=torch.float16)
+    monkeypatch.setattr(gemm, "use_triton", lambda t: True)
+    monkeypatch.setattr(gemm, "_plans", {})
+    assert gemm.bind(x, values, meta, None, None) is None
+    gemm._plans[(4, N, K, x.dtype, x.device)] = (gemm.FAMILIES["dot"].launch, {}, False)
+    assert gemm.bind(x, values, meta, None, None) is False
+    assert gemm.bind(x.float(), values, meta, None, None) is False
+    assert gemm.bind(x[:0], values, meta, None, None) is False
