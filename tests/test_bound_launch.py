@@ -95,7 +95,7 @@ def _want(layer, x):
 
 
 def _bound(layer):
-    return layer.__dict__["_checked_weight"][7]
+    return layer.__dict__["_checked_weight"][5]
 
 
 @pytest.mark.parametrize("bias", [True, False])

@@ -343,7 +343,7 @@ def test_sparse_linear_through_its_bound_launches(dtype, monkeypatch):
                 for a, b in zip(general, got):
                     assert torch.equal(a, b), case
                 cfg = gemm._plans[(xs[0].numel() // k, n, k, dtype, xs[0].device)][1]
-                launch = layer.__dict__["_checked_weight"][7].get(torch.Size(shape))
+                launch = layer.__dict__["_checked_weight"][5].get(torch.Size(shape))
                 unsplit = cfg["family"] == "wgmma" and cfg.get("SPLIT_K", 1) == 1
                 assert isinstance(launch, wgmma.BoundLaunch) == unsplit, (case, cfg, launch)
                 stream = torch.cuda.Stream()
