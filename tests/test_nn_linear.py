@@ -304,13 +304,13 @@ def test_one_container_both_ways(seed):
 
 
 def _spy_checked_calls(monkeypatch) -> list:
-    """Records each call of forward's short path (the weight checked in an earlier call)."""
-    import sparse24.nn.linear as linear_module
+    """Records each call of linear()'s short path (the weight checked in an earlier call) that
+    no bound launch served (on the CPU: every one)."""
+    from sparse24.ops import gemm
 
     calls = []
-    real = linear_module.linear_on_checked_weight
-    monkeypatch.setattr(linear_module, "linear_on_checked_weight",
-                        lambda *a: calls.append(a) or real(*a))
+    real = gemm.linear_on_checked_weight
+    monkeypatch.setattr(gemm, "linear_on_checked_weight", lambda *a: calls.append(a) or real(*a))
     return calls
 
 
@@ -372,9 +372,11 @@ def test_a_checked_weight_still_checks_x(seed, monkeypatch):
 
 
 def test_the_checked_record_keeps_no_weight_alive_and_is_not_saved(seed, tmp_path):
-    """forward's record of the checked weight holds weak references: a weight replaced is freed;
-    torch.save of the module and copy.deepcopy leave the record behind (a copy checks its
-    weight on its first call)."""
+    """linear()'s record of a checked weight holds weak references: a weight replaced is freed;
+    torch.save of the module and copy.deepcopy carry no record (a copy's tensors are checked on
+    its first call)."""
+    from sparse24.ops import gemm
+
     import copy
     import gc
     import weakref
@@ -390,9 +392,14 @@ def test_the_checked_record_keeps_no_weight_alive_and_is_not_saved(seed, tmp_pat
     path = tmp_path / "layer.pt"
     torch.save(sparse, path)
     loaded = torch.load(path, weights_only=False)
-    assert "_checked_weight" not in loaded.__dict__ and torch.equal(loaded(x), want)
+    assert not _recorded(gemm, loaded) and torch.equal(loaded(x), want) and _recorded(gemm, loaded)
     twin = copy.deepcopy(sparse)
-    assert "_checked_weight" not in twin.__dict__ and torch.equal(twin(x), want)
+    assert not _recorded(gemm, twin) and torch.equal(twin(x), want) and _recorded(gemm, twin)
+
+
+def _recorded(gemm, layer) -> bool:
+    """Whether linear() holds a record of this layer's weight."""
+    return (id(layer.values), id(layer.meta), id(layer.bias), layer.activation) in gemm._checked
 
 
 def test_a_subclass_weight_sees_every_call_through_the_op(seed):
@@ -419,7 +426,9 @@ def test_a_subclass_weight_sees_every_call_through_the_op(seed):
         assert any(func is ops_module.gemm._linear_op for func in Watched.seen)
         want = got if want is None else want
         assert torch.equal(got.as_subclass(torch.Tensor), want.as_subclass(torch.Tensor))
-    assert "_checked_weight" not in sparse.__dict__
+    from sparse24.ops import gemm
+
+    assert not _recorded(gemm, sparse)
 
 
 def test_the_short_path_checks_x_width(seed):

@@ -343,7 +343,9 @@ def test_sparse_linear_through_its_bound_launches(dtype, monkeypatch):
                 for a, b in zip(general, got):
                     assert torch.equal(a, b), case
                 cfg = gemm._plans[(xs[0].numel() // k, n, k, dtype, xs[0].device)][1]
-                launch = layer.__dict__["_checked_weight"][5].get(torch.Size(shape))
+                record = gemm._checked[(id(layer.values), id(layer.meta), id(layer.bias),
+                                        activation)]
+                launch = record[4].get(torch.Size(shape))
                 unsplit = cfg["family"] == "wgmma" and cfg.get("SPLIT_K", 1) == 1
                 assert isinstance(launch, wgmma.BoundLaunch) == unsplit, (case, cfg, launch)
                 stream = torch.cuda.Stream()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import torch
@@ -11,7 +10,7 @@ from torch import nn
 from sparse24 import ops
 from sparse24.activations import GATED, NAMES
 from sparse24.layout import LAYOUT_VERSION, granularity_error, meta_error, meta_shape, values_shape
-from sparse24.ops.gemm import linear_on_checked_weight
+from sparse24.ops.gemm import linear_unrecorded
 from sparse24.weight import Sparse24Weight, natural_values
 
 ACTIVATION_NAMES = NAMES
@@ -22,22 +21,6 @@ sparse24.ops.linear also takes the gated forms, which need an interleaved weight
 # Starting from this (instead of zeros, which would name position 0 twice) makes a freshly built
 # SparseLinear hold a valid packed all-zero weight until real values are loaded.
 _ZERO_WEIGHT_META = 0x44444444
-
-
-_PLAIN = (torch.Tensor, nn.Parameter)
-
-
-def _held(values: torch.Tensor, meta: torch.Tensor, bias: torch.Tensor | None) -> tuple:
-    """What the weight's tensor objects hold (each one's address, shape, strides, dtype), as one
-    flat tuple: SparseLinear.forward checks its weight again when any of it changed. One tuple
-    built in one frame: 1.2 us on the dev CPU against 2.1 us for a tuple per tensor
-    (bench/NOTES.md session 15)."""
-    if bias is None:
-        return (values.data_ptr(), values.shape, values.stride(), values.dtype,
-                meta.data_ptr(), meta.shape, meta.stride(), meta.dtype)
-    return (values.data_ptr(), values.shape, values.stride(), values.dtype,
-            meta.data_ptr(), meta.shape, meta.stride(), meta.dtype,
-            bias.data_ptr(), bias.shape, bias.stride(), bias.dtype)
 
 
 class SparseLinear(nn.Module):
@@ -173,50 +156,16 @@ class SparseLinear(nn.Module):
             # meets fp16/bf16 weights in the weights' dtype; the output has the weights' dtype.
             x = x.to(values.dtype)
         if rows is None:
-            if torch.compiler.is_compiling():  # traced: the op, as any call of ops.linear
-                return ops.linear(x, values, meta, bias, self.activation)
-            # The weight's checks pass once per set of tensors: a later call with the same
-            # objects holding the same memory checks only x (ops.gemm.linear_on_checked_weight).
-            # The same memory: address, shape, strides and dtype, since `.data =` (as .to() and
-            # .half() do to a parameter, the bias) changes them under the same object (buffers
-            # become new objects). Weak references, so that a weight moved away (.to(),
-            # offloading) is not kept alive here. Spelled out: this runs on every call.
-            checked = self.__dict__.get("_checked_weight")
-            if (checked is not None and checked[0]() is values and checked[1]() is meta
-                    and (bias is None if checked[2] is None else checked[2]() is bias)
-                    and checked[3] == self.activation and checked[4] == _held(values, meta, bias)):
-                # the launches bound to this weight, by x's shape (sm90 plans: y's allocation
-                # and the launch, nothing else; ops.gemm.bind)
-                bound = checked[5]
-                launch = bound.get(x.shape)
-                if launch:
-                    y = launch(x, values, bias)
-                    if y is not None:
-                        return y
-                return linear_on_checked_weight(x, values, meta, bias, self.activation, bound)
-            y = ops.linear(x, values, meta, bias, self.activation)
-            # plain tensors only: a tensor subclass (a __torch_function__ or wrapper weight) must
-            # see every call through the op, as linear() gives it
-            if (type(values) in _PLAIN and type(meta) in _PLAIN
-                    and (bias is None or type(bias) in _PLAIN)):
-                self.__dict__["_checked_weight"] = (
-                    weakref.ref(values), weakref.ref(meta),
-                    None if bias is None else weakref.ref(bias),
-                    self.activation, _held(values, meta, bias), {})
-            return y
+            # ops.linear checks a weight once while the same tensor objects hold the same memory
+            # (its record), then only x; on sm90 a repeated shape takes the launch bound to the
+            # weight (ops.gemm.bind)
+            return ops.linear(x, values, meta, bias, self.activation)
         if self.activation in GATED:
             raise ValueError("SparseLinear: rows= selects output features of a plain layer; a "
                              "gated one's rows are interleaved gate and up pairs")
         start, stop = rows
-        return ops.linear(x, values[start:stop], meta[start // 16:stop // 16],
-                          None if bias is None else bias[start:stop], self.activation)
-
-    def __getstate__(self) -> dict:
-        # forward's record of the checked weight holds weak references, which neither pickle
-        # (torch.save of the module) nor need to: a copy checks its weight on its first call
-        state = super().__getstate__()
-        state.pop("_checked_weight", None)
-        return state
+        return linear_unrecorded(x, values[start:stop], meta[start // 16:stop // 16],
+                                 None if bias is None else bias[start:stop], self.activation)
 
     def to_dense(self) -> torch.Tensor:
         """The dense weight [out_features, in_features], +0.0 at pruned positions (for inspection)."""

@@ -28,6 +28,7 @@ A repeated call checks its inputs, looks the plan up and launches.
 from __future__ import annotations
 
 import functools
+import weakref
 
 import torch
 
@@ -343,6 +344,44 @@ def check_linear_inputs(x, values, meta, bias, activation) -> None:
                 )
 
 
+# Weights whose checks passed in an eager call: (id(values), id(meta), id(bias), activation) ->
+# (weak references to the three, what they held then (``held``), the launches bound to the
+# weight by x's shape). The checks read some 30 tensor attributes, 2.4-2.8 us of an eager call
+# on the dev CPU (in one expression as much: bench/NOTES.md session 15); the record's test
+# reads 12 and compares one tuple. Weak references: a weight dropped is not kept alive here,
+# and a recycled id() finds a dead reference. Emptied when full.
+_checked: dict[tuple, tuple] = {}
+_MAX_CHECKED = 4096
+
+
+def held(values: torch.Tensor, meta: torch.Tensor, bias: torch.Tensor | None) -> tuple:
+    """What a weight's tensor objects hold (each one's address, shape, strides, dtype), as one
+    flat tuple: a record of checks that passed stands while it is unchanged. ``.data =`` (as
+    .to() and .half() do to a parameter) changes it under the same object and bumps no
+    version counter. One tuple in one frame: 1.2 us on the dev CPU against 2.1 us for a tuple
+    per tensor (bench/NOTES.md session 15)."""
+    if bias is None:
+        return (values.data_ptr(), values.shape, values.stride(), values.dtype,
+                meta.data_ptr(), meta.shape, meta.stride(), meta.dtype)
+    return (values.data_ptr(), values.shape, values.stride(), values.dtype,
+            meta.data_ptr(), meta.shape, meta.stride(), meta.dtype,
+            bias.data_ptr(), bias.shape, bias.stride(), bias.dtype)
+
+
+def _remember(values, meta, bias, activation) -> None:
+    """Record a weight whose checks just passed in a plain eager call: plain tensors only (a
+    tensor subclass must see every call through the op)."""
+    plain = (torch.Tensor, torch.nn.Parameter)
+    if (type(values) not in plain or type(meta) not in plain
+            or (bias is not None and type(bias) not in plain)):
+        return
+    if len(_checked) >= _MAX_CHECKED:
+        _checked.clear()
+    _checked[(id(values), id(meta), id(bias), activation)] = (
+        weakref.ref(values), weakref.ref(meta), None if bias is None else weakref.ref(bias),
+        held(values, meta, bias), {})
+
+
 def linear(
     x: torch.Tensor,
     values: torch.Tensor,
@@ -371,9 +410,33 @@ def linear(
     other outputs of the row finite, and a NaN reaches only the outputs whose kept weights meet it
     (as sparse24.reference.linear_ref computes).
     """
+    # A weight whose checks passed in an earlier eager call, the same tensor objects holding
+    # the same memory: only x is checked, by the launch bound to the weight and x's shape or by
+    # linear_on_checked_weight. is_compiling first: traced, the branch is not taken.
+    if not torch.compiler.is_compiling() and (activation is None or type(activation) is str):
+        record = _checked.get((id(values), id(meta), id(bias), activation))
+        if (record is not None and record[0]() is values and record[1]() is meta
+                and (bias is None or record[2]() is bias)
+                and record[3] == held(values, meta, bias)):
+            bound = record[4]
+            launch = bound.get(x.shape) if type(x) is torch.Tensor else None
+            if launch:
+                y = launch(x, values, bias)
+                if y is not None:
+                    return y
+            return linear_on_checked_weight(x, values, meta, bias, activation, bound)
+    return _checked_linear(x, values, meta, bias, activation)
+
+
+def _checked_linear(x, values, meta, bias, activation, remember: bool = True) -> torch.Tensor:
+    """``linear`` with every input checked: the implementation for a plain eager call (whose
+    weight is then recorded, where ``remember``), else the op."""
     check_linear_inputs(x, values, meta, bias, activation)
     if _plain_eager_call(x, values, meta, bias):
-        return _linear_impl(x, values, meta, bias, activation)
+        y = _linear_impl(x, values, meta, bias, activation)
+        if remember:
+            _remember(values, meta, bias, activation)
+        return y
     y = _linear_op(x, values, meta, bias, activation)
     tracked = [t for t in (x, values, bias) if t is not None and t.requires_grad]
     if tracked and torch.is_grad_enabled():
@@ -406,14 +469,22 @@ def bind(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias: torch.
     return binder(values, meta, bias, ALL_CODES[activation], x.shape, width, generation)
 
 
+def linear_unrecorded(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor,
+                      bias: torch.Tensor | None = None, activation: str | None = None):
+    """``linear`` for a weight made for this one call (slices of a weight taken per call, as
+    SparseLinear's rows=): every input checked and the weight not recorded, since new objects
+    on every call would only churn linear()'s records."""
+    return _checked_linear(x, values, meta, bias, activation, remember=False)
+
+
 def linear_on_checked_weight(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor,
                              bias: torch.Tensor | None, activation: str | None,
                              bound: dict | None = None) -> torch.Tensor:
     """``linear`` for a weight (values, meta, bias, activation) whose checks passed in an earlier
-    call, as SparseLinear knows (its plain-tensor buffers the same objects holding the same
-    memory): only x is checked (its type, width, dtype, device, autograd), and a plain eager call
-    runs the implementation. Anything unusual about x (another width, dtype or device, autograd,
-    a tensor subclass, the meta device) takes ``linear`` itself, whose checks name the problem.
+    call, as ``linear``'s record of it knows (the same tensor objects holding the same memory):
+    only x is checked (its type, width, dtype, device, autograd), and a plain eager call runs
+    the implementation. Anything unusual about x (another width, dtype or device, autograd, a
+    tensor subclass, the meta device) takes every check, which names the problem.
     The weight's checks and the op's dispatch were 3.3-5.6 us of an eager call's host time on
     the H100's host (bench/results/h100/overhead.md). ``bound``: the caller's table of bound
     launches for this weight ({x.shape: what ``bind`` gave}), filled here after a call."""
@@ -430,4 +501,4 @@ def linear_on_checked_weight(x: torch.Tensor, values: torch.Tensor, meta: torch.
                     bound.clear()
                 bound[x.shape] = launch
         return y
-    return linear(x, values, meta, bias, activation)
+    return _checked_linear(x, values, meta, bias, activation)
