@@ -101,7 +101,7 @@ def test_compile_for_returns_the_model_in_eager_and_a_compiled_wrapper_otherwise
 @pytest.mark.parametrize("stub", ["kernel", "family"])
 def test_eager_frames_runs_without_a_gpu(stub):
     """bench.diag.eager_frames runs on a CPU without the interpreter (its own process: it unsets
-    TRITON_INTERPRET before sparse24 is imported), the second call through the direct launch
+    TRITON_INTERPRET before sparse24 is imported), the third call through the direct launch
     where the kernel is stubbed."""
     import os
     import subprocess

@@ -340,18 +340,20 @@ def sparse24_frames(fn) -> list[str]:
 
 @pytest.mark.interpreter
 def test_a_repeated_call_checks_looks_up_and_launches(plans):
-    """Code shape, not speed: the second call of a problem enters the input checks, the plan
-    look-up in _linear_impl, the device guard's check and the family's launch (split_k: its one
-    helper unsplit), and nothing that chooses a config. 19 frames of ours before the plans
-    (bench/NOTES.md, 2026-12-04)."""
+    """Code shape, not speed: a repeated call of a problem (the first plans and records the
+    weight, the second asks for a bound launch, which this family has not) checks the weight's
+    record and x, looks the plan up in _linear_impl, checks the device guard and enters the
+    family's launch (split_k: its one helper unsplit), and nothing that chooses a config or
+    checks the weight rule by rule. 19 frames of ours before the plans (bench/NOTES.md,
+    2026-12-04)."""
     values, meta = packed()
     x = torch.randn(M, K, dtype=torch.float16)
     with torch.no_grad():
         ops.linear(x, values, meta)
+        ops.linear(x, values, meta)
         frames = sparse24_frames(lambda: ops.linear(x, values, meta))
-    assert frames[0] == "linear" and frames[-4:] == ["_linear_impl", "launch_guard", "launch",
-                                                     "split_k"], frames
-    assert len(frames) <= 12, frames
+    assert frames == ["linear", "held", "linear_on_checked_weight", "_linear_impl",
+                      "launch_guard", "launch", "split_k"], frames
 
 
 @pytest.mark.interpreter

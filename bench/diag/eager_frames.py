@@ -1,8 +1,8 @@
 """Python frames of sparse24's own modules in a repeated eager linear() call, on a CPU.
 
 The code-shape half of the host time that bench/overhead.py measures on a GPU: which of our
-functions one call of ``sparse24.ops.linear`` enters once its problem has been seen (the second
-call), with the kernel launch stubbed, so it runs without a GPU and without the Triton
+functions one call of ``sparse24.ops.linear`` enters once its problem has been planned and its
+weight recorded and bound (the third call: the first plans, the second binds), with the kernel launch stubbed, so it runs without a GPU and without the Triton
 interpreter (TRITON_INTERPRET unset, ``gemm.use_triton`` pretending the kernels run). ``--stub
 kernel`` stubs the CachedLaunch objects (the family's launcher still runs, as on a GPU);
 ``--stub family`` stubs the dot family's whole launch.
@@ -83,11 +83,12 @@ def main() -> int:
     with torch.no_grad():
         for label, call in (("no bias", lambda: ops.linear(x, values, meta)),
                             ("bias", lambda: ops.linear(x, values, meta, bias))):
-            call()  # the first call of a problem plans it
+            call()  # the first call of a problem plans it and records the weight
+            call()  # the second binds a launch to the weight, where the family has one
             frames = frames_of(call)
             plan = gemm._plans[(5, 128, 256, torch.float16, x.device)]
             assert FAMILIES[plan[1]["family"]] is dot
-            print(f"{label}: {len(frames)} frames of sparse24 in the second call "
+            print(f"{label}: {len(frames)} frames of sparse24 in the third call "
                   f"(stub: {args.stub}): {' '.join(name for _, name in frames)}")
             if args.time:
                 for part, fn in ((f"linear(), {label}", call), (

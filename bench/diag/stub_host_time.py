@@ -30,6 +30,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--stub", choices=("plan", "launcher"), default="plan",
+                        help="plan: the plan's whole launch is a no-op (older trees too); "
+                             "launcher: sm90's PlannedLaunch runs (its keys, kept arguments and "
+                             "the bound launches where the tree has them) and only Triton's C "
+                             "launcher is a stand-in that does nothing")
     args = parser.parse_args()
     os.environ.pop("TRITON_INTERPRET", None)  # the stub stands in for the kernels
     import torch
@@ -53,6 +58,8 @@ def main() -> int:
         plan = gemm._plans[key] = (noop, cfg, True) if three else (noop, cfg)
         return plan
 
+    if args.stub == "launcher":
+        stub_plan = _planned_launch_stub(gemm)
     gemm.use_triton = lambda t: True
     gemm._plan = stub_plan
 
@@ -87,12 +94,51 @@ def main() -> int:
         for name, call in cases.items():
             times[name].append(min(timeit.repeat(call, number=args.calls, repeat=3))
                                / args.calls * 1e6)
+    stubbed = "launch stubbed" if args.stub == "plan" else "Triton's C launcher stubbed"
     print(f"sparse24 from {os.path.dirname(sparse24.__file__)} · torch {torch.__version__} · "
-          f"{args.rounds} rounds, best of 3 x {args.calls} calls; launch stubbed")
+          f"{args.rounds} rounds, best of 3 x {args.calls} calls; {stubbed}")
     for name, values_us in times.items():
         print(f"{name:26s} median {statistics.median(values_us):6.2f} us  "
               f"(rounds {min(values_us):.2f}-{max(values_us):.2f})")
     return 0
+
+
+def _planned_launch_stub(gemm):
+    """A plan maker whose plans are sm90 PlannedLaunches with their direct launch already learned
+    for every key a call may ask, on a launcher that does nothing; the CPU (device -1) is the
+    current device and stream 0 the current stream."""
+    import torch
+
+    from sparse24.ops import device, triton_internals, wgmma
+
+    class NoLauncher:  # DescriptorLauncher's two entry points, launching nothing
+        def descriptor_args(self, index, tensor):
+            return (object(), *tensor.shape, *tensor.stride())
+
+        def launch_expanded(self, grid0, stream, expanded, args, constexprs):
+            return None
+
+    launcher = NoLauncher()
+
+    class Learned(dict):  # every key has its entry, as after the plan's first launch
+        def get(self, key, default=None):
+            entry = dict.get(self, key)
+            if entry is None:
+                entry = self[key] = (launcher, 132, (), {}, {}, {})
+            return entry
+
+    triton_internals.current_stream = lambda index: 0
+    device._current_cuda_device = lambda: -1
+
+    def plan(key):
+        m, n, k, dtype, _ = key
+        planned = wgmma.PlannedLaunch({"family": "wgmma", "BT": 16}, m, n, k, dtype,
+                                      torch.device("cuda", 0))
+        planned.device, planned.direct = -1, Learned()
+        made = gemm._plans[key] = (planned, {"family": "wgmma"}, True)
+        return made
+
+    return plan
 
 
 if __name__ == "__main__":
