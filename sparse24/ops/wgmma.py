@@ -701,6 +701,7 @@ class PlannedLaunch:
     __slots__ = ("cfg", "device", "n", "k", "direct")
     keep_arguments = True
     takes_rows = True
+    binds = True  # bind() makes BoundLaunches (False: every call takes __call__)
     # launch arguments kept per tensor role and entry, all forgotten when full (as
     # DescriptorLauncher._KEPT): a model with more than 256 weights of one shape and epilogue
     # would fill its weights' arguments again on every call, slower, never wrong
@@ -753,7 +754,8 @@ class PlannedLaunch:
         a launch hook); False where it never will (split-K, a misaligned meta or bias, a strided
         weight)."""
         direct = self.direct
-        if direct is None or not self.keep_arguments or not values.is_contiguous():
+        if (direct is None or not self.binds or not self.keep_arguments
+                or not values.is_contiguous()):
             return False
         meta_addr = meta.data_ptr()
         bias_addr = None if bias is None else bias.data_ptr()
