@@ -317,6 +317,7 @@ def test_sparse_linear_through_its_bound_launches(dtype, monkeypatch):
     from sparse24.ops import gemm
 
     monkeypatch.setattr(gemm, "_plans", {})
+    monkeypatch.setattr(wgmma.PlannedLaunch, "binds", True)
     gen = torch.Generator(device="cuda").manual_seed(29)
     for n, k, bias_on, activation, shapes in (
             (768, 768, True, None, ((768,), (16, 768), (2, 8, 768), (1000, 768))),
