@@ -67,6 +67,7 @@ def sm90_stand_in(monkeypatch):
     monkeypatch.setattr(triton_internals, "current_stream", lambda index: 0)
     monkeypatch.setattr(triton_internals, "direct_launch_allowed", lambda: True)
     monkeypatch.setattr(wgmma.PlannedLaunch, "__call__", _planned_call)
+    monkeypatch.setattr(wgmma.PlannedLaunch, "binds", True)
     return launcher
 
 
