@@ -184,6 +184,9 @@ for stage in "$@"; do
              for side in "$tree" .; do label=$([ "$side" = . ] && echo head || echo "$AB_BASE"); echo "--- BERT turns, $label"
              (cd "$side" && limit 110 python3 -m bench.diag.ab_interleaved --modes eager,default --rounds 5 --min-run-time 0.2 2>&1 \
              | grep -v Warn | tail -6 | tee "$out/host_$label/ab_interleaved.txt"); done ;;  # issue 23 (session 15): carry .ab/$AB_BASE; SparseLinear's bound launches tested on the GPU, then host time and BERT turns, base against head
+    opcostab) base=.ab/${AB_BASE:?AB_BASE names the base tree under .ab}; tree=$(mktemp -d); cp -r "$base/sparse24" "$tree/"; cp -r bench "$tree/"
+             for side in "$tree" .; do label=$([ "$side" = . ] && echo head || echo "$AB_BASE"); echo "--- compiled_op_cost, $label"
+             (cd "$side" && limit 120 python3 -m bench.diag.compiled_op_cost 2>&1 | grep -v Warn | tee "$out/compiled_op_cost_$label.txt" | tail -8); done ;;  # issue 23 (session 15): the op inside a compiled graph, base tree's process then head's
     bertab) for base in .ab/*/; do name=$(basename "$base"); tree=$(mktemp -d); cp -r "$base/sparse24" "$tree/"; cp -r bench "$tree/"
              for pass in 1 2; do for side in "$tree" .; do label=$([ "$side" = . ] && echo head || echo "$name"); mkdir -p "$out/bertab_$label"
              echo "--- BERT turns, $label, pass $pass"; (cd "$side" && limit 100 python3 -m bench.diag.ab_interleaved --modes eager,default --rounds 5 --min-run-time 0.2 2>&1 \

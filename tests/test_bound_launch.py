@@ -34,11 +34,13 @@ class StandInLauncher:
         values, x, y = expanded[0], expanded[5], expanded[10]
         meta_addr, bias_addr, n, k = args
         self.launches.append((x.data_ptr(), y.data_ptr(), meta_addr, bias_addr))
-        layer = StandInLauncher.layer
-        bias = layer.bias if bias_addr != y.data_ptr() else None
-        assert values.data_ptr() == layer.values.data_ptr() and meta_addr == layer.meta.data_ptr()
-        assert (n, k) == (N, K) and x.shape == (x.numel() // K, K) and y.shape == (x.shape[0], N)
-        y.copy_(reference.linear_ref(x, values, layer.meta, bias, layer.activation))
+        weight = StandInLauncher.weight  # (values, meta, bias, activation) the test expects
+        bias = weight[2] if bias_addr != y.data_ptr() else None
+        assert values.data_ptr() == weight[0].data_ptr() and meta_addr == weight[1].data_ptr()
+        assert bias is None or bias_addr == bias.data_ptr()
+        assert (n, k) == (values.shape[0], 2 * values.shape[1])
+        assert x.shape == (x.numel() // k, k) and y.shape == (x.shape[0], n)
+        y.copy_(reference.linear_ref(x, values, weight[1], bias, weight[3]))
 
 
 @pytest.fixture
@@ -87,8 +89,13 @@ def _layer(bias=True, activation=None):
     with torch.no_grad():
         lin.weight.copy_(prune_24(torch.randn(N, K, dtype=torch.float16)))
     layer = SparseLinear.from_linear(lin, activation=activation)
-    StandInLauncher.layer = layer
+    _expect(layer)
     return layer
+
+
+def _expect(layer):
+    """The stand-in launcher's launches must be of this layer's weight."""
+    StandInLauncher.weight = (layer.values, layer.meta, layer.bias, layer.activation)
 
 
 def _want(layer, x):
@@ -151,8 +158,9 @@ def test_calls_the_bound_launch_must_not_serve_take_the_general_path(seed, sm90_
                                                                     monkeypatch, case):
     """An x that is misaligned, not contiguous, of another dtype or that autograd records;
     tuned configs changed since binding; a launch hook; another current device; an x of a
-    tensor subclass: the bound launch declines, and the call takes the general path (or the
-    op, which refuses a backward; or the check that names a wrong dtype)."""
+    tensor subclass: the bound launch declines, and the call takes the general path (through
+    the op where autograd records it, whose backward refuses; or the check that names a wrong
+    dtype)."""
     layer = _layer()
     x = torch.randn(6, K, dtype=torch.float16)
     with torch.no_grad():
@@ -188,10 +196,10 @@ def test_calls_the_bound_launch_must_not_serve_take_the_general_path(seed, sm90_
     with torch.set_grad_enabled(grad):
         y = layer(x)
     assert torch.equal(y.detach(), _want(layer, x.detach()))
-    # offered and declined; an x of a subclass is not offered (linear() looks only plain x up)
-    assert offered == ([] if case == "subclass" else [None])
-    # the general path; an x autograd records takes the op (its own registered implementation)
-    assert bool(general) == (case != "requires_grad")
+    # offered and declined; an x of a subclass is not offered (linear() looks only plain x up);
+    # an x autograd records is offered by linear() and again by the op it then takes
+    assert offered == {"subclass": [], "requires_grad": [None, None]}.get(case, [None])
+    assert general  # the general path
     if case == "requires_grad":
         with pytest.raises(RuntimeError, match="has no backward"):
             y.sum().backward()
@@ -207,7 +215,7 @@ def test_a_replaced_weight_is_checked_and_bound_again(seed, sm90_stand_in):
         layer(x), layer(x), layer(x)
         old = _bound(layer)
         layer.values = layer.values.clone()
-        StandInLauncher.layer = layer
+        _expect(layer)
         y = layer(x)
         assert _bound(layer) is not old and torch.equal(y, _want(layer, x))
         layer(x)
@@ -262,3 +270,36 @@ def _dense():
     with torch.no_grad():
         lin.weight.copy_(prune_24(lin.weight))
     return lin
+
+
+def test_the_op_records_a_whole_weight_and_takes_its_bound_launch(seed, sm90_stand_in,
+                                                                   monkeypatch):
+    """The registered op (what a compiled graph calls on every run) checks a whole, plain weight
+    it has no record of (a bad one is refused by name), records it, and from a shape's third call
+    takes the bound launch; slices of a weight are neither checked nor recorded."""
+    layer = _layer()
+    x = torch.randn(5, K, dtype=torch.float16)
+    op = torch.ops.sparse24.linear.default
+    with torch.no_grad():
+        with pytest.raises(ValueError, match=r"bias has shape \(32,\), expected \(64,\)"):
+            op(x, layer.values, layer.meta, layer.bias[:32].clone(), None)
+        before = len(gemm._checked)
+        op(x, layer.values, layer.meta, layer.bias, None), op(x, layer.values, layer.meta,
+                                                              layer.bias, None)
+        assert len(gemm._checked) == before + 1
+        assert isinstance(_bound(layer)[x.shape], wgmma.BoundLaunch)
+        general = []
+        real = gemm._linear_impl
+        monkeypatch.setattr(gemm, "_linear_impl", lambda *a: general.append(a) or real(*a))
+        for _ in range(2):
+            x = torch.randn(5, K, dtype=torch.float16)
+            assert torch.equal(op(x, layer.values, layer.meta, layer.bias, None),
+                               _want(layer, x))
+        assert not general
+        parts = (layer.values[16:48], layer.meta[1:3], layer.bias[16:48])
+        StandInLauncher.weight = (*parts, None)
+        want = reference.linear_ref(x, *parts, None)
+        checked = []
+        monkeypatch.setattr(gemm, "check_linear_inputs", lambda *a: checked.append(a))
+        assert torch.equal(op(x, *parts, None), want) and len(general) == 1 and not checked
+        assert len(gemm._checked) == before + 1

@@ -87,6 +87,7 @@ def main() -> int:
     torch.set_grad_enabled(False)
     cases = {"ops.linear, 2-D x": lambda: ops.linear(x2, values, meta, bias),
              "ops.linear, 3-D x": lambda: ops.linear(x3, values, meta, bias),
+             "the op, 2-D x": lambda: torch.ops.sparse24.linear(x2, values, meta, bias, None),
              "SparseLinear, 3-D x": lambda: layer(x3),
              "fused Q/K/V block, 3-D x": lambda: block(x3)}
     times: dict[str, list[float]] = {name: [] for name in cases}

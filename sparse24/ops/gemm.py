@@ -217,10 +217,38 @@ def _linear_impl(
 # Autograd: the dispatcher's fallthrough (no Python per call); linear is inference only: linear()
 # attaches _NoBackward to outputs that autograd would track, so a backward raises instead of
 # stopping silently.
+def _op_impl(x, values, meta, bias, activation) -> torch.Tensor:
+    """The registered op's implementation, what a compiled graph calls on every run. A weight
+    linear() has recorded (the same objects holding the same memory) takes the launch bound to
+    it and x's shape where there is one; any other call runs ``_linear_impl``. A whole, plain
+    weight not recorded yet is checked here first and then recorded: its checks run once, not
+    on every run of the graph (the op checks nothing per call). Slices taken per call (a fused
+    group's rows) are neither checked nor recorded, as before."""
+    record = _checked.get((id(values), id(meta), id(bias), activation))
+    if (record is not None and record[0]() is values and record[1]() is meta
+            and (bias is None or record[2]() is bias) and record[3] == held(values, meta, bias)):
+        bound = record[4]
+        launch = bound.get(x.shape)
+        if launch:
+            y = launch(x, values, bias)
+            if y is not None:
+                return y
+        y = _linear_impl(x, values, meta, bias, activation)
+        if x.shape not in bound:
+            _bind_into(bound, x, values, meta, bias, activation)
+        return y
+    if not _recordable(values, meta, bias):
+        return _linear_impl(x, values, meta, bias, activation)
+    check_linear_inputs(x, values, meta, bias, activation)
+    y = _linear_impl(x, values, meta, bias, activation)
+    _remember(values, meta, bias, activation)
+    return y
+
+
 _LIB = torch.library.Library("sparse24", "FRAGMENT")
 _LIB.define("linear(Tensor x, Tensor values, Tensor meta, Tensor? bias, str? activation) -> Tensor")
 for _key in ("CUDA", "CPU"):
-    _LIB.impl("linear", _linear_impl, _key)
+    _LIB.impl("linear", _op_impl, _key)
 _LIB.impl("linear", torch.library.fallthrough_kernel, "Autograd")
 _linear_op = torch.ops.sparse24.linear.default
 
@@ -368,12 +396,21 @@ def held(values: torch.Tensor, meta: torch.Tensor, bias: torch.Tensor | None) ->
             bias.data_ptr(), bias.shape, bias.stride(), bias.dtype)
 
 
-def _remember(values, meta, bias, activation) -> None:
-    """Record a weight whose checks just passed in a plain eager call: plain tensors only (a
-    tensor subclass must see every call through the op)."""
+def _recordable(values, meta, bias) -> bool:
+    """Whether a weight may be recorded: plain tensors (a tensor subclass must see every call
+    through the op), each whole (not a part of a larger tensor: a caller that slices a weight on
+    every call, as a fused group's rows, makes new objects each time, which would only churn
+    the records; compress's values are a view of all of their base)."""
     plain = (torch.Tensor, torch.nn.Parameter)
-    if (type(values) not in plain or type(meta) not in plain
-            or (bias is not None and type(bias) not in plain)):
+    for t in (values, meta) if bias is None else (values, meta, bias):
+        if type(t) not in plain or (t._base is not None and t._base.numel() != t.numel()):
+            return False
+    return True
+
+
+def _remember(values, meta, bias, activation) -> None:
+    """Record a weight whose checks just passed (where ``_recordable``)."""
+    if not _recordable(values, meta, bias):
         return
     if len(_checked) >= _MAX_CHECKED:
         _checked.clear()
@@ -495,10 +532,16 @@ def linear_on_checked_weight(x: torch.Tensor, values: torch.Tensor, meta: torch.
                 or (bias is not None and bias.requires_grad)))):
         y = _linear_impl(x, values, meta, bias, activation)
         if bound is not None and x.shape not in bound:
-            launch = bind(x, values, meta, bias, activation)
-            if launch is not None:  # None: not learned yet, asked again on the next call
-                if len(bound) >= _MAX_BOUND:
-                    bound.clear()
-                bound[x.shape] = launch
+            _bind_into(bound, x, values, meta, bias, activation)
         return y
     return _checked_linear(x, values, meta, bias, activation)
+
+
+def _bind_into(bound: dict, x, values, meta, bias, activation) -> None:
+    """After a call of a recorded weight on an x shape its table has no answer for: keep what
+    ``bind`` gives for that shape."""
+    launch = bind(x, values, meta, bias, activation)
+    if launch is not None:  # None: not learned yet, asked again on the next call
+        if len(bound) >= _MAX_BOUND:
+            bound.clear()
+        bound[x.shape] = launch
