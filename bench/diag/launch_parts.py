@@ -22,6 +22,12 @@ the inside out, so that each microsecond has an owner:
   run_config                 + torch.empty and the family table
   linear impl                + the plan lookup and the stride checks (sparse24.ops.gemm._linear_impl);
                              ", 3-D x": x [1, M, K], its rows read unreshaped
+  held                       the record's test of a weight checked before (session 15): the flat
+                             tuple of what its tensors hold (sparse24.ops.gemm.held)
+  torch.empty_like (template) y's allocation in a bound launch
+  BoundLaunch                the launch bound to the weight and x's shape (wgmma.BoundLaunch):
+                             y's allocation, x's and y's kept arguments, the C launch
+  the op                     torch.ops.sparse24.linear: the dispatcher's hop, then the same record
   linear()                   + the input checks and the plain-eager test; ", unplanned": with
                              the plan holding wgmma.launch instead of its PlannedLaunch; ", not
                              keeping arguments": PlannedLaunch.keep_arguments off (the two
@@ -111,6 +117,13 @@ def parts(m: int, n: int, k: int) -> dict:
             return run
         return wrap
 
+    # linear()'s record of this weight and the launch bound to it (two calls make them)
+    ops.linear(x, values, meta), ops.linear(x, values, meta)
+    record = gemm._checked.get((id(values), id(meta), id(None), None))
+    bound = record[4].get(x.shape) if record else None
+    if not isinstance(bound, wgmma.BoundLaunch):
+        raise SystemExit(f"no bound launch for {m}x{n}x{k}: {bound!r}")
+    template = bound.template
     memo = {(t.data_ptr(), *t.shape, *t.stride()): fill_one(t, spec)
             for t, spec in zip(tensors, metas)}
 
@@ -137,6 +150,10 @@ def parts(m: int, n: int, k: int) -> dict:
         "PlannedLaunch": lambda: planned(x, values, meta, None, y, 0, plan_cfg),
         "run_config": lambda: gemm.run_config(x, values, meta, None, 0, cfg),
         "linear impl": lambda: gemm._linear_impl(x, values, meta, None, None),
+        "held": lambda: gemm.held(values, meta, None),
+        "torch.empty_like (template)": lambda: torch.empty_like(template),
+        "BoundLaunch": lambda: bound(x, values, None),
+        "the op": lambda: torch.ops.sparse24.linear(x, values, meta, None, None),
         "linear(), unplanned": planning(False)(lambda: ops.linear(x, values, meta)),
         "linear(), not keeping arguments": planning(True, False)(
             lambda: ops.linear(x, values, meta)),
