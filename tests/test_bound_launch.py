@@ -1,4 +1,5 @@
-"""SparseLinear's bound launches (wgmma.BoundLaunch, ops.gemm.bind), on a CPU: an sm90 plan whose
+"""Records of checked weights and their bound launches (ops.gemm's records, wgmma.BoundLaunch,
+ops.gemm.bind), through SparseLinear, linear() and the op, on a CPU: an sm90 plan whose
 C launcher is a stand-in that computes y with the PyTorch reference from the tensors its kept
 arguments name. What is checked is the plumbing the GPU cannot show apart from the kernel: which
 calls take the bound launch, that they hand the launcher this call's x and y and the layer's
@@ -33,7 +34,7 @@ class StandInLauncher:
     def launch_expanded(self, grid0, stream, expanded, args, constexprs):
         values, x, y = expanded[0], expanded[5], expanded[10]
         meta_addr, bias_addr, n, k = args
-        self.launches.append((x.data_ptr(), y.data_ptr(), meta_addr, bias_addr))
+        self.launches.append((x.data_ptr(), y.data_ptr(), meta_addr, bias_addr, x.stride()))
         weight = StandInLauncher.weight  # (values, meta, bias, activation) the test expects
         bias = weight[2] if bias_addr != y.data_ptr() else None
         assert values.data_ptr() == weight[0].data_ptr() and meta_addr == weight[1].data_ptr()
@@ -185,8 +186,10 @@ def test_calls_the_bound_launch_must_not_serve_take_the_general_path(seed, sm90_
         return
     elif case == "requires_grad":
         x, grad = x.clone().requires_grad_(), True
-    elif case == "retuned":
+    elif case == "retuned":  # a bound launch made before a put declines (the put also empties
+        stale = _bound(layer)[x.shape]  # the records, so linear() does not offer it again)
         tuning_cache.changed()  # what a put does
+        stale(x, layer.values, layer.bias)
     elif case == "hook":
         monkeypatch.setattr(triton_internals, "direct_launch_allowed", lambda: False)
     elif case == "other_device":
@@ -303,3 +306,118 @@ def test_the_op_records_a_whole_weight_and_takes_its_bound_launch(seed, sm90_sta
         monkeypatch.setattr(gemm, "check_linear_inputs", lambda *a: checked.append(a))
         assert torch.equal(op(x, *parts, None), want) and len(general) == 1 and not checked
         assert len(gemm._checked) == before + 1
+
+
+@pytest.mark.parametrize("case", ["subclass_through_the_op", "x_on_another_device",
+                                  "values_require_grad", "bias_requires_grad"])
+def test_the_bound_launch_declines_what_only_it_sees(seed, sm90_stand_in, monkeypatch, case):
+    """Cases the bound launch itself must refuse (linear()'s own tests do not reach them): an x
+    of a tensor subclass handed to the op, an x on another device than the plan's, and a weight
+    that autograd records (values or bias made to require grad after binding)."""
+    layer = _layer()
+    x = torch.randn(6, K, dtype=torch.float16)
+    with torch.no_grad():
+        layer(x), layer(x)
+    bound = _bound(layer)[x.shape]
+    offered = []
+    real_call = wgmma.BoundLaunch.__call__
+    monkeypatch.setattr(wgmma.BoundLaunch, "__call__",
+                        lambda self, *a: offered.append(real_call(self, *a)) or offered[-1])
+    grad = False
+    if case == "subclass_through_the_op":
+        class Sub(torch.Tensor):
+            pass
+
+        with torch.no_grad():
+            y = torch.ops.sparse24.linear(x.as_subclass(Sub), layer.values, layer.meta,
+                                          layer.bias, None)
+        assert offered == [None] and torch.equal(y.as_subclass(torch.Tensor), _want(layer, x))
+        return
+    if case == "x_on_another_device":
+        bound.device = 0  # a plan of cuda:0, the current device; x is on the CPU (-1)
+        monkeypatch.setattr(device, "_current_cuda_device", lambda: 0)
+    elif case == "values_require_grad":
+        layer.values.requires_grad_(True)
+        grad = True
+    else:
+        layer.bias.requires_grad_(True)
+        grad = True
+    with torch.set_grad_enabled(grad):
+        y = layer(x)
+    assert offered and offered[0] is None
+    assert torch.equal(y.detach(), _want(layer, x))
+    if grad:  # the op's output: a backward refuses
+        assert y.requires_grad
+        with pytest.raises(RuntimeError, match="has no backward"):
+            y.sum().backward()
+
+
+def test_a_one_row_x_with_any_row_stride_is_launched_as_dense_rows(seed, sm90_stand_in):
+    """A [1, K] x whose row stride is not K is contiguous (one row): the bound launch serves it
+    with the descriptor of its dense row (rows K apart), the key it keeps arguments by."""
+    torch.set_grad_enabled(False)
+    try:
+        layer = _layer()
+        for _ in range(2):
+            layer(torch.randn(1, K, dtype=torch.float16))
+        odd = torch.randn(1, K + 8, dtype=torch.float16)[:, :K]
+        assert odd.is_contiguous() and odd.stride(0) == K + 8
+        assert torch.equal(layer(odd), _want(layer, odd))
+        assert sm90_stand_in.launches[-1][4] == (K, 1)
+    finally:
+        torch.set_grad_enabled(True)
+
+
+def test_tuned_configs_that_change_make_records_check_and_bind_again(seed, sm90_stand_in):
+    """A put (or a new cache directory) empties the records: the next calls check the weight,
+    bind anew, and the new bound launch serves."""
+    torch.set_grad_enabled(False)
+    try:
+        layer = _layer()
+        x = torch.randn(4, K, dtype=torch.float16)
+        layer(x), layer(x)
+        old = _bound(layer)[x.shape]
+        tuning_cache.changed()
+        layer(x), layer(x)
+        new = _bound(layer)[x.shape]
+        assert new is not old and isinstance(new, wgmma.BoundLaunch)
+        assert torch.equal(new(x, layer.values, layer.bias), _want(layer, x))
+    finally:
+        torch.set_grad_enabled(True)
+
+
+def test_a_change_during_the_checked_call_is_not_recorded_as_checked(seed, monkeypatch):
+    """What the record keeps is read before the checks: a bias changed (.data =) while the
+    checked call runs is checked again on the next call, and refused by name."""
+    values, meta = compress(prune_24(torch.randn(N, K, dtype=torch.float16)))
+    bias = torch.randn(N, dtype=torch.float16)
+    x = torch.randn(3, K, dtype=torch.float16)
+    real = gemm._linear_impl
+
+    def swap_during(*args):
+        y = real(*args)
+        bias.data = torch.randn(N + 16, dtype=torch.float16)
+        return y
+
+    monkeypatch.setattr(gemm, "_linear_impl", swap_during)
+    with torch.no_grad():
+        gemm.linear(x, values, meta, bias)
+        monkeypatch.setattr(gemm, "_linear_impl", real)
+        with pytest.raises(ValueError, match=r"bias has shape \(80,\), expected \(64,\)"):
+            gemm.linear(x, values, meta, bias)
+
+
+def test_a_freed_weight_takes_its_record_with_it(seed):
+    """A record leaves when one of its weight's tensors is freed (its weak references'
+    callback), so a dropped model leaves no record or bound launch behind."""
+    import gc
+
+    values, meta = compress(prune_24(torch.randn(N, K, dtype=torch.float16)))
+    x = torch.randn(3, K, dtype=torch.float16)
+    with torch.no_grad():
+        gemm.linear(x, values, meta)
+    key = (id(values), id(meta), id(None), None)
+    assert key in gemm._checked
+    del values
+    gc.collect()
+    assert key not in gemm._checked

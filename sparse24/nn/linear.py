@@ -10,7 +10,6 @@ from torch import nn
 from sparse24 import ops
 from sparse24.activations import GATED, NAMES
 from sparse24.layout import LAYOUT_VERSION, granularity_error, meta_error, meta_shape, values_shape
-from sparse24.ops.gemm import linear_unrecorded
 from sparse24.weight import Sparse24Weight, natural_values
 
 ACTIVATION_NAMES = NAMES
@@ -164,8 +163,9 @@ class SparseLinear(nn.Module):
             raise ValueError("SparseLinear: rows= selects output features of a plain layer; a "
                              "gated one's rows are interleaved gate and up pairs")
         start, stop = rows
-        return linear_unrecorded(x, values[start:stop], meta[start // 16:stop // 16],
-                                 None if bias is None else bias[start:stop], self.activation)
+        # slices made on every call: never recorded (ops.gemm._recordable)
+        return ops.linear(x, values[start:stop], meta[start // 16:stop // 16],
+                          None if bias is None else bias[start:stop], self.activation)
 
     def to_dense(self) -> torch.Tensor:
         """The dense weight [out_features, in_features], +0.0 at pruned positions (for inspection)."""

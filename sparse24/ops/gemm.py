@@ -147,6 +147,8 @@ _MAX_PLANS = 4096
 @tuning.on_change
 def _forget_plans() -> None:
     _plans.clear()  # the global, looked up at each call: tests may swap the dict
+    # the records' bound launches hold the old plans' launches: checked and bound again
+    _checked.clear()
 
 
 def _plan(key: tuple) -> tuple:
@@ -239,9 +241,10 @@ def _op_impl(x, values, meta, bias, activation) -> torch.Tensor:
         return y
     if not _recordable(values, meta, bias):
         return _linear_impl(x, values, meta, bias, activation)
+    state = held(values, meta, bias)  # before the checks: what they passed is what is recorded
     check_linear_inputs(x, values, meta, bias, activation)
     y = _linear_impl(x, values, meta, bias, activation)
-    _remember(values, meta, bias, activation)
+    _remember(values, meta, bias, activation, state)
     return y
 
 
@@ -372,14 +375,16 @@ def check_linear_inputs(x, values, meta, bias, activation) -> None:
                 )
 
 
-# Weights whose checks passed in an eager call: (id(values), id(meta), id(bias), activation) ->
-# (weak references to the three, what they held then (``held``), the launches bound to the
-# weight by x's shape). The checks read some 30 tensor attributes, 2.4-2.8 us of an eager call
-# on the dev CPU (in one expression as much: bench/NOTES.md session 15); the record's test
-# reads 12 and compares one tuple. Weak references: a weight dropped is not kept alive here,
-# and a recycled id() finds a dead reference. Emptied when full.
+# Weights whose checks passed (in linear() or in the op): (id(values), id(meta), id(bias),
+# activation) -> (weak references to the three, what they held then (``held``), the launches
+# bound to the weight by x's shape). The checks read some 30 tensor attributes, 2.4-2.8 us of
+# an eager call on the dev CPU (in one expression as much: bench/NOTES.md session 15); the
+# record's test reads 12 and compares one tuple. Weak references: a weight dropped is not kept
+# alive here (its record leaves with it, by the references' callback), and a recycled id()
+# finds a dead reference. Emptied when full (more live weights than any model has layers) and
+# when the tuned configs change.
 _checked: dict[tuple, tuple] = {}
-_MAX_CHECKED = 4096
+_MAX_CHECKED = 65536
 
 
 def held(values: torch.Tensor, meta: torch.Tensor, bias: torch.Tensor | None) -> tuple:
@@ -408,15 +413,19 @@ def _recordable(values, meta, bias) -> bool:
     return True
 
 
-def _remember(values, meta, bias, activation) -> None:
-    """Record a weight whose checks just passed (where ``_recordable``)."""
-    if not _recordable(values, meta, bias):
-        return
+def _remember(values, meta, bias, activation, state: tuple) -> None:
+    """Record a weight (``_recordable``) whose checks passed while it held ``state``."""
     if len(_checked) >= _MAX_CHECKED:
         _checked.clear()
-    _checked[(id(values), id(meta), id(bias), activation)] = (
-        weakref.ref(values), weakref.ref(meta), None if bias is None else weakref.ref(bias),
-        held(values, meta, bias), {})
+    key = (id(values), id(meta), id(bias), activation)
+
+    def forget(dead, key=key):  # one of the weight's tensors was freed: its record goes too
+        record = _checked.get(key)
+        if record is not None and dead in record[:3]:
+            del _checked[key]
+
+    _checked[key] = (weakref.ref(values, forget), weakref.ref(meta, forget),
+                     None if bias is None else weakref.ref(bias, forget), state, {})
 
 
 def linear(
@@ -465,14 +474,17 @@ def linear(
     return _checked_linear(x, values, meta, bias, activation)
 
 
-def _checked_linear(x, values, meta, bias, activation, remember: bool = True) -> torch.Tensor:
+def _checked_linear(x, values, meta, bias, activation) -> torch.Tensor:
     """``linear`` with every input checked: the implementation for a plain eager call (whose
-    weight is then recorded, where ``remember``), else the op."""
+    weight is then recorded where ``_recordable``), else the op."""
+    # what the weight holds, read before the checks: a change from another thread between the
+    # checks and the record must not be recorded as checked
+    state = held(values, meta, bias) if _recordable(values, meta, bias) else None
     check_linear_inputs(x, values, meta, bias, activation)
     if _plain_eager_call(x, values, meta, bias):
         y = _linear_impl(x, values, meta, bias, activation)
-        if remember:
-            _remember(values, meta, bias, activation)
+        if state is not None:
+            _remember(values, meta, bias, activation, state)
         return y
     y = _linear_op(x, values, meta, bias, activation)
     tracked = [t for t in (x, values, bias) if t is not None and t.requires_grad]
@@ -481,15 +493,16 @@ def _checked_linear(x, values, meta, bias, activation, remember: bool = True) ->
     return y
 
 
-# Bound launches a caller keeps per weight (SparseLinear: beside its checked weight), by x's
-# shape: every sequence length of a server is one, so a table holds at most this many
+# Launches bound to a recorded weight, by x's shape: every sequence length of a server is one,
+# so a record's table holds at most this many
 _MAX_BOUND = 64
 
 
 def bind(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias: torch.Tensor | None,
          activation: str | None):
-    """The plan of this call bound to its weight and x's shape (``wgmma.BoundLaunch``: it
-    allocates y and launches, nothing else), for a caller that checks the weight itself; None
+    """The plan of this call bound to its weight and x's shape (``wgmma.BoundLaunch``: it checks
+    x and what may have changed since, allocates y and launches), for a record of a weight whose
+    checks passed; None
     while the plan has not learned its direct launch; False where its family has no such
     launch (the mma and dot families; split-K) or the call never runs a kernel."""
     k = values.shape[1] * 2
@@ -504,14 +517,6 @@ def bind(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias: torch.
         return False
     width = values.shape[0] // 2 if activation in GATED else values.shape[0]
     return binder(values, meta, bias, ALL_CODES[activation], x.shape, width, generation)
-
-
-def linear_unrecorded(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor,
-                      bias: torch.Tensor | None = None, activation: str | None = None):
-    """``linear`` for a weight made for this one call (slices of a weight taken per call, as
-    SparseLinear's rows=): every input checked and the weight not recorded, since new objects
-    on every call would only churn linear()'s records."""
-    return _checked_linear(x, values, meta, bias, activation, remember=False)
 
 
 def linear_on_checked_weight(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor,

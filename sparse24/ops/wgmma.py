@@ -701,7 +701,7 @@ class PlannedLaunch:
     __slots__ = ("cfg", "device", "n", "k", "direct")
     keep_arguments = True
     takes_rows = True
-    binds = True  # bind() makes BoundLaunches (False: every call takes __call__)
+    binds = True  # bind() makes BoundLaunches (False: no new ones; those made serve on)
     # launch arguments kept per tensor role and entry, all forgotten when full (as
     # DescriptorLauncher._KEPT): a model with more than 256 weights of one shape and epilogue
     # would fill its weights' arguments again on every call, slower, never wrong
@@ -777,12 +777,13 @@ class PlannedLaunch:
 
 
 class BoundLaunch:
-    """A ``PlannedLaunch`` bound to one weight and one shape of x, as SparseLinear keeps them
-    beside its checked weight: ``bound(x, values, bias)`` allocates y, launches and returns it, or
-    returns None where this call needs the general path (x not a contiguous, aligned plain tensor
-    of the plan's dtype on the current device; autograd to record; a launch hook; tuned configs
-    that changed since binding). The caller vouches for the weight (the same tensors holding the
-    same memory as when bound) and for x's shape (its table's key)."""
+    """A ``PlannedLaunch`` bound to one weight and one shape of x, as sparse24.ops.gemm's record
+    of a checked weight keeps them: ``bound(x, values, bias)`` allocates y, launches and returns
+    it, or returns None where this call needs the general path (x not a contiguous, aligned plain
+    tensor of the plan's dtype on the plan's device with rows K apart; autograd to record; another
+    current device; a launch hook; tuned configs that changed since binding). The caller vouches
+    for the weight (the same tensors holding the same memory as when bound) and for x's shape
+    (its table's key)."""
 
     __slots__ = ("dtype", "device", "n", "k", "launcher", "grid0", "constexprs", "w_args",
                  "inputs", "outputs", "meta_addr", "bias_addr", "template", "generation")
@@ -799,6 +800,7 @@ class BoundLaunch:
         if type(x) is not torch.Tensor or x.dtype is not self.dtype or x.get_device() != self.device:
             return None
         x_addr = x.data_ptr()
+        k = self.k
         if (x_addr & 15 or not x.is_contiguous()
                 or (torch.is_grad_enabled() and (x.requires_grad or values.requires_grad or (
                     bias is not None and bias.requires_grad)))
@@ -808,9 +810,11 @@ class BoundLaunch:
             return None
         y = torch.empty_like(self.template)
         y_addr = y.data_ptr()
-        k = self.k
+        # keyed by x's address, its rows K apart: a contiguous x's elements are dense whatever
+        # strides its size-1 dims carry ([1, K] with rows 139 apart is contiguous), so its
+        # descriptor is made from the [M, K] view with those strides
         x_args = self.inputs.get((x_addr, k)) or _kept(
-            self.inputs, (x_addr, k), self.launcher, 1, _rows(x))
+            self.inputs, (x_addr, k), self.launcher, 1, x.as_strided((x.numel() // k, k), (k, 1)))
         y_args = self.outputs.get(y_addr) or _kept(self.outputs, y_addr, self.launcher, 2, _rows(y))
         bias_addr = self.bias_addr
         self.launcher.launch_expanded(
