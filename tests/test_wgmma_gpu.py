@@ -308,8 +308,8 @@ def test_linear_through_its_planned_launch(dtype, monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_sparse_linear_through_its_bound_launches(dtype, monkeypatch):
     """SparseLinear's repeated calls take the launches bound to its weight (wgmma.BoundLaunch):
-    bit for bit the general path's outputs (bound launches turned off), for 1-D, 2-D and 3-D x
-    at few, some and many tokens, each epilogue with and without bias (gated paired in the
+    bit for bit the general path's outputs (gemm._linear_impl, the plan's launch), for 1-D,
+    2-D and 3-D x at few, some and many tokens, each epilogue with and without bias (gated paired in the
     kernel; a split-K plan has none and is served by the general path), a fresh x each call;
     on a side stream; captured in a CUDA graph and replayed on new data; and an x the bound
     launch must decline (misaligned, transposed) still right."""
@@ -338,7 +338,9 @@ def test_sparse_linear_through_its_bound_launches(dtype, monkeypatch):
             for shape in shapes:
                 xs = [(torch.randn(shape, device="cuda", generator=gen) / k ** 0.5).to(dtype)
                       for _ in range(4)]
-                general = [ops.linear(x, layer.values, layer.meta, bias, activation) for x in xs]
+                # the general path itself: linear() would take the records' bound launches
+                general = [gemm._linear_impl(x, layer.values, layer.meta, bias, activation)
+                           for x in xs]
                 got = [layer(x) for x in xs]
                 case = (n, k, activation, shape)
                 for a, b in zip(general, got):
