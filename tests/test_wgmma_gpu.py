@@ -309,10 +309,10 @@ def test_linear_through_its_planned_launch(dtype, monkeypatch):
 def test_sparse_linear_through_its_bound_launches(dtype, monkeypatch):
     """SparseLinear's repeated calls take the launches bound to its weight (wgmma.BoundLaunch):
     bit for bit the general path's outputs (gemm._linear_impl, the plan's launch), for 1-D,
-    2-D and 3-D x at few, some and many tokens, each epilogue with and without bias (gated paired in the
-    kernel; a split-K plan has none and is served by the general path), a fresh x each call;
-    on a side stream; captured in a CUDA graph and replayed on new data; and an x the bound
-    launch must decline (misaligned, transposed) still right."""
+    2-D and 3-D x at few, some and many tokens, each epilogue with and without bias (gated
+    paired in the kernel; a split-K plan has none and is served by the general path), a fresh
+    x each call; on a side stream; captured in a CUDA graph and replayed on new data; and an x
+    the bound launch must decline (misaligned, transposed) still right."""
     from sparse24.nn import SparseLinear
     from sparse24.ops import gemm
 
