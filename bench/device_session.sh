@@ -26,6 +26,8 @@
 #   streamk (session 13): stream-K's GPU tests and its A/B, at 88562f3 (reverted: it lost)
 #   bash bench/device_session.sh OUT_DIR fewtest versions streamrate decodeprofile stallsx wraptriton llmbreakdown   # session 14: carry .ab/base; the 80-program rule's GPU test and A/B, then issue 25's and 23's diagnostics
 #   next (after session 14, 2026-12-06): split the few-token kernel's fixed cost (~3.2 us a call; bench.diag.stream_rate); the H200 reruns (gemm16 gemmbf16 llm bert overhead) when one is lent; decode (the mma GPU tests) on HEAD
+#   bash bench/device_session.sh OUT_DIR boundab opcostab   # session 15: carry .ab/$AB_BASE; the records' and bound launches' GPU tests, host time, BERT turns and the compiled op, base against head
+#   next (after session 15): testsrest decode launchparts on HEAD (the review's mends, 15fccaf, ran on the CPU only), then boundab opcostab against e9c7f77 on one calm host
 # Export SPARSE24_COMMIT=<this commit> in the device command: the GPU machine's copy of the tree keeps
 # an older commit in its .git, and the records name that one (+dirty) otherwise (session 10's did).
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
