@@ -22,7 +22,10 @@ rule here; its fields: the family's heuristic). ``linear`` asks ``choose_config`
 problem (M, N, K, dtype, device) and keeps the answer as a plan, (the family's launch, config,
 whether that launch takes N-D rows);
 the sm90 family's launch there is a ``wgmma.PlannedLaunch`` that keeps the plan's direct launches.
-A repeated call checks its inputs, looks the plan up and launches.
+A weight whose checks passed is recorded (``_checked``, by its tensors' ids, while they hold the
+same memory): a repeated call of it checks only x, then takes the launch bound to the weight and
+x's shape (sm90: ``wgmma.BoundLaunch``) or looks the plan up, and launches. The registered op,
+which a compiled graph calls, uses the same records.
 """
 
 from __future__ import annotations
