@@ -424,8 +424,8 @@ def _remember(values, meta, bias, activation, state: tuple) -> None:
 
     def forget(dead, key=key):  # one of the weight's tensors was freed: its record goes too
         record = _checked.get(key)
-        if record is not None and dead in record[:3]:
-            del _checked[key]
+        if record is not None and dead in record[:3]:  # a dead reference equals only itself
+            _checked.pop(key, None)  # pop: another thread may have emptied the records
 
     _checked[key] = (weakref.ref(values, forget), weakref.ref(meta, forget),
                      None if bias is None else weakref.ref(bias, forget), state, {})
