@@ -505,9 +505,8 @@ def bind(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias: torch.
          activation: str | None):
     """The plan of this call bound to its weight and x's shape (``wgmma.BoundLaunch``: it checks
     x and what may have changed since, allocates y and launches), for a record of a weight whose
-    checks passed; None
-    while the plan has not learned its direct launch; False where its family has no such
-    launch (the mma and dot families; split-K) or the call never runs a kernel."""
+    checks passed; None while the plan has not learned its direct launch; False where its family
+    has no such launch (the mma and dot families; split-K) or the call never runs a kernel."""
     k = values.shape[1] * 2
     if not use_triton(x) or x.dtype not in GEMM_DTYPES or not k or not x.numel():
         return False

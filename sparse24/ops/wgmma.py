@@ -746,7 +746,6 @@ class PlannedLaunch:
         if entry:
             direct[key] = (*entry, {}, {}, {})
 
-
     def bind(self, values, meta, bias, activation: int, shape: torch.Size, width: int,
              generation: int) -> BoundLaunch | bool | None:
         """This plan's direct launch bound to one weight (values, meta, bias, activation) and one
