@@ -29,6 +29,7 @@
 #   bash bench/device_session.sh OUT_DIR boundab opcostab   # session 15: carry .ab/$AB_BASE; the records' and bound launches' GPU tests, host time, BERT turns and the compiled op, base against head
 #   next (after session 15): testsrest decode launchparts on HEAD (the review's mends, 15fccaf, ran on the CPU only), then boundab opcostab against e9c7f77 on one calm host
 #   bash bench/device_session.sh OUT_DIR restests wgmmatests launchparts; then mmatests overhead opcost bertturns   # session 16: the GPU suite on the records' path, one call's parts, issue 23's figures
+#   bash bench/device_session.sh OUT_DIR mmabound   # session 16: the mma family's bound launches on the GPU (then the whole suite when device time allows)
 # Export SPARSE24_COMMIT=<this commit> in the device command: the GPU machine's copy of the tree keeps
 # an older commit in its .git, and the records name that one (+dirty) otherwise (session 10's did).
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
@@ -163,6 +164,8 @@ for stage in "$@"; do
     eagerdiag) limit 300 python3 -m bench.investigations.2026-12-bert-eager-host-time.eager_steady >"$out/eager_steady.txt" 2>&1; grep -v Warning "$out/eager_steady.txt" | tail -30 ;;
     opcost) limit 150 python3 -m bench.diag.compiled_op_cost >"$out/compiled_op_cost.txt" 2>&1; head -8 "$out/compiled_op_cost.txt" ;;
     breakdown) limit 560 python3 -m bench.diag.gpu_breakdown >"$out/gpu_breakdown.txt" 2>&1; grep -v -E "Warning|^    " "$out/gpu_breakdown.txt" | tail -70 ;;
+    mmabound) limit 240 python3 -m pytest -m gpu -q -rf -n 4 -p no:cacheprovider tests/test_gemm.py tests/test_wgmma_gpu.py \
+             -k "mma_bound or direct_launches or through_its_bound_launches" >"$out/pytest_gpu_mmabound.txt" 2>&1; tail -6 "$out/pytest_gpu_mmabound.txt" ;;  # issue 23 (session 16): the mma family's bound launches, the direct launches, the sm90 bound launches
     bertturns) mkdir -p "$out/bertturns"; limit 120 python3 -m bench.diag.ab_interleaved --modes eager,default --rounds 5 --min-run-time 0.2 2>&1 \
              | grep -v Warn | tail -6 | tee "$out/bertturns/ab_interleaved.txt" ;;  # issue 23 (session 16): BERT-base batch 4 and 16, dense and sparse24 in turns, this tree only
     abturns) limit 400 python3 -m bench.diag.ab_interleaved >"$out/ab_interleaved.txt" 2>&1; grep -v -E "Warning|warn" "$out/ab_interleaved.txt" | tail -12 ;;

@@ -13,7 +13,8 @@ For A/Bs of host-side changes between trees, run it under each tree's package:
     PYTHONPATH=/tmp/base python -m bench.diag.stub_host_time
     python -m bench.diag.stub_host_time [--calls 5000] [--rounds 7]
 
-It uses only what older trees have too (ops.linear, SparseLinear, sparsify_, gemm._plan).
+It uses only what older trees have too (ops.linear, SparseLinear, sparsify_, gemm._plan; for
+--stub mma, the mma family's launch and its DirectLaunches).
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--stub", choices=("plan", "launcher"), default="plan",
+    parser.add_argument("--stub", choices=("plan", "launcher", "mma"), default="plan",
                         help="plan: the plan's whole launch is a no-op (older trees too); "
                              "launcher: sm90's PlannedLaunch runs (its keys, kept arguments and "
                              "the bound launches where the tree has them) and only Triton's C "
-                             "launcher is a stand-in that does nothing")
+                             "launcher is a stand-in that does nothing; mma: the same for the "
+                             "mma family (Ampere's and Ada's): its launch with its direct "
+                             "launcher learned, that launcher a no-op")
     args = parser.parse_args()
     os.environ.pop("TRITON_INTERPRET", None)  # the stub stands in for the kernels
     import torch
@@ -60,6 +63,8 @@ def main() -> int:
 
     if args.stub == "launcher":
         stub_plan = _planned_launch_stub(gemm)
+    elif args.stub == "mma":
+        stub_plan = _mma_stub(gemm)
     gemm.use_triton = lambda t: True
     gemm._plan = stub_plan
 
@@ -95,7 +100,8 @@ def main() -> int:
         for name, call in cases.items():
             times[name].append(min(timeit.repeat(call, number=args.calls, repeat=3))
                                / args.calls * 1e6)
-    stubbed = "launch stubbed" if args.stub == "plan" else "Triton's C launcher stubbed"
+    stubbed = {"plan": "launch stubbed", "launcher": "Triton's C launcher stubbed",
+               "mma": "the mma family, Triton's C launcher stubbed"}[args.stub]
     print(f"sparse24 from {os.path.dirname(sparse24.__file__)} · torch {torch.__version__} · "
           f"{args.rounds} rounds, best of 3 x {args.calls} calls; {stubbed}")
     for name, values_us in times.items():
@@ -137,6 +143,38 @@ def _planned_launch_stub(gemm):
                                       torch.device("cuda", 0))
         planned.device, planned.direct = -1, Learned()
         made = gemm._plans[key] = (planned, {"family": "wgmma"}, True)
+        return made
+
+    return plan
+
+
+def _mma_stub(gemm):
+    """A plan maker whose plans run the mma family's launch (one unsplit config) with its direct
+    launcher already learned for every key a call may ask, a launcher that does nothing; the
+    CPU (device -1) is the current device and stream 0 the current stream."""
+    from sparse24.ops import device, direct, triton_internals
+    from sparse24.ops.families import mma
+
+    cfg = {"family": "mma", "BLOCK_F": 64, "BLOCK_T": 16, "GROUP_T": 8, "PREFETCH": 1,
+           "SPLIT_K": 1, "num_warps": 4, "num_stages": 1}
+
+    def launcher(*arguments):
+        return None
+
+    class Learned(direct.DirectLaunches):  # every key has its entry, as after its first launch
+        def get(self, key, owner=None):
+            if key not in self.known:
+                self.known[key] = (owner, (launcher, 1, 1, key[3], False, (0,) * 10))
+            return super().get(key, owner)
+
+    mma._direct = Learned()
+    mma._direct.off = False
+    mma.current_device = lambda: -1
+    mma.current_stream = triton_internals.current_stream = lambda index: 0
+    device._current_cuda_device = lambda: -1
+
+    def plan(key):
+        made = gemm._plans[key] = (mma.launch, cfg, False)
         return made
 
     return plan

@@ -503,10 +503,12 @@ _MAX_BOUND = 64
 
 def bind(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias: torch.Tensor | None,
          activation: str | None):
-    """The plan of this call bound to its weight and x's shape (``wgmma.BoundLaunch``: it checks
-    x and what may have changed since, allocates y and launches), for a record of a weight whose
-    checks passed; None while the plan has not learned its direct launch; False where its family
-    has no such launch (the mma and dot families; split-K) or the call never runs a kernel."""
+    """The plan of this call bound to its weight and x's shape (a family's ``BoundLaunch``: it
+    checks x and what may have changed since, allocates y and launches), for a record of a
+    weight whose checks passed; None while the plan has not learned its direct launch; False
+    where its family has no such launch (the dot family; split-K) or the call never runs a
+    kernel. The sm90 plans bind through ``PlannedLaunch.bind``, the mma family through
+    ``families.mma.bind``."""
     k = values.shape[1] * 2
     if not use_triton(x) or x.dtype not in GEMM_DTYPES or not k or not x.numel():
         return False
@@ -514,11 +516,15 @@ def bind(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, bias: torch.
     plan = _plans.get((x.numel() // k, values.shape[0], k, x.dtype, x.device))
     if plan is None:
         return None
-    binder = getattr(plan[0], "bind", None)
+    width = values.shape[0] // 2 if activation in GATED else values.shape[0]
+    binder = getattr(plan[0], "bind", None)  # a plan that keeps its launch (the sm90 family)
+    if binder is not None:
+        return binder(values, meta, bias, ALL_CODES[activation], x.shape, width, generation)
+    family = FAMILIES.get(plan[1].get("family"))  # else the family's own (the mma family)
+    binder = getattr(family, "bind", None)
     if binder is None:
         return False
-    width = values.shape[0] // 2 if activation in GATED else values.shape[0]
-    return binder(values, meta, bias, ALL_CODES[activation], x.shape, width, generation)
+    return binder(plan[1], values, meta, bias, ALL_CODES[activation], x.shape, width, generation)
 
 
 def linear_on_checked_weight(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor,

@@ -19,7 +19,11 @@ The interface, as module-level names:
   contiguous), that launches that plan's config, free to keep what the plan fixes (the sm90
   family's direct launches). With a true ``takes_rows`` attribute it also takes a contiguous
   N-D x2 and y whose rows are the m rows (no reshapes per call); without, ``_linear_impl``
-  passes 2-D views. ``run_config``, the tuner and the benches call ``launch``.
+  passes 2-D views. ``run_config``, the tuner and the benches call ``launch``;
+- ``bind(config, values, meta, bias, activation, shape, width, generation)`` (optional): the
+  launch bound to one checked weight and one shape of x (``gemm.bind``; a plan that has its own
+  ``bind``, the sm90 family's, takes precedence): a callable ``(x, values, bias) -> y or None``,
+  None while it cannot bind yet, False where it never will.
 
 mma.py and dot.py are families; _splitk.py is what they share. The sm90 family lives in
 sparse24/ops/wgmma.py beside its asm and shared-memory offset checks; ``wgmma_family`` below

@@ -23,9 +23,12 @@ import itertools
 import torch
 
 from sparse24.kernels.sparse_mma import _sparse_mma_kernel
+from sparse24.ops import device as _device
+from sparse24.ops import triton_internals
 from sparse24.ops.families._splitk import cdiv, counters, reduce, split_k, workspace
 from sparse24.ops.direct import DirectLaunches
 from sparse24.ops.triton_internals import CachedLaunch, current_device, current_stream
+from sparse24.tuning import generation as _tuning_generation
 
 NAME = "mma"
 # What the launcher reads; configs tuned before split-K existed lack SPLIT_K and run unsplit, and
@@ -153,3 +156,76 @@ def launch(x2, values, meta, bias, y, activation: int, cfg: dict) -> None:
                           (tiles, splits, per_split, fused, constexprs), cfg)
     if splits > 1 and not fused:
         reduce(partial, bias, y, activation, splits)
+
+
+def bind(cfg: dict, values, meta, bias, activation: int, shape: torch.Size, width: int,
+         generation: int):
+    """This config's direct launch bound to one weight (values, meta, bias, activation) and one
+    shape of x, for sparse24.ops.gemm's record of a checked weight (``gemm.bind``): a
+    ``BoundLaunch``; None where the launch has not been learned yet (the shape's first plain
+    call learns it: not under a launch hook); False where it never will be (split-K, whose
+    partial sums and reduction a bound launch does not hold; a strided or misaligned weight).
+    The key is the one ``launch`` builds for a contiguous x and y of this shape, so the bound
+    launch passes the kernel what the direct path would."""
+    n, k = values.shape[0], values.shape[1] * 2
+    splits, _ = split_k(cfg, k)
+    if splits > 1 or not values.is_contiguous() or not k or k % 8:
+        return False
+    vp, mp = values.data_ptr(), meta.data_ptr()
+    bp = None if bias is None else bias.data_ptr()
+    if (vp | mp | (bp or 0)) & 15:
+        return False
+    index = values.get_device()  # the device the call launched on (gemm's launch guard)
+    key = (id(cfg), shape.numel() // k, n, k, k, width, values.dtype, values.dtype,
+           bias is not None and bias.dtype, activation, vp < 2**31, mp < 2**31, index)
+    entry = _direct.get(key, cfg)
+    if not entry:  # False from a launch hook is for now only: asked again on the next call
+        return None if entry is None or not triton_internals.direct_launch_allowed() else False
+    direct, tiles, _, per_split, _, constexprs = entry  # unsplit: never the fused reduction
+    # y's template: empty_like of a tensor whose strides are all 0 gives a contiguous tensor of
+    # its shape (torch's preserve_format rule), with no sizes or dtype to parse on each call
+    template = torch.empty((), dtype=values.dtype, device=values.device).expand(*shape[:-1], width)
+    return BoundLaunch(direct, index, tiles, (vp, mp), bp,
+                       (shape.numel() // k, n, k, k // 2, width, per_split, *constexprs),
+                       template, generation)
+
+
+class BoundLaunch:
+    """The mma family's direct launch bound to one weight and one shape of x (``bind``):
+    ``bound(x, values, bias)`` allocates y, launches and returns it, or returns None where this
+    call needs the general path (x not a contiguous, 16-byte aligned plain tensor of the
+    weight's dtype on its device; autograd to record; another current device; a launch hook;
+    tuned configs that changed since binding). The caller vouches for the weight (the same
+    tensors holding the same memory as when bound) and for x's shape (its table's key).
+    What it skips against ``gemm._linear_impl`` and ``launch``: the plan's lookup, x's
+    strides, the launch key of 13 items and its lookup, and y's allocation from a shape."""
+
+    __slots__ = ("direct", "device", "dtype", "tiles", "weight", "bias_addr", "ints",
+                 "template", "generation")
+
+    def __init__(self, direct, device, tiles, weight, bias_addr, ints, template, generation):
+        self.direct, self.device, self.dtype, self.tiles = direct, device, template.dtype, tiles
+        self.weight, self.bias_addr, self.ints = weight, bias_addr, ints
+        self.template, self.generation = template, generation
+
+    def __call__(self, x, values, bias):
+        if type(x) is not torch.Tensor or x.dtype is not self.dtype or x.get_device() != self.device:
+            return None
+        x_addr = x.data_ptr()
+        if (x_addr & 15 or not x.is_contiguous()
+                or (torch.is_grad_enabled() and (x.requires_grad or values.requires_grad or (
+                    bias is not None and bias.requires_grad)))
+                or _tuning_generation() != self.generation
+                or _device._current_cuda_device() != self.device
+                or not triton_internals.direct_launch_allowed()):
+            return None
+        y = torch.empty_like(self.template)
+        y_addr = y.data_ptr()
+        bias_addr = y_addr if self.bias_addr is None else self.bias_addr
+        # unsplit: the partial sums go straight into y, and meta stands in for the tile counters
+        # (launch's arguments for SPLIT_K 1); a contiguous x's rows are K apart, K / 2 words
+        values_addr, meta_addr = self.weight
+        self.direct(self.tiles, 1, 1, triton_internals.current_stream(self.device), x_addr,
+                    values_addr, values_addr, meta_addr, bias_addr, y_addr, y_addr, meta_addr,
+                    *self.ints)
+        return y
