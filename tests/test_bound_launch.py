@@ -15,6 +15,7 @@ from sparse24 import reference
 from sparse24.tuning import cache as tuning_cache
 from sparse24.nn import SparseLinear
 from sparse24.ops import compress, device, gemm, prune_24, triton_internals, wgmma
+from bound_checks import declined_x, spy_on_bound_launches, spy_on_the_general_path
 
 N, K = 64, 128
 
@@ -142,9 +143,7 @@ def test_the_bound_launch_serves_the_repeated_calls(seed, sm90_stand_in, monkeyp
         layer = _layer()
         x = torch.randn(4, K, dtype=torch.float16)
         layer(x), layer(x)
-        general = []
-        real = gemm._linear_impl
-        monkeypatch.setattr(gemm, "_linear_impl", lambda *a: general.append(a) or real(*a))
+        general = spy_on_the_general_path(monkeypatch)
         for _ in range(3):
             x = torch.randn(4, K, dtype=torch.float16)
             assert torch.equal(layer(x), _want(layer, x))
@@ -167,18 +166,11 @@ def test_calls_the_bound_launch_must_not_serve_take_the_general_path(seed, sm90_
     with torch.no_grad():
         layer(x), layer(x)
     assert isinstance(_bound(layer)[x.shape], wgmma.BoundLaunch)
-    offered = []
-    real_call = wgmma.BoundLaunch.__call__
-    monkeypatch.setattr(wgmma.BoundLaunch, "__call__",
-                        lambda self, *a: offered.append(real_call(self, *a)) or offered[-1])
-    general = []
-    real = gemm._linear_impl
-    monkeypatch.setattr(gemm, "_linear_impl", lambda *a: general.append(a) or real(*a))
+    offered = spy_on_bound_launches(monkeypatch, wgmma.BoundLaunch)
+    general = spy_on_the_general_path(monkeypatch)
     grad = False
-    if case == "misaligned":
-        x = torch.randn(6 * K + 1, dtype=torch.float16)[1:].view(6, K)
-    elif case == "transposed":
-        x = torch.randn(K, 6, dtype=torch.float16).t()
+    if case in ("misaligned", "transposed"):
+        x = declined_x(case, 6, K)
     elif case == "int64":
         with torch.no_grad(), pytest.raises(TypeError, match="x is torch.int64"):
             layer(torch.ones(6, K, dtype=torch.int64))
@@ -291,9 +283,7 @@ def test_the_op_records_a_whole_weight_and_takes_its_bound_launch(seed, sm90_sta
                                                               layer.bias, None)
         assert len(gemm._checked) == before + 1
         assert isinstance(_bound(layer)[x.shape], wgmma.BoundLaunch)
-        general = []
-        real = gemm._linear_impl
-        monkeypatch.setattr(gemm, "_linear_impl", lambda *a: general.append(a) or real(*a))
+        general = spy_on_the_general_path(monkeypatch)
         for _ in range(2):
             x = torch.randn(5, K, dtype=torch.float16)
             assert torch.equal(op(x, layer.values, layer.meta, layer.bias, None),
@@ -319,10 +309,7 @@ def test_the_bound_launch_declines_what_only_it_sees(seed, sm90_stand_in, monkey
     with torch.no_grad():
         layer(x), layer(x)
     bound = _bound(layer)[x.shape]
-    offered = []
-    real_call = wgmma.BoundLaunch.__call__
-    monkeypatch.setattr(wgmma.BoundLaunch, "__call__",
-                        lambda self, *a: offered.append(real_call(self, *a)) or offered[-1])
+    offered = spy_on_bound_launches(monkeypatch, wgmma.BoundLaunch)
     grad = False
     if case == "subclass_through_the_op":
         class Sub(torch.Tensor):

@@ -21,6 +21,7 @@ from sparse24.nn import SparseLinear
 from sparse24.ops import compress, device, direct, gemm, prune_24, triton_internals
 from sparse24.ops.families import mma
 from sparse24.tuning import cache as tuning_cache
+from bound_checks import declined_x, spy_on_bound_launches, spy_on_the_general_path
 
 N, K = 64, 128
 CFG = {"family": "mma", "BLOCK_F": 64, "BLOCK_T": 16, "GROUP_T": 8, "PREFETCH": 1, "SPLIT_K": 1,
@@ -111,9 +112,10 @@ def mma_stand_in(monkeypatch):
     return kernel
 
 
-def _weight(bias=True, activation=None):
+def _weight(bias=torch.float16, activation=None):
+    """A packed weight, its bias (None, or of dtype ``bias``) and activation; the stand-in's."""
     values, meta = compress(prune_24(torch.randn(N, K, dtype=torch.float16)))
-    bias = torch.randn(N, dtype=torch.float16) if bias else None
+    bias = None if bias is None else torch.randn(N, dtype=bias)
     StandInKernel.weight = (values, meta, bias, activation)
     return values, meta, bias, activation
 
@@ -127,20 +129,22 @@ def _bound(weight):
     return gemm._checked[(id(values), id(meta), id(bias), activation)][4]
 
 
-@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("bias", [None, torch.float16, torch.float32])
 @pytest.mark.parametrize("activation", [None, "relu", "swiglu"])
 def test_a_weight_binds_each_shape_and_its_launch_passes_what_the_direct_path_does(
-        seed, mma_stand_in, bias, activation):
-    """First call of a shape: Triton's launch (learns the direct launcher); second: the family's
-    direct path, then the bind; from the third on, the bound launch: the same arguments reach
-    the kernel as on the direct path (but x's and y's addresses), y is fresh, contiguous and the
-    reference's. Another shape binds its own."""
+        seed, mma_stand_in, monkeypatch, bias, activation):
+    """A shape's first call goes through Triton's launch (which learns the direct launcher),
+    later ones directly; once bound, a call takes the bound launch, which hands the kernel the
+    same arguments as the family's direct path for the same x (``gemm._linear_impl`` called
+    itself), but y's address; y is fresh, contiguous and the reference's. Each shape binds its
+    own; a bias of float32 or of x's dtype alike."""
     torch.set_grad_enabled(False)
     try:
         weight = _weight(bias, activation)
         width = N // 2 if activation == "swiglu" else N
-        for shape in ((2, 3, K), (5, K), (40, K)):
-            for call in range(4):
+        offered = spy_on_bound_launches(monkeypatch, mma.BoundLaunch)
+        for shape in ((2, 3, K), (5, K), (40, K), (1, K)):
+            for call in range(3):
                 x = torch.randn(shape, dtype=torch.float16)
                 y = gemm.linear(x, *weight)
                 kind, x_addr, y_addr = mma_stand_in.launches[-1]
@@ -148,11 +152,34 @@ def test_a_weight_binds_each_shape_and_its_launch_passes_what_the_direct_path_do
                 assert (x_addr, y_addr) == (x.data_ptr(), y.data_ptr())
                 assert y.shape == (*shape[:-1], width) and y.is_contiguous()
                 assert torch.equal(y, _want(weight, x))
-            general, bound_first, bound_again = mma_stand_in.direct_calls[-3:]
-            assert general == bound_first == bound_again
-        bound = _bound(weight)
-        assert set(bound) == {torch.Size((2, 3, K)), torch.Size((5, K)), torch.Size((40, K))}
-        assert all(isinstance(b, mma.BoundLaunch) for b in bound.values())
+            assert isinstance(_bound(weight)[torch.Size(shape)], mma.BoundLaunch)
+            x = torch.randn(shape, dtype=torch.float16)
+            general_y = gemm._linear_impl(x, *weight)  # the family's direct path itself
+            general = mma_stand_in.direct_calls[-1]
+            served = len([o for o in offered if o is not None])
+            bound_y = gemm.linear(x, *weight)
+            assert len([o for o in offered if o is not None]) == served + 1  # the bound launch
+            assert mma_stand_in.direct_calls[-1] == general
+            assert mma_stand_in.launches[-1][1] == x.data_ptr()
+            assert torch.equal(bound_y, general_y) and bound_y.data_ptr() != general_y.data_ptr()
+    finally:
+        torch.set_grad_enabled(True)
+
+
+def test_a_one_row_x_with_any_row_stride_is_served_as_its_row(seed, mma_stand_in, monkeypatch):
+    """A [1, K] x whose row stride is not K is contiguous (one row): the bound launch serves it,
+    handing the kernel its address (the kernel reads row 0 only), and y is the reference's."""
+    torch.set_grad_enabled(False)
+    try:
+        weight = _weight()
+        for _ in range(2):
+            gemm.linear(torch.randn(1, K, dtype=torch.float16), *weight)
+        offered = spy_on_bound_launches(monkeypatch, mma.BoundLaunch)
+        padded = torch.randn(1, 2 * K, dtype=torch.float16)[:, :K]
+        assert padded.is_contiguous() and padded.stride(0) == 2 * K
+        assert torch.equal(gemm.linear(padded, *weight), _want(weight, padded))
+        assert offered and offered[-1] is not None
+        assert mma_stand_in.launches[-1][1] == padded.data_ptr()
     finally:
         torch.set_grad_enabled(True)
 
@@ -171,9 +198,7 @@ def test_the_bound_launch_serves_a_layer_and_the_op_without_the_general_path(
     with torch.no_grad():
         x = torch.randn(3, 8, K, dtype=torch.float16)
         layer(x), layer(x)
-        general = []
-        real = gemm._linear_impl
-        monkeypatch.setattr(gemm, "_linear_impl", lambda *a: general.append(a) or real(*a))
+        general = spy_on_the_general_path(monkeypatch)
         for _ in range(3):
             x = torch.randn(3, 8, K, dtype=torch.float16)
             assert torch.equal(layer(x), _want(weight, x))
@@ -198,18 +223,11 @@ def test_calls_the_bound_launch_must_not_serve_take_the_general_path(seed, mma_s
         gemm.linear(x, *weight), gemm.linear(x, *weight)
     bound = _bound(weight)[x.shape]
     assert isinstance(bound, mma.BoundLaunch)
-    offered = []
-    real_call = mma.BoundLaunch.__call__
-    monkeypatch.setattr(mma.BoundLaunch, "__call__",
-                        lambda self, *a: offered.append(real_call(self, *a)) or offered[-1])
-    general = []
-    real = gemm._linear_impl
-    monkeypatch.setattr(gemm, "_linear_impl", lambda *a: general.append(a) or real(*a))
+    offered = spy_on_bound_launches(monkeypatch, mma.BoundLaunch)
+    general = spy_on_the_general_path(monkeypatch)
     grad = False
-    if case == "misaligned":
-        x = torch.randn(6 * K + 1, dtype=torch.float16)[1:].view(6, K)
-    elif case == "transposed":
-        x = torch.randn(K, 6, dtype=torch.float16).t()
+    if case in ("misaligned", "transposed"):
+        x = declined_x(case, 6, K)
     elif case == "int64":
         with torch.no_grad(), pytest.raises(TypeError, match="x is torch.int64"):
             gemm.linear(torch.ones(6, K, dtype=torch.int64), *weight)
@@ -257,7 +275,7 @@ def test_calls_the_bound_launch_must_not_serve_take_the_general_path(seed, mma_s
 
 def test_bind_declines_split_k_and_waits_for_a_learned_launch(seed, mma_stand_in, monkeypatch):
     """families.mma.bind: False for a split-K config (its partial sums and reduction are the
-    general path's) and for a strided weight; None before the shape's direct launch is learned
+    general path's), a strided weight and a misaligned bias; None before the shape's direct launch is learned
     and while a launch hook holds the direct launches off (then it binds once they are back)."""
     weight = _weight()
     values, meta, bias, _ = weight
@@ -270,6 +288,8 @@ def test_bind_declines_split_k_and_waits_for_a_learned_launch(seed, mma_stand_in
     wide = torch.empty(N, K, dtype=torch.float16)[:, : K // 2]
     wide.copy_(values)
     assert mma.bind(cfg, wide, meta, bias, 0, x.shape, N, gen) is False
+    misaligned_bias = torch.randn(N + 1, dtype=torch.float16)[1:]
+    assert mma.bind(cfg, values, meta, misaligned_bias, 0, x.shape, N, gen) is False
     with torch.no_grad():
         gemm.linear(x, *weight)  # learns the direct launch
     monkeypatch.setattr(triton_internals, "direct_launch_allowed", lambda: False)

@@ -164,12 +164,16 @@ def bind(cfg: dict, values, meta, bias, activation: int, shape: torch.Size, widt
     shape of x, for sparse24.ops.gemm's record of a checked weight (``gemm.bind``): a
     ``BoundLaunch``; None where the launch has not been learned yet (the shape's first plain
     call learns it: not under a launch hook); False where it never will be (split-K, whose
-    partial sums and reduction a bound launch does not hold; a strided or misaligned weight).
-    The key is the one ``launch`` builds for a contiguous x and y of this shape, so the bound
-    launch passes the kernel what the direct path would."""
+    partial sums and reduction a bound launch does not hold; a strided or misaligned weight; K
+    not a multiple of 8, whose rows the kernel cannot read 16 bytes at a time).
+    The key is the one ``launch`` builds for a contiguous x (rows K apart) and y of this shape,
+    so the bound launch passes the kernel what the direct path would. One difference: a
+    one-row x is contiguous whatever its row stride; the bound launch passes K as its row
+    stride where the direct path passes x's own, the same launch, since the kernel reads only
+    row 0 of a one-row x. (A one-row shape whose calls all had another row stride learned only
+    keys that hold it, and does not bind: it stays on the general path.)"""
     n, k = values.shape[0], values.shape[1] * 2
-    splits, _ = split_k(cfg, k)
-    if splits > 1 or not values.is_contiguous() or not k or k % 8:
+    if not k or k % 8 or not values.is_contiguous() or split_k(cfg, k)[0] > 1:
         return False
     vp, mp = values.data_ptr(), meta.data_ptr()
     bp = None if bias is None else bias.data_ptr()
@@ -209,6 +213,8 @@ class BoundLaunch:
         self.template, self.generation = template, generation
 
     def __call__(self, x, values, bias):
+        # the same checks as wgmma.BoundLaunch's, written out in each: a shared helper would add
+        # a Python frame to a call of about 4 us (dev CPU, bench.diag.stub_host_time --stub mma)
         if type(x) is not torch.Tensor or x.dtype is not self.dtype or x.get_device() != self.device:
             return None
         x_addr = x.data_ptr()
