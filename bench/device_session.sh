@@ -30,6 +30,7 @@
 #   next (after session 15): testsrest decode launchparts on HEAD (the review's mends, 15fccaf, ran on the CPU only), then boundab opcostab against e9c7f77 on one calm host
 #   bash bench/device_session.sh OUT_DIR restests wgmmatests launchparts; then mmatests overhead opcost bertturns   # session 16: the GPU suite on the records' path, one call's parts, issue 23's figures
 #   bash bench/device_session.sh OUT_DIR mmabound   # session 16: the mma family's bound launches on the GPU (then the whole suite when device time allows)
+#   next (after session 16): mmabound first (written, not run: the device time was spent), then wgmmatests mmatests restests on HEAD; the H200 reruns when one is lent
 # Export SPARSE24_COMMIT=<this commit> in the device command: the GPU machine's copy of the tree keeps
 # an older commit in its .git, and the records name that one (+dirty) otherwise (session 10's did).
 #   bash bench/device_session.sh OUT_DIR notebook   # carry .whl (nbclient wheels) and .models/all-MiniLM-L6-v2-fp16
