@@ -39,6 +39,39 @@ def per_call_us(fn, x, iters: int, calls: int) -> float:
     return (time.perf_counter() - t0) / iters / calls * 1e6
 
 
+def sparse_chains(packed: list, biases: list):
+    """Two chains of sparse24 calls over the packed weights [(values, meta)] and their biases:
+    through linear() (the records and bound launches) and through the registered op."""
+    import sparse24.ops as ops
+
+    def linear_chain(h):
+        for (values, meta), bias in zip(packed, biases):
+            h = ops.linear(h, values, meta, bias)
+        return h
+
+    def op_chain(h):
+        for (values, meta), bias in zip(packed, biases):
+            h = torch.ops.sparse24.linear(h, values, meta, bias, None)
+        return h
+
+    return linear_chain, op_chain
+
+
+def profile_of(run, times: int, lines: int, sync=None) -> str:
+    """cProfile's table of ``times`` calls of ``run`` (then ``sync``), its ``lines`` functions of
+    most own time."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(times):
+        run()
+    if sync is not None:
+        sync()
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(lines)
+    return text.getvalue()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=24)
@@ -61,16 +94,7 @@ def main() -> int:
             h = F.linear(h, w, b)
         return h
 
-    def sparse_chain(h):
-        for (values, meta), b in zip(packed, bias):
-            h = ops.linear(h, values, meta, b)
-        return h
-
-    def op_chain(h):
-        for (values, meta), b in zip(packed, bias):
-            h = torch.ops.sparse24.linear(h, values, meta, b, None)
-        return h
-
+    sparse_chain, op_chain = sparse_chains(packed, bias)
     paths = {
         "F.linear eager": dense_chain,
         "F.linear compiled default": torch.compile(dense_chain, fullgraph=True),
@@ -92,15 +116,7 @@ def main() -> int:
             print(f"{label + ', Triton wrappers':<34} {us:7.1f} us per call", flush=True)
         DescriptorLauncher.enabled = True
         compiled = paths["sparse24 compiled default"]
-        profiler = cProfile.Profile()
-        profiler.enable()
-        for _ in range(50):
-            compiled(x)
-        torch.cuda.synchronize()
-        profiler.disable()
-    text = io.StringIO()
-    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(30)
-    print(text.getvalue())
+        print(profile_of(lambda: compiled(x), 50, 30, torch.cuda.synchronize))
     return 0
 
 

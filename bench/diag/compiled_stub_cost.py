@@ -19,10 +19,7 @@ then a cProfile of the compiled chain (its per-call C functions: the op's builti
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
 import os
-import pstats
 import sys
 import timeit
 
@@ -38,6 +35,7 @@ def main() -> int:
     import torch
 
     import sparse24.ops as ops
+    from bench.diag.compiled_op_cost import profile_of, sparse_chains
     from bench.diag.stub_host_time import _planned_launch_stub
     from sparse24.ops import gemm
 
@@ -50,15 +48,7 @@ def main() -> int:
     biases = [torch.randn(width, dtype=torch.float16) for _ in range(CHAIN)]
     x = torch.randn(32, width, dtype=torch.float16)
 
-    def linear_chain(h):
-        for (values, meta), bias in zip(packed, biases):
-            h = ops.linear(h, values, meta, bias)
-        return h
-
-    def op_chain(h):
-        for (values, meta), bias in zip(packed, biases):
-            h = torch.ops.sparse24.linear(h, values, meta, bias, None)
-        return h
+    linear_chain, op_chain = sparse_chains(packed, biases)
 
     def alias_chain(h):  # a graph of as many calls, no weights: its entry alone
         for _ in range(CHAIN):
@@ -83,14 +73,7 @@ def main() -> int:
             values.sort()
             print(f"{name:18s} median {values[len(values) // 2]:6.2f} us a call  "
                   f"(rounds {values[0]:.2f}-{values[-1]:.2f})")
-        profiler = cProfile.Profile()
-        profiler.enable()
-        for _ in range(500):
-            paths["compiled"](x)
-        profiler.disable()
-    text = io.StringIO()
-    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(12)
-    print(text.getvalue())
+        print(profile_of(lambda: paths["compiled"](x), 500, 12))
     return 0
 
 
