@@ -15,6 +15,8 @@ shape it does not know, the compiled kernel to ``learn``.
 
 from __future__ import annotations
 
+import torch
+
 from sparse24.ops._checks import interpreter_active
 from sparse24.ops.triton_internals import direct_launch_allowed, pointer_launcher
 
@@ -55,3 +57,11 @@ class DirectLaunches:
             self.known.clear()
         launcher = compiled is not None and (self.make or pointer_launcher)(compiled)
         self.known[key] = (owner, (launcher, *derived) if launcher else False)
+
+
+def output_template(values: torch.Tensor, shape: torch.Size, width: int) -> torch.Tensor:
+    """What a bound launch (wgmma.BoundLaunch, mma.BoundLaunch) allocates y from on each call:
+    ``empty_like`` of a tensor whose strides are all 0 gives a contiguous tensor of its shape
+    (torch's preserve_format rule), with no sizes or dtype to parse; y is [*x's leading dims,
+    width] in the weight's dtype, on its device."""
+    return torch.empty((), dtype=values.dtype, device=values.device).expand(*shape[:-1], width)

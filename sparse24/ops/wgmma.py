@@ -39,7 +39,7 @@ from sparse24.activations import GATED_FLAG
 from sparse24.ops import device as _device
 from sparse24.ops import triton_internals, wgmma_asm
 from sparse24.ops.device import device_info
-from sparse24.ops.direct import DirectLaunches
+from sparse24.ops.direct import DirectLaunches, output_template
 from sparse24.tuning import generation as _tuning_generation
 
 # Registers per thread after setmaxnreg: the two math warpgroups take 232, the loader warp's
@@ -767,12 +767,9 @@ class PlannedLaunch:
         launcher, grid0, constexprs, weights, inputs, outputs = entry
         w_key = values.data_ptr()
         w_args = weights.get(w_key) or _kept(weights, w_key, launcher, 0, values)
-        # y's template: empty_like of a tensor whose strides overlap (all 0) gives a contiguous
-        # tensor of its shape (torch's preserve_format rule), with no sizes or dtype to parse
-        template = torch.empty((), dtype=values.dtype, device=values.device).expand(
-            *shape[:-1], width)
         return BoundLaunch(self, launcher, grid0, constexprs, w_args, inputs, outputs,
-                           meta_addr, bias_addr, template, generation)
+                           meta_addr, bias_addr, output_template(values, shape, width),
+                           generation)
 
 
 class BoundLaunch:

@@ -26,7 +26,7 @@ from sparse24.kernels.sparse_mma import _sparse_mma_kernel
 from sparse24.ops import device as _device
 from sparse24.ops import triton_internals
 from sparse24.ops.families._splitk import cdiv, counters, reduce, split_k, workspace
-from sparse24.ops.direct import DirectLaunches
+from sparse24.ops.direct import DirectLaunches, output_template
 from sparse24.ops.triton_internals import CachedLaunch, current_device, current_stream
 from sparse24.tuning import generation as _tuning_generation
 
@@ -166,8 +166,9 @@ def bind(cfg: dict, values, meta, bias, activation: int, shape: torch.Size, widt
     call learns it: not under a launch hook); False where it never will be (split-K, whose
     partial sums and reduction a bound launch does not hold; a strided or misaligned weight; K
     not a multiple of 8, whose rows the kernel cannot read 16 bytes at a time).
-    The key is the one ``launch`` builds for a contiguous x (rows K apart) and y of this shape,
-    so the bound launch passes the kernel what the direct path would. One difference: a
+    The key is the one ``launch`` builds for a contiguous x (rows K apart) and y of this shape
+    (written out in both; tests/test_bound_mma.py fails if they drift apart), so the bound
+    launch passes the kernel what the direct path would. One difference: a
     one-row x is contiguous whatever its row stride; the bound launch passes K as its row
     stride where the direct path passes x's own, the same launch, since the kernel reads only
     row 0 of a one-row x. (A one-row shape whose calls all had another row stride learned only
@@ -186,12 +187,9 @@ def bind(cfg: dict, values, meta, bias, activation: int, shape: torch.Size, widt
     if not entry:  # False from a launch hook is for now only: asked again on the next call
         return None if entry is None or not triton_internals.direct_launch_allowed() else False
     direct, tiles, _, per_split, _, constexprs = entry  # unsplit: never the fused reduction
-    # y's template: empty_like of a tensor whose strides are all 0 gives a contiguous tensor of
-    # its shape (torch's preserve_format rule), with no sizes or dtype to parse on each call
-    template = torch.empty((), dtype=values.dtype, device=values.device).expand(*shape[:-1], width)
     return BoundLaunch(direct, index, tiles, (vp, mp), bp,
                        (shape.numel() // k, n, k, k // 2, width, per_split, *constexprs),
-                       template, generation)
+                       output_template(values, shape, width), generation)
 
 
 class BoundLaunch:
