@@ -30,6 +30,7 @@
 #   next (after session 15): testsrest decode launchparts on HEAD (the review's mends, 15fccaf, ran on the CPU only), then boundab opcostab against e9c7f77 on one calm host
 #   bash bench/device_session.sh OUT_DIR restests wgmmatests launchparts; then mmatests overhead opcost bertturns   # session 16: the GPU suite on the records' path, one call's parts, issue 23's figures
 #   bash bench/device_session.sh OUT_DIR mmabound   # session 16: the mma family's bound launches on the GPU (then the whole suite when device time allows)
+#   AB_BASE=23ff303 bash bench/device_session.sh OUT_DIR mmabound mmahostab   # session 17: carry .ab/23ff303; the mma bound launches' GPU tests, then their host time against the tree before them
 #   next (after session 16): mmabound first (written, not run: the device time was spent), then wgmmatests mmatests restests on HEAD; the H200 reruns when one is lent
 # Export SPARSE24_COMMIT=<this commit> in the device command: the GPU machine's copy of the tree keeps
 # an older commit in its .git, and the records name that one (+dirty) otherwise (session 10's did).
@@ -167,6 +168,11 @@ for stage in "$@"; do
     breakdown) limit 560 python3 -m bench.diag.gpu_breakdown >"$out/gpu_breakdown.txt" 2>&1; grep -v -E "Warning|^    " "$out/gpu_breakdown.txt" | tail -70 ;;
     mmabound) limit 240 python3 -m pytest -m gpu -q -rf -n 4 -p no:cacheprovider tests/test_gemm.py tests/test_wgmma_gpu.py \
              -k "mma_bound or direct_launches or through_its_bound_launches" >"$out/pytest_gpu_mmabound.txt" 2>&1; tail -6 "$out/pytest_gpu_mmabound.txt" ;;  # issue 23 (session 16): the mma family's bound launches, the direct launches, the sm90 bound launches
+    mmahostab) base=.ab/${AB_BASE:?AB_BASE names the base tree under .ab}; tree=$(mktemp -d); cp -r "$base/sparse24" "$tree/"; cp -r bench "$tree/"
+             mma='{"family": "mma", "BLOCK_F": 64, "BLOCK_T": 32, "GROUP_T": 8, "PREFETCH": 1, "SPLIT_K": 1, "A_TILE": 1, "num_warps": 4, "num_stages": 1}'
+             for pass in 1 2; do for side in "$tree" .; do label=$([ "$side" = . ] && echo head || echo "$AB_BASE"); mkdir -p "$out/mmahost_${label}_$pass"
+             (cd "$side" && SPARSE24_COMMIT=$([ "$side" = . ] && echo "$SPARSE24_COMMIT" || echo "$AB_BASE") \
+             limit 75 python3 -m bench.overhead --rounds 5 --config "$mma" --out-dir "$out/mmahost_${label}_$pass" 2>&1 | grep -E "^\| 16x"); done; done ;;  # issue 23 (session 17): carry .ab/$AB_BASE; the mma family's host path (an mma config stored as tuned), base against head, two passes
     bertturns) mkdir -p "$out/bertturns"; limit 120 python3 -m bench.diag.ab_interleaved --modes eager,default --rounds 5 --min-run-time 0.2 2>&1 \
              | grep -v Warn | tail -6 | tee "$out/bertturns/ab_interleaved.txt" ;;  # issue 23 (session 16): BERT-base batch 4 and 16, dense and sparse24 in turns, this tree only
     abturns) limit 400 python3 -m bench.diag.ab_interleaved >"$out/ab_interleaved.txt" 2>&1; grep -v -E "Warning|warn" "$out/ab_interleaved.txt" | tail -12 ;;

@@ -9,12 +9,21 @@ SparseLinear, at few, some and many tokens. For each path it also counts the Pyt
 call enters, and in how many modules (``sys.setprofile``): the host path's length in code.
 
     python -m bench.overhead [--calls 1000] [--rounds 5] [--profile] [--out-dir DIR]
+        [--config '{"family": "mma", ...}']
+
+``--config`` times another family's host path on this GPU: the config is stored as the tuned one
+for every shape, in a tuning cache of its own (``$SPARSE24_CACHE_DIR`` set to a fresh folder),
+as a user's ``python -m sparse24 tune`` would leave it; a shape it cannot serve (past the sm90
+rule, the wgmma family only) keeps its heuristic. The run_config row names the family that served.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
 import sys
+import tempfile
 
 import torch
 import torch.nn.functional as F
@@ -76,14 +85,28 @@ def profile_calls(fn, label: str, calls: int = 500) -> None:
     pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
 
 
+def store_tuned(config: dict, m: int, n: int, k: int, x: torch.Tensor) -> None:
+    """``config`` as the tuned config of [m, k] x [n, k]^T on x's GPU, dtype and Triton."""
+    from sparse24 import tuning
+
+    key = tuning.TuningKey(tuning.current_gpu_name(x.device), tuning.triton_version(),
+                           tuning.dtype_name(x.dtype), n, k, tuning.m_bucket(m))
+    tuning.default_cache().put(tuning.CacheEntry(key, config))
+
+
 def main() -> int:
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1000, help="calls per path and round")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of every path in turn")
     parser.add_argument("--profile", action="store_true",
                         help="also print a cProfile of linear() calls (where the host time goes)")
+    parser.add_argument("--config", type=json.loads, default=None,
+                        help="a config (JSON) to store as every shape's tuned one, e.g. the mma "
+                             "family's on an sm90 GPU, whose heuristic plans wgmma")
     args = parser.parse_args()
     common.require_cuda("python -m bench.overhead")
+    if args.config is not None:  # before sparse24 reads its cache
+        os.environ["SPARSE24_CACHE_DIR"] = tempfile.mkdtemp(prefix="sparse24_overhead_")
     import sparse24.ops as ops
     from sparse24.ops import gemm
 
@@ -98,6 +121,8 @@ def main() -> int:
         values, meta = ops.compress(w)
         x = torch.randn(m, k, dtype=torch.float16, device="cuda")
         bias = torch.randn(n, dtype=torch.float16, device="cuda")
+        if args.config is not None:
+            store_tuned(args.config, m, n, k, x)
         cfg = gemm.choose_config(m, n, k, x.dtype, x.device)
         dense_layer = torch.nn.Linear(k, n, device="cuda", dtype=torch.float16)
         with torch.no_grad():
@@ -133,7 +158,8 @@ def main() -> int:
                 frames, modules = python_frames(fn)
                 rows.append({"bench": "overhead", "run_id": run_id, "env": env, "m": m, "n": n,
                              "k": k, "path": name, "us_per_call": us, "rounds_us": times[name],
-                             "python_frames": frames, "modules": modules})
+                             "python_frames": frames, "modules": modules,
+                             "stored_config": args.config})
                 table.append([f"{m}x{n}x{k}", name, f"{us:.1f}",
                               f"{min(times[name]):.1f}-{max(times[name]):.1f}", frames,
                               len(modules)])
@@ -150,7 +176,9 @@ def main() -> int:
                f"the median of {args.rounds} rounds of {args.calls} calls, every path timed in "
                "turn in each round",
                "Python frames: functions entered by one call (sys.setprofile), under no_grad; "
-               "modules: how many modules they belong to (the JSON lines list them)"])
+               "modules: how many modules they belong to (the JSON lines list them)"]
+        + ([f"--config: {json.dumps(args.config)} stored as every shape's tuned config (the "
+            "run_config row names the family that served each shape)"] if args.config else []))
     print(text)
     return 0
 
