@@ -31,6 +31,7 @@
 #   bash bench/device_session.sh OUT_DIR restests wgmmatests launchparts; then mmatests overhead opcost bertturns   # session 16: the GPU suite on the records' path, one call's parts, issue 23's figures
 #   bash bench/device_session.sh OUT_DIR mmabound   # session 16: the mma family's bound launches on the GPU (then the whole suite when device time allows)
 #   AB_BASE=23ff303 bash bench/device_session.sh OUT_DIR mmabound mmahostab   # session 17: carry .ab/23ff303; the mma bound launches' GPU tests, then their host time against the tree before them
+#   bash bench/device_session.sh OUT_DIR wgmmatests fixtests; then overhead bertturns opcost   # session 17: the fuzz's fixes on the GPU, then issue 23's figures on HEAD
 #   next (after session 16): mmabound first (written, not run: the device time was spent), then wgmmatests mmatests restests on HEAD; the H200 reruns when one is lent
 # Export SPARSE24_COMMIT=<this commit> in the device command: the GPU machine's copy of the tree keeps
 # an older commit in its .git, and the records name that one (+dirty) otherwise (session 10's did).
@@ -173,6 +174,9 @@ for stage in "$@"; do
              for pass in 1 2; do for side in "$tree" .; do label=$([ "$side" = . ] && echo head || echo "$AB_BASE"); mkdir -p "$out/mmahost_${label}_$pass"
              (cd "$side" && SPARSE24_COMMIT=$([ "$side" = . ] && echo "$SPARSE24_COMMIT" || echo "$AB_BASE") \
              limit 75 python3 -m bench.overhead --rounds 5 --config "$mma" --out-dir "$out/mmahost_${label}_$pass" 2>&1 | grep -E "^\| 16x"); done; done ;;  # issue 23 (session 17): carry .ab/$AB_BASE; the mma family's host path (an mma config stored as tuned), base against head, two passes
+    fixtests) limit 240 python3 -m pytest -q -rf -n 8 -p no:cacheprovider tests/test_input_checks.py tests/test_nn_compile.py \
+             tests/test_bound_launch.py tests/test_bound_mma.py tests/test_gemm.py tests/test_epilogue_ulp.py \
+             -k "not test_gemm and not test_epilogue_ulp or relu or nan or mma_bound" >"$out/pytest_gpu_fixes.txt" 2>&1; tail -4 "$out/pytest_gpu_fixes.txt" ;;  # session 17: NaN through ReLU in every family, the op's checks when called directly, the compiled model (the sm90 epilogue's ReLU: wgmmatests)
     bertturns) mkdir -p "$out/bertturns"; limit 120 python3 -m bench.diag.ab_interleaved --modes eager,default --rounds 5 --min-run-time 0.2 2>&1 \
              | grep -v Warn | tail -6 | tee "$out/bertturns/ab_interleaved.txt" ;;  # issue 23 (session 16): BERT-base batch 4 and 16, dense and sparse24 in turns, this tree only
     abturns) limit 400 python3 -m bench.diag.ab_interleaved >"$out/ab_interleaved.txt" 2>&1; grep -v -E "Warning|warn" "$out/ab_interleaved.txt" | tail -12 ;;

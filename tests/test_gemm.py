@@ -13,7 +13,7 @@ import sparse24.ops as ops
 from sparse24 import reference as ref
 from sparse24.activations import ALL_CODES, GATED, REFERENCE
 from sparse24.layout import interleave_gate_up, split_gate_up
-from sparse24.ops import configs, gemm
+from sparse24.ops import configs, gemm, wgmma
 from sparse24.ops.families import FAMILIES
 from bound_checks import (check_declined_x_still_right, check_side_stream_and_graph, fresh_calls,
                           gpu_layer, spy_on_bound_launches)
@@ -287,6 +287,41 @@ def test_mma_skips_pruned_weights_gpu(seed):
     assert torch.isfinite(y[2, pruned_at_9]).all() and torch.isinf(y[2, ~pruned_at_9]).all()
     expected = reference_output(x, values, meta, None, None)
     assert torch.equal(torch.isnan(y), torch.isnan(expected))
+
+
+def _one_config_per_family(device, m, n, k) -> list[dict]:
+    """The dot family's config on the CPU (the interpreter runs no other); on a GPU, the first
+    candidate of each family it runs (the sm90 kernel's few-token tiles on sm90)."""
+    if device == "cpu":
+        return [{"family": "dot", "BLOCK_M": 16, "BLOCK_N": 64, "SPLIT_K": 1, "num_warps": 4,
+                 "num_stages": 1}]
+    first = {}
+    for cfg in configs.candidates(m, n, k, on_gpu=True, sm90=wgmma.supported(0)):
+        first.setdefault(cfg["family"], cfg)
+    return list(first.values())
+
+
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES[1:] + GATED_NAMES)
+def test_nan_comes_out_of_every_activation(device, activation, seed):
+    """A NaN in x or in the bias stays NaN through every epilogue, as torch's activations keep it
+    (a ReLU written as maximum(y, 0) made it 0, on the GPU and in the interpreter alike): every
+    output the float64 reference makes NaN is NaN, in each family and through linear()."""
+    n, k = 64, 256
+    values, meta = packed_weight(n, k, torch.float16, device)
+    x = unit_input(4, k, torch.float16, device)
+    x[1, 5] = float("nan")
+    bias = (0.5 * torch.randn(n, device=device)).half()
+    bias[0] = float("nan")  # row 0: output 0, or output 0's gate where the activation is gated
+    want = torch.isnan(reference_output(x, values, meta, bias, activation))
+    assert want[:, 0].all() and want[1].any() and not want[[0, 2, 3], 1:].any()
+    code = ALL_CODES[activation]
+    runs = [(cfg, gemm.run_config(x, values, meta, bias, code, cfg))
+            for cfg in _one_config_per_family(device, 4, n, k)]
+    runs.append(("linear()", ops.linear(x, values, meta, bias, activation)))
+    for how, y in runs:
+        y = y.cpu()
+        assert torch.isnan(y[want]).all(), (how, activation)
+        assert torch.isfinite(y[[0, 2, 3], 1:]).all(), (how, activation)
 
 
 def test_linear_errors(device):

@@ -21,7 +21,9 @@ def _activate(y, ACTIVATION: tl.constexpr):
     """ACTIVATION: none, relu, gelu (erf form, as nn.GELU() and Hugging Face's "gelu"), gelu_tanh
     ("gelu_new"), silu, by the codes of sparse24/activations.py."""
     if ACTIVATION == _RELU:
-        y = tl.maximum(y, 0.0)
+        # where, not maximum: max(NaN, 0) is 0 on the GPU and in the interpreter, and torch's relu
+        # keeps NaN (and -0.0); so does this
+        y = tl.where(y < 0.0, 0.0, y)
     elif ACTIVATION == _GELU:
         y = 0.5 * y * (1.0 + tl.erf(y * 0.7071067811865476))
     elif ACTIVATION == _GELU_TANH:

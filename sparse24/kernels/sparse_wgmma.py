@@ -228,7 +228,9 @@ def _activate(y, ACTIVATION: gl.constexpr):
     """ACTIVATION: none, relu, gelu (erf form), gelu_tanh, silu, by the codes of sparse24/activations.py;
     the same functions as sparse24/kernels/epilogue.py, in forms that are cheaper on sm90 (see each)."""
     if ACTIVATION == _RELU:
-        y = gl.maximum(y, 0.0)
+        # where, not maximum: max(NaN, 0) is 0 on the GPU and in the interpreter, and torch's relu
+        # keeps NaN (and -0.0); so does this
+        y = gl.where(y < 0.0, 0.0, y)
     elif ACTIVATION == _GELU:
         # GELU(y) = y * Phi(y), Phi(y) = erfc(-y / sqrt(2)) / 2, with erfc(|y| / sqrt(2)) from
         # Abramowitz & Stegun 7.1.26 (absolute error <= 1.5e-7): about 17 instructions an element
