@@ -229,25 +229,22 @@ def _op_impl(x, values, meta, bias, activation) -> torch.Tensor:
     weight not recorded yet is checked here first and then recorded: its checks run once, not
     on every run of the graph; a recorded weight's call tests only x (its width, dtype and
     device, where no bound launch served it). Weights that cannot be recorded (slices taken per
-    call, as a fused group's rows) are checked on every call. The op called directly with
-    inputs autograd would track raises NO_BACKWARD (it has no autograd formula)."""
-    if torch.is_grad_enabled() and (x.requires_grad or values.requires_grad
-                                    or (bias is not None and bias.requires_grad)):
-        # the op has no autograd formula (the dispatcher's fallthrough): its output would not
-        # require grad and a backward would skip it silently. linear() calls it under no_grad
-        # and attaches _NoBackward; a compiled graph runs it under no_grad.
-        raise RuntimeError(NO_BACKWARD)
+    call, as a fused group's rows) are checked on every call. The op has no autograd formula
+    (the dispatcher's fallthrough, no Python per call): called directly with inputs that
+    require grad, its output does not; linear() attaches the refusal of a backward
+    (_NoBackward), and a compiled or exported graph of it runs the op without one."""
     record = _checked.get((id(values), id(meta), id(bias), activation))
     if (record is not None and record[0]() is values and record[1]() is meta
             and (bias is None or record[2]() is bias) and record[3] == held(values, meta, bias)):
         bound = record[4]
-        launch = bound.get(x.shape)  # shapes bound only after a call whose x passed the test below
+        # a shape is bound only after a call that passed the test below or the full checks
+        launch = bound.get(x.shape)
         if launch:
             y = launch(x, values, bias)
             if y is not None:
                 return y
         if not (type(x) is torch.Tensor and x.dim() and x.shape[-1] == 2 * values.shape[1]
-                and x.dtype == values.dtype and x.device == values.device):
+                and x.dtype is values.dtype and x.get_device() == values.get_device()):
             # the op called directly (torch.ops.sparse24.linear) with an x that does not fit:
             # the checks name the problem
             check_linear_inputs(x, values, meta, bias, activation)
@@ -347,7 +344,7 @@ def check_linear_inputs(x, values, meta, bias, activation) -> None:
         name, value = ("x", x) if not isinstance(x, torch.Tensor) else ("bias", bias)
         raise TypeError(f"sparse24.linear: {name} must be a torch.Tensor, got {type(value).__name__}")
     n, k = check_packed("linear", values, meta)
-    if not (activation is None or type(activation) is str) or activation not in ALL_CODES:
+    if not (activation is None or isinstance(activation, str)) or activation not in ALL_CODES:
         raise ValueError(
             f"sparse24.linear: unknown activation {activation!r}; use one of {list(ALL_CODES)}"
         )
@@ -505,12 +502,11 @@ def _checked_linear(x, values, meta, bias, activation) -> torch.Tensor:
         if state is not None:
             _remember(values, meta, bias, activation, state)
         return y
+    y = _linear_op(x, values, meta, bias, activation)
     tracked = [t for t in (x, values, bias) if t is not None and t.requires_grad]
     if tracked and torch.is_grad_enabled():
-        with torch.no_grad():  # the op refuses inputs autograd would track (it has no formula)
-            y = _linear_op(x, values, meta, bias, activation)
-        return _NoBackward.apply(y, *tracked)
-    return _linear_op(x, values, meta, bias, activation)
+        y = _NoBackward.apply(y, *tracked)
+    return y
 
 
 # Launches bound to a recorded weight, by x's shape: every sequence length of a server is one,
