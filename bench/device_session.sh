@@ -32,6 +32,7 @@
 #   bash bench/device_session.sh OUT_DIR mmabound   # session 16: the mma family's bound launches on the GPU (then the whole suite when device time allows)
 #   AB_BASE=23ff303 bash bench/device_session.sh OUT_DIR mmabound mmahostab   # session 17: carry .ab/23ff303; the mma bound launches' GPU tests, then their host time against the tree before them
 #   bash bench/device_session.sh OUT_DIR wgmmatests fixtests; then overhead bertturns opcost   # session 17: the fuzz's fixes on the GPU, then issue 23's figures on HEAD
+#   next (after session 17, issue 23 resolved): the H200 reruns when one is lent (overhead bertturns opcost launchparts gemm16); the whole GPU suite (wgmmatests mmatests restests) on the tree after d5f9fb1
 #   next (after session 16): mmabound first (written, not run: the device time was spent), then wgmmatests mmatests restests on HEAD; the H200 reruns when one is lent
 # Export SPARSE24_COMMIT=<this commit> in the device command: the GPU machine's copy of the tree keeps
 # an older commit in its .git, and the records name that one (+dirty) otherwise (session 10's did).
